@@ -1,0 +1,3 @@
+from sriov_node.cli import main
+
+main()

@@ -1,0 +1,319 @@
+"""Load and validate the TOML desired state. Pure: knows nothing of sysfs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from sriov_node.errors import ConfigError, ConfigProblem
+from sriov_node.model import DesiredState, PfSelector, PfSpec, VfGroup
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11
+    import tomli as tomllib
+
+DEFAULT_CONFIG = "/etc/sriov-node/config.toml"
+SUPPORTED_VERSIONS = (1,)
+MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
+
+TOP_KEYS = ("version", "pf")
+PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs")
+VF_KEYS = ("range", "driver")
+
+_PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+_HEX4_RE = re.compile(r"^(?:0x)?([0-9a-f]{4})$")
+_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_RANGE_PART_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def check_ifname(name: str) -> Optional[str]:
+    """Why `name` cannot be a Linux interface name, or None (mirrors dev_valid_name)."""
+    if not name:
+        return "is empty"
+    if len(name) > 15:
+        return f"is {len(name)} characters long; Linux interface names have at most 15"
+    if name in (".", "..") or ".." in name:
+        return "must not contain '..'"
+    if "/" in name or ":" in name or any(c.isspace() for c in name) or "\0" in name:
+        return "must not contain '/', ':', whitespace or NUL"
+    return None
+
+
+def normalize_pci(text: str) -> Optional[str]:
+    """'3b:00.0' or '0000:3B:00.0' -> '0000:3b:00.0'; None when malformed."""
+    m = _PCI_RE.match(text.strip().lower())
+    if not m:
+        return None
+    domain, bus, dev, fn = m.groups()
+    return f"{domain or '0000'}:{bus}:{dev}.{fn}"
+
+
+def parse_range(text: str) -> Tuple[int, ...]:
+    """'0-3', '5', '0,2,4-6' -> sorted indices. Raises ValueError with a reason."""
+    if not text.strip():
+        raise ValueError("is empty")
+    seen: List[int] = []
+    for part in text.split(","):
+        m = _RANGE_PART_RE.match(part)
+        if not m:
+            raise ValueError(f"has a malformed part {part.strip()!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"has a reversed span {part.strip()!r} (write {hi}-{lo})")
+        if hi > MAX_NUM_VFS:
+            raise ValueError(f"reaches {hi}, beyond any possible VF index")
+        for i in range(lo, hi + 1):
+            if i in seen:
+                raise ValueError(f"names VF {i} twice")
+            seen.append(i)
+    return tuple(sorted(seen))
+
+
+class _Validator:
+    def __init__(self) -> None:
+        self.problems: List[ConfigProblem] = []
+
+    def error(self, key: str, message: str) -> None:
+        self.problems.append(ConfigProblem(key, message))
+
+    def unknown_keys(self, key_prefix: str, table: Dict[str, Any], allowed: Tuple[str, ...]) -> None:
+        for k in table:
+            if k not in allowed:
+                where = f"{key_prefix}.{k}" if key_prefix else k
+                self.error(where, f"unknown key; valid keys here: {', '.join(allowed)}")
+
+    def integer(self, key: str, value: Any, lo: int, hi: int) -> Optional[int]:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(key, f"must be an integer from {lo} to {hi}, got {_type_name(value)}")
+            return None
+        if not lo <= value <= hi:
+            self.error(key, f"must be from {lo} to {hi}, got {value}")
+            return None
+        return value
+
+    def string(self, key: str, value: Any) -> Optional[str]:
+        if not isinstance(value, str):
+            self.error(key, f"must be a string, got {_type_name(value)}")
+            return None
+        return value
+
+    # -- blocks
+
+    def selector(self, key: str, table: Dict[str, Any]) -> Optional[PfSelector]:
+        given = [k for k in ("name", "pci", "mac") if k in table]
+        has_vd = "vendor" in table or "device" in table
+        count = len(given) + (1 if has_vd else 0)
+        if count != 1:
+            what = "none" if count == 0 else ", ".join(given + (["vendor/device"] if has_vd else []))
+            self.error(key, f"needs exactly one selector: name, pci, mac, or vendor+device (got {what})")
+            return None
+        fields: Dict[str, Any] = {}
+        ok = True
+        if "name" in table:
+            name = self.string(f"{key}.name", table["name"])
+            if name is not None:
+                why = check_ifname(name)
+                if why:
+                    self.error(f"{key}.name", f"{name!r} {why}")
+                    ok = False
+            fields["name"] = name
+        if "pci" in table:
+            raw = self.string(f"{key}.pci", table["pci"])
+            pci = normalize_pci(raw) if raw is not None else None
+            if raw is not None and pci is None:
+                self.error(f"{key}.pci", f"{raw!r} is not a PCI address; write it as DDDD:BB:DD.F, e.g. 0000:3b:00.0")
+            fields["pci"] = pci
+        if "mac" in table:
+            raw = self.string(f"{key}.mac", table["mac"])
+            if raw is not None and not _MAC_RE.match(raw.lower()):
+                self.error(f"{key}.mac", f"{raw!r} is not a MAC address; write it as aa:bb:cc:dd:ee:ff")
+                raw = None
+            fields["mac"] = raw.lower() if raw else None
+        if has_vd:
+            for part in ("vendor", "device"):
+                if part not in table:
+                    other = "device" if part == "vendor" else "vendor"
+                    self.error(f"{key}.{part}", f"missing: {other} needs {part} too, as a 4-digit hex string like \"8086\"")
+                    ok = False
+                    continue
+                value = table[part]
+                if not isinstance(value, str):
+                    self.error(f"{key}.{part}", f"must be a quoted 4-digit hex string like \"8086\", got {_type_name(value)}")
+                    ok = False
+                    continue
+                m = _HEX4_RE.match(value.strip().lower())
+                if not m:
+                    self.error(f"{key}.{part}", f"{value!r} is not a 4-digit hex PCI ID like \"8086\" or \"159b\"")
+                    ok = False
+                    continue
+                fields[part] = m.group(1)
+        if "index" in table:
+            if not has_vd:
+                self.error(f"{key}.index", "only applies to a vendor+device selector")
+                ok = False
+            else:
+                fields["index"] = self.integer(f"{key}.index", table["index"], 0, 65535)
+        if not ok or any(v is None for v in fields.values()):
+            return None
+        return PfSelector(**fields)
+
+    def vf_groups(self, key: str, value: Any, num_vfs: Optional[int]) -> Tuple[VfGroup, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.error(key, f"must be an array of tables ([[{key.split('[')[0]}.vfs]]), got {_type_name(value)}")
+            return ()
+        groups: List[VfGroup] = []
+        owner: Dict[int, str] = {}
+        for i, table in enumerate(value):
+            gkey = f"{key}[{i}]"
+            self.unknown_keys(gkey, table, VF_KEYS)
+            if "range" not in table:
+                self.error(f"{gkey}.range", 'missing: name the VFs, e.g. range = "0-3"')
+                continue
+            text = self.string(f"{gkey}.range", table["range"])
+            if text is None:
+                continue
+            try:
+                indices = parse_range(text)
+            except ValueError as exc:
+                self.error(f"{gkey}.range", f"{text!r} {exc}; write e.g. \"0-3\", \"5\" or \"0,2,4-6\"")
+                continue
+            if num_vfs is not None:
+                beyond = [n for n in indices if n >= num_vfs]
+                if beyond:
+                    self.error(
+                        f"{gkey}.range",
+                        f"{text!r} reaches VF {beyond[-1]} but num_vfs = {num_vfs} (valid indices 0-{num_vfs - 1})"
+                        if num_vfs
+                        else f"{text!r} names VFs but num_vfs = 0",
+                    )
+                    continue
+            clash = sorted({owner[n] for n in indices if n in owner})
+            if clash:
+                both = [n for n in indices if n in owner]
+                self.error(f"{gkey}.range", f"{text!r} overlaps {clash[0]}.range on VF {both[0]}; each VF belongs to one group")
+                continue
+            driver = None
+            if "driver" in table:
+                driver = self.string(f"{gkey}.driver", table["driver"])
+                if driver is not None and not _DRIVER_RE.match(driver):
+                    self.error(f"{gkey}.driver", f"{driver!r} is not a kernel driver name (like vfio-pci, iavf, mlx5_core)")
+                    continue
+                if driver is None:
+                    continue
+            for n in indices:
+                owner[n] = gkey
+            groups.append(VfGroup(key=gkey, range_text=text, indices=indices, driver=driver))
+        return tuple(groups)
+
+    def pf(self, key: str, table: Any) -> Optional[PfSpec]:
+        if not isinstance(table, dict):
+            self.error(key, f"must be a table ([[pf]]), got {_type_name(table)}")
+            return None
+        self.unknown_keys(key, table, PF_KEYS)
+        before = len(self.problems)
+        selector = self.selector(key, table)
+        num_vfs: Optional[int] = None
+        if "num_vfs" not in table:
+            self.error(f"{key}.num_vfs", "missing: how many VFs this PF should have (0 disables SR-IOV)")
+        else:
+            num_vfs = self.integer(f"{key}.num_vfs", table["num_vfs"], 0, MAX_NUM_VFS)
+        groups = self.vf_groups(f"{key}.vfs", table.get("vfs", []), num_vfs)
+        if len(self.problems) != before or selector is None or num_vfs is None:
+            return None
+        return PfSpec(key=key, selector=selector, num_vfs=num_vfs, vfs=groups)
+
+    def document(self, doc: Dict[str, Any]) -> Tuple[Optional[int], List[PfSpec]]:
+        self.unknown_keys("", doc, TOP_KEYS)
+        version = 1
+        if "version" in doc:
+            v = doc["version"]
+            if isinstance(v, bool) or not isinstance(v, int) or v not in SUPPORTED_VERSIONS:
+                self.error("version", f"unsupported version {v!r}; this sriov-node reads version = 1")
+        pfs_raw = doc.get("pf", [])
+        if not isinstance(pfs_raw, list):
+            self.error("pf", f"must be an array of tables ([[pf]]), got {_type_name(pfs_raw)}")
+            pfs_raw = []
+        specs = [s for s in (self.pf(f"pf[{i}]", t) for i, t in enumerate(pfs_raw)) if s is not None]
+        self.duplicate_selectors(specs)
+        return version, specs
+
+    def duplicate_selectors(self, specs: List[PfSpec]) -> None:
+        seen: Dict[Tuple[str, str], str] = {}
+        for spec in specs:
+            sel = spec.selector
+            ident = next(
+                ((k, getattr(sel, k)) for k in ("name", "pci", "mac") if getattr(sel, k) is not None),
+                ("vendor:device", f"{sel.vendor}:{sel.device}:{sel.index}"),
+            )
+            if ident in seen:
+                self.error(spec.key, f"selects the same PF as {seen[ident]} ({sel.describe()}); merge the two blocks")
+            else:
+                seen[ident] = spec.key
+
+
+def parse_config(data: bytes, source: str) -> DesiredState:
+    """Validate the bytes of a config file; raise ConfigError listing every problem."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [ConfigProblem("", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")])
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
+    v = _Validator()
+    version, specs = v.document(doc)
+    if v.problems:
+        raise ConfigError(source, v.problems)
+    return DesiredState(
+        source=source,
+        digest=hashlib.sha256(data).hexdigest(),
+        version=version or 1,
+        pfs=tuple(specs),
+    )
+
+
+def check_file_trust(path: str, st: os.stat_result) -> Optional[str]:
+    """Why a root daemon must not obey this file, or None."""
+    if st.st_uid != 0:
+        return f"is owned by uid {st.st_uid}, not root; run: chown root:root {path}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {path}"
+    return None
+
+
+def load_config(path: str, *, enforce_trust: bool = False) -> DesiredState:
+    """Read and validate `path`. With enforce_trust, refuse a file non-root users could edit."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(path, [ConfigProblem("", "no such file; create it (see etc/sriov-node/config.toml) or pass --config PATH")])
+    except IsADirectoryError:
+        raise ConfigError(path, [ConfigProblem("", "is a directory; pass the path of a .toml file")])
+    except OSError as exc:
+        raise ConfigError(path, [ConfigProblem("", f"cannot be read: {exc.strerror}")])
+    if enforce_trust:
+        why = check_file_trust(path, st)
+        if why:
+            raise ConfigError(path, [ConfigProblem("", why)])
+    return parse_config(data, path)

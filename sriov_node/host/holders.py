@@ -1,0 +1,45 @@
+"""Who is using a VF: an open /dev/vfio group, or a netdev moved out of the host namespace."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Tuple
+
+from sriov_node.host.core import PCI_DEVICES, Host
+from sriov_node.model import VfState
+
+
+def _vfio_nodes(host: Host, vf: VfState) -> List[str]:
+    nodes = []
+    if vf.iommu_group:
+        nodes += [f"/dev/vfio/{vf.iommu_group}", f"/dev/vfio/noiommu-{vf.iommu_group}"]
+    # iommufd cdev: <VF>/vfio-dev/vfioN -> /dev/vfio/devices/vfioN
+    for name in host.listdir(PCI_DEVICES, vf.pci, "vfio-dev"):
+        nodes.append(f"/dev/vfio/devices/{name}")
+    return nodes
+
+
+def vf_holders(host: Host, vfs: Tuple[VfState, ...]) -> List[str]:
+    """One sentence per VF in use. Writing sriov_numvfs=0 would block on (or yank) each of them."""
+    found: List[str] = []
+    watched: Dict[str, VfState] = {}
+    for vf in vfs:
+        if vf.driver in ("vfio-pci",) or host.isdir(PCI_DEVICES, vf.pci, "vfio-dev"):
+            for node in _vfio_nodes(host, vf):
+                watched[node] = vf
+        if vf.netdev_elsewhere:
+            found.append(f"VF {vf.index} ({vf.pci}): its netdev is not in the host network namespace (moved into a pod or container)")
+    if watched:
+        for pid in host.listdir("proc"):
+            if not pid.isdigit():
+                continue
+            for fd in host.listdir("proc", pid, "fd"):
+                try:
+                    target = os.readlink(host.path("proc", pid, "fd", fd))
+                except (OSError, ValueError):
+                    continue
+                vf = watched.get(target)
+                if vf is not None:
+                    comm = host.read("proc", pid, "comm") or "?"
+                    found.append(f"VF {vf.index} ({vf.pci}): {target} is open by pid {pid} ({comm})")
+    return found

@@ -1,0 +1,147 @@
+"""`sriov-node sim create`: lay out a sysfs-shaped tree for a chosen set of NICs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from sriov_node.sim.kernel import LOG, MARKER, SimKernel
+from sriov_node.sim.nics import NICS, VF_DRIVER_IDS
+
+NicRequest = Tuple[str, int, Optional[int]]  # (model key, number of PFs, TotalVFs override)
+
+MGMT_PCI = "0000:02:00.0"  # a non-SR-IOV management NIC (Intel I210, eno1) every host has
+
+
+def parse_nic(text: str) -> NicRequest:
+    """'x710', 'x710:2' or 'e810:4:256' -> (model, pfs, total_vfs)."""
+    parts = text.split(":")
+    if parts[0] not in NICS or len(parts) > 3:
+        raise ValueError(f"unknown NIC {text!r}; models: {', '.join(sorted(NICS))} (as MODEL[:PFS[:TOTALVFS]])")
+    try:
+        pfs = int(parts[1]) if len(parts) > 1 else NICS[parts[0]].ports
+        total = int(parts[2]) if len(parts) > 2 else None
+    except ValueError:
+        raise ValueError(f"{text!r}: PFS and TOTALVFS must be integers")
+    if not 1 <= pfs <= 8 or (total is not None and not 1 <= total <= 1024):
+        raise ValueError(f"{text!r}: PFS must be 1-8 and TOTALVFS 1-1024")
+    return parts[0], pfs, total
+
+
+def create_host(
+    root: str,
+    nics: Sequence[NicRequest] = (("x710", 2, None),),
+    *,
+    iommu: bool = True,
+    bios_sriov: bool = True,
+    mmio: bool = True,
+    vfio_loaded: bool = False,
+) -> str:
+    """Build a simulated host under `root` (replacing an earlier simulated one) and return it."""
+    root = os.path.abspath(root)
+    if os.path.exists(root) and os.listdir(root):
+        if not os.path.isfile(os.path.join(root, MARKER)):
+            raise ValueError(f"{root} exists and is not a simulated host; choose an empty or new directory")
+        shutil.rmtree(root)
+    if len(nics) > 14:
+        raise ValueError("at most 14 NICs per simulated host")
+    os.makedirs(root)
+
+    drivers: Dict[str, Dict[str, Any]] = {
+        "igb": {"ids": ["8086:1533"], "netdev": True, "sriov_configure": True},
+        "vfio-pci": {"ids": [], "vfio": True},
+    }
+    devices: Dict[str, Dict[str, Any]] = {}
+    layout: List[Tuple[str, str, str, str]] = []  # (bdf, parent dir, vendor, device)
+    for k, (key, pfs, total_override) in enumerate(nics):
+        nic = NICS[key]
+        total = total_override or nic.cap_total_vfs
+        pf_drv = drivers.setdefault(nic.pf_driver, {"ids": [], "netdev": True})
+        pf_drv["sriov_configure"] = True
+        pf_drv["ids"] = sorted(set(pf_drv["ids"]) | {f"{nic.vendor}:{nic.device}"})
+        vf_drv = drivers.setdefault(nic.vf_driver, {"ids": [], "netdev": True})
+        vf_drv["ids"] = sorted(set(vf_drv["ids"]) | set(VF_DRIVER_IDS[nic.vf_driver]))
+        bus = 0x10 + 0x10 * (k + 1)
+        port = f"0000:00:{k + 3:02x}.0"
+        parent = f"sys/devices/pci0000:00/{port}"
+        layout.append((port, "sys/devices/pci0000:00", "8086", "2030"))
+        for f in range(pfs):
+            bdf = f"0000:{bus:02x}:00.{f}"
+            layout.append((bdf, parent, nic.vendor, nic.device))
+            limit = nic.driver_limit if total_override is None else None
+            devices[bdf] = {
+                "model": key,
+                "ifname": f"ens{k + 1}f{f}",
+                "mac": f"{nic.oui}:{k:02x}:{bus:02x}:{f:02x}",
+                "vendor": nic.vendor,
+                "vf_device": nic.vf_device,
+                "cap_total_vfs": total if bios_sriov else 0,
+                "driver_limit": limit if bios_sriov else None,
+                "offset": nic.offset(f, total),
+                "stride": nic.stride,
+                "subordinate": bus + 0x0F,
+                "mmio": mmio,
+            }
+    layout.insert(0, ("0000:00:1c.0", "sys/devices/pci0000:00", "8086", "a338"))
+    layout.insert(1, (MGMT_PCI, "sys/devices/pci0000:00/0000:00:1c.0", "8086", "1533"))
+    devices[MGMT_PCI] = {"ifname": "eno1", "mac": "a0:36:9f:ff:00:01"}
+
+    model = {
+        "format": 1,
+        "iommu": iommu,
+        "next_group": 1,
+        "hold_block_seconds": 30,
+        "drivers": drivers,
+        "devices": devices,
+        "faults": [],
+    }
+    with open(os.path.join(root, MARKER), "w") as fh:
+        json.dump(model, fh, indent=1, sort_keys=True)
+    open(os.path.join(root, LOG), "w").close()
+
+    sim = SimKernel(root)
+    sim._load()
+    for bdf, parent, vendor, device in layout:
+        _add_function(sim, bdf, parent, vendor, device, devices.get(bdf), iommu)
+    for sub in ("sys/kernel/iommu_groups", "sys/class/iommu", "sys/class/net", "dev", "proc", "run"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    if iommu:
+        os.makedirs(os.path.join(root, "sys/class/iommu/dmar0"), exist_ok=True)
+    sim._put("sys/bus/pci/drivers_probe", "", 0o200)
+    sim._put("sys/bus/pci/drivers_autoprobe", "1\n")
+    args = "intel_iommu=on iommu=pt" if iommu else ""
+    sim._put("proc/cmdline", f"BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro quiet {args}".rstrip() + "\n", 0o444)
+    sim._put("etc/default/grub", f'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="{args}"\n')
+    if iommu:
+        sim._save()
+    for drv in sorted(drivers):
+        if drv != "vfio-pci" or vfio_loaded:
+            sim.register_driver(drv)
+    return root
+
+
+def _add_function(sim: SimKernel, bdf: str, parent: str, vendor: str, device: str,
+                  hw: Optional[Dict[str, Any]], iommu: bool) -> None:
+    d = f"{parent}/{bdf}"
+    bridge = device in ("2030", "a338")
+    for name, value in (("vendor", f"0x{vendor}"), ("device", f"0x{device}"),
+                        ("class", "0x060400" if bridge else "0x020000"), ("numa_node", "0"),
+                        ("subsystem_vendor", f"0x{vendor}"), ("subsystem_device", "0x0000")):
+        sim._put(f"{d}/{name}", value + "\n", 0o444)
+    sim._put(f"{d}/driver_override", "(null)\n")
+    sim._link(f"sys/bus/pci/devices/{bdf}", d)
+    if hw and hw.get("cap_total_vfs"):
+        for name, value in (("sriov_totalvfs", hw["cap_total_vfs"]), ("sriov_offset", hw["offset"]),
+                            ("sriov_stride", hw["stride"]), ("sriov_vf_device", hw["vf_device"]),
+                            ("sriov_vf_total_msix", 0)):
+            sim._put(f"{d}/{name}", f"{value}\n", 0o444)
+        sim._put(f"{d}/sriov_numvfs", "0\n")
+        sim._put(f"{d}/sriov_drivers_autoprobe", "1\n")
+    if iommu and not bridge:
+        group = str(sim._model["next_group"])
+        sim._model["next_group"] += 1
+        sim._put(f"sys/kernel/iommu_groups/{group}/type", "identity\n", 0o444)
+        sim._link(f"sys/kernel/iommu_groups/{group}/devices/{bdf}", d)
+        sim._link(f"{d}/iommu_group", f"sys/kernel/iommu_groups/{group}")

@@ -1,0 +1,585 @@
+"""The kernel model behind a simulated root: every write obeys docs/kernel-sriov-spec rules.
+
+The tree on disk is the state (driver links, virtfn links, sriov_numvfs files); the marker
+file holds only what the tree cannot show: hardware limits, driver ID tables, faults.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+MARKER = ".sriov-node-sim.json"
+LOG = ".sriov-node-sim.log"
+LOCK = ".sriov-node-sim.lock"
+
+_BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+PAGE_SIZE = 4096
+
+READ_ONLY_ATTRS = {
+    "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "numa_node", "revision",
+    "sriov_totalvfs", "sriov_offset", "sriov_stride", "sriov_vf_device", "sriov_vf_total_msix",
+    "local_cpulist", "irq", "modalias",
+}
+
+
+def _err(code: int, text: str = "") -> OSError:
+    return OSError(code, text or os.strerror(code))
+
+
+def parse_kstrtoul(data: bytes, limit: int) -> int:
+    """kstrtou16/kstrtouint, base 0: one '+', 0x hex, leading-0 octal, one trailing newline."""
+    text = data.split(b"\0", 1)[0].decode("latin-1")  # the handler sees a NUL-terminated buffer
+    if text.endswith("\n"):
+        text = text[:-1]
+    if text.startswith("+"):
+        text = text[1:]
+    if text[:2].lower() == "0x" and len(text) > 2:
+        digits, base = text[2:], 16
+    elif text.startswith("0") and len(text) > 1:
+        digits, base = text[1:], 8
+    else:
+        digits, base = text, 10
+    if not digits or any(c not in "0123456789abcdef"[:base] for c in digits.lower()):
+        raise _err(errno.EINVAL)
+    value = int(digits, base)
+    if value > limit:
+        raise _err(errno.EINVAL)  # too large for u16 is EINVAL on 5.11+ (ERANGE only for > totalvfs)
+    return value
+
+
+def parse_kstrtobool(data: bytes) -> bool:
+    text = data.decode("latin-1")
+    if not text:
+        raise _err(errno.EINVAL)
+    c = text[0]
+    if c in "yYtT1eE":
+        return True
+    if c in "nNfF0dD":
+        return False
+    if c in "oO" and len(text) > 1:
+        if text[1] in "nN":
+            return True
+        if text[1] in "fF":
+            return False
+    raise _err(errno.EINVAL)
+
+
+class SimKernel:
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.model_path = os.path.join(self.root, MARKER)
+        self._model: Dict[str, Any] = {}
+        self._stamp: Optional[Tuple[int, int]] = None
+
+    # ------------------------------------------------------------ model + tree io
+
+    def _load(self) -> Dict[str, Any]:
+        st = os.stat(self.model_path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            with open(self.model_path) as fh:
+                self._model = json.load(fh)
+            self._stamp = stamp
+        return self._model
+
+    def _save(self) -> None:
+        tmp = self.model_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self._model, fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.model_path)
+        st = os.stat(self.model_path)
+        self._stamp = (st.st_mtime_ns, st.st_size)
+
+    def _p(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def _put(self, rel: str, text: str, mode: int = 0o644) -> None:
+        path = self._p(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(text)
+        os.chmod(path, mode)
+
+    def _get(self, rel: str) -> Optional[str]:
+        try:
+            with open(self._p(rel)) as fh:
+                return fh.read().rstrip("\n")
+        except OSError:
+            return None
+
+    def _link(self, rel_link: str, rel_target: str) -> None:
+        link = self._p(rel_link)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(os.path.relpath(self._p(rel_target), os.path.dirname(link)), link)
+
+    def _unlink(self, rel: str) -> None:
+        try:
+            os.unlink(self._p(rel))
+        except FileNotFoundError:
+            pass
+
+    def _rmtree(self, rel: str) -> None:
+        shutil.rmtree(self._p(rel), ignore_errors=True)
+
+    def _log(self, rel: str, data: bytes, result: str) -> None:
+        with open(self._p(LOG), "a") as fh:
+            fh.write(f"{rel}\t{data.decode('latin-1')!r}\t{result}\n")
+
+    # ------------------------------------------------------------ device lookups
+
+    def dev_dir(self, bdf: str) -> Optional[str]:
+        link = self._p(f"sys/bus/pci/devices/{bdf}")
+        if not os.path.lexists(link):
+            return None
+        return os.path.relpath(os.path.realpath(link), self.root)
+
+    def _dev(self, bdf: str) -> str:
+        d = self.dev_dir(bdf) if _BDF_RE.match(bdf) else None
+        if d is None or not os.path.isdir(self._p(d)):
+            raise _err(errno.ENODEV)
+        return d
+
+    def driver_of(self, bdf: str) -> Optional[str]:
+        d = self.dev_dir(bdf)
+        try:
+            return os.path.basename(os.readlink(self._p(f"{d}/driver"))) if d else None
+        except OSError:
+            return None
+
+    def _pf_of(self, bdf: str) -> Optional[str]:
+        d = self.dev_dir(bdf)
+        try:
+            return os.path.basename(os.readlink(self._p(f"{d}/physfn"))) if d else None
+        except OSError:
+            return None
+
+    def _override(self, bdf: str) -> Optional[str]:
+        value = self._get(f"{self.dev_dir(bdf)}/driver_override")
+        return None if value in (None, "(null)") else value
+
+    def _pci_id(self, bdf: str) -> str:
+        d = self.dev_dir(bdf)
+        return f"{(self._get(f'{d}/vendor') or '')[2:]}:{(self._get(f'{d}/device') or '')[2:]}"
+
+    def _loaded(self, name: str) -> bool:
+        return os.path.isdir(self._p(f"sys/bus/pci/drivers/{name}"))
+
+    def _num_vfs(self, pf: str) -> int:
+        return int(self._get(f"{self.dev_dir(pf)}/sriov_numvfs") or 0)
+
+    # ------------------------------------------------------------ faults
+
+    def _count(self, key: str) -> int:
+        model = self._model
+        if not model.get("faults"):
+            return 0
+        counters = model.setdefault("counters", {})
+        counters[key] = counters.get(key, 0) + 1
+        self._save()
+        return counters[key]
+
+    def _fault(self, kind: str, **match: Any) -> Optional[Dict[str, Any]]:
+        for fault in self._model.get("faults", []):
+            if fault.get("kind") != kind:
+                continue
+            if all(fault.get(k) in (None, v) for k, v in match.items() if k != "n"):
+                nth = fault.get("nth")
+                if nth is None or nth == match.get("n"):
+                    return fault
+        return None
+
+    # ------------------------------------------------------------ entry points
+
+    def write(self, rel: str, data: bytes) -> None:
+        """One write(2) to `rel` (relative to the root); raises OSError like the kernel."""
+        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self._load()
+            try:
+                self._dispatch(rel, data[: PAGE_SIZE])
+            except OSError as exc:
+                self._log(rel, data, errno.errorcode.get(exc.errno, str(exc.errno)))
+                raise
+            self._log(rel, data, "ok")
+        finally:
+            os.close(lock_fd)
+
+    def _dispatch(self, rel: str, data: bytes) -> None:
+        if not data:
+            return  # a zero-length write never reaches the store handler
+        real = os.path.relpath(os.path.realpath(self._p(rel)), self.root)
+        parent, attr = os.path.split(real)
+        if real == "sys/bus/pci/drivers_probe":
+            return self._drivers_probe(data)
+        if real == "sys/bus/pci/drivers_autoprobe":
+            return None  # accepted; the model always autoprobes new PCI devices
+        if os.path.dirname(parent) == "sys/bus/pci/drivers":
+            drv = os.path.basename(parent)
+            if attr == "bind":
+                return self._bind(drv, self._device_name(data))
+            if attr == "unbind":
+                return self._unbind(drv, self._device_name(data))
+            if attr in ("new_id", "remove_id"):
+                raise _err(errno.EOPNOTSUPP, "the simulated host does not model new_id/remove_id")
+        bdf = os.path.basename(parent)
+        if not _BDF_RE.match(bdf) or not os.path.isdir(self._p(parent)):
+            raise _err(errno.ENOENT)
+        if not os.path.exists(self._p(real)):
+            raise _err(errno.ENOENT)
+        n = self._count(f"{bdf}/{attr}")
+        fault = self._fault("errno", device=bdf, attr=attr, n=n)
+        if fault:
+            raise _err(getattr(errno, fault["errno"]))
+        vanish = self._fault("pf_vanishes", device=bdf, attr=attr, n=n)
+        if vanish:
+            self._remove_device(bdf)
+            raise _err(errno.ENODEV)
+        if attr in READ_ONLY_ATTRS:
+            raise _err(errno.EACCES)
+        if attr == "sriov_numvfs":
+            return self._set_num_vfs(bdf, parse_kstrtoul(data, 0xFFFF))
+        if attr == "sriov_drivers_autoprobe":
+            value = parse_kstrtobool(data)
+            self._put(f"{parent}/{attr}", "1\n" if value else "0\n")
+            return None
+        if attr == "driver_override":
+            return self._set_override(bdf, data)
+        raise _err(errno.EACCES)
+
+    @staticmethod
+    def _device_name(data: bytes) -> str:
+        text = data.decode("latin-1")
+        return text[:-1] if text.endswith("\n") else text  # sysfs_streq: one trailing newline
+
+    # ------------------------------------------------------------ driver_override / probe
+
+    def _set_override(self, bdf: str, data: bytes) -> None:
+        if len(data) >= PAGE_SIZE - 1:
+            raise _err(errno.EINVAL)
+        text = data.decode("latin-1").split("\0", 1)[0].split("\n", 1)[0]
+        self._put(f"{self.dev_dir(bdf)}/driver_override", (text or "(null)") + "\n")
+
+    def _matches(self, bdf: str, drv: str) -> bool:
+        override = self._override(bdf)
+        if override is not None:
+            return override == drv
+        spec = self._model["drivers"].get(drv, {})
+        return self._pci_id(bdf) in spec.get("ids", [])
+
+    def _may_autoprobe(self, bdf: str) -> bool:
+        pf = self._pf_of(bdf)
+        if pf is None:
+            return True
+        autoprobe = self._get(f"{self.dev_dir(pf)}/sriov_drivers_autoprobe")
+        return autoprobe != "0" or self._override(bdf) is not None
+
+    def _probe(self, bdf: str, drv: str) -> None:
+        spec = self._model["drivers"].get(drv, {})
+        if not self._may_autoprobe(bdf):
+            raise _err(errno.ENODEV)
+        fault = self._fault("probe_fails", driver=drv, device=bdf)
+        if fault:
+            raise _err(getattr(errno, fault["errno"]))
+        d = self.dev_dir(bdf)
+        if spec.get("vfio"):
+            group = self._link_name(f"{d}/iommu_group")
+            if group is None:
+                raise _err(errno.EINVAL, "vfio-pci: no IOMMU group")
+            if self._num_vfs(bdf) if os.path.exists(self._p(f"{d}/sriov_numvfs")) else 0:
+                raise _err(errno.EBUSY, "Cannot bind to PF with SR-IOV enabled")
+        self._attach(bdf, drv)
+
+    def _link_name(self, rel: str) -> Optional[str]:
+        try:
+            return os.path.basename(os.readlink(self._p(rel)))
+        except OSError:
+            return None
+
+    def _attach(self, bdf: str, drv: str) -> None:
+        d = self.dev_dir(bdf)
+        spec = self._model["drivers"][drv]
+        self._link(f"{d}/driver", f"sys/bus/pci/drivers/{drv}")
+        self._link(f"sys/bus/pci/drivers/{drv}/{bdf}", d)
+        if spec.get("netdev"):
+            self._add_netdev(bdf)
+        if spec.get("vfio"):
+            group = self._link_name(f"{d}/iommu_group")
+            self._put("dev/vfio/vfio", "")
+            self._put(f"dev/vfio/{group}", "")
+        limit = self._model.get("devices", {}).get(bdf, {}).get("driver_limit")
+        if limit is not None and os.path.exists(self._p(f"{d}/sriov_totalvfs")):
+            self._put(f"{d}/sriov_totalvfs", f"{limit}\n", 0o444)
+
+    def _detach(self, bdf: str, drv: str) -> None:
+        d = self.dev_dir(bdf)
+        spec = self._model["drivers"].get(drv, {})
+        for ifname in self._listdir(f"{d}/net"):
+            self._unlink(f"sys/class/net/{ifname}")
+        self._rmtree(f"{d}/net")
+        if spec.get("vfio"):
+            group = self._link_name(f"{d}/iommu_group")
+            if group:
+                self._unlink(f"dev/vfio/{group}")
+        self._unlink(f"{d}/driver")
+        self._unlink(f"sys/bus/pci/drivers/{drv}/{bdf}")
+        hw = self._model.get("devices", {}).get(bdf, {})
+        if hw.get("cap_total_vfs") is not None and os.path.exists(self._p(f"{d}/sriov_totalvfs")):
+            self._put(f"{d}/sriov_totalvfs", f"{hw['cap_total_vfs']}\n", 0o444)
+
+    def _listdir(self, rel: str) -> List[str]:
+        try:
+            return sorted(os.listdir(self._p(rel)))
+        except OSError:
+            return []
+
+    def _add_netdev(self, bdf: str) -> None:
+        d = self.dev_dir(bdf)
+        hw = self._model.get("devices", {}).get(bdf)
+        pf = self._pf_of(bdf)
+        if hw is not None:
+            ifname, mac = hw["ifname"], hw["mac"]
+        elif pf is not None:
+            index = next(
+                int(n[6:]) for n in self._listdir(self.dev_dir(pf))
+                if n.startswith("virtfn") and self._link_name(f"{self.dev_dir(pf)}/{n}") == bdf
+            )
+            pf_hw = self._model["devices"][pf]
+            ifname = f"{pf_hw['ifname']}v{index}"
+            mac = "02:" + ":".join(bdf.replace(":", "").replace(".", "")[i:i + 2] for i in (2, 4, 6)) + f":{index >> 8:02x}:{index & 0xff:02x}"
+        else:
+            return
+        self._put(f"{d}/net/{ifname}/address", mac + "\n", 0o444)
+        self._put(f"{d}/net/{ifname}/addr_assign_type", ("0" if hw is not None else "1") + "\n", 0o444)
+        self._link(f"{d}/net/{ifname}/device", d)
+        self._link(f"sys/class/net/{ifname}", f"{d}/net/{ifname}")
+
+    def _drivers_probe(self, data: bytes) -> None:
+        bdf = self._device_name(data)
+        self._dev(bdf)
+        if self.driver_of(bdf) is not None:
+            return
+        self._autoprobe(bdf)
+
+    def _autoprobe(self, bdf: str) -> None:
+        """First matching loaded driver whose probe succeeds; failures are swallowed."""
+        for drv in sorted(self._model["drivers"]):
+            if self._loaded(drv) and self._matches(bdf, drv):
+                try:
+                    self._probe(bdf, drv)
+                    return
+                except OSError:
+                    continue
+
+    def _bind(self, drv: str, bdf: str) -> None:
+        self._dev(bdf)
+        if not self._loaded(drv) or not self._matches(bdf, drv):
+            raise _err(errno.ENODEV)
+        if self.driver_of(bdf) is not None:
+            raise _err(errno.EBUSY)
+        self._probe(bdf, drv)
+
+    def _unbind(self, drv: str, bdf: str) -> None:
+        self._dev(bdf)
+        if self.driver_of(bdf) != drv:
+            raise _err(errno.ENODEV)
+        self._detach(bdf, drv)
+
+    # ------------------------------------------------------------ SR-IOV enable / disable
+
+    def _set_num_vfs(self, pf: str, n: int) -> None:
+        d = self.dev_dir(pf)
+        total = int(self._get(f"{d}/sriov_totalvfs") or 0)
+        if n > total:
+            raise _err(errno.ERANGE)
+        current = self._num_vfs(pf)
+        if n == current:
+            return
+        drv = self.driver_of(pf)
+        if drv is None:
+            raise _err(errno.ENOENT, "no driver bound to device; cannot configure SR-IOV")
+        if not self._model["drivers"].get(drv, {}).get("sriov_configure"):
+            raise _err(errno.ENOENT, "driver does not support SR-IOV configuration via sysfs")
+        if n == 0:
+            self._disable(pf)
+            return
+        if current != 0:
+            raise _err(errno.EBUSY, f"{current} VFs already enabled. Disable before enabling {n} VFs")
+        self._enable(pf, n)
+
+    def _vf_bdf(self, pf: str, i: int, offset: int, stride: int) -> str:
+        domain, bus, rest = pf.split(":")
+        dev, fn = rest.split(".")
+        rid = (int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn)) + offset + i * stride
+        return f"{domain}:{rid >> 8:02x}:{(rid & 0xff) >> 3:02x}.{rid & 7}"
+
+    def _enable(self, pf: str, n: int) -> None:
+        hw = self._model["devices"][pf]
+        if not hw.get("mmio", True):
+            raise _err(errno.ENOMEM, "not enough MMIO resources for SR-IOV")
+        offset, stride = hw["offset"], hw["stride"]
+        last_bus = int(self._vf_bdf(pf, n - 1, offset, stride).split(":")[1], 16)
+        if last_bus > hw["subordinate"]:
+            raise _err(errno.ENOMEM, f"can't enable {n} VFs (bus {last_bus:02x} out of range)")
+        parent = os.path.dirname(self.dev_dir(pf))
+        d = self.dev_dir(pf)
+        iommu = self._model.get("iommu", False)
+        created = []
+        for i in range(n):
+            if self._fault("vf_never_appears", device=pf, vf=i):
+                continue
+            vf = self._vf_bdf(pf, i, offset, stride)
+            vd = f"{parent}/{vf}"
+            for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
+                                ("class", "0x020000"), ("numa_node", "0")):
+                self._put(f"{vd}/{name}", value + "\n", 0o444)
+            self._put(f"{vd}/driver_override", "(null)\n")
+            self._link(f"sys/bus/pci/devices/{vf}", vd)
+            self._link(f"{d}/virtfn{i}", vd)
+            self._link(f"{vd}/physfn", d)
+            if iommu:
+                group = str(self._model["next_group"])
+                self._model["next_group"] += 1
+                self._put(f"sys/kernel/iommu_groups/{group}/type", "identity\n", 0o444)
+                self._link(f"sys/kernel/iommu_groups/{group}/devices/{vf}", vd)
+                self._link(f"{vd}/iommu_group", f"sys/kernel/iommu_groups/{group}")
+            created.append(vf)
+        if iommu:
+            self._save()
+        for vf in created:
+            if self._may_autoprobe(vf):
+                self._autoprobe(vf)
+        self._put(f"{d}/sriov_numvfs", f"{n}\n")
+
+    def _holders(self, groups: List[str]) -> List[str]:
+        wanted = {f"/dev/vfio/{g}" for g in groups}
+        pids = []
+        for pid in self._listdir("proc"):
+            for fd in self._listdir(f"proc/{pid}/fd"):
+                if self._link_target(f"proc/{pid}/fd/{fd}") in wanted:
+                    pids.append(pid)
+        return pids
+
+    def _link_target(self, rel: str) -> Optional[str]:
+        try:
+            return os.readlink(self._p(rel))
+        except OSError:
+            return None
+
+    def _disable(self, pf: str) -> None:
+        d = self.dev_dir(pf)
+        vfs = sorted(
+            ((int(n[6:]), self._link_name(f"{d}/{n}")) for n in self._listdir(d) if n.startswith("virtfn")),
+        )
+        groups = [
+            g for _, vf in vfs if vf and self.driver_of(vf) == "vfio-pci"
+            for g in [self._link_name(f"{self.dev_dir(vf)}/iommu_group")] if g
+        ]
+        # vfio-pci's remove waits, uninterruptibly, until userspace closes the device.
+        deadline = time.monotonic() + float(self._model.get("hold_block_seconds", 30))
+        while groups and self._holders(groups):
+            if time.monotonic() >= deadline:
+                raise _err(errno.ETIMEDOUT, "simulated host: VF still held after hold_block_seconds")
+            time.sleep(0.01)
+        for i, vf in vfs:
+            self._unlink(f"{d}/virtfn{i}")
+            if vf:
+                self._remove_device(vf)
+        self._put(f"{d}/sriov_numvfs", "0\n")
+
+    def _remove_device(self, bdf: str) -> None:
+        d = self.dev_dir(bdf)
+        if d is None:
+            return
+        drv = self.driver_of(bdf)
+        if drv:
+            self._detach(bdf, drv)
+        for i, vf in ((n, self._link_name(f"{d}/{n}")) for n in self._listdir(d) if n.startswith("virtfn")):
+            self._unlink(f"{d}/{i}")
+            if vf:
+                self._remove_device(vf)
+        group = self._link_name(f"{d}/iommu_group")
+        if group:
+            self._rmtree(f"sys/kernel/iommu_groups/{group}")
+        for ifname in self._listdir(f"{d}/net"):
+            self._unlink(f"sys/class/net/{ifname}")
+        self._rmtree(d)
+        self._unlink(f"sys/bus/pci/devices/{bdf}")
+
+    # ------------------------------------------------------------ modules
+
+    def load_module(self, name: str) -> None:
+        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            model = self._load()
+            spec = model["drivers"].get(name) or model["drivers"].get(name.replace("_", "-"))
+            if spec is None:
+                self._log("modprobe", name.encode(), "ENOENT")
+                raise _err(errno.ENOENT, f"modprobe: FATAL: Module {name} not found")
+            self.register_driver(name if name in model["drivers"] else name.replace("_", "-"))
+            self._log("modprobe", name.encode(), "ok")
+        finally:
+            os.close(lock_fd)
+
+    def register_driver(self, drv: str) -> None:
+        """Driver registration: create its sysfs directory, then attach matching unbound devices."""
+        base = f"sys/bus/pci/drivers/{drv}"
+        for op in ("bind", "unbind", "new_id", "remove_id"):
+            self._put(f"{base}/{op}", "", 0o200)
+        self._put(f"{base}/uevent", "", 0o200)
+        for bdf in self._listdir("sys/bus/pci/devices"):
+            if self.driver_of(bdf) is None and self._matches(bdf, drv) and self._may_autoprobe(bdf):
+                try:
+                    self._probe(bdf, drv)
+                except OSError:
+                    pass
+
+    # ------------------------------------------------------------ test helpers (not kernel writes)
+
+    def hold_vf(self, vf: str, pid: int, comm: str = "qemu-kvm") -> None:
+        """Pretend process `pid` has the VF's /dev/vfio/<group> open."""
+        group = self._link_name(f"{self.dev_dir(vf)}/iommu_group")
+        if group is None:
+            raise ValueError(f"{vf} has no IOMMU group")
+        self._put(f"proc/{pid}/comm", comm + "\n")
+        self._link_abs(f"proc/{pid}/fd/7", f"/dev/vfio/{group}")
+
+    def release(self, pid: int) -> None:
+        self._rmtree(f"proc/{pid}")
+
+    def _link_abs(self, rel_link: str, target: str) -> None:
+        link = self._p(rel_link)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+
+    def move_netdev_out(self, vf: str) -> None:
+        """Move the VF's netdev into another network namespace: net/ stays, empty."""
+        d = self.dev_dir(vf)
+        for ifname in self._listdir(f"{d}/net"):
+            self._unlink(f"sys/class/net/{ifname}")
+            self._rmtree(f"{d}/net/{ifname}")
+
+    def add_fault(self, kind: str, **fields: Any) -> None:
+        model = self._load()
+        model.setdefault("faults", []).append({"kind": kind, **fields})
+        self._save()
+
+    def write_log(self) -> List[Tuple[str, str, str]]:
+        """(path, value repr, result) for every write the model received."""
+        try:
+            with open(self._p(LOG)) as fh:
+                return [tuple(line.rstrip("\n").split("\t")) for line in fh]  # type: ignore[misc]
+        except FileNotFoundError:
+            return []

@@ -1,0 +1,50 @@
+"""NIC models for the simulated host, with IDs and limits as real kernels show them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class NicModel:
+    key: str
+    label: str
+    vendor: str
+    device: str
+    vf_device: str
+    pf_driver: str
+    vf_driver: str
+    cap_total_vfs: int  # TotalVFs in config space
+    driver_limit: Optional[int]  # what the PF driver reduces sriov_totalvfs to, if it does
+    first_offset: int
+    stride: int
+    ports: int
+    oui: str
+    pf_ids: Tuple[str, ...] = ()  # other PF device IDs the PF driver binds
+
+    def offset(self, function: int, total: int) -> int:
+        """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the previous."""
+        if self.stride == 1:
+            return self.first_offset + function * total - function
+        return self.first_offset  # non-ARI parts interleave VFs of sibling PFs by stride
+
+
+NICS: Dict[str, NicModel] = {
+    m.key: m
+    for m in (
+        NicModel("x710", "Intel X710 SFP+", "8086", "1572", "154c", "i40e", "iavf", 64, None, 16, 1, 2, "3c:fd:fe"),
+        NicModel("e810", "Intel E810-XXV SFP", "8086", "159b", "1889", "ice", "iavf", 128, None, 8, 1, 2, "b4:96:91"),
+        NicModel("cx5", "Mellanox ConnectX-5", "15b3", "1017", "1018", "mlx5_core", "mlx5_core", 16, None, 2, 1, 2, "0c:42:a1"),
+        NicModel("i350", "Intel I350", "8086", "1521", "1520", "igb", "igbvf", 8, 7, 128, 4, 2, "a0:36:9f"),
+        NicModel("82599", "Intel 82599ES SFP+", "8086", "10fb", "10ed", "ixgbe", "ixgbevf", 64, 63, 128, 2, 2, "90:e2:ba"),
+    )
+}
+
+# VF drivers bind VF IDs; every PF driver also configures SR-IOV (has sriov_configure).
+VF_DRIVER_IDS: Dict[str, Tuple[str, ...]] = {
+    "iavf": ("8086:154c", "8086:1889", "8086:37cd"),
+    "igbvf": ("8086:10ca", "8086:1520"),
+    "ixgbevf": ("8086:10ed", "8086:1515", "8086:1565"),
+    "mlx5_core": ("15b3:1018", "15b3:101e"),
+}
