@@ -29,6 +29,8 @@ _PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 _HEX4_RE = re.compile(r"^(?:0x)?([0-9a-f]{4})$")
 _DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# Module names that differ from the PCI driver name they register (driver_override wants the latter).
+DRIVER_SPELLINGS = {"vfio_pci": "vfio-pci", "pci_stub": "pci-stub"}
 _RANGE_PART_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
@@ -217,6 +219,9 @@ class _Validator:
                     self.error(f"{gkey}.driver", f"{driver!r} is not a kernel driver name (like vfio-pci, iavf, mlx5_core)")
                     continue
                 if driver is None:
+                    continue
+                if driver in DRIVER_SPELLINGS:
+                    self.error(f"{gkey}.driver", f"{driver!r} is the module's name; the PCI driver is called {DRIVER_SPELLINGS[driver]!r}")
                     continue
             for n in indices:
                 owner[n] = gkey

@@ -120,6 +120,8 @@ class HostState:
     pfs: Tuple[PfState, ...]
     pci_drivers: FrozenSet[str] = field(default_factory=frozenset)
     iommu_groups: bool = False  # /sys/kernel/iommu_groups has entries
+    pci_devices: FrozenSet[str] = field(default_factory=frozenset)  # every PCI function, PF or not
+    netdev_owners: Dict[str, str] = field(default_factory=dict)  # netdev name -> PCI address
 
     def pf(self, pci: str) -> Optional[PfState]:
         for pf in self.pfs:

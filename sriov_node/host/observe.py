@@ -95,13 +95,16 @@ def netdev_owners(host: Host) -> Dict[str, str]:
 
 def observe(host: Host, *, netlink_macs: bool = False) -> HostState:
     """Every SR-IOV PF (a PCI function with sriov_totalvfs) and its VFs."""
+    devices = sorted(host.listdir(PCI_DEVICES))
     pfs = [
         observe_pf(host, pci, netlink_macs=netlink_macs)
-        for pci in sorted(host.listdir(PCI_DEVICES))
+        for pci in devices
         if host.exists(PCI_DEVICES, pci, "sriov_totalvfs")
     ]
     return HostState(
         pfs=tuple(pfs),
+        pci_devices=frozenset(devices),
+        netdev_owners=netdev_owners(host),
         pci_drivers=frozenset(host.listdir(PCI_DRIVERS)),
         iommu_groups=bool(host.listdir("sys/kernel/iommu_groups")),
     )

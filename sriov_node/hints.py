@@ -1,0 +1,83 @@
+"""Every errno the kernel can answer a write with, as a sentence a person can act on."""
+
+from __future__ import annotations
+
+import errno as E
+import os
+from typing import Optional, Tuple
+
+IOMMU_HINT = (
+    "turn the IOMMU on: enable VT-d/AMD-Vi in the BIOS and boot with intel_iommu=on iommu=pt "
+    "(AMD: amd_iommu=on iommu=pt), e.g. in GRUB_CMDLINE_LINUX of /etc/default/grub, then update-grub and reboot"
+)
+
+
+def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Optional[str]) -> Tuple[str, str]:
+    """(what happened, how to fix it) for a failed write of sriov_numvfs."""
+    if code == E.ERANGE:
+        return (f"cannot create {value} VFs: sriov_totalvfs is {total}",
+                f"set num_vfs to at most {total} (the PF driver or firmware caps it; mlx5: mlxconfig NUM_OF_VFS)")
+    if code == E.ENOENT:
+        if pf_driver is None:
+            return ("no driver is bound to the PF, so the kernel cannot configure SR-IOV",
+                    "load the PF's driver (modprobe it, or check dmesg for why its probe failed) and re-run")
+        return (f"the PF driver {pf_driver} does not support configuring SR-IOV through sysfs",
+                f"use {pf_driver}'s own VF module parameter (e.g. max_vfs) or a driver version that supports sriov_numvfs")
+    if code == E.ENOMEM:
+        return ("the kernel could not give the VFs MMIO space or PCI bus numbers",
+                "enable SR-IOV ('SR-IOV Support', 'SR-IOV Global Enable', ARI) in the BIOS, or boot with pci=realloc "
+                "(pci=assign-busses when bus numbers run out); dmesg shows 'not enough MMIO resources for SR-IOV'")
+    if code == E.EBUSY:
+        if value == 0:
+            return ("the PF driver refused to disable VFs that are assigned to virtual machines",
+                    "detach the VFs from their VMs first")
+        return ("VFs are already enabled and the kernel cannot resize them in place",
+                "something else changed sriov_numvfs at the same time; re-run sriov-node apply")
+    if code == E.EPERM:
+        return ("the PF driver refused: VFs are assigned to virtual machines",
+                "detach the VFs from their VMs first")
+    if code == E.EOPNOTSUPP:
+        return ("the PF driver refused to enable SR-IOV (device in safe mode, not SR-IOV capable, or eswitch state)",
+                "check dmesg for the driver's reason")
+    if code == E.EIO:
+        return ("the device's SR-IOV capability failed to initialise",
+                "check dmesg; the NIC firmware may need an update or SR-IOV enabled in its NVM")
+    if code == E.EINVAL:
+        return (f"the kernel rejected {value} as a VF count", "report this: sriov-node writes a plain decimal")
+    if code == E.ENODEV:
+        return ("the PF disappeared during the write (hot-unplug or driver reset)",
+                "check that the device is still present (lspci) and re-run")
+    if code == E.ETIMEDOUT:
+        return ("the write did not complete in time", "check dmesg for a device stuck in reset")
+    return (f"writing sriov_numvfs={value} failed: {os.strerror(code)}", "check dmesg for the PF driver's message")
+
+
+def bind_error(code: int, driver: str, *, iommu_group: Optional[str]) -> Tuple[str, str]:
+    """(what happened, how to fix it) when a VF would not bind to `driver`."""
+    if driver == "vfio-pci" and iommu_group is None:
+        return ("vfio-pci needs an IOMMU group, and this VF has none: the IOMMU is off", IOMMU_HINT)
+    if code == E.EINVAL:
+        return (f"{driver} refused the VF in its probe",
+                f"check dmesg for '{driver} ... probe with driver {driver} failed'")
+    if code == E.ENODEV:
+        return (f"{driver} does not match this VF",
+                f"make sure {driver} is the right driver for this device (lspci -nn shows its ID)")
+    if code == E.EAGAIN:
+        return (f"{driver} deferred its probe (a resource it needs is not ready)", "re-run once the system has settled")
+    if code == E.EBUSY:
+        return ("the VF is bound to another driver", "re-run sriov-node apply")
+    return (f"{driver} failed to probe the VF: {os.strerror(code)}", f"check dmesg for {driver}'s message")
+
+
+def write_error(attr: str, code: int) -> Tuple[str, str]:
+    """Fallback for other attributes (driver_override, sriov_drivers_autoprobe, unbind)."""
+    if code == E.ENODEV:
+        return (f"writing {attr} failed: the device is gone or not bound as expected", "re-run sriov-node apply")
+    if code == E.EACCES:
+        return (f"{attr} is not writable here", "run sriov-node as root")
+    return (f"writing {attr} failed: {os.strerror(code)}", "check dmesg")
+
+
+def load_error(driver: str, detail: str) -> Tuple[str, str]:
+    return (f"could not load the {driver} driver: {detail}",
+            f"install the kernel module that provides {driver} (e.g. linux-modules-extra) or fix the driver name")
