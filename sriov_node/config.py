@@ -7,7 +7,7 @@ import os
 import re
 import stat
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from sriov_node.errors import ConfigError, ConfigProblem
 from sriov_node.model import DesiredState, PfSelector, PfSpec, VfGroup
@@ -26,12 +26,12 @@ PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs")
 VF_KEYS = ("range", "driver")
 
 _PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 _HEX4_RE = re.compile(r"^(?:0x)?([0-9a-f]{4})$")
-_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
 # Module names that differ from the PCI driver name they register (driver_override wants the latter).
 DRIVER_SPELLINGS = {"vfio_pci": "vfio-pci", "pci_stub": "pci-stub"}
-_RANGE_PART_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_RANGE_PART_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z", re.ASCII)
 
 
 def _type_name(value: Any) -> str:
@@ -71,21 +71,23 @@ def parse_range(text: str) -> Tuple[int, ...]:
     """'0-3', '5', '0,2,4-6' -> sorted indices. Raises ValueError with a reason."""
     if not text.strip():
         raise ValueError("is empty")
-    seen: List[int] = []
+    seen: Set[int] = set()
     for part in text.split(","):
         m = _RANGE_PART_RE.match(part)
         if not m:
             raise ValueError(f"has a malformed part {part.strip()!r}")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
+        ends = [e.lstrip("0") or "0" for e in (m.group(1), m.group(2) or m.group(1))]
+        # Length first: int() of a 5000-digit string raises (sys.get_int_max_str_digits).
+        big = [e for e in ends if len(e) > 5 or int(e) > MAX_NUM_VFS]
+        if big:
+            raise ValueError(f"reaches {big[-1]}, beyond any possible VF index")
+        lo, hi = int(ends[0]), int(ends[1])
         if hi < lo:
             raise ValueError(f"has a reversed span {part.strip()!r} (write {hi}-{lo})")
-        if hi > MAX_NUM_VFS:
-            raise ValueError(f"reaches {hi}, beyond any possible VF index")
         for i in range(lo, hi + 1):
             if i in seen:
                 raise ValueError(f"names VF {i} twice")
-            seen.append(i)
+            seen.add(i)
     return tuple(sorted(seen))
 
 
@@ -283,6 +285,10 @@ def parse_config(data: bytes, source: str) -> DesiredState:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
+    except RecursionError:  # tomllib recurses once per nested array/inline table
+        raise ConfigError(source, [ConfigProblem("", "not valid TOML: arrays or inline tables nested too deeply")])
+    except ValueError as exc:  # e.g. an integer beyond int()'s str-digits limit
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
     v = _Validator()
     version, specs = v.document(doc)

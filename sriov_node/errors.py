@@ -12,6 +12,15 @@ EXIT_INVALID = 2
 EXIT_REFUSED = 3
 
 
+def errno_name(code: Optional[int]) -> Optional[str]:
+    """'EOPNOTSUPP' for 95 (Python's table says ENOTSUP, an alias on Linux)."""
+    if code is None:
+        return None
+    if code == _errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return _errno.errorcode.get(code, str(code))
+
+
 class SriovNodeError(Exception):
     """Base class: every error the CLI turns into a message and an exit code."""
 
@@ -70,7 +79,7 @@ class HostError(SriovNodeError):
             parts.append(f"VF {self.vf}")
         text = " ".join(parts) + ": " + self.message
         if self.errno is not None:
-            text += f" ({_errno.errorcode.get(self.errno, self.errno)})"
+            text += f" ({errno_name(self.errno)})"
         if self.hint:
             text += f". Fix: {self.hint}"
         return text
@@ -80,7 +89,7 @@ class HostError(SriovNodeError):
             "pf": self.pf,
             "vf": self.vf,
             "attr": self.attr,
-            "errno": _errno.errorcode.get(self.errno) if self.errno else None,
+            "errno": errno_name(self.errno) if self.errno else None,
             "message": self.message,
             "hint": self.hint,
         }

@@ -240,6 +240,9 @@ class SimKernel:
         fault = self._fault("errno", device=bdf, attr=attr, n=n)
         if fault:
             raise _err(getattr(errno, fault["errno"]))
+        delay = self._fault("delay", device=bdf, attr=attr, n=n)
+        if delay:
+            time.sleep(float(delay.get("seconds", 1.0)))
         vanish = self._fault("pf_vanishes", device=bdf, attr=attr, n=n)
         if vanish:
             self._remove_device(bdf)

@@ -1,0 +1,271 @@
+"""apply on the simulated kernel: outcomes read back from the host, not call sequences."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import CLI, run_cli, sim_writes
+from sriov_node.apply import run_apply
+from sriov_node.config import load_config
+from sriov_node.host import Host
+from sriov_node.sim.kernel import MARKER, SimKernel
+from sriov_node.state import ApplyLock, read_state
+
+PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+
+TWO_PFS = """
+    [[pf]]
+    pci = "0000:20:00.0"
+    num_vfs = 4
+      [[pf.vfs]]
+      range = "0-1"
+      driver = "vfio-pci"
+    [[pf]]
+    pci = "0000:20:00.1"
+    num_vfs = 2
+"""
+
+
+def apply(host, path, **kw):
+    return run_apply(host, load_config(path), **kw)
+
+
+def numvfs_writes(host, pf=PF0):
+    return [(v, r) for p, v, r in sim_writes(host) if p.endswith(f"{pf}/sriov_numvfs")]
+
+
+def test_apply_converges_then_a_second_apply_writes_nothing(make_host, write_config):
+    host = make_host()
+    path = write_config(TWO_PFS)
+    report = apply(host, path)
+    assert report.exit_code == 0
+    assert [o.status for o in report.outcomes] == ["changed", "changed"]
+    assert host.num_vfs(PF0) == 4 and host.num_vfs(PF1) == 2
+    vfs = [host.vf_address(PF0, i) for i in range(4)]
+    assert [host.device_driver(v) for v in vfs] == ["vfio-pci", "vfio-pci", "iavf", "iavf"]
+    assert [host.driver_override(v) for v in vfs[:2]] == ["vfio-pci", "vfio-pci"]
+    count = len(sim_writes(host))
+    again = apply(Host(host.root), path)
+    assert again.exit_code == 0 and again.writes == 0
+    assert [o.status for o in again.outcomes] == ["unchanged", "unchanged"]
+    assert len(sim_writes(host)) == count
+
+
+def test_default_driver_never_grabs_vfs_meant_for_another(make_host, write_config):
+    host = make_host()
+    apply(host, write_config(TWO_PFS))
+    log = [p for p, _, _ in sim_writes(host)]
+    assert not any(p.endswith("drivers/iavf/unbind") for p in log)
+    assert host.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"  # restored
+
+
+def test_override_persists_so_a_reprobe_returns_to_the_wanted_driver(make_host, write_config):
+    host = make_host()
+    apply(host, write_config(TWO_PFS))
+    vf = host.vf_address(PF0, 0)
+    host.unbind(vf, "vfio-pci")
+    host.drivers_probe(vf)
+    assert host.device_driver(vf) == "vfio-pci"
+
+
+def test_resize_goes_through_zero_and_never_hits_ebusy(make_host, write_config):
+    host = make_host()
+    apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
+    assert report.exit_code == 0 and host.num_vfs(PF0) == 2
+    assert numvfs_writes(host) == [("'4\\n'", "ok"), ("'0\\n'", "ok"), ("'2\\n'", "ok")]
+
+
+def test_rebinding_existing_vfs_without_resize(make_host, write_config):
+    host = make_host()
+    apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 3\n'))
+    report = apply(host, write_config(
+        '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 3\n[[pf.vfs]]\nrange = "2"\ndriver = "vfio-pci"\n'))
+    assert report.exit_code == 0
+    assert numvfs_writes(host) == [("'3\\n'", "ok")]  # no disable
+    assert host.device_driver(host.vf_address(PF0, 2)) == "vfio-pci"
+    assert host.device_driver(host.vf_address(PF0, 1)) == "iavf"
+
+
+def test_one_failing_pf_does_not_stop_the_others(make_host, write_config):
+    host = make_host()
+    SimKernel(host.root).add_fault("errno", device=PF0, attr="sriov_numvfs", errno="ENOMEM")
+    report = apply(host, write_config(TWO_PFS))
+    assert report.exit_code == 1
+    status = {o.pci: o for o in report.outcomes}
+    assert status[PF0].status == "failed" and status[PF1].status == "changed"
+    assert host.num_vfs(PF1) == 2 and host.num_vfs(PF0) == 0
+    assert "pci=realloc" in status[PF0].error and PF0 in status[PF0].error
+
+
+@pytest.mark.parametrize("code,words", [
+    ("ENOMEM", ["MMIO", "BIOS", "pci=realloc"]),
+    ("ERANGE", ["sriov_totalvfs"]),
+    ("EBUSY", ["already enabled"]),
+    ("EPERM", ["assigned to virtual machines"]),
+    ("EOPNOTSUPP", ["dmesg"]),
+    ("EIO", ["firmware"]),
+    ("EINVAL", ["rejected"]),
+])
+def test_every_numvfs_errno_becomes_a_sentence_with_a_fix(make_host, write_config, code, words):
+    host = make_host()
+    SimKernel(host.root).add_fault("errno", device=PF0, attr="sriov_numvfs", errno=code)
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
+    (outcome,) = report.outcomes
+    assert outcome.status == "failed" and report.exit_code == 1
+    assert outcome.detail["errno"] == code and outcome.detail["hint"]
+    for word in words:
+        assert word in outcome.error
+
+
+def test_pf_without_driver_says_so(make_host, write_config):
+    host = make_host()
+    host.unbind(PF0, "i40e")
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
+    assert report.outcomes[0].detail["errno"] == "ENOENT"
+    assert "no driver is bound to the PF" in report.outcomes[0].error
+
+
+def test_pf_that_vanishes_mid_apply(make_host, write_config):
+    host = make_host()
+    SimKernel(host.root).add_fault("pf_vanishes", device=PF0, attr="sriov_numvfs")
+    report = apply(host, write_config(TWO_PFS))
+    by_pf = {o.pci: o for o in report.outcomes}
+    assert by_pf[PF0].status == "failed" and "disappeared" in by_pf[PF0].error
+    assert by_pf[PF1].status == "changed"
+
+
+def test_vf_that_never_appears_times_out_with_a_bound(make_host, write_config):
+    host = make_host()
+    SimKernel(host.root).add_fault("vf_never_appears", device=PF0, vf=2)
+    start = time.monotonic()
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'), timeout=0.5)
+    assert time.monotonic() - start < 10
+    assert report.outcomes[0].detail["errno"] == "ETIMEDOUT"
+    assert "3 VF(s) exist" in report.outcomes[0].error
+
+
+def test_vfio_without_iommu_names_the_cause_and_the_fix(make_host, write_config):
+    host = make_host(iommu=False)
+    report = apply(host, write_config(TWO_PFS))
+    failed = next(o for o in report.outcomes if o.pci == PF0)
+    assert failed.status == "failed"
+    assert "IOMMU is off" in failed.error and "intel_iommu=on" in failed.error
+
+
+def test_missing_driver_module_is_reported(make_host, write_config):
+    host = make_host()
+    report = apply(host, write_config(
+        '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 1\n[[pf.vfs]]\nrange = "0"\ndriver = "nosuchdrv"\n'))
+    assert report.outcomes[0].status == "failed"
+    assert "could not load the nosuchdrv driver" in report.outcomes[0].error
+
+
+def _vfio_host(make_host, write_config):
+    host = make_host()
+    apply(host, write_config(TWO_PFS))
+    return host, write_config(TWO_PFS.replace("num_vfs = 4", "num_vfs = 3"))
+
+
+def test_disabling_vfs_held_through_vfio_is_refused_naming_the_holder(make_host, write_config):
+    host, smaller = _vfio_host(make_host, write_config)
+    SimKernel(host.root).hold_vf(host.vf_address(PF0, 1), 31337, "qemu-system-x86")
+    before = len(sim_writes(host))
+    report = apply(host, smaller)
+    assert report.exit_code == 3
+    refused = report.outcomes[0]
+    assert refused.status == "refused"
+    assert "31337" in refused.error and "qemu-system-x86" in refused.error and "VF 1" in refused.error
+    assert len(sim_writes(host)) == before and host.num_vfs(PF0) == 4
+
+
+def test_disabling_vfs_whose_netdev_left_the_host_namespace_is_refused(make_host, write_config):
+    host, smaller = _vfio_host(make_host, write_config)
+    SimKernel(host.root).move_netdev_out(host.vf_address(PF0, 3))
+    report = apply(host, smaller)
+    assert report.exit_code == 3
+    assert "VF 3" in report.outcomes[0].error and "network namespace" in report.outcomes[0].error
+
+
+def test_force_disables_once_the_holder_lets_go(make_host, write_config):
+    host, smaller = _vfio_host(make_host, write_config)
+    sim = SimKernel(host.root)
+    sim.hold_vf(host.vf_address(PF0, 0), 4242)
+    threading.Timer(0.3, sim.release, args=(4242,)).start()
+    report = apply(host, smaller, force=True)
+    assert report.exit_code == 0 and host.num_vfs(PF0) == 3
+
+
+def test_state_file_records_the_outcome(make_host, write_config):
+    host = make_host()
+    path = write_config(TWO_PFS)
+    apply(host, path)
+    state = read_state(host)
+    assert state["result"] == "converged" and state["config"] == path
+    assert state["pfs"][PF0]["status"] == "changed"
+    assert len(state["config_sha256"]) == 64
+
+
+def test_snapshot_root_is_read_only(make_host, write_config, tmp_path):
+    host = make_host()
+    snap = tmp_path / "snapshot"
+    shutil.copytree(host.root, snap, symlinks=True)
+    os.unlink(snap / MARKER)
+    path = write_config(TWO_PFS)
+    result = run_cli("apply", root=str(snap), config=path)
+    assert result.returncode == 1 and "captured tree" in result.stderr
+    dry = run_cli("apply", "--dry-run", "--json", root=str(snap), config=path)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["actions"]
+
+
+def test_three_concurrent_applies_serialize(make_host, write_config):
+    host = make_host()
+    path = write_config(TWO_PFS)
+    SimKernel(host.root).add_fault("delay", device=PF0, attr="sriov_numvfs", seconds=0.3)
+    procs = [subprocess.Popen([CLI, "--root", host.root, "--config", path, "apply", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    writes = sorted(json.loads(out)["writes"] for out, _ in outs)
+    assert writes[:2] == [0, 0] and writes[2] > 0  # one did the work; the others found it converged
+    assert all(r == "ok" for _, _, r in sim_writes(host))
+
+
+def test_lock_wait_has_a_deadline(make_host, write_config):
+    host = make_host()
+    path = write_config(TWO_PFS)
+    with ApplyLock(host, timeout=1):
+        result = run_cli("apply", "--timeout", "0.3", root=host.root, config=path)
+    assert result.returncode == 1 and "another sriov-node apply" in result.stderr
+    assert sim_writes(host) == []
+
+
+def test_apply_killed_midway_is_finished_by_the_next_apply(make_host, write_config):
+    host = make_host()
+    path = write_config(TWO_PFS)
+    apply(host, write_config(TWO_PFS.replace("num_vfs = 4", "num_vfs = 6")))
+    SimKernel(host.root).add_fault("delay", device=PF0, attr="sriov_numvfs", nth=2, seconds=30)
+    proc = subprocess.Popen([CLI, "--root", host.root, "--config", path, "apply"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not any(p.endswith("sriov_numvfs") and v == "'0\\n'" for p, v, _ in sim_writes(host)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # now inside the slow write of "4"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert host.num_vfs(PF0) == 0  # killed between the disable and the enable
+    model = json.load(open(os.path.join(host.root, MARKER)))
+    model["faults"] = []
+    json.dump(model, open(os.path.join(host.root, MARKER), "w"))
+    report = apply(Host(host.root), path)
+    assert report.exit_code == 0 and host.num_vfs(PF0) == 4
+    assert read_state(host)["result"] == "converged"
