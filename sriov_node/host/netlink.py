@@ -13,7 +13,7 @@ def permanent_mac(ifname: str) -> Optional[str]:
         return None
     try:
         with IPRoute() as ipr:
-            links = ipr.get_links(ifname=ifname)
+            links = ipr.link("get", ifname=ifname)
             if not links:
                 return None
             mac = links[0].get_attr("IFLA_PERM_ADDRESS")
