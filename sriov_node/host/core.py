@@ -6,7 +6,7 @@ import errno
 import os
 import subprocess
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import ReadOnlyRoot
 
@@ -107,8 +107,17 @@ class Host:
     def device_exists(self, pci: str) -> bool:
         return self.exists(PCI_DEVICES, pci)
 
+    def uevent(self, base: str, *parts: str) -> Dict[str, str]:
+        """KEY=value lines of a sysfs `uevent` file (DRIVER, PCI_SLOT_NAME, PCI_ID, ...)."""
+        text = self.read(base, *parts, "uevent") or ""
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
     def device_driver(self, pci: str) -> Optional[str]:
-        return self.link_name(PCI_DEVICES, pci, "driver")
+        name = self.link_name(PCI_DEVICES, pci, "driver")
+        if name is None and self.isdir(PCI_DEVICES, pci, "driver"):
+            # a capture made with dereferenced links: the uevent file still names the driver
+            name = self.uevent(PCI_DEVICES, pci).get("DRIVER")
+        return name
 
     def driver_override(self, pci: str) -> Optional[str]:
         value = self.read(PCI_DEVICES, pci, "driver_override")
@@ -118,7 +127,10 @@ class Host:
         return self.read_int(PCI_DEVICES, pf, "sriov_numvfs")
 
     def vf_address(self, pf: str, index: int) -> Optional[str]:
-        return self.link_name(PCI_DEVICES, pf, f"virtfn{index}")
+        name = self.link_name(PCI_DEVICES, pf, f"virtfn{index}")
+        if name is None and self.isdir(PCI_DEVICES, pf, f"virtfn{index}"):
+            name = self.uevent(PCI_DEVICES, pf, f"virtfn{index}").get("PCI_SLOT_NAME")
+        return name
 
     def has_pci_driver(self, name: str) -> bool:
         return self.isdir(PCI_DRIVERS, name)

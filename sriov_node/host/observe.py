@@ -55,7 +55,7 @@ def observe_pf(host: Host, pci: str, *, netlink_macs: bool = False) -> PfState:
         m = _VIRTFN_RE.match(entry)
         if not m:
             continue
-        vf_pci = host.link_name(PCI_DEVICES, pci, entry)
+        vf_pci = host.vf_address(pci, int(m.group(1)))
         if vf_pci:
             vfs.append(observe_vf(host, int(m.group(1)), vf_pci))
     vfs.sort(key=lambda v: v.index)
