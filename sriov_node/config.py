@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
@@ -101,7 +102,9 @@ class _Validator:
     def unknown_keys(self, key_prefix: str, table: Dict[str, Any], allowed: Tuple[str, ...]) -> None:
         for k in table:
             if k not in allowed:
-                where = f"{key_prefix}.{k}" if key_prefix else k
+                # Quote a key that is not bare, as TOML would ("" or one holding '.', ' ', a newline).
+                shown = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+                where = f"{key_prefix}.{shown}" if key_prefix else shown
                 self.error(where, f"unknown key; valid keys here: {', '.join(allowed)}")
 
     def integer(self, key: str, value: Any, lo: int, hi: int) -> Optional[int]:
@@ -179,6 +182,53 @@ class _Validator:
             return None
         return PfSelector(**fields)
 
+    def group_range(self, gkey: str, table: Dict[str, Any], num_vfs: Optional[int],
+                    owner: Dict[int, str]) -> Optional[Tuple[int, ...]]:
+        if "range" not in table:
+            self.error(f"{gkey}.range", 'missing: name the VFs, e.g. range = "0-3"')
+            return None
+        text = self.string(f"{gkey}.range", table["range"])
+        if text is None:
+            return None
+        try:
+            indices = parse_range(text)
+        except ValueError as exc:
+            self.error(f"{gkey}.range", f"{text!r} {exc}; write e.g. \"0-3\", \"5\" or \"0,2,4-6\"")
+            return None
+        if num_vfs is not None:
+            beyond = [n for n in indices if n >= num_vfs]
+            if beyond:
+                self.error(
+                    f"{gkey}.range",
+                    f"{text!r} reaches VF {beyond[-1]} but num_vfs = {num_vfs} (valid indices 0-{num_vfs - 1})"
+                    if num_vfs
+                    else f"{text!r} names VFs but num_vfs = 0",
+                )
+                return None
+        clash = sorted({owner[n] for n in indices if n in owner})
+        if clash:
+            both = [n for n in indices if n in owner]
+            self.error(f"{gkey}.range", f"{text!r} overlaps {clash[0]}.range on VF {both[0]}; each VF belongs to one group")
+            return None
+        for n in indices:
+            owner[n] = gkey
+        return indices
+
+    def group_driver(self, gkey: str, table: Dict[str, Any]) -> Tuple[bool, Optional[str]]:
+        """(ok, driver); driver None: leave the VFs to the kernel's default."""
+        if "driver" not in table:
+            return True, None
+        driver = self.string(f"{gkey}.driver", table["driver"])
+        if driver is None:
+            return False, None
+        if not _DRIVER_RE.match(driver):
+            self.error(f"{gkey}.driver", f"{driver!r} is not a kernel driver name (like vfio-pci, iavf, mlx5_core)")
+            return False, None
+        if driver in DRIVER_SPELLINGS:
+            self.error(f"{gkey}.driver", f"{driver!r} is the module's name; the PCI driver is called {DRIVER_SPELLINGS[driver]!r}")
+            return False, None
+        return True, driver
+
     def vf_groups(self, key: str, value: Any, num_vfs: Optional[int]) -> Tuple[VfGroup, ...]:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             self.error(key, f"must be an array of tables ([[{key.split('[')[0]}.vfs]]), got {_type_name(value)}")
@@ -188,46 +238,12 @@ class _Validator:
         for i, table in enumerate(value):
             gkey = f"{key}[{i}]"
             self.unknown_keys(gkey, table, VF_KEYS)
-            if "range" not in table:
-                self.error(f"{gkey}.range", 'missing: name the VFs, e.g. range = "0-3"')
+            # Check range and driver independently, so one run reports both.
+            indices = self.group_range(gkey, table, num_vfs, owner)
+            driver_ok, driver = self.group_driver(gkey, table)
+            if indices is None or not driver_ok:
                 continue
-            text = self.string(f"{gkey}.range", table["range"])
-            if text is None:
-                continue
-            try:
-                indices = parse_range(text)
-            except ValueError as exc:
-                self.error(f"{gkey}.range", f"{text!r} {exc}; write e.g. \"0-3\", \"5\" or \"0,2,4-6\"")
-                continue
-            if num_vfs is not None:
-                beyond = [n for n in indices if n >= num_vfs]
-                if beyond:
-                    self.error(
-                        f"{gkey}.range",
-                        f"{text!r} reaches VF {beyond[-1]} but num_vfs = {num_vfs} (valid indices 0-{num_vfs - 1})"
-                        if num_vfs
-                        else f"{text!r} names VFs but num_vfs = 0",
-                    )
-                    continue
-            clash = sorted({owner[n] for n in indices if n in owner})
-            if clash:
-                both = [n for n in indices if n in owner]
-                self.error(f"{gkey}.range", f"{text!r} overlaps {clash[0]}.range on VF {both[0]}; each VF belongs to one group")
-                continue
-            driver = None
-            if "driver" in table:
-                driver = self.string(f"{gkey}.driver", table["driver"])
-                if driver is not None and not _DRIVER_RE.match(driver):
-                    self.error(f"{gkey}.driver", f"{driver!r} is not a kernel driver name (like vfio-pci, iavf, mlx5_core)")
-                    continue
-                if driver is None:
-                    continue
-                if driver in DRIVER_SPELLINGS:
-                    self.error(f"{gkey}.driver", f"{driver!r} is the module's name; the PCI driver is called {DRIVER_SPELLINGS[driver]!r}")
-                    continue
-            for n in indices:
-                owner[n] = gkey
-            groups.append(VfGroup(key=gkey, range_text=text, indices=indices, driver=driver))
+            groups.append(VfGroup(key=gkey, range_text=table["range"], indices=indices, driver=driver))
         return tuple(groups)
 
     def pf(self, key: str, table: Any) -> Optional[PfSpec]:
