@@ -80,7 +80,11 @@ class Host:
     def link_name(self, base: str, *parts: str) -> Optional[str]:
         """basename of a symlink's target (e.g. the `driver` link), None when absent."""
         try:
-            return os.path.basename(os.readlink(self.path(base, *parts)))
+            path = self.path(base, *parts)
+            name = os.path.basename(os.readlink(path).rstrip("/"))
+            if name in ("", ".", ".."):
+                name = os.path.basename(os.path.realpath(path))
+            return name
         except (OSError, ValueError):
             return None
 

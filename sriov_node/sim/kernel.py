@@ -363,7 +363,7 @@ class SimKernel:
             return
         self._put(f"{d}/net/{ifname}/address", mac + "\n", 0o444)
         self._put(f"{d}/net/{ifname}/addr_assign_type", ("0" if hw is not None else "1") + "\n", 0o444)
-        self._link(f"{d}/net/{ifname}/device", d)
+        self._link_abs(f"{d}/net/{ifname}/device", f"../../../{bdf}")  # as the kernel writes it
         self._link(f"sys/class/net/{ifname}", f"{d}/net/{ifname}")
 
     def _drivers_probe(self, data: bytes) -> None:
