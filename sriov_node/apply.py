@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from sriov_node.config import load_config
-from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, HostError, InUseError, ReadOnlyRoot
+from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, HostError, InUseError, ReadOnlyRoot, StateError
 from sriov_node.execute import DEFAULT_TIMEOUT, Executor, verify
 from sriov_node.host import Host
 from sriov_node.model import DesiredState, HostState
@@ -115,8 +115,9 @@ def run_apply(
             outcomes.append(outcome)
             if not pf_plan.actions:
                 continue
-            if pf_plan.disables_vfs and not force:
-                holders = host.vf_holders(target.pf.vfs)
+            disturbed = pf_plan.disturbed_vfs()
+            if disturbed and not force:
+                holders = host.vf_holders(disturbed)
                 if holders:
                     outcome.status = "refused"
                     outcome.error = str(InUseError(pf_plan.pf, holders))
@@ -137,11 +138,14 @@ def run_apply(
             finally:
                 outcome.writes = len(host.writes) - before
         report = ApplyReport(outcomes, notices, len(host.writes), False, the_plan)
-        write_state(host, {
+        try:
+            write_state(host, {
             "config": desired.source,
             "config_sha256": desired.digest,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "result": {EXIT_OK: "converged", EXIT_PF_FAILED: "failed", EXIT_REFUSED: "refused"}[report.exit_code],
             "pfs": {o.pci: {"name": o.name, "block": o.key, "status": o.status, "error": o.error} for o in outcomes},
-        })
+            })
+        except StateError as exc:
+            report.notices.append(f"the outcome was applied but not recorded: {exc}")
         return report

@@ -40,8 +40,13 @@ def _fail(exc: SriovNodeError, as_json: bool) -> NoReturn:
 
 
 def _host(ctx: typer.Context):
+    import os
+
     from sriov_node.host import Host
 
+    if not os.path.isdir(ctx.obj.root):
+        typer.echo(f"error: --root {ctx.obj.root}: no such directory", err=True)
+        raise typer.Exit(EXIT_INVALID)
     return Host(ctx.obj.root)
 
 
@@ -129,14 +134,26 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
     host = _host(ctx)
     path = config_path(host, ctx.obj.config)
+    problem: Optional[SriovNodeError] = None
+    desired = None
     try:
-        desired = None
         if ctx.obj.config is not None or os.path.exists(path):
             desired = load_desired(host, path)
-        observed = host.observe(netlink_macs=bool(desired and any(s.selector.mac for s in desired.pfs)))
-        body = build_status(observed, desired)
     except SriovNodeError as exc:
-        _fail(exc, as_json)
+        problem = exc
+    observed = host.observe(netlink_macs=bool(desired and any(s.selector.mac for s in desired.pfs)))
+    try:
+        body = build_status(observed, desired)
+    except SriovNodeError as exc:  # the config does not fit this host: show the host anyway
+        problem, body = exc, build_status(observed, None)
+    if problem is not None:
+        body["error"] = str(problem)
+    _print_status(body, as_json)
+    if problem is not None:
+        _fail(problem, False)
+
+
+def _print_status(body, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return

@@ -224,6 +224,9 @@ class _Validator:
         if not _DRIVER_RE.match(driver):
             self.error(f"{gkey}.driver", f"{driver!r} is not a kernel driver name (like vfio-pci, iavf, mlx5_core)")
             return False, None
+        if driver != driver.lower():
+            self.error(f"{gkey}.driver", f"{driver!r}: kernel driver names are lower-case; did you mean {driver.lower()!r}?")
+            return False, None
         if driver in DRIVER_SPELLINGS:
             self.error(f"{gkey}.driver", f"{driver!r} is the module's name; the PCI driver is called {DRIVER_SPELLINGS[driver]!r}")
             return False, None
@@ -298,6 +301,8 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, [ConfigProblem("", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")])
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark from a Windows editor: harmless, TOML just forbids it
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -115,6 +115,12 @@ class LockTimeout(SriovNodeError):
     exit_code = EXIT_PF_FAILED
 
 
+class StateError(SriovNodeError):
+    """The lock or the state file under the root cannot be created."""
+
+    exit_code = EXIT_PF_FAILED
+
+
 class ReadOnlyRoot(SriovNodeError):
     """The root is a captured snapshot: it can be read, never written."""
 

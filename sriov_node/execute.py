@@ -19,7 +19,6 @@ from sriov_node.actions import (
 )
 from sriov_node.errors import HostError
 from sriov_node.host import Host
-from sriov_node.host.core import PCI_DEVICES
 from sriov_node.model import PfSpec
 
 DEFAULT_TIMEOUT = 60.0
@@ -42,12 +41,35 @@ class Executor:
         }
 
     def run(self, actions: "tuple[Action, ...]") -> None:
-        """Execute in order; the first failure raises HostError and stops this PF."""
-        for action in actions:
-            if not self.host.device_exists(action.pf):
-                raise HostError(action.pf, "the PF disappeared (hot-unplug, driver reset or firmware update)",
-                                errno=E.ENODEV, hint="check that the device is still present (lspci) and re-run")
-            self._handlers[type(action)](action)
+        """Execute in order; the first failure raises HostError and stops this PF.
+
+        If it stops while VF autoprobe is switched off, autoprobe is switched back on:
+        a failed apply must not leave the PF refusing default drivers.
+        """
+        gated = None
+        try:
+            for action in actions:
+                if not self.host.device_exists(action.pf):
+                    raise HostError(action.pf, "the PF disappeared (hot-unplug, driver reset or firmware update)",
+                                    errno=E.ENODEV, hint="check that the device is still present (lspci) and re-run")
+                self._handlers[type(action)](action)
+                if isinstance(action, SetAutoprobe):
+                    gated = None if action.value else action.pf
+        finally:
+            if gated is not None:
+                self._ungate(gated)
+
+    def _ungate(self, pf: str) -> None:
+        """Best effort after a failure: autoprobe back on, default drivers for VFs left unbound."""
+        host = self.host
+        try:
+            host.set_autoprobe(pf, True)
+            for index in range(host.num_vfs(pf) or 0):
+                vf = host.vf_address(pf, index)
+                if vf and host.device_driver(vf) is None and host.driver_override(vf) is None:
+                    host.drivers_probe(vf)
+        except OSError:
+            pass  # the next apply sees autoprobe=0 and repairs it
 
     # ------------------------------------------------------------------ helpers
 
@@ -87,18 +109,17 @@ class Executor:
             code = exc.errno if host.device_exists(a.pf) else E.ENODEV
             message, hint = hints.numvfs_error(
                 code or E.EIO, a.value,
-                total=host.read_int(PCI_DEVICES, a.pf, "sriov_totalvfs"), pf_driver=host.device_driver(a.pf),
+                total=host.total_vfs(a.pf), pf_driver=host.device_driver(a.pf),
             )
             raise HostError(a.pf, message, attr="sriov_numvfs", errno=code, hint=hint)
 
         def settled() -> bool:
             if host.num_vfs(a.pf) != a.value:
                 return False
-            links = [n for n in host.listdir(PCI_DEVICES, a.pf) if n.startswith("virtfn")]
-            return len(links) == a.value and all(host.vf_address(a.pf, i) for i in range(a.value))
+            return host.virtfn_count(a.pf) == a.value and all(host.vf_address(a.pf, i) for i in range(a.value))
 
         if not host.wait_for(settled, self._deadline()):
-            seen = sum(1 for n in host.listdir(PCI_DEVICES, a.pf) if n.startswith("virtfn"))
+            seen = host.virtfn_count(a.pf)
             raise HostError(
                 a.pf,
                 f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist after {self.timeout:g}s "
@@ -112,8 +133,8 @@ class Executor:
             self.host.set_autoprobe(a.pf, a.value)
         except OSError as exc:
             raise self._write_failed(a.pf, "sriov_drivers_autoprobe", exc)
-        value = self.host.read(PCI_DEVICES, a.pf, "sriov_drivers_autoprobe")
-        if value != ("1" if a.value else "0"):
+        value = self.host.autoprobe(a.pf)
+        if value is not a.value:
             raise HostError(a.pf, f"sriov_drivers_autoprobe reads {value!r} after writing {int(a.value)}",
                             attr="sriov_drivers_autoprobe", hint="re-run sriov-node apply")
 
@@ -157,7 +178,7 @@ class Executor:
         if host.device_driver(vf) is None and host.has_pci_driver(a.driver):
             # drivers_probe swallows probe errors; an explicit bind reports them
             try:
-                host.write("sys/bus/pci/drivers", (a.driver, "bind"), f"{vf}\n")
+                host.bind(vf, a.driver)
             except OSError as exc:
                 if exc.errno != E.EBUSY:  # EBUSY: it got bound meanwhile (asynchronous probe)
                     raise self._bind_failed(a, vf, exc.errno or E.EIO)
@@ -169,7 +190,7 @@ class Executor:
                             hint=f"check driver_override of {vf}; another agent may be binding VFs")
 
     def _bind_failed(self, a: BindDriver, vf: str, code: int) -> HostError:
-        group = self.host.link_name(PCI_DEVICES, vf, "iommu_group")
+        group = self.host.iommu_group(vf)
         message, hint = hints.bind_error(code, a.driver, iommu_group=group)
         if not self.host.has_pci_driver(a.driver):
             message, hint = f"the {a.driver} driver is not loaded", f"modprobe {a.driver}"
@@ -188,6 +209,8 @@ class Executor:
 def verify(host: Host, spec: PfSpec, pf: str) -> List[str]:
     """What still differs from the desired state on this PF, re-read from the kernel."""
     problems: List[str] = []
+    if host.autoprobe(pf) is False:
+        problems.append("sriov_drivers_autoprobe reads 0, wanted 1")
     have = host.num_vfs(pf)
     if have != spec.num_vfs:
         problems.append(f"sriov_numvfs reads {have}, wanted {spec.num_vfs}")

@@ -15,7 +15,7 @@ from sriov_node.actions import (
     SetNumVfs,
     UnbindDriver,
 )
-from sriov_node.model import PfSpec, PfState
+from sriov_node.model import PfSpec, PfState, VfState
 from sriov_node.resolve import Target
 
 
@@ -34,6 +34,17 @@ class PfPlan:
         return bool(self.target.pf.num_vfs) and any(
             isinstance(a, SetNumVfs) and a.value == 0 for a in self.actions
         )
+
+    def disturbed_vfs(self) -> Tuple[VfState, ...]:
+        """VFs this plan takes from their current driver: all of them on a disable, else the unbound ones.
+
+        Either step blocks in vfio-pci's remove while userspace holds the device, and pulls
+        a netdev out of the pod it was moved into.
+        """
+        if self.disables_vfs:
+            return self.target.pf.vfs
+        unbound = {a.vf for a in self.actions if isinstance(a, UnbindDriver)}
+        return tuple(vf for vf in self.target.pf.vfs if vf.index in unbound)
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,11 @@ def plan_pf(spec: PfSpec, pf: PfState, loaded: FrozenSet[str]) -> Tuple[Action, 
     ]
     if want == have:
         actions += _bindings(pf, explicit, fresh=False)
+        if pf.autoprobe is False:
+            # The kernel's default is 1; a 0 is what an interrupted apply leaves behind. Restore
+            # it and give the VFs the config names no driver for their default driver.
+            actions.append(SetAutoprobe(pf.pci, value=True))
+            actions += [ProbeVf(pf.pci, vf=vf.index) for vf in pf.vfs if vf.index not in explicit and vf.driver is None]
         return tuple(actions)
     if have != 0:
         # SR-IOV is all or nothing: the kernel answers EBUSY to N over M, so go through 0.
@@ -79,12 +95,11 @@ def plan_pf(spec: PfSpec, pf: PfState, loaded: FrozenSet[str]) -> Tuple[Action, 
     if want == 0:
         return tuple(actions)
     # With drivers to choose, create the VFs unprobed so the default driver never grabs them.
-    gate = bool(explicit) and pf.autoprobe is not False
-    if gate:
+    if explicit and pf.autoprobe is not False:
         actions.append(SetAutoprobe(pf.pci, value=False))
     actions.append(SetNumVfs(pf.pci, value=want, current=0))
     actions += _bindings(pf, explicit, fresh=True)
-    if gate:
+    if explicit or pf.autoprobe is False:
         actions.append(SetAutoprobe(pf.pci, value=True))
         actions += [ProbeVf(pf.pci, vf=i) for i in range(want) if i not in explicit]
     return tuple(actions)

@@ -10,7 +10,7 @@ import tempfile
 import time
 from typing import Any, Dict, Optional
 
-from sriov_node.errors import LockTimeout
+from sriov_node.errors import LockTimeout, StateError
 from sriov_node.host import Host
 
 LOCK_DIR = "run/sriov-node"
@@ -29,8 +29,11 @@ class ApplyLock:
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "ApplyLock":
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot create the apply lock {self.path}: {exc.strerror}; run sriov-node as root")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -70,9 +73,12 @@ def _read_quiet(path: str) -> str:
 def write_state(host: Host, record: Dict[str, Any]) -> str:
     """Atomically replace <root>/var/lib/sriov-node/state.json (write, fsync, rename)."""
     directory = os.path.join(host.root, STATE_DIR)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
     path = os.path.join(directory, "state.json")
-    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=directory)
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=directory)
+    except OSError as exc:
+        raise StateError(f"cannot write the state file {path}: {exc.strerror}")
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, indent=2, sort_keys=True)

@@ -195,6 +195,24 @@ def test_disabling_vfs_whose_netdev_left_the_host_namespace_is_refused(make_host
     assert "VF 3" in report.outcomes[0].error and "network namespace" in report.outcomes[0].error
 
 
+def test_rebinding_a_held_vfio_vf_is_refused(make_host, write_config):
+    host, _ = _vfio_host(make_host, write_config)
+    SimKernel(host.root).hold_vf(host.vf_address(PF0, 0), 555, "qemu-kvm")
+    report = apply(host, write_config(TWO_PFS.replace('driver = "vfio-pci"', 'driver = "iavf"')))
+    assert report.exit_code == 3 and "555" in report.outcomes[0].error
+    assert host.device_driver(host.vf_address(PF0, 0)) == "vfio-pci"
+
+
+def test_failed_apply_restores_autoprobe_and_the_next_run_finishes(make_host, write_config):
+    host = make_host(iommu=False)
+    path = write_config(TWO_PFS)
+    assert apply(host, path).outcomes[0].status == "failed"  # vfio-pci cannot bind without an IOMMU
+    assert host.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"
+    assert [host.device_driver(host.vf_address(PF0, i)) for i in (2, 3)] == ["iavf", "iavf"]
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
+    assert report.exit_code == 0
+
+
 def test_force_disables_once_the_holder_lets_go(make_host, write_config):
     host, smaller = _vfio_host(make_host, write_config)
     sim = SimKernel(host.root)

@@ -142,3 +142,27 @@ def test_real_root_refuses_a_config_anyone_can_edit(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_desired(Host("/"), str(path))
     assert "chmod go-w" in str(info.value)
+
+
+def test_status_shows_the_host_even_when_the_config_does_not_fit(demo_host, write_config):
+    demo_host.unbind("0000:20:00.0", "i40e")  # no driver: no netdev, so the name matches nothing
+    cfg = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n')
+    result = run_cli("status", "--json", root=demo_host.root, config=cfg)
+    assert result.returncode == 2 and "pf[0].name" in result.stderr
+    body = json.loads(result.stdout)
+    assert [p["driver"] for p in body["pfs"]][:2] == [None, "i40e"] and "ens1f0" in body["error"]
+
+
+def test_a_missing_root_is_named(tmp_path):
+    result = run_cli("status", root=str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "no such directory" in result.stderr
+
+
+def test_unwritable_state_dir_is_reported_without_losing_the_outcome(make_host, write_config):
+    host = make_host()
+    Path(host.root, "var").mkdir()
+    Path(host.root, "var/lib").write_text("not a directory")
+    result = run_cli("apply", "--json", root=host.root, config=write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n'))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    body = json.loads(result.stdout)
+    assert body["pfs"][0]["status"] == "changed" and "not recorded" in body["notices"][0]

@@ -73,10 +73,26 @@ def test_explicit_drivers_gate_autoprobe_around_creation():
     assert all(i > restore[0] for i, a in enumerate(actions) if isinstance(a, ProbeVf))
 
 
-def test_autoprobe_left_alone_when_already_off():
-    actions = plan_pf(spec(2, ("0-1", "vfio-pci")), pf(0, autoprobe=False), LOADED)
-    assert not any(isinstance(a, SetAutoprobe) for a in actions)
-    assert not any(isinstance(a, ProbeVf) for a in actions)
+def test_autoprobe_already_off_is_not_switched_off_again_but_restored_at_the_end():
+    actions = plan_pf(spec(3, ("0-1", "vfio-pci")), pf(0, autoprobe=False), LOADED)
+    assert [a.value for a in actions if isinstance(a, SetAutoprobe)] == [True]
+    assert isinstance(actions[-2], SetAutoprobe) and [a.vf for a in actions if isinstance(a, ProbeVf)] == [2]
+
+
+def test_autoprobe_left_at_zero_by_an_interrupted_apply_is_repaired():
+    state = pf(4, {0: "vfio-pci", 1: "vfio-pci", 2: None, 3: None}, {0: "vfio-pci", 1: "vfio-pci"}, autoprobe=False)
+    actions = plan_pf(spec(4, ("0-1", "vfio-pci")), state, LOADED)
+    assert ops(actions) == [("set_autoprobe", True, None, None),
+                            ("probe_default_driver", None, 2, None), ("probe_default_driver", None, 3, None)]
+
+
+def test_rebinding_away_from_vfio_marks_the_vf_disturbed():
+    from sriov_node.plan import PfPlan
+
+    state = pf(2, {0: "vfio-pci", 1: "iavf"}, {0: "vfio-pci"})
+    the_plan = PfPlan(Target(spec(2, ("0-1", "iavf")), state), plan_pf(spec(2, ("0-1", "iavf")), state, LOADED))
+    assert [vf.index for vf in the_plan.disturbed_vfs()] == [0]
+    assert not the_plan.disables_vfs
 
 
 def test_no_gating_when_every_vf_keeps_the_default_driver():

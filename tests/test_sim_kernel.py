@@ -97,9 +97,52 @@ def test_igb_reduces_totalvfs_and_unbind_restores_it(make_host):
     assert host.read_int(PCI_DEVICES, pf, "sriov_totalvfs") == 7
     write_numvfs(host, "4\n", pf)
     assert [host.vf_address(pf, i) for i in range(4)] == ["0000:20:10.0", "0000:20:10.4", "0000:20:11.0", "0000:20:11.4"]
+    SimKernel(host.root).add_fault("pf_leaves_sriov_enabled", device=pf)
     host.unbind(pf, "igb")
     assert host.read_int(PCI_DEVICES, pf, "sriov_totalvfs") == 8
-    assert host.num_vfs(pf) == 4  # driver left SR-IOV enabled after remove
+    assert host.num_vfs(pf) == 4  # "driver left SR-IOV enabled after remove"
+
+
+def test_pf_driver_remove_disables_sriov_first(make_host):
+    host = make_host()
+    write_numvfs(host, "2\n")
+    vf = host.vf_address(PF0, 0)
+    host.unbind(PF0, "i40e")
+    assert host.num_vfs(PF0) == 0 and not host.device_exists(vf)
+
+
+def test_override_to_a_driver_that_does_not_know_the_device_fails_its_probe(make_host):
+    host = make_host()
+    write_numvfs(host, "1\n")
+    vf = host.vf_address(PF0, 0)
+    host.unbind(vf, "iavf")
+    host.set_driver_override(vf, "igb")
+    host.drivers_probe(vf)
+    assert host.device_driver(vf) is None
+    assert errno_of(host.write, "sys/bus/pci/drivers", ("igb", "bind"), f"{vf}\n") == errno.ENODEV
+    assert errno_of(host.write, "sys/bus/pci/drivers", ("nosuch", "bind"), f"{vf}\n") == errno.ENOENT
+
+
+def test_bus_autoprobe_off_leaves_new_vfs_unprobed(make_host):
+    host = make_host()
+    host.write("sys/bus/pci", ("drivers_autoprobe",), "0")
+    write_numvfs(host, "1\n")
+    assert host.device_driver(host.vf_address(PF0, 0)) is None
+
+
+def test_unbinding_a_held_vfio_vf_blocks_until_released(make_host):
+    host = make_host(vfio_loaded=True)
+    sim = SimKernel(host.root)
+    host.set_autoprobe(PF0, False)
+    write_numvfs(host, "1\n")
+    vf = host.vf_address(PF0, 0)
+    host.set_driver_override(vf, "vfio-pci")
+    host.drivers_probe(vf)
+    sim.hold_vf(vf, 99)
+    threading.Timer(0.3, sim.release, args=(99,)).start()
+    start = time.monotonic()
+    host.unbind(vf, "vfio-pci")
+    assert time.monotonic() - start >= 0.25 and host.device_driver(vf) is None
 
 
 def test_autoprobe_off_leaves_vfs_unbound_until_override(make_host):

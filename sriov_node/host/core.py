@@ -130,6 +130,19 @@ class Host:
     def num_vfs(self, pf: str) -> Optional[int]:
         return self.read_int(PCI_DEVICES, pf, "sriov_numvfs")
 
+    def total_vfs(self, pf: str) -> Optional[int]:
+        return self.read_int(PCI_DEVICES, pf, "sriov_totalvfs")
+
+    def autoprobe(self, pf: str) -> Optional[bool]:
+        value = self.read(PCI_DEVICES, pf, "sriov_drivers_autoprobe")
+        return None if value is None else value.strip() == "1"
+
+    def iommu_group(self, pci: str) -> Optional[str]:
+        return self.link_name(PCI_DEVICES, pci, "iommu_group")
+
+    def virtfn_count(self, pf: str) -> int:
+        return sum(1 for name in self.listdir(PCI_DEVICES, pf) if name.startswith("virtfn"))
+
     def vf_address(self, pf: str, index: int) -> Optional[str]:
         name = self.link_name(PCI_DEVICES, pf, f"virtfn{index}")
         if name is None and self.isdir(PCI_DEVICES, pf, f"virtfn{index}"):
@@ -184,6 +197,10 @@ class Host:
 
     def unbind(self, pci: str, driver: str) -> None:
         self.write(PCI_DRIVERS, (driver, "unbind"), f"{pci}\n")
+
+    def bind(self, pci: str, driver: str) -> None:
+        """drivers/<driver>/bind: unlike drivers_probe, it returns the probe's errno."""
+        self.write(PCI_DRIVERS, (driver, "bind"), f"{pci}\n")
 
     def drivers_probe(self, pci: str) -> None:
         self.write("sys/bus/pci", ("drivers_probe",), f"{pci}\n")

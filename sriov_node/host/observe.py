@@ -45,7 +45,7 @@ def observe_vf(host: Host, index: int, pci: str) -> VfState:
         driver_override=host.driver_override(pci),
         netdevs=netdevs,
         netdev_elsewhere=elsewhere and host.device_driver(pci) is not None,
-        iommu_group=host.link_name(PCI_DEVICES, pci, "iommu_group"),
+        iommu_group=host.iommu_group(pci),
     )
 
 
@@ -67,7 +67,6 @@ def observe_pf(host: Host, pci: str, *, netlink_macs: bool = False) -> PfState:
             from sriov_node.host.netlink import permanent_mac
 
             mac = permanent_mac(netdevs[0])
-    autoprobe = host.read(PCI_DEVICES, pci, "sriov_drivers_autoprobe")
     return PfState(
         pci=pci,
         vendor=_pci_id(host, pci, "vendor"),
@@ -75,9 +74,9 @@ def observe_pf(host: Host, pci: str, *, netlink_macs: bool = False) -> PfState:
         driver=host.device_driver(pci),
         netdevs=netdevs,
         mac=mac,
-        total_vfs=host.read_int(PCI_DEVICES, pci, "sriov_totalvfs"),
-        num_vfs=host.read_int(PCI_DEVICES, pci, "sriov_numvfs"),
-        autoprobe=None if autoprobe is None else autoprobe.strip() == "1",
+        total_vfs=host.total_vfs(pci),
+        num_vfs=host.num_vfs(pci),
+        autoprobe=host.autoprobe(pci),
         vf_device=_pci_id(host, pci, "sriov_vf_device"),
         vfs=tuple(vfs),
     )

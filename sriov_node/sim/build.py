@@ -25,8 +25,10 @@ def parse_nic(text: str) -> NicRequest:
         total = int(parts[2]) if len(parts) > 2 else None
     except ValueError:
         raise ValueError(f"{text!r}: PFS and TOTALVFS must be integers")
-    if not 1 <= pfs <= 8 or (total is not None and not 1 <= total <= 1024):
-        raise ValueError(f"{text!r}: PFS must be 1-8 and TOTALVFS 1-1024")
+    nic = NICS[parts[0]]
+    most = 8 if nic.stride == 1 else nic.stride  # interleaved (non-ARI) VFs fit `stride` PFs
+    if not 1 <= pfs <= most or (total is not None and not 1 <= total <= 1024):
+        raise ValueError(f"{text!r}: PFS must be 1-{most} for {parts[0]} and TOTALVFS 1-1024")
     return parts[0], pfs, total
 
 
@@ -41,6 +43,8 @@ def create_host(
 ) -> str:
     """Build a simulated host under `root` (replacing an earlier simulated one) and return it."""
     root = os.path.abspath(root)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ValueError(f"{root} exists and is not a directory")
     if os.path.exists(root) and os.listdir(root):
         if not os.path.isfile(os.path.join(root, MARKER)):
             raise ValueError(f"{root} exists and is not a simulated host; choose an empty or new directory")
@@ -79,7 +83,7 @@ def create_host(
                 "vf_device": nic.vf_device,
                 "cap_total_vfs": total if bios_sriov else 0,
                 "driver_limit": limit if bios_sriov else None,
-                "offset": nic.offset(f, total),
+                "offset": nic.offset(f, total, pfs),
                 "stride": nic.stride,
                 "subordinate": bus + 0x0F,
                 "mmio": mmio,

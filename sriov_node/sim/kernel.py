@@ -176,6 +176,9 @@ class SimKernel:
     def _num_vfs(self, pf: str) -> int:
         return int(self._get(f"{self.dev_dir(pf)}/sriov_numvfs") or 0)
 
+    def _has_vfs(self, bdf: str) -> bool:
+        return os.path.exists(self._p(f"{self.dev_dir(bdf)}/sriov_numvfs")) and self._num_vfs(bdf) > 0
+
     # ------------------------------------------------------------ faults
 
     def _count(self, key: str) -> int:
@@ -222,9 +225,12 @@ class SimKernel:
         if real == "sys/bus/pci/drivers_probe":
             return self._drivers_probe(data)
         if real == "sys/bus/pci/drivers_autoprobe":
-            return None  # accepted; the model always autoprobes new PCI devices
+            self._put(real, "0\n" if data[:1] == b"0" else "1\n")
+            return None
         if os.path.dirname(parent) == "sys/bus/pci/drivers":
             drv = os.path.basename(parent)
+            if not self._loaded(drv):
+                raise _err(errno.ENOENT)
             if attr == "bind":
                 return self._bind(drv, self._device_name(data))
             if attr == "unbind":
@@ -294,11 +300,13 @@ class SimKernel:
         if fault:
             raise _err(getattr(errno, fault["errno"]))
         d = self.dev_dir(bdf)
+        if not spec.get("vfio") and self._pci_id(bdf) not in spec.get("ids", []):
+            raise _err(errno.ENODEV, f"{drv} does not support this device")  # matched through driver_override only
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
             if group is None:
                 raise _err(errno.EINVAL, "vfio-pci: no IOMMU group")
-            if self._num_vfs(bdf) if os.path.exists(self._p(f"{d}/sriov_numvfs")) else 0:
+            if self._has_vfs(bdf):
                 raise _err(errno.EBUSY, "Cannot bind to PF with SR-IOV enabled")
         self._attach(bdf, drv)
 
@@ -326,6 +334,12 @@ class SimKernel:
     def _detach(self, bdf: str, drv: str) -> None:
         d = self.dev_dir(bdf)
         spec = self._model["drivers"].get(drv, {})
+        if spec.get("sriov_configure") and self._has_vfs(bdf) and not self._fault("pf_leaves_sriov_enabled", device=bdf):
+            self._disable(bdf)  # PF drivers call pci_disable_sriov() in remove; leaving VFs is the exception
+        if spec.get("vfio"):
+            group = self._link_name(f"{d}/iommu_group")
+            if group:
+                self._wait_released([group])
         for ifname in self._listdir(f"{d}/net"):
             self._unlink(f"sys/class/net/{ifname}")
         self._rmtree(f"{d}/net")
@@ -442,6 +456,8 @@ class SimKernel:
                 continue
             vf = self._vf_bdf(pf, i, offset, stride)
             vd = f"{parent}/{vf}"
+            if os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
+                raise _err(errno.EEXIST, f"simulated host: VF address {vf} is taken (impossible NIC layout)")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
                                 ("class", "0x020000"), ("numa_node", "0")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
@@ -458,8 +474,9 @@ class SimKernel:
             created.append(vf)
         if iommu:
             self._save()
+        bus_autoprobe = self._get("sys/bus/pci/drivers_autoprobe") != "0"
         for vf in created:
-            if self._may_autoprobe(vf):
+            if bus_autoprobe and self._may_autoprobe(vf):
                 self._autoprobe(vf)
         self._put(f"{d}/sriov_numvfs", f"{n}\n")
 
@@ -478,6 +495,18 @@ class SimKernel:
         except OSError:
             return None
 
+    def _wait_released(self, groups: List[str]) -> None:
+        """vfio-pci's remove waits, uninterruptibly, until userspace closes the device.
+
+        The kernel waits forever; the model gives up after hold_block_seconds so that a test
+        can never hang, with an errno the kernel never returns here (EDEADLK).
+        """
+        deadline = time.monotonic() + float(self._model.get("hold_block_seconds", 30))
+        while groups and self._holders(groups):
+            if time.monotonic() >= deadline:
+                raise _err(errno.EDEADLK, "simulated host: a held vfio device would block this write forever")
+            time.sleep(0.01)
+
     def _disable(self, pf: str) -> None:
         d = self.dev_dir(pf)
         vfs = sorted(
@@ -487,12 +516,7 @@ class SimKernel:
             g for _, vf in vfs if vf and self.driver_of(vf) == "vfio-pci"
             for g in [self._link_name(f"{self.dev_dir(vf)}/iommu_group")] if g
         ]
-        # vfio-pci's remove waits, uninterruptibly, until userspace closes the device.
-        deadline = time.monotonic() + float(self._model.get("hold_block_seconds", 30))
-        while groups and self._holders(groups):
-            if time.monotonic() >= deadline:
-                raise _err(errno.ETIMEDOUT, "simulated host: VF still held after hold_block_seconds")
-            time.sleep(0.01)
+        self._wait_released(groups)
         for i, vf in vfs:
             self._unlink(f"{d}/virtfn{i}")
             if vf:

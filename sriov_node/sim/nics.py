@@ -23,10 +23,10 @@ class NicModel:
     oui: str
     pf_ids: Tuple[str, ...] = ()  # other PF device IDs the PF driver binds
 
-    def offset(self, function: int, total: int) -> int:
-        """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the previous."""
+    def offset(self, function: int, total: int, pfs: int) -> int:
+        """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the last PF."""
         if self.stride == 1:
-            return self.first_offset + function * total - function
+            return max(self.first_offset, pfs) + function * total - function
         return self.first_offset  # non-ARI parts interleave VFs of sibling PFs by stride
 
 
