@@ -1,0 +1,55 @@
+"""The lab tier: one guest boot per scenario (tests/lab/guest.py), shared by the tests asserting on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "scripts" / "kernel-lab"
+TIMINGS: Dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/lab/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.lab)
+
+
+def boot(scenario: str, **env: str) -> Dict[str, Any]:
+    """Boot the lab guest once, run a scenario, return its results (or fail with the console)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(LAB), f"{sys.executable} tests/lab/guest.py {scenario}"],
+        cwd=str(REPO), capture_output=True, text=True, timeout=900,
+        env={**os.environ, "LAB_TIMEOUT": "600", **env},
+    )
+    TIMINGS[scenario] = time.monotonic() - start
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("@@RESULTS ")), None)
+    if line is None:
+        pytest.fail(f"kernel-lab {scenario}: exit {proc.returncode}, no results\n"
+                    f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return json.loads(line[len("@@RESULTS "):])
+
+
+@pytest.fixture(scope="session")
+def iommu_on() -> Dict[str, Any]:
+    return boot("iommu-on")
+
+
+@pytest.fixture(scope="session")
+def iommu_off() -> Dict[str, Any]:
+    return boot("iommu-off", LAB_IOMMU="off")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.write_line(
+            "kernel lab wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))

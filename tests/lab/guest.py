@@ -1,0 +1,163 @@
+"""Runs INSIDE the kernel-lab guest, as root, against the real Linux kernel.
+
+Each scenario drives the installed `sriov-node` console script and reads the kernel's own view
+(sysfs, /dev/vfio, strace) independently of sriov_node's host layer. It prints one line
+`@@RESULTS <json>` that tests/lab/test_kernel_lab.py asserts on. Steps never raise: a failed
+step is recorded, so one boot answers every question.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Dict
+
+BIN = os.path.join(os.path.dirname(sys.executable), "sriov-node")
+SYS = "/sys/bus/pci/devices"
+SMALL, BIG = "0000:01:00.0", "0000:02:00.0"  # NVMe PFs: 4 and 64 VFs
+CONFIG = "/etc/sriov-node/config.toml"
+results: Dict[str, Any] = {}
+
+
+def sh(cmd: str, timeout: float = 120) -> Dict[str, Any]:
+    start = time.monotonic()
+    try:
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+        out = {"rc": p.returncode, "stdout": p.stdout[-400000:], "stderr": p.stderr[-6000:]}
+    except subprocess.TimeoutExpired as exc:
+        out = {"rc": None, "stdout": str(exc.stdout)[-2000:], "stderr": "TIMEOUT"}
+    out["seconds"] = round(time.monotonic() - start, 2)
+    return out
+
+
+def read(path: str) -> Any:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        return f"<{exc.strerror}>"
+
+
+def link(path: str) -> Any:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+def kernel_view(pf: str) -> Dict[str, Any]:
+    """The PF and its VFs as the kernel shows them, read without sriov_node."""
+    vfs = []
+    for entry in sorted(glob.glob(f"{SYS}/{pf}/virtfn*"), key=lambda p: int(p.rsplit("virtfn", 1)[1])):
+        vf = link(entry)
+        group = link(f"{SYS}/{vf}/iommu_group")
+        vfs.append({
+            "pci": vf,
+            "driver": link(f"{SYS}/{vf}/driver"),
+            "driver_override": read(f"{SYS}/{vf}/driver_override"),
+            "group": group,
+            "dev_vfio": bool(group) and os.path.exists(f"/dev/vfio/{group}"),
+        })
+    return {"numvfs": read(f"{SYS}/{pf}/sriov_numvfs"), "autoprobe": read(f"{SYS}/{pf}/sriov_drivers_autoprobe"),
+            "driver": link(f"{SYS}/{pf}/driver"), "vfs": vfs}
+
+
+def configure(text: str) -> None:
+    os.makedirs(os.path.dirname(CONFIG), exist_ok=True)
+    with open(CONFIG, "w") as fh:
+        fh.write(text)
+    os.chmod(CONFIG, 0o644)  # root-owned, not group/world-writable: the trust rule is live here
+
+
+def pf_block(pci: str, num: int, driver: str = "") -> str:
+    text = f'[[pf]]\npci = "{pci}"\nnum_vfs = {num}\n'
+    if driver and num:
+        text += f'  [[pf.vfs]]\n  range = "0-{num - 1}"\n  driver = "{driver}"\n'
+    return text
+
+
+def step(name: str, cmd: str, **kw: Any) -> Dict[str, Any]:
+    results[name] = sh(cmd, **kw)
+    return results[name]
+
+
+def wait_pf_driver(pci: str, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if link(f"{SYS}/{pci}/driver"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def scenario_iommu_on() -> None:
+    results["setup"] = sh("modprobe nvme")
+    results["setup"]["pf_drivers"] = [wait_pf_driver(SMALL), wait_pf_driver(BIG)]
+    results["totalvfs"] = [read(f"{SYS}/{SMALL}/sriov_totalvfs"), read(f"{SYS}/{BIG}/sriov_totalvfs")]
+
+    # 1 + 3: create VFs on both PFs, bound to vfio-pci; then a second apply writes nothing
+    configure(pf_block(SMALL, 4, "vfio-pci") + pf_block(BIG, 64, "vfio-pci"))
+    step("apply_create", f"{BIN} apply --json", timeout=300)
+    results["after_create"] = {"small": kernel_view(SMALL), "big": kernel_view(BIG)}
+    step("apply_again", f"strace -f -e trace=openat,write -o /tmp/strace-again.log {BIN} apply --json")
+    results["apply_again"]["sysfs_writes"] = [
+        line for line in read("/tmp/strace-again.log").splitlines() if "/sys/" in line and "O_WRONLY" in line]
+    step("status", f"{BIN} status --json")
+
+    # 3: the override persists: after an unbind, a plain re-probe returns the VF to vfio-pci
+    vf0 = results["after_create"]["small"]["vfs"][0]["pci"] if results["after_create"]["small"]["vfs"] else "none"
+    step("reprobe", f"echo {vf0} > /sys/bus/pci/drivers/vfio-pci/unbind && echo {vf0} > /sys/bus/pci/drivers_probe")
+    results["reprobe"]["driver"] = link(f"{SYS}/{vf0}/driver")
+
+    # the kernel's own rule: N over M is EBUSY (what the planner must never trip over)
+    step("raw_resize", f"""python3 -c 'import os; fd = os.open("{SYS}/{SMALL}/sriov_numvfs", os.O_WRONLY); os.write(fd, b"2\\n")'""")
+
+    # 2: resize 4 -> 2 goes through 0, traced
+    configure(pf_block(SMALL, 2, "vfio-pci") + pf_block(BIG, 64, "vfio-pci"))
+    step("apply_resize", f"strace -f -y -e trace=write -o /tmp/strace-resize.log {BIN} apply --json")
+    results["apply_resize"]["numvfs_writes"] = [
+        line for line in read("/tmp/strace-resize.log").splitlines()
+        if "write(" in line and f"{SMALL}/sriov_numvfs>" in line]
+    results["apply_resize"]["ebusy"] = "EBUSY" in read("/tmp/strace-resize.log")
+    results["after_resize"] = kernel_view(SMALL)
+
+    # 4: a process holding /dev/vfio/<group> open: disabling would block; apply refuses, fast
+    view = kernel_view(SMALL)
+    group = view["vfs"][1]["group"] if len(view["vfs"]) > 1 else None
+    holder = subprocess.Popen(["python3", "-c", f"import time; f = open('/dev/vfio/{group}', 'rb'); print('held', flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    results["holder"] = {"pid": holder.pid, "group": group, "ready": holder.stdout.readline().strip()}
+    configure(pf_block(SMALL, 1, "vfio-pci") + pf_block(BIG, 64, "vfio-pci"))
+    step("apply_held", f"{BIN} apply", timeout=120)
+    results["after_held"] = {"numvfs": read(f"{SYS}/{SMALL}/sriov_numvfs")}
+    holder.kill()
+    holder.wait()
+    step("apply_released", f"{BIN} apply --json", timeout=120)
+    results["after_released"] = kernel_view(SMALL)
+
+    # 6: the PF without a driver: ENOENT, explained
+    configure(pf_block(SMALL, 3))
+    step("rmmod", "rmmod nvme")
+    step("apply_nodriver", f"{BIN} apply --json", timeout=120)
+    results["after_nodriver"] = kernel_view(SMALL)
+
+
+def scenario_iommu_off() -> None:
+    results["setup"] = sh("modprobe nvme")
+    results["setup"]["pf_drivers"] = [wait_pf_driver(SMALL)]
+    results["iommu_groups"] = os.listdir("/sys/kernel/iommu_groups")
+    # 5: vfio-pci without an IOMMU
+    configure(pf_block(SMALL, 2, "vfio-pci"))
+    step("apply_vfio", f"{BIN} apply", timeout=120)
+    results["after_vfio"] = kernel_view(SMALL)
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    {"iommu-on": scenario_iommu_on, "iommu-off": scenario_iommu_off}[sys.argv[1]]()
+    results["guest_seconds"] = round(time.monotonic() - start, 1)
+    print("@@RESULTS " + json.dumps(results), flush=True)

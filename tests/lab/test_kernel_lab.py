@@ -1,0 +1,94 @@
+"""sriov-node against a real Linux 6.1 kernel (QEMU: NVMe SR-IOV PFs, intel-iommu, vfio-pci)."""
+
+from __future__ import annotations
+
+import json
+
+SMALL, BIG = "0000:01:00.0", "0000:02:00.0"
+
+
+def test_lab_hardware_is_what_the_tests_assume(iommu_on):
+    assert iommu_on["setup"]["pf_drivers"] == [True, True], iommu_on["setup"]
+    assert iommu_on["totalvfs"] == ["4", "64"]
+
+
+def test_apply_creates_vfs_bound_to_vfio_pci(iommu_on):
+    run = iommu_on["apply_create"]
+    assert run["rc"] == 0, run
+    view = iommu_on["after_create"]
+    for key, count in (("small", 4), ("big", 64)):
+        pf = view[key]
+        assert pf["numvfs"] == str(count) and len(pf["vfs"]) == count
+        assert {vf["driver"] for vf in pf["vfs"]} == {"vfio-pci"}
+        assert {vf["driver_override"] for vf in pf["vfs"]} == {"vfio-pci"}
+        assert all(vf["dev_vfio"] for vf in pf["vfs"]), "every VF's /dev/vfio/<group> exists"
+        assert pf["autoprobe"] == "1"  # restored after creating the VFs unprobed
+
+
+def test_second_apply_performs_zero_writes(iommu_on):
+    run = iommu_on["apply_again"]
+    assert run["rc"] == 0, run
+    assert json.loads(run["stdout"])["writes"] == 0
+    assert run["sysfs_writes"] == []  # strace: no sysfs file opened for writing
+
+
+def test_status_reads_the_real_kernel(iommu_on):
+    body = json.loads(iommu_on["status"]["stdout"])
+    pfs = {pf["pci"]: pf for pf in body["pfs"]}
+    assert pfs[SMALL]["num_vfs"] == 4 and pfs[SMALL]["converged"] is True
+    assert pfs[BIG]["total_vfs"] == 64 and pfs[BIG]["driver"] == "nvme"
+    assert {vf["driver"] for vf in pfs[BIG]["vfs"]} == {"vfio-pci"}
+
+
+def test_override_persists_across_a_reprobe(iommu_on):
+    assert iommu_on["reprobe"]["rc"] == 0 and iommu_on["reprobe"]["driver"] == "vfio-pci"
+
+
+def test_the_kernel_refuses_resizing_without_zero(iommu_on):
+    raw = iommu_on["raw_resize"]
+    assert raw["rc"] != 0 and "[Errno 16] Device or resource busy" in raw["stderr"], raw
+
+
+def test_resize_goes_through_zero(iommu_on):
+    run = iommu_on["apply_resize"]
+    assert run["rc"] == 0, run
+    assert not run["ebusy"]
+    values = [line.split('"')[1] for line in run["numvfs_writes"]]
+    assert values == ["0\\n", "2\\n"], run["numvfs_writes"]
+    assert all(line.rstrip().endswith("= 2") for line in run["numvfs_writes"])  # both writes succeeded
+    after = iommu_on["after_resize"]
+    assert after["numvfs"] == "2" and [vf["driver"] for vf in after["vfs"]] == ["vfio-pci", "vfio-pci"]
+
+
+def test_held_vfio_group_is_refused_without_hanging(iommu_on):
+    holder = iommu_on["holder"]
+    assert holder["ready"] == "held", holder
+    run = iommu_on["apply_held"]
+    assert run["rc"] == 3, run
+    assert str(holder["pid"]) in run["stderr"] and f"/dev/vfio/{holder['group']}" in run["stderr"]
+    assert run["seconds"] < 60
+    assert iommu_on["after_held"]["numvfs"] == "2"  # nothing was disabled
+    released = iommu_on["apply_released"]
+    assert released["rc"] == 0, released
+    assert iommu_on["after_released"]["numvfs"] == "1"
+
+
+def test_pf_without_driver_is_explained(iommu_on):
+    assert iommu_on["rmmod"]["rc"] == 0, iommu_on["rmmod"]
+    run = iommu_on["apply_nodriver"]
+    assert run["rc"] == 1, run
+    body = json.loads(run["stdout"])
+    (pf,) = body["pfs"]
+    assert pf["detail"]["errno"] == "ENOENT"
+    assert "no driver is bound to the PF" in pf["error"]
+    assert iommu_on["after_nodriver"]["driver"] is None
+
+
+def test_vfio_without_iommu_says_how_to_turn_it_on(iommu_off):
+    assert iommu_off["iommu_groups"] == []
+    run = iommu_off["apply_vfio"]
+    assert run["rc"] == 1, run
+    assert "IOMMU is off" in run["stderr"] and "intel_iommu=on" in run["stderr"]
+    after = iommu_off["after_vfio"]
+    assert after["autoprobe"] == "1"  # a failed apply does not leave autoprobe off
+    assert all(vf["driver"] != "vfio-pci" for vf in after["vfs"])
