@@ -130,7 +130,8 @@ def test_bus_autoprobe_off_leaves_new_vfs_unprobed(make_host):
     assert host.device_driver(host.vf_address(PF0, 0)) is None
 
 
-def test_unbinding_a_held_vfio_vf_blocks_until_released(make_host):
+def held_vfio_vf(make_host, pid: int):
+    """A host whose VF 0 of PF0 is bound to vfio-pci and held open by `pid`."""
     host = make_host(vfio_loaded=True)
     sim = SimKernel(host.root)
     host.set_autoprobe(PF0, False)
@@ -138,11 +139,18 @@ def test_unbinding_a_held_vfio_vf_blocks_until_released(make_host):
     vf = host.vf_address(PF0, 0)
     host.set_driver_override(vf, "vfio-pci")
     host.drivers_probe(vf)
-    sim.hold_vf(vf, 99)
+    sim.hold_vf(vf, pid)
+    return host, sim, vf
+
+
+def test_unbinding_a_held_vfio_vf_blocks_until_released(make_host):
+    host, sim, vf = held_vfio_vf(make_host, 99)
     threading.Timer(0.3, sim.release, args=(99,)).start()
     start = time.monotonic()
     host.unbind(vf, "vfio-pci")
     assert time.monotonic() - start >= 0.25 and host.device_driver(vf) is None
+
+
 
 
 def test_autoprobe_off_leaves_vfs_unbound_until_override(make_host):
@@ -211,14 +219,7 @@ def test_injected_errno_on_nth_write(make_host):
 
 
 def test_disable_blocks_while_a_vfio_group_is_held(make_host):
-    host = make_host(vfio_loaded=True)
-    sim = SimKernel(host.root)
-    host.set_autoprobe(PF0, False)
-    write_numvfs(host, "1\n")
-    vf = host.vf_address(PF0, 0)
-    host.set_driver_override(vf, "vfio-pci")
-    host.drivers_probe(vf)
-    sim.hold_vf(vf, 4242)
+    host, sim, _ = held_vfio_vf(make_host, 4242)
     released = []
 
     def release_later():
