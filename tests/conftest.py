@@ -1,22 +1,15 @@
-"""Shared fixtures: simulated hosts, config files, and the console script."""
+"""Shared fixtures: simulated hosts and config files."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable
 
 import pytest
 
 from sriov_node.host import Host
 from sriov_node.sim.build import create_host
-from sriov_node.sim.kernel import SimKernel
-
-CLI = shutil.which("sriov-node", path=os.path.dirname(sys.executable)) or "sriov-node"
 
 
 @pytest.fixture
@@ -44,20 +37,3 @@ def write_config(tmp_path: Path) -> Callable[[str], str]:
         return str(path)
 
     return _write
-
-
-def sim_writes(host: Host) -> List[tuple]:
-    """Every write the simulated kernel received (path, value, result)."""
-    return SimKernel(host.root).write_log()
-
-
-def run_cli(*args: str, root: Optional[str] = None, config: Optional[str] = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the installed console script, as a user would."""
-    argv = [CLI]
-    if root is not None:
-        argv += ["--root", root]
-    if config is not None:
-        argv += ["--config", config]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
-    return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout, env=env)

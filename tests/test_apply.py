@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import CLI, run_cli, sim_writes
+from tests.helpers import CLI, run_cli, sim_writes
 from sriov_node.apply import run_apply
 from sriov_node.config import load_config
 from sriov_node.host import Host

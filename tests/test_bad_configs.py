@@ -13,7 +13,7 @@ from typing import List
 
 import pytest
 
-from conftest import run_cli, sim_writes
+from tests.helpers import run_cli, sim_writes
 
 CORPUS = Path(__file__).parent / "bad_configs"
 FILES = sorted(CORPUS.glob("*.toml"))

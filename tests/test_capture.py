@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from tests.helpers import run_cli
 
 PARENT = "sys/devices/pci0000:00/0000:00:09.0"
 PFS = {"0000:05:00.0": "enp5s0f0", "0000:05:00.1": "enp5s0f1"}

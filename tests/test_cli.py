@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, sim_writes
+from tests.helpers import run_cli, sim_writes
 from sriov_node.apply import load_desired
 from sriov_node.errors import ConfigError
 from sriov_node.host import Host

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, sim_writes
+from tests.helpers import run_cli, sim_writes
 from sriov_node.apply import load_desired
 from sriov_node.config import (
     MAX_NUM_VFS,
