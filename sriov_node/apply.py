@@ -62,7 +62,7 @@ class ApplyReport:
 
 def config_path(host: Host, explicit: Optional[str]) -> str:
     """--config wins; otherwise etc/sriov-node/config.toml under the root."""
-    return explicit or os.path.join(host.root, "etc/sriov-node/config.toml")
+    return explicit or host.path("etc/sriov-node", "config.toml")
 
 
 def load_desired(host: Host, path: str) -> DesiredState:

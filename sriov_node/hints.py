@@ -21,6 +21,10 @@ def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Opti
         if pf_driver is None:
             return ("no driver is bound to the PF, so the kernel cannot configure SR-IOV",
                     "load the PF's driver (modprobe it, or check dmesg for why its probe failed) and re-run")
+        if pf_driver == "vfio-pci":
+            return ("the PF is bound to vfio-pci, which creates VFs only when loaded with enable_sriov=1",
+                    "load vfio-pci with enable_sriov=1 (options vfio-pci enable_sriov=1 in /etc/modprobe.d), "
+                    "or bind the PF to its network driver")
         return (f"the PF driver {pf_driver} does not support configuring SR-IOV through sysfs",
                 f"use {pf_driver}'s own VF module parameter (e.g. max_vfs) or a driver version that supports sriov_numvfs")
     if code == E.ENOMEM:

@@ -24,7 +24,7 @@ class ApplyLock:
     """
 
     def __init__(self, host: Host, timeout: float):
-        self.path = os.path.join(host.root, LOCK_DIR, "apply.lock")
+        self.path = host.path(LOCK_DIR, "apply.lock")
         self.timeout = timeout
         self._fd: Optional[int] = None
 
@@ -72,7 +72,7 @@ def _read_quiet(path: str) -> str:
 
 def write_state(host: Host, record: Dict[str, Any]) -> str:
     """Atomically replace <root>/var/lib/sriov-node/state.json (write, fsync, rename)."""
-    directory = os.path.join(host.root, STATE_DIR)
+    directory = host.path(STATE_DIR)
     path = os.path.join(directory, "state.json")
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -98,7 +98,7 @@ def write_state(host: Host, record: Dict[str, Any]) -> str:
 
 def read_state(host: Host) -> Optional[Dict[str, Any]]:
     try:
-        with open(os.path.join(host.root, STATE_DIR, "state.json")) as fh:
+        with open(host.path(STATE_DIR, "state.json")) as fh:
             return json.load(fh)
     except (OSError, ValueError):
         return None

@@ -287,3 +287,14 @@ def test_apply_killed_midway_is_finished_by_the_next_apply(make_host, write_conf
     report = apply(Host(host.root), path)
     assert report.exit_code == 0 and host.num_vfs(PF0) == 4
     assert read_state(host)["result"] == "converged"
+
+
+def test_pf_bound_to_vfio_pci_points_at_enable_sriov(make_host, write_config):
+    host = make_host(vfio_loaded=True)
+    host.unbind(PF0, "i40e")
+    host.set_driver_override(PF0, "vfio-pci")
+    host.drivers_probe(PF0)
+    assert host.device_driver(PF0) == "vfio-pci"
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
+    assert report.outcomes[0].detail["errno"] == "ENOENT"
+    assert "enable_sriov=1" in report.outcomes[0].error
