@@ -103,6 +103,34 @@ class Executor:
 
     def _set_num_vfs(self, a: SetNumVfs) -> None:
         host = self.host
+        self._write_num_vfs(a)
+
+        def settled() -> bool:
+            if host.num_vfs(a.pf) != a.value:
+                return False
+            return host.virtfn_count(a.pf) == a.value and all(host.vf_address(a.pf, i) for i in range(a.value))
+
+        def untouched() -> bool:
+            return host.num_vfs(a.pf) == 0 and host.virtfn_count(a.pf) == 0
+
+        deadline = self._deadline()
+        grace = min(deadline, time.monotonic() + 1.0)
+        if not host.wait_for(settled, grace) and a.value and untouched():
+            # Seen on NVMe right after its driver bound: the write succeeded, nothing was
+            # enabled. The kernel's state says "0": writing N once more is still a 0 -> N step.
+            self._write_num_vfs(a)
+        if not host.wait_for(settled, deadline):
+            seen = host.virtfn_count(a.pf)
+            raise HostError(
+                a.pf,
+                f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist after {self.timeout:g}s "
+                f"(sriov_numvfs reads {host.num_vfs(a.pf)})",
+                attr="sriov_numvfs", errno=E.ETIMEDOUT,
+                hint="check dmesg for VFs the PF driver failed to add; re-run (or raise --timeout)",
+            )
+
+    def _write_num_vfs(self, a: SetNumVfs) -> None:
+        host = self.host
         try:
             host.set_num_vfs(a.pf, a.value)
         except OSError as exc:
@@ -112,21 +140,6 @@ class Executor:
                 total=host.total_vfs(a.pf), pf_driver=host.device_driver(a.pf),
             )
             raise HostError(a.pf, message, attr="sriov_numvfs", errno=code, hint=hint)
-
-        def settled() -> bool:
-            if host.num_vfs(a.pf) != a.value:
-                return False
-            return host.virtfn_count(a.pf) == a.value and all(host.vf_address(a.pf, i) for i in range(a.value))
-
-        if not host.wait_for(settled, self._deadline()):
-            seen = host.virtfn_count(a.pf)
-            raise HostError(
-                a.pf,
-                f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist after {self.timeout:g}s "
-                f"(sriov_numvfs reads {host.num_vfs(a.pf)})",
-                attr="sriov_numvfs", errno=E.ETIMEDOUT,
-                hint="check dmesg for VFs the PF driver failed to add; re-run (or raise --timeout)",
-            )
 
     def _set_autoprobe(self, a: SetAutoprobe) -> None:
         try:

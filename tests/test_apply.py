@@ -298,3 +298,11 @@ def test_pf_bound_to_vfio_pci_points_at_enable_sriov(make_host, write_config):
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
     assert report.outcomes[0].detail["errno"] == "ENOENT"
     assert "enable_sriov=1" in report.outcomes[0].error
+
+
+def test_a_numvfs_write_the_kernel_silently_ignored_is_written_again(make_host, write_config):
+    host = make_host()
+    SimKernel(host.root).add_fault("write_ignored", device=PF0, attr="sriov_numvfs", nth=1)
+    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
+    assert report.exit_code == 0 and host.num_vfs(PF0) == 4
+    assert numvfs_writes(host) == [("'4\\n'", "ok"), ("'4\\n'", "ok")]

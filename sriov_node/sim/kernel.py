@@ -256,7 +256,10 @@ class SimKernel:
         if attr in READ_ONLY_ATTRS:
             raise _err(errno.EACCES)
         if attr == "sriov_numvfs":
-            return self._set_num_vfs(bdf, parse_kstrtoul(data, 0xFFFF))
+            value = parse_kstrtoul(data, 0xFFFF)
+            if self._fault("write_ignored", device=bdf, attr=attr, n=n):
+                return None  # the driver returned success without enabling anything
+            return self._set_num_vfs(bdf, value)
         if attr == "sriov_drivers_autoprobe":
             value = parse_kstrtobool(data)
             self._put(f"{parent}/{attr}", "1\n" if value else "0\n")
