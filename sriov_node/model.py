@@ -41,10 +41,6 @@ class PfSelector:
             text += f" index={self.index}"
         return text
 
-    @property
-    def is_fleet_rule(self) -> bool:
-        return self.vendor is not None
-
 
 @dataclass(frozen=True)
 class PfSpec:
@@ -54,12 +50,6 @@ class PfSpec:
     selector: PfSelector
     num_vfs: int
     vfs: Tuple[VfGroup, ...] = ()
-
-    def driver_for(self, vf: int) -> Optional[str]:
-        for group in self.vfs:
-            if vf in group.indices:
-                return group.driver
-        return None
 
     def explicit_drivers(self) -> Dict[int, str]:
         """VF index -> driver, for the VFs whose driver the config names."""
@@ -122,9 +112,3 @@ class HostState:
     iommu_groups: bool = False  # /sys/kernel/iommu_groups has entries
     pci_devices: FrozenSet[str] = field(default_factory=frozenset)  # every PCI function, PF or not
     netdev_owners: Dict[str, str] = field(default_factory=dict)  # netdev name -> PCI address
-
-    def pf(self, pci: str) -> Optional[PfState]:
-        for pf in self.pfs:
-            if pf.pci == pci:
-                return pf
-        return None

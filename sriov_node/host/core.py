@@ -32,7 +32,7 @@ class Host:
     Writes are single write(2) calls, logged in `self.writes`.
     """
 
-    def __init__(self, root: str = "/", *, modprobe: Optional[Callable[[str], None]] = None):
+    def __init__(self, root: str = "/"):
         self.root = os.path.abspath(root)
         self.writes: List[Tuple[str, str]] = []
         self._sim = None
@@ -40,7 +40,6 @@ class Host:
             from sriov_node.sim.kernel import SimKernel  # only simulated roots load the model
 
             self._sim = SimKernel(self.root)
-        self._modprobe = modprobe
 
     # ------------------------------------------------------------------ paths
 
@@ -152,9 +151,6 @@ class Host:
     def has_pci_driver(self, name: str) -> bool:
         return self.isdir(PCI_DRIVERS, name)
 
-    def kernel_cmdline(self) -> str:
-        return self.read("proc", "cmdline") or ""
-
     def observe(self, *, netlink_macs: bool = False) -> "HostState":
         from sriov_node.host.observe import observe
 
@@ -212,9 +208,6 @@ class Host:
         self.writes.append(("modprobe", name))
         if self._sim is not None:
             self._sim.load_module(name)
-            return
-        if self._modprobe is not None:
-            self._modprobe(name)
             return
         try:
             proc = subprocess.run(
