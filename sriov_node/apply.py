@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from sriov_node.config import load_config
-from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, HostError, InUseError, ReadOnlyRoot, StateError
+from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, HostError, InUseError, StateError
 from sriov_node.execute import DEFAULT_TIMEOUT, Executor, verify
 from sriov_node.host import Host
 from sriov_node.model import DesiredState, HostState
@@ -99,11 +99,7 @@ def run_apply(
         ]
         return ApplyReport(outcomes, notices, 0, True, the_plan)
 
-    if not host.writable:
-        raise ReadOnlyRoot(
-            f"{host.root} is a captured tree, not a live kernel or a simulated host; "
-            "apply refuses to write there (use --dry-run, or `sriov-node sim create` for a writable one)"
-        )
+    host.check_writable()  # before the lock: a captured tree gets no run/ directory either
     with ApplyLock(host, timeout):
         the_plan, notices = make_plan(host, desired)
         executor = Executor(host, timeout)

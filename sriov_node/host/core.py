@@ -163,14 +163,18 @@ class Host:
 
     # ------------------------------------------------------------------ writes
 
-    def write(self, base: str, parts: Tuple[str, ...], value: str) -> None:
-        """One write(2) of `value` to a sysfs attribute. Raises OSError with the kernel's errno."""
-        rel = os.path.join(base, *(_check_part(p) for p in parts))
+    def check_writable(self) -> None:
+        """Raise ReadOnlyRoot unless this root is the real one or a simulated host."""
         if not self.writable:
             raise ReadOnlyRoot(
                 f"{self.root} is a captured tree, not a live kernel or a simulated host; "
                 "writes are refused (use --dry-run, or `sriov-node sim create` for a writable one)"
             )
+
+    def write(self, base: str, parts: Tuple[str, ...], value: str) -> None:
+        """One write(2) of `value` to a sysfs attribute. Raises OSError with the kernel's errno."""
+        rel = os.path.join(base, *(_check_part(p) for p in parts))
+        self.check_writable()
         self.writes.append((rel, value))
         if self._sim is not None:
             self._sim.write(rel, value.encode())
@@ -203,8 +207,7 @@ class Host:
 
     def load_driver(self, name: str, timeout: float = 30.0) -> None:
         """Load the module providing PCI driver `name`. Raises OSError(ENOENT) if none does."""
-        if not self.writable:
-            raise ReadOnlyRoot(f"{self.root} is a captured tree; cannot load modules")
+        self.check_writable()
         self.writes.append(("modprobe", name))
         if self._sim is not None:
             self._sim.load_module(name)
