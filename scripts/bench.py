@@ -80,22 +80,22 @@ for d in os.listdir(base):
 
 
 def _floor(root: str, vfs: int) -> float:
-    from sriov_node.host import Host
+    from sriov_node.host import open_host
 
-    host = Host(root)
+    host = open_host(root)
     pfs = [pf.pci for pf in host.observe().pfs]
     start = time.perf_counter()
     host.load_driver("vfio-pci")
     for pf in pfs:
-        host.set_autoprobe(pf, False)
-        host.set_num_vfs(pf, vfs)
+        host.sysfs.set_autoprobe(pf, False)
+        host.sysfs.set_num_vfs(pf, vfs)
         for i in range(vfs // 2):
-            vf = host.vf_address(pf, i)
-            host.set_driver_override(vf, "vfio-pci")
-            host.drivers_probe(vf)
-        host.set_autoprobe(pf, True)
+            vf = host.sysfs.vf_address(pf, i)
+            host.sysfs.set_driver_override(vf, "vfio-pci")
+            host.sysfs.drivers_probe(vf)
+        host.sysfs.set_autoprobe(pf, True)
         for i in range(vfs // 2, vfs):
-            host.drivers_probe(host.vf_address(pf, i))
+            host.sysfs.drivers_probe(host.sysfs.vf_address(pf, i))
     return time.perf_counter() - start
 
 

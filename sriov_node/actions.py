@@ -11,6 +11,11 @@ class Action:
     pf: str  # PCI address of the PF the action belongs to
     op: ClassVar[str] = ""
 
+    @property
+    def target_vf(self) -> Optional[int]:
+        """The VF index a VF-scoped action is about; None for PF-wide actions."""
+        return getattr(self, "vf", None)
+
     def describe(self) -> str:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
@@ -83,7 +88,7 @@ class BindDriver(Action):
 
 @dataclass(frozen=True)
 class ProbeVf(Action):
-    """Let the kernel attach its default driver to a VF created with autoprobe off."""
+    """Let the kernel attach its default driver to an unbound VF."""
 
     vf: int = 0
     op: ClassVar[str] = "probe_default_driver"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import typer
 
-from sriov_node.errors import EXIT_INVALID, ConfigError, SriovNodeError
+from sriov_node.errors import EXIT_INVALID, EXIT_PF_FAILED, ConfigError, HostError, SriovNodeError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -28,26 +30,65 @@ class Options:
     config: Optional[str]
 
 
+def _error_body(exc: SriovNodeError) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+    if isinstance(exc, ConfigError):
+        body["problems"] = [{"key": p.key, "message": p.message} for p in exc.problems]
+    if isinstance(exc, HostError):
+        body.update(exc.to_dict())
+    return body
+
+
 def _fail(exc: SriovNodeError, as_json: bool) -> NoReturn:
+    """Print the error (one JSON document on stdout with --json; sentences on stderr always) and exit."""
     if as_json:
-        body: Any = {"error": type(exc).__name__, "message": str(exc)}
-        if isinstance(exc, ConfigError):
-            body["problems"] = [{"key": p.key, "message": p.message} for p in exc.problems]
-        typer.echo(json.dumps(body, indent=2))
+        typer.echo(json.dumps({"error": _error_body(exc)}, indent=2))
     for line in str(exc).splitlines():
         typer.echo(f"error: {line}", err=True)
     raise typer.Exit(exc.exit_code)
 
 
-def _host(ctx: typer.Context):
+def _host(ctx: typer.Context, as_json: bool = False):
     import os
 
-    from sriov_node.host import Host
+    from sriov_node.host import open_host
 
     if not os.path.isdir(ctx.obj.root):
-        typer.echo(f"error: --root {ctx.obj.root}: no such directory", err=True)
-        raise typer.Exit(EXIT_INVALID)
-    return Host(ctx.obj.root)
+        _fail(UsageError(f"--root {ctx.obj.root}: no such directory"), as_json)
+    return open_host(ctx.obj.root)
+
+
+def _timeout(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"must be a finite number of seconds above 0, not {value}")
+    return value
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM during a run: note it, let the engine stop between actions; a second one kills."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._old: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        typer.echo(f"sriov-node: {signal.Signals(signum).name}: stopping after the current action "
+                   "(again to stop at once)", err=True)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def cancelled(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> "_Interrupts":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 @app.callback()
@@ -61,78 +102,100 @@ def _global(
 
 @app.command()
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check the config against its schema and this host's PFs. Exit 0 valid, 2 invalid."""
-    from sriov_node.apply import config_path, load_desired, make_plan
+    """Check the config against its schema and this host's PFs. Exit 0 valid, 1 a block cannot apply here, 2 invalid."""
+    from sriov_node.reconcile import config_path, load_desired, survey
 
-    host = _host(ctx)
+    host = _host(ctx, as_json)
     try:
         desired = load_desired(host, config_path(host, ctx.obj.config))
-        the_plan, notices = make_plan(host, desired)
+        _, resolution = survey(host, desired)
     except SriovNodeError as exc:
         _fail(exc, as_json)
+    failures = list(resolution.failures)
     if as_json:
-        typer.echo(json.dumps({"valid": True, "pfs": [p.pf for p in the_plan.pfs], "notices": notices}, indent=2))
-        return
-    for notice in notices:
-        typer.echo(f"note: {notice}", err=True)
-    typer.echo(f"{desired.source}: valid; {len(desired.pfs)} [[pf]] block(s) select {len(the_plan.pfs)} PF(s)")
+        typer.echo(json.dumps({"valid": not failures, "pfs": [t.pf.pci for t in resolution.targets],
+                               "failures": [f.to_dict() for f in failures], "notices": list(resolution.notices)},
+                              indent=2))
+    else:
+        for notice in resolution.notices:
+            typer.echo(f"note: {notice}", err=True)
+        for f in failures:
+            typer.echo(f"error: {desired.source}: {f.render()}", err=True)
+        verdict = "valid" if not failures else f"valid, but {len(failures)} block problem(s) on this host"
+        typer.echo(f"{desired.source}: {verdict}; {len(desired.pfs)} [[pf]] block(s) select "
+                   f"{len(resolution.targets)} PF(s)")
+    raise typer.Exit(EXIT_PF_FAILED if failures else 0)
 
 
 @app.command()
 def apply(
     ctx: typer.Context,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (and its clean-up); write nothing."),
     as_json: bool = typer.Option(False, "--json"),
-    force: bool = typer.Option(False, "--force", help="Disable VFs even while in use (may block until released)."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.0, help="Deadline in seconds for each wait."),
+    force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (may block until released)."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=_timeout, help="Deadline in seconds for each wait (finite, > 0)."),
 ) -> None:
-    """Converge the host to the config. Exit 0 converged, 1 a PF failed, 2 invalid config, 3 refused."""
-    from sriov_node.apply import config_path, load_desired, run_apply
+    """Converge the host to the config. Exit 0 converged, 1 a PF failed, 2 invalid config, 3 refused (VFs in use).
 
-    host = _host(ctx)
-    try:
-        desired = load_desired(host, config_path(host, ctx.obj.config))
-        report = run_apply(host, desired, dry_run=dry_run, force=force, timeout=timeout)
-    except SriovNodeError as exc:
-        _fail(exc, as_json)
+    SIGINT/SIGTERM stop between actions, run the plan's clean-up, and exit 130/143.
+    """
+    from sriov_node.reconcile import config_path, load_desired, reconcile
+
+    host = _host(ctx, as_json)
+    with _Interrupts() as interrupts:
+        try:
+            desired = load_desired(host, config_path(host, ctx.obj.config))
+            report = reconcile(host, desired, dry_run=dry_run, force=force, timeout=timeout,
+                               cancelled=interrupts.cancelled)
+        except SriovNodeError as exc:
+            _fail(exc, as_json)
     if as_json:
         body = report.to_dict()
-        typer.echo(json.dumps({"actions": body["actions"]} if dry_run else body, indent=2))
+        if dry_run:
+            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
+        typer.echo(json.dumps(body, indent=2))
     else:
         _print_report(report)
     for notice in report.notices:
         typer.echo(f"note: {notice}", err=True)
     for outcome in report.outcomes:
-        if outcome.error:
-            typer.echo(f"error: {outcome.error}", err=True)
-    raise typer.Exit(0 if dry_run else report.exit_code)
+        for line in (outcome.error or "").splitlines():
+            typer.echo(f"error: {line}", err=True)
+    if interrupts.signum is not None:
+        raise typer.Exit(128 + interrupts.signum)
+    raise typer.Exit(report.exit_code)
 
 
 def _print_report(report) -> None:
     if not report.outcomes:
         typer.echo("no PFs selected")
     width = max([len(o.name or "-") for o in report.outcomes] + [4])
+    plans = {p.pf: p for p in report.plan.pfs}
     for o in report.outcomes:
-        head = f"{o.pci}  {(o.name or '-'):<{width}}  {o.status:<9}"
-        if report.dry_run:
-            typer.echo(head + (f" {len(o.actions)} action(s)" if o.actions else ""))
-            for a in report.plan.pfs:
-                if a.pf == o.pci:
-                    for action in a.actions:
-                        typer.echo(f"    {action.describe()}")
+        head = f"{o.pci or '-':<12}  {(o.name or '-'):<{width}}  {o.key:<6} {o.status:<11}"
+        if report.dry_run and o.pci in plans and plans[o.pci].actions:
+            plan = plans[o.pci]
+            typer.echo(head + f" {len(plan.actions)} action(s)")
+            for f in plan.findings:
+                typer.echo(f"    differs: {f.describe()}")
+            for phase, actions in plan.phases:
+                for action in actions:
+                    typer.echo(f"    [{phase}] {action.describe()}")
+            for action in plan.on_failure:
+                typer.echo(f"    [if it stops early] {action.describe()}")
         else:
-            typer.echo(head + (f" {o.writes} write(s)" if o.writes else ""))
+            typer.echo((head + (f" {o.writes} write(s)" if o.writes else "")).rstrip())
 
 
 @app.command()
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Per PF: driver, VF counts and each VF's driver; compared with the config when there is one."""
+    """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
     import os
 
-    from sriov_node.apply import config_path, load_desired
+    from sriov_node.reconcile import config_path, load_desired
     from sriov_node.status import build_status
 
-    host = _host(ctx)
+    host = _host(ctx, as_json)
     path = config_path(host, ctx.obj.config)
     problem: Optional[SriovNodeError] = None
     desired = None
@@ -140,17 +203,15 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         if ctx.obj.config is not None or os.path.exists(path):
             desired = load_desired(host, path)
     except SriovNodeError as exc:
-        problem = exc
-    observed = host.observe(netlink_macs=bool(desired and any(s.selector.mac for s in desired.pfs)))
-    try:
-        body = build_status(observed, desired)
-    except SriovNodeError as exc:  # the config does not fit this host: show the host anyway
-        problem, body = exc, build_status(observed, None)
+        problem = exc  # show the host anyway, then the error
+    body = build_status(host, desired)
     if problem is not None:
-        body["error"] = str(problem)
+        body["error"] = _error_body(problem)
     _print_status(body, as_json)
     if problem is not None:
-        _fail(problem, False)
+        for line in str(problem).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(problem.exit_code)
 
 
 def _print_status(body, as_json: bool) -> None:
@@ -161,13 +222,31 @@ def _print_status(body, as_json: bool) -> None:
         typer.echo("no SR-IOV PFs found" + ("" if body["iommu_groups"] else "; the IOMMU is off"))
     for pf in body["pfs"]:
         mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
+        if pf["error"]:
+            mark = "NOT APPLIED"
         typer.echo(f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "
-                   f"VFs {pf['num_vfs']}/{pf['total_vfs']}  {mark}".rstrip())
+                   f"VFs {pf['num_vfs']}/{pf['total_vfs']}  {pf['block'] or ''}  {mark}".rstrip())
+        for line in pf["pf_findings"]:
+            typer.echo(f"    differs: {line}")
+        if pf["error"]:
+            typer.echo(f"    {pf['error']}")
         for vf in pf["vfs"]:
-            flag = {None: "", True: "ok", False: f"want {vf['desired_driver']}"}[vf["matches"]]
+            if vf["matches"] is None:
+                flag = ""
+            elif vf["matches"]:
+                flag = f"ok ({vf['desired_driver']})"
+            else:
+                flag = "DIFFERS: " + "; ".join(vf["findings"])
             typer.echo(f"    vf{vf['index']:<4} {vf['pci']}  {vf['driver'] or '-':<10} {vf['netdev'] or '-':<14} {flag}".rstrip())
+    shown = {pf["pci"] for pf in body["pfs"]}
+    for block in body["blocks"]:
+        if block["pf"] not in shown:
+            typer.echo(f"{block['block']}: NOT APPLIED: {block['message']}")
     for notice in body["notices"]:
         typer.echo(f"note: {notice}", err=True)
+    last = body.get("last_apply")
+    if last:
+        typer.echo(f"last apply: {last['time']}: {last['result']} ({last['writes']} write(s))")
 
 
 @sim_app.command("create")
@@ -221,8 +300,21 @@ def sim_release(directory: str, pid: int = typer.Option(4242, "--pid")) -> None:
     SimKernel(directory).release(pid)
 
 
+# click's UsageError (typer vendors click from 0.28 on; earlier versions import it): BadParameter's base
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _UsageError as exc:  # bad options: JSON too when --json was asked for
+        if "--json" in sys.argv:
+            print(json.dumps({"error": {"type": "UsageError", "message": exc.format_message(),
+                                        "exit_code": EXIT_INVALID}}, indent=2))
+        exc.show()
+        sys.exit(EXIT_INVALID)
+    except typer.Abort:
+        sys.exit(130)
     except BrokenPipeError:  # e.g. `sriov-node status | head`
         sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -21,6 +21,29 @@ def errno_name(code: Optional[int]) -> Optional[str]:
     return _errno.errorcode.get(code, str(code))
 
 
+def describe_os_error(exc: OSError) -> str:
+    """What an OSError on one of our own files means, in words (not a guess: the errno decides)."""
+    code = exc.errno
+    if code in (_errno.EACCES, _errno.EPERM):
+        import os
+
+        return "permission denied" + ("; run sriov-node as root" if os.geteuid() != 0 else "")
+    words = {
+        _errno.EROFS: "the file system is read-only",
+        _errno.ENOTDIR: "a component of the path is not a directory",
+        _errno.EISDIR: "it is a directory",
+        _errno.ENOSPC: "no space left on the device",
+        _errno.EDQUOT: "the disk quota is exhausted",
+        _errno.ELOOP: "it is a symbolic link (refused)",
+        _errno.ENOENT: "a directory on the path does not exist",
+        _errno.EEXIST: "something else is in the way",
+        _errno.EIO: "an I/O error",
+    }
+    import os
+
+    return words.get(code or 0, os.strerror(code) if code else str(exc))
+
+
 class SriovNodeError(Exception):
     """Base class: every error the CLI turns into a message and an exit code."""
 
@@ -119,6 +142,12 @@ class StateError(SriovNodeError):
     """The lock or the state file under the root cannot be created."""
 
     exit_code = EXIT_PF_FAILED
+
+
+class UsageError(SriovNodeError):
+    """A command-line argument that cannot work (a missing --root, a non-finite --timeout)."""
+
+    exit_code = EXIT_INVALID
 
 
 class ReadOnlyRoot(SriovNodeError):

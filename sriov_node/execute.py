@@ -1,10 +1,17 @@
-"""Run a PF's actions in order; confirm each write by reading the kernel back; bounded waits."""
+"""Run one PF's plan; confirm each write by reading the kernel back; bounded waits; clean up on a stop.
+
+The executor decides nothing: it runs the planner's actions in order. A failing PF-wide action
+(sriov_numvfs, autoprobe) stops the plan; a failing VF action stops only that VF's remaining
+actions, so the other VFs still converge. When the plan stops early (a PF-wide failure, or a
+cancellation between actions) its `on_failure` clean-up runs, best effort.
+"""
 
 from __future__ import annotations
 
 import errno as E
 import time
-from typing import Callable, Dict, List, Optional, Type
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set, Type
 
 from sriov_node import hints
 from sriov_node.actions import (
@@ -19,17 +26,37 @@ from sriov_node.actions import (
 )
 from sriov_node.errors import HostError
 from sriov_node.host import Host
-from sriov_node.model import PfSpec
+from sriov_node.host.observe import default_driver_of
+from sriov_node.plan import PfPlan
 
 DEFAULT_TIMEOUT = 60.0
 
 
-class Executor:
-    """The only place that writes. One instance per apply; holds no kernel state."""
+class _Skip(Exception):
+    """A clean-up action with nothing left to do (its VF is gone, or already as wanted)."""
 
-    def __init__(self, host: Host, timeout: float = DEFAULT_TIMEOUT):
+
+@dataclass
+class RunResult:
+    errors: List[HostError] = field(default_factory=list)
+    completed: bool = True  # every action ran (some VF actions may have failed)
+    interrupted: bool = False
+    cleanup_notes: List[str] = field(default_factory=list)
+
+
+def _never() -> bool:
+    return False
+
+
+class Executor:
+    """The only place that writes. One instance per run; holds no kernel state."""
+
+    def __init__(self, host: Host, timeout: float = DEFAULT_TIMEOUT, cancelled: Callable[[], bool] = _never):
         self.host = host
+        self.sysfs = host.sysfs
         self.timeout = timeout
+        self.cancelled = cancelled
+        self._cleanup = False
         self._handlers: Dict[Type[Action], Callable] = {
             LoadDriver: self._load_driver,
             SetNumVfs: self._set_num_vfs,
@@ -40,46 +67,58 @@ class Executor:
             ProbeVf: self._probe_default,
         }
 
-    def run(self, actions: "tuple[Action, ...]") -> None:
-        """Execute in order; the first failure raises HostError and stops this PF.
-
-        If it stops while VF autoprobe is switched off, autoprobe is switched back on:
-        a failed apply must not leave the PF refusing default drivers.
-        """
-        gated = None
-        try:
-            for action in actions:
-                if not self.host.device_exists(action.pf):
+    def run(self, plan: PfPlan) -> RunResult:
+        result = RunResult()
+        failed_vfs: Set[int] = set()
+        for action in plan.actions:
+            if self.cancelled():
+                result.completed, result.interrupted = False, True
+                break
+            vf = action.target_vf
+            if vf is not None and vf in failed_vfs:
+                continue
+            try:
+                if not self.sysfs.device_exists(action.pf):
                     raise HostError(action.pf, "the PF disappeared (hot-unplug, driver reset or firmware update)",
                                     errno=E.ENODEV, hint="check that the device is still present (lspci) and re-run")
                 self._handlers[type(action)](action)
-                if isinstance(action, SetAutoprobe):
-                    gated = None if action.value else action.pf
-        finally:
-            if gated is not None:
-                self._ungate(gated)
+            except HostError as exc:
+                result.errors.append(exc)
+                if vf is None:
+                    result.completed = False
+                    break
+                failed_vfs.add(vf)
+        if not result.completed and plan.on_failure:
+            self._run_cleanup(plan, result)
+        return result
 
-    def _ungate(self, pf: str) -> None:
-        """Best effort after a failure: autoprobe back on, default drivers for VFs left unbound."""
-        host = self.host
+    def _run_cleanup(self, plan: PfPlan, result: RunResult) -> None:
+        self._cleanup = True
         try:
-            host.set_autoprobe(pf, True)
-            for index in range(host.num_vfs(pf) or 0):
-                vf = host.vf_address(pf, index)
-                if vf and host.device_driver(vf) is None and host.driver_override(vf) is None:
-                    host.drivers_probe(vf)
-        except OSError:
-            pass  # the next apply sees autoprobe=0 and repairs it
+            for action in plan.on_failure:
+                try:
+                    self._handlers[type(action)](action)
+                except _Skip:
+                    continue
+                except (HostError, OSError) as exc:
+                    result.cleanup_notes.append(f"clean-up step '{action.describe()}' failed: {exc}")
+        finally:
+            self._cleanup = False
 
     # ------------------------------------------------------------------ helpers
 
-    def _deadline(self) -> float:
-        return time.monotonic() + self.timeout
+    def _deadline(self, cap: Optional[float] = None) -> float:
+        return time.monotonic() + (self.timeout if cap is None else min(cap, self.timeout))
+
+    def _wait(self, predicate: Callable[[], bool], deadline: float) -> bool:
+        return self.sysfs.wait_for(predicate, deadline, cancelled=self.cancelled)
 
     def _vf_pci(self, pf: str, index: int) -> str:
-        pci = self.host.vf_address(pf, index)
+        pci = self.sysfs.vf_address(pf, index)
         if pci is None:
-            raise HostError(pf, f"VF {index} does not exist (sriov_numvfs reads {self.host.num_vfs(pf)})",
+            if self._cleanup:
+                raise _Skip()
+            raise HostError(pf, f"VF {index} does not exist (sriov_numvfs reads {self.sysfs.num_vfs(pf)})",
                             vf=index, hint="check dmesg for VFs the PF driver failed to add; re-run")
         return pci
 
@@ -90,75 +129,80 @@ class Executor:
     # ------------------------------------------------------------------ actions
 
     def _load_driver(self, a: LoadDriver) -> None:
-        if self.host.has_pci_driver(a.driver):
+        if self.sysfs.has_pci_driver(a.driver):
             return
         try:
-            self.host.load_driver(a.driver)
+            self.host.modules.load(a.driver)
         except OSError as exc:
             message, hint = hints.load_error(a.driver, exc.strerror or str(exc))
             raise HostError(a.pf, message, errno=exc.errno, hint=hint)
-        if not self.host.wait_for(lambda: self.host.has_pci_driver(a.driver), self._deadline()):
+        if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline()):
             raise HostError(a.pf, f"the module loaded but registered no PCI driver named {a.driver!r}",
                             hint="check the driver name: ls /sys/bus/pci/drivers")
 
     def _set_num_vfs(self, a: SetNumVfs) -> None:
-        host = self.host
+        sysfs = self.sysfs
         self._write_num_vfs(a)
 
         def settled() -> bool:
-            if host.num_vfs(a.pf) != a.value:
+            if sysfs.num_vfs(a.pf) != a.value:
                 return False
-            return host.virtfn_count(a.pf) == a.value and all(host.vf_address(a.pf, i) for i in range(a.value))
+            return sysfs.virtfn_count(a.pf) == a.value and all(sysfs.vf_address(a.pf, i) for i in range(a.value))
 
         def untouched() -> bool:
-            return host.num_vfs(a.pf) == 0 and host.virtfn_count(a.pf) == 0
+            return sysfs.num_vfs(a.pf) == 0 and sysfs.virtfn_count(a.pf) == 0
 
         deadline = self._deadline()
         grace = min(deadline, time.monotonic() + 1.0)
-        if not host.wait_for(settled, grace) and a.value and untouched():
+        if not self._wait(settled, grace) and a.value and untouched() and not self.cancelled():
             # Seen on NVMe right after its driver bound: the write succeeded, nothing was
             # enabled. The kernel's state says "0": writing N once more is still a 0 -> N step.
             self._write_num_vfs(a)
-        if not host.wait_for(settled, deadline):
-            seen = host.virtfn_count(a.pf)
+        if not self._wait(settled, deadline):
+            seen = sysfs.virtfn_count(a.pf)
             raise HostError(
                 a.pf,
-                f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist after {self.timeout:g}s "
-                f"(sriov_numvfs reads {host.num_vfs(a.pf)})",
+                f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist"
+                + (" when the run was interrupted" if self.cancelled() else f" after {self.timeout:g}s")
+                + f" (sriov_numvfs reads {sysfs.num_vfs(a.pf)})",
                 attr="sriov_numvfs", errno=E.ETIMEDOUT,
                 hint="check dmesg for VFs the PF driver failed to add; re-run (or raise --timeout)",
             )
 
     def _write_num_vfs(self, a: SetNumVfs) -> None:
-        host = self.host
+        sysfs = self.sysfs
         try:
-            host.set_num_vfs(a.pf, a.value)
+            sysfs.set_num_vfs(a.pf, a.value)
         except OSError as exc:
-            code = exc.errno if host.device_exists(a.pf) else E.ENODEV
+            code = exc.errno if sysfs.device_exists(a.pf) else E.ENODEV
             message, hint = hints.numvfs_error(
                 code or E.EIO, a.value,
-                total=host.total_vfs(a.pf), pf_driver=host.device_driver(a.pf),
+                total=sysfs.total_vfs(a.pf), pf_driver=sysfs.device_driver(a.pf),
             )
             raise HostError(a.pf, message, attr="sriov_numvfs", errno=code, hint=hint)
 
     def _set_autoprobe(self, a: SetAutoprobe) -> None:
+        if self._cleanup and self.sysfs.autoprobe(a.pf) is a.value:
+            raise _Skip()
         try:
-            self.host.set_autoprobe(a.pf, a.value)
+            self.sysfs.set_autoprobe(a.pf, a.value)
         except OSError as exc:
             raise self._write_failed(a.pf, "sriov_drivers_autoprobe", exc)
-        value = self.host.autoprobe(a.pf)
+        value = self.sysfs.autoprobe(a.pf)
         if value is not a.value:
             raise HostError(a.pf, f"sriov_drivers_autoprobe reads {value!r} after writing {int(a.value)}",
                             attr="sriov_drivers_autoprobe", hint="re-run sriov-node apply")
 
     def _set_driver_override(self, a: SetDriverOverride) -> None:
         vf = self._vf_pci(a.pf, a.vf)
+        if self._cleanup and self.sysfs.driver_override(vf) == a.driver:
+            raise _Skip()
         try:
-            self.host.set_driver_override(vf, a.driver)
+            self.sysfs.set_driver_override(vf, a.driver)
         except OSError as exc:
             raise self._write_failed(a.pf, "driver_override", exc, vf=a.vf)
-        if self.host.driver_override(vf) != a.driver:
-            raise HostError(a.pf, f"driver_override of {vf} reads {self.host.driver_override(vf)!r} after writing {a.driver!r}",
+        if self.sysfs.driver_override(vf) != a.driver:
+            raise HostError(a.pf, f"driver_override of {vf} reads {self.sysfs.driver_override(vf)!r} after writing {a.driver!r}",
                             vf=a.vf, attr="driver_override", hint="re-run sriov-node apply")
 
     def _unbind(self, a: UnbindDriver) -> None:
@@ -167,75 +211,100 @@ class Executor:
 
     def _unbind_pci(self, pf: str, index: int, vf: str, driver: str) -> None:
         try:
-            self.host.unbind(vf, driver)
+            self.sysfs.unbind(vf, driver)
         except OSError as exc:
             # ENODEV: no longer bound to that driver; fine as long as it is unbound now
-            if exc.errno != E.ENODEV or self.host.device_driver(vf) is not None:
+            if exc.errno != E.ENODEV or self.sysfs.device_driver(vf) is not None:
                 raise self._write_failed(pf, f"drivers/{driver}/unbind", exc, vf=index)
-        if not self.host.wait_for(lambda: self.host.device_driver(vf) is None, self._deadline()):
-            raise HostError(pf, f"{vf} is still bound to {self.host.device_driver(vf)} after unbind",
+        if not self._wait(lambda: self.sysfs.device_driver(vf) is None, self._deadline()):
+            raise HostError(pf, f"{vf} is still bound to {self.sysfs.device_driver(vf)} after unbind",
                             vf=index, errno=E.ETIMEDOUT, hint="check dmesg for the driver's remove path")
 
     def _bind(self, a: BindDriver) -> None:
-        host = self.host
+        sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
-        current = host.device_driver(vf)
+        current = sysfs.device_driver(vf)
         if current == a.driver:
             return
-        if current is not None:
+        if current is not None:  # bound meanwhile (a probe raced us): the override decides the next one
             self._unbind_pci(a.pf, a.vf, vf, current)
         try:
-            host.drivers_probe(vf)
+            sysfs.drivers_probe(vf)
         except OSError as exc:
             raise self._bind_failed(a, vf, exc.errno or E.EIO)
-        if host.device_driver(vf) is None and host.has_pci_driver(a.driver):
+        if sysfs.device_driver(vf) is None and sysfs.has_pci_driver(a.driver):
             # drivers_probe swallows probe errors; an explicit bind reports them
             try:
-                host.bind(vf, a.driver)
+                sysfs.bind(vf, a.driver)
             except OSError as exc:
                 if exc.errno != E.EBUSY:  # EBUSY: it got bound meanwhile (asynchronous probe)
                     raise self._bind_failed(a, vf, exc.errno or E.EIO)
-        if not host.wait_for(lambda: host.device_driver(vf) is not None, self._deadline()):
+        if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline()):
             raise self._bind_failed(a, vf, E.ETIMEDOUT)
-        bound = host.device_driver(vf)
+        bound = sysfs.device_driver(vf)
         if bound != a.driver:
             raise HostError(a.pf, f"{vf} bound to {bound} instead of {a.driver}", vf=a.vf,
                             hint=f"check driver_override of {vf}; another agent may be binding VFs")
 
     def _bind_failed(self, a: BindDriver, vf: str, code: int) -> HostError:
-        group = self.host.iommu_group(vf)
+        group = self.sysfs.iommu_group(vf)
         message, hint = hints.bind_error(code, a.driver, iommu_group=group)
-        if not self.host.has_pci_driver(a.driver):
+        if not self.sysfs.has_pci_driver(a.driver):
             message, hint = f"the {a.driver} driver is not loaded", f"modprobe {a.driver}"
         return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="bind", errno=code, hint=hint)
 
     def _probe_default(self, a: ProbeVf) -> None:
+        """drivers_probe; if nothing binds, load the module the VF's modalias names (as udev would), probe again."""
+        sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
-        if self.host.device_driver(vf) is not None:
+        if sysfs.device_driver(vf) is not None:
+            if self._cleanup:
+                raise _Skip()
             return
+        if self._cleanup and sysfs.driver_override(vf) is not None:
+            raise _Skip()  # meant for a named driver (or none): never hand it to the default one
+
+        def bound() -> bool:
+            return sysfs.device_driver(vf) is not None
+
+        def probe() -> bool:
+            try:
+                sysfs.drivers_probe(vf)
+            except OSError as exc:
+                raise self._write_failed(a.pf, "drivers_probe", exc, vf=a.vf)
+            return bound() or self._wait(bound, self._deadline(sysfs.probe_grace))
+
+        if probe():
+            return
+        default = default_driver_of(self.host, vf)
+        if default is not None and not sysfs.has_pci_driver(default) and not sysfs.has_pci_driver(default.replace("_", "-")):
+            try:
+                self.host.modules.load(default)
+            except OSError as exc:
+                message, hint = hints.load_error(default, exc.strerror or str(exc))
+                raise HostError(a.pf, f"{vf}: the kernel's default driver {default} is not loaded and {message}",
+                                vf=a.vf, errno=exc.errno, hint=hint)
+            if probe():
+                return
+        error = self._bind_default(a, vf, default)
+        if error is not None:
+            raise error
+
+    def _bind_default(self, a: ProbeVf, vf: str, default: Optional[str]) -> Optional[HostError]:
+        """Bind the default driver through its bind file, which returns the probe's errno: why it failed."""
+        ident = self.sysfs.uevent("sys/bus/pci/devices", vf).get("PCI_ID", "").lower() or vf
+        if default is None:
+            return HostError(a.pf, f"{vf}: no driver bound after probing: no loaded driver matches {ident}",
+                             vf=a.vf, errno=E.ENODEV,
+                             hint="load the VF driver's module, or name one with driver = \"...\" (or \"none\")")
+        driver = default if self.sysfs.has_pci_driver(default) else default.replace("_", "-")
+        code = E.ENODEV
         try:
-            self.host.drivers_probe(vf)
+            self.sysfs.bind(vf, driver)
         except OSError as exc:
-            raise self._write_failed(a.pf, "drivers_probe", exc, vf=a.vf)
-
-
-def verify(host: Host, spec: PfSpec, pf: str) -> List[str]:
-    """What still differs from the desired state on this PF, re-read from the kernel."""
-    problems: List[str] = []
-    if host.autoprobe(pf) is False:
-        problems.append("sriov_drivers_autoprobe reads 0, wanted 1")
-    have = host.num_vfs(pf)
-    if have != spec.num_vfs:
-        problems.append(f"sriov_numvfs reads {have}, wanted {spec.num_vfs}")
-        return problems
-    for index, driver in sorted(spec.explicit_drivers().items()):
-        vf = host.vf_address(pf, index)
-        if vf is None:
-            problems.append(f"VF {index} is missing")
-            continue
-        bound = host.device_driver(vf)
-        if bound != driver:
-            problems.append(f"VF {index} ({vf}) is bound to {bound or 'no driver'}, wanted {driver}")
-        elif host.driver_override(vf) != driver:
-            problems.append(f"VF {index} ({vf}) driver_override is {host.driver_override(vf)!r}, wanted {driver!r}")
-    return problems
+            code = exc.errno or E.EIO
+        else:
+            if self._wait(lambda: self.sysfs.device_driver(vf) is not None, self._deadline(self.sysfs.probe_grace)):
+                return None
+        message, hint = hints.default_probe_error(code, driver)
+        return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="probe", errno=code, hint=hint)

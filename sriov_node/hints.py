@@ -73,6 +73,17 @@ def bind_error(code: int, driver: str, *, iommu_group: Optional[str]) -> Tuple[s
     return (f"{driver} failed to probe the VF: {os.strerror(code)}", f"check dmesg for {driver}'s message")
 
 
+def default_probe_error(code: int, driver: str) -> Tuple[str, str]:
+    """(what happened, how to fix it) when the kernel's default driver does not bind a VF."""
+    if code == E.ENODEV:
+        return (f"the kernel's default driver {driver} does not take this VF",
+                f"check dmesg for {driver}'s messages; or name a driver for the VF (driver = \"...\") or \"none\"")
+    if code == E.EAGAIN:
+        return (f"the kernel's default driver {driver} deferred its probe", "re-run once the system has settled")
+    return (f"the kernel's default driver {driver} failed to probe the VF: {os.strerror(code)}",
+            f"check dmesg for '{driver} ... probe ... failed'; or name a driver for the VF (driver = \"...\") or \"none\"")
+
+
 def write_error(attr: str, code: int) -> Tuple[str, str]:
     """Fallback for other attributes (driver_override, sriov_drivers_autoprobe, unbind)."""
     if code == E.ENODEV:

@@ -7,6 +7,30 @@ from typing import Dict, FrozenSet, Optional, Tuple
 
 # ---------------------------------------------------------------------------- desired
 
+# What a VF group's `driver` key may say besides a driver name.
+DRIVER_NONE = "none"  # deliberately unbound: driver_override "none", so nothing ever binds it
+DRIVER_ANY = "any"  # opted out: whatever binds it stays (tools that bind VFs themselves)
+DRIVER_DEFAULT = None  # `driver` omitted: the kernel's default driver, driver_override cleared
+
+# Drivers that bind only when asked for by name (driver_override, new_id, ids=): never a default.
+OVERRIDE_ONLY_DRIVERS = frozenset({"vfio-pci", "pci-stub"})
+
+
+def is_override_only(driver: Optional[str]) -> bool:
+    """vfio-pci, pci-stub and vfio-pci variant drivers (mlx5_vfio_pci, ...) never bind by default."""
+    return driver is not None and (driver in OVERRIDE_ONLY_DRIVERS or driver.endswith("_vfio_pci"))
+
+
+def describe_driver(driver: Optional[str]) -> str:
+    """How a desired VF driver reads in messages."""
+    if driver is DRIVER_DEFAULT:
+        return "the kernel's default driver"
+    if driver == DRIVER_NONE:
+        return "no driver (driver_override none)"
+    if driver == DRIVER_ANY:
+        return "any driver (not managed)"
+    return driver
+
 
 @dataclass(frozen=True)
 class VfGroup:
@@ -15,7 +39,7 @@ class VfGroup:
     key: str  # "pf[0].vfs[1]"
     range_text: str
     indices: Tuple[int, ...]
-    driver: Optional[str] = None  # None: leave the VF to the kernel's default driver
+    driver: Optional[str] = DRIVER_DEFAULT  # a driver name, "none", "any", or None (the kernel's default)
 
 
 @dataclass(frozen=True)
@@ -28,6 +52,10 @@ class PfSelector:
     vendor: Optional[str] = None
     device: Optional[str] = None
     index: Optional[int] = None
+
+    @property
+    def is_fleet_rule(self) -> bool:
+        return self.vendor is not None
 
     def describe(self) -> str:
         if self.name is not None:
@@ -43,6 +71,15 @@ class PfSelector:
 
 
 @dataclass(frozen=True)
+class VfSpec:
+    """What one VF should look like (derived from its group, or the defaults)."""
+
+    index: int
+    driver: Optional[str] = DRIVER_DEFAULT
+    group: Optional[str] = None  # the group's key, None for VFs no group names
+
+
+@dataclass(frozen=True)
 class PfSpec:
     """One [[pf]] block."""
 
@@ -50,10 +87,20 @@ class PfSpec:
     selector: PfSelector
     num_vfs: int
     vfs: Tuple[VfGroup, ...] = ()
+    drivers_autoprobe: bool = True  # the kernel's default
 
-    def explicit_drivers(self) -> Dict[int, str]:
-        """VF index -> driver, for the VFs whose driver the config names."""
-        return {i: g.driver for g in self.vfs if g.driver for i in g.indices}
+    def vf(self, index: int) -> VfSpec:
+        for group in self.vfs:
+            if index in group.indices:
+                return VfSpec(index, group.driver, group.key)
+        return VfSpec(index)
+
+    def vf_specs(self) -> Tuple[VfSpec, ...]:
+        return tuple(self.vf(i) for i in range(self.num_vfs))
+
+    def named_drivers(self) -> FrozenSet[str]:
+        """Driver names VFs must be bound to (not none/any/default)."""
+        return frozenset(g.driver for g in self.vfs if g.driver not in (DRIVER_DEFAULT, DRIVER_NONE, DRIVER_ANY))
 
 
 @dataclass(frozen=True)
@@ -87,16 +134,24 @@ class PfState:
     device: Optional[str]
     driver: Optional[str]
     netdevs: Tuple[str, ...]
-    mac: Optional[str]  # permanent MAC where the kernel says the address is permanent
+    mac: Optional[str]  # permanent MAC where the kernel (or the capture) says so
     total_vfs: Optional[int]
     num_vfs: Optional[int]
     autoprobe: Optional[bool]
     vf_device: Optional[str]
     vfs: Tuple[VfState, ...] = ()
+    # False when only the PF itself was read (a PF no block selects, or outside a per-PF run)
+    vfs_observed: bool = True
+    # The driver the kernel would bind to these VFs by ID (modules.alias), when it was needed and known
+    vf_default_driver: Optional[str] = None
 
     @property
     def name(self) -> Optional[str]:
         return self.netdevs[0] if self.netdevs else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.pci} ({self.name})" if self.name else self.pci
 
     def vf(self, index: int) -> Optional[VfState]:
         for vf in self.vfs:
@@ -111,4 +166,11 @@ class HostState:
     pci_drivers: FrozenSet[str] = field(default_factory=frozenset)
     iommu_groups: bool = False  # /sys/kernel/iommu_groups has entries
     pci_devices: FrozenSet[str] = field(default_factory=frozenset)  # every PCI function, PF or not
-    netdev_owners: Dict[str, str] = field(default_factory=dict)  # netdev name -> PCI address
+    netdev_owners: Dict[str, str] = field(default_factory=dict)  # netdev name -> PCI address (names asked about)
+    physfn: Dict[str, str] = field(default_factory=dict)  # VF PCI address -> its PF (addresses asked about)
+
+    def pf(self, pci: str) -> Optional[PfState]:
+        for pf in self.pfs:
+            if pf.pci == pci:
+                return pf
+        return None

@@ -1,12 +1,22 @@
-"""Bind each [[pf]] block to the PFs it selects on this host; check what needs the host to check."""
+"""Bind each [[pf]] block to the PFs it selects on this host.
+
+What the file says about itself is checked in config.py (exit 2, nothing written). What depends
+on this host — a selector that matches no PF, a count above a PF's sriov_totalvfs, two blocks
+choosing one PF — fails only the blocks concerned: the other PFs still converge.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
-from sriov_node.errors import ConfigError, ConfigProblem
 from sriov_node.model import DesiredState, HostState, PfSpec, PfState
+
+# BlockFailure kinds
+ABSENT = "absent"  # the selector matches no PF here (yet: a late driver, a NIC that failed)
+NOT_A_PF = "not_a_pf"  # it names a device that exists but is not an SR-IOV PF
+CONFLICT = "conflict"  # two blocks select the same PF
+CAPACITY = "capacity"  # num_vfs above the PF's sriov_totalvfs
 
 
 @dataclass(frozen=True)
@@ -17,77 +27,115 @@ class Target:
     pf: PfState
 
 
-def _pf_label(pf: PfState) -> str:
-    return f"{pf.pci} ({pf.name})" if pf.name else pf.pci
+@dataclass(frozen=True)
+class BlockFailure:
+    """A block that cannot be applied on this host, and why."""
+
+    key: str  # "pf[1]"
+    kind: str
+    message: str
+    pf: Optional[str] = None  # the PF concerned, when there is one
+    attr: Optional[str] = None  # the key inside the block ("name", "num_vfs", ...)
+
+    def render(self) -> str:
+        where = f"{self.key}.{self.attr}" if self.attr else self.key
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"block": self.key, "kind": self.kind, "pf": self.pf, "key": self.attr, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    targets: Tuple[Target, ...]
+    failures: Tuple[BlockFailure, ...] = ()
+    notices: Tuple[str, ...] = field(default_factory=tuple)
+
+    def only(self, pcis: Optional[frozenset]) -> "Resolution":
+        """The part about the PFs in `pcis` (a per-PF run does not report the other blocks)."""
+        if pcis is None:
+            return self
+        return Resolution(
+            tuple(t for t in self.targets if t.pf.pci in pcis),
+            tuple(f for f in self.failures if f.pf is not None and f.pf in pcis),
+            (),
+        )
 
 
 def _known_pfs(host: HostState) -> str:
     if not host.pfs:
         return "this host has no SR-IOV PFs"
-    return "SR-IOV PFs here: " + ", ".join(_pf_label(pf) for pf in host.pfs)
+    return "SR-IOV PFs here: " + ", ".join(pf.label for pf in host.pfs)
 
 
 def _not_a_pf(host: HostState, pci: str) -> str:
-    if any(vf.pci == pci for pf in host.pfs for vf in pf.vfs):
-        owner = next(pf for pf in host.pfs if any(vf.pci == pci for vf in pf.vfs))
-        return f"is a VF of {_pf_label(owner)}, not a PF"
+    parent = host.physfn.get(pci)
+    if parent is not None:
+        owner = host.pf(parent)
+        return f"is a VF of {owner.label if owner else parent}, not a PF"
     return (
         "is not an SR-IOV PF (no sriov_totalvfs): SR-IOV is disabled in the BIOS/firmware "
         "(enable 'SR-IOV Support'; for mlx5: mlxconfig set SRIOV_EN=1 NUM_OF_VFS=N) or the device has no SR-IOV capability"
     )
 
 
-def resolve(desired: DesiredState, host: HostState) -> Tuple[List[Target], List[str]]:
-    """(targets in config order, notices). Raises ConfigError for selectors that cannot hold."""
-    problems: List[ConfigProblem] = []
+def _select(spec: PfSpec, host: HostState, failures: List[BlockFailure], notices: List[str]) -> List[PfState]:
+    sel, key = spec.selector, spec.key
+    if sel.name is not None:
+        found = [pf for pf in host.pfs if sel.name in pf.netdevs]
+        if not found:
+            owner = host.netdev_owners.get(sel.name)
+            if owner and owner in host.pci_devices:
+                failures.append(BlockFailure(key, NOT_A_PF, f"{sel.name!r} ({owner}) {_not_a_pf(host, owner)}", owner, "name"))
+            else:
+                failures.append(BlockFailure(key, ABSENT, f"no network interface named {sel.name!r} (not present, or its "
+                                             f"driver is not bound yet); {_known_pfs(host)}", None, "name"))
+        return found
+    if sel.pci is not None:
+        found = [pf for pf in host.pfs if pf.pci == sel.pci]
+        if not found:
+            if sel.pci in host.pci_devices:
+                failures.append(BlockFailure(key, NOT_A_PF, f"{sel.pci} {_not_a_pf(host, sel.pci)}", sel.pci, "pci"))
+            else:
+                failures.append(BlockFailure(key, ABSENT, f"no PCI device {sel.pci} on this host; {_known_pfs(host)}",
+                                             sel.pci, "pci"))
+        return found
+    if sel.mac is not None:
+        found = [pf for pf in host.pfs if pf.mac == sel.mac]
+        if not found:
+            failures.append(BlockFailure(key, ABSENT, f"no SR-IOV PF has permanent MAC {sel.mac}; {_known_pfs(host)}",
+                                         None, "mac"))
+        return found
+    found = [pf for pf in host.pfs if pf.vendor == sel.vendor and pf.device == sel.device]
+    if sel.index is not None:
+        found = found[sel.index: sel.index + 1]
+    if not found:
+        notices.append(f"{key}: no PF matches {sel.describe()} on this host; skipped")
+    return found
+
+
+def resolve(desired: DesiredState, host: HostState) -> Resolution:
+    """Targets in config order, the blocks that fail here, and notices (fleet rules matching nothing)."""
+    failures: List[BlockFailure] = []
     notices: List[str] = []
-    targets: List[Target] = []
-    taken: Dict[str, str] = {}
+    chosen: List[Tuple[PfSpec, PfState]] = []
     for spec in desired.pfs:
-        sel = spec.selector
-        key = spec.key
-        found: List[PfState] = []
-        if sel.name is not None:
-            found = [pf for pf in host.pfs if sel.name in pf.netdevs]
-            if not found:
-                owner = host.netdev_owners.get(sel.name)
-                if owner:
-                    problems.append(ConfigProblem(f"{key}.name", f"{sel.name!r} ({owner}) {_not_a_pf(host, owner)}"))
-                else:
-                    problems.append(ConfigProblem(f"{key}.name", f"no network interface named {sel.name!r}; {_known_pfs(host)}"))
-                continue
-        elif sel.pci is not None:
-            found = [pf for pf in host.pfs if pf.pci == sel.pci]
-            if not found:
-                if sel.pci in host.pci_devices:
-                    problems.append(ConfigProblem(f"{key}.pci", f"{sel.pci} {_not_a_pf(host, sel.pci)}"))
-                else:
-                    problems.append(ConfigProblem(f"{key}.pci", f"no PCI device {sel.pci}; {_known_pfs(host)}"))
-                continue
-        elif sel.mac is not None:
-            found = [pf for pf in host.pfs if pf.mac == sel.mac]
-            if not found:
-                problems.append(ConfigProblem(f"{key}.mac", f"no SR-IOV PF has permanent MAC {sel.mac}; {_known_pfs(host)}"))
-                continue
-        else:
-            found = [pf for pf in host.pfs if pf.vendor == sel.vendor and pf.device == sel.device]
-            if sel.index is not None:
-                found = found[sel.index : sel.index + 1]
-            if not found:
-                notices.append(f"{key}: no PF matches {sel.describe()} on this host; skipped")
-                continue
-        for pf in found:
-            if pf.pci in taken:
-                problems.append(ConfigProblem(key, f"selects {_pf_label(pf)}, which {taken[pf.pci]} already selects; merge the two blocks"))
-                continue
-            taken[pf.pci] = key
-            if pf.total_vfs is not None and spec.num_vfs > pf.total_vfs:
-                problems.append(ConfigProblem(
-                    f"{key}.num_vfs",
-                    f"{spec.num_vfs} exceeds sriov_totalvfs = {pf.total_vfs} of {_pf_label(pf)}; use at most {pf.total_vfs}",
-                ))
-                continue
-            targets.append(Target(spec, pf))
-    if problems:
-        raise ConfigError(desired.source, problems)
-    return targets, notices
+        chosen += [(spec, pf) for pf in _select(spec, host, failures, notices)]
+    by_pf: Dict[str, List[str]] = {}
+    for spec, pf in chosen:
+        by_pf.setdefault(pf.pci, []).append(spec.key)
+    targets: List[Target] = []
+    for spec, pf in chosen:
+        others = [k for k in by_pf[pf.pci] if k != spec.key]
+        if others:
+            failures.append(BlockFailure(spec.key, CONFLICT, f"selects {pf.label}, which {', '.join(others)} also "
+                                         "selects; merge the blocks (the PF is left as it is)", pf.pci))
+            continue
+        if pf.total_vfs is not None and spec.num_vfs > pf.total_vfs:
+            failures.append(BlockFailure(
+                spec.key, CAPACITY,
+                f"{spec.num_vfs} exceeds sriov_totalvfs = {pf.total_vfs} of {pf.label}; use at most {pf.total_vfs} "
+                "(the PF driver or firmware sets the limit; mlx5: mlxconfig NUM_OF_VFS)", pf.pci, "num_vfs"))
+            continue
+        targets.append(Target(spec, pf))
+    return Resolution(tuple(targets), tuple(failures), tuple(notices))

@@ -6,34 +6,60 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
-from sriov_node.errors import LockTimeout, StateError
+from sriov_node.errors import LockTimeout, StateError, describe_os_error
 from sriov_node.host import Host
 
 LOCK_DIR = "run/sriov-node"
 STATE_DIR = "var/lib/sriov-node"
 
 
-class ApplyLock:
-    """One apply at a time, machine-wide: flock on <root>/run/sriov-node/apply.lock.
+def _never() -> bool:
+    return False
 
-    The kernel drops the lock when the holder dies, so a killed apply never wedges the next one.
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+class ApplyLock:
+    """One run at a time, machine-wide: flock on <root>/run/sriov-node/apply.lock.
+
+    The kernel drops the lock when the holder dies, so a killed run never wedges the next one.
     """
 
-    def __init__(self, host: Host, timeout: float):
+    def __init__(self, host: Host, timeout: float, cancelled: Callable[[], bool] = _never):
         self.path = host.path(LOCK_DIR, "apply.lock")
         self.timeout = timeout
+        self.cancelled = cancelled
         self._fd: Optional[int] = None
 
-    def __enter__(self) -> "ApplyLock":
+    def _open(self) -> int:
+        directory = os.path.dirname(self.path)
         try:
-            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.makedirs(directory, mode=0o755, exist_ok=True)
         except OSError as exc:
-            raise StateError(f"cannot create the apply lock {self.path}: {exc.strerror}; run sriov-node as root")
+            raise StateError(f"cannot create the lock directory {directory}: {describe_os_error(exc)}")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the apply lock {self.path}: {describe_os_error(exc)}")
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StateError(f"the apply lock {self.path} is a {_kind(mode)}, not a regular file; remove it")
+        return fd
+
+    def __enter__(self) -> "ApplyLock":
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -42,17 +68,20 @@ class ApplyLock:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
+                    raise StateError(f"cannot lock {self.path}: {describe_os_error(exc)}")
+                if time.monotonic() >= deadline or self.cancelled():
                     holder = _read_quiet(self.path)
                     os.close(fd)
                     raise LockTimeout(
-                        f"another sriov-node apply ({holder or 'unknown pid'}) has held {self.path} "
+                        f"another sriov-node run ({holder or 'unknown pid'}) has held {self.path} "
                         f"for more than {self.timeout:g}s; wait for it or raise --timeout"
                     )
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid is a courtesy for the next waiter's message
         self._fd = fd
         return self
 
@@ -66,8 +95,35 @@ def _read_quiet(path: str) -> str:
     try:
         with open(path) as fh:
             return fh.read().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return ""
+
+
+def state_path(host: Host) -> str:
+    return host.path(STATE_DIR, "state.json")
+
+
+def read_state(host: Host) -> Optional[Dict[str, Any]]:
+    try:
+        with open(state_path(host)) as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def record_run(host: Host, run: Dict[str, Any], pfs: Dict[str, Dict[str, Any]], *, partial: bool) -> str:
+    """Merge one run into state.json: a partial (per-PF) run keeps the other PFs' records."""
+    previous = read_state(host) or {}
+    merged: Dict[str, Any] = dict(previous.get("pfs") or {}) if partial else {}
+    merged.update(pfs)
+    record = dict(run)
+    record["pfs"] = merged
+    if partial and previous.get("result"):
+        # the node-wide verdict stays that of the last full run, updated for the PFs just seen
+        record["result"] = "converged" if all(p.get("status") in ("changed", "unchanged") for p in merged.values()) \
+            else ("interrupted" if run.get("result") == "interrupted" else "failed")
+    return write_state(host, record)
 
 
 def write_state(host: Host, record: Dict[str, Any]) -> str:
@@ -76,10 +132,11 @@ def write_state(host: Host, record: Dict[str, Any]) -> str:
     path = os.path.join(directory, "state.json")
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=directory)
     except OSError as exc:
-        raise StateError(f"cannot write the state file {path}: {exc.strerror}")
+        raise StateError(f"cannot create the state directory {directory}: {describe_os_error(exc)}")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=directory)
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, indent=2, sort_keys=True)
             fh.write("\n")
@@ -87,18 +144,13 @@ def write_state(host: Host, record: Dict[str, Any]) -> str:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        tmp = None
+    except OSError as exc:
+        raise StateError(f"cannot write the state file {path}: {describe_os_error(exc)}")
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return path
-
-
-def read_state(host: Host) -> Optional[Dict[str, Any]]:
-    try:
-        with open(host.path(STATE_DIR, "state.json")) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None

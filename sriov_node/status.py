@@ -1,31 +1,35 @@
-"""`sriov-node status`: the observed state, and where a config exists, how it compares."""
+"""`sriov-node status`: the observed state and, where a config exists, the comparison's findings."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.model import DesiredState, HostState
-from sriov_node.plan import plan_pf
+from sriov_node.compare import compare
+from sriov_node.host import Host
+from sriov_node.host.observe import observe
+from sriov_node.model import DesiredState, describe_driver
 from sriov_node.resolve import resolve
+from sriov_node.state import read_state
 
 
-def build_status(observed: HostState, desired: Optional[DesiredState]) -> Dict[str, Any]:
-    targets = {}
-    notices: List[str] = []
-    if desired is not None:
-        found, notices = resolve(desired, observed)
-        targets = {t.pf.pci: t for t in found}
+def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
+    """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
+    sels = [s.selector for s in desired.pfs] if desired else []
+    observed = observe(host, macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],
+                       devices=[s.pci for s in sels if s.pci])
+    resolution = resolve(desired, observed) if desired is not None else None
+    targets = {t.pf.pci: t for t in resolution.targets} if resolution else {}
+    failed_pfs = {f.pf: f for f in resolution.failures if f.pf} if resolution else {}
     pfs = []
     for pf in observed.pfs:
         target = targets.get(pf.pci)
-        converged = None
-        explicit: Dict[int, str] = {}
-        if target is not None:
-            converged = not plan_pf(target.spec, pf, observed.pci_drivers)
-            explicit = target.spec.explicit_drivers()
+        findings = compare(target.spec, pf) if target else ()
+        by_vf: Dict[Optional[int], List[str]] = {}
+        for f in findings:
+            by_vf.setdefault(f.vf, []).append(f.describe())
         vfs = []
         for vf in pf.vfs:
-            wanted = explicit.get(vf.index)
+            want = target.spec.vf(vf.index).driver if target and vf.index < target.spec.num_vfs else None
             vfs.append({
                 "index": vf.index,
                 "pci": vf.pci,
@@ -33,9 +37,11 @@ def build_status(observed: HostState, desired: Optional[DesiredState]) -> Dict[s
                 "driver_override": vf.driver_override,
                 "netdev": vf.netdevs[0] if vf.netdevs else None,
                 "iommu_group": vf.iommu_group,
-                "desired_driver": wanted,
-                "matches": None if wanted is None else (vf.driver == wanted and vf.driver_override == wanted),
+                "desired_driver": describe_driver(want) if target else None,
+                "matches": None if target is None else not by_vf.get(vf.index),
+                "findings": by_vf.get(vf.index, []),
             })
+        failure = failed_pfs.get(pf.pci)
         pfs.append({
             "pci": pf.pci,
             "name": pf.name,
@@ -45,9 +51,22 @@ def build_status(observed: HostState, desired: Optional[DesiredState]) -> Dict[s
             "total_vfs": pf.total_vfs,
             "num_vfs": pf.num_vfs,
             "autoprobe": pf.autoprobe,
-            "block": target.spec.key if target else None,
+            "block": target.spec.key if target else (failure.key if failure else None),
             "desired_num_vfs": target.spec.num_vfs if target else None,
-            "converged": converged,
+            "converged": None if target is None else not findings,
+            "findings": [f.describe() for f in findings],
+            "pf_findings": by_vf.get(None, []),
+            "error": failure.render() if failure else None,
             "vfs": vfs,
         })
-    return {"pfs": pfs, "notices": notices, "iommu_groups": observed.iommu_groups}
+    state = read_state(host)
+    return {
+        "pfs": pfs,
+        "blocks": [f.to_dict() for f in resolution.failures] if resolution else [],
+        "notices": list(resolution.notices) if resolution else [],
+        "iommu_groups": observed.iommu_groups,
+        "converged": None if desired is None else bool(all(p["converged"] is not False for p in pfs)
+                                                      and not (resolution and resolution.failures)),
+        "last_apply": None if state is None else {
+            k: state.get(k) for k in ("time", "result", "writes", "duration_seconds", "config")},
+    }

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from sriov_node.host import Host
+from sriov_node.host import Host, open_host
 from sriov_node.sim.build import create_host
 
 
@@ -21,7 +21,7 @@ def make_host(tmp_path: Path) -> Callable[..., Host]:
         counter[0] += 1
         root = tmp_path / f"host{counter[0]}"
         create_host(str(root), nics or (("x710", 2, None),), **kwargs)
-        return Host(str(root))
+        return open_host(str(root))
 
     return _make
 

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from tests.helpers import CLI, run_cli, sim_writes
-from sriov_node.apply import run_apply
+from sriov_node.reconcile import reconcile
 from sriov_node.config import load_config
-from sriov_node.host import Host
+from sriov_node.host import open_host
 from sriov_node.sim.kernel import MARKER, SimKernel
 from sriov_node.state import ApplyLock, read_state
 
@@ -35,7 +35,7 @@ TWO_PFS = """
 
 
 def apply(host, path, **kw):
-    return run_apply(host, load_config(path), **kw)
+    return reconcile(host, load_config(path), **kw)
 
 
 def numvfs_writes(host, pf=PF0):
@@ -48,12 +48,12 @@ def test_apply_converges_then_a_second_apply_writes_nothing(make_host, write_con
     report = apply(host, path)
     assert report.exit_code == 0
     assert [o.status for o in report.outcomes] == ["changed", "changed"]
-    assert host.num_vfs(PF0) == 4 and host.num_vfs(PF1) == 2
-    vfs = [host.vf_address(PF0, i) for i in range(4)]
-    assert [host.device_driver(v) for v in vfs] == ["vfio-pci", "vfio-pci", "iavf", "iavf"]
-    assert [host.driver_override(v) for v in vfs[:2]] == ["vfio-pci", "vfio-pci"]
+    assert host.sysfs.num_vfs(PF0) == 4 and host.sysfs.num_vfs(PF1) == 2
+    vfs = [host.sysfs.vf_address(PF0, i) for i in range(4)]
+    assert [host.sysfs.device_driver(v) for v in vfs] == ["vfio-pci", "vfio-pci", "iavf", "iavf"]
+    assert [host.sysfs.driver_override(v) for v in vfs[:2]] == ["vfio-pci", "vfio-pci"]
     count = len(sim_writes(host))
-    again = apply(Host(host.root), path)
+    again = apply(open_host(host.root), path)
     assert again.exit_code == 0 and again.writes == 0
     assert [o.status for o in again.outcomes] == ["unchanged", "unchanged"]
     assert len(sim_writes(host)) == count
@@ -64,23 +64,23 @@ def test_default_driver_never_grabs_vfs_meant_for_another(make_host, write_confi
     apply(host, write_config(TWO_PFS))
     log = [p for p, _, _ in sim_writes(host)]
     assert not any(p.endswith("drivers/iavf/unbind") for p in log)
-    assert host.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"  # restored
+    assert host.sysfs.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"  # restored
 
 
 def test_override_persists_so_a_reprobe_returns_to_the_wanted_driver(make_host, write_config):
     host = make_host()
     apply(host, write_config(TWO_PFS))
-    vf = host.vf_address(PF0, 0)
-    host.unbind(vf, "vfio-pci")
-    host.drivers_probe(vf)
-    assert host.device_driver(vf) == "vfio-pci"
+    vf = host.sysfs.vf_address(PF0, 0)
+    host.sysfs.unbind(vf, "vfio-pci")
+    host.sysfs.drivers_probe(vf)
+    assert host.sysfs.device_driver(vf) == "vfio-pci"
 
 
 def test_resize_goes_through_zero_and_never_hits_ebusy(make_host, write_config):
     host = make_host()
     apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
-    assert report.exit_code == 0 and host.num_vfs(PF0) == 2
+    assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 2
     assert numvfs_writes(host) == [("'4\\n'", "ok"), ("'0\\n'", "ok"), ("'2\\n'", "ok")]
 
 
@@ -91,8 +91,8 @@ def test_rebinding_existing_vfs_without_resize(make_host, write_config):
         '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 3\n[[pf.vfs]]\nrange = "2"\ndriver = "vfio-pci"\n'))
     assert report.exit_code == 0
     assert numvfs_writes(host) == [("'3\\n'", "ok")]  # no disable
-    assert host.device_driver(host.vf_address(PF0, 2)) == "vfio-pci"
-    assert host.device_driver(host.vf_address(PF0, 1)) == "iavf"
+    assert host.sysfs.device_driver(host.sysfs.vf_address(PF0, 2)) == "vfio-pci"
+    assert host.sysfs.device_driver(host.sysfs.vf_address(PF0, 1)) == "iavf"
 
 
 def test_one_failing_pf_does_not_stop_the_others(make_host, write_config):
@@ -102,7 +102,7 @@ def test_one_failing_pf_does_not_stop_the_others(make_host, write_config):
     assert report.exit_code == 1
     status = {o.pci: o for o in report.outcomes}
     assert status[PF0].status == "failed" and status[PF1].status == "changed"
-    assert host.num_vfs(PF1) == 2 and host.num_vfs(PF0) == 0
+    assert host.sysfs.num_vfs(PF1) == 2 and host.sysfs.num_vfs(PF0) == 0
     assert "pci=realloc" in status[PF0].error and PF0 in status[PF0].error
 
 
@@ -128,7 +128,7 @@ def test_every_numvfs_errno_becomes_a_sentence_with_a_fix(make_host, write_confi
 
 def test_pf_without_driver_says_so(make_host, write_config):
     host = make_host()
-    host.unbind(PF0, "i40e")
+    host.sysfs.unbind(PF0, "i40e")
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
     assert report.outcomes[0].detail["errno"] == "ENOENT"
     assert "no driver is bound to the PF" in report.outcomes[0].error
@@ -177,19 +177,19 @@ def _vfio_host(make_host, write_config):
 
 def test_disabling_vfs_held_through_vfio_is_refused_naming_the_holder(make_host, write_config):
     host, smaller = _vfio_host(make_host, write_config)
-    SimKernel(host.root).hold_vf(host.vf_address(PF0, 1), 31337, "qemu-system-x86")
+    SimKernel(host.root).hold_vf(host.sysfs.vf_address(PF0, 1), 31337, "qemu-system-x86")
     before = len(sim_writes(host))
     report = apply(host, smaller)
     assert report.exit_code == 3
     refused = report.outcomes[0]
     assert refused.status == "refused"
     assert "31337" in refused.error and "qemu-system-x86" in refused.error and "VF 1" in refused.error
-    assert len(sim_writes(host)) == before and host.num_vfs(PF0) == 4
+    assert len(sim_writes(host)) == before and host.sysfs.num_vfs(PF0) == 4
 
 
 def test_disabling_vfs_whose_netdev_left_the_host_namespace_is_refused(make_host, write_config):
     host, smaller = _vfio_host(make_host, write_config)
-    SimKernel(host.root).move_netdev_out(host.vf_address(PF0, 3))
+    SimKernel(host.root).move_netdev_out(host.sysfs.vf_address(PF0, 3))
     report = apply(host, smaller)
     assert report.exit_code == 3
     assert "VF 3" in report.outcomes[0].error and "network namespace" in report.outcomes[0].error
@@ -197,18 +197,18 @@ def test_disabling_vfs_whose_netdev_left_the_host_namespace_is_refused(make_host
 
 def test_rebinding_a_held_vfio_vf_is_refused(make_host, write_config):
     host, _ = _vfio_host(make_host, write_config)
-    SimKernel(host.root).hold_vf(host.vf_address(PF0, 0), 555, "qemu-kvm")
+    SimKernel(host.root).hold_vf(host.sysfs.vf_address(PF0, 0), 555, "qemu-kvm")
     report = apply(host, write_config(TWO_PFS.replace('driver = "vfio-pci"', 'driver = "iavf"')))
     assert report.exit_code == 3 and "555" in report.outcomes[0].error
-    assert host.device_driver(host.vf_address(PF0, 0)) == "vfio-pci"
+    assert host.sysfs.device_driver(host.sysfs.vf_address(PF0, 0)) == "vfio-pci"
 
 
 def test_failed_apply_restores_autoprobe_and_the_next_run_finishes(make_host, write_config):
     host = make_host(iommu=False)
     path = write_config(TWO_PFS)
     assert apply(host, path).outcomes[0].status == "failed"  # vfio-pci cannot bind without an IOMMU
-    assert host.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"
-    assert [host.device_driver(host.vf_address(PF0, i)) for i in (2, 3)] == ["iavf", "iavf"]
+    assert host.sysfs.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"
+    assert [host.sysfs.device_driver(host.sysfs.vf_address(PF0, i)) for i in (2, 3)] == ["iavf", "iavf"]
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
     assert report.exit_code == 0
 
@@ -216,10 +216,10 @@ def test_failed_apply_restores_autoprobe_and_the_next_run_finishes(make_host, wr
 def test_force_disables_once_the_holder_lets_go(make_host, write_config):
     host, smaller = _vfio_host(make_host, write_config)
     sim = SimKernel(host.root)
-    sim.hold_vf(host.vf_address(PF0, 0), 4242)
+    sim.hold_vf(host.sysfs.vf_address(PF0, 0), 4242)
     threading.Timer(0.3, sim.release, args=(4242,)).start()
     report = apply(host, smaller, force=True)
-    assert report.exit_code == 0 and host.num_vfs(PF0) == 3
+    assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 3
 
 
 def test_state_file_records_the_outcome(make_host, write_config):
@@ -262,7 +262,7 @@ def test_lock_wait_has_a_deadline(make_host, write_config):
     path = write_config(TWO_PFS)
     with ApplyLock(host, timeout=1):
         result = run_cli("apply", "--timeout", "0.3", root=host.root, config=path)
-    assert result.returncode == 1 and "another sriov-node apply" in result.stderr
+    assert result.returncode == 1 and "another sriov-node run" in result.stderr
     assert sim_writes(host) == []
 
 
@@ -280,21 +280,21 @@ def test_apply_killed_midway_is_finished_by_the_next_apply(make_host, write_conf
     time.sleep(0.2)  # now inside the slow write of "4"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    assert host.num_vfs(PF0) == 0  # killed between the disable and the enable
+    assert host.sysfs.num_vfs(PF0) == 0  # killed between the disable and the enable
     model = json.load(open(os.path.join(host.root, MARKER)))
     model["faults"] = []
     json.dump(model, open(os.path.join(host.root, MARKER), "w"))
-    report = apply(Host(host.root), path)
-    assert report.exit_code == 0 and host.num_vfs(PF0) == 4
+    report = apply(open_host(host.root), path)
+    assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 4
     assert read_state(host)["result"] == "converged"
 
 
 def test_pf_bound_to_vfio_pci_points_at_enable_sriov(make_host, write_config):
     host = make_host(vfio_loaded=True)
-    host.unbind(PF0, "i40e")
-    host.set_driver_override(PF0, "vfio-pci")
-    host.drivers_probe(PF0)
-    assert host.device_driver(PF0) == "vfio-pci"
+    host.sysfs.unbind(PF0, "i40e")
+    host.sysfs.set_driver_override(PF0, "vfio-pci")
+    host.sysfs.drivers_probe(PF0)
+    assert host.sysfs.device_driver(PF0) == "vfio-pci"
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
     assert report.outcomes[0].detail["errno"] == "ENOENT"
     assert "enable_sriov=1" in report.outcomes[0].error
@@ -304,5 +304,5 @@ def test_a_numvfs_write_the_kernel_silently_ignored_is_written_again(make_host, 
     host = make_host()
     SimKernel(host.root).add_fault("write_ignored", device=PF0, attr="sriov_numvfs", nth=1)
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
-    assert report.exit_code == 0 and host.num_vfs(PF0) == 4
+    assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 4
     assert numvfs_writes(host) == [("'4\\n'", "ok"), ("'4\\n'", "ok")]

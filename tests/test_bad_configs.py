@@ -1,5 +1,8 @@
 """The bad-input corpus: every malformed config in tests/bad_configs/ is refused before the host is touched.
 
+These are problems of the file itself (exit 2, nothing written). Configs that are valid but
+do not fit this host are in tests/host_configs/ (test_host_configs.py): they fail alone.
+
 Each corpus file starts with `# expect: X`. X is either a key path (`pf[0].vfs[1].range`, `version`,
 `pf[1]`) that must be reported as the key of one of the problems, or a phrase (`not valid TOML`)
 that must appear in a problem's message. Either way the message must name the file.
@@ -13,6 +16,7 @@ from typing import List
 
 import pytest
 
+from sriov_node.host.observe import observe
 from tests.helpers import run_cli, sim_writes
 
 CORPUS = Path(__file__).parent / "bad_configs"
@@ -65,13 +69,13 @@ def test_corpus_is_large_enough_and_well_formed():
 @pytest.mark.parametrize("command", ["apply", "validate"])
 @pytest.mark.parametrize("config", FILES, ids=[p.stem for p in FILES])
 def test_bad_config_is_refused_without_writes(host, config: Path, command: str):
-    before = host.observe()
+    before = observe(host)
     assert before.pfs and all(pf.num_vfs == 0 for pf in before.pfs)
 
     proc = run_cli(command, root=host.root, config=str(config))
 
     assert_refused(proc, str(config), expectation(config))
     assert sim_writes(host) == []
-    after = host.observe()
+    after = observe(host)
     assert after == before
     assert all(pf.num_vfs == 0 for pf in after.pfs)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli, sim_writes
-from sriov_node.apply import load_desired
+from sriov_node.reconcile import load_desired
 from sriov_node.errors import ConfigError
-from sriov_node.host import Host
+from sriov_node.host import open_host
 from sriov_node.sim.kernel import SimKernel
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "etc/sriov-node/config.toml")
@@ -40,11 +40,13 @@ def test_dry_run_json_lists_actions_and_writes_nothing(demo_host):
     result = run_cli("apply", "--dry-run", "--json", root=demo_host.root, config=EXAMPLE)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert set(body) == {"actions"}
+    assert set(body) == {"actions", "on_failure", "pfs"}
     actions = body["actions"]
-    assert all({"pf", "op"} <= set(a) for a in actions)
-    assert {"pf": "0000:20:00.0", "op": "set_num_vfs", "value": 8, "current": 0} in actions
-    assert {"pf": "0000:30:00.0", "op": "set_num_vfs", "value": 16, "current": 0} in actions
+    assert all({"pf", "op", "phase"} <= set(a) for a in actions)
+    assert {"pf": "0000:20:00.0", "op": "set_num_vfs", "value": 8, "current": 0, "phase": "count"} in actions
+    assert {"pf": "0000:30:00.0", "op": "set_num_vfs", "value": 16, "current": 0, "phase": "count"} in actions
+    assert {"pf": "0000:20:00.0", "op": "set_autoprobe", "value": True} in body["on_failure"]
+    assert [p["status"] for p in body["pfs"]] == ["planned", "planned"]
     binds = [a for a in actions if a["op"] == "bind_driver"]
     assert [(a["vf"], a["driver"]) for a in binds] == [(i, "vfio-pci") for i in range(4)] + [(i, "iavf") for i in range(4, 8)]
     assert sim_writes(demo_host) == []
@@ -57,7 +59,7 @@ def test_apply_then_converged_dry_run_is_empty(demo_host):
     assert body["exit_code"] == 0 and body["writes"] > 0
     assert {p["pci"]: p["status"] for p in body["pfs"]} == {"0000:20:00.0": "changed", "0000:30:00.0": "changed"}
     again = run_cli("apply", "--dry-run", "--json", root=demo_host.root, config=EXAMPLE)
-    assert json.loads(again.stdout) == {"actions": []}
+    assert {k: v for k, v in json.loads(again.stdout).items() if k != "pfs"} == {"actions": [], "on_failure": []}
     text = run_cli("apply", root=demo_host.root, config=EXAMPLE)
     assert text.returncode == 0 and "unchanged" in text.stdout
 
@@ -91,7 +93,7 @@ def test_default_config_lives_under_the_root(demo_host):
     shutil.copy(EXAMPLE, target)
     result = run_cli("apply", root=demo_host.root)
     assert result.returncode == 0, result.stderr
-    assert demo_host.num_vfs("0000:20:00.0") == 8
+    assert demo_host.sysfs.num_vfs("0000:20:00.0") == 8
 
 
 def test_exit_codes(make_host, write_config):
@@ -105,7 +107,7 @@ def test_exit_codes(make_host, write_config):
     host = make_host()
     run_cli("apply", root=host.root, config=write_config(
         '[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n[[pf.vfs]]\nrange = "0-1"\ndriver = "vfio-pci"\n'))
-    SimKernel(host.root).hold_vf(host.vf_address("0000:20:00.0", 0), 777, "dpdk-testpmd")
+    SimKernel(host.root).hold_vf(host.sysfs.vf_address("0000:20:00.0", 0), 777, "dpdk-testpmd")
     refused = run_cli("apply", root=host.root, config=write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 1\n'))
     assert refused.returncode == 3
     assert "777" in refused.stderr and "dpdk-testpmd" in refused.stderr and "--force" in refused.stderr
@@ -118,8 +120,8 @@ def test_invalid_config_json_error_shape(make_host, write_config):
     host = make_host()
     result = run_cli("apply", "--json", root=host.root, config=write_config('[[pf]]\nnaem = "ens1f0"\n'))
     assert result.returncode == 2
-    body = json.loads(result.stdout)
-    assert body["error"] == "ConfigError"
+    body = json.loads(result.stdout)["error"]
+    assert body["type"] == "ConfigError"
     assert {p["key"] for p in body["problems"]} >= {"pf[0].naem", "pf[0].num_vfs"}
 
 
@@ -140,17 +142,29 @@ def test_real_root_refuses_a_config_anyone_can_edit(tmp_path):
     path.write_text('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n')
     os.chmod(path, 0o666)
     with pytest.raises(ConfigError) as info:
-        load_desired(Host("/"), str(path))
+        load_desired(open_host("/"), str(path))
     assert "chmod go-w" in str(info.value)
 
 
 def test_status_shows_the_host_even_when_the_config_does_not_fit(demo_host, write_config):
-    demo_host.unbind("0000:20:00.0", "i40e")  # no driver: no netdev, so the name matches nothing
+    demo_host.sysfs.unbind("0000:20:00.0", "i40e")  # no driver: no netdev, so the name matches nothing
     cfg = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n')
     result = run_cli("status", "--json", root=demo_host.root, config=cfg)
-    assert result.returncode == 2 and "pf[0].name" in result.stderr
+    assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert [p["driver"] for p in body["pfs"]][:2] == [None, "i40e"] and "ens1f0" in body["error"]
+    assert [p["driver"] for p in body["pfs"]][:2] == [None, "i40e"]
+    assert [(b["block"], b["key"], b["kind"]) for b in body["blocks"]] == [("pf[0]", "name", "absent")]
+    assert body["converged"] is False
+    text = run_cli("status", root=demo_host.root, config=cfg)
+    assert "pf[0]: NOT APPLIED: no network interface named 'ens1f0'" in text.stdout
+
+
+def test_status_with_an_invalid_config_shows_the_host_and_exits_2(demo_host, write_config):
+    cfg = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = "two"\n')
+    result = run_cli("status", "--json", root=demo_host.root, config=cfg)
+    assert result.returncode == 2 and "pf[0].num_vfs" in result.stderr
+    body = json.loads(result.stdout)
+    assert len(body["pfs"]) == 4 and body["error"]["type"] == "ConfigError"
 
 
 def test_a_missing_root_is_named(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli, sim_writes
-from sriov_node.apply import load_desired
+from sriov_node.reconcile import load_desired
 from sriov_node.config import (
     MAX_NUM_VFS,
     check_file_trust,
@@ -23,7 +23,7 @@ from sriov_node.config import (
     parse_range,
 )
 from sriov_node.errors import ConfigError
-from sriov_node.host import Host
+from sriov_node.host import open_host
 from sriov_node.model import DesiredState, PfSelector
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc/sriov-node/config.toml"
@@ -206,10 +206,19 @@ def test_inline_tables_are_the_same_as_array_of_tables():
     assert inline.pfs == blocks.pfs
 
 
-def test_a_group_without_driver_leaves_the_default():
+def test_a_group_without_driver_wants_the_kernels_default():
     desired = parse('[[pf]]\nname = "ens1f0"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\n')
     assert desired.pfs[0].vfs[0].driver is None
-    assert desired.pfs[0].explicit_drivers() == {}
+    assert desired.pfs[0].named_drivers() == frozenset()
+    assert desired.pfs[0].vf(2).driver is None and desired.pfs[0].vf(2).group == "pf[0].vfs[0]"
+
+
+def test_none_and_any_are_driver_choices_not_driver_names():
+    desired = parse('[[pf]]\nname = "ens1f0"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-1"\ndriver = "none"\n'
+                    '[[pf.vfs]]\nrange = "2"\ndriver = "any"\n[[pf.vfs]]\nrange = "3"\ndriver = "vfio-pci"\n')
+    spec = desired.pfs[0]
+    assert [spec.vf(i).driver for i in range(4)] == ["none", "none", "any", "vfio-pci"]
+    assert spec.named_drivers() == frozenset({"vfio-pci"})
 
 
 def test_num_vfs_zero_and_the_maximum_are_valid():
@@ -303,8 +312,8 @@ def test_host_dependent_problems_are_all_reported_too(make_host, write_config):
         num_vfs = 1
         """
     )
-    result = run_cli("apply", root=host.root, config=path)
-    assert result.returncode == 2, result.stderr
+    result = run_cli("validate", root=host.root, config=path)
+    assert result.returncode == 1, result.stderr  # valid in itself; these blocks cannot apply here
     for key in ("pf[0].name", "pf[1].num_vfs", "pf[2].mac"):
         assert f"error: {path}: {key}: " in result.stderr
     assert sim_writes(host) == []
@@ -352,7 +361,7 @@ def test_cli_message_suggests_at_most_totalvfs(make_host, write_config):
     host = make_host(("x710", 2, None))
     path = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 100\n')
     result = run_cli("validate", root=host.root, config=path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"error: {path}: pf[0].num_vfs: " in result.stderr and "use at most 64" in result.stderr
 
 
@@ -360,7 +369,7 @@ def test_cli_message_lists_the_pfs_that_exist(make_host, write_config):
     host = make_host(("x710", 2, None), ("e810", 1, None))
     path = write_config('[[pf]]\nname = "ens9f0"\nnum_vfs = 1\n')
     result = run_cli("validate", root=host.root, config=path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "0000:20:00.0 (ens1f0), 0000:20:00.1 (ens1f1), 0000:30:00.0 (ens2f0)" in result.stderr
 
 
@@ -369,8 +378,8 @@ def test_json_output_lists_each_problem(make_host, write_config):
     path = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = -1\ntypo = 1\n')
     result = run_cli("validate", "--json", root=host.root, config=path)
     assert result.returncode == 2
-    body = json.loads(result.stdout)
-    assert body["error"] == "ConfigError"
+    body = json.loads(result.stdout)["error"]
+    assert body["type"] == "ConfigError" and body["exit_code"] == 2
     assert {p["key"] for p in body["problems"]} == {"pf[0].num_vfs", "pf[0].typo"}
     assert all(p["message"] for p in body["problems"])
 
@@ -520,8 +529,8 @@ def test_the_trust_rule_applies_to_root_against_the_real_root_only(tmp_path, mak
     path.chmod(0o666)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     with pytest.raises(ConfigError) as info:
-        load_desired(Host("/"), str(path))  # reads the file only; writes nothing
+        load_desired(open_host("/"), str(path))  # reads the file only; writes nothing
     assert "writable by group or others" in str(info.value) or "not root" in str(info.value)
     assert load_desired(make_host(("x710", 2, None)), str(path)).pfs  # a simulated root: not enforced
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert load_desired(Host("/"), str(path)).pfs  # not root: nothing to protect
+    assert load_desired(open_host("/"), str(path)).pfs  # not root: nothing to protect

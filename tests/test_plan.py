@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sriov_node.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs
+from sriov_node.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs, UnbindDriver
 from sriov_node.model import PfSelector, PfSpec, PfState, VfGroup, VfState
-from sriov_node.plan import plan, plan_pf
+from sriov_node.plan import PfPlan, plan, plan_pf
 from sriov_node.resolve import Target
 
 PF = "0000:3b:00.0"
@@ -36,30 +36,39 @@ def pf(num_vfs: int, drivers: "dict[int, Optional[str]]" = None, overrides: "dic
                    total_vfs=64, num_vfs=num_vfs, autoprobe=autoprobe, vf_device="154c", vfs=vfs)
 
 
+def pplan(spec_: PfSpec, state: PfState, loaded=LOADED) -> PfPlan:
+    return plan_pf(Target(spec_, state), loaded)
+
+
+def acts(spec_: PfSpec, state: PfState, loaded=LOADED) -> tuple:
+    return pplan(spec_, state, loaded).actions
+
+
 def ops(actions) -> list:
     return [(a.op, getattr(a, "value", None), getattr(a, "vf", None), getattr(a, "driver", None)) for a in actions]
 
 
 def test_converged_pf_plans_nothing():
     state = pf(4, {i: "vfio-pci" for i in range(4)}, {i: "vfio-pci" for i in range(4)})
-    assert plan_pf(spec(4, ("0-3", "vfio-pci")), state, LOADED) == ()
+    the_plan = pplan(spec(4, ("0-3", "vfio-pci")), state)
+    assert the_plan.actions == () and the_plan.findings == () and the_plan.on_failure == ()
 
 
 def test_enable_from_zero_without_drivers_is_one_write():
-    assert ops(plan_pf(spec(8), pf(0), LOADED)) == [("set_num_vfs", 8, None, None)]
+    assert ops(acts(spec(8), pf(0))) == [("set_num_vfs", 8, None, None)]
 
 
 def test_resize_goes_through_zero():
-    actions = plan_pf(spec(2), pf(4), LOADED)
-    assert [(a.op, a.value) for a in actions] == [("set_num_vfs", 0), ("set_num_vfs", 2)]
+    assert [(a.op, a.value) for a in acts(spec(2), pf(4))] == [("set_num_vfs", 0), ("set_num_vfs", 2)]
 
 
 def test_disable_is_a_single_zero_write():
-    assert ops(plan_pf(spec(0), pf(4), LOADED)) == [("set_num_vfs", 0, None, None)]
+    assert ops(acts(spec(0), pf(4))) == [("set_num_vfs", 0, None, None)]
 
 
-def test_explicit_drivers_gate_autoprobe_around_creation():
-    actions = plan_pf(spec(4, ("0-1", "vfio-pci")), pf(0), LOADED)
+def test_named_drivers_gate_autoprobe_around_creation():
+    the_plan = pplan(spec(4, ("0-1", "vfio-pci")), pf(0))
+    actions = the_plan.actions
     kinds = [type(a) for a in actions]
     # autoprobe off strictly before the VFs exist, overrides before any probe, autoprobe restored after
     assert kinds[0] is SetAutoprobe and actions[0].value is False
@@ -71,38 +80,89 @@ def test_explicit_drivers_gate_autoprobe_around_creation():
     # VFs without a named driver get the kernel's default once autoprobe is back on
     assert [a.vf for a in actions if isinstance(a, ProbeVf)] == [2, 3]
     assert all(i > restore[0] for i, a in enumerate(actions) if isinstance(a, ProbeVf))
+    assert [name for name, _ in the_plan.phases] == ["count", "bindings", "restore"]
+
+
+def test_clean_up_pins_named_vfs_and_never_probes_them():
+    cleanup = pplan(spec(4, ("0-1", "vfio-pci"), ("2", "none")), pf(0)).on_failure
+    assert ops(cleanup) == [
+        ("set_driver_override", None, 0, "vfio-pci"),
+        ("set_driver_override", None, 1, "vfio-pci"),
+        ("set_driver_override", None, 2, "none"),
+        ("set_autoprobe", True, None, None),
+        ("probe_default_driver", None, 3, None),
+    ]
 
 
 def test_autoprobe_already_off_is_not_switched_off_again_but_restored_at_the_end():
-    actions = plan_pf(spec(3, ("0-1", "vfio-pci")), pf(0, autoprobe=False), LOADED)
+    actions = acts(spec(3, ("0-1", "vfio-pci")), pf(0, autoprobe=False))
     assert [a.value for a in actions if isinstance(a, SetAutoprobe)] == [True]
     assert isinstance(actions[-2], SetAutoprobe) and [a.vf for a in actions if isinstance(a, ProbeVf)] == [2]
 
 
 def test_autoprobe_left_at_zero_by_an_interrupted_apply_is_repaired():
     state = pf(4, {0: "vfio-pci", 1: "vfio-pci", 2: None, 3: None}, {0: "vfio-pci", 1: "vfio-pci"}, autoprobe=False)
-    actions = plan_pf(spec(4, ("0-1", "vfio-pci")), state, LOADED)
-    assert ops(actions) == [("set_autoprobe", True, None, None),
-                            ("probe_default_driver", None, 2, None), ("probe_default_driver", None, 3, None)]
+    assert ops(acts(spec(4, ("0-1", "vfio-pci")), state)) == [
+        ("set_autoprobe", True, None, None),
+        ("probe_default_driver", None, 2, None), ("probe_default_driver", None, 3, None)]
+
+
+def test_a_default_driver_vf_left_unbound_is_probed_again():
+    state = pf(3, {0: "iavf", 1: None, 2: "iavf"})
+    the_plan = pplan(spec(3), state)
+    assert [f.describe() for f in the_plan.findings] == ["VF 1: no driver bound, want the kernel's default driver"]
+    assert ops(the_plan.actions) == [("probe_default_driver", None, 1, None)]
+
+
+def test_a_missing_vf_means_the_vfs_are_made_again():
+    state = pf(4)
+    state = PfState(**{**state.__dict__, "vfs": tuple(v for v in state.vfs if v.index != 2)})
+    the_plan = pplan(spec(4, ("0-3", "vfio-pci")), state)
+    assert the_plan.findings[0].attr == "vfs" and "2" in the_plan.findings[0].describe()
+    assert [(a.op, a.value) for a in the_plan.actions if isinstance(a, SetNumVfs)] == [("set_num_vfs", 0), ("set_num_vfs", 4)]
+    assert the_plan.recreates and len(the_plan.disturbed_vfs()) == 3
+
+
+def test_dropping_a_driver_line_returns_the_vf_to_the_default_driver():
+    state = pf(2, {0: "vfio-pci", 1: "vfio-pci"}, {0: "vfio-pci", 1: "vfio-pci"})
+    the_plan = pplan(spec(2), state)
+    assert ops(the_plan.actions) == [
+        ("set_driver_override", None, 0, None), ("set_driver_override", None, 1, None),
+        ("unbind_driver", None, 0, "vfio-pci"), ("unbind_driver", None, 1, "vfio-pci"),
+        ("probe_default_driver", None, 0, None), ("probe_default_driver", None, 1, None),
+    ]
+    assert [vf.index for vf in the_plan.disturbed_vfs()] == [0, 1]
+
+
+def test_a_vf_on_vfio_pci_without_override_is_not_the_default():
+    state = pf(1, {0: "vfio-pci"})
+    assert ops(acts(spec(1), state)) == [("unbind_driver", None, 0, "vfio-pci"), ("probe_default_driver", None, 0, None)]
+
+
+def test_none_means_unbound_and_pinned():
+    state = pf(2, {0: "iavf", 1: None}, {1: "none"})
+    assert ops(acts(spec(2, ("0-1", "none")), state)) == [
+        ("set_driver_override", None, 0, "none"), ("unbind_driver", None, 0, "iavf")]
+
+
+def test_any_is_never_touched():
+    state = pf(3, {0: "vfio-pci", 1: None, 2: "iavf"}, {0: "vfio-pci", 2: "whatever"})
+    assert pplan(spec(3, ("0-2", "any")), state).actions == ()
 
 
 def test_rebinding_away_from_vfio_marks_the_vf_disturbed():
-    from sriov_node.plan import PfPlan
-
     state = pf(2, {0: "vfio-pci", 1: "iavf"}, {0: "vfio-pci"})
-    the_plan = PfPlan(Target(spec(2, ("0-1", "iavf")), state), plan_pf(spec(2, ("0-1", "iavf")), state, LOADED))
+    the_plan = pplan(spec(2, ("0-1", "iavf")), state)
     assert [vf.index for vf in the_plan.disturbed_vfs()] == [0]
-    assert not the_plan.disables_vfs
+    assert not the_plan.recreates
 
 
 def test_no_gating_when_every_vf_keeps_the_default_driver():
-    actions = plan_pf(spec(4, ("0-3", None)), pf(0), LOADED)
-    assert ops(actions) == [("set_num_vfs", 4, None, None)]
+    assert ops(acts(spec(4, ("0-3", None)), pf(0))) == [("set_num_vfs", 4, None, None)]
 
 
 def test_rebind_existing_vf_unbinds_first_and_keeps_override():
-    actions = plan_pf(spec(2, ("1", "vfio-pci")), pf(2), LOADED)
-    assert ops(actions) == [
+    assert ops(acts(spec(2, ("1", "vfio-pci")), pf(2))) == [
         ("set_driver_override", None, 1, "vfio-pci"),
         ("unbind_driver", None, 1, "iavf"),
         ("bind_driver", None, 1, "vfio-pci"),
@@ -111,19 +171,19 @@ def test_rebind_existing_vf_unbinds_first_and_keeps_override():
 
 def test_bound_right_but_override_missing_only_sets_override():
     state = pf(2, {0: "vfio-pci", 1: "iavf"})
-    actions = plan_pf(spec(2, ("0", "vfio-pci")), state, LOADED)
-    assert ops(actions) == [("set_driver_override", None, 0, "vfio-pci")]
+    assert ops(acts(spec(2, ("0", "vfio-pci")), state)) == [("set_driver_override", None, 0, "vfio-pci")]
 
 
 def test_unloaded_driver_is_loaded_first():
-    actions = plan_pf(spec(2, ("0-1", "vfio-pci")), pf(0), frozenset({"i40e", "iavf"}))
-    assert isinstance(actions[0], LoadDriver) and actions[0].driver == "vfio-pci"
+    the_plan = pplan(spec(2, ("0-1", "vfio-pci")), pf(0), frozenset({"i40e", "iavf"}))
+    assert the_plan.phases[0] == ("modules", (LoadDriver(PF, driver="vfio-pci"),))
 
 
 def test_plan_json_shape():
     target = Target(spec(2, ("0", "vfio-pci")), pf(0))
     body = plan([target], LOADED).to_dict()
-    assert body["actions"][1] == {"pf": PF, "op": "set_num_vfs", "value": 2, "current": 0}
+    assert body["actions"][1] == {"pf": PF, "op": "set_num_vfs", "value": 2, "current": 0, "phase": "count"}
     binds = [a for a in body["actions"] if a["op"] == "bind_driver"]
-    assert binds == [{"pf": PF, "op": "bind_driver", "vf": 0, "driver": "vfio-pci"}]
-    assert all({"pf", "op"} <= set(a) for a in body["actions"])
+    assert binds == [{"pf": PF, "op": "bind_driver", "vf": 0, "driver": "vfio-pci", "phase": "bindings"}]
+    assert all({"pf", "op", "phase"} <= set(a) for a in body["actions"])
+    assert body["on_failure"][-1] == {"pf": PF, "op": "probe_default_driver", "vf": 1}

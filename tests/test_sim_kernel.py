@@ -9,14 +9,15 @@ import time
 
 import pytest
 
-from sriov_node.host.core import PCI_DEVICES
+from sriov_node.host import PCI_DEVICES
+from sriov_node.host.observe import observe
 from sriov_node.sim.kernel import SimKernel
 
 PF0 = "0000:20:00.0"
 
 
 def write_numvfs(host, value: str, pf: str = PF0):
-    host.write(PCI_DEVICES, (pf, "sriov_numvfs"), value)
+    host.sysfs.write(PCI_DEVICES, (pf, "sriov_numvfs"), value)
 
 
 def errno_of(fn, *args) -> int:
@@ -29,14 +30,14 @@ def errno_of(fn, *args) -> int:
 def test_numvfs_parse_errors_are_einval(make_host, text):
     host = make_host()
     assert errno_of(write_numvfs, host, text) == errno.EINVAL
-    assert host.num_vfs(PF0) == 0
+    assert host.sysfs.num_vfs(PF0) == 0
 
 
 @pytest.mark.parametrize("text,count", [("010", 8), ("0x4\n", 4), ("+3", 3), ("2\0junk", 2)])
 def test_numvfs_base0_parsing(make_host, text, count):
     host = make_host()
     write_numvfs(host, text)
-    assert host.num_vfs(PF0) == count
+    assert host.sysfs.num_vfs(PF0) == count
 
 
 def test_numvfs_above_total_is_erange(make_host):
@@ -49,33 +50,33 @@ def test_resize_without_zero_is_ebusy_and_equal_is_noop(make_host):
     write_numvfs(host, "4\n")
     assert errno_of(write_numvfs, host, "2\n") == errno.EBUSY
     write_numvfs(host, "4\n")  # same value: success, nothing changes
-    assert host.num_vfs(PF0) == 4
+    assert host.sysfs.num_vfs(PF0) == 4
 
 
 def test_vfs_and_links_exist_when_the_write_returns(make_host):
     host = make_host()
     write_numvfs(host, "3\n")
     for i in range(3):
-        vf = host.vf_address(PF0, i)
+        vf = host.sysfs.vf_address(PF0, i)
         assert vf is not None
         link = os.readlink(host.path(PCI_DEVICES, PF0, f"virtfn{i}"))
         assert link == f"../{vf}"
         assert os.readlink(host.path(PCI_DEVICES, vf, "physfn")) == f"../{PF0}"
-        assert host.device_driver(vf) == "iavf"  # autoprobe on: the default VF driver binds
-    assert [host.vf_address(PF0, i) for i in range(3)] == ["0000:20:02.0", "0000:20:02.1", "0000:20:02.2"]
+        assert host.sysfs.device_driver(vf) == "iavf"  # autoprobe on: the default VF driver binds
+    assert [host.sysfs.vf_address(PF0, i) for i in range(3)] == ["0000:20:02.0", "0000:20:02.1", "0000:20:02.2"]
 
 
 def test_disable_removes_vfs(make_host):
     host = make_host()
     write_numvfs(host, "2\n")
-    vf0 = host.vf_address(PF0, 0)
+    vf0 = host.sysfs.vf_address(PF0, 0)
     write_numvfs(host, "0\n")
-    assert host.vf_address(PF0, 0) is None and not host.device_exists(vf0)
+    assert host.sysfs.vf_address(PF0, 0) is None and not host.sysfs.device_exists(vf0)
 
 
 def test_no_pf_driver_is_enoent_but_equal_value_still_succeeds(make_host):
     host = make_host()
-    host.unbind(PF0, "i40e")
+    host.sysfs.unbind(PF0, "i40e")
     write_numvfs(host, "0\n")  # N == current is checked before the driver
     assert errno_of(write_numvfs, host, "2\n") == errno.ENOENT
 
@@ -87,58 +88,58 @@ def test_missing_mmio_is_enomem(make_host):
 
 def test_bios_off_hides_the_sriov_files(make_host):
     host = make_host(bios_sriov=False)
-    assert not host.exists(PCI_DEVICES, PF0, "sriov_totalvfs")
-    assert host.observe().pfs == ()
+    assert not host.sysfs.exists(PCI_DEVICES, PF0, "sriov_totalvfs")
+    assert observe(host).pfs == ()
 
 
 def test_igb_reduces_totalvfs_and_unbind_restores_it(make_host):
     host = make_host(("i350", 2, None))
     pf = "0000:20:00.0"
-    assert host.read_int(PCI_DEVICES, pf, "sriov_totalvfs") == 7
+    assert host.sysfs.read_int(PCI_DEVICES, pf, "sriov_totalvfs") == 7
     write_numvfs(host, "4\n", pf)
-    assert [host.vf_address(pf, i) for i in range(4)] == ["0000:20:10.0", "0000:20:10.4", "0000:20:11.0", "0000:20:11.4"]
+    assert [host.sysfs.vf_address(pf, i) for i in range(4)] == ["0000:20:10.0", "0000:20:10.4", "0000:20:11.0", "0000:20:11.4"]
     SimKernel(host.root).add_fault("pf_leaves_sriov_enabled", device=pf)
-    host.unbind(pf, "igb")
-    assert host.read_int(PCI_DEVICES, pf, "sriov_totalvfs") == 8
-    assert host.num_vfs(pf) == 4  # "driver left SR-IOV enabled after remove"
+    host.sysfs.unbind(pf, "igb")
+    assert host.sysfs.read_int(PCI_DEVICES, pf, "sriov_totalvfs") == 8
+    assert host.sysfs.num_vfs(pf) == 4  # "driver left SR-IOV enabled after remove"
 
 
 def test_pf_driver_remove_disables_sriov_first(make_host):
     host = make_host()
     write_numvfs(host, "2\n")
-    vf = host.vf_address(PF0, 0)
-    host.unbind(PF0, "i40e")
-    assert host.num_vfs(PF0) == 0 and not host.device_exists(vf)
+    vf = host.sysfs.vf_address(PF0, 0)
+    host.sysfs.unbind(PF0, "i40e")
+    assert host.sysfs.num_vfs(PF0) == 0 and not host.sysfs.device_exists(vf)
 
 
 def test_override_to_a_driver_that_does_not_know_the_device_fails_its_probe(make_host):
     host = make_host()
     write_numvfs(host, "1\n")
-    vf = host.vf_address(PF0, 0)
-    host.unbind(vf, "iavf")
-    host.set_driver_override(vf, "igb")
-    host.drivers_probe(vf)
-    assert host.device_driver(vf) is None
-    assert errno_of(host.write, "sys/bus/pci/drivers", ("igb", "bind"), f"{vf}\n") == errno.ENODEV
-    assert errno_of(host.write, "sys/bus/pci/drivers", ("nosuch", "bind"), f"{vf}\n") == errno.ENOENT
+    vf = host.sysfs.vf_address(PF0, 0)
+    host.sysfs.unbind(vf, "iavf")
+    host.sysfs.set_driver_override(vf, "igb")
+    host.sysfs.drivers_probe(vf)
+    assert host.sysfs.device_driver(vf) is None
+    assert errno_of(host.sysfs.write, "sys/bus/pci/drivers", ("igb", "bind"), f"{vf}\n") == errno.ENODEV
+    assert errno_of(host.sysfs.write, "sys/bus/pci/drivers", ("nosuch", "bind"), f"{vf}\n") == errno.ENOENT
 
 
 def test_bus_autoprobe_off_leaves_new_vfs_unprobed(make_host):
     host = make_host()
-    host.write("sys/bus/pci", ("drivers_autoprobe",), "0")
+    host.sysfs.write("sys/bus/pci", ("drivers_autoprobe",), "0")
     write_numvfs(host, "1\n")
-    assert host.device_driver(host.vf_address(PF0, 0)) is None
+    assert host.sysfs.device_driver(host.sysfs.vf_address(PF0, 0)) is None
 
 
 def held_vfio_vf(make_host, pid: int):
     """A host whose VF 0 of PF0 is bound to vfio-pci and held open by `pid`."""
     host = make_host(vfio_loaded=True)
     sim = SimKernel(host.root)
-    host.set_autoprobe(PF0, False)
+    host.sysfs.set_autoprobe(PF0, False)
     write_numvfs(host, "1\n")
-    vf = host.vf_address(PF0, 0)
-    host.set_driver_override(vf, "vfio-pci")
-    host.drivers_probe(vf)
+    vf = host.sysfs.vf_address(PF0, 0)
+    host.sysfs.set_driver_override(vf, "vfio-pci")
+    host.sysfs.drivers_probe(vf)
     sim.hold_vf(vf, pid)
     return host, sim, vf
 
@@ -147,67 +148,67 @@ def test_unbinding_a_held_vfio_vf_blocks_until_released(make_host):
     host, sim, vf = held_vfio_vf(make_host, 99)
     threading.Timer(0.3, sim.release, args=(99,)).start()
     start = time.monotonic()
-    host.unbind(vf, "vfio-pci")
-    assert time.monotonic() - start >= 0.25 and host.device_driver(vf) is None
+    host.sysfs.unbind(vf, "vfio-pci")
+    assert time.monotonic() - start >= 0.25 and host.sysfs.device_driver(vf) is None
 
 
 
 
 def test_autoprobe_off_leaves_vfs_unbound_until_override(make_host):
     host = make_host(vfio_loaded=True)
-    host.set_autoprobe(PF0, False)
+    host.sysfs.set_autoprobe(PF0, False)
     write_numvfs(host, "2\n")
-    vf = host.vf_address(PF0, 0)
-    assert host.device_driver(vf) is None
-    assert errno_of(host.write, "sys/bus/pci/drivers", ("iavf", "bind"), f"{vf}\n") == errno.ENODEV
-    host.drivers_probe(vf)  # no override, autoprobe off: success, still unbound
-    assert host.device_driver(vf) is None
-    host.set_driver_override(vf, "vfio-pci")
-    host.drivers_probe(vf)
-    assert host.device_driver(vf) == "vfio-pci"
-    group = host.link_name(PCI_DEVICES, vf, "iommu_group")
+    vf = host.sysfs.vf_address(PF0, 0)
+    assert host.sysfs.device_driver(vf) is None
+    assert errno_of(host.sysfs.write, "sys/bus/pci/drivers", ("iavf", "bind"), f"{vf}\n") == errno.ENODEV
+    host.sysfs.drivers_probe(vf)  # no override, autoprobe off: success, still unbound
+    assert host.sysfs.device_driver(vf) is None
+    host.sysfs.set_driver_override(vf, "vfio-pci")
+    host.sysfs.drivers_probe(vf)
+    assert host.sysfs.device_driver(vf) == "vfio-pci"
+    group = host.sysfs.link_name(PCI_DEVICES, vf, "iommu_group")
     assert os.path.exists(os.path.join(host.root, "dev/vfio", group))
 
 
 def test_driver_override_read_and_clear(make_host):
     host = make_host()
     write_numvfs(host, "1\n")
-    vf = host.vf_address(PF0, 0)
-    assert host.read(PCI_DEVICES, vf, "driver_override") == "(null)"
-    host.write(PCI_DEVICES, (vf, "driver_override"), "vfio-pci\nrest")
-    assert host.driver_override(vf) == "vfio-pci"
-    host.write(PCI_DEVICES, (vf, "driver_override"), "")  # zero-length write: no-op
-    assert host.driver_override(vf) == "vfio-pci"
-    host.set_driver_override(vf, None)  # "\n" clears
-    assert host.read(PCI_DEVICES, vf, "driver_override") == "(null)"
-    assert errno_of(host.write, PCI_DEVICES, (vf, "driver_override"), "x" * 4095) == errno.EINVAL
+    vf = host.sysfs.vf_address(PF0, 0)
+    assert host.sysfs.read(PCI_DEVICES, vf, "driver_override") == "(null)"
+    host.sysfs.write(PCI_DEVICES, (vf, "driver_override"), "vfio-pci\nrest")
+    assert host.sysfs.driver_override(vf) == "vfio-pci"
+    host.sysfs.write(PCI_DEVICES, (vf, "driver_override"), "")  # zero-length write: no-op
+    assert host.sysfs.driver_override(vf) == "vfio-pci"
+    host.sysfs.set_driver_override(vf, None)  # "\n" clears
+    assert host.sysfs.read(PCI_DEVICES, vf, "driver_override") == "(null)"
+    assert errno_of(host.sysfs.write, PCI_DEVICES, (vf, "driver_override"), "x" * 4095) == errno.EINVAL
 
 
 def test_bind_and_unbind_errors(make_host):
     host = make_host()
     write_numvfs(host, "1\n")
-    vf = host.vf_address(PF0, 0)
-    assert errno_of(host.write, "sys/bus/pci/drivers", ("iavf", "bind"), f"{vf}\n") == errno.EBUSY
-    assert errno_of(host.unbind, vf, "i40e") == errno.ENODEV
-    host.unbind(vf, "iavf")
-    assert errno_of(host.unbind, vf, "iavf") == errno.ENODEV
-    assert errno_of(host.write, "sys/bus/pci/drivers", ("iavf", "bind"), "20:02.0\n") == errno.ENODEV
+    vf = host.sysfs.vf_address(PF0, 0)
+    assert errno_of(host.sysfs.write, "sys/bus/pci/drivers", ("iavf", "bind"), f"{vf}\n") == errno.EBUSY
+    assert errno_of(host.sysfs.unbind, vf, "i40e") == errno.ENODEV
+    host.sysfs.unbind(vf, "iavf")
+    assert errno_of(host.sysfs.unbind, vf, "iavf") == errno.ENODEV
+    assert errno_of(host.sysfs.write, "sys/bus/pci/drivers", ("iavf", "bind"), "20:02.0\n") == errno.ENODEV
 
 
 def test_vfio_without_iommu_group_fails_probe(make_host):
     host = make_host(iommu=False, vfio_loaded=True)
     write_numvfs(host, "1\n")
-    vf = host.vf_address(PF0, 0)
-    host.unbind(vf, "iavf")
-    host.set_driver_override(vf, "vfio-pci")
-    host.drivers_probe(vf)  # probe failure is swallowed by drivers_probe
-    assert host.device_driver(vf) is None
-    assert errno_of(host.write, "sys/bus/pci/drivers", ("vfio-pci", "bind"), f"{vf}\n") == errno.EINVAL
+    vf = host.sysfs.vf_address(PF0, 0)
+    host.sysfs.unbind(vf, "iavf")
+    host.sysfs.set_driver_override(vf, "vfio-pci")
+    host.sysfs.drivers_probe(vf)  # probe failure is swallowed by drivers_probe
+    assert host.sysfs.device_driver(vf) is None
+    assert errno_of(host.sysfs.write, "sys/bus/pci/drivers", ("vfio-pci", "bind"), f"{vf}\n") == errno.EINVAL
 
 
 def test_read_only_attribute_is_eacces(make_host):
     host = make_host()
-    assert errno_of(host.write, PCI_DEVICES, (PF0, "sriov_totalvfs"), "8\n") == errno.EACCES
+    assert errno_of(host.sysfs.write, PCI_DEVICES, (PF0, "sriov_totalvfs"), "8\n") == errno.EACCES
 
 
 def test_injected_errno_on_nth_write(make_host):
@@ -230,7 +231,7 @@ def test_disable_blocks_while_a_vfio_group_is_held(make_host):
     threading.Thread(target=release_later).start()
     write_numvfs(host, "0\n")  # blocks like vfio-pci's remove until the holder lets go
     assert released and time.monotonic() >= released[0]
-    assert host.num_vfs(PF0) == 0
+    assert host.sysfs.num_vfs(PF0) == 0
 
 
 def test_write_log_records_results(make_host):

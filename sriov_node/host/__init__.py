@@ -1,5 +1,75 @@
-"""The only door to the kernel: reads and primitive writes, all under one root prefix."""
+"""The only door to the kernel: small capabilities (sysfs, links, devlink, modules) under one root.
 
-from sriov_node.host.core import SIM_MARKER, Host
+`open_host(root)` chooses, once, what stands behind them: the live kernel (root '/'), the
+simulated kernel (a root made by `sriov-node sim create`), or a captured tree (read-only).
+"""
 
-__all__ = ["Host", "SIM_MARKER"]
+from __future__ import annotations
+
+import os
+
+from sriov_node.host.devlink import Devlink
+from sriov_node.host.links import Links
+from sriov_node.host.modules import Modules
+from sriov_node.host.paths import CLASS_NET, PCI_DEVICES, PCI_DRIVERS, Root
+from sriov_node.host.sysfs import Sysfs, WriteCount
+
+# A file at the top of a root made by `sriov-node sim create`: writes go through the kernel model.
+SIM_MARKER = ".sriov-node-sim.json"
+
+__all__ = ["Host", "open_host", "SIM_MARKER", "PCI_DEVICES", "PCI_DRIVERS", "CLASS_NET"]
+
+
+class Host:
+    """One machine's kernel as four capabilities that share a root and a write counter."""
+
+    def __init__(self, root: Root, kind: str, sysfs: Sysfs, links: Links, devlink: Devlink, modules: Modules):
+        self.root_prefix = root
+        self.kind = kind  # "live" | "sim" | "capture"
+        self.sysfs = sysfs
+        self.links = links
+        self.devlink = devlink
+        self.modules = modules
+
+    @property
+    def root(self) -> str:
+        return self.root_prefix.root
+
+    @property
+    def is_sim(self) -> bool:
+        return self.kind == "sim"
+
+    @property
+    def is_real_root(self) -> bool:
+        return self.kind == "live"
+
+    @property
+    def writes(self) -> int:
+        """Writes (sysfs stores, module loads, netlink and devlink sets) since this host was opened."""
+        return self.sysfs.counter.count
+
+    def path(self, base: str, *parts: str) -> str:
+        return self.root_prefix.path(base, *parts)
+
+    def check_writable(self) -> None:
+        self.sysfs.check_writable()
+
+
+def open_host(root: str = "/") -> Host:
+    """The live kernel for '/', the simulated kernel for a `sim create` tree, else a read-only capture."""
+    prefix = Root(root)
+    counter = WriteCount()
+    if os.path.isfile(os.path.join(prefix.root, SIM_MARKER)):
+        from sriov_node.sim.host import sim_capabilities  # only simulated roots load the model
+
+        return Host(prefix, "sim", *sim_capabilities(prefix, counter))
+    if prefix.is_real:
+        from sriov_node.host.devlink import NetlinkDevlink
+        from sriov_node.host.links import NetlinkLinks
+        from sriov_node.host.modules import Modprobe
+
+        return Host(prefix, "live", Sysfs(prefix, counter), NetlinkLinks(counter), NetlinkDevlink(counter),
+                    Modprobe(prefix, counter))
+    from sriov_node.host.sysfs import CapturedSysfs
+
+    return Host(prefix, "capture", CapturedSysfs(prefix, counter), Links(counter), Devlink(counter), Modules(prefix, counter))

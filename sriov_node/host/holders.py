@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence
 
-from sriov_node.host.core import PCI_DEVICES, Host
-from sriov_node.model import VfState
+from sriov_node.host import Host
+from sriov_node.host.paths import PCI_DEVICES
+from sriov_node.model import VfState, is_override_only
 
 
 def _vfio_nodes(host: Host, vf: VfState) -> List[str]:
@@ -14,32 +15,32 @@ def _vfio_nodes(host: Host, vf: VfState) -> List[str]:
     if vf.iommu_group:
         nodes += [f"/dev/vfio/{vf.iommu_group}", f"/dev/vfio/noiommu-{vf.iommu_group}"]
     # iommufd cdev: <VF>/vfio-dev/vfioN -> /dev/vfio/devices/vfioN
-    for name in host.listdir(PCI_DEVICES, vf.pci, "vfio-dev"):
+    for name in host.sysfs.listdir(PCI_DEVICES, vf.pci, "vfio-dev"):
         nodes.append(f"/dev/vfio/devices/{name}")
     return nodes
 
 
-def vf_holders(host: Host, vfs: Tuple[VfState, ...]) -> List[str]:
-    """One sentence per VF in use. Writing sriov_numvfs=0 would block on (or yank) each of them."""
+def vf_holders(host: Host, vfs: Sequence[VfState]) -> List[str]:
+    """One sentence per VF in use. Disabling or unbinding would block on (or yank) each of them."""
     found: List[str] = []
     watched: Dict[str, VfState] = {}
     for vf in vfs:
-        if vf.driver in ("vfio-pci",) or host.isdir(PCI_DEVICES, vf.pci, "vfio-dev"):
+        if is_override_only(vf.driver) or host.sysfs.isdir(PCI_DEVICES, vf.pci, "vfio-dev"):
             for node in _vfio_nodes(host, vf):
                 watched[node] = vf
         if vf.netdev_elsewhere:
             found.append(f"VF {vf.index} ({vf.pci}): its netdev is not in the host network namespace (moved into a pod or container)")
     if watched:
-        for pid in host.listdir("proc"):
+        for pid in host.sysfs.listdir("proc"):
             if not pid.isdigit():
                 continue
-            for fd in host.listdir("proc", pid, "fd"):
+            for fd in host.sysfs.listdir("proc", pid, "fd"):
                 try:
                     target = os.readlink(host.path("proc", pid, "fd", fd))
                 except (OSError, ValueError):
                     continue
                 vf = watched.get(target)
                 if vf is not None:
-                    comm = host.read("proc", pid, "comm") or "?"
+                    comm = host.sysfs.read("proc", pid, "comm") or "?"
                     found.append(f"VF {vf.index} ({vf.pci}): {target} is open by pid {pid} ({comm})")
     return found

@@ -1,18 +1,19 @@
-"""A read-only snapshot of the kernel's SR-IOV state (works on live roots and on captured trees)."""
+"""A read-only snapshot of the kernel's SR-IOV state (live roots, simulated hosts and captured trees)."""
 
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Tuple
 
-from sriov_node.host.core import PCI_DEVICES, PCI_DRIVERS, Host
+from sriov_node.host import Host
+from sriov_node.host.paths import CLASS_NET, PCI_DEVICES, PCI_DRIVERS
 from sriov_node.model import HostState, PfState, VfState
 
 _VIRTFN_RE = re.compile(r"^virtfn(\d+)$")
 
 
 def _pci_id(host: Host, pci: str, attr: str) -> Optional[str]:
-    value = host.read(PCI_DEVICES, pci, attr)
+    value = host.sysfs.read(PCI_DEVICES, pci, attr)
     if not value:
         return None
     value = value.strip().lower()
@@ -21,89 +22,123 @@ def _pci_id(host: Host, pci: str, attr: str) -> Optional[str]:
 
 def _netdevs(host: Host, pci: str) -> Tuple[Tuple[str, ...], bool]:
     """(netdev names visible here, net/ exists but is empty)."""
-    if not host.isdir(PCI_DEVICES, pci, "net"):
-        return (), False
-    names = tuple(sorted(host.listdir(PCI_DEVICES, pci, "net")))
-    return names, not names
+    names = host.sysfs.listdir(PCI_DEVICES, pci, "net")
+    if names:
+        return tuple(sorted(names)), False
+    return (), host.sysfs.isdir(PCI_DEVICES, pci, "net")
 
 
 def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
-    """The MAC when sysfs says it is the permanent one (addr_assign_type 0 or unknown)."""
-    assign = host.read("sys/class/net", ifname, "addr_assign_type")
-    if assign not in (None, "0"):
-        return None
-    mac = host.read("sys/class/net", ifname, "address")
-    return mac.lower() if mac else None
+    """The MAC when sysfs says it is the permanent one (addr_assign_type 0 or absent), else netlink's."""
+    assign = host.sysfs.read(CLASS_NET, ifname, "addr_assign_type")
+    if assign in (None, "0"):
+        mac = host.sysfs.read(CLASS_NET, ifname, "address")
+        if mac:
+            return mac.lower()
+    # A random or set address: only the live kernel's IFLA_PERM_ADDRESS knows the permanent one.
+    return host.links.permanent_mac(ifname)
 
 
 def observe_vf(host: Host, index: int, pci: str) -> VfState:
     netdevs, elsewhere = _netdevs(host, pci)
+    driver = host.sysfs.device_driver(pci)
     return VfState(
         index=index,
         pci=pci,
-        driver=host.device_driver(pci),
-        driver_override=host.driver_override(pci),
+        driver=driver,
+        driver_override=host.sysfs.driver_override(pci),
         netdevs=netdevs,
-        netdev_elsewhere=elsewhere and host.device_driver(pci) is not None,
-        iommu_group=host.iommu_group(pci),
+        netdev_elsewhere=elsewhere and driver is not None,
+        iommu_group=host.sysfs.iommu_group(pci),
     )
 
 
-def observe_pf(host: Host, pci: str, *, netlink_macs: bool = False) -> PfState:
-    vfs: List[VfState] = []
-    for entry in host.listdir(PCI_DEVICES, pci):
+def _vf_links(host: Host, pci: str) -> List[Tuple[int, str]]:
+    found = []
+    for entry in host.sysfs.listdir(PCI_DEVICES, pci):
         m = _VIRTFN_RE.match(entry)
-        if not m:
-            continue
-        vf_pci = host.vf_address(pci, int(m.group(1)))
-        if vf_pci:
-            vfs.append(observe_vf(host, int(m.group(1)), vf_pci))
-    vfs.sort(key=lambda v: v.index)
-    netdevs, _ = _netdevs(host, pci)
-    mac = None
-    if netdevs:
-        mac = _permanent_mac(host, netdevs[0])
-        if mac is None and netlink_macs:
-            from sriov_node.host.netlink import permanent_mac
+        if m:
+            vf_pci = host.sysfs.vf_address(pci, int(m.group(1)))
+            if vf_pci:
+                found.append((int(m.group(1)), vf_pci))
+    return sorted(found)
 
-            mac = permanent_mac(netdevs[0])
+
+def default_driver_of(host: Host, vf_pci: str) -> Optional[str]:
+    """The driver the kernel would pick for this device by its IDs (modules.alias), if known."""
+    modalias = host.sysfs.read(PCI_DEVICES, vf_pci, "modalias")
+    return host.modules.default_driver(modalias, _pci_id(host, vf_pci, "vendor"), _pci_id(host, vf_pci, "device"))
+
+
+def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = False) -> PfState:
+    """The PF; its VFs too unless `with_vfs` is False (resolution needs only the PF)."""
+    vfs: Tuple[VfState, ...] = ()
+    default = None
+    if with_vfs:
+        vfs = tuple(observe_vf(host, index, vf_pci) for index, vf_pci in _vf_links(host, pci))
+        unbound = next((vf for vf in vfs if vf.driver is None), None)
+        if unbound is not None:  # only then does anyone ask which driver the kernel would pick
+            default = default_driver_of(host, unbound.pci)
+    netdevs, _ = _netdevs(host, pci)
     return PfState(
         pci=pci,
         vendor=_pci_id(host, pci, "vendor"),
         device=_pci_id(host, pci, "device"),
-        driver=host.device_driver(pci),
+        driver=host.sysfs.device_driver(pci),
         netdevs=netdevs,
-        mac=mac,
-        total_vfs=host.total_vfs(pci),
-        num_vfs=host.num_vfs(pci),
-        autoprobe=host.autoprobe(pci),
+        mac=_permanent_mac(host, netdevs[0]) if macs and netdevs else None,
+        total_vfs=host.sysfs.total_vfs(pci),
+        num_vfs=host.sysfs.num_vfs(pci),
+        autoprobe=host.sysfs.autoprobe(pci),
         vf_device=_pci_id(host, pci, "sriov_vf_device"),
-        vfs=tuple(vfs),
+        vfs=vfs,
+        vfs_observed=with_vfs,
+        vf_default_driver=default,
     )
 
 
-def netdev_owners(host: Host) -> Dict[str, str]:
-    """netdev name -> PCI address of the function that owns it (for error messages)."""
+def _physfn(host: Host, pci: str) -> Optional[str]:
+    try:
+        return host.sysfs.link_name(PCI_DEVICES, pci, "physfn")
+    except ValueError:
+        return None
+
+
+def netdev_owners(host: Host, ifnames: Collection[str]) -> Dict[str, str]:
+    """netdev name -> the device that owns it, for the names asked about (selectors, messages)."""
     owners: Dict[str, str] = {}
-    for ifname in host.listdir("sys/class/net"):
-        pci = host.link_name("sys/class/net", ifname, "device")
-        if pci:
-            owners[ifname] = pci
+    for ifname in ifnames:
+        try:
+            owner = host.sysfs.link_name(CLASS_NET, ifname, "device")
+        except ValueError:
+            owner = None
+        if owner:
+            owners[ifname] = owner
     return owners
 
 
-def observe(host: Host, *, netlink_macs: bool = False) -> HostState:
-    """Every SR-IOV PF (a PCI function with sriov_totalvfs) and its VFs."""
-    devices = sorted(host.listdir(PCI_DEVICES))
-    pfs = [
-        observe_pf(host, pci, netlink_macs=netlink_macs)
-        for pci in devices
-        if host.exists(PCI_DEVICES, pci, "sriov_totalvfs")
-    ]
+def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool = False,
+            ifnames: Collection[str] = (), devices: Collection[str] = ()) -> HostState:
+    """Every SR-IOV PF (a PCI function with sriov_totalvfs); VFs only of the PFs in `vfs_of` (None: all).
+
+    `macs`: read each PF's permanent MAC (only MAC selectors need it); `ifnames`: netdevs whose
+    owning device the caller wants to know, `devices`: PCI functions whose PF (if they are VFs)
+    it wants to know — both for selectors that match no PF.
+    """
+    pci_devices = sorted(host.sysfs.listdir(PCI_DEVICES))
+    pfs = tuple(
+        observe_pf(host, pci, with_vfs=vfs_of is None or pci in vfs_of, macs=macs)
+        for pci in pci_devices
+        if host.sysfs.exists(PCI_DEVICES, pci, "sriov_totalvfs")
+    )
+    owners = netdev_owners(host, ifnames)
+    asked = set(devices) | set(owners.values())
+    physfn = {pci: pf for pci in asked for pf in [_physfn(host, pci)] if pf}
     return HostState(
-        pfs=tuple(pfs),
-        pci_devices=frozenset(devices),
-        netdev_owners=netdev_owners(host),
-        pci_drivers=frozenset(host.listdir(PCI_DRIVERS)),
-        iommu_groups=bool(host.listdir("sys/kernel/iommu_groups")),
+        pfs=pfs,
+        pci_devices=frozenset(pci_devices),
+        netdev_owners=owners,
+        physfn=physfn,
+        pci_drivers=frozenset(host.sysfs.listdir(PCI_DRIVERS)),
+        iommu_groups=bool(host.sysfs.listdir("sys/kernel/iommu_groups")),
     )

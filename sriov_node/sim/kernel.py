@@ -6,6 +6,7 @@ file holds only what the tree cannot show: hardware limits, driver ID tables, fa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -13,11 +14,12 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 MARKER = ".sriov-node-sim.json"
 LOG = ".sriov-node-sim.log"
 LOCK = ".sriov-node-sim.lock"
+JOURNAL = ".sriov-node-sim.journal"
 
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 PAGE_SIZE = 4096
@@ -77,6 +79,9 @@ class SimKernel:
         self.model_path = os.path.join(self.root, MARKER)
         self._model: Dict[str, Any] = {}
         self._stamp: Optional[Tuple[int, int]] = None
+        self._journal: Optional[int] = None  # the undo log's fd while a write is under way
+        self._created: Set[str] = set()
+        self._stashed = 0
 
     # ------------------------------------------------------------ model + tree io
 
@@ -90,6 +95,7 @@ class SimKernel:
         return self._model
 
     def _save(self) -> None:
+        self._remember(MARKER)
         tmp = self.model_path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(self._model, fh, indent=1, sort_keys=True)
@@ -100,9 +106,19 @@ class SimKernel:
     def _p(self, rel: str) -> str:
         return os.path.join(self.root, rel)
 
+    def _makedirs(self, rel_dir: str) -> None:
+        if os.path.isdir(self._p(rel_dir)):
+            return
+        top = rel_dir  # remember the highest directory this call creates: undo removes it whole
+        while os.path.dirname(top) and not os.path.isdir(self._p(os.path.dirname(top))):
+            top = os.path.dirname(top)
+        self._remember(top)
+        os.makedirs(self._p(rel_dir), exist_ok=True)
+
     def _put(self, rel: str, text: str, mode: int = 0o644) -> None:
+        self._makedirs(os.path.dirname(rel))
+        self._remember(rel)
         path = self._p(rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as fh:
             fh.write(text)
         os.chmod(path, mode)
@@ -116,19 +132,150 @@ class SimKernel:
 
     def _link(self, rel_link: str, rel_target: str) -> None:
         link = self._p(rel_link)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
+        self._link_abs(rel_link, os.path.relpath(self._p(rel_target), os.path.dirname(link)))
+
+    def _link_abs(self, rel_link: str, target: str) -> None:
+        self._makedirs(os.path.dirname(rel_link))
+        self._remember(rel_link)
+        link = self._p(rel_link)
         if os.path.lexists(link):
             os.unlink(link)
-        os.symlink(os.path.relpath(self._p(rel_target), os.path.dirname(link)), link)
+        os.symlink(target, link)
 
     def _unlink(self, rel: str) -> None:
-        try:
-            os.unlink(self._p(rel))
-        except FileNotFoundError:
-            pass
+        if os.path.lexists(self._p(rel)):
+            self._remember(rel)
+            try:
+                os.unlink(self._p(rel))
+            except FileNotFoundError:
+                pass
 
     def _rmtree(self, rel: str) -> None:
-        shutil.rmtree(self._p(rel), ignore_errors=True)
+        path = self._p(rel)
+        if not os.path.lexists(path):
+            return
+        if self._journal is None or self._covered(rel):
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        # Undoable: the tree moves aside into the journal, and back if the writer dies.
+        self._stashed += 1
+        stash = os.path.join(self._journal_dir, "stash", str(self._stashed))
+        self._record({"op": "stash", "path": rel, "stash": str(self._stashed)})
+        os.rename(path, stash)
+
+    # ------------------------------------------------------------ atomic writes (undo journal)
+    #
+    # A real kernel finishes a sysfs store even when the writing process is killed: nobody ever
+    # sees half of one. Here one write touches many files, so each mutation first records how to
+    # undo it; a writer that dies mid-write leaves the journal, and the next user of the model
+    # rolls the tree back to the state before that write.
+
+    @property
+    def _journal_dir(self) -> str:
+        return self._p(JOURNAL)
+
+    def _begin(self) -> None:
+        os.makedirs(os.path.join(self._journal_dir, "stash"), exist_ok=True)
+        self._journal = os.open(os.path.join(self._journal_dir, "undo"),
+                                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        self._created = set()
+        self._stashed = 0
+
+    def _commit(self) -> None:
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
+        shutil.rmtree(self._journal_dir, ignore_errors=True)
+
+    def _record(self, entry: Dict[str, Any]) -> None:
+        os.write(self._journal, (json.dumps(entry) + "\n").encode())
+
+    def _covered(self, rel: str) -> bool:
+        """True when `rel` lies inside something this write created (undo removes it whole)."""
+        while rel:
+            if rel in self._created:
+                return True
+            rel = os.path.dirname(rel)
+        return False
+
+    def _remember(self, rel: str) -> None:
+        """Record how to restore `rel` as it is now (content, link target, or absence)."""
+        if self._journal is None or self._covered(rel):
+            return
+        path = self._p(rel)
+        if os.path.islink(path):
+            self._record({"op": "link", "path": rel, "target": os.readlink(path)})
+        elif os.path.isfile(path):
+            with open(path, "rb") as fh:
+                data = fh.read()
+            self._record({"op": "file", "path": rel, "data": data.decode("latin-1"),
+                          "mode": os.stat(path).st_mode & 0o7777})
+        elif not os.path.lexists(path):
+            self._record({"op": "absent", "path": rel})
+            self._created.add(rel)
+
+    def recover(self) -> bool:
+        """Roll back a write whose writer died; True if there was one. Cheap when there is none."""
+        if not os.path.isdir(self._journal_dir):
+            return False
+        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # a live writer holds it: wait for its commit
+            return self._recover_locked()
+        finally:
+            os.close(lock_fd)
+
+    def _recover_locked(self) -> bool:
+        undo_path = os.path.join(self._journal_dir, "undo")
+        if not os.path.isdir(self._journal_dir):
+            return False
+        try:
+            with open(undo_path) as fh:
+                entries = [json.loads(line) for line in fh if line.endswith("\n")]
+        except (OSError, ValueError):
+            entries = []
+        done_path = os.path.join(self._journal_dir, "undone")
+        try:
+            with open(done_path) as fh:
+                done = int(fh.read() or 0)
+        except (OSError, ValueError):
+            done = 0
+        for n, entry in enumerate(reversed(entries)):
+            if n < done:
+                continue  # undone by a recovery that was itself interrupted
+            self._undo(entry)
+            with open(done_path, "w") as fh:
+                fh.write(str(n + 1))
+        shutil.rmtree(self._journal_dir, ignore_errors=True)
+        self._stamp = None
+        self._log("recover", b"", f"rolled back {len(entries)} change(s) of a killed write")
+        return True
+
+    def _undo(self, entry: Dict[str, Any]) -> None:
+        path = self._p(entry["path"])
+        if entry["op"] == "stash":
+            stash = os.path.join(self._journal_dir, "stash", entry["stash"])
+            if os.path.lexists(stash):
+                self._remove_any(path)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.rename(stash, path)
+            return
+        self._remove_any(path)
+        if entry["op"] == "link":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(entry["target"], path)
+        elif entry["op"] == "file":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(entry["data"].encode("latin-1"))
+            os.chmod(path, entry["mode"])
+
+    @staticmethod
+    def _remove_any(path: str) -> None:
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _log(self, rel: str, data: bytes, result: str) -> None:
         with open(self._p(LOG), "a") as fh:
@@ -204,16 +351,27 @@ class SimKernel:
 
     def write(self, rel: str, data: bytes) -> None:
         """One write(2) to `rel` (relative to the root); raises OSError like the kernel."""
-        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            self._load()
+        with self._transaction():
             try:
                 self._dispatch(rel, data[: PAGE_SIZE])
             except OSError as exc:
                 self._log(rel, data, errno.errorcode.get(exc.errno, str(exc.errno)))
                 raise
             self._log(rel, data, "ok")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """The model's lock, a recovery of any killed writer, and an undo journal for this change."""
+        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self._recover_locked()
+            self._load()
+            self._begin()
+            try:
+                yield  # a kernel error is a finished write too: only a dead writer leaves the journal
+            finally:
+                self._commit()
         finally:
             os.close(lock_fd)
 
@@ -548,18 +706,27 @@ class SimKernel:
     # ------------------------------------------------------------ modules
 
     def load_module(self, name: str) -> None:
-        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            model = self._load()
+        with self._transaction():
+            model = self._model
             spec = model["drivers"].get(name) or model["drivers"].get(name.replace("_", "-"))
             if spec is None:
                 self._log("modprobe", name.encode(), "ENOENT")
                 raise _err(errno.ENOENT, f"modprobe: FATAL: Module {name} not found")
             self.register_driver(name if name in model["drivers"] else name.replace("_", "-"))
             self._log("modprobe", name.encode(), "ok")
-        finally:
-            os.close(lock_fd)
+
+    def default_driver(self, pci_id: str) -> Optional[str]:
+        """The driver whose ID table names `pci_id` (vendor:device), loaded or not."""
+        for drv, spec in sorted(self._load()["drivers"].items()):
+            if pci_id in spec.get("ids", []):
+                return drv
+        return None
+
+    def permanent_mac(self, ifname: str) -> Optional[str]:
+        for hw in self._load().get("devices", {}).values():
+            if hw.get("ifname") == ifname:
+                return hw.get("mac")
+        return None
 
     def register_driver(self, drv: str) -> None:
         """Driver registration: create its sysfs directory, then attach matching unbound devices."""
@@ -586,13 +753,6 @@ class SimKernel:
 
     def release(self, pid: int) -> None:
         self._rmtree(f"proc/{pid}")
-
-    def _link_abs(self, rel_link: str, target: str) -> None:
-        link = self._p(rel_link)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(target, link)
 
     def move_netdev_out(self, vf: str) -> None:
         """Move the VF's netdev into another network namespace: net/ stays, empty."""

@@ -1,71 +1,53 @@
-"""Host: path resolution under a root, sysfs reads, and the primitive writes."""
+"""The sysfs capability: reads of the PCI tree and the primitive single-write(2) stores."""
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import ReadOnlyRoot
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sriov_node.model import HostState, VfState
-
-PCI_DEVICES = "sys/bus/pci/devices"
-PCI_DRIVERS = "sys/bus/pci/drivers"
-# A file at the top of a root made by `sriov-node sim create`: writes go through the kernel model.
-SIM_MARKER = ".sriov-node-sim.json"
+from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS, Root, check_part
 
 
-def _check_part(part: str) -> str:
-    if not part or part in (".", "..") or "/" in part or "\0" in part:
-        raise ValueError(f"refusing path component {part!r}")
-    return part
+class WriteCount:
+    """How many writes the host received; a run reads it before and after (never a growing list)."""
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
-class Host:
-    """A view of one machine's kernel, rooted at `root` ('/' for the real one).
+class Sysfs:
+    """sysfs (and /proc) under a root. Reads never cache across calls: every question goes to the files.
 
-    Reads never cache across calls: every question goes to the files.
-    Writes are single write(2) calls, logged in `self.writes`.
+    Writes are single write(2) calls; the kernel's errno comes back as OSError.
     """
 
-    def __init__(self, root: str = "/"):
-        self.root = os.path.abspath(root)
-        self.writes: List[Tuple[str, str]] = []
-        self._sim = None
-        if os.path.isfile(os.path.join(self.root, SIM_MARKER)):
-            from sriov_node.sim.kernel import SimKernel  # only simulated roots load the model
+    writable = True
+    # How long a probe may take to show its `driver` link (drivers such as nvme probe asynchronously)
+    probe_grace = 1.0
 
-            self._sim = SimKernel(self.root)
-
-    # ------------------------------------------------------------------ paths
-
-    @property
-    def is_sim(self) -> bool:
-        return self._sim is not None
-
-    @property
-    def is_real_root(self) -> bool:
-        return self.root == "/"
-
-    @property
-    def writable(self) -> bool:
-        return self.is_sim or self.is_real_root
+    def __init__(self, root: Root, counter: Optional[WriteCount] = None):
+        self.root = root
+        self.counter = counter or WriteCount()
 
     def path(self, base: str, *parts: str) -> str:
-        """`base` is a trusted constant ('sys/bus/pci/devices'); each part is one checked name."""
-        return os.path.join(self.root, base, *(_check_part(p) for p in parts))
+        return self.root.path(base, *parts)
 
-    # ------------------------------------------------------------------ reads
+    # ------------------------------------------------------------------ generic reads
 
     def read(self, base: str, *parts: str) -> Optional[str]:
         """File contents without the trailing newline; None if absent or unreadable."""
         try:
             with open(self.path(base, *parts), "r", errors="replace") as fh:
                 return fh.read().rstrip("\n")
+        except (OSError, ValueError):
+            return None
+
+    def read_bytes(self, base: str, *parts: str, limit: int = 4096) -> Optional[bytes]:
+        try:
+            with open(self.path(base, *parts), "rb") as fh:
+                return fh.read(limit)
         except (OSError, ValueError):
             return None
 
@@ -105,15 +87,15 @@ class Host:
         except ValueError:
             return False
 
-    # -- device questions the executor asks after each write
-
-    def device_exists(self, pci: str) -> bool:
-        return self.exists(PCI_DEVICES, pci)
-
     def uevent(self, base: str, *parts: str) -> Dict[str, str]:
         """KEY=value lines of a sysfs `uevent` file (DRIVER, PCI_SLOT_NAME, PCI_ID, ...)."""
         text = self.read(base, *parts, "uevent") or ""
         return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    # ------------------------------------------------------------------ PCI questions
+
+    def device_exists(self, pci: str) -> bool:
+        return self.exists(PCI_DEVICES, pci)
 
     def device_driver(self, pci: str) -> Optional[str]:
         name = self.link_name(PCI_DEVICES, pci, "driver")
@@ -151,37 +133,22 @@ class Host:
     def has_pci_driver(self, name: str) -> bool:
         return self.isdir(PCI_DRIVERS, name)
 
-    def observe(self, *, netlink_macs: bool = False) -> "HostState":
-        from sriov_node.host.observe import observe
-
-        return observe(self, netlink_macs=netlink_macs)
-
-    def vf_holders(self, vfs: "Tuple[VfState, ...]") -> List[str]:
-        from sriov_node.host.holders import vf_holders
-
-        return vf_holders(self, vfs)
-
     # ------------------------------------------------------------------ writes
 
     def check_writable(self) -> None:
-        """Raise ReadOnlyRoot unless this root is the real one or a simulated host."""
-        if not self.writable:
-            raise ReadOnlyRoot(
-                f"{self.root} is a captured tree, not a live kernel or a simulated host; "
-                "writes are refused (use --dry-run, or `sriov-node sim create` for a writable one)"
-            )
+        """Raise ReadOnlyRoot unless writes can reach a kernel (live or simulated)."""
 
     def write(self, base: str, parts: Tuple[str, ...], value: str) -> None:
         """One write(2) of `value` to a sysfs attribute. Raises OSError with the kernel's errno."""
-        rel = os.path.join(base, *(_check_part(p) for p in parts))
+        rel = os.path.join(base, *(check_part(p) for p in parts))
         self.check_writable()
-        self.writes.append((rel, value))
-        if self._sim is not None:
-            self._sim.write(rel, value.encode())
-            return
-        fd = os.open(os.path.join(self.root, rel), os.O_WRONLY)
+        self.counter.count += 1
+        self._store(rel, value.encode())
+
+    def _store(self, rel: str, data: bytes) -> None:
+        fd = os.open(os.path.join(self.root.root, rel), os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.write(fd, value.encode())
+            os.write(fd, data)
         finally:
             os.close(fd)
 
@@ -205,34 +172,30 @@ class Host:
     def drivers_probe(self, pci: str) -> None:
         self.write("sys/bus/pci", ("drivers_probe",), f"{pci}\n")
 
-    def load_driver(self, name: str, timeout: float = 30.0) -> None:
-        """Load the module providing PCI driver `name`. Raises OSError(ENOENT) if none does."""
-        self.check_writable()
-        self.writes.append(("modprobe", name))
-        if self._sim is not None:
-            self._sim.load_module(name)
-            return
-        try:
-            proc = subprocess.run(
-                ["modprobe", "--", name], capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except FileNotFoundError:
-            raise OSError(errno.ENOENT, "modprobe is not installed")
-        except subprocess.TimeoutExpired:
-            raise OSError(errno.ETIMEDOUT, f"modprobe {name} did not finish in {timeout:.0f}s")
-        if proc.returncode != 0:
-            raise OSError(errno.ENOENT, (proc.stderr or proc.stdout).strip() or f"modprobe {name} failed")
-
     # ------------------------------------------------------------------ waits
 
-    def wait_for(self, predicate: Callable[[], bool], deadline: float, interval: float = 0.02) -> bool:
-        """Poll `predicate` until true or `deadline` (time.monotonic()) passes. Never blocks longer."""
+    @staticmethod
+    def wait_for(predicate: Callable[[], bool], deadline: float, interval: float = 0.02,
+                 cancelled: Optional[Callable[[], bool]] = None) -> bool:
+        """Poll `predicate` until true, `deadline` (time.monotonic()) passes, or `cancelled()`."""
         delay = interval
         while True:
             if predicate():
                 return True
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (cancelled is not None and cancelled()):
                 return False
             time.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 2, 0.5)
+
+
+class CapturedSysfs(Sysfs):
+    """A copy of another machine's /sys: everything reads, nothing writes."""
+
+    writable = False
+
+    def check_writable(self) -> None:
+        raise ReadOnlyRoot(
+            f"{self.root.root} is a captured tree, not a live kernel or a simulated host; "
+            "writes are refused (use --dry-run, or `sriov-node sim create` for a writable one)"
+        )

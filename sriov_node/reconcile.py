@@ -1,0 +1,261 @@
+"""The engine: one reconcile for the CLI, the boot command and the daemon.
+
+    lock; observe; resolve (targets, blocks that fail here); per PF: compare -> plan ->
+    execute -> observe again -> compare; record the run
+
+`reconcile(host, desired)` converges every configured PF; `only={pci, ...}` just those (a daemon
+event). A PF is "converged" only when the comparison, run on a fresh read of the kernel, finds
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+
+from sriov_node.compare import Finding, compare
+from sriov_node.config import load_config
+from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
+from sriov_node.execute import DEFAULT_TIMEOUT, Executor
+from sriov_node.host import Host
+from sriov_node.host.holders import vf_holders
+from sriov_node.host.observe import observe, observe_pf
+from sriov_node.model import DesiredState, HostState
+from sriov_node.plan import Plan, PfPlan, plan_pf
+from sriov_node.resolve import BlockFailure, Resolution, Target, resolve
+from sriov_node.state import ApplyLock, record_run
+
+# PfOutcome.status
+UNCHANGED, CHANGED, FAILED, REFUSED, PLANNED, INTERRUPTED = (
+    "unchanged", "changed", "failed", "refused", "planned", "interrupted")
+CONVERGED = frozenset({UNCHANGED, CHANGED})
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class PfOutcome:
+    pci: Optional[str]  # None for a block that matched no PF
+    name: Optional[str]
+    key: str  # the config block, e.g. "pf[0]"
+    status: str
+    actions: List[Dict[str, Any]] = field(default_factory=list)
+    writes: int = 0
+    error: Optional[str] = None  # what a person reads first
+    errors: List[Dict[str, Any]] = field(default_factory=list)  # per PF/VF, with errno and fix
+    findings: List[Dict[str, Any]] = field(default_factory=list)  # what still differs (or would change)
+    detail: Optional[Dict[str, Any]] = None
+
+    @property
+    def converged(self) -> bool:
+        return self.status in CONVERGED
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Report:
+    outcomes: List[PfOutcome]
+    notices: List[str]
+    writes: int
+    dry_run: bool
+    plan: Plan
+    interrupted: bool = False
+    duration: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        statuses = {o.status for o in self.outcomes}
+        if statuses & {FAILED, INTERRUPTED} or self.interrupted:
+            return EXIT_PF_FAILED
+        if REFUSED in statuses:
+            return EXIT_REFUSED
+        return EXIT_OK
+
+    @property
+    def result(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        return {EXIT_OK: "converged", EXIT_PF_FAILED: "failed", EXIT_REFUSED: "refused"}[self.exit_code]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "result": self.result,
+            "actions": self.plan.to_dict()["actions"],
+            "on_failure": self.plan.to_dict()["on_failure"],
+            "pfs": [o.to_dict() for o in self.outcomes],
+            "notices": self.notices,
+            "writes": self.writes,
+            "interrupted": self.interrupted,
+            "exit_code": self.exit_code,
+        }
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def config_path(host: Host, explicit: Optional[str]) -> str:
+    """--config wins; otherwise etc/sriov-node/config.toml under the root."""
+    return explicit or host.path("etc/sriov-node", "config.toml")
+
+
+def load_desired(host: Host, path: str) -> DesiredState:
+    """A root daemon on the real root must not obey a file that non-root users can edit."""
+    enforce = host.is_real_root and os.geteuid() == 0
+    return load_config(path, enforce_trust=enforce)
+
+
+# ---------------------------------------------------------------------------- observe + resolve
+
+
+def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = None) -> Tuple[HostState, Resolution]:
+    """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs."""
+    sels = [s.selector for s in desired.pfs]
+    heads = observe(
+        host,
+        vfs_of=(),
+        macs=any(s.mac is not None for s in sels),
+        ifnames=[s.name for s in sels if s.name is not None],
+        devices=[s.pci for s in sels if s.pci is not None],
+    )
+    resolution = resolve(desired, heads).only(only)
+    targets = tuple(Target(t.spec, observe_pf(host, t.pf.pci, macs=t.pf.mac is not None)) for t in resolution.targets)
+    return heads, Resolution(targets, resolution.failures, resolution.notices)
+
+
+def _failure_outcome(f: BlockFailure, heads: HostState, source: str) -> PfOutcome:
+    pf = heads.pf(f.pf) if f.pf else None
+    return PfOutcome(f.pf, pf.name if pf else None, f.key, FAILED, error=f"{source}: {f.render()}",
+                     detail={"kind": f.kind, "key": f"{f.key}.{f.attr}" if f.attr else f.key})
+
+
+def _finding_dicts(findings: Tuple[Finding, ...]) -> List[Dict[str, Any]]:
+    return [f.to_dict() for f in findings]
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+def reconcile(
+    host: Host,
+    desired: DesiredState,
+    *,
+    only: Optional[FrozenSet[str]] = None,
+    dry_run: bool = False,
+    force: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    cancelled: Callable[[], bool] = _never,
+    progress: Optional[Callable[[str, str], None]] = None,
+) -> Report:
+    """Converge the PFs `desired` selects (all, or those in `only`); never raises for a PF's failure."""
+    start = time.monotonic()
+    if dry_run:
+        heads, resolution = survey(host, desired, only)
+        plans = tuple(plan_pf(t, heads.pci_drivers) for t in resolution.targets)
+        outcomes = [PfOutcome(p.pf, p.target.pf.name, p.target.spec.key, PLANNED if p.actions else UNCHANGED,
+                              p.action_dicts(), findings=_finding_dicts(p.findings)) for p in plans]
+        outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
+        return Report(outcomes, list(resolution.notices), 0, True, Plan(plans), duration=time.monotonic() - start)
+
+    host.check_writable()  # before the lock: a captured tree gets no run/ directory either
+    with ApplyLock(host, timeout, cancelled):
+        before = host.writes
+        heads, resolution = survey(host, desired, only)
+        executor = Executor(host, timeout, cancelled)
+        plans: List[PfPlan] = []
+        outcomes: List[PfOutcome] = []
+        interrupted = False
+        for target in resolution.targets:
+            pf_plan = plan_pf(target, frozenset(host.sysfs.listdir("sys/bus/pci/drivers")))
+            plans.append(pf_plan)
+            outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts())
+            outcomes.append(outcome)
+            if not pf_plan.actions:
+                continue
+            if interrupted or cancelled():
+                interrupted = True
+                outcome.status, outcome.error = INTERRUPTED, f"PF {pf_plan.pf}: not started: the run was interrupted"
+                outcome.findings = _finding_dicts(pf_plan.findings)
+                continue
+            if progress:
+                progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
+            _run_pf(host, executor, pf_plan, outcome, force)
+            interrupted = interrupted or outcome.status == INTERRUPTED
+        outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
+        report = Report(outcomes, list(resolution.notices), host.writes - before, False, Plan(tuple(plans)),
+                        interrupted=interrupted, duration=time.monotonic() - start)
+        _record(host, desired, report, only)
+        return report
+
+
+def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
+    disturbed = pf_plan.disturbed_vfs()
+    if disturbed and not force:
+        holders = vf_holders(host, disturbed)
+        if holders:
+            outcome.status = REFUSED
+            outcome.error = str(InUseError(pf_plan.pf, holders))
+            outcome.detail = {"holders": holders}
+            outcome.findings = _finding_dicts(pf_plan.findings)
+            return
+    before = host.writes
+    result = executor.run(pf_plan)
+    outcome.writes = host.writes - before
+    after = compare(pf_plan.target.spec, observe_pf(host, pf_plan.pf)) if host.sysfs.device_exists(pf_plan.pf) else ()
+    outcome.errors = [e.to_dict() for e in result.errors]
+    outcome.findings = _finding_dicts(after)
+    lines = [str(e) for e in result.errors]
+    explained = {e.vf for e in result.errors}
+    if None in explained and result.errors:
+        explained = None  # a PF-wide failure explains every remaining difference
+    rest = [f for f in after if explained is not None and f.vf not in explained]
+    if rest:
+        lines.append(f"PF {pf_plan.pf}: read back differs from the desired state: "
+                     + "; ".join(f.describe() for f in rest)
+                     + ". Fix: re-run sriov-node apply; if it persists, check dmesg")
+    lines += [f"PF {pf_plan.pf}: {note}" for note in result.cleanup_notes]
+    if result.interrupted:
+        outcome.status = "interrupted"
+        lines.insert(0, f"PF {pf_plan.pf}: interrupted between actions; clean-up ran"
+                     + ("" if not after else f", {len(after)} difference(s) remain"))
+    elif result.errors or after or not result.completed:
+        outcome.status = FAILED
+    else:
+        outcome.status = CHANGED
+    outcome.error = "\n".join(lines) or None
+    if result.errors:
+        outcome.detail = result.errors[0].to_dict()
+
+
+def _record(host: Host, desired: DesiredState, report: Report, only: Optional[FrozenSet[str]]) -> None:
+    """Write the run into state.json; a failure to record is a notice, never a crash."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run = {
+        "config": desired.source,
+        "config_sha256": desired.digest,
+        "time": now,
+        "unix_time": round(time.time(), 3),
+        "duration_seconds": round(report.duration, 3),
+        "result": report.result,
+        "writes": report.writes,
+        "only": sorted(only) if only is not None else None,
+        "failures": [{"block": o.key, "error": o.error} for o in report.outcomes if o.pci is None],
+    }
+    pfs = {
+        o.pci: {"name": o.name, "block": o.key, "status": o.status, "error": o.error, "time": now,
+                "findings": [f["text"] for f in o.findings], "errnos": [e["errno"] for e in o.errors if e.get("errno")]}
+        for o in report.outcomes if o.pci is not None
+    }
+    try:
+        record_run(host, run, pfs, partial=only is not None)
+    except StateError as exc:
+        report.notices.append(f"the outcome was applied but not recorded: {exc}")
+
+
+

@@ -1,0 +1,69 @@
+"""The simulated kernel behind the host capabilities: same interfaces, the model answers."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from sriov_node.host.devlink import Devlink
+from sriov_node.host.links import Links
+from sriov_node.host.modules import Modules
+from sriov_node.host.paths import Root
+from sriov_node.host.sysfs import Sysfs, WriteCount
+from sriov_node.sim.kernel import SimKernel
+
+
+class SimSysfs(Sysfs):
+    """Reads go to the tree (it is the state); each write goes through the kernel model."""
+
+    probe_grace = 0.0  # the model probes synchronously
+
+    def __init__(self, root: Root, counter: WriteCount, kernel: SimKernel):
+        super().__init__(root, counter)
+        self.kernel = kernel
+
+    def _store(self, rel: str, data: bytes) -> None:
+        self.kernel.write(rel, data)
+
+
+class SimLinks(Links):
+    available = True
+
+    def __init__(self, counter: WriteCount, kernel: SimKernel):
+        super().__init__(counter)
+        self.kernel = kernel
+
+    def permanent_mac(self, ifname: str) -> Optional[str]:
+        return self.kernel.permanent_mac(ifname)
+
+
+class SimDevlink(Devlink):
+    available = True
+
+    def __init__(self, counter: WriteCount, kernel: SimKernel):
+        super().__init__(counter)
+        self.kernel = kernel
+
+
+class SimModules(Modules):
+    def __init__(self, root: Root, counter: WriteCount, kernel: SimKernel):
+        super().__init__(root, counter)
+        self.kernel = kernel
+
+    def load(self, name: str, timeout: float = 30.0) -> None:
+        self.counter.count += 1
+        self.kernel.load_module(name)
+
+    def default_driver(self, modalias: Optional[str], vendor: Optional[str], device: Optional[str]) -> Optional[str]:
+        if vendor is None or device is None:
+            return None
+        return self.kernel.default_driver(f"{vendor}:{device}")
+
+
+def sim_capabilities(root: Root, counter: WriteCount) -> Tuple[Sysfs, Links, Devlink, Modules]:
+    kernel = SimKernel(root.root)
+    kernel.recover()  # a writer killed mid-write leaves nothing half-done behind
+    return (SimSysfs(root, counter, kernel), SimLinks(counter, kernel), SimDevlink(counter, kernel),
+            SimModules(root, counter, kernel))
+
+
+
