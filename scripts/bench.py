@@ -81,11 +81,12 @@ for d in os.listdir(base):
 
 def _floor(root: str, vfs: int) -> float:
     from sriov_node.host import open_host
+    from sriov_node.host.observe import observe
 
     host = open_host(root)
-    pfs = [pf.pci for pf in host.observe().pfs]
+    pfs = [pf.pci for pf in observe(host).pfs]
     start = time.perf_counter()
-    host.load_driver("vfio-pci")
+    host.modules.load("vfio-pci")
     for pf in pfs:
         host.sysfs.set_autoprobe(pf, False)
         host.sysfs.set_num_vfs(pf, vfs)

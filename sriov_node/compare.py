@@ -59,8 +59,8 @@ class Finding:
         return {"attr": self.attr, "vf": self.vf, "want": self.want, "have": self.have, "text": self.describe()}
 
 
-def compare_vf(want: VfSpec, vf: VfState) -> List[Finding]:
-    """A present VF against its spec: driver and driver_override."""
+def compare_vf(want: VfSpec, vf: VfState, default: Optional[str] = None) -> List[Finding]:
+    """A present VF against its spec: driver and driver_override. `default`: the kernel's pick, if known."""
     out: List[Finding] = []
     driver = want.driver
     if driver == DRIVER_ANY:
@@ -71,7 +71,7 @@ def compare_vf(want: VfSpec, vf: VfState) -> List[Finding]:
                                f"driver_override is {vf.driver_override}, want it cleared (the kernel's default driver)"))
         if vf.driver is None:
             out.append(Finding(DRIVER, describe_driver(DRIVER_DEFAULT), None, vf.index,
-                               "no driver bound, want the kernel's default driver"))
+                               "no driver bound, want the kernel's default driver" + (f" ({default})" if default else "")))
         elif is_override_only(vf.driver) or (vf.driver_override is not None and vf.driver == vf.driver_override):
             out.append(Finding(DRIVER, describe_driver(DRIVER_DEFAULT), vf.driver, vf.index,
                                f"bound to {vf.driver} (by request), want the kernel's default driver"))
@@ -112,7 +112,7 @@ def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
         out.append(Finding(VFS_PRESENT, list(range(want)), sorted(present), None, text))
         return tuple(out)
     for vf in pf.vfs:
-        out += compare_vf(spec.vf(vf.index), vf)
+        out += compare_vf(spec.vf(vf.index), vf, pf.vf_default_driver)
     return tuple(out)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno as E
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Type
+from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 
 from sriov_node import hints
 from sriov_node.actions import (
@@ -57,6 +57,9 @@ class Executor:
         self.timeout = timeout
         self.cancelled = cancelled
         self._cleanup = False
+        # VFs a default driver took in this run: (pf, vf) -> (VF address, driver, when)
+        self._probed: Dict[Tuple[str, int], Tuple[str, str, float]] = {}
+        self._created: Dict[str, float] = {}  # PF -> when VFs were created with autoprobe on
         self._handlers: Dict[Type[Action], Callable] = {
             LoadDriver: self._load_driver,
             SetNumVfs: self._set_num_vfs,
@@ -91,6 +94,27 @@ class Executor:
         if not result.completed and plan.on_failure:
             self._run_cleanup(plan, result)
         return result
+
+    def settle(self, pf: str) -> List[HostError]:
+        """After default-driver probes: wait out the probe grace, then name each VF its driver let go.
+
+        Drivers that initialise asynchronously (nvme) bind, then release a device whose
+        initialisation fails: a read taken right after the probe would call that converged.
+        """
+        probed = {k: v for k, v in self._probed.items() if k[0] == pf}
+        times = [when for _, _, when in probed.values()] + ([self._created[pf]] if pf in self._created else [])
+        if not times:
+            return []
+        time.sleep(max(0.0, max(times) + self.sysfs.probe_grace - time.monotonic()))
+        errors = []
+        for (_, index), (vf, driver, when) in sorted(probed.items()):
+            if self.sysfs.device_driver(vf) is None:
+                errors.append(HostError(
+                    pf, f"{vf}: the kernel's default driver {driver} took the VF, then let it go "
+                    "(its initialisation of the device failed)", vf=index, attr="probe", errno=E.ENODEV,
+                    hint=f"check dmesg for {driver}'s messages about {vf}; or name a driver for the VF "
+                         "(driver = \"...\") or \"none\""))
+        return errors
 
     def _run_cleanup(self, plan: PfPlan, result: RunResult) -> None:
         self._cleanup = True
@@ -158,6 +182,8 @@ class Executor:
             # Seen on NVMe right after its driver bound: the write succeeded, nothing was
             # enabled. The kernel's state says "0": writing N once more is still a 0 -> N step.
             self._write_num_vfs(a)
+        if a.value and sysfs.autoprobe(a.pf):
+            self._created[a.pf] = time.monotonic()  # the kernel probes them now, maybe asynchronously
         if not self._wait(settled, deadline):
             seen = sysfs.virtfn_count(a.pf)
             raise HostError(
@@ -272,7 +298,10 @@ class Executor:
                 sysfs.drivers_probe(vf)
             except OSError as exc:
                 raise self._write_failed(a.pf, "drivers_probe", exc, vf=a.vf)
-            return bound() or self._wait(bound, self._deadline(sysfs.probe_grace))
+            if bound() or self._wait(bound, self._deadline(sysfs.probe_grace)):
+                self._probed[(a.pf, a.vf)] = (vf, sysfs.device_driver(vf) or "?", time.monotonic())
+                return True
+            return False
 
         if probe():
             return
@@ -305,6 +334,7 @@ class Executor:
             code = exc.errno or E.EIO
         else:
             if self._wait(lambda: self.sysfs.device_driver(vf) is not None, self._deadline(self.sysfs.probe_grace)):
+                self._probed[(a.pf, a.vf)] = (vf, driver, time.monotonic())
                 return None
         message, hint = hints.default_probe_error(code, driver)
         return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="probe", errno=code, hint=hint)

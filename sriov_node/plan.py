@@ -23,7 +23,7 @@ from sriov_node.actions import (
     UnbindDriver,
 )
 from sriov_node.compare import RECREATE, Finding, compare
-from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, PfState, VfSpec, VfState, is_override_only
+from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, VfSpec, VfState, is_override_only
 from sriov_node.resolve import Target
 
 PHASES = ("modules", "count", "bindings", "restore")
@@ -148,12 +148,12 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
                 on_failure = [SetDriverOverride(pf.pci, vf=v.index, driver=v.driver) for v in wants
                               if v.driver not in (DRIVER_DEFAULT, DRIVER_ANY)]
                 on_failure.append(SetAutoprobe(pf.pci, value=spec.drivers_autoprobe))
-                on_failure += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver is DRIVER_DEFAULT]
+                on_failure += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
             b.count.append(SetNumVfs(pf.pci, value=spec.num_vfs, current=0))
             for want in wants:
                 b.vf(want, None)
-            if not autoprobe:  # created unprobed: the default-driver VFs need a probe of their own
-                b.probes += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver is DRIVER_DEFAULT]
+            if not autoprobe:  # created unprobed: the VFs the kernel would have probed need a probe of their own
+                b.probes += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
     else:
         for vf in pf.vfs:
             b.vf(spec.vf(vf.index), vf)

@@ -130,8 +130,8 @@ def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = N
 
 
 def _failure_outcome(f: BlockFailure, heads: HostState, source: str) -> PfOutcome:
-    pf = heads.pf(f.pf) if f.pf else None
-    return PfOutcome(f.pf, pf.name if pf else None, f.key, FAILED, error=f"{source}: {f.render()}",
+    pf = heads.pf(f.pf) if f.pf else None  # an address that is no PF here is named in the message only
+    return PfOutcome(pf.pci if pf else None, pf.name if pf else None, f.key, FAILED, error=f"{source}: {f.render()}",
                      detail={"kind": f.kind, "key": f"{f.key}.{f.attr}" if f.attr else f.key})
 
 
@@ -206,6 +206,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
             return
     before = host.writes
     result = executor.run(pf_plan)
+    result.errors += executor.settle(pf_plan.pf)
     outcome.writes = host.writes - before
     after = compare(pf_plan.target.spec, observe_pf(host, pf_plan.pf)) if host.sysfs.device_exists(pf_plan.pf) else ()
     outcome.errors = [e.to_dict() for e in result.errors]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from sriov_node.host import Host, open_host
+from sriov_node.host import Host
 from sriov_node.sim.kernel import SimKernel
 
 CLI = shutil.which("sriov-node", path=os.path.dirname(sys.executable)) or "sriov-node"

@@ -281,9 +281,8 @@ def test_apply_killed_midway_is_finished_by_the_next_apply(make_host, write_conf
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert host.sysfs.num_vfs(PF0) == 0  # killed between the disable and the enable
-    model = json.load(open(os.path.join(host.root, MARKER)))
-    model["faults"] = []
-    json.dump(model, open(os.path.join(host.root, MARKER), "w"))
+    SimKernel(host.root).recover()  # the write it was inside is undone first
+    SimKernel(host.root).clear_faults()
     report = apply(open_host(host.root), path)
     assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 4
     assert read_state(host)["result"] == "converged"

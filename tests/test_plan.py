@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sriov_node.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs, UnbindDriver
+from sriov_node.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs
 from sriov_node.model import PfSelector, PfSpec, PfState, VfGroup, VfState
 from sriov_node.plan import PfPlan, plan, plan_pf
 from sriov_node.resolve import Target

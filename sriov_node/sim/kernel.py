@@ -31,6 +31,12 @@ READ_ONLY_ATTRS = {
 }
 
 
+def modalias(vendor: str, device: str, cls: str = "020000") -> str:
+    """pci:vVVVVVVVVdDDDDDDDDsv*sd*bcCCscSSiII, as the kernel prints it for a device."""
+    return (f"pci:v0000{vendor.upper()}d0000{device.upper()}sv0000{vendor.upper()}sd00000000"
+            f"bc{cls[0:2].upper()}sc{cls[2:4].upper()}i{cls[4:6].upper()}")
+
+
 def _err(code: int, text: str = "") -> OSError:
     return OSError(code, text or os.strerror(code))
 
@@ -82,6 +88,7 @@ class SimKernel:
         self._journal: Optional[int] = None  # the undo log's fd while a write is under way
         self._created: Set[str] = set()
         self._stashed = 0
+        self._dirs: Dict[str, str] = {}  # bdf -> its directory, within one write
 
     # ------------------------------------------------------------ model + tree io
 
@@ -175,6 +182,7 @@ class SimKernel:
         return self._p(JOURNAL)
 
     def _begin(self) -> None:
+        self._dirs = {}
         os.makedirs(os.path.join(self._journal_dir, "stash"), exist_ok=True)
         self._journal = os.open(os.path.join(self._journal_dir, "undo"),
                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
@@ -287,7 +295,12 @@ class SimKernel:
         link = self._p(f"sys/bus/pci/devices/{bdf}")
         if not os.path.lexists(link):
             return None
-        return os.path.relpath(os.path.realpath(link), self.root)
+        known = self._dirs.get(bdf) if self._journal is not None else None  # cached within one write
+        if known is None:
+            known = os.path.relpath(os.path.realpath(link), self.root)
+            if self._journal is not None:
+                self._dirs[bdf] = known
+        return known
 
     def _dev(self, bdf: str) -> str:
         d = self.dev_dir(bdf) if _BDF_RE.match(bdf) else None
@@ -527,10 +540,7 @@ class SimKernel:
         if hw is not None:
             ifname, mac = hw["ifname"], hw["mac"]
         elif pf is not None:
-            index = next(
-                int(n[6:]) for n in self._listdir(self.dev_dir(pf))
-                if n.startswith("virtfn") and self._link_name(f"{self.dev_dir(pf)}/{n}") == bdf
-            )
+            index = self._vf_index(pf, bdf)
             pf_hw = self._model["devices"][pf]
             ifname = f"{pf_hw['ifname']}v{index}"
             mac = "02:" + ":".join(bdf.replace(":", "").replace(".", "")[i:i + 2] for i in (2, 4, 6)) + f":{index >> 8:02x}:{index & 0xff:02x}"
@@ -594,6 +604,17 @@ class SimKernel:
             raise _err(errno.EBUSY, f"{current} VFs already enabled. Disable before enabling {n} VFs")
         self._enable(pf, n)
 
+    @staticmethod
+    def _rid(bdf: str) -> int:
+        _, bus, rest = bdf.split(":")
+        dev, fn = rest.split(".")
+        return int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn)
+
+    def _vf_index(self, pf: str, vf: str) -> int:
+        """The VF's index from its routing ID: rid(VF i) = rid(PF) + offset + i * stride."""
+        hw = self._model["devices"][pf]
+        return (self._rid(vf) - self._rid(pf) - hw["offset"]) // hw["stride"]
+
     def _vf_bdf(self, pf: str, i: int, offset: int, stride: int) -> str:
         domain, bus, rest = pf.split(":")
         dev, fn = rest.split(".")
@@ -620,12 +641,17 @@ class SimKernel:
             if os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
                 raise _err(errno.EEXIST, f"simulated host: VF address {vf} is taken (impossible NIC layout)")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
-                                ("class", "0x020000"), ("numa_node", "0")):
+                                ("class", "0x020000"), ("numa_node", "0"),
+                                ("modalias", modalias(hw["vendor"], hw["vf_device"])),
+                                ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
             self._link(f"sys/bus/pci/devices/{vf}", vd)
             self._link(f"{d}/virtfn{i}", vd)
             self._link(f"{vd}/physfn", d)
+            stall = self._fault("stall", device=pf)
+            if stall and i == n // 2:
+                time.sleep(float(stall.get("seconds", 1.0)))  # a window in the middle of one write
             if iommu:
                 group = str(self._model["next_group"])
                 self._model["next_group"] += 1
@@ -765,6 +791,34 @@ class SimKernel:
         model = self._load()
         model.setdefault("faults", []).append({"kind": kind, **fields})
         self._save()
+
+    def clear_faults(self) -> None:
+        model = self._load()
+        model["faults"] = []
+        self._save()
+
+    def consistency_problems(self) -> List[str]:
+        """What a real kernel would never show: a count that disagrees with the links, dangling links."""
+        problems = []
+        if os.path.isdir(self._journal_dir):
+            problems.append("an unfinished write's journal is still there")
+        for bdf in self._listdir("sys/bus/pci/devices"):
+            d = self.dev_dir(bdf)
+            if d is None or not os.path.isdir(self._p(d)):
+                problems.append(f"{bdf}: sys/bus/pci/devices link is dangling")
+                continue
+            links = [n for n in self._listdir(d) if n.startswith("virtfn")]
+            numvfs = self._get(f"{d}/sriov_numvfs")
+            if numvfs is not None and int(numvfs) != len(links):
+                problems.append(f"{bdf}: sriov_numvfs reads {numvfs} with {len(links)} virtfn link(s)")
+            for name in links:
+                vf = self._link_name(f"{d}/{name}")
+                if vf is None or self.dev_dir(vf) is None or self._pf_of(vf) != bdf:
+                    problems.append(f"{bdf}/{name} -> {vf}: not a VF of this PF")
+            drv = self.driver_of(bdf)
+            if drv is not None and not os.path.lexists(self._p(f"sys/bus/pci/drivers/{drv}/{bdf}")):
+                problems.append(f"{bdf}: bound to {drv} without the driver's link back")
+        return problems
 
     def write_log(self) -> List[Tuple[str, str, str]]:
         """(path, value repr, result) for every write the model received."""

@@ -139,6 +139,30 @@ def scenario_iommu_on() -> None:
     step("apply_released", f"{BIN} apply --json", timeout=120)
     results["after_released"] = kernel_view(SMALL)
 
+    # a VF unbound by hand from vfio-pci: status reports it, apply repairs it
+    big_vf5 = kernel_view(BIG)["vfs"][5]["pci"]
+    step("unbind_by_hand", f"echo {big_vf5} > /sys/bus/pci/drivers/vfio-pci/unbind")
+    step("status_unbound", f"{BIN} status --json")
+    step("apply_rebind", f"{BIN} apply --json", timeout=120)
+    results["after_rebind"] = kernel_view(BIG)["vfs"][5]
+
+    # an absent PCI address next to the NVMe PF fails alone; the NVMe PF converges
+    configure(pf_block(SMALL, 2, "vfio-pci") + pf_block(BIG, 64, "vfio-pci") + pf_block("0000:05:00.0", 2))
+    step("apply_absent", f"{BIN} apply --json", timeout=120)
+    results["after_absent"] = kernel_view(SMALL)
+
+    # dropping the driver lines: override cleared, back to the kernel's default (nvme cannot take
+    # QEMU's VFs: reported as not converged, with the kernel's answer)
+    configure(pf_block(SMALL, 2) + pf_block(BIG, 64, "vfio-pci"))
+    step("apply_default", f"{BIN} apply --json", timeout=120)
+    results["after_default"] = kernel_view(SMALL)
+    step("apply_default_again", f"{BIN} apply --json", timeout=120)
+    # "none": deliberately unbound, converged, and then zero writes
+    configure(pf_block(SMALL, 2, "none") + pf_block(BIG, 64, "vfio-pci"))
+    step("apply_none", f"{BIN} apply --json", timeout=120)
+    results["after_none"] = kernel_view(SMALL)
+    step("apply_none_again", f"{BIN} apply --json", timeout=120)
+
     # 6: the PF without a driver: ENOENT, explained
     configure(pf_block(SMALL, 3))
     step("rmmod", "rmmod nvme")

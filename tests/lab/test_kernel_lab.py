@@ -73,6 +73,47 @@ def test_held_vfio_group_is_refused_without_hanging(iommu_on):
     assert iommu_on["after_released"]["numvfs"] == "1"
 
 
+def test_a_vf_unbound_by_hand_is_reported_and_repaired(iommu_on):
+    assert iommu_on["unbind_by_hand"]["rc"] == 0
+    body = json.loads(iommu_on["status_unbound"]["stdout"])
+    big = next(pf for pf in body["pfs"] if pf["pci"] == BIG)
+    assert big["converged"] is False
+    assert big["vfs"][5]["matches"] is False and "want vfio-pci" in " ".join(big["vfs"][5]["findings"])
+    run = iommu_on["apply_rebind"]
+    assert run["rc"] == 0, run
+    assert {p["pci"]: p["status"] for p in json.loads(run["stdout"])["pfs"]}[BIG] == "changed"
+    assert iommu_on["after_rebind"]["driver"] == "vfio-pci"
+
+
+def test_an_absent_pf_fails_alone_while_the_nvme_pfs_converge(iommu_on):
+    run = iommu_on["apply_absent"]
+    assert run["rc"] == 1, run
+    body = json.loads(run["stdout"])
+    by_block = {p["key"]: p for p in body["pfs"]}
+    assert by_block["pf[2]"]["status"] == "failed" and "no PCI device 0000:05:00.0" in by_block["pf[2]"]["error"]
+    assert by_block["pf[0]"]["status"] == "changed" and by_block["pf[1]"]["status"] == "unchanged"
+    after = iommu_on["after_absent"]
+    assert after["numvfs"] == "2" and [vf["driver"] for vf in after["vfs"]] == ["vfio-pci", "vfio-pci"]
+
+
+def test_dropping_the_driver_lines_clears_the_override_and_reports_the_default_drivers_answer(iommu_on):
+    after = iommu_on["after_default"]
+    assert [vf["driver_override"] for vf in after["vfs"]] == ["(null)", "(null)"]
+    assert all(vf["driver"] != "vfio-pci" for vf in after["vfs"])
+    for name in ("apply_default", "apply_default_again"):  # nvme cannot take QEMU's VFs: never "converged"
+        run = iommu_on[name]
+        assert run["rc"] == 1, run
+        small = next(p for p in json.loads(run["stdout"])["pfs"] if p["pci"] == SMALL)
+        assert small["status"] == "failed" and "nvme" in small["error"], small
+
+
+def test_none_keeps_vfs_unbound_and_converges(iommu_on):
+    run = iommu_on["apply_none"]
+    assert run["rc"] == 0, run
+    assert [(vf["driver"], vf["driver_override"]) for vf in iommu_on["after_none"]["vfs"]] == [(None, "none")] * 2
+    assert json.loads(iommu_on["apply_none_again"]["stdout"])["writes"] == 0
+
+
 def test_pf_without_driver_is_explained(iommu_on):
     assert iommu_on["rmmod"]["rc"] == 0, iommu_on["rmmod"]
     run = iommu_on["apply_nodriver"]
