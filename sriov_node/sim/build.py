@@ -32,6 +32,18 @@ def parse_nic(text: str) -> NicRequest:
     return parts[0], pfs, total
 
 
+def python_project_above(path: str) -> Optional[str]:
+    """The nearest directory above `path` holding pyproject.toml or setup.py, if any."""
+    here = os.path.dirname(os.path.abspath(path))
+    while True:
+        if any(os.path.isfile(os.path.join(here, name)) for name in ("pyproject.toml", "setup.py")):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
 def create_host(
     root: str,
     nics: Sequence[NicRequest] = (("x710", 2, None),),
@@ -43,6 +55,12 @@ def create_host(
 ) -> str:
     """Build a simulated host under `root` (replacing an earlier simulated one) and return it."""
     root = os.path.abspath(root)
+    project = python_project_above(root)
+    if project is not None:
+        raise ValueError(
+            f"{root} is inside the Python project {project}: pip and setuptools walk every directory "
+            "there, and a simulated host is full of symlink cycles (an install would never end); "
+            "choose a directory outside it, e.g. under /tmp or ~/.cache")
     if os.path.exists(root) and not os.path.isdir(root):
         raise ValueError(f"{root} exists and is not a directory")
     if os.path.exists(root) and os.listdir(root):

@@ -1,0 +1,43 @@
+"""The README's two commands, in order, in a fresh clone: the demo, then the test set-up.
+
+`scripts/demo` builds a simulated host; `scripts/test` then installs the checkout in editable
+mode. A simulated host inside the checkout once made that install walk symlink cycles forever.
+This runs the demo for real and then the set-up step of `scripts/test` (the whole suite would
+recurse), each with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs a git checkout")
+def test_demo_then_test_setup_in_a_fresh_clone(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("VIRTUAL_ENV", None)
+    demo = subprocess.run(["bash", "scripts/demo"], cwd=clone, capture_output=True, text=True, timeout=900, env=env)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "zero writes" in demo.stdout and "unchanged" in demo.stdout
+    assert not any(p.name == ".sriov-node-sim.json" for p in clone.rglob(".sriov-node-sim.json"))
+    assert (tmp_path / "cache/sriov-node/demo-host/.sriov-node-sim.json").exists()
+    setup = subprocess.run(["bash", "scripts/setup", "test,systemd"], cwd=clone, capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert setup.returncode == 0, setup.stderr[-3000:]
+
+
+def test_sim_create_refuses_a_directory_inside_a_python_project(tmp_path):
+    from sriov_node.sim.build import create_host
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    with pytest.raises(ValueError, match="inside the Python project"):
+        create_host(str(tmp_path / "demo-host"))
+    assert not (tmp_path / "demo-host").exists()
