@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,69 @@ class ProbeVf(Action):
 
     def describe(self) -> str:
         return f"VF {self.vf}: probe the kernel's default driver"
+
+
+@dataclass(frozen=True)
+class SetPfMtu(Action):
+    """The PF netdev's MTU, set before its VFs are created (VF drivers size their buffers from it)."""
+
+    ifname: str = ""
+    value: int = 0
+    current: Optional[int] = None
+    op: ClassVar[str] = "set_pf_mtu"
+
+    def describe(self) -> str:
+        return f"{self.ifname} MTU {self.current} -> {self.value}"
+
+
+@dataclass(frozen=True)
+class SetEswitchMode(Action):
+    handle: str = ""  # devlink handle, "pci/0000:3b:00.0"
+    value: str = ""
+    current: Optional[str] = None
+    op: ClassVar[str] = "set_eswitch_mode"
+
+    def describe(self) -> str:
+        return f"devlink {self.handle} eswitch mode {self.current or '?'} -> {self.value}"
+
+
+@dataclass(frozen=True)
+class SetVfSetting(Action):
+    """One VF setting (MAC, VLAN, rate, ...) for several VFs of a PF.
+
+    The executor sends every consecutive SetVfSetting of a PF in one RTM_SETLINK.
+    """
+
+    ifname: str = ""
+    attr: str = ""  # "mac" | "vlan" | "rate" | "spoofchk" | "link_state" | "trust"
+    values: Tuple[Tuple[int, Any], ...] = ()  # (VF index, value)
+
+    @property
+    def op(self) -> str:  # type: ignore[override]
+        return f"set_vf_{self.attr}"
+
+    def describe(self) -> str:
+        from sriov_node.compare import show_setting
+
+        from sriov_node.model import format_ranges
+
+        by_value: Dict[str, list] = {}
+        for i, v in self.values:
+            by_value.setdefault(show_setting(self.attr, v), []).append(i)
+        return "; ".join(f"VF {format_ranges(vfs)}: {shown}" for shown, vfs in by_value.items()) + f" (through {self.ifname})"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"pf": self.pf, "op": self.op, "ifname": self.ifname,
+                "vfs": [{"vf": i, "value": list(v) if isinstance(v, tuple) else v} for i, v in self.values]}
+
+
+@dataclass(frozen=True)
+class SetVfMtu(Action):
+    """A VF netdev's MTU, once the VF's driver has made its netdev."""
+
+    vf: int = 0
+    value: int = 0
+    op: ClassVar[str] = "set_vf_mtu"
+
+    def describe(self) -> str:
+        return f"VF {self.vf}: netdev MTU -> {self.value}"

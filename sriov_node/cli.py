@@ -224,8 +224,10 @@ def _print_status(body, as_json: bool) -> None:
         mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
         if pf["error"]:
             mark = "NOT APPLIED"
+        extra = "".join(f"  {k} {pf[k]}" for k in ("mtu", "eswitch_mode") if pf[k] is not None and k != "mtu") \
+            + (f"  mtu {pf['mtu']}" if pf["mtu"] not in (None, 1500) else "")
         typer.echo(f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "
-                   f"VFs {pf['num_vfs']}/{pf['total_vfs']}  {pf['block'] or ''}  {mark}".rstrip())
+                   f"VFs {pf['num_vfs']}/{pf['total_vfs']}{extra}  {pf['block'] or ''}  {mark}".rstrip())
         for line in pf["pf_findings"]:
             typer.echo(f"    differs: {line}")
         if pf["error"]:

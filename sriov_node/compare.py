@@ -18,6 +18,7 @@ from sriov_node.model import (
     VfSpec,
     VfState,
     describe_driver,
+    format_ranges,
     is_override_only,
 )
 
@@ -27,6 +28,11 @@ VFS_PRESENT = "vfs"  # the virtfnN links / VF devices behind sriov_numvfs
 AUTOPROBE = "drivers_autoprobe"  # sriov_drivers_autoprobe
 DRIVER = "driver"  # the VF's bound driver
 OVERRIDE = "driver_override"  # the VF's driver_override
+PF_MTU = "mtu"  # the PF netdev's MTU
+ESWITCH = "eswitch_mode"  # devlink
+VF_MTU = "vf_mtu"  # a VF netdev's MTU
+VF_LINKS = "vf_links"  # VF settings could not be read at all
+# and one per VF setting, named as VfLinks.wanted() names them: "mac", "vlan", "rate", "spoofchk", ...
 
 RECREATE = frozenset({NUM_VFS, VFS_PRESENT})  # findings only a disable + enable can fix
 
@@ -39,6 +45,21 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def show_setting(attr: str, value: Any) -> str:
+    """A VF setting in words: 'vlan 10 qos 3 (802.1ad)', 'tx rate 0-1000 Mbit/s', 'trust on'."""
+    if value is None:
+        return f"{attr} not reported"
+    if attr == "vlan":
+        vlan, qos, proto = value
+        return "no vlan" if not vlan and not qos else f"vlan {vlan}" + (f" qos {qos}" if qos else "") + f" ({proto})"
+    if attr == "rate":
+        return f"tx rate {value[0]}-{value[1]} Mbit/s" if value[1] else (
+            f"tx rate {value[0]}- Mbit/s" if value[0] else "no tx rate limit")
+    if isinstance(value, bool):
+        return f"{attr} {'on' if value else 'off'}"
+    return f"{attr} {value}"
+
+
 @dataclass(frozen=True)
 class Finding:
     """One way the kernel differs from the desired state."""
@@ -49,8 +70,8 @@ class Finding:
     vf: Optional[int] = None
     text: Optional[str] = None  # the difference in words, when want/have alone say too little
 
-    def describe(self) -> str:
-        where = f"VF {self.vf}: " if self.vf is not None else ""
+    def describe(self, where_too: bool = True) -> str:
+        where = f"VF {self.vf}: " if self.vf is not None and where_too else ""
         if self.text:
             return f"{where}{self.text}"
         return f"{where}{self.attr} is {_show(self.have)}, want {_show(self.want)}"
@@ -59,8 +80,8 @@ class Finding:
         return {"attr": self.attr, "vf": self.vf, "want": self.want, "have": self.have, "text": self.describe()}
 
 
-def compare_vf(want: VfSpec, vf: VfState, default: Optional[str] = None) -> List[Finding]:
-    """A present VF against its spec: driver and driver_override. `default`: the kernel's pick, if known."""
+def compare_driver(want: VfSpec, vf: VfState, default: Optional[str] = None) -> List[Finding]:
+    """A present VF's driver and driver_override against its spec. `default`: the kernel's pick, if known."""
     out: List[Finding] = []
     driver = want.driver
     if driver == DRIVER_ANY:
@@ -85,43 +106,85 @@ def compare_vf(want: VfSpec, vf: VfState, default: Optional[str] = None) -> List
     if vf.driver_override != driver:
         out.append(Finding(OVERRIDE, driver, vf.driver_override, vf.index))
     if vf.driver != driver:
-        out.append(Finding(DRIVER, driver, vf.driver, vf.index,
-                           f"bound to {vf.driver or 'no driver'}, want {driver}"))
+        out.append(Finding(DRIVER, driver, vf.driver, vf.index, f"bound to {vf.driver or 'no driver'}, want {driver}"))
+    return out
+
+
+def compare_settings(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
+    """The VF's settings held by the PF driver (MAC, VLAN, rates, ...) and its netdev's MTU."""
+    out: List[Finding] = []
+    wanted = want.links.wanted()
+    if wanted:
+        if vf.links is None:
+            out.append(Finding(VF_LINKS, wanted, None, vf.index,
+                               f"its settings cannot be read ({pf.links_error or 'no netlink'}), want "
+                               + ", ".join(show_setting(a, v) for a, v in wanted.items())))
+        else:
+            for attr, value in wanted.items():
+                have = vf.links.observed(attr)
+                if have != value:
+                    out.append(Finding(attr, value, have, vf.index,
+                                       f"{show_setting(attr, have)}, want {show_setting(attr, value)}"))
+    if want.mtu is not None and not vf.netdev_elsewhere:  # in a pod, the CNI owns the netdev
+        if not vf.netdevs:
+            out.append(Finding(VF_MTU, want.mtu, None, vf.index,
+                               f"no netdev to set MTU {want.mtu} on (bound to {vf.driver or 'no driver'})"))
+        elif vf.mtu != want.mtu:
+            out.append(Finding(VF_MTU, want.mtu, vf.mtu, vf.index, f"netdev {vf.netdevs[0]} MTU is {vf.mtu}, want {want.mtu}"))
+    return out
+
+
+def compare_pf(spec: PfSpec, pf: PfState) -> List[Finding]:
+    out: List[Finding] = []
+    autoprobe = spec.autoprobe_wanted
+    if autoprobe is not None and pf.autoprobe is not None and pf.autoprobe != autoprobe:
+        out.append(Finding(AUTOPROBE, autoprobe, pf.autoprobe))
+    if spec.mtu is not None:
+        if not pf.netdevs:
+            out.append(Finding(PF_MTU, spec.mtu, None, None, f"no PF netdev to set MTU {spec.mtu} on"))
+        elif pf.mtu != spec.mtu:
+            out.append(Finding(PF_MTU, spec.mtu, pf.mtu, None, f"PF netdev {pf.name} MTU is {pf.mtu}, want {spec.mtu}"))
+    if spec.eswitch_mode is not None and pf.eswitch_mode != spec.eswitch_mode:
+        have = pf.eswitch_mode or f"unknown ({pf.eswitch_error or 'not read'})"
+        out.append(Finding(ESWITCH, spec.eswitch_mode, pf.eswitch_mode, None,
+                           f"eswitch mode is {have}, want {spec.eswitch_mode}"))
     return out
 
 
 def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
     """Everything about `pf` that differs from `spec`; empty means converged.
 
-    `pf` must carry its VFs (observe with the PF in `vfs_of`).
+    `pf` must carry its VFs (observe with the PF in `vfs_of`) and what the spec asks about
+    (VF settings, MTUs, eswitch mode).
     """
-    out: List[Finding] = []
+    out = compare_pf(spec, pf)
     want = spec.num_vfs
     have = pf.num_vfs or 0
-    if pf.autoprobe is not None and pf.autoprobe != spec.drivers_autoprobe:
-        out.append(Finding(AUTOPROBE, spec.drivers_autoprobe, pf.autoprobe))
-    if have != want:
+    if spec.externally_managed:
+        if have < want:
+            out.append(Finding(NUM_VFS, want, have, None,
+                               f"sriov_numvfs is {have}, the config needs at least {want} (externally managed: "
+                               "the tool that owns this PF must create them)"))
+        want = min(want, have)  # configure what exists, never change the count
+    elif have != want:
         out.append(Finding(NUM_VFS, want, have))
         return tuple(out)  # the VFs will be made anew: nothing to say about each one
-    present = {vf.index for vf in pf.vfs}
-    missing = [i for i in range(want) if i not in present]
-    extra = sorted(present - set(range(want)))
-    if missing or extra:
-        text = f"sriov_numvfs reads {have} but VF(s) {_ranges(missing or extra)} "
-        text += "are missing (never appeared, or removed behind the kernel's back)" if missing else "exist beyond it"
-        out.append(Finding(VFS_PRESENT, list(range(want)), sorted(present), None, text))
-        return tuple(out)
+    pci = pf.bus == "pci"
+    if pci:
+        present = {vf.index for vf in pf.vfs}
+        missing = [i for i in range(want) if i not in present]
+        extra = sorted(present - set(range(have)))
+        if missing or extra:
+            text = f"sriov_numvfs reads {have} but VF(s) {format_ranges(missing or extra)} "
+            text += "are missing (never appeared, or removed behind the kernel's back)" if missing else "exist beyond it"
+            out.append(Finding(VFS_PRESENT, list(range(want)), sorted(present), None, text))
+            if not spec.externally_managed:
+                return tuple(out)
     for vf in pf.vfs:
-        out += compare_vf(spec.vf(vf.index), vf, pf.vf_default_driver)
+        if vf.index >= want:
+            continue
+        vf_spec = spec.vf(vf.index)
+        if pci:  # VFs without PCI functions (netdevsim) have no driver to bind
+            out += compare_driver(vf_spec, vf, pf.vf_default_driver)
+        out += compare_settings(vf_spec, vf, pf)
     return tuple(out)
-
-
-def _ranges(indices: List[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    spans: List[List[int]] = []
-    for i in sorted(indices):
-        if spans and spans[-1][1] == i - 1:
-            spans[-1][1] = i
-        else:
-            spans.append([i, i])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)

@@ -11,7 +11,19 @@ import sys
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from sriov_node.errors import ConfigError, ConfigProblem
-from sriov_node.model import DesiredState, PfSelector, PfSpec, VfGroup
+from sriov_node.model import (
+    DRIVER_NONE,
+    ESWITCH_MODES,
+    LINK_STATES,
+    VLAN_PROTOS,
+    DesiredState,
+    PfSelector,
+    PfSpec,
+    VfGroup,
+    VfLinks,
+    format_ranges,
+    is_override_only,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,8 +35,12 @@ SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 
 TOP_KEYS = ("version", "pf")
-PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs")
-VF_KEYS = ("range", "driver")
+PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
+           "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
+VF_LINK_KEYS = ("mac", "vlan", "qos", "vlan_proto", "spoofchk", "trust", "link_state", "min_tx_rate", "max_tx_rate")
+VF_KEYS = ("range", "driver") + VF_LINK_KEYS + ("mtu",)
+MIN_MTU, MAX_MTU = 68, 65535  # ETH_MIN_MTU; the device's own max_mtu is the kernel's to enforce
+MAX_RATE = 0xFFFFFFFF  # Mbit/s, a u32 in IFLA_VF_RATE
 
 _PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
@@ -115,6 +131,22 @@ class _Validator:
             self.error(key, f"must be from {lo} to {hi}, got {value}")
             return None
         return value
+
+    def boolean(self, key: str, value: Any) -> Optional[bool]:
+        if not isinstance(value, bool):
+            hint = f" (write {str(value).lower()} without quotes)" if str(value).lower() in ("true", "false") else ""
+            self.error(key, f"must be true or false, got {_type_name(value)}{hint}")
+            return None
+        return value
+
+    def choice(self, key: str, value: Any, choices: Tuple[str, ...]) -> Optional[str]:
+        text = self.string(key, value)
+        if text is None:
+            return None
+        match = next((c for c in choices if c.lower() == text.lower()), None)
+        if match is None:
+            self.error(key, f"{text!r} is not one of: {', '.join(choices)}")
+        return match
 
     def string(self, key: str, value: Any) -> Optional[str]:
         if not isinstance(value, str):
@@ -232,6 +264,62 @@ class _Validator:
             return False, None
         return True, driver
 
+    def group_links(self, gkey: str, table: Dict[str, Any], count: int) -> Optional[VfLinks]:
+        """The VF settings of a group (rtnetlink IFLA_VF_*); None when one of them is wrong."""
+        before = len(self.problems)
+        got: Dict[str, Any] = {}
+        if "mac" in table:
+            raw = self.string(f"{gkey}.mac", table["mac"])
+            if raw is not None:
+                if not _MAC_RE.match(raw.lower()):
+                    self.error(f"{gkey}.mac", f"{raw!r} is not a MAC address; write it as aa:bb:cc:dd:ee:ff")
+                elif int(raw[:2], 16) & 1:
+                    self.error(f"{gkey}.mac", f"{raw!r} is a multicast address; a VF needs a unicast one "
+                                              "(the first byte even, e.g. 02:...)")
+                elif count > 1:
+                    self.error(f"{gkey}.mac", f"one MAC for {count} VFs: each VF needs its own; "
+                                              "give each its own group (range = \"3\")")
+                else:
+                    got["mac"] = raw.lower()
+        if "vlan" in table:
+            got["vlan"] = self.integer(f"{gkey}.vlan", table["vlan"], 0, 4095)
+        if "qos" in table:
+            got["qos"] = self.integer(f"{gkey}.qos", table["qos"], 0, 7)
+        if "vlan_proto" in table:
+            got["vlan_proto"] = self.choice(f"{gkey}.vlan_proto", table["vlan_proto"], tuple(VLAN_PROTOS))
+        for part in ("qos", "vlan_proto"):
+            if part in table and "vlan" not in table:
+                self.error(f"{gkey}.{part}", "applies to a VLAN: set vlan too (vlan = 0 means none)")
+        if got.get("vlan_proto") == "802.1ad" and got.get("vlan") == 0:
+            self.error(f"{gkey}.vlan_proto", "802.1ad needs a VLAN id: vlan = 0 means no VLAN (drop vlan_proto)")
+        for flag in ("spoofchk", "trust"):
+            if flag in table:
+                got[flag] = self.boolean(f"{gkey}.{flag}", table[flag])
+        if "link_state" in table:
+            got["link_state"] = self.choice(f"{gkey}.link_state", table["link_state"], LINK_STATES)
+        for rate in ("min_tx_rate", "max_tx_rate"):
+            if rate in table:
+                got[rate] = self.integer(f"{gkey}.{rate}", table[rate], 0, MAX_RATE)
+        low, high = got.get("min_tx_rate"), got.get("max_tx_rate")
+        if low and high and low > high:
+            self.error(f"{gkey}.min_tx_rate", f"{low} Mbit/s is above max_tx_rate = {high}; the kernel "
+                                              "refuses min > max (max_tx_rate = 0 means no limit)")
+        if len(self.problems) != before:
+            return None
+        return VfLinks(**got)
+
+    def group_mtu(self, gkey: str, table: Dict[str, Any], driver: Optional[str]) -> Tuple[bool, Optional[int]]:
+        if "mtu" not in table:
+            return True, None
+        mtu = self.integer(f"{gkey}.mtu", table["mtu"], MIN_MTU, MAX_MTU)
+        if mtu is None:
+            return False, None
+        if driver == DRIVER_NONE or is_override_only(driver):
+            self.error(f"{gkey}.mtu", f"a VF MTU is set on the VF's netdev, and driver = {driver!r} gives it none; "
+                                      "drop mtu, or use a network driver (iavf, mlx5_core, ...)")
+            return False, None
+        return True, mtu
+
     def vf_groups(self, key: str, value: Any, num_vfs: Optional[int]) -> Tuple[VfGroup, ...]:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             self.error(key, f"must be an array of tables ([[{key.split('[')[0]}.vfs]]), got {_type_name(value)}")
@@ -241,12 +329,15 @@ class _Validator:
         for i, table in enumerate(value):
             gkey = f"{key}[{i}]"
             self.unknown_keys(gkey, table, VF_KEYS)
-            # Check range and driver independently, so one run reports both.
+            # Check every key independently, so one run reports every problem.
             indices = self.group_range(gkey, table, num_vfs, owner)
             driver_ok, driver = self.group_driver(gkey, table)
-            if indices is None or not driver_ok:
+            links = self.group_links(gkey, table, len(indices) if indices else 1)
+            mtu_ok, mtu = self.group_mtu(gkey, table, driver if driver_ok else None)
+            if indices is None or not driver_ok or links is None or not mtu_ok:
                 continue
-            groups.append(VfGroup(key=gkey, range_text=table["range"], indices=indices, driver=driver))
+            groups.append(VfGroup(key=gkey, range_text=table["range"], indices=indices, driver=driver,
+                                  links=links, mtu=mtu))
         return tuple(groups)
 
     def pf(self, key: str, table: Any) -> Optional[PfSpec]:
@@ -262,9 +353,24 @@ class _Validator:
         else:
             num_vfs = self.integer(f"{key}.num_vfs", table["num_vfs"], 0, MAX_NUM_VFS)
         groups = self.vf_groups(f"{key}.vfs", table.get("vfs", []), num_vfs)
+        extra: Dict[str, Any] = {}
+        if "mtu" in table:
+            extra["mtu"] = self.integer(f"{key}.mtu", table["mtu"], MIN_MTU, MAX_MTU)
+        if "eswitch_mode" in table:
+            extra["eswitch_mode"] = self.choice(f"{key}.eswitch_mode", table["eswitch_mode"], ESWITCH_MODES)
+        for flag in ("drivers_autoprobe", "externally_managed"):
+            if flag in table:
+                extra[flag] = self.boolean(f"{key}.{flag}", table[flag])
+        if extra.get("drivers_autoprobe") is False and num_vfs:
+            named = {i for g in groups if g.driver is not None for i in g.indices}
+            left = [i for i in range(num_vfs) if i not in named]
+            if left:
+                self.error(f"{key}.drivers_autoprobe",
+                           f"false keeps the kernel from binding a VF without a driver_override, and VF(s) "
+                           f"{format_ranges(left)} name no driver; give them one: a driver name, \"none\" or \"any\"")
         if len(self.problems) != before or selector is None or num_vfs is None:
             return None
-        return PfSpec(key=key, selector=selector, num_vfs=num_vfs, vfs=groups)
+        return PfSpec(key=key, selector=selector, num_vfs=num_vfs, vfs=groups, **extra)
 
     def document(self, doc: Dict[str, Any]) -> Tuple[Optional[int], List[PfSpec]]:
         self.unknown_keys("", doc, TOP_KEYS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno as E
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 from sriov_node import hints
 from sriov_node.actions import (
@@ -21,12 +21,17 @@ from sriov_node.actions import (
     ProbeVf,
     SetAutoprobe,
     SetDriverOverride,
+    SetEswitchMode,
     SetNumVfs,
+    SetPfMtu,
+    SetVfMtu,
+    SetVfSetting,
     UnbindDriver,
 )
 from sriov_node.errors import HostError
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of
+from sriov_node.model import VF_LINK_ATTRS
 from sriov_node.plan import PfPlan
 
 DEFAULT_TIMEOUT = 60.0
@@ -68,22 +73,38 @@ class Executor:
             UnbindDriver: self._unbind,
             BindDriver: self._bind,
             ProbeVf: self._probe_default,
+            SetPfMtu: self._set_pf_mtu,
+            SetEswitchMode: self._set_eswitch_mode,
+            SetVfMtu: self._set_vf_mtu,
         }
 
     def run(self, plan: PfPlan) -> RunResult:
         result = RunResult()
         failed_vfs: Set[int] = set()
-        for action in plan.actions:
+        actions = list(plan.actions)
+        i = 0
+        while i < len(actions):
+            action = actions[i]
             if self.cancelled():
                 result.completed, result.interrupted = False, True
                 break
+            if isinstance(action, SetVfSetting):  # consecutive settings go out as one request
+                batch = [action]
+                while i + 1 < len(actions) and isinstance(actions[i + 1], SetVfSetting):
+                    i += 1
+                    batch.append(actions[i])
+                i += 1
+                if self._present(action.pf, result):
+                    result.errors += self._set_vf_settings(batch)
+                    continue
+                break
+            i += 1
             vf = action.target_vf
             if vf is not None and vf in failed_vfs:
                 continue
+            if not self._present(action.pf, result):
+                break
             try:
-                if not self.sysfs.device_exists(action.pf):
-                    raise HostError(action.pf, "the PF disappeared (hot-unplug, driver reset or firmware update)",
-                                    errno=E.ENODEV, hint="check that the device is still present (lspci) and re-run")
                 self._handlers[type(action)](action)
             except HostError as exc:
                 result.errors.append(exc)
@@ -94,6 +115,14 @@ class Executor:
         if not result.completed and plan.on_failure:
             self._run_cleanup(plan, result)
         return result
+
+    def _present(self, pf: str, result: RunResult) -> bool:
+        if self.sysfs.pf_exists(pf):
+            return True
+        result.errors.append(HostError(pf, "the PF disappeared (hot-unplug, driver reset or firmware update)",
+                                       errno=E.ENODEV, hint="check that the device is still present (lspci) and re-run"))
+        result.completed = False
+        return False
 
     def settle(self, pf: str) -> List[HostError]:
         """After default-driver probes: wait out the probe grace, then name each VF its driver let go.
@@ -168,13 +197,17 @@ class Executor:
         sysfs = self.sysfs
         self._write_num_vfs(a)
 
+        pci = sysfs.is_pci(a.pf)
+
         def settled() -> bool:
             if sysfs.num_vfs(a.pf) != a.value:
                 return False
+            if not pci:  # VFs without PCI functions (netdevsim): the count is all there is
+                return True
             return sysfs.virtfn_count(a.pf) == a.value and all(sysfs.vf_address(a.pf, i) for i in range(a.value))
 
         def untouched() -> bool:
-            return sysfs.num_vfs(a.pf) == 0 and sysfs.virtfn_count(a.pf) == 0
+            return sysfs.num_vfs(a.pf) == 0 and (not pci or sysfs.virtfn_count(a.pf) == 0)
 
         deadline = self._deadline()
         grace = min(deadline, time.monotonic() + 1.0)
@@ -182,7 +215,7 @@ class Executor:
             # Seen on NVMe right after its driver bound: the write succeeded, nothing was
             # enabled. The kernel's state says "0": writing N once more is still a 0 -> N step.
             self._write_num_vfs(a)
-        if a.value and sysfs.autoprobe(a.pf):
+        if a.value and pci and sysfs.autoprobe(a.pf):
             self._created[a.pf] = time.monotonic()  # the kernel probes them now, maybe asynchronously
         if not self._wait(settled, deadline):
             seen = sysfs.virtfn_count(a.pf)
@@ -338,3 +371,107 @@ class Executor:
                 return None
         message, hint = hints.default_probe_error(code, driver)
         return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="probe", errno=code, hint=hint)
+
+    # ------------------------------------------------------------------ netlink and devlink
+
+    def _pf_driver(self, pf: str) -> Optional[str]:
+        return self.sysfs.device_driver(pf) if self.sysfs.is_pci(pf) else self.sysfs.pf_driver(pf)
+
+    def _set_pf_mtu(self, a: SetPfMtu) -> None:
+        try:
+            self.host.links.set_mtu(a.ifname, a.value)
+        except OSError as exc:
+            message, hint = hints.netlink_error(f"setting {a.ifname}'s MTU to {a.value}", exc.errno or E.EIO)
+            raise HostError(a.pf, message, attr="mtu", errno=exc.errno, hint=hint)
+        mtu = self.sysfs.read_int("sys/class/net", a.ifname, "mtu")
+        if mtu != a.value:
+            raise HostError(a.pf, f"{a.ifname}'s MTU reads {mtu} after setting {a.value}", attr="mtu",
+                            hint="check the device's max_mtu (ip -d link show) and dmesg")
+
+    def _set_eswitch_mode(self, a: SetEswitchMode) -> None:
+        devlink = self.host.devlink
+        try:
+            devlink.set_eswitch_mode(a.handle, a.value)
+        except OSError as exc:
+            message, hint = hints.eswitch_error(exc.errno or E.EIO, a.value, self._pf_driver(a.pf))
+            raise HostError(a.pf, message, attr="eswitch_mode", errno=exc.errno, hint=hint)
+        try:
+            mode = devlink.eswitch_mode(a.handle)
+        except OSError as exc:
+            mode = f"unreadable ({exc.strerror or exc})"
+        if mode != a.value:
+            raise HostError(a.pf, f"the eswitch mode reads {mode} after setting {a.value}", attr="eswitch_mode",
+                            hint="check dmesg for the driver's eswitch messages")
+
+    def _set_vf_settings(self, batch: List[SetVfSetting]) -> List[HostError]:
+        """Every VF setting of a PF in one RTM_SETLINK; on a refusal, find the VF and setting, go on.
+
+        The kernel applies the VFs in order and stops at the first failure, keeping what it
+        applied: read back, name exactly the VF and setting that failed, and send the rest.
+        """
+        pf, ifname = batch[0].pf, batch[0].ifname
+        merged: Dict[int, Dict[str, Any]] = {}
+        for action in batch:
+            for vf, value in action.values:
+                merged.setdefault(vf, {})[action.attr] = value
+        pending: List[Tuple[int, Dict[str, Any]]] = sorted(merged.items())
+        errors: List[HostError] = []
+        links = self.host.links
+        while pending and not self.cancelled():
+            try:
+                links.set_vf_links(ifname, pending)
+                break
+            except OSError as exc:
+                code = exc.errno or E.EIO
+                try:
+                    now = links.vf_links(ifname)
+                except OSError:
+                    now = {}
+                for n, (vf, change) in enumerate(pending):
+                    current = now.get(vf)
+                    failed = next((attr for attr in VF_LINK_ATTRS if attr in change and
+                                   (current is None or current.observed(attr) != change[attr])), None)
+                    if failed is None:
+                        continue
+                    message, hint = hints.vf_setting_error(code, failed, change[failed], pf_driver=self._pf_driver(pf),
+                                                           eswitch=self._mode_quiet(pf))
+                    errors.append(HostError(pf, message, vf=vf, attr=failed, errno=code, hint=hint))
+                    later = VF_LINK_ATTRS[VF_LINK_ATTRS.index(failed) + 1:]
+                    rest = {attr: change[attr] for attr in later if attr in change}
+                    pending = ([(vf, rest)] if rest else []) + pending[n + 1:]
+                    break
+                else:  # everything reads as asked, yet the request failed: say so once, stop
+                    message, hint = hints.netlink_error(f"setting VF settings through {ifname}", code)
+                    errors.append(HostError(pf, message, attr="vf_settings", errno=code, hint=hint))
+                    break
+        return errors
+
+    def _mode_quiet(self, pf: str) -> Optional[str]:
+        handle = f"pci/{pf}" if self.sysfs.is_pci(pf) else f"{self.sysfs.pf_bus(pf)}/{pf}"
+        try:
+            return self.host.devlink.eswitch_mode(handle)
+        except OSError:
+            return None
+
+    def _set_vf_mtu(self, a: SetVfMtu) -> None:
+        sysfs = self.sysfs
+        vf = self._vf_pci(a.pf, a.vf)
+
+        def netdev() -> Optional[str]:
+            names = sysfs.listdir("sys/bus/pci/devices", vf, "net")
+            return sorted(names)[0] if names else None
+
+        if not self._wait(lambda: netdev() is not None, self._deadline()):
+            raise HostError(a.pf, f"{vf} has no netdev to set MTU {a.value} on (bound to "
+                            f"{sysfs.device_driver(vf) or 'no driver'})", vf=a.vf, attr="mtu", errno=E.ENODEV,
+                            hint="a VF MTU needs a network driver on the VF (iavf, mlx5_core, ...)")
+        ifname = netdev() or ""
+        try:
+            self.host.links.set_mtu(ifname, a.value)
+        except OSError as exc:
+            message, hint = hints.netlink_error(f"setting {ifname}'s MTU to {a.value}", exc.errno or E.EIO)
+            raise HostError(a.pf, message, vf=a.vf, attr="mtu", errno=exc.errno, hint=hint)
+        mtu = sysfs.read_int("sys/class/net", ifname, "mtu")
+        if mtu != a.value:
+            raise HostError(a.pf, f"{ifname}'s MTU reads {mtu} after setting {a.value}", vf=a.vf, attr="mtu",
+                            hint="check the VF driver's max MTU and the PF's MTU")

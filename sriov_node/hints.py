@@ -96,3 +96,61 @@ def write_error(attr: str, code: int) -> Tuple[str, str]:
 def load_error(driver: str, detail: str) -> Tuple[str, str]:
     return (f"could not load the {driver} driver: {detail}",
             f"install the kernel module that provides {driver} (e.g. linux-modules-extra) or fix the driver name")
+
+
+SETTING_WORDS = {"mac": "a VF MAC", "vlan": "VF VLANs", "rate": "VF tx rate limits", "spoofchk": "VF spoof checking",
+                 "link_state": "VF link state", "trust": "VF trust"}
+
+
+def vf_setting_error(code: int, attr: str, value: object, *, pf_driver: Optional[str],
+                     eswitch: Optional[str]) -> Tuple[str, str]:
+    """(what happened, how to fix it) when the PF driver refuses one VF setting."""
+    from sriov_node.compare import show_setting
+
+    drv = pf_driver or "the PF driver"
+    shown = show_setting(attr, value)
+    what = SETTING_WORDS.get(attr, attr)
+    if code == E.EOPNOTSUPP:
+        if eswitch == "switchdev":
+            return (f"{drv} refuses {what} in switchdev mode: there VF settings go through devlink "
+                    "(port function, rate) and the representor",
+                    "set them with devlink on the representor, or use eswitch_mode = \"legacy\"")
+        return (f"{drv} does not support {what}", f"drop {attr} for this PF's VFs (the driver cannot do it)")
+    if code == E.EPROTONOSUPPORT:
+        return (f"{drv} supports only 802.1Q VF VLANs, not {shown}",
+                "use vlan_proto = \"802.1Q\" (802.1ad needs mlx5, or ice in double-VLAN mode)")
+    if code == E.EINVAL:
+        if attr == "rate":
+            return (f"{drv} refused {shown} (min_tx_rate unsupported, a max below its floor, "
+                    "or above the link speed)", "check dmesg; on i40e/igb/ixgbe leave min_tx_rate out")
+        if attr == "mac":
+            return (f"{drv} refused {shown}", "use a unicast, locally administered MAC (02:...)")
+        return (f"{drv} refused {shown}", "check dmesg for the driver's reason")
+    if code == E.EPERM:
+        return (f"{drv} refused {what}: not permitted", "run sriov-node as root (CAP_NET_ADMIN)")
+    return (f"setting {what} failed: {os.strerror(code)}", "check dmesg for the driver's reason")
+
+
+def netlink_error(what: str, code: int) -> Tuple[str, str]:
+    if code == E.EPERM:
+        return (f"{what}: not permitted", "run sriov-node as root (CAP_NET_ADMIN)")
+    if code == E.EINVAL:
+        return (f"{what}: the kernel refused the value", "check the device's limits (ip -d link show) and dmesg")
+    if code == E.EOPNOTSUPP:
+        return (f"{what}: the driver does not support it", "check that the PF's driver supports this")
+    return (f"{what}: {os.strerror(code)}", "check dmesg")
+
+
+def eswitch_error(code: int, mode: str, pf_driver: Optional[str]) -> Tuple[str, str]:
+    drv = pf_driver or "the PF driver"
+    if code == E.EOPNOTSUPP:
+        return (f"{drv} refused eswitch mode {mode} (it has no switchdev support, or its state forbids the change now)",
+                "check dmesg; i40e, igb and ixgbe have no switchdev; ice needs no VFs while switching, "
+                "old mlx5 needs VFs created and unbound")
+    if code == E.ENODEV:
+        return (f"the PF has no devlink instance ({drv})", "its driver does not register with devlink: drop eswitch_mode")
+    if code == E.EBUSY:
+        return (f"{drv} is busy (E-Switch busy, a firmware reset, or VFs still bound)", "re-run in a moment; check dmesg")
+    if code == E.EPERM:
+        return (f"{drv} refused: not permitted", "run sriov-node as root (CAP_NET_ADMIN)")
+    return (f"setting eswitch mode {mode} failed: {os.strerror(code)}", "check dmesg")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 # ---------------------------------------------------------------------------- desired
 
@@ -21,6 +21,17 @@ def is_override_only(driver: Optional[str]) -> bool:
     return driver is not None and (driver in OVERRIDE_ONLY_DRIVERS or driver.endswith("_vfio_pci"))
 
 
+def format_ranges(indices: "list[int]") -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (the config's range syntax)."""
+    spans: "list[list[int]]" = []
+    for i in sorted(indices):
+        if spans and spans[-1][1] == i - 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def describe_driver(driver: Optional[str]) -> str:
     """How a desired VF driver reads in messages."""
     if driver is DRIVER_DEFAULT:
@@ -32,6 +43,50 @@ def describe_driver(driver: Optional[str]) -> str:
     return driver
 
 
+VLAN_PROTOS = {"802.1Q": 0x8100, "802.1ad": 0x88A8}
+LINK_STATES = ("auto", "enable", "disable")  # IFLA_VF_LINK_STATE 0, 1, 2
+ESWITCH_MODES = ("legacy", "switchdev")
+# VF link attributes in the order the kernel applies them inside one IFLA_VF_INFO (do_setvfinfo)
+VF_LINK_ATTRS = ("mac", "vlan", "rate", "spoofchk", "link_state", "trust")
+
+
+@dataclass(frozen=True)
+class VfLinks:
+    """VF settings the PF's driver holds (rtnetlink IFLA_VF_*): desired (None = not managed) or observed."""
+
+    mac: Optional[str] = None
+    vlan: Optional[int] = None  # 0 = no VLAN
+    qos: Optional[int] = None
+    vlan_proto: Optional[str] = None  # "802.1Q" | "802.1ad"
+    spoofchk: Optional[bool] = None
+    trust: Optional[bool] = None
+    link_state: Optional[str] = None  # "auto" | "enable" | "disable"
+    min_tx_rate: Optional[int] = None  # Mbit/s, 0 = no limit
+    max_tx_rate: Optional[int] = None
+
+    def wanted(self) -> Dict[str, Any]:
+        """The managed attributes, grouped as the kernel sets them: vlan = (vlan, qos, proto), rate = (min, max)."""
+        out: Dict[str, Any] = {}
+        if self.mac is not None:
+            out["mac"] = self.mac
+        if self.vlan is not None:
+            out["vlan"] = (self.vlan, self.qos or 0, self.vlan_proto or "802.1Q")
+        if self.min_tx_rate is not None or self.max_tx_rate is not None:
+            out["rate"] = (self.min_tx_rate or 0, self.max_tx_rate or 0)
+        for name in ("spoofchk", "link_state", "trust"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    def observed(self, attr: str) -> Any:
+        """The observed value of one grouped attribute, in the shape `wanted` uses."""
+        if attr == "vlan":
+            return None if self.vlan is None else (self.vlan, self.qos or 0, self.vlan_proto or "802.1Q")
+        if attr == "rate":
+            return None if self.max_tx_rate is None else (self.min_tx_rate or 0, self.max_tx_rate)
+        return getattr(self, attr)
+
+
 @dataclass(frozen=True)
 class VfGroup:
     """A set of VF indices of one PF that share settings."""
@@ -40,6 +95,8 @@ class VfGroup:
     range_text: str
     indices: Tuple[int, ...]
     driver: Optional[str] = DRIVER_DEFAULT  # a driver name, "none", "any", or None (the kernel's default)
+    links: VfLinks = VfLinks()
+    mtu: Optional[int] = None  # the VF netdev's MTU
 
 
 @dataclass(frozen=True)
@@ -77,6 +134,8 @@ class VfSpec:
     index: int
     driver: Optional[str] = DRIVER_DEFAULT
     group: Optional[str] = None  # the group's key, None for VFs no group names
+    links: VfLinks = VfLinks()
+    mtu: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -87,13 +146,32 @@ class PfSpec:
     selector: PfSelector
     num_vfs: int
     vfs: Tuple[VfGroup, ...] = ()
-    drivers_autoprobe: bool = True  # the kernel's default
+    drivers_autoprobe: Optional[bool] = None  # None: the kernel's default (1), or untouched when externally managed
+    mtu: Optional[int] = None  # the PF netdev's MTU
+    eswitch_mode: Optional[str] = None  # "legacy" | "switchdev"
+    externally_managed: bool = False  # another tool owns sriov_numvfs: only check it and configure the VFs
 
     def vf(self, index: int) -> VfSpec:
         for group in self.vfs:
             if index in group.indices:
-                return VfSpec(index, group.driver, group.key)
+                return VfSpec(index, group.driver, group.key, group.links, group.mtu)
         return VfSpec(index)
+
+    @property
+    def wants_vf_links(self) -> bool:
+        return any(g.links.wanted() for g in self.vfs)
+
+    @property
+    def wants_vf_mtu(self) -> bool:
+        return any(g.mtu is not None for g in self.vfs)
+
+    @property
+    def autoprobe_wanted(self) -> Optional[bool]:
+        """sriov_drivers_autoprobe to keep: the key's value; else 1 (the kernel's default), or None
+        (leave it) on an externally managed PF."""
+        if self.drivers_autoprobe is not None:
+            return self.drivers_autoprobe
+        return None if self.externally_managed else True
 
     def vf_specs(self) -> Tuple[VfSpec, ...]:
         return tuple(self.vf(i) for i in range(self.num_vfs))
@@ -125,6 +203,8 @@ class VfState:
     # its netdev was moved into another network namespace (a pod).
     netdev_elsewhere: bool = False
     iommu_group: Optional[str] = None
+    links: Optional[VfLinks] = None  # None: not read (no settings wanted), or unknown (no netlink)
+    mtu: Optional[int] = None  # the VF netdev's MTU, when it has one here
 
 
 @dataclass(frozen=True)
@@ -144,6 +224,15 @@ class PfState:
     vfs_observed: bool = True
     # The driver the kernel would bind to these VFs by ID (modules.alias), when it was needed and known
     vf_default_driver: Optional[str] = None
+    bus: str = "pci"  # "pci", or "netdevsim" (VFs without PCI functions: no drivers to bind)
+    mtu: Optional[int] = None  # the PF netdev's MTU
+    eswitch_mode: Optional[str] = None  # read only when a block wants one
+    links_error: Optional[str] = None  # why the VF settings could not be read, when they could not
+    eswitch_error: Optional[str] = None  # why the eswitch mode could not be read
+
+    @property
+    def devlink_handle(self) -> str:
+        return f"{self.bus}/{self.pci}"
 
     @property
     def name(self) -> Optional[str]:

@@ -1,16 +1,24 @@
 """Findings -> phased actions. Pure: the kernel's ordering rules live here, and nowhere else.
 
-Phases run in order: modules (drivers to load) -> count (sriov_numvfs, through 0) -> bindings
-(driver_override, unbind, bind) -> restore (autoprobe back, default drivers probed). A plan also
-carries `on_failure`: the clean-up to run when it stops early (a failed write, SIGTERM), so a
-half-done run never leaves the PF refusing default drivers, nor hands a VF meant for a named
-driver to another one.
+Phases run in order:
+
+    modules   drivers to load
+    pf        the PF netdev's MTU (before VFs are created: VF drivers size buffers from it)
+    count     sriov_numvfs (through 0) and the eswitch mode, in the order the PF driver needs
+    bindings  driver_override, unbind, bind
+    links     VF settings held by the PF driver (MAC, VLAN, rates...), one request per PF
+    restore   autoprobe back, default drivers probed
+    netdevs   VF netdev MTUs, once their drivers made them
+
+A plan also carries `on_failure`: the clean-up to run when it stops early (a failed write,
+SIGTERM), so a half-done run never leaves the PF refusing default drivers, nor hands a VF
+meant for a named driver to another one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from sriov_node.actions import (
     Action,
@@ -19,14 +27,38 @@ from sriov_node.actions import (
     ProbeVf,
     SetAutoprobe,
     SetDriverOverride,
+    SetEswitchMode,
     SetNumVfs,
+    SetPfMtu,
+    SetVfMtu,
+    SetVfSetting,
     UnbindDriver,
 )
-from sriov_node.compare import RECREATE, Finding, compare
-from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, VfSpec, VfState, is_override_only
+from sriov_node.compare import ESWITCH, PF_MTU, RECREATE, VF_LINKS, VF_MTU, Finding, compare
+from sriov_node.model import (
+    DRIVER_ANY,
+    DRIVER_DEFAULT,
+    DRIVER_NONE,
+    VF_LINK_ATTRS,
+    PfState,
+    VfSpec,
+    VfState,
+    is_override_only,
+)
 from sriov_node.resolve import Target
 
-PHASES = ("modules", "count", "bindings", "restore")
+PHASES = ("modules", "pf", "count", "bindings", "links", "restore", "netdevs")
+
+# When a PF driver lets its eswitch mode change:
+#   no_vfs       only while no VF exists (ice): 0 VFs -> mode -> N VFs
+#   vfs_unbound  with VFs created and unbound (mlx5 before ~5.3 refused without VFs): N -> unbind -> mode -> rebind
+#   any          at any time (netdevsim; modern mlx5 too, but the order above is safe on every version)
+ESWITCH_ORDER = {"ice": "no_vfs", "mlx5_core": "vfs_unbound", "netdevsim": "any"}
+ESWITCH_DEFAULT_ORDER = "no_vfs"  # the order that is safe on a driver we know nothing of
+
+
+def eswitch_order(pf: PfState) -> str:
+    return ESWITCH_ORDER.get(pf.driver or "", ESWITCH_DEFAULT_ORDER)
 
 
 @dataclass(frozen=True)
@@ -83,21 +115,28 @@ def _loaded(driver: str, loaded: FrozenSet[str]) -> bool:
     return driver in loaded or driver.replace("_", "-") in loaded or driver.replace("-", "_") in loaded
 
 
+def _unbound(vf: VfState) -> VfState:
+    return VfState(vf.index, vf.pci, None, vf.driver_override, (), False, vf.iommu_group, vf.links, None)
+
+
 class _Builder:
     """Collects one PF's actions by phase; bindings are kept in kernel-safe order."""
 
-    def __init__(self, pf: str):
+    def __init__(self, pf: PfState):
         self.pf = pf
+        self.pf_phase: List[Action] = []
         self.count: List[Action] = []
         self.overrides: List[Action] = []
         self.unbinds: List[Action] = []
         self.binds: List[Action] = []
         self.restore: List[Action] = []
         self.probes: List[Action] = []
+        self.links: Dict[str, List[Tuple[int, Any]]] = {}
+        self.netdevs: List[Action] = []
 
     def vf(self, want: VfSpec, have: Optional[VfState]) -> None:
-        """Actions that take one VF (None: freshly created, unbound, no override) to its spec."""
-        pf, i, driver = self.pf, want.index, want.driver
+        """Actions that take one VF's binding (None: freshly created, unbound, no override) to its spec."""
+        pf, i, driver = self.pf.pci, want.index, want.driver
         override = have.driver_override if have else None
         bound = have.driver if have else None
         if driver == DRIVER_ANY:
@@ -120,9 +159,20 @@ class _Builder:
         if driver != DRIVER_NONE:
             self.binds.append(BindDriver(pf, vf=i, driver=driver))
 
+    def settings(self, want: VfSpec, only: Optional[Set[str]] = None) -> None:
+        """The VF's wanted settings (those in `only`, when given: the ones that differ)."""
+        for attr, value in want.links.wanted().items():
+            if only is None or attr in only:
+                self.links.setdefault(attr, []).append((want.index, value))
+
     def bindings(self) -> Tuple[Action, ...]:
         # Every override first: from then on no default driver can take a VF meant for another.
         return tuple(self.overrides + self.unbinds + self.binds)
+
+    def link_actions(self) -> Tuple[Action, ...]:
+        ifname = self.pf.name or ""
+        return tuple(SetVfSetting(self.pf.pci, ifname=ifname, attr=attr, values=tuple(self.links[attr]))
+                     for attr in VF_LINK_ATTRS if attr in self.links)
 
 
 def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
@@ -131,42 +181,96 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     findings = compare(spec, pf)
     if not findings:
         return PfPlan(target)
-    b = _Builder(pf.pci)
+    attrs = {f.attr for f in findings}
+    b = _Builder(pf)
+    pci = pf.bus == "pci"
+    have = pf.num_vfs or 0
+    wants = spec.vf_specs()
+    want_auto = spec.autoprobe_wanted
     autoprobe = pf.autoprobe is not False  # what the kernel will do with VFs added from here on
     on_failure: List[Action] = []
-    if any(f.attr in RECREATE for f in findings):
-        have = pf.num_vfs or 0
+
+    if PF_MTU in attrs and pf.name and spec.mtu is not None:
+        b.pf_phase.append(SetPfMtu(pf.pci, ifname=pf.name, value=spec.mtu, current=pf.mtu))
+    mode = None
+    if ESWITCH in attrs and spec.eswitch_mode is not None:
+        mode = SetEswitchMode(pf.pci, handle=pf.devlink_handle, value=spec.eswitch_mode, current=pf.eswitch_mode)
+    order = eswitch_order(pf)
+    recreate = bool(attrs & RECREATE) and not spec.externally_managed
+    if mode is not None and order == "no_vfs" and (have or pf.vfs):
+        if spec.externally_managed:
+            mode = None  # the count is not ours to take through 0: the finding stays, reported
+        else:
+            recreate = True
+    if mode is not None and order == "any":
+        b.count.append(mode)
+        mode = None
+
+    if recreate:
         if have or pf.vfs:
             # SR-IOV is all or nothing: the kernel answers EBUSY to N over M, so go through 0.
             b.count.append(SetNumVfs(pf.pci, value=0, current=have))
+        if mode is not None and (order == "no_vfs" or not spec.num_vfs):
+            b.count.append(mode)
+            mode = None
         if spec.num_vfs:
-            wants = spec.vf_specs()
-            # With drivers to choose, create the VFs unprobed so the default driver never grabs them.
-            if autoprobe and any(v.driver not in (DRIVER_DEFAULT, DRIVER_ANY) for v in wants):
+            # With drivers to choose (or an eswitch that wants its VFs unbound), create the VFs
+            # unprobed so the default driver never grabs them.
+            gate = any(v.driver not in (DRIVER_DEFAULT, DRIVER_ANY) for v in wants) or mode is not None
+            if pci and pf.autoprobe is not None and autoprobe and gate:
                 b.count.append(SetAutoprobe(pf.pci, value=False))
                 autoprobe = False
                 on_failure = [SetDriverOverride(pf.pci, vf=v.index, driver=v.driver) for v in wants
                               if v.driver not in (DRIVER_DEFAULT, DRIVER_ANY)]
-                on_failure.append(SetAutoprobe(pf.pci, value=spec.drivers_autoprobe))
+                on_failure.append(SetAutoprobe(pf.pci, value=want_auto if want_auto is not None else True))
                 on_failure += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
             b.count.append(SetNumVfs(pf.pci, value=spec.num_vfs, current=0))
+            if mode is not None:  # vfs_unbound: the VFs exist and nothing is bound to them
+                b.count.append(mode)
+                mode = None
             for want in wants:
-                b.vf(want, None)
-            if not autoprobe:  # created unprobed: the VFs the kernel would have probed need a probe of their own
+                if pci:
+                    b.vf(want, None)
+                b.settings(want)
+            if pci and not autoprobe:  # created unprobed: the VFs the kernel would have probed need a probe
                 b.probes += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
     else:
-        for vf in pf.vfs:
-            b.vf(spec.vf(vf.index), vf)
-    if autoprobe != spec.drivers_autoprobe and spec.num_vfs:
-        b.restore.append(SetAutoprobe(pf.pci, value=spec.drivers_autoprobe))
-    elif autoprobe != spec.drivers_autoprobe:
-        b.count.insert(0, SetAutoprobe(pf.pci, value=spec.drivers_autoprobe))
+        vfs = list(pf.vfs)
+        if mode is not None:  # vfs_unbound, or no_vfs with no VFs: unbind what is bound, then switch
+            for vf in vfs:
+                if vf.driver is not None:
+                    b.count.append(UnbindDriver(pf.pci, vf=vf.index, driver=vf.driver))
+            b.count.append(mode)
+            vfs = [_unbound(vf) for vf in vfs]
+        redo: Dict[int, Optional[Set[str]]] = {}
+        for f in findings:
+            if f.vf is not None and f.attr == VF_LINKS:
+                redo[f.vf] = None  # unreadable: send them all
+            elif f.vf is not None and f.attr in VF_LINK_ATTRS and redo.get(f.vf, set()) is not None:
+                redo.setdefault(f.vf, set()).add(f.attr)  # type: ignore[union-attr]
+        for vf in vfs:
+            want = spec.vf(vf.index)
+            if vf.index >= spec.num_vfs:
+                continue
+            if pci:
+                b.vf(want, vf)
+            if vf.index in redo:
+                b.settings(want, redo[vf.index])
+    if want_auto is not None and autoprobe != want_auto and pci and pf.autoprobe is not None:
+        (b.restore if spec.num_vfs else b.count).append(SetAutoprobe(pf.pci, value=want_auto))
+    mtus = {f.vf for f in findings if f.attr == VF_MTU}
+    for want in wants:
+        if want.mtu is not None and (recreate or want.index in mtus):
+            b.netdevs.append(SetVfMtu(pf.pci, vf=want.index, value=want.mtu))
     needed = sorted({a.driver for a in b.binds if isinstance(a, BindDriver) and not _loaded(a.driver, loaded_drivers)})
     phases = (
         ("modules", tuple(LoadDriver(pf.pci, driver=d) for d in needed)),
+        ("pf", tuple(b.pf_phase)),
         ("count", tuple(b.count)),
         ("bindings", b.bindings()),
+        ("links", b.link_actions() if pf.name else ()),
         ("restore", tuple(b.restore + b.probes)),
+        ("netdevs", tuple(b.netdevs)),
     )
     return PfPlan(target, findings, tuple((name, acts) for name, acts in phases if acts), tuple(on_failure))
 

@@ -21,8 +21,8 @@ from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError,
 from sriov_node.execute import DEFAULT_TIMEOUT, Executor
 from sriov_node.host import Host
 from sriov_node.host.holders import vf_holders
-from sriov_node.host.observe import observe, observe_pf
-from sriov_node.model import DesiredState, HostState
+from sriov_node.host.observe import Wanted, observe, observe_pf
+from sriov_node.model import DesiredState, HostState, PfState
 from sriov_node.plan import Plan, PfPlan, plan_pf
 from sriov_node.resolve import BlockFailure, Resolution, Target, resolve
 from sriov_node.state import ApplyLock, record_run
@@ -125,8 +125,13 @@ def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = N
         devices=[s.pci for s in sels if s.pci is not None],
     )
     resolution = resolve(desired, heads).only(only)
-    targets = tuple(Target(t.spec, observe_pf(host, t.pf.pci, macs=t.pf.mac is not None)) for t in resolution.targets)
+    targets = tuple(Target(t.spec, observe_target(host, t)) for t in resolution.targets)
     return heads, Resolution(targets, resolution.failures, resolution.notices)
+
+
+def observe_target(host: Host, target: Target) -> PfState:
+    """The PF with everything its block asks about (VFs, and VF settings, MTUs, eswitch if wanted)."""
+    return observe_pf(host, target.pf.pci, want=Wanted.for_spec(target.spec, macs=target.pf.mac is not None))
 
 
 def _failure_outcome(f: BlockFailure, heads: HostState, source: str) -> PfOutcome:
@@ -158,8 +163,10 @@ def reconcile(
     if dry_run:
         heads, resolution = survey(host, desired, only)
         plans = tuple(plan_pf(t, heads.pci_drivers) for t in resolution.targets)
-        outcomes = [PfOutcome(p.pf, p.target.pf.name, p.target.spec.key, PLANNED if p.actions else UNCHANGED,
-                              p.action_dicts(), findings=_finding_dicts(p.findings)) for p in plans]
+        outcomes = [PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
+                              PLANNED if p.actions else (FAILED if p.findings else UNCHANGED),
+                              p.action_dicts(), findings=_finding_dicts(p.findings),
+                              error=None if p.actions or not p.findings else _unactionable(p)) for p in plans]
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         return Report(outcomes, list(resolution.notices), 0, True, Plan(plans), duration=time.monotonic() - start)
 
@@ -177,6 +184,9 @@ def reconcile(
             outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts())
             outcomes.append(outcome)
             if not pf_plan.actions:
+                if pf_plan.findings:  # differences no action of ours can fix (an externally managed count)
+                    outcome.status, outcome.error = FAILED, _unactionable(pf_plan)
+                    outcome.findings = _finding_dicts(pf_plan.findings)
                 continue
             if interrupted or cancelled():
                 interrupted = True
@@ -194,6 +204,11 @@ def reconcile(
         return report
 
 
+def _unactionable(pf_plan: PfPlan) -> str:
+    return (f"PF {pf_plan.pf}: differs, and sriov-node may not change it: "
+            + "; ".join(f.describe() for f in pf_plan.findings))
+
+
 def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
     disturbed = pf_plan.disturbed_vfs()
     if disturbed and not force:
@@ -208,7 +223,8 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)
     outcome.writes = host.writes - before
-    after = compare(pf_plan.target.spec, observe_pf(host, pf_plan.pf)) if host.sysfs.device_exists(pf_plan.pf) else ()
+    gone = not host.sysfs.pf_exists(pf_plan.pf)
+    after = () if gone else compare(pf_plan.target.spec, observe_target(host, pf_plan.target))
     outcome.errors = [e.to_dict() for e in result.errors]
     outcome.findings = _finding_dicts(after)
     lines = [str(e) for e in result.errors]

@@ -7,8 +7,9 @@ from typing import Any, Dict, List, Optional
 from sriov_node.compare import compare
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
-from sriov_node.model import DesiredState, describe_driver
-from sriov_node.resolve import resolve
+from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
+from sriov_node.reconcile import observe_target
+from sriov_node.resolve import Target, resolve
 from sriov_node.state import read_state
 
 
@@ -18,15 +19,16 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
     observed = observe(host, macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],
                        devices=[s.pci for s in sels if s.pci])
     resolution = resolve(desired, observed) if desired is not None else None
-    targets = {t.pf.pci: t for t in resolution.targets} if resolution else {}
+    targets = {t.pf.pci: Target(t.spec, observe_target(host, t)) for t in resolution.targets} if resolution else {}
     failed_pfs = {f.pf: f for f in resolution.failures if f.pf} if resolution else {}
     pfs = []
-    for pf in observed.pfs:
-        target = targets.get(pf.pci)
+    for seen in observed.pfs:
+        target = targets.get(seen.pci)
+        pf = target.pf if target else seen
         findings = compare(target.spec, pf) if target else ()
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
-            by_vf.setdefault(f.vf, []).append(f.describe())
+            by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
         vfs = []
         for vf in pf.vfs:
             want = target.spec.vf(vf.index).driver if target and vf.index < target.spec.num_vfs else None
@@ -38,6 +40,9 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
                 "netdev": vf.netdevs[0] if vf.netdevs else None,
                 "iommu_group": vf.iommu_group,
                 "desired_driver": describe_driver(want) if target else None,
+                "settings": None if vf.links is None else {a: vf.links.observed(a) for a in VF_LINK_ATTRS},
+                "desired_settings": target.spec.vf(vf.index).links.wanted() if target else None,
+                "mtu": vf.mtu,
                 "matches": None if target is None else not by_vf.get(vf.index),
                 "findings": by_vf.get(vf.index, []),
             })
@@ -51,6 +56,9 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
             "total_vfs": pf.total_vfs,
             "num_vfs": pf.num_vfs,
             "autoprobe": pf.autoprobe,
+            "bus": pf.bus,
+            "mtu": pf.mtu,
+            "eswitch_mode": pf.eswitch_mode,
             "block": target.spec.key if target else (failure.key if failure else None),
             "desired_num_vfs": target.spec.num_vfs if target else None,
             "converged": None if target is None else not findings,

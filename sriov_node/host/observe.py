@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from typing import Collection, Dict, List, Optional, Tuple
 
 from sriov_node.host import Host
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES, PCI_DRIVERS
-from sriov_node.model import HostState, PfState, VfState
+from sriov_node.errors import errno_name
+from sriov_node.model import HostState, PfSpec, PfState, VfLinks, VfState
 
 _VIRTFN_RE = re.compile(r"^virtfn(\d+)$")
 
@@ -39,7 +41,7 @@ def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
     return host.links.permanent_mac(ifname)
 
 
-def observe_vf(host: Host, index: int, pci: str) -> VfState:
+def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False) -> VfState:
     netdevs, elsewhere = _netdevs(host, pci)
     driver = host.sysfs.device_driver(pci)
     return VfState(
@@ -50,6 +52,7 @@ def observe_vf(host: Host, index: int, pci: str) -> VfState:
         netdevs=netdevs,
         netdev_elsewhere=elsewhere and driver is not None,
         iommu_group=host.sysfs.iommu_group(pci),
+        mtu=host.sysfs.read_int(CLASS_NET, netdevs[0], "mtu") if mtu and netdevs else None,
     )
 
 
@@ -70,30 +73,82 @@ def default_driver_of(host: Host, vf_pci: str) -> Optional[str]:
     return host.modules.default_driver(modalias, _pci_id(host, vf_pci, "vendor"), _pci_id(host, vf_pci, "device"))
 
 
-def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = False) -> PfState:
+@dataclass(frozen=True)
+class Wanted:
+    """What a PF's observation must include beyond its PCI state (only what the comparison needs)."""
+
+    vfs: bool = True
+    macs: bool = False
+    links: bool = False  # VF settings: one RTM_GETLINK (imports pyroute2)
+    eswitch: bool = False  # devlink
+    vf_mtu: bool = False
+
+    @classmethod
+    def for_spec(cls, spec: PfSpec, macs: bool = False) -> "Wanted":
+        return cls(True, macs, spec.wants_vf_links, spec.eswitch_mode is not None, spec.wants_vf_mtu)
+
+
+def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
+    if not netdevs:
+        return {}, "the PF has no netdev (is its driver bound?)"
+    try:
+        return host.links.vf_links(netdevs[0]), None
+    except OSError as exc:
+        return {}, f"{errno_name(exc.errno)}: {exc.strerror or exc}"
+
+
+def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = False,
+               want: Optional[Wanted] = None) -> PfState:
     """The PF; its VFs too unless `with_vfs` is False (resolution needs only the PF)."""
+    want = want or Wanted(vfs=with_vfs, macs=macs)
+    sysfs = host.sysfs
+    bus = sysfs.pf_bus(pci)
+    base = sysfs.pf_dir(pci)
+    names = sysfs.listdir(base, pci, "net")
+    netdevs = tuple(sorted(names))
+    num_vfs = sysfs.num_vfs(pci)
     vfs: Tuple[VfState, ...] = ()
     default = None
-    if with_vfs:
-        vfs = tuple(observe_vf(host, index, vf_pci) for index, vf_pci in _vf_links(host, pci))
-        unbound = next((vf for vf in vfs if vf.driver is None), None)
-        if unbound is not None:  # only then does anyone ask which driver the kernel would pick
-            default = default_driver_of(host, unbound.pci)
-    netdevs, _ = _netdevs(host, pci)
+    links: Dict[int, VfLinks] = {}
+    links_error = None
+    if want.links:
+        links, links_error = _read_links(host, pci, netdevs)
+    if want.vfs:
+        if bus == "pci":
+            vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu) for index, vf_pci in _vf_links(host, pci))
+            unbound = next((vf for vf in vfs if vf.driver is None), None)
+            if unbound is not None:  # only then does anyone ask which driver the kernel would pick
+                default = default_driver_of(host, unbound.pci)
+        else:  # netdevsim: VFs are indices on the PF, with no PCI function, driver or netdev
+            vfs = tuple(VfState(i, f"{pci}-vf{i}", None, None) for i in range(num_vfs or 0))
+        if want.links:
+            vfs = tuple(replace(vf, links=links.get(vf.index)) for vf in vfs)
+    eswitch, eswitch_error = None, None
+    if want.eswitch:
+        try:
+            eswitch = host.devlink.eswitch_mode(f"{bus}/{pci}")
+        except OSError as exc:
+            eswitch_error = f"{errno_name(exc.errno)}: {exc.strerror or exc}"
+    pcifn = bus == "pci"
     return PfState(
         pci=pci,
-        vendor=_pci_id(host, pci, "vendor"),
-        device=_pci_id(host, pci, "device"),
-        driver=host.sysfs.device_driver(pci),
+        vendor=_pci_id(host, pci, "vendor") if pcifn else None,
+        device=_pci_id(host, pci, "device") if pcifn else None,
+        driver=sysfs.pf_driver(pci),
         netdevs=netdevs,
-        mac=_permanent_mac(host, netdevs[0]) if macs and netdevs else None,
-        total_vfs=host.sysfs.total_vfs(pci),
-        num_vfs=host.sysfs.num_vfs(pci),
-        autoprobe=host.sysfs.autoprobe(pci),
-        vf_device=_pci_id(host, pci, "sriov_vf_device"),
+        mac=_permanent_mac(host, netdevs[0]) if want.macs and netdevs else None,
+        total_vfs=sysfs.total_vfs(pci),
+        num_vfs=num_vfs,
+        autoprobe=sysfs.autoprobe(pci) if pcifn else None,
+        vf_device=_pci_id(host, pci, "sriov_vf_device") if pcifn else None,
         vfs=vfs,
-        vfs_observed=with_vfs,
+        vfs_observed=want.vfs,
         vf_default_driver=default,
+        bus=bus,
+        mtu=sysfs.read_int(CLASS_NET, netdevs[0], "mtu") if netdevs else None,
+        eswitch_mode=eswitch,
+        links_error=links_error,
+        eswitch_error=eswitch_error,
     )
 
 
@@ -126,12 +181,16 @@ def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool 
     it wants to know — both for selectors that match no PF.
     """
     pci_devices = sorted(host.sysfs.listdir(PCI_DEVICES))
-    pfs = tuple(
+    pfs: Tuple[PfState, ...] = tuple(
         observe_pf(host, pci, with_vfs=vfs_of is None or pci in vfs_of, macs=macs)
         for pci in pci_devices
         if host.sysfs.exists(PCI_DEVICES, pci, "sriov_totalvfs")
     )
     owners = netdev_owners(host, ifnames)
+    # netdevsim devices selected by name: SR-IOV without PCI (sriov_numvfs on the bus device)
+    pfs += tuple(observe_pf(host, dev, with_vfs=vfs_of is None or dev in vfs_of, macs=macs)
+                 for dev in sorted(set(owners.values()))
+                 if not host.sysfs.is_pci(dev) and host.sysfs.exists("sys/bus/netdevsim/devices", dev, "sriov_numvfs"))
     asked = set(devices) | set(owners.values())
     physfn = {pci: pf for pci in asked for pf in [_physfn(host, pci)] if pf}
     return HostState(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import ReadOnlyRoot
 from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS, Root, check_part
+
+
+_BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 class WriteCount:
@@ -97,6 +101,24 @@ class Sysfs:
     def device_exists(self, pci: str) -> bool:
         return self.exists(PCI_DEVICES, pci)
 
+    # A PF is a PCI function, or a netdevsim device (whose VFs have no PCI functions).
+
+    @staticmethod
+    def is_pci(dev: str) -> bool:
+        return bool(_BDF_RE.match(dev))
+
+    def pf_bus(self, dev: str) -> str:
+        return "pci" if self.is_pci(dev) else "netdevsim"
+
+    def pf_dir(self, dev: str) -> str:
+        return PCI_DEVICES if self.is_pci(dev) else f"sys/bus/{self.pf_bus(dev)}/devices"
+
+    def pf_exists(self, dev: str) -> bool:
+        return self.exists(self.pf_dir(dev), dev)
+
+    def pf_driver(self, dev: str) -> Optional[str]:
+        return self.link_name(self.pf_dir(dev), dev, "driver")
+
     def device_driver(self, pci: str) -> Optional[str]:
         name = self.link_name(PCI_DEVICES, pci, "driver")
         if name is None and self.isdir(PCI_DEVICES, pci, "driver"):
@@ -109,10 +131,12 @@ class Sysfs:
         return None if value in (None, "", "(null)") else value
 
     def num_vfs(self, pf: str) -> Optional[int]:
-        return self.read_int(PCI_DEVICES, pf, "sriov_numvfs")
+        return self.read_int(self.pf_dir(pf), pf, "sriov_numvfs")
 
     def total_vfs(self, pf: str) -> Optional[int]:
-        return self.read_int(PCI_DEVICES, pf, "sriov_totalvfs")
+        if self.is_pci(pf):
+            return self.read_int(PCI_DEVICES, pf, "sriov_totalvfs")
+        return self.read_int("sys/kernel/debug/netdevsim", pf, "max_vfs")  # netdevsim keeps it in debugfs
 
     def autoprobe(self, pf: str) -> Optional[bool]:
         value = self.read(PCI_DEVICES, pf, "sriov_drivers_autoprobe")
@@ -153,7 +177,7 @@ class Sysfs:
             os.close(fd)
 
     def set_num_vfs(self, pf: str, count: int) -> None:
-        self.write(PCI_DEVICES, (pf, "sriov_numvfs"), f"{count}\n")
+        self.write(self.pf_dir(pf), (pf, "sriov_numvfs"), f"{count}\n")
 
     def set_autoprobe(self, pf: str, enabled: bool) -> None:
         self.write(PCI_DEVICES, (pf, "sriov_drivers_autoprobe"), "1\n" if enabled else "0\n")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from sriov_node.host.devlink import Devlink
-from sriov_node.host.links import Links
+from sriov_node.host.links import Links, VfChange
 from sriov_node.host.modules import Modules
 from sriov_node.host.paths import Root
 from sriov_node.host.sysfs import Sysfs, WriteCount
+from sriov_node.model import VfLinks
 from sriov_node.sim.kernel import SimKernel
+from sriov_node.sim.net import SimNet
 
 
 class SimSysfs(Sysfs):
@@ -31,9 +33,21 @@ class SimLinks(Links):
     def __init__(self, counter: WriteCount, kernel: SimKernel):
         super().__init__(counter)
         self.kernel = kernel
+        self.net = SimNet(kernel)
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         return self.kernel.permanent_mac(ifname)
+
+    def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
+        return self.net.vf_links(ifname)
+
+    def set_vf_links(self, ifname: str, changes: Sequence[VfChange]) -> None:
+        self.counter.count += 1
+        self.net.set_vf_links(ifname, changes)
+
+    def set_mtu(self, ifname: str, mtu: int) -> None:
+        self.counter.count += 1
+        self.net.set_mtu(ifname, mtu)
 
 
 class SimDevlink(Devlink):
@@ -41,7 +55,14 @@ class SimDevlink(Devlink):
 
     def __init__(self, counter: WriteCount, kernel: SimKernel):
         super().__init__(counter)
-        self.kernel = kernel
+        self.net = SimNet(kernel)
+
+    def eswitch_mode(self, handle: str) -> str:
+        return self.net.eswitch_mode(handle)
+
+    def set_eswitch_mode(self, handle: str, mode: str) -> None:
+        self.counter.count += 1
+        self.net.set_eswitch_mode(handle, mode)
 
 
 class SimModules(Modules):

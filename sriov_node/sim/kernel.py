@@ -510,6 +510,8 @@ class SimKernel:
         spec = self._model["drivers"].get(drv, {})
         if spec.get("sriov_configure") and self._has_vfs(bdf) and not self._fault("pf_leaves_sriov_enabled", device=bdf):
             self._disable(bdf)  # PF drivers call pci_disable_sriov() in remove; leaving VFs is the exception
+        if spec.get("sriov_configure"):
+            self._forget_vf_settings(bdf)  # they lived in the driver
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
             if group:
@@ -543,10 +545,14 @@ class SimKernel:
             index = self._vf_index(pf, bdf)
             pf_hw = self._model["devices"][pf]
             ifname = f"{pf_hw['ifname']}v{index}"
-            mac = "02:" + ":".join(bdf.replace(":", "").replace(".", "")[i:i + 2] for i in (2, 4, 6)) + f":{index >> 8:02x}:{index & 0xff:02x}"
+            admin = self._model.get("net", {}).get(pf, {}).get(str(index), {}).get("mac")
+            mac = admin if admin and admin != "00:00:00:00:00:00" else (
+                "02:" + ":".join(bdf.replace(":", "").replace(".", "")[i:i + 2] for i in (2, 4, 6))
+                + f":{index >> 8:02x}:{index & 0xff:02x}")
         else:
             return
         self._put(f"{d}/net/{ifname}/address", mac + "\n", 0o444)
+        self._put(f"{d}/net/{ifname}/mtu", "1500\n")
         self._put(f"{d}/net/{ifname}/addr_assign_type", ("0" if hw is not None else "1") + "\n", 0o444)
         self._link_abs(f"{d}/net/{ifname}/device", f"../../../{bdf}")  # as the kernel writes it
         self._link(f"sys/class/net/{ifname}", f"{d}/net/{ifname}")
@@ -694,6 +700,18 @@ class SimKernel:
                 raise _err(errno.EDEADLK, "simulated host: a held vfio device would block this write forever")
             time.sleep(0.01)
 
+    def _vf_addresses(self, pf: str) -> List[str]:
+        d = self.dev_dir(pf)
+        return [vf for n in self._listdir(d) if n.startswith("virtfn") for vf in [self._link_name(f"{d}/{n}")] if vf]
+
+    def _forget_vf_settings(self, pf: str) -> None:
+        """VF MAC, VLAN, trust... live in the PF driver: gone with the VFs or the driver."""
+        changed = bool(self._model.get("net", {}).pop(pf, None))
+        hw = self._model.get("devices", {}).get(pf)
+        changed = bool(hw and hw.pop("eswitch", None)) or changed
+        if changed:
+            self._save()
+
     def _disable(self, pf: str) -> None:
         d = self.dev_dir(pf)
         vfs = sorted(
@@ -709,6 +727,8 @@ class SimKernel:
             if vf:
                 self._remove_device(vf)
         self._put(f"{d}/sriov_numvfs", "0\n")
+        if self._model.get("net", {}).pop(pf, None):  # the VFs' settings went with them
+            self._save()
 
     def _remove_device(self, bdf: str) -> None:
         d = self.dev_dir(bdf)

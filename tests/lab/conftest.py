@@ -49,6 +49,11 @@ def iommu_off() -> Dict[str, Any]:
     return boot("iommu-off", LAB_IOMMU="off")
 
 
+@pytest.fixture(scope="session")
+def netdevsim() -> Dict[str, Any]:
+    return boot("netdevsim")
+
+
 def pytest_terminal_summary(terminalreporter):
     if TIMINGS:
         terminalreporter.write_line(

@@ -1,0 +1,173 @@
+"""The simulated kernel's rtnetlink and devlink side: VF settings, MTUs, the eswitch mode.
+
+Per-driver support follows the drivers' ndo_set_vf_* and devlink ops (kernel-sriov-spec §3):
+what each PF driver accepts, the errno it answers otherwise, the kernel's processing order
+inside one IFLA_VF_INFO and its stop at the first failing VF (no roll-back).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from sriov_node.model import VF_LINK_ATTRS, VfLinks
+from sriov_node.sim.kernel import SimKernel, _err
+
+ALL = frozenset(VF_LINK_ATTRS)
+
+# PF driver -> what its VF ndo ops and devlink ops do
+DRIVERS: Dict[str, Dict[str, Any]] = {
+    "i40e": {"attrs": ALL, "qinq": False, "min_rate": False, "max_mtu": 9702, "eswitch": None},
+    "ice": {"attrs": ALL, "qinq": False, "min_rate": True, "max_mtu": 9702, "eswitch": "no_vfs"},
+    "mlx5_core": {"attrs": ALL, "qinq": True, "min_rate": True, "max_mtu": 9978, "eswitch": "any"},
+    "igb": {"attrs": frozenset({"mac", "vlan", "rate", "spoofchk"}), "qinq": False, "min_rate": False,
+            "max_mtu": 9216, "eswitch": None, "unreported": frozenset({"trust"})},
+    "ixgbe": {"attrs": ALL, "qinq": False, "min_rate": False, "rate_floor": 11, "max_mtu": 9710, "eswitch": None},
+}
+VF_DRIVER_MAX_MTU = {"iavf": 9706, "igbvf": 9216, "ixgbevf": 9710, "mlx5_core": 9978}
+DEFAULT = {"mac": "00:00:00:00:00:00", "vlan": [0, 0, "802.1Q"], "rate": [0, 0], "spoofchk": True,
+           "link_state": "auto", "trust": False}
+
+
+class SimNet:
+    def __init__(self, kernel: SimKernel):
+        self.k = kernel
+
+    # ------------------------------------------------------------------ lookups
+
+    def _device_of(self, ifname: str) -> str:
+        bdf = self.k._link_name(f"sys/class/net/{ifname}/device")
+        if bdf is None:
+            raise _err(errno.ENODEV, f"no network interface {ifname!r}")
+        return bdf
+
+    def _pf_driver(self, pf: str) -> Dict[str, Any]:
+        drv = self.k.driver_of(pf)
+        return DRIVERS.get(drv or "", {"attrs": frozenset(), "qinq": False, "max_mtu": 1500, "eswitch": None})
+
+    def _vfs(self, pf: str) -> Dict[str, Dict[str, Any]]:
+        return self.k._model.setdefault("net", {}).setdefault(pf, {})
+
+    def vf_state(self, pf: str, index: int) -> Dict[str, Any]:
+        return {**DEFAULT, **self._vfs(pf).get(str(index), {})}
+
+    def admin_mac(self, pf: str, index: int) -> Optional[str]:
+        mac = self._vfs(pf).get(str(index), {}).get("mac")
+        return mac if mac and mac != DEFAULT["mac"] else None
+
+    # ------------------------------------------------------------------ rtnetlink
+
+    def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
+        self.k._load()
+        pf = self._device_of(ifname)
+        spec = self._pf_driver(pf)
+        count = self.k._num_vfs(pf) if os.path.exists(self.k._p(f"{self.k.dev_dir(pf)}/sriov_numvfs")) else 0
+        unreported = spec.get("unreported", frozenset())
+        out = {}
+        for i in range(count):
+            s = self.vf_state(pf, i)
+            out[i] = VfLinks(mac=s["mac"], vlan=s["vlan"][0], qos=s["vlan"][1], vlan_proto=s["vlan"][2],
+                             spoofchk=s["spoofchk"], trust=None if "trust" in unreported else s["trust"],
+                             link_state=s["link_state"], min_tx_rate=s["rate"][0], max_tx_rate=s["rate"][1])
+        return out
+
+    def set_vf_links(self, ifname: str, changes: Sequence[Tuple[int, Dict[str, Any]]]) -> None:
+        with self.k._transaction():
+            what = f"RTM_SETLINK {ifname} VF(s) {','.join(str(vf) for vf, _ in changes)}".encode()
+            result = "ok"
+            try:
+                pf = self._device_of(ifname)
+                spec = self._pf_driver(pf)
+                count = self.k._num_vfs(pf)
+                drv = self.k.driver_of(pf)
+                mode = self.k._model["devices"].get(pf, {}).get("eswitch", "legacy")
+                for vf, change in changes:
+                    if vf >= count:
+                        raise _err(errno.EINVAL, f"Invalid VF Identifier {vf}")
+                    for attr in VF_LINK_ATTRS:  # the kernel's order inside one IFLA_VF_INFO
+                        if attr in change:
+                            self._set(pf, vf, attr, change[attr], spec, drv, mode)
+            except OSError as exc:
+                result = errno.errorcode.get(exc.errno or 0, "?")
+                raise
+            finally:
+                self.k._save()  # what was applied stays applied: the kernel does not roll back
+                self.k._log("netlink", what, result)
+
+    def _set(self, pf: str, vf: int, attr: str, value: Any, spec: Dict[str, Any], drv: Optional[str], mode: str) -> None:
+        if attr not in spec["attrs"]:
+            raise _err(errno.EOPNOTSUPP, f"{drv} has no ndo_set_vf_{attr}")
+        if attr == "vlan":
+            vlan, qos, proto = value
+            if proto != "802.1Q" and not spec["qinq"]:
+                raise _err(errno.EPROTONOSUPPORT, f"{drv}: VF VLAN protocol {proto} not supported")
+        if attr == "rate":
+            low, high = value
+            if mode == "switchdev":
+                raise _err(errno.EOPNOTSUPP, "legacy VF rate in switchdev mode (use devlink rate)")
+            if low and not spec.get("min_rate"):
+                raise _err(errno.EINVAL, f"{drv}: Invalid min tx rate ({low}) specified for VF {vf}")
+            if high and high < spec.get("rate_floor", 0):
+                raise _err(errno.EINVAL, f"{drv}: max tx rate {high} below the {spec['rate_floor']} Mbit/s floor")
+        if attr == "mac" and int(value[:2], 16) & 1:
+            raise _err(errno.EINVAL, "multicast MAC")
+        entry = self._vfs(pf).setdefault(str(vf), {})
+        entry[attr] = list(value) if isinstance(value, tuple) else value
+        if attr == "mac":  # the VF's driver takes the administrative MAC (i40e resets the VF)
+            vf_bdf = self.k._link_name(f"{self.k.dev_dir(pf)}/virtfn{vf}")
+            d = self.k.dev_dir(vf_bdf) if vf_bdf else None
+            for name in self.k._listdir(f"{d}/net") if d else []:
+                self.k._put(f"{d}/net/{name}/address", value + "\n", 0o444)
+
+    def set_mtu(self, ifname: str, mtu: int) -> None:
+        with self.k._transaction():
+            bdf = self._device_of(ifname)
+            drv = self.k.driver_of(bdf) or ""
+            pf = self.k._pf_of(bdf)
+            top = VF_DRIVER_MAX_MTU.get(drv, 1500) if pf else self._pf_driver(bdf)["max_mtu"]
+            if not 68 <= mtu <= top:
+                self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "EINVAL")
+                raise _err(errno.EINVAL, f"{ifname}: MTU {mtu} outside 68-{top} ({drv})")
+            self.k._put(f"{self.k.dev_dir(bdf)}/net/{ifname}/mtu", f"{mtu}\n")
+            self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "ok")
+
+    # ------------------------------------------------------------------ devlink
+
+    def _devlink_pf(self, handle: str) -> Tuple[str, Dict[str, Any]]:
+        bus, _, dev = handle.partition("/")
+        if bus != "pci" or self.k.dev_dir(dev) is None or self.k.driver_of(dev) is None:
+            raise _err(errno.ENODEV, f"no devlink instance {handle}")
+        return dev, self._pf_driver(dev)
+
+    def eswitch_mode(self, handle: str) -> str:
+        self.k._load()
+        pf, spec = self._devlink_pf(handle)
+        if spec.get("eswitch") is None:
+            raise _err(errno.EOPNOTSUPP, f"{self.k.driver_of(pf)} has no eswitch_mode_get")
+        if self.k._fault("eswitch_needs_vfs", device=pf) and not self.k._num_vfs(pf):
+            raise _err(errno.EOPNOTSUPP, "eswitch mode is NONE while SR-IOV is off (old mlx5)")
+        return self.k._model["devices"][pf].get("eswitch", "legacy")
+
+    def set_eswitch_mode(self, handle: str, mode: str) -> None:
+        with self.k._transaction():
+            pf, spec = self._devlink_pf(handle)
+            rule = spec.get("eswitch")
+            result = "ok"
+            try:
+                if rule is None:
+                    raise _err(errno.EOPNOTSUPP, f"{self.k.driver_of(pf)} has no eswitch_mode_set")
+                if rule == "no_vfs" and self.k._num_vfs(pf):
+                    raise _err(errno.EOPNOTSUPP, "Changing eswitch mode is allowed only if there is no VFs created")
+                if self.k._fault("eswitch_needs_vfs", device=pf) and not self.k._num_vfs(pf):
+                    raise _err(errno.EOPNOTSUPP, "eswitch mode is NONE while SR-IOV is off (old mlx5)")
+                if self.k._fault("eswitch_needs_vfs", device=pf) and any(
+                        self.k.driver_of(vf) for vf in self.k._vf_addresses(pf)):
+                    raise _err(errno.EBUSY, "VFs are bound: unbind them before changing the eswitch mode")
+                self.k._model["devices"][pf]["eswitch"] = mode
+                self.k._save()
+            except OSError as exc:
+                result = errno.errorcode.get(exc.errno or 0, "?")
+                raise
+            finally:
+                self.k._log("devlink", f"eswitch {handle} {mode}".encode(), result)

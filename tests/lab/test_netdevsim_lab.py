@@ -1,0 +1,67 @@
+"""VF settings, MTU and eswitch mode over rtnetlink and devlink, on Linux 6.1's netdevsim.
+
+netdevsim is not PCI: its sriov_numvfs sits on the netdevsim bus device, its limit in debugfs,
+and its VFs have no PCI functions (no driver to bind). The kernel's answers are read back with
+iproute2 and devlink, independently of sriov-node.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def pfs(run):
+    return json.loads(run["stdout"])["pfs"]
+
+
+def test_every_setting_reaches_the_kernel(netdevsim):
+    run = netdevsim["apply_every"]
+    assert run["rc"] == 0, run
+    vfs = netdevsim["ip_after"]
+    assert len(vfs) == 8, vfs
+    vf0 = vfs[0]
+    assert vf0["address"] == "02:aa:bb:cc:dd:00"
+    assert vf0["vlan_list"] == [{"vlan": 100, "qos": 3, "protocol": "802.1ad"}]  # 16-byte vlan info, not pyroute2's 14
+    assert vf0["spoofchk"] is False and vf0["trust"] is True and vf0["link_state"] == "disable"
+    assert vf0["rate"] == {"max_tx": 100, "min_tx": 10}
+    for vf in vfs[1:]:
+        assert vf["vlan_list"][0]["vlan"] == 200 and vf["trust"] is True and vf["link_state"] == "enable"
+    assert netdevsim["mtu_after"] == "9000"
+
+
+def test_a_converged_pf_gets_no_netlink_set(netdevsim):
+    run = netdevsim["apply_again"]
+    assert run["rc"] == 0, run
+    body = json.loads(run["stdout"])
+    assert body["writes"] == 0 and body["pfs"][0]["status"] == "unchanged"
+    (pf,) = [p for p in json.loads(netdevsim["status"]["stdout"])["pfs"] if p["bus"] == "netdevsim"] or [None]
+    assert pf is None or pf["converged"] is True
+
+
+def test_a_vf_changed_by_hand_is_put_back_in_one_request(netdevsim):
+    assert netdevsim["by_hand"]["rc"] == 0
+    run = netdevsim["apply_repair"]
+    assert run["rc"] == 0, run
+    actions = pfs(run)[0]["actions"]
+    assert sorted(a["op"] for a in actions) == ["set_vf_trust", "set_vf_vlan"]
+    vf3 = netdevsim["ip_repaired"][3]
+    assert vf3["vlan_list"][0]["vlan"] == 200 and vf3["trust"] is True
+
+
+def test_switchdev_through_devlink_and_the_eopnotsupp_path(netdevsim):
+    switched = netdevsim["apply_switchdev_rates"]
+    assert switched["rc"] == 0, switched
+    assert [a["op"] for a in pfs(switched)[0]["actions"]] == ["set_eswitch_mode"]
+    refused = netdevsim["apply_switchdev_new_rate"]  # legacy VF rates in switchdev mode: EOPNOTSUPP
+    assert refused["rc"] == 1, refused
+    (pf,) = pfs(refused)
+    assert [e["errno"] for e in pf["errors"]] == ["EOPNOTSUPP"] and pf["errors"][0]["vf"] == 0
+    assert "in switchdev mode" in pf["error"] and "devlink" in pf["error"]
+    mode = json.loads(netdevsim["eswitch_show"]["stdout"])
+    assert list(mode["dev"].values())[0]["mode"] == "switchdev"
+    links = json.loads(netdevsim["representors"]["stdout"])
+    assert sum(1 for link in links if link.get("phys_port_name", "").startswith("pf0vf")) == 8
+    assert netdevsim["apply_switchdev"]["rc"] == 0, netdevsim["apply_switchdev"]
+    legacy = netdevsim["apply_legacy"]
+    assert legacy["rc"] == 0, legacy
+    assert netdevsim["ip_legacy"][0]["rate"]["max_tx"] == 100
