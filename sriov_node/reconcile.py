@@ -210,6 +210,14 @@ def _unactionable(pf_plan: PfPlan) -> str:
 
 
 def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
+    from sriov_node.checks.preflight import preflight
+
+    blocked = preflight(host, pf_plan)
+    if blocked is not None:  # a platform prerequisite the plan needs is missing: nothing is written
+        outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
+        outcome.findings = _finding_dicts(pf_plan.findings)
+        outcome.detail = {"check": blocked}
+        return
     disturbed = pf_plan.disturbed_vfs()
     if disturbed and not force:
         holders = vf_holders(host, disturbed)

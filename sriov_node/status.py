@@ -68,7 +68,9 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
             "vfs": vfs,
         })
     state = read_state(host)
+    reboot = host.sysfs.read("run/sriov-node", "reboot-required")
     return {
+        "reboot_required": reboot,
         "pfs": pfs,
         "blocks": [f.to_dict() for f in resolution.failures] if resolution else [],
         "notices": list(resolution.notices) if resolution else [],

@@ -1,0 +1,99 @@
+"""The typer application, global options, and what every command shares: errors, JSON, the host, signals."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from dataclasses import dataclass
+from typing import Any, Dict, NoReturn, Optional
+
+import typer
+
+from sriov_node.errors import ConfigError, HostError, SriovNodeError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Provision SR-IOV Virtual Functions from /etc/sriov-node/config.toml.",
+)
+sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulated hosts for tests and demos.")
+app.add_typer(sim_app, name="sim")
+
+
+@dataclass
+class Options:
+    root: str
+    config: Optional[str]
+
+
+def error_body(exc: SriovNodeError) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+    if isinstance(exc, ConfigError):
+        body["problems"] = [{"key": p.key, "message": p.message} for p in exc.problems]
+    if isinstance(exc, HostError):
+        body.update(exc.to_dict())
+    return body
+
+
+def fail(exc: SriovNodeError, as_json: bool) -> NoReturn:
+    """Print the error (one JSON document on stdout with --json; sentences on stderr always) and exit."""
+    if as_json:
+        typer.echo(json.dumps({"error": error_body(exc)}, indent=2))
+    for line in str(exc).splitlines():
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def open_root(ctx: typer.Context, as_json: bool = False):
+    import os
+
+    from sriov_node.host import open_host
+
+    if not os.path.isdir(ctx.obj.root):
+        fail(UsageError(f"--root {ctx.obj.root}: no such directory"), as_json)
+    return open_host(ctx.obj.root)
+
+
+def check_timeout(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"must be a finite number of seconds above 0, not {value}")
+    return value
+
+
+class Interrupts:
+    """SIGINT/SIGTERM during a run: note it, let the engine stop between actions; a second one kills."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._old: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        typer.echo(f"sriov-node: {signal.Signals(signum).name}: stopping after the current action "
+                   "(again to stop at once)", err=True)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def cancelled(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> "Interrupts":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    root: str = typer.Option("/", "--root", envvar="SRIOV_NODE_ROOT", help="Root prefix for /sys, /proc, /dev, /run, /var/lib, /etc."),
+    config: Optional[str] = typer.Option(None, "--config", envvar="SRIOV_NODE_CONFIG", help="Desired state [default: ROOT/etc/sriov-node/config.toml]."),
+) -> None:
+    ctx.obj = Options(root=root, config=config)

@@ -1,0 +1,1 @@
+"""export, set, unset, capture, metrics: from one node to the cluster."""

@@ -1,0 +1,1 @@
+"""boot and daemon: the systemd entry points (a oneshot at boot, a udev-driven daemon)."""
