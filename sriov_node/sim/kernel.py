@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -20,6 +21,9 @@ MARKER = ".sriov-node-sim.json"
 LOG = ".sriov-node-sim.log"
 LOCK = ".sriov-node-sim.lock"
 JOURNAL = ".sriov-node-sim.journal"
+UEVENT_LOG = ".sriov-node-sim.uevents"
+# A listener (the daemon's simulated uevent source) binds this datagram socket to hear uevents
+UEVENT_SOCKET = "run/sriov-node-sim/uevents.sock"
 
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 PAGE_SIZE = 4096
@@ -89,6 +93,7 @@ class SimKernel:
         self._created: Set[str] = set()
         self._stashed = 0
         self._dirs: Dict[str, str] = {}  # bdf -> its directory, within one write
+        self._events: List[Dict[str, str]] = []  # uevents of the write under way, sent when it completes
 
     # ------------------------------------------------------------ model + tree io
 
@@ -183,6 +188,7 @@ class SimKernel:
 
     def _begin(self) -> None:
         self._dirs = {}
+        self._events = []
         os.makedirs(os.path.join(self._journal_dir, "stash"), exist_ok=True)
         self._journal = os.open(os.path.join(self._journal_dir, "undo"),
                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
@@ -193,7 +199,53 @@ class SimKernel:
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
-        shutil.rmtree(self._journal_dir, ignore_errors=True)
+        # One rename completes the write; a writer killed while deleting the journal must not
+        # leave half of it behind (a recovery would then undo only part of a finished write).
+        done = self._journal_dir + ".done"
+        if os.path.isdir(self._journal_dir):
+            shutil.rmtree(done, ignore_errors=True)
+            os.rename(self._journal_dir, done)
+        shutil.rmtree(done, ignore_errors=True)
+        self._broadcast()
+
+    # ------------------------------------------------------------ uevents (kernel-sriov-spec §5)
+
+    def _emit(self, action: str, subsystem: str, rel: str, **props: str) -> None:
+        """Queue one uevent for the device (or netdev) at `rel`; numbered as the kernel numbers them."""
+        seq = int(self._get("sys/kernel/uevent_seqnum") or 0) + 1
+        self._put("sys/kernel/uevent_seqnum", f"{seq}\n", 0o444)
+        event = {"ACTION": action, "SUBSYSTEM": subsystem, "DEVPATH": "/" + os.path.relpath(rel, "sys"),
+                 "SEQNUM": str(seq)}
+        event.update({k: v for k, v in props.items() if v is not None})
+        self._events.append(event)
+
+    def _pci_event(self, action: str, bdf: str, **props: str) -> None:
+        d = self.dev_dir(bdf)
+        if d is None:
+            return
+        ident = self._pci_id(bdf).upper()
+        self._emit(action, "pci", d, PCI_SLOT_NAME=bdf, PCI_ID=ident, **props)
+
+    def _broadcast(self) -> None:
+        events, self._events = self._events, []
+        if not events:
+            return
+        with open(self._p(UEVENT_LOG), "a") as fh:
+            for event in events:
+                fh.write(json.dumps(event) + "\n")
+        path = self._p(UEVENT_SOCKET)
+        if not os.path.exists(path):
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            for event in events:
+                try:
+                    sock.sendto(json.dumps(event).encode(), path)
+                except OSError:
+                    pass  # nobody listening, or the listener is behind: the kernel drops too
+        finally:
+            sock.close()
 
     def _record(self, entry: Dict[str, Any]) -> None:
         os.write(self._journal, (json.dumps(entry) + "\n").encode())
@@ -497,6 +549,9 @@ class SimKernel:
         self._link(f"sys/bus/pci/drivers/{drv}/{bdf}", d)
         if spec.get("netdev"):
             self._add_netdev(bdf)
+            for ifname in self._listdir(f"{d}/net"):
+                self._emit("add", "net", f"{d}/net/{ifname}", INTERFACE=ifname)
+        self._pci_event("bind", bdf, DRIVER=drv)
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
             self._put("dev/vfio/vfio", "")
@@ -517,8 +572,10 @@ class SimKernel:
             if group:
                 self._wait_released([group])
         for ifname in self._listdir(f"{d}/net"):
+            self._emit("remove", "net", f"{d}/net/{ifname}", INTERFACE=ifname)
             self._unlink(f"sys/class/net/{ifname}")
         self._rmtree(f"{d}/net")
+        self._pci_event("unbind", bdf, DRIVER=drv)
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
             if group:
@@ -665,12 +722,15 @@ class SimKernel:
                 self._link(f"sys/kernel/iommu_groups/{group}/devices/{vf}", vd)
                 self._link(f"{vd}/iommu_group", f"sys/kernel/iommu_groups/{group}")
             created.append(vf)
+            self._pci_event("add", vf)
+            self._pci_event("change", vf)  # sent once the virtfn/physfn links exist
         if iommu:
             self._save()
         bus_autoprobe = self._get("sys/bus/pci/drivers_autoprobe") != "0"
         for vf in created:
             if bus_autoprobe and self._may_autoprobe(vf):
                 self._autoprobe(vf)
+        self._pci_event("change", pf, DRIVER=self.driver_of(pf))
         self._put(f"{d}/sriov_numvfs", f"{n}\n")
 
     def _holders(self, groups: List[str]) -> List[str]:
@@ -746,6 +806,7 @@ class SimKernel:
             self._rmtree(f"sys/kernel/iommu_groups/{group}")
         for ifname in self._listdir(f"{d}/net"):
             self._unlink(f"sys/class/net/{ifname}")
+        self._pci_event("remove", bdf)
         self._rmtree(d)
         self._unlink(f"sys/bus/pci/devices/{bdf}")
 
@@ -777,6 +838,8 @@ class SimKernel:
     def register_driver(self, drv: str) -> None:
         """Driver registration: create its sysfs directory, then attach matching unbound devices."""
         base = f"sys/bus/pci/drivers/{drv}"
+        if self._journal is not None:
+            self._emit("add", "module", f"sys/module/{drv.replace('-', '_')}")
         for op in ("bind", "unbind", "new_id", "remove_id"):
             self._put(f"{base}/{op}", "", 0o200)
         self._put(f"{base}/uevent", "", 0o200)
