@@ -49,6 +49,9 @@ class PfOutcome:
     errors: List[Dict[str, Any]] = field(default_factory=list)  # per PF/VF, with errno and fix
     findings: List[Dict[str, Any]] = field(default_factory=list)  # what still differs (or would change)
     detail: Optional[Dict[str, Any]] = None
+    # The kernel's uevent sequence number just before this PF was last read: every uevent up to
+    # it is reflected in the outcome (a daemon drops those, its own writes' echoes included).
+    seqnum: Optional[int] = None
 
     @property
     def converged(self) -> bool:
@@ -173,6 +176,7 @@ def reconcile(
     host.check_writable()  # before the lock: a captured tree gets no run/ directory either
     with ApplyLock(host, timeout, cancelled):
         before = host.writes
+        seqnum = host.sysfs.uevent_seqnum()
         heads, resolution = survey(host, desired, only)
         executor = Executor(host, timeout, cancelled)
         plans: List[PfPlan] = []
@@ -181,7 +185,8 @@ def reconcile(
         for target in resolution.targets:
             pf_plan = plan_pf(target, frozenset(host.sysfs.listdir("sys/bus/pci/drivers")))
             plans.append(pf_plan)
-            outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts())
+            outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts(),
+                                seqnum=seqnum)
             outcomes.append(outcome)
             if not pf_plan.actions:
                 if pf_plan.findings:  # differences no action of ours can fix (an externally managed count)
@@ -232,6 +237,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
     result.errors += executor.settle(pf_plan.pf)
     outcome.writes = host.writes - before
     gone = not host.sysfs.pf_exists(pf_plan.pf)
+    outcome.seqnum = host.sysfs.uevent_seqnum()
     after = () if gone else compare(pf_plan.target.spec, observe_target(host, pf_plan.target))
     outcome.errors = [e.to_dict() for e in result.errors]
     outcome.findings = _finding_dicts(after)

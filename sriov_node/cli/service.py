@@ -1,1 +1,87 @@
-"""boot and daemon: the systemd entry points (a oneshot at boot, a udev-driven daemon)."""
+"""boot and daemon: the systemd entry points (a oneshot at boot, a udev-driven daemon); udev-rule."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from sriov_node.cli.app import Interrupts, app, check_timeout, fail, open_root
+from sriov_node.errors import SriovNodeError
+
+
+@app.command()
+def boot(
+    ctx: typer.Context,
+    wait: float = typer.Option(60.0, "--wait", callback=check_timeout,
+                               help="How long to wait for configured PFs to appear and get their driver."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline for each engine wait."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Boot-time oneshot: converge each configured PF as soon as it is there with its driver.
+
+    Exit 0 all converged, 1 a PF failed or never appeared within --wait, 2 invalid config, 3 refused.
+    """
+    from sriov_node.boot import run_boot
+    from sriov_node.journal import setup_logging
+    from sriov_node.reconcile import config_path
+
+    host = open_root(ctx, as_json)
+    log = setup_logging()
+    with Interrupts() as interrupts:
+        code, report = run_boot(host, config_path(host, ctx.obj.config), wait=wait, timeout=timeout, log=log,
+                                cancelled=interrupts.cancelled)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict() if report else {"error": {"exit_code": code}}, indent=2))
+    elif report is not None:
+        for pci, o in report.outcomes.items():
+            typer.echo(f"{pci}  {o.name or '-'}  {o.key}  {o.status}" + (f" {o.writes} write(s)" if o.writes else ""))
+        for why in report.missing:
+            typer.echo(f"not there after {report.waited:.0f} s: {why}")
+    if interrupts.signum is not None:
+        raise typer.Exit(128 + interrupts.signum)
+    raise typer.Exit(code)
+
+
+@app.command()
+def daemon(
+    ctx: typer.Context,
+    no_notify: bool = typer.Option(False, "--no-notify", help="No sd_notify (run in the foreground to debug)."),
+    debounce: float = typer.Option(0.1, "--debounce", callback=check_timeout,
+                                   help="Quiet time that ends a burst of uevents, in seconds."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline for each engine wait."),
+) -> None:
+    """Keep the node converged: react to uevents (PF driver reload, hotplug, VFs removed) per PF.
+
+    SIGHUP re-reads the config (an invalid one is refused, the old one kept); SIGTERM stops between actions.
+    """
+    from sriov_node.daemon import Daemon
+    from sriov_node.journal import Notifier, setup_logging
+    from sriov_node.reconcile import config_path
+
+    host = open_root(ctx)
+    log = setup_logging()
+    try:
+        notifier = Notifier(enabled=not no_notify)
+    except RuntimeError as exc:
+        log.error(str(exc))
+        raise typer.Exit(1)
+    if not no_notify and not notifier.enabled:
+        log.info("not started by systemd as a notify service (no NOTIFY_SOCKET): running in the foreground")
+    raise typer.Exit(Daemon(host, config_path(host, ctx.obj.config), notifier=notifier, log=log,
+                            debounce=debounce, timeout=timeout).run())
+
+
+@app.command("udev-rule")
+def udev_rule(ctx: typer.Context) -> None:
+    """Print a udev rule that keeps NetworkManager off the VFs of the PFs this config manages."""
+    from sriov_node.reconcile import config_path, load_desired, survey
+    from sriov_node.udev import managed_vfs_rule
+
+    host = open_root(ctx)
+    try:
+        desired = load_desired(host, config_path(host, ctx.obj.config))
+        _, resolution = survey(host, desired)
+    except SriovNodeError as exc:
+        fail(exc, False)
+    typer.echo(managed_vfs_rule(sorted(t.pf.pci for t in resolution.targets if t.pf.bus == "pci")), nl=False)

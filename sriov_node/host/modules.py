@@ -68,19 +68,25 @@ class Modules:
 
 
 class Modprobe(Modules):
-    """The live kernel: `modprobe NAME`, with a deadline."""
+    """The live kernel: `modprobe NAME`, with a deadline.
+
+    With SRIOV_NODE_MODULE_LOADER=systemd (the daemon's unit), modules are loaded by systemd's
+    modprobe@NAME.service instead: the daemon itself keeps no CAP_SYS_MODULE.
+    """
 
     def __init__(self, root: Root, counter: Optional[WriteCount] = None):
         super().__init__(root, counter, os.uname().release)
+        self.through_systemd = os.environ.get("SRIOV_NODE_MODULE_LOADER") == "systemd"
 
     def load(self, name: str, timeout: float = 30.0) -> None:
         """Load the module providing PCI driver `name`. Raises OSError(ENOENT) if none does."""
         self.counter.count += 1
+        argv = ["systemctl", "start", f"modprobe@{name}.service"] if self.through_systemd else ["modprobe", "--", name]
         try:
-            proc = subprocess.run(["modprobe", "--", name], capture_output=True, text=True, timeout=timeout, check=False)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         except FileNotFoundError:
-            raise OSError(errno.ENOENT, "modprobe is not installed")
+            raise OSError(errno.ENOENT, f"{argv[0]} is not installed")
         except subprocess.TimeoutExpired:
-            raise OSError(errno.ETIMEDOUT, f"modprobe {name} did not finish in {timeout:.0f}s")
+            raise OSError(errno.ETIMEDOUT, f"{' '.join(argv)} did not finish in {timeout:.0f}s")
         if proc.returncode != 0:
-            raise OSError(errno.ENOENT, (proc.stderr or proc.stdout).strip() or f"modprobe {name} failed")
+            raise OSError(errno.ENOENT, (proc.stderr or proc.stdout).strip() or f"{' '.join(argv)} failed")

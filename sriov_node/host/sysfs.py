@@ -154,6 +154,10 @@ class Sysfs:
             name = self.uevent(PCI_DEVICES, pf, f"virtfn{index}").get("PCI_SLOT_NAME")
         return name
 
+    def uevent_seqnum(self) -> Optional[int]:
+        """The number of the kernel's latest uevent (every uevent carries its SEQNUM)."""
+        return self.read_int("sys/kernel", "uevent_seqnum")
+
     def has_pci_driver(self, name: str) -> bool:
         return self.isdir(PCI_DRIVERS, name)
 

@@ -1,0 +1,147 @@
+"""`sriov-node boot`: the boot-time oneshot. Converge each configured PF as soon as it is ready.
+
+At boot, PF drivers are loaded by udev as it works through the coldplug events: a PF can be
+there without its driver (so no netdev, so a `name` selector matches nothing yet), and some
+drivers come late. Waiting for udev to settle (systemd-udev-settle, deprecated) would make the
+whole boot wait for the slowest device; instead:
+
+    loop until every block is applied, or the wait is over:
+        observe; resolve
+        every PF that is present and has its driver, and was not run yet: reconcile it now
+        wait for a uevent (or a short poll when no uevent source can be opened)
+
+A PF that never shows up is reported when the wait ends, and the others have converged long
+before. Boot never blocks beyond --wait (plus the engine's own bounded waits).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set
+
+from sriov_node.errors import EXIT_INVALID, EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError
+from sriov_node.host import Host
+from sriov_node.journal import fields
+from sriov_node.model import DesiredState
+from sriov_node.reconcile import PfOutcome, reconcile, survey
+from sriov_node.resolve import ABSENT, NOT_A_PF
+from sriov_node.uevents import UeventSource, open_source
+
+POLL = 0.25  # seconds between looks when no uevent source could be opened
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class BootReport:
+    outcomes: Dict[str, PfOutcome] = field(default_factory=dict)  # PF -> its (last) outcome
+    missing: List[str] = field(default_factory=list)  # what was still not there when the wait ended
+    waited: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        statuses = {o.status for o in self.outcomes.values()}
+        if self.missing or statuses & {"failed", "interrupted"} or self.interrupted:
+            return EXIT_PF_FAILED
+        if "refused" in statuses:
+            return EXIT_REFUSED
+        return EXIT_OK
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"pfs": [o.to_dict() for o in self.outcomes.values()], "missing": self.missing,
+                "waited_seconds": round(self.waited, 2), "interrupted": self.interrupted, "exit_code": self.exit_code}
+
+
+def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, list]":
+    """(targets ready to run, what is still awaited: [(pci or block, why)])."""
+    _, resolution = survey(host, desired)
+    ready, waiting = [], []
+    for t in resolution.targets:
+        if t.pf.pci in done:
+            continue
+        if t.pf.driver is None:
+            waiting.append((t.pf.pci, f"{t.spec.key}: {t.pf.pci} has no driver bound yet"))
+        else:
+            ready.append(t)
+    for f in resolution.failures:
+        if f.kind in (ABSENT, NOT_A_PF):
+            waiting.append((f.key, f.render()))
+    return ready, waiting
+
+
+def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log: logging.Logger,
+         cancelled: Callable[[], bool] = _never, source: Optional[UeventSource] = None) -> BootReport:
+    report = BootReport()
+    start = time.monotonic()
+    deadline = start + wait
+    if source is None:
+        try:
+            source = open_source(host)
+        except (OSError, ImportError) as exc:
+            log.info("no uevent source (%s): looking again every %.2f s", exc, POLL)
+    done: Set[str] = set()
+    told = 0.0
+    try:
+        while True:
+            ready, waiting = _pending(desired, host, done)
+            if ready:
+                only = frozenset(t.pf.pci for t in ready)
+                run = reconcile(host, desired, only=only, timeout=timeout, cancelled=cancelled)
+                done |= only  # one run each; the daemon reacts to what happens later
+                for o in run.outcomes:
+                    if o.pci is None:
+                        continue
+                    report.outcomes[o.pci] = o
+                    done.add(o.pci)
+                    if o.converged:
+                        log.info("%s (%s): %s, %d write(s)", o.pci, o.key, o.status, o.writes, extra=fields(o.pci))
+                    else:
+                        for line in (o.error or o.status).splitlines():
+                            log.error(line, extra=fields(o.pci))
+                if run.interrupted:
+                    report.interrupted = True
+                    break
+                continue  # look again at once: running took time, others may be ready now
+            now = time.monotonic()
+            if not waiting or now >= deadline or cancelled():
+                report.missing = [why for _, why in waiting]
+                report.interrupted = report.interrupted or cancelled()
+                break
+            if now - told >= 5 or told == 0:
+                told = now
+                log.info("waiting %.0f s more for: %s", deadline - now, "; ".join(why for _, why in waiting))
+            left = min(deadline - now, 1.0 if source is not None else POLL)
+            if source is not None:
+                readable, _, _ = select.select([source], [], [], left)
+                if readable:
+                    for _ in source.drain():
+                        pass  # any event: look again (resolution decides what it means)
+            else:
+                time.sleep(left)
+    finally:
+        if source is not None:
+            source.close()
+    report.waited = time.monotonic() - start
+    for why in report.missing:
+        log.error("gave up after %.0f s: %s", wait, why)
+    return report
+
+
+def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: logging.Logger,
+             cancelled: Callable[[], bool] = _never) -> "tuple[int, Optional[BootReport]]":
+    from sriov_node.reconcile import load_desired
+
+    try:
+        desired = load_desired(host, config)
+    except SriovNodeError as exc:
+        for line in str(exc).splitlines():
+            log.error(line)
+        return exc.exit_code or EXIT_INVALID, None
+    report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled)
+    return report.exit_code, report

@@ -1,0 +1,248 @@
+"""`sriov-node daemon` on the simulated kernel: uevents in, per-PF reconciles out, sd_notify to a socket.
+
+The daemon runs as a user's systemd would run it: a process with NOTIFY_SOCKET pointing at a
+datagram socket this test binds. The simulated kernel sends it uevents as a real one would
+(a PF driver unbind disables the VFs; a bind brings the PF back with none).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import List
+
+import pytest
+
+from sriov_node.host import open_host
+from sriov_node.sim.kernel import SimKernel
+from tests.helpers import CLI, run_cli, sim_writes
+
+PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+CONFIG = f"""
+[[pf]]
+pci = "{PF0}"
+num_vfs = 4
+  [[pf.vfs]]
+  range = "0-1"
+  driver = "vfio-pci"
+  [[pf.vfs]]
+  range = "2-3"
+  trust = true
+[[pf]]
+pci = "{PF1}"
+num_vfs = 2
+"""
+
+
+class DaemonProcess:
+    def __init__(self, root: str, config: str, tmp, *extra: str):
+        self.notify_path = str(tmp / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.notify_path)
+        self.sock.settimeout(0.1)
+        self.messages: List[str] = []
+        self.log: List[str] = []
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SRIOV_NODE_", "JOURNAL_STREAM", "INVOCATION_ID"))}
+        env["NOTIFY_SOCKET"] = self.notify_path
+        self.proc = subprocess.Popen([CLI, "--root", root, "--config", config, "daemon", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self._threads = [threading.Thread(target=self._read_notify, daemon=True),
+                         threading.Thread(target=self._read_log, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _read_notify(self) -> None:
+        while self.proc.poll() is None or self._pending():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def _pending(self) -> bool:
+        try:
+            self.sock.setblocking(False)
+            data = self.sock.recv(4096)
+            self.messages.append(data.decode())
+            return True
+        except (BlockingIOError, OSError):
+            return False
+        finally:
+            try:
+                self.sock.settimeout(0.1)
+            except OSError:
+                pass
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line.rstrip("\n"))
+
+    def wait_for(self, predicate, timeout: float = 20.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode} waiting for {what}\n" + "\n".join(self.log))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}\nnotify: {self.messages}\n" + "\n".join(self.log))
+            time.sleep(0.02)
+
+    def notified(self, text: str) -> bool:
+        return any(text in m for m in self.messages)
+
+    def runs(self) -> int:
+        return sum(1 for line in self.log if re.search(r"run \d+:", line))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=20)
+        finally:
+            for t in self._threads:
+                t.join(timeout=5)
+            self.sock.close()
+        return code
+
+
+@pytest.fixture
+def daemon(make_host, write_config, tmp_path):
+    started = []
+
+    def start(config_text: str = CONFIG, *extra: str, host=None):
+        host = host or make_host(vfio_loaded=True)
+        path = write_config(config_text)
+        d = DaemonProcess(host.root, path, tmp_path, *extra)
+        d.host, d.path = host, path
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def test_ready_after_the_first_convergence(daemon):
+    d = daemon()
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    h = open_host(d.host.root)
+    assert h.sysfs.num_vfs(PF0) == 4 and h.sysfs.num_vfs(PF1) == 2  # converged before READY=1
+    ready = next(m for m in d.messages if "READY=1" in m)
+    assert "STATUS=2 of 2 PF(s) converged" in ready
+    assert d.stop() == 0
+    assert d.notified("STOPPING=1")
+
+
+def test_a_pf_driver_reload_is_repaired(daemon):
+    d = daemon()
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    h = open_host(d.host.root)
+    before = d.runs()
+    h.sysfs.unbind(PF0, "i40e")  # rmmod: the PF driver disables its VFs on the way out
+    assert h.sysfs.num_vfs(PF0) == 0
+    start = time.monotonic()
+    h.sysfs.drivers_probe(PF0)  # modprobe: the PF is back, with no VFs
+    d.wait_for(lambda: open_host(d.host.root).sysfs.num_vfs(PF0) == 4 and
+               [h.sysfs.device_driver(h.sysfs.vf_address(PF0, i)) for i in range(4)] == ["vfio-pci"] * 2 + ["iavf"] * 2,
+               what="VFs restored")
+    reaction = time.monotonic() - start
+    assert open_host(d.host.root).links.vf_links("ens1f0")[3].trust is True  # settings back too
+    assert reaction < 10
+    d.wait_for(lambda: d.runs() > before, what="a run")
+    assert any(f"only {PF0}" in line for line in d.log)  # only the PF the events touched
+    print(f"PF bind to converged: {reaction:.2f} s")
+
+
+def test_a_burst_of_events_is_one_run_and_our_own_writes_do_not_start_another(daemon):
+    d = daemon(CONFIG.replace("num_vfs = 4", "num_vfs = 32"))
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    time.sleep(0.5)
+    settled = d.runs()
+    assert settled == 1, d.log  # the first run's hundreds of uevents (our own) started nothing
+    h = open_host(d.host.root)
+    h.sysfs.unbind(PF0, "i40e")  # 32 VFs removed: ~100 uevents
+    h.sysfs.drivers_probe(PF0)
+    d.wait_for(lambda: d.runs() > settled, what="the repair run")
+    time.sleep(1.0)
+    assert d.runs() == settled + 1, d.log  # one run for the whole burst, none for its own echoes
+
+
+def test_a_manual_apply_is_not_fought(daemon):
+    d = daemon()
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    runs = d.runs()
+    result = run_cli("apply", root=d.host.root, config=d.path)
+    assert result.returncode == 0 and "write" not in result.stdout
+    time.sleep(0.5)
+    assert d.runs() == runs
+
+
+def test_sighup_with_a_bad_config_keeps_the_old_one_and_a_good_one_applies(daemon, write_config):
+    d = daemon()
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    with open(d.path, "w") as fh:
+        fh.write('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = "many"\n')
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: d.notified("reload refused"), what="a refused reload")
+    assert d.notified("RELOADING=1")
+    assert any("pf[0].num_vfs" in line for line in d.log)
+    h = open_host(d.host.root)
+    h.sysfs.unbind(PF1, "i40e")  # the old config still rules: PF1 is repaired
+    h.sysfs.drivers_probe(PF1)
+    d.wait_for(lambda: open_host(d.host.root).sysfs.num_vfs(PF1) == 2, what="old config applied")
+    with open(d.path, "w") as fh:
+        fh.write(f'[[pf]]\npci = "{PF1}"\nnum_vfs = 3\n')
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: open_host(d.host.root).sysfs.num_vfs(PF1) == 3, what="new config applied")
+
+
+def test_a_failing_pf_backs_off(daemon, make_host):
+    host = make_host(vfio_loaded=True)
+    SimKernel(host.root).add_fault("errno", device=PF1, attr="sriov_numvfs", errno="ENOMEM")
+    d = daemon(host=host)
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    assert any("STATUS=1 of 2 PF(s) converged; not converged: 0000:20:00.1" in m for m in d.messages)
+    d.wait_for(lambda: sum("next attempt in" in line for line in d.log) >= 2, timeout=15, what="two retries")
+    delays = [float(m.group(1)) for line in d.log for m in [re.search(r"next attempt in (\d+) s", line)] if m]
+    assert delays[:2] == [2.0, 4.0], d.log
+    enomem = [r for p, _, r in sim_writes(host) if p.endswith(f"{PF1}/sriov_numvfs")]
+    assert 2 <= len(enomem) <= 3  # retried on a back-off, not in a loop
+
+
+def test_sigterm_stops_between_actions(daemon, make_host):
+    host = make_host(vfio_loaded=True)
+    SimKernel(host.root).add_fault("delay", attr="driver_override", seconds=0.3)
+    d = daemon(host=host)
+    d.wait_for(lambda: open_host(host.root).sysfs.num_vfs(PF0) == 4, what="the first run under way")
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.stop() == 0
+    assert d.notified("STOPPING=1") and not d.notified("READY=1")
+    h = open_host(host.root)
+    assert h.sysfs.autoprobe(PF0) is True  # the plan's clean-up ran
+    assert SimKernel(host.root).consistency_problems() == []
+
+
+def test_no_notify_runs_in_the_foreground(daemon):
+    d = daemon(CONFIG, "--no-notify")
+    d.wait_for(lambda: any("ready: 2 of 2 PF(s) converged" in line for line in d.log), what="ready")
+    d.proc.send_signal(signal.SIGINT)
+    assert d.stop() == 0
+    assert d.messages == []  # nothing sent to NOTIFY_SOCKET
+
+
+def test_a_missing_systemd_python_is_said_at_start(make_host, write_config, tmp_path):
+    shadow = tmp_path / "shadow"
+    (shadow / "systemd").mkdir(parents=True)
+    (shadow / "systemd" / "__init__.py").write_text("raise ImportError('no libsystemd here')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
+    env.update(NOTIFY_SOCKET=str(tmp_path / "nobody.sock"), PYTHONPATH=str(shadow))
+    host = make_host()
+    proc = subprocess.run([CLI, "--root", host.root, "--config", write_config(CONFIG), "daemon"],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert proc.returncode == 1 and "systemd-python" in proc.stderr and "--no-notify" in proc.stderr

@@ -1,0 +1,81 @@
+"""Uevent sources and routing: which PF an event may have moved, and which events are only echoes."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sriov_node.host import open_host
+from sriov_node.uevents import Uevent, route, touched_pf
+
+PF0 = "0000:20:00.0"
+BRIDGE = "/devices/pci0000:00/0000:00:03.0"
+
+
+def ev(action, subsystem, devpath, seq=None):
+    return Uevent(action, subsystem, devpath, seq)
+
+
+def test_each_kind_of_event_names_its_pf(make_host):
+    host = make_host()
+    host.sysfs.set_num_vfs(PF0, 2)
+    vf = host.sysfs.vf_address(PF0, 0)
+    assert touched_pf(ev("unbind", "pci", f"{BRIDGE}/{PF0}"), host, {}) == PF0  # PF driver unbound
+    assert touched_pf(ev("add", "net", f"{BRIDGE}/{PF0}/net/ens1f0"), host, {}) == PF0  # PF netdev appeared
+    assert touched_pf(ev("bind", "pci", f"{BRIDGE}/{vf}"), host, {}) == PF0  # a VF rebound
+    host.sysfs.set_num_vfs(PF0, 0)
+    gone = ev("remove", "pci", f"{BRIDGE}/{vf}")
+    assert touched_pf(gone, host, {}) is None  # the VF is gone: only the last observation knows its PF
+    assert touched_pf(gone, host, {vf: PF0}) == PF0
+    assert touched_pf(ev("change", "net", f"{BRIDGE}/{PF0}/net/ens1f0"), host, {}) is None
+    assert touched_pf(ev("add", "net", "/devices/virtual/net/veth0"), host, {}) is None
+    assert touched_pf(ev("bind", "pci", "/devices/pci0000:00/0000:00:1c.0/0000:02:00.0"), host, {}) is None  # eno1
+
+
+def test_events_the_last_read_covers_are_dropped(make_host):
+    host = make_host()
+    dropped = []
+    events = [ev("bind", "pci", f"{BRIDGE}/{PF0}", 10), ev("unbind", "pci", f"{BRIDGE}/{PF0}", 12)]
+    assert route(events[:1], host, {}, {PF0: 11}, dropped.append) == set() and len(dropped) == 1
+    assert route(events, host, {}, {PF0: 11}) == {PF0}  # 12 came after the read: look again
+
+
+def test_the_simulated_kernel_announces_what_it_does(make_host):
+    host = make_host()
+    log = os.path.join(host.root, ".sriov-node-sim.uevents")
+    open_host(host.root).sysfs.set_num_vfs(PF0, 1)
+    events = [json.loads(line) for line in open(log)]
+    assert [(e["ACTION"], e["SUBSYSTEM"]) for e in events] == [
+        ("add", "pci"), ("change", "pci"), ("add", "net"), ("bind", "pci"), ("change", "pci")]
+    assert events[3]["DRIVER"] == "iavf" and events[-1]["PCI_SLOT_NAME"] == PF0
+    seqs = [int(e["SEQNUM"]) for e in events]
+    assert seqs == sorted(seqs) and open_host(host.root).sysfs.uevent_seqnum() == seqs[-1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root, unshare and ip")
+def test_the_kernel_source_receives_a_real_uevent():
+    """No udevd here: pyudev's kernel source must hear the kernel itself (a veth pair, in a throw-away netns)."""
+    script = (
+        "import select, subprocess\n"
+        "from sriov_node.uevents import PyudevSource\n"
+        "src = PyudevSource('kernel')\n"
+        "subprocess.run(['ip', 'link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1'], check=True)\n"
+        "seen = []\n"
+        "while select.select([src], [], [], 5)[0]:\n"
+        "    seen += [(e.action, e.subsystem, e.devpath, e.seqnum) for e in src.drain()]\n"
+        "    if any(s[2].endswith('/net/sn0') for s in seen): break\n"
+        "print(seen)\n"
+    )
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    seen = ast.literal_eval(proc.stdout)  # a list of tuples, printed above
+    adds = [s for s in seen if s[0] == "add" and s[1] == "net" and s[2].endswith("/net/sn0")]
+    assert adds and isinstance(adds[0][3], int)
