@@ -23,11 +23,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.lab)
 
 
-def boot(scenario: str, **env: str) -> Dict[str, Any]:
-    """Boot the lab guest once, run a scenario, return its results (or fail with the console)."""
+def boot(scenario: str, script: str = "tests/lab/guest.py", **env: str) -> Dict[str, Any]:
+    """Boot the lab guest once, run a scenario of `script`, return its results (or fail with the console)."""
     start = time.monotonic()
     proc = subprocess.run(
-        [str(LAB), f"{sys.executable} tests/lab/guest.py {scenario}"],
+        [str(LAB), f"{sys.executable} {script} {scenario}"],
         cwd=str(REPO), capture_output=True, text=True, timeout=900,
         env={**os.environ, "LAB_TIMEOUT": "600", **env},
     )
