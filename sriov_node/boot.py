@@ -135,7 +135,7 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
 
 def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: logging.Logger,
              cancelled: Callable[[], bool] = _never) -> "tuple[int, Optional[BootReport]]":
-    from sriov_node.reconcile import load_desired
+    from sriov_node.survey import load_desired
 
     try:
         desired = load_desired(host, config)

@@ -32,9 +32,8 @@ from sriov_node.errors import HostError
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of
 from sriov_node.model import VF_LINK_ATTRS
+from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.plan import PfPlan
-
-DEFAULT_TIMEOUT = 60.0
 
 
 class _Skip(Exception):

@@ -10,22 +10,26 @@ nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from sriov_node.compare import Finding, compare
-from sriov_node.config import load_config
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
-from sriov_node.execute import DEFAULT_TIMEOUT, Executor
 from sriov_node.host import Host
-from sriov_node.host.holders import vf_holders
-from sriov_node.host.observe import Wanted, observe, observe_pf
-from sriov_node.model import DesiredState, HostState, PfState
-from sriov_node.plan import Plan, PfPlan, plan_pf
-from sriov_node.resolve import BlockFailure, Resolution, Target, resolve
+from sriov_node.host.sysfs import DEFAULT_TIMEOUT
+from sriov_node.model import DesiredState, HostState
+from sriov_node.resolve import BlockFailure, Target
 from sriov_node.state import ApplyLock, record_run
+from sriov_node.survey import config_path, load_desired, observe_target, survey
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sriov_node.execute import Executor
+    from sriov_node.plan import PfPlan
+
+# The writing side (plan, execute, holders, preflight) is imported when a PF has something to do:
+# a converged host's run, at every boot and on every daemon event, never loads it.
+__all__ = ["reconcile", "Report", "PfOutcome", "config_path", "load_desired", "survey", "observe_target"]
 
 # PfOutcome.status
 UNCHANGED, CHANGED, FAILED, REFUSED, PLANNED, INTERRUPTED = (
@@ -67,9 +71,13 @@ class Report:
     notices: List[str]
     writes: int
     dry_run: bool
-    plan: Plan
+    plans: Tuple["PfPlan", ...] = ()  # the PFs that had something to do
     interrupted: bool = False
     duration: float = 0.0
+
+    def plan_dict(self) -> Dict[str, Any]:
+        return {"actions": [a for p in self.plans for a in p.action_dicts()],
+                "on_failure": [a.to_dict() for p in self.plans for a in p.on_failure]}
 
     @property
     def exit_code(self) -> int:
@@ -90,51 +98,14 @@ class Report:
         return {
             "dry_run": self.dry_run,
             "result": self.result,
-            "actions": self.plan.to_dict()["actions"],
-            "on_failure": self.plan.to_dict()["on_failure"],
+            "actions": self.plan_dict()["actions"],
+            "on_failure": self.plan_dict()["on_failure"],
             "pfs": [o.to_dict() for o in self.outcomes],
             "notices": self.notices,
             "writes": self.writes,
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
         }
-
-
-# ---------------------------------------------------------------------------- config
-
-
-def config_path(host: Host, explicit: Optional[str]) -> str:
-    """--config wins; otherwise etc/sriov-node/config.toml under the root."""
-    return explicit or host.path("etc/sriov-node", "config.toml")
-
-
-def load_desired(host: Host, path: str) -> DesiredState:
-    """A root daemon on the real root must not obey a file that non-root users can edit."""
-    enforce = host.is_real_root and os.geteuid() == 0
-    return load_config(path, enforce_trust=enforce)
-
-
-# ---------------------------------------------------------------------------- observe + resolve
-
-
-def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = None) -> Tuple[HostState, Resolution]:
-    """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs."""
-    sels = [s.selector for s in desired.pfs]
-    heads = observe(
-        host,
-        vfs_of=(),
-        macs=any(s.mac is not None for s in sels),
-        ifnames=[s.name for s in sels if s.name is not None],
-        devices=[s.pci for s in sels if s.pci is not None],
-    )
-    resolution = resolve(desired, heads).only(only)
-    targets = tuple(Target(t.spec, observe_target(host, t)) for t in resolution.targets)
-    return heads, Resolution(targets, resolution.failures, resolution.notices)
-
-
-def observe_target(host: Host, target: Target) -> PfState:
-    """The PF with everything its block asks about (VFs, and VF settings, MTUs, eswitch if wanted)."""
-    return observe_pf(host, target.pf.pci, want=Wanted.for_spec(target.spec, macs=target.pf.mac is not None))
 
 
 def _failure_outcome(f: BlockFailure, heads: HostState, source: str) -> PfOutcome:
@@ -165,25 +136,35 @@ def reconcile(
     start = time.monotonic()
     if dry_run:
         heads, resolution = survey(host, desired, only)
-        plans = tuple(plan_pf(t, heads.pci_drivers) for t in resolution.targets)
-        outcomes = [PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
-                              PLANNED if p.actions else (FAILED if p.findings else UNCHANGED),
-                              p.action_dicts(), findings=_finding_dicts(p.findings),
-                              error=None if p.actions or not p.findings else _unactionable(p)) for p in plans]
+        outcomes: List[PfOutcome] = []
+        plans: List[PfPlan] = []
+        for target in resolution.targets:
+            p = _plan(target, heads.pci_drivers)
+            if p is None:
+                outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED))
+                continue
+            plans.append(p)
+            outcomes.append(PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
+                                      PLANNED if p.actions else (FAILED if p.findings else UNCHANGED),
+                                      p.action_dicts(), findings=_finding_dicts(p.findings),
+                                      error=None if p.actions or not p.findings else _unactionable(p)))
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        return Report(outcomes, list(resolution.notices), 0, True, Plan(plans), duration=time.monotonic() - start)
+        return Report(outcomes, list(resolution.notices), 0, True, tuple(plans), duration=time.monotonic() - start)
 
     host.check_writable()  # before the lock: a captured tree gets no run/ directory either
     with ApplyLock(host, timeout, cancelled):
         before = host.writes
         seqnum = host.sysfs.uevent_seqnum()
         heads, resolution = survey(host, desired, only)
-        executor = Executor(host, timeout, cancelled)
-        plans: List[PfPlan] = []
-        outcomes: List[PfOutcome] = []
+        executor: Optional[Executor] = None
+        plans = []
+        outcomes = []
         interrupted = False
         for target in resolution.targets:
-            pf_plan = plan_pf(target, frozenset(host.sysfs.listdir("sys/bus/pci/drivers")))
+            pf_plan = _plan(target, frozenset(host.sysfs.listdir("sys/bus/pci/drivers")))
+            if pf_plan is None:  # converged: nothing to plan
+                outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED, seqnum=seqnum))
+                continue
             plans.append(pf_plan)
             outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts(),
                                 seqnum=seqnum)
@@ -200,13 +181,26 @@ def reconcile(
                 continue
             if progress:
                 progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
+            if executor is None:
+                from sriov_node.execute import Executor
+
+                executor = Executor(host, timeout, cancelled)
             _run_pf(host, executor, pf_plan, outcome, force)
             interrupted = interrupted or outcome.status == INTERRUPTED
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        report = Report(outcomes, list(resolution.notices), host.writes - before, False, Plan(tuple(plans)),
+        report = Report(outcomes, list(resolution.notices), host.writes - before, False, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start)
         _record(host, desired, report, only)
         return report
+
+
+def _plan(target: Target, loaded: FrozenSet[str]) -> Optional[PfPlan]:
+    """The PF's plan, or None when the comparison finds nothing (the planner is not even loaded)."""
+    if not compare(target.spec, target.pf):
+        return None
+    from sriov_node.plan import plan_pf
+
+    return plan_pf(target, loaded)
 
 
 def _unactionable(pf_plan: PfPlan) -> str:
@@ -216,6 +210,7 @@ def _unactionable(pf_plan: PfPlan) -> str:
 
 def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
     from sriov_node.checks.preflight import preflight
+    from sriov_node.host.holders import vf_holders
 
     blocked = preflight(host, pf_plan)
     if blocked is not None:  # a platform prerequisite the plan needs is missing: nothing is written

@@ -8,7 +8,7 @@ from sriov_node.compare import compare
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
-from sriov_node.reconcile import observe_target
+from sriov_node.survey import observe_target
 from sriov_node.resolve import Target, resolve
 from sriov_node.state import read_state
 

@@ -13,7 +13,7 @@ from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError
 @app.command()
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Check the config against its schema and this host's PFs. Exit 0 valid, 1 a block cannot apply here, 2 invalid."""
-    from sriov_node.reconcile import config_path, load_desired, survey
+    from sriov_node.survey import config_path, load_desired, survey
 
     host = open_root(ctx, as_json)
     try:
@@ -80,7 +80,7 @@ def _print_report(report) -> None:
     if not report.outcomes:
         typer.echo("no PFs selected")
     width = max([len(o.name or "-") for o in report.outcomes] + [4])
-    plans = {p.pf: p for p in report.plan.pfs}
+    plans = {p.pf: p for p in report.plans}
     for o in report.outcomes:
         head = f"{o.pci or '-':<12}  {(o.name or '-'):<{width}}  {o.key:<6} {o.status:<11}"
         if report.dry_run and o.pci in plans and plans[o.pci].actions:
@@ -102,7 +102,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
     import os
 
-    from sriov_node.reconcile import config_path, load_desired
+    from sriov_node.survey import config_path, load_desired
     from sriov_node.status import build_status
 
     host = open_root(ctx, as_json)

@@ -24,7 +24,7 @@ def boot(
     """
     from sriov_node.boot import run_boot
     from sriov_node.journal import setup_logging
-    from sriov_node.reconcile import config_path
+    from sriov_node.survey import config_path
 
     host = open_root(ctx, as_json)
     log = setup_logging()
@@ -57,7 +57,7 @@ def daemon(
     """
     from sriov_node.daemon import Daemon
     from sriov_node.journal import Notifier, setup_logging
-    from sriov_node.reconcile import config_path
+    from sriov_node.survey import config_path
 
     host = open_root(ctx)
     log = setup_logging()
@@ -75,7 +75,7 @@ def daemon(
 @app.command("udev-rule")
 def udev_rule(ctx: typer.Context) -> None:
     """Print a udev rule that keeps NetworkManager off the VFs of the PFs this config manages."""
-    from sriov_node.reconcile import config_path, load_desired, survey
+    from sriov_node.survey import config_path, load_desired, survey
     from sriov_node.udev import managed_vfs_rule
 
     host = open_root(ctx)

@@ -11,6 +11,8 @@ from sriov_node.errors import ReadOnlyRoot
 from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS, Root, check_part
 
 
+DEFAULT_TIMEOUT = 60.0  # seconds: the deadline of every wait (--timeout)
+
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 

@@ -1,9 +1,5 @@
 """A simulated kernel: a sysfs-shaped tree on disk whose writes obey shared kernel rules.
 
 Production code reaches it only through sriov_node.host (a root carrying the marker file).
+build.py lays a host out (`sriov-node sim create`); kernel.py and net.py answer its writes.
 """
-
-from sriov_node.sim.build import create_host
-from sriov_node.sim.nics import NICS
-
-__all__ = ["create_host", "NICS"]
