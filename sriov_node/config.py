@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from sriov_node.errors import ConfigError, ConfigProblem
 from sriov_node.model import (
+    DEFAULT_RESOURCE_PREFIX,
+    DRIVER_ANY,
     DRIVER_NONE,
     ESWITCH_MODES,
     LINK_STATES,
@@ -34,11 +36,13 @@ DEFAULT_CONFIG = "/etc/sriov-node/config.toml"
 SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 
-TOP_KEYS = ("version", "pf")
+TOP_KEYS = ("version", "pf", "device_plugin", "metrics")
 PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
            "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
 VF_LINK_KEYS = ("mac", "vlan", "qos", "vlan_proto", "spoofchk", "trust", "link_state", "min_tx_rate", "max_tx_rate")
-VF_KEYS = ("range", "driver") + VF_LINK_KEYS + ("mtu",)
+VF_KEYS = ("range", "driver", "resource") + VF_LINK_KEYS + ("mtu",)
+DEVICE_PLUGIN_KEYS = ("resource_prefix",)
+METRICS_KEYS = ("textfile",)
 MIN_MTU, MAX_MTU = 68, 65535  # ETH_MIN_MTU; the device's own max_mtu is the kernel's to enforce
 MAX_RATE = 0xFFFFFFFF  # Mbit/s, a u32 in IFLA_VF_RATE
 
@@ -49,6 +53,13 @@ _DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
 # Module names that differ from the PCI driver name they register (driver_override wants the latter).
 DRIVER_SPELLINGS = {"vfio_pci": "vfio-pci", "pci_stub": "pci-stub"}
 _RANGE_PART_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z", re.ASCII)
+# What the SR-IOV device plugin accepts as a resourceName (^[a-zA-Z0-9_-]+$, no '.'), within what
+# kubelet accepts after the prefix (a qualified name: alphanumeric at both ends, at most 63 characters).
+_RESOURCE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\Z", re.ASCII)
+# A resource prefix is a DNS subdomain (kubelet checks "<prefix>/<name>" as an extended resource name).
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z", re.ASCII)
+RESOURCE_WORDS = ("letters, digits, '_' and '-', starting and ending with a letter or digit, at most 63 "
+                  "characters (the SR-IOV device plugin refuses '.')")
 
 
 def _type_name(value: Any) -> str:
@@ -320,6 +331,34 @@ class _Validator:
             return False, None
         return True, mtu
 
+    def group_resource(self, gkey: str, table: Dict[str, Any], driver_ok: bool, driver: Optional[str]) -> Tuple[bool, Optional[str]]:
+        """(ok, resource name); the device plugin selects a resource's VFs by one driver, so it needs a named one."""
+        if "resource" not in table:
+            return True, None
+        name = self.string(f"{gkey}.resource", table["resource"])
+        if name is None:
+            return False, None
+        if not _RESOURCE_RE.match(name):
+            self.error(f"{gkey}.resource", f"{name!r} is not a resource name the device plugin and kubelet accept: "
+                                           f"use {RESOURCE_WORDS}, e.g. \"intel_sriov_netdevice\"")
+            return False, None
+        if not driver_ok:
+            return False, None  # the driver's own problem is reported already
+        if driver is None:
+            self.error(f"{gkey}.resource", f"{name!r} needs a named driver: the device plugin selects a resource's VFs "
+                                           "by driver; add driver = \"iavf\" (or the VF driver of this NIC: mlx5_core, "
+                                           "ixgbevf, ...; vfio-pci for DPDK)")
+            return False, None
+        if driver == DRIVER_NONE:
+            self.error(f"{gkey}.resource", f"{name!r} with driver = \"none\": the device plugin never exposes unbound "
+                                           "VFs; give the VFs a driver or drop resource")
+            return False, None
+        if driver == DRIVER_ANY:
+            self.error(f"{gkey}.resource", f"{name!r} with driver = \"any\": the exported selectors must name the "
+                                           "driver the VFs use; write that driver instead of \"any\"")
+            return False, None
+        return True, name
+
     def vf_groups(self, key: str, value: Any, num_vfs: Optional[int]) -> Tuple[VfGroup, ...]:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             self.error(key, f"must be an array of tables ([[{key.split('[')[0]}.vfs]]), got {_type_name(value)}")
@@ -334,10 +373,11 @@ class _Validator:
             driver_ok, driver = self.group_driver(gkey, table)
             links = self.group_links(gkey, table, len(indices) if indices else 1)
             mtu_ok, mtu = self.group_mtu(gkey, table, driver if driver_ok else None)
-            if indices is None or not driver_ok or links is None or not mtu_ok:
+            resource_ok, resource = self.group_resource(gkey, table, driver_ok, driver)
+            if indices is None or not driver_ok or links is None or not mtu_ok or not resource_ok:
                 continue
             groups.append(VfGroup(key=gkey, range_text=table["range"], indices=indices, driver=driver,
-                                  links=links, mtu=mtu))
+                                  links=links, mtu=mtu, resource=resource))
         return tuple(groups)
 
     def pf(self, key: str, table: Any) -> Optional[PfSpec]:
@@ -372,6 +412,64 @@ class _Validator:
             return None
         return PfSpec(key=key, selector=selector, num_vfs=num_vfs, vfs=groups, **extra)
 
+    def table(self, key: str, doc: Dict[str, Any], allowed: Tuple[str, ...]) -> Dict[str, Any]:
+        """An optional top-level [table]; {} when absent or not a table (that is reported)."""
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            self.error(key, f"must be a table ([{key}]), got {_type_name(value)}")
+            return {}
+        self.unknown_keys(key, value, allowed)
+        return value
+
+    def device_plugin(self, doc: Dict[str, Any]) -> str:
+        table = self.table("device_plugin", doc, DEVICE_PLUGIN_KEYS)
+        if "resource_prefix" not in table:
+            return DEFAULT_RESOURCE_PREFIX
+        key = "device_plugin.resource_prefix"
+        prefix = self.string(key, table["resource_prefix"])
+        if prefix is None:
+            return DEFAULT_RESOURCE_PREFIX
+        if len(prefix) > 244 or not _DNS_SUBDOMAIN_RE.match(prefix):
+            self.error(key, f"{prefix!r} is not a DNS subdomain (lower-case letters, digits, '-' and '.', e.g. "
+                            "\"intel.com\" or \"example.org\"); kubelet refuses other resource prefixes")
+        elif prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io"):
+            self.error(key, f"{prefix!r} is reserved for Kubernetes' own resources; use a domain of yours, "
+                            "e.g. \"intel.com\" or \"example.org\"")
+        return prefix
+
+    def metrics(self, doc: Dict[str, Any]) -> Optional[str]:
+        table = self.table("metrics", doc, METRICS_KEYS)
+        if "textfile" not in table:
+            return None
+        key = "metrics.textfile"
+        path = self.string(key, table["textfile"])
+        if path is None:
+            return None
+        parts = path.split("/")
+        if not path.startswith("/") or "\0" in path or any(p in (".", "..") for p in parts) or path.endswith("/"):
+            self.error(key, f"{path!r} must be an absolute file path without '.' or '..' components, e.g. "
+                            "\"/var/lib/node_exporter/textfile/sriov_node.prom\"")
+            return None
+        if not path.endswith(".prom") or parts[-1].startswith("."):
+            self.error(key, f"{path!r}: node_exporter's textfile collector reads only files named *.prom "
+                            "(not hidden ones); end the name with .prom")
+            return None
+        return path
+
+    def resource_drivers(self, specs: List[PfSpec]) -> None:
+        """A resource may span several PFs, but all its VFs share one driver (the selectors name one)."""
+        first: Dict[str, VfGroup] = {}
+        for spec in specs:
+            for group in spec.vfs:
+                if group.resource is None:
+                    continue
+                seen = first.setdefault(group.resource, group)
+                if seen.driver != group.driver:
+                    self.error(f"{group.key}.resource",
+                               f"{group.resource!r} has driver {group.driver!r} here but {seen.driver!r} in "
+                               f"{seen.key}; a resource's VFs share one driver: use one driver, or name a second "
+                               f"resource (e.g. \"{group.resource}_{(group.driver or '').replace('-', '_')}\")")
+
     def document(self, doc: Dict[str, Any]) -> Tuple[Optional[int], List[PfSpec]]:
         self.unknown_keys("", doc, TOP_KEYS)
         version = 1
@@ -385,6 +483,7 @@ class _Validator:
             pfs_raw = []
         specs = [s for s in (self.pf(f"pf[{i}]", t) for i, t in enumerate(pfs_raw)) if s is not None]
         self.duplicate_selectors(specs)
+        self.resource_drivers(specs)
         return version, specs
 
     def duplicate_selectors(self, specs: List[PfSpec]) -> None:
@@ -419,6 +518,8 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
     v = _Validator()
     version, specs = v.document(doc)
+    prefix = v.device_plugin(doc)
+    textfile = v.metrics(doc)
     if v.problems:
         raise ConfigError(source, v.problems)
     return DesiredState(
@@ -426,6 +527,8 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         digest=hashlib.sha256(data).hexdigest(),
         version=version or 1,
         pfs=tuple(specs),
+        resource_prefix=prefix,
+        metrics_textfile=textfile,
     )
 
 

@@ -97,6 +97,7 @@ class VfGroup:
     driver: Optional[str] = DRIVER_DEFAULT  # a driver name, "none", "any", or None (the kernel's default)
     links: VfLinks = VfLinks()
     mtu: Optional[int] = None  # the VF netdev's MTU
+    resource: Optional[str] = None  # the device plugin's resourceName for these VFs (`sriov-node export`)
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,26 @@ class PfSpec:
         return frozenset(g.driver for g in self.vfs if g.driver not in (DRIVER_DEFAULT, DRIVER_NONE, DRIVER_ANY))
 
 
+DEFAULT_RESOURCE_PREFIX = "intel.com"  # the SR-IOV device plugin's own default --resource-prefix
+
+
 @dataclass(frozen=True)
 class DesiredState:
     source: str
     digest: str  # sha256 of the file's bytes, recorded in the state file
     version: int
     pfs: Tuple[PfSpec, ...]
+    resource_prefix: str = DEFAULT_RESOURCE_PREFIX  # [device_plugin] resource_prefix
+    metrics_textfile: Optional[str] = None  # [metrics] textfile: where the daemon writes Prometheus metrics
+
+    def resources(self) -> Tuple[str, ...]:
+        """Resource names in the order the file first names them."""
+        seen: Dict[str, None] = {}
+        for spec in self.pfs:
+            for group in spec.vfs:
+                if group.resource is not None:
+                    seen.setdefault(group.resource, None)
+        return tuple(seen)
 
 
 # ---------------------------------------------------------------------------- observed

@@ -1,0 +1,185 @@
+"""`sriov-node capture`: the host's SR-IOV layout as it is now, written as a valid, commented config.
+
+For people moving from `echo N > sriov_numvfs` scripts: every PF with VFs gets a block (selected
+by PCI address, or by name) with its `num_vfs`; VFs are collapsed into range groups by what the
+kernel shows for them:
+
+- a VF bound to the driver its driver_override names gets `driver = "<that driver>"`;
+- a VF unbound with driver_override "none" gets `driver = "none"`;
+- a VF bound, without an override, to the kernel's default driver for it gets no driver key (the
+  default), unless the PF's sriov_drivers_autoprobe is 0;
+- anything else (bound by hand to another driver, unbound without an override, an override that
+  differs from the bound driver) gets `driver = "any"` with a comment saying what to write to pin
+  it: `any` leaves it exactly as it is;
+- VF settings read through the PF's netdev (one RTM_GETLINK) that differ from the kernel's
+  defaults: MAC (one VF per group), VLAN, QoS and protocol, spoof checking off, trust on, link
+  state, tx rates. The eswitch mode is kept when it is switchdev, sriov_drivers_autoprobe when 0.
+
+`apply` of the result plans nothing on the same host: every value in it is the value observed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from sriov_node.config import parse_config
+from sriov_node.errors import SriovNodeError
+from sriov_node.host import Host
+from sriov_node.host.observe import default_driver_of, observe, observe_pf
+from sriov_node.model import DRIVER_ANY, DRIVER_NONE, PfState, VfLinks, VfState, format_ranges, is_override_only
+
+ZERO_MAC = "00:00:00:00:00:00"
+COMMENT_COLUMN = 28
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value)  # a TOML basic string for what we write (names, addresses, drivers)
+
+
+def _line(indent: str, key: str, value: Any, comment: Optional[str] = None) -> str:
+    text = f"{indent}{key} = {_value(value)}"
+    if comment:
+        text = f"{text:<{COMMENT_COLUMN - 1}} # {comment}"
+    return text + "\n"
+
+
+def vf_driver(vf: VfState, default: Optional[str], autoprobe: Optional[bool]) -> Tuple[Optional[str], Optional[str]]:
+    """(the group's `driver` value, None for the kernel's default; a comment when it is "any")."""
+    override = vf.driver_override
+    if vf.driver is None:
+        if override == DRIVER_NONE:
+            return DRIVER_NONE, None
+        why = f"unbound, driver_override {override}" if override else "unbound, no driver_override"
+        return DRIVER_ANY, f"{why}: \"any\" leaves them so (write driver = \"none\" to keep them unbound)"
+    if override == vf.driver:
+        return vf.driver, None
+    if override is not None:
+        return DRIVER_ANY, (f"bound to {vf.driver} but driver_override says {override}: \"any\" leaves them so "
+                            f"(write the driver they should have)")
+    if is_override_only(vf.driver) or (default is not None and vf.driver != default):
+        return DRIVER_ANY, (f"bound to {vf.driver} by hand (no driver_override): \"any\" leaves them so "
+                            f"(write driver = \"{vf.driver}\" to pin them)")
+    if autoprobe is False:
+        return DRIVER_ANY, (f"bound to {vf.driver}, the kernel's default, while sriov_drivers_autoprobe is 0: "
+                            f"\"any\" leaves them so (write driver = \"{vf.driver}\" to pin them)")
+    return None, None
+
+
+def vf_settings(links: Optional[VfLinks]) -> Tuple[Tuple[str, Any], ...]:
+    """The settings that differ from a freshly created VF's, as config keys in the config's order."""
+    if links is None:
+        return ()
+    out: List[Tuple[str, Any]] = []
+    if links.mac and links.mac != ZERO_MAC and not int(links.mac[:2], 16) & 1:
+        out.append(("mac", links.mac))
+    if links.vlan or links.qos:
+        out.append(("vlan", links.vlan or 0))
+        if links.qos:
+            out.append(("qos", links.qos))
+        if links.vlan and links.vlan_proto and links.vlan_proto != "802.1Q":
+            out.append(("vlan_proto", links.vlan_proto))
+    if links.spoofchk is False:
+        out.append(("spoofchk", False))
+    if links.trust is True:
+        out.append(("trust", True))
+    if links.link_state not in (None, "auto"):
+        out.append(("link_state", links.link_state))
+    for rate in ("min_tx_rate", "max_tx_rate"):
+        if getattr(links, rate):
+            out.append((rate, getattr(links, rate)))
+    return tuple(out)
+
+
+def _pf_block(host: Host, pf: PfState, by: str) -> List[str]:
+    links: Dict[int, VfLinks] = {}
+    links_note = None
+    if pf.netdevs:
+        try:
+            links = host.links.vf_links(pf.netdevs[0])
+        except OSError as exc:
+            links_note = f"VF settings not read ({exc.strerror or exc}): only drivers are captured"
+    else:
+        links_note = "VF settings not read: the PF has no netdev"
+    eswitch = None
+    try:
+        eswitch = host.devlink.eswitch_mode(pf.devlink_handle)
+    except OSError:
+        pass
+    default = None
+    probe = next((vf for vf in pf.vfs if vf.driver is not None and vf.driver_override is None), None)
+    if probe is not None:
+        default = default_driver_of(host, probe.pci)
+
+    groups: Dict[Tuple[Any, ...], List[int]] = {}
+    for vf in pf.vfs:
+        if vf.index >= (pf.num_vfs or 0):
+            continue
+        driver, comment = vf_driver(vf, default, pf.autoprobe)
+        settings = vf_settings(links.get(vf.index))
+        if driver is None and not settings:
+            continue  # the kernel's default, nothing set: what a VF no group names gets
+        key: Tuple[Any, ...] = (driver, comment, settings)
+        if any(k == "mac" for k, _ in settings):
+            key += (vf.index,)  # a MAC is one VF's
+        groups.setdefault(key, []).append(vf.index)
+
+    title = f"{pf.label}: {pf.vendor}:{pf.device}, driver {pf.driver or 'none'}, sriov_totalvfs {pf.total_vfs}"
+    lines = ["\n", f"# {title}\n"]
+    if links_note:
+        lines.append(f"# {links_note}\n")
+    lines.append("[[pf]]\n")
+    if by == "name" and pf.name:
+        lines.append(_line("", "name", pf.name, pf.pci))
+    else:
+        lines.append(_line("", "pci", pf.pci, pf.name))
+    lines.append(_line("", "num_vfs", pf.num_vfs or 0))
+    if pf.autoprobe is False:
+        lines.append(_line("", "drivers_autoprobe", False, "VFs are not probed when created"))
+    if eswitch == "switchdev":
+        lines.append(_line("", "eswitch_mode", eswitch))
+    for (driver, comment, settings, *_), indices in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        lines.append("\n")
+        if comment:
+            lines.append(f"  # VF(s) {format_ranges(indices)}: {comment}\n")
+        lines.append("  [[pf.vfs]]\n")
+        lines.append(_line("  ", "range", format_ranges(indices)))
+        if driver is not None:
+            lines.append(_line("  ", "driver", driver))
+        for key, value in settings:
+            lines.append(_line("  ", key, value))
+    return lines
+
+
+def capture_config(host: Host, *, by: str = "pci") -> str:
+    """The TOML text of the host's current layout (validated before it is returned)."""
+    heads = observe(host, vfs_of=())
+    where = socket.gethostname() if host.is_real_root else f"the root {host.root}"
+    lines = [
+        f"# sriov-node desired state captured by `sriov-node capture` from {where} on "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}.\n",
+        "# Each block holds what the kernel showed: sriov_numvfs, the VF drivers pinned with driver_override,\n",
+        "# VF settings that differ from a new VF's. `sriov-node apply` of this file changes nothing here;\n",
+        "# edit it, then `sriov-node validate` and `sriov-node apply`.\n",
+        "version = 1\n",
+    ]
+    skipped = []
+    for head in heads.pfs:
+        if not head.num_vfs:
+            skipped.append(head.label)
+            continue
+        lines += _pf_block(host, observe_pf(host, head.pci), by)
+    if skipped:
+        lines += ["\n", f"# Not captured (no VFs): {', '.join(skipped)}. A block with num_vfs = 0 would keep them so.\n"]
+    text = "".join(lines)
+    try:
+        parse_config(text.encode("utf-8"), "<capture>")
+    except SriovNodeError as exc:  # pragma: no cover - a capture must always be valid
+        raise SriovNodeError(f"the captured config is not valid, which is a bug in sriov-node capture: {exc}")
+    return text

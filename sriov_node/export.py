@@ -1,0 +1,175 @@
+"""`sriov-node export device-plugin`: the SR-IOV device plugin's config.json, from the desired state and this host.
+
+Each resource gets one selector object whose keys are ANDed by the plugin:
+
+- `vendors`, `devices`: the VF's vendor and device ID as the host reports them (sriov_vf_device,
+  or a present VF's own `device`), lower-case hex without 0x, as the plugin compares them;
+- `drivers`: the one driver the config names for the resource's VFs;
+- `pfNames`: one entry per PF, `NAME#RANGES`, every VF index of the resource on that PF merged
+  into it (the plugin reads only the first entry naming a PF). A PF whose name the plugin could
+  misread (no netdev, several netdevs such as switchdev representors, a '#' in the name, or a
+  name equal to another PF's but for case) makes the resource use `rootDevices` with the PF PCI
+  addresses instead, for all its PFs (pfNames and rootDevices in one object are ANDed).
+
+pfNames and rootDevices only match devices that have a `physfn`, so a PF is never selected; the
+VF index ranges leave out every VF of the PF that the resource does not name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from sriov_node.compare import compare
+from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
+from sriov_node.host import Host
+from sriov_node.host.observe import _pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
+from sriov_node.model import DesiredState, PfState, format_ranges
+from sriov_node.resolve import Target
+
+DEFAULT_CONFIGMAP = "sriovdp-config"
+DEFAULT_NAMESPACE = "kube-system"
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z")
+
+
+class ExportError(SriovNodeError):
+    """The selectors cannot be made exact on this host (a block with a resource does not resolve here)."""
+
+    exit_code = EXIT_PF_FAILED
+
+
+@dataclass(frozen=True)
+class ResourceVfs:
+    """What one exported resource stands for on this host."""
+
+    name: str  # "intel.com/intel_sriov_netdevice"
+    driver: str
+    vfs: Tuple[Tuple[str, int, Optional[str]], ...]  # (PF PCI address, VF index, VF PCI address when present)
+
+
+@dataclass(frozen=True)
+class Export:
+    config: Dict[str, Any]  # the config.json document
+    resources: Tuple[ResourceVfs, ...]
+    notes: Tuple[str, ...] = ()
+
+    def json_text(self) -> str:
+        return json.dumps(self.config, indent=2) + "\n"
+
+
+def _vf_ids(host: Host, pf: PfState) -> Tuple[Optional[str], Optional[str]]:
+    """(vendor, device) of the PF's VFs: a present VF's own IDs, else the PF's vendor and sriov_vf_device."""
+    for vf in pf.vfs:
+        vendor, device = _pci_id(host, vf.pci, "vendor"), _pci_id(host, vf.pci, "device")
+        if vendor and device:
+            return vendor, device
+    return pf.vendor, pf.vf_device
+
+
+def _name_is_exact(pf: PfState, names: List[str]) -> bool:
+    """Whether `pfNames` can name this PF without doubt (the plugin compares names case-insensitively)."""
+    if len(pf.netdevs) != 1 or "#" in pf.netdevs[0]:
+        return False
+    return sum(1 for n in names if n.casefold() == pf.netdevs[0].casefold()) == 1
+
+
+def device_plugin_config(host: Host, desired: DesiredState) -> Export:
+    """The config.json whose selectors match exactly the VFs that the config gives a resource on this host.
+
+    Raises ConfigError (exit 2) when no group names a resource, ExportError (exit 1) when a block
+    with a resource cannot be resolved on this host or a VF device ID cannot be known.
+    """
+    from sriov_node.reconcile import survey
+
+    names = desired.resources()
+    if not names:
+        raise ConfigError(desired.source, [ConfigProblem("", "no [[pf.vfs]] group names a resource; add resource = "
+                                                             "\"intel_sriov_netdevice\" (and a driver) to the groups "
+                                                             "the device plugin should expose")])
+    heads, resolution = survey(host, desired)
+    with_resources = {spec.key for spec in desired.pfs if any(g.resource for g in spec.vfs)}
+    problems = [f"{desired.source}: {f.render()}; its VFs would be missing from the selectors"
+                for f in resolution.failures if f.key in with_resources]
+    host_names = [n for pf in heads.pfs for n in pf.netdevs]
+    notes: List[str] = []
+    per_resource: Dict[str, List[Tuple[Target, Tuple[int, ...]]]] = {n: [] for n in names}
+    ids: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+    for target in resolution.targets:
+        spec, pf = target.spec, target.pf
+        groups = [g for g in spec.vfs if g.resource]
+        if not groups:
+            continue
+        if pf.bus != "pci":
+            problems.append(f"{desired.source}: {spec.key}: {pf.label} is a {pf.bus} device: its VFs have no PCI "
+                            "functions, and the device plugin exposes PCI devices only; drop resource there")
+            continue
+        vendor, device = ids[pf.pci] = _vf_ids(host, pf)
+        if not vendor or not device:
+            problems.append(f"{desired.source}: {spec.key}: cannot tell the VF device ID of {pf.label}: the kernel "
+                            "shows no sriov_vf_device and the PF has no VFs yet; run sriov-node apply first")
+            continue
+        for name in dict.fromkeys(g.resource for g in groups):
+            indices = tuple(sorted(i for g in groups if g.resource == name for i in g.indices))
+            per_resource[name].append((target, indices))
+        findings = compare(spec, pf)
+        if findings:
+            notes.append(f"{pf.label} differs from the config ({len(findings)} difference(s), e.g. "
+                         f"{findings[0].describe()}): the device plugin counts its VFs once they are as configured; "
+                         "run sriov-node apply")
+    if problems:
+        raise ExportError("\n".join(problems))
+
+    resource_list: List[Dict[str, Any]] = []
+    exported: List[ResourceVfs] = []
+    for name in names:
+        entries = per_resource[name]
+        if not entries:
+            notes.append(f"resource {name!r}: no PF on this host has its VFs (fleet rules matching nothing); left out")
+            continue
+        driver = next(g.driver for t, _ in entries for g in t.spec.vfs if g.resource == name)
+        by_name = all(_name_is_exact(t.pf, host_names) for t, _ in entries)
+        selectors: Dict[str, Any] = {
+            "vendors": sorted({ids[t.pf.pci][0] for t, _ in entries}),
+            "devices": sorted({ids[t.pf.pci][1] for t, _ in entries}),
+            "drivers": [driver],
+        }
+        key = "pfNames" if by_name else "rootDevices"
+        selectors[key] = [f"{t.pf.netdevs[0] if by_name else t.pf.pci}#{format_ranges(list(indices))}"
+                          for t, indices in entries]
+        resource_list.append({"resourceName": name, "resourcePrefix": desired.resource_prefix, "selectors": selectors})
+        vfs = []
+        for t, indices in entries:
+            for i in indices:
+                vf = t.pf.vf(i)
+                vfs.append((t.pf.pci, i, vf.pci if vf else None))
+        exported.append(ResourceVfs(f"{desired.resource_prefix}/{name}", str(driver), tuple(vfs)))
+    return Export({"resourceList": resource_list}, tuple(exported), tuple(notes))
+
+
+def check_names(configmap: str, namespace: str) -> Optional[str]:
+    """Why Kubernetes would refuse this ConfigMap name or namespace, or None."""
+    if len(configmap) > 253 or not _DNS_SUBDOMAIN_RE.match(configmap):
+        return f"--configmap {configmap!r} is not a ConfigMap name (lower-case letters, digits, '-' and '.')"
+    if not _DNS_LABEL_RE.match(namespace):
+        return f"--namespace {namespace!r} is not a namespace name (lower-case letters, digits and '-', at most 63)"
+    return None
+
+
+def configmap_yaml(export: Export, *, name: str = DEFAULT_CONFIGMAP, namespace: str = DEFAULT_NAMESPACE,
+                   source: str = "") -> str:
+    """The config.json as a ConfigMap (key config.json), ready for `kubectl apply -f -`."""
+    body = "".join(f"    {line}\n" for line in export.json_text().splitlines())
+    source = " ".join(source.split())  # a comment stays on one line
+    return (f"# sriov-node export device-plugin{f' from {source}' if source else ''}: the SR-IOV device plugin\n"
+            f"# reads it at start; restart its pods after applying a change.\n"
+            "apiVersion: v1\n"
+            "kind: ConfigMap\n"
+            "metadata:\n"
+            f"  name: {name}\n"
+            f"  namespace: {namespace}\n"
+            "data:\n"
+            "  config.json: |\n"
+            f"{body}")

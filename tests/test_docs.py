@@ -1,0 +1,132 @@
+"""The docs cannot drift: the reference against the schema, the examples against a simulated host and the device
+plugin's matcher, the troubleshooting page against the messages the code prints, the guide's snippets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sriov_node import config as schema
+from sriov_node.config import load_config, parse_config
+from sriov_node.host import open_host
+from sriov_node.model import ESWITCH_MODES, LINK_STATES, VLAN_PROTOS
+from sriov_node.reconcile import survey
+from tests import deviceplugin
+from tests.helpers import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+EXAMPLES = sorted((DOCS / "examples").glob("*.toml"))
+# The simulated NICs each example is written for (their first NIC gets ens1f*, PCI bus 0x20)
+HOSTS = {"intel-x710": ("x710", 2), "intel-e810": ("e810", 2), "mellanox-connectx-switchdev": ("cx5", 2)}
+
+
+def schema_keys():
+    return (set(schema.TOP_KEYS)
+            | {f"pf.{k}" for k in schema.PF_KEYS}
+            | {f"pf.vfs.{k}" for k in schema.VF_KEYS}
+            | {f"device_plugin.{k}" for k in schema.DEVICE_PLUGIN_KEYS}
+            | {f"metrics.{k}" for k in schema.METRICS_KEYS})
+
+
+def reference_rows():
+    rows = {}
+    for line in (DOCS / "config-reference.md").read_text().splitlines():
+        m = re.match(r"^\| `([a-z_.]+)` \|(.*)$", line)
+        if m:
+            assert m.group(1) not in rows, f"{m.group(1)} is documented twice"
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def test_the_reference_documents_every_key_and_only_keys_that_exist():
+    documented = set(reference_rows())
+    assert documented - schema_keys() == set(), "documented, but the schema has no such key"
+    assert schema_keys() - documented == set(), "in the schema, but not documented"
+
+
+@pytest.mark.parametrize("key,choices", [("pf.eswitch_mode", ESWITCH_MODES), ("pf.vfs.link_state", LINK_STATES),
+                                         ("pf.vfs.vlan_proto", tuple(VLAN_PROTOS))])
+def test_the_reference_lists_every_choice(key, choices):
+    row = reference_rows()[key]
+    assert all(f'"{c}"' in row for c in choices), row
+
+
+def test_there_is_an_example_for_each_nic_family():
+    assert [p.stem for p in EXAMPLES] == sorted(HOSTS)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_each_example_applies_on_its_nic_and_exports_exact_selectors(example, make_host):
+    model, ports = HOSTS[example.stem]
+    host = make_host((model, ports, None))
+    desired = load_config(str(example))
+    assert desired.resources(), "each example exports device plugin resources"
+
+    first = run_cli("apply", "--json", root=host.root, config=str(example))
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = json.loads(run_cli("apply", "--json", root=host.root, config=str(example)).stdout)
+    assert again["writes"] == 0
+
+    exported = run_cli("export", "device-plugin", "--json-only", root=host.root, config=str(example))
+    assert exported.returncode == 0, exported.stderr
+    _, resolution = survey(open_host(host.root), desired)
+    expected = {}
+    for target in resolution.targets:
+        for group in target.spec.vfs:
+            if group.resource:
+                expected.setdefault(f"{desired.resource_prefix}/{group.resource}", []).extend(
+                    target.pf.vf(i).pci for i in group.indices)
+    pools = deviceplugin.match(exported.stdout, deviceplugin.devices(host.root))
+    assert pools == {k: sorted(v) for k, v in expected.items()}
+
+
+def _source_text():
+    return "\n".join(p.read_text() for p in sorted((REPO / "sriov_node").rglob("*.py")))
+
+
+def test_every_troubleshooting_entry_quotes_a_message_the_code_prints():
+    quoted = re.findall(r"^### `([^`]+)`$", (DOCS / "troubleshooting.md").read_text(), re.M)
+    assert len(quoted) >= 30
+    source = _source_text()
+    missing = [q for q in quoted if q not in source]
+    assert not missing, f"quoted in docs/troubleshooting.md, printed nowhere: {missing}"
+
+
+def _blocks(language):
+    return re.findall(rf"^```{language}\n(.*?)^```$", (DOCS / "guide.md").read_text(), re.M | re.S)
+
+
+def test_the_guide_config_is_valid_and_its_resources_are_what_the_pod_and_nad_request():
+    (toml,) = _blocks("toml")
+    desired = parse_config(toml.encode(), "guide.md")
+    names = {f"{desired.resource_prefix}/{r}" for r in desired.resources()}
+    nad, pod = (yaml.safe_load(b) for b in _blocks("yaml"))
+    assert nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"] in names
+    assert json.loads(nad["spec"]["config"])["type"] == "sriov"
+    assert pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] == nad["metadata"]["name"]
+    requests = pod["spec"]["containers"][0]["resources"]["requests"]
+    assert set(requests) <= names
+
+
+def test_the_guide_selectors_are_what_export_prints_for_its_config(make_host, tmp_path):
+    (toml,) = _blocks("toml")
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    host = make_host(("x710", 2, None))
+    assert run_cli("apply", root=host.root, config=str(path)).returncode == 0
+    exported = json.loads(run_cli("export", "device-plugin", "--json-only", root=host.root, config=str(path)).stdout)
+    (shown,) = _blocks("json")
+    assert json.loads(shown) in exported["resourceList"]
+
+
+def test_the_guide_commands_exist():
+    text = (DOCS / "guide.md").read_text()
+    for argv in (["export", "device-plugin"], ["set"], ["unset"], ["capture"], ["metrics"], ["validate"],
+                 ["apply"], ["status"]):
+        assert "sriov-node " + " ".join(argv) in text
+        assert run_cli(*argv, "--help").returncode == 0, argv

@@ -1,0 +1,113 @@
+"""`sriov-node metrics` and write_textfile: Prometheus text format that node_exporter's textfile collector reads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sriov_node.config import load_config
+from sriov_node.host import open_host
+from sriov_node.metrics import textfile_path, write_textfile
+from sriov_node.sim.kernel import SimKernel
+from sriov_node.state import read_state
+from tests.helpers import run_cli
+
+PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+CONFIG = f"""
+[metrics]
+textfile = "/var/lib/node_exporter/textfile/sriov_node.prom"
+
+[[pf]]
+pci = "{PF0}"
+num_vfs = 4
+  [[pf.vfs]]
+  range = "0-1"
+  driver = "vfio-pci"
+
+[[pf]]
+name = "ens9f0"        # not on this host
+num_vfs = 2
+"""
+
+
+def samples(text):
+    """{(metric, frozenset(labels)): value} as Prometheus' own parser reads the text."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        assert family.type == "gauge"
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(found, metric, **labels):
+    return found[("sriov_node_" + metric, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def host(make_host):
+    return make_host(("x710", 2, None))
+
+
+def test_metrics_after_an_apply(host, write_config):
+    path = write_config(CONFIG)
+    assert run_cli("apply", root=host.root, config=path).returncode == 1  # pf[1] is not on this host
+    prom = os.path.join(host.root, "var/lib/node_exporter/textfile/sriov_node.prom")
+    os.makedirs(os.path.dirname(prom))  # node_exporter's directory
+    proc = run_cli("metrics", root=host.root, config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # the config names a textfile: written there, under --root
+    with open(prom) as fh:
+        found = samples(fh.read())
+    pf = {"pf": PF0, "name": "ens1f0", "block": "pf[0]"}
+    assert value(found, "pf_vfs_desired", **pf) == 4
+    assert value(found, "pf_vfs_actual", pf=PF0, name="ens1f0") == 4
+    assert value(found, "pf_vfs_actual", pf=PF1, name="ens1f1") == 0
+    assert value(found, "pf_vfs_total", pf=PF0, name="ens1f0") == 64
+    assert value(found, "pf_converged", **pf) == 1 and value(found, "pf_differences", **pf) == 0
+    assert value(found, "block_failed", block="pf[1]", kind="absent") == 1
+    assert value(found, "converged") == 0 and value(found, "config_valid") == 1
+    state = read_state(host)
+    assert value(found, "last_apply_timestamp_seconds") == state["unix_time"]
+    assert value(found, "last_apply_duration_seconds") == state["duration_seconds"]
+    assert value(found, "last_apply_success") == 0
+    assert not [n for n in os.listdir(os.path.dirname(prom)) if n != "sriov_node.prom"]  # no temporary left
+
+    SimKernel(host.root).add_fault("probe_fails", driver="vfio-pci", device=host.sysfs.vf_address(PF0, 0),
+                                     errno="EINVAL")
+    host.sysfs.unbind(host.sysfs.vf_address(PF0, 0), "vfio-pci")  # drift, then an apply that fails on it
+    assert run_cli("apply", root=host.root, config=path).returncode == 1
+    found = samples(run_cli("metrics", "--output", "-", root=host.root, config=path).stdout)
+    assert value(found, "pf_converged", **pf) == 0 and value(found, "pf_differences", **pf) >= 1
+    assert value(found, "last_apply_errors", pf=PF0, name="ens1f0", errno="EINVAL") == 1
+
+
+def test_an_invalid_config_still_writes_metrics_that_say_so(host, write_config, tmp_path):
+    out = tmp_path / "sriov_node.prom"
+    proc = run_cli("metrics", "--output", str(out), root=host.root, config=write_config("[[pf]]\nnum_vfs = 2\n"))
+    assert proc.returncode == 2 and "needs exactly one selector" in proc.stderr
+    found = samples(out.read_text())
+    assert value(found, "config_valid") == 0
+    assert value(found, "pf_vfs_actual", pf=PF0, name="ens1f0") == 0
+    assert not any(name == "sriov_node_converged" for name, _ in found)
+
+
+def test_write_textfile_is_what_the_daemon_calls(host, write_config, tmp_path):
+    desired = load_config(write_config(CONFIG))
+    h = open_host(host.root)
+    assert textfile_path(h, desired) == os.path.join(host.root, "var/lib/node_exporter/textfile/sriov_node.prom")
+    out = str(tmp_path / "node.prom")
+    assert write_textfile(h, desired, out) == out
+    found = samples(open(out).read())
+    assert value(found, "pf_vfs_desired", pf=PF0, name="ens1f0", block="pf[0]") == 4
+    assert value(found, "pf_converged", pf=PF0, name="ens1f0", block="pf[0]") == 0  # not applied yet
+    assert not any(name.startswith("sriov_node_last_apply") for name, _ in found)  # no apply recorded yet
+    assert oct(os.stat(out).st_mode & 0o777) == "0o644"
+
+
+def test_an_unwritable_textfile_is_an_error_not_a_traceback(host, write_config, tmp_path):
+    proc = run_cli("metrics", "--output", str(tmp_path / "missing-dir" / "x.prom"), root=host.root,
+                   config=write_config(CONFIG))
+    assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
