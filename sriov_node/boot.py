@@ -76,7 +76,8 @@ def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, 
 
 
 def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log: logging.Logger,
-         cancelled: Callable[[], bool] = _never, source: Optional[UeventSource] = None) -> BootReport:
+         cancelled: Callable[[], bool] = _never, source: Optional[UeventSource] = None,
+         progress: Optional[Callable[[str, str], None]] = None) -> BootReport:
     report = BootReport()
     start = time.monotonic()
     deadline = start + wait
@@ -92,7 +93,7 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
             ready, waiting = _pending(desired, host, done)
             if ready:
                 only = frozenset(t.pf.pci for t in ready)
-                run = reconcile(host, desired, only=only, timeout=timeout, cancelled=cancelled)
+                run = reconcile(host, desired, only=only, timeout=timeout, cancelled=cancelled, progress=progress)
                 done |= only  # one run each; the daemon reacts to what happens later
                 for o in run.outcomes:
                     if o.pci is None:
@@ -134,7 +135,8 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
 
 
 def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: logging.Logger,
-             cancelled: Callable[[], bool] = _never) -> "tuple[int, Optional[BootReport]]":
+             cancelled: Callable[[], bool] = _never, as_json: bool = False) -> "tuple[int, Optional[BootReport]]":
+    from sriov_node.progress import terminal_progress
     from sriov_node.survey import load_desired
 
     try:
@@ -143,5 +145,6 @@ def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: loggi
         for line in str(exc).splitlines():
             log.error(line)
         return exc.exit_code or EXIT_INVALID, None
-    report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled)
+    with terminal_progress(host, desired, as_json=as_json) as progress:  # only when run by hand, on a terminal
+        report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled, progress=progress)
     return report.exit_code, report

@@ -57,6 +57,7 @@ class Daemon:
         self._reload = False
         self._wake_r, self._wake_w = -1, -1
         self._next_watchdog: Optional[float] = None
+        self._metrics_path: Optional[str] = None  # the last [metrics] textfile, kept through an invalid reload
 
     # ------------------------------------------------------------------ signals
 
@@ -136,11 +137,25 @@ class Daemon:
                     self.log.error(line, extra=fields(o.pci, (o.detail or {}).get("vf")))
                 self._fail(o.pci)
         self._learn_vfs(report)
+        self._write_metrics(self.desired)
         scope = "every PF" if only is None else "only " + ",".join(sorted(only))
         self.log.info("run %d: %s: %s", self.runs, scope,
                       ", ".join(f"{o.pci or o.key} {o.status}" for o in report.outcomes) or "nothing selected")
         self.notifier.status(self.summary())
         return report
+
+    def _write_metrics(self, desired: Optional[DesiredState], config_valid: bool = True) -> None:
+        """Refresh [metrics] textfile (node_exporter's textfile collector) when the config asks for one."""
+        from sriov_node.metrics import textfile_path, write_textfile
+
+        path = textfile_path(self.host, desired) or self._metrics_path
+        if path is None:
+            return
+        self._metrics_path = path
+        try:
+            write_textfile(self.host, desired, path, config_valid=config_valid)
+        except SriovNodeError as exc:
+            self.log.warning("metrics not written: %s", exc)
 
     def _fail(self, pf: str) -> None:
         n = self.failures[pf] = self.failures.get(pf, 0) + 1
@@ -194,6 +209,7 @@ class Daemon:
             for line in str(exc).splitlines():
                 self.log.error("reload: %s", line)
             self.log.error("reload: the configuration is invalid; keeping the previous one")
+            self._write_metrics(None, config_valid=False)
             self.notifier.ready(f"{self.summary()}; reload refused: invalid configuration, previous one kept")
             return
         self.desired = desired

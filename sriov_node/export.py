@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from sriov_node.compare import compare
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
 from sriov_node.host import Host
-from sriov_node.host.observe import _pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
+from sriov_node.host.observe import pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
 from sriov_node.model import DesiredState, PfState, format_ranges
 from sriov_node.resolve import Target
 
@@ -63,7 +63,7 @@ class Export:
 def _vf_ids(host: Host, pf: PfState) -> Tuple[Optional[str], Optional[str]]:
     """(vendor, device) of the PF's VFs: a present VF's own IDs, else the PF's vendor and sriov_vf_device."""
     for vf in pf.vfs:
-        vendor, device = _pci_id(host, vf.pci, "vendor"), _pci_id(host, vf.pci, "device")
+        vendor, device = pci_id(host, vf.pci, "vendor"), pci_id(host, vf.pci, "device")
         if vendor and device:
             return vendor, device
     return pf.vendor, pf.vf_device

@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import stat
-import tempfile
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -128,29 +127,16 @@ def record_run(host: Host, run: Dict[str, Any], pfs: Dict[str, Dict[str, Any]], 
 
 def write_state(host: Host, record: Dict[str, Any]) -> str:
     """Atomically replace <root>/var/lib/sriov-node/state.json (write, fsync, rename)."""
+    from sriov_node.atomic import OutputError, write_atomic
+
     directory = host.path(STATE_DIR)
     path = os.path.join(directory, "state.json")
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
     except OSError as exc:
         raise StateError(f"cannot create the state directory {directory}: {describe_os_error(exc)}")
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=directory)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise StateError(f"cannot write the state file {path}: {describe_os_error(exc)}")
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), mode=0o644)
+    except OutputError as exc:
+        raise StateError(f"the state file: {exc}")
     return path

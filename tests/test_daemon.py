@@ -246,3 +246,17 @@ def test_a_missing_systemd_python_is_said_at_start(make_host, write_config, tmp_
     proc = subprocess.run([CLI, "--root", host.root, "--config", write_config(CONFIG), "daemon"],
                           capture_output=True, text=True, timeout=30, env=env)
     assert proc.returncode == 1 and "systemd-python" in proc.stderr and "--no-notify" in proc.stderr
+
+
+def test_the_daemon_refreshes_the_metrics_textfile(daemon):
+    d = daemon('[metrics]\ntextfile = "/var/lib/node_exporter/textfile/sriov_node.prom"\n' + CONFIG)
+    prom = os.path.join(d.host.root, "var/lib/node_exporter/textfile/sriov_node.prom")
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    assert any("metrics not written" in line for line in d.log)  # node_exporter's directory is not there yet
+    os.makedirs(os.path.dirname(prom))
+    d.proc.send_signal(signal.SIGHUP)  # the directory exists now: the next run writes the file
+    d.wait_for(lambda: os.path.exists(prom) and "sriov_node_converged 1" in open(prom).read(), what="metrics")
+    h = open_host(d.host.root)
+    h.sysfs.unbind(PF1, "i40e")  # PF1 loses its driver: not converged, and the metrics say so
+    d.wait_for(lambda: f'sriov_node_pf_converged{{block="pf[1]",name="ens1f1",pf="{PF1}"}} 0' in open(prom).read()
+               or "sriov_node_converged 0" in open(prom).read(), what="metrics after a failure")

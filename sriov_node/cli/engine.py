@@ -49,14 +49,16 @@ def apply(
 
     SIGINT/SIGTERM stop between actions, run the plan's clean-up, and exit 130/143.
     """
+    from sriov_node.progress import terminal_progress
     from sriov_node.reconcile import config_path, load_desired, reconcile
 
     host = open_root(ctx, as_json)
     with Interrupts() as interrupts:
         try:
             desired = load_desired(host, config_path(host, ctx.obj.config))
-            report = reconcile(host, desired, dry_run=dry_run, force=force, timeout=timeout,
-                               cancelled=interrupts.cancelled)
+            with terminal_progress(host, None if dry_run else desired, as_json=as_json) as progress:
+                report = reconcile(host, desired, dry_run=dry_run, force=force, timeout=timeout,
+                                   cancelled=interrupts.cancelled, progress=progress)
         except SriovNodeError as exc:
             fail(exc, as_json)
     if as_json:

@@ -30,7 +30,7 @@ def boot(
     log = setup_logging()
     with Interrupts() as interrupts:
         code, report = run_boot(host, config_path(host, ctx.obj.config), wait=wait, timeout=timeout, log=log,
-                                cancelled=interrupts.cancelled)
+                                cancelled=interrupts.cancelled, as_json=as_json)
     if as_json:
         typer.echo(json.dumps(report.to_dict() if report else {"error": {"exit_code": code}}, indent=2))
     elif report is not None:

@@ -14,7 +14,8 @@ from sriov_node.model import HostState, PfSpec, PfState, VfLinks, VfState
 _VIRTFN_RE = re.compile(r"^virtfn(\d+)$")
 
 
-def _pci_id(host: Host, pci: str, attr: str) -> Optional[str]:
+def pci_id(host: Host, pci: str, attr: str) -> Optional[str]:
+    """A PCI ID attribute (vendor, device, sriov_vf_device) as lower-case hex without 0x: "8086", "154c"."""
     value = host.sysfs.read(PCI_DEVICES, pci, attr)
     if not value:
         return None
@@ -70,7 +71,7 @@ def _vf_links(host: Host, pci: str) -> List[Tuple[int, str]]:
 def default_driver_of(host: Host, vf_pci: str) -> Optional[str]:
     """The driver the kernel would pick for this device by its IDs (modules.alias), if known."""
     modalias = host.sysfs.read(PCI_DEVICES, vf_pci, "modalias")
-    return host.modules.default_driver(modalias, _pci_id(host, vf_pci, "vendor"), _pci_id(host, vf_pci, "device"))
+    return host.modules.default_driver(modalias, pci_id(host, vf_pci, "vendor"), pci_id(host, vf_pci, "device"))
 
 
 @dataclass(frozen=True)
@@ -132,15 +133,15 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     pcifn = bus == "pci"
     return PfState(
         pci=pci,
-        vendor=_pci_id(host, pci, "vendor") if pcifn else None,
-        device=_pci_id(host, pci, "device") if pcifn else None,
+        vendor=pci_id(host, pci, "vendor") if pcifn else None,
+        device=pci_id(host, pci, "device") if pcifn else None,
         driver=sysfs.pf_driver(pci),
         netdevs=netdevs,
         mac=_permanent_mac(host, netdevs[0]) if want.macs and netdevs else None,
         total_vfs=sysfs.total_vfs(pci),
         num_vfs=num_vfs,
         autoprobe=sysfs.autoprobe(pci) if pcifn else None,
-        vf_device=_pci_id(host, pci, "sriov_vf_device") if pcifn else None,
+        vf_device=pci_id(host, pci, "sriov_vf_device") if pcifn else None,
         vfs=vfs,
         vfs_observed=want.vfs,
         vf_default_driver=default,

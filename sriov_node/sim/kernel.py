@@ -871,6 +871,8 @@ class SimKernel:
             self._rmtree(f"{d}/net/{ifname}")
 
     def add_fault(self, kind: str, **fields: Any) -> None:
+        if kind in ("errno", "probe_fails") and not hasattr(errno, str(fields.get("errno"))):
+            raise ValueError(f"a {kind} fault needs errno=<name>, e.g. errno=\"EINVAL\"")
         model = self._load()
         model.setdefault("faults", []).append({"kind": kind, **fields})
         self._save()
