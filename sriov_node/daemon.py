@@ -36,7 +36,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 
 class Daemon:
     def __init__(self, host: Host, config: str, *, notifier: Notifier, log: logging.Logger,
-                 debounce: float = 0.1, max_delay: float = 1.0, timeout: float = 60.0):
+                 debounce: float = 0.05, max_delay: float = 1.0, timeout: float = 60.0):
         self.host = host
         self.config = config
         self.notifier = notifier

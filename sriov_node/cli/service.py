@@ -47,7 +47,7 @@ def boot(
 def daemon(
     ctx: typer.Context,
     no_notify: bool = typer.Option(False, "--no-notify", help="No sd_notify (run in the foreground to debug)."),
-    debounce: float = typer.Option(0.1, "--debounce", callback=check_timeout,
+    debounce: float = typer.Option(0.05, "--debounce", callback=check_timeout,
                                    help="Quiet time that ends a burst of uevents, in seconds."),
     timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline for each engine wait."),
 ) -> None:

@@ -83,10 +83,14 @@ class Wanted:
     links: bool = False  # VF settings: one RTM_GETLINK (imports pyroute2)
     eswitch: bool = False  # devlink
     vf_mtu: bool = False
+    # Read VF settings only when sriov_numvfs reads this (else the VFs are made anew: every setting
+    # is sent, none compared); None: always
+    links_at_count: Optional[int] = None
 
     @classmethod
     def for_spec(cls, spec: PfSpec, macs: bool = False) -> "Wanted":
-        return cls(True, macs, spec.wants_vf_links, spec.eswitch_mode is not None, spec.wants_vf_mtu)
+        return cls(True, macs, spec.wants_vf_links, spec.eswitch_mode is not None, spec.wants_vf_mtu,
+                   None if spec.externally_managed else spec.num_vfs)
 
 
 def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
@@ -112,7 +116,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     default = None
     links: Dict[int, VfLinks] = {}
     links_error = None
-    if want.links:
+    read_links = want.links and (want.links_at_count is None or (num_vfs or 0) == want.links_at_count)
+    if read_links:
         links, links_error = _read_links(host, pci, netdevs)
     if want.vfs:
         if bus == "pci":
@@ -122,7 +127,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
                 default = default_driver_of(host, unbound.pci)
         else:  # netdevsim: VFs are indices on the PF, with no PCI function, driver or netdev
             vfs = tuple(VfState(i, f"{pci}-vf{i}", None, None) for i in range(num_vfs or 0))
-        if want.links:
+        if read_links:
             vfs = tuple(replace(vf, links=links.get(vf.index)) for vf in vfs)
     eswitch, eswitch_error = None, None
     if want.eswitch:
