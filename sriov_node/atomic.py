@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from typing import Optional
 
 from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError, describe_os_error
@@ -64,10 +63,21 @@ def write_atomic(path: str, data: bytes, *, mode: Optional[int] = None, backup: 
     return backup_path
 
 
+def _create_beside(directory: str, stem: str) -> "tuple[int, str]":
+    for n in range(100):
+        tmp = os.path.join(directory, f"{stem}.{n}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue  # left by a writer that died: try the next name
+    raise OSError(17, "no free temporary name")
+
+
 def _replace(path: str, directory: str, data: bytes, mode: int, owner: Optional[tuple]) -> None:
     # The temporary name is hidden and does not end like the target (node_exporter reads only *.prom).
+    # (Made here rather than by tempfile, whose import costs every start-up a few milliseconds.)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        fd, tmp = _create_beside(directory, f".{os.path.basename(path)}.{os.getpid()}")
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {describe_os_error(exc)}")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -524,7 +523,7 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         raise ConfigError(source, v.problems)
     return DesiredState(
         source=source,
-        digest=hashlib.sha256(data).hexdigest(),
+        raw=data,
         version=version or 1,
         pfs=tuple(specs),
         resource_prefix=prefix,

@@ -554,7 +554,7 @@ def _check_pf_here(host: Host, ref: PfRef, path: str) -> None:
     spec = PfSpec(key="pf[new]", selector=PfSelector(**{ref.kind: ref.value}), num_vfs=0)
     heads = observe(host, vfs_of=(), macs=ref.kind == "mac", ifnames=[ref.value] if ref.kind == "name" else [],
                     devices=[ref.value] if ref.kind == "pci" else [])
-    resolution = resolve(DesiredState(path, "", 1, (spec,)), heads)
+    resolution = resolve(DesiredState(path, b"", 1, (spec,)), heads)
     if resolution.failures:
         raise PfNotHere(f"{ref.text}: {resolution.failures[0].message}; nothing was written")
 

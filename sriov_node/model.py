@@ -188,11 +188,18 @@ DEFAULT_RESOURCE_PREFIX = "intel.com"  # the SR-IOV device plugin's own default 
 @dataclass(frozen=True)
 class DesiredState:
     source: str
-    digest: str  # sha256 of the file's bytes, recorded in the state file
-    version: int
-    pfs: Tuple[PfSpec, ...]
+    raw: bytes = field(repr=False, compare=False)  # the file's bytes
+    version: int = 1
+    pfs: Tuple[PfSpec, ...] = ()
     resource_prefix: str = DEFAULT_RESOURCE_PREFIX  # [device_plugin] resource_prefix
     metrics_textfile: Optional[str] = None  # [metrics] textfile: where the daemon writes Prometheus metrics
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the file's bytes, recorded in the state file (hashlib is loaded only then)."""
+        import hashlib
+
+        return hashlib.sha256(self.raw).hexdigest()
 
     def resources(self) -> Tuple[str, ...]:
         """Resource names in the order the file first names them."""

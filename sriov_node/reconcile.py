@@ -220,7 +220,10 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
         return
     disturbed = pf_plan.disturbed_vfs()
     if disturbed and not force:
-        holders = vf_holders(host, disturbed)
+        from sriov_node.host.observe import observe_vf
+
+        # who holds them is read now, for these VFs only (the comparison did not need it)
+        holders = vf_holders(host, [observe_vf(host, vf.index, vf.pci) for vf in disturbed])
         if holders:
             outcome.status = REFUSED
             outcome.error = str(InUseError(pf_plan.pf, holders))

@@ -19,7 +19,8 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
     observed = observe(host, macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],
                        devices=[s.pci for s in sels if s.pci])
     resolution = resolve(desired, observed) if desired is not None else None
-    targets = {t.pf.pci: Target(t.spec, observe_target(host, t)) for t in resolution.targets} if resolution else {}
+    targets = {t.pf.pci: Target(t.spec, observe_target(host, t, detail=True)) for t in resolution.targets} \
+        if resolution else {}
     failed_pfs = {f.pf: f for f in resolution.failures if f.pf} if resolution else {}
     pfs = []
     for seen in observed.pfs:

@@ -27,8 +27,10 @@ def load_desired(host: Host, path: str) -> DesiredState:
     return load_config(path, enforce_trust=enforce)
 
 
-def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = None) -> Tuple[HostState, Resolution]:
-    """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs."""
+def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = None,
+           *, vfs: bool = True) -> Tuple[HostState, Resolution]:
+    """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs
+    (unless `vfs` is False: `validate` needs only to know which PFs the blocks select)."""
     sels = [s.selector for s in desired.pfs]
     heads = observe(
         host,
@@ -38,10 +40,14 @@ def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = N
         devices=[s.pci for s in sels if s.pci is not None],
     )
     resolution = resolve(desired, heads).only(only)
+    if not vfs:
+        return heads, resolution
     targets = tuple(Target(t.spec, observe_target(host, t)) for t in resolution.targets)
     return heads, Resolution(targets, resolution.failures, resolution.notices)
 
 
-def observe_target(host: Host, target: Target) -> PfState:
-    """The PF with everything its block asks about (VFs, and VF settings, MTUs, eswitch if wanted)."""
-    return observe_pf(host, target.pf.pci, want=Wanted.for_spec(target.spec, macs=target.pf.mac is not None))
+def observe_target(host: Host, target: Target, *, detail: bool = False) -> PfState:
+    """The PF with what its block's comparison needs (VFs' drivers, and VF settings, MTUs, eswitch
+    when wanted); with `detail`, also each VF's netdevs and IOMMU group (what `status` shows)."""
+    return observe_pf(host, target.pf.pci, want=Wanted.for_spec(target.spec, macs=target.pf.mac is not None,
+                                                                   detail=detail))

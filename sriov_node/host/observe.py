@@ -42,14 +42,18 @@ def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
     return host.links.permanent_mac(ifname)
 
 
-def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False) -> VfState:
-    netdevs, elsewhere = _netdevs(host, pci)
+def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: bool = True) -> VfState:
+    """A VF's driver and driver_override; with `detail` (or `mtu`), its netdevs and IOMMU group too."""
     driver = host.sysfs.device_driver(pci)
+    override = host.sysfs.driver_override(pci)
+    if not (detail or mtu):
+        return VfState(index=index, pci=pci, driver=driver, driver_override=override)
+    netdevs, elsewhere = _netdevs(host, pci)
     return VfState(
         index=index,
         pci=pci,
         driver=driver,
-        driver_override=host.sysfs.driver_override(pci),
+        driver_override=override,
         netdevs=netdevs,
         netdev_elsewhere=elsewhere and driver is not None,
         iommu_group=host.sysfs.iommu_group(pci),
@@ -86,11 +90,12 @@ class Wanted:
     # Read VF settings only when sriov_numvfs reads this (else the VFs are made anew: every setting
     # is sent, none compared); None: always
     links_at_count: Optional[int] = None
+    vf_detail: bool = True  # each VF's netdevs and IOMMU group (status; not what the comparison needs)
 
     @classmethod
-    def for_spec(cls, spec: PfSpec, macs: bool = False) -> "Wanted":
+    def for_spec(cls, spec: PfSpec, macs: bool = False, detail: bool = False) -> "Wanted":
         return cls(True, macs, spec.wants_vf_links, spec.eswitch_mode is not None, spec.wants_vf_mtu,
-                   None if spec.externally_managed else spec.num_vfs)
+                   None if spec.externally_managed else spec.num_vfs, detail)
 
 
 def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
@@ -121,7 +126,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         links, links_error = _read_links(host, pci, netdevs)
     if want.vfs:
         if bus == "pci":
-            vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu) for index, vf_pci in _vf_links(host, pci))
+            vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu, detail=want.vf_detail)
+                        for index, vf_pci in _vf_links(host, pci))
             unbound = next((vf for vf in vfs if vf.driver is None), None)
             if unbound is not None:  # only then does anyone ask which driver the kernel would pick
                 default = default_driver_of(host, unbound.pci)

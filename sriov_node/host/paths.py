@@ -21,6 +21,7 @@ class Root:
 
     def __init__(self, root: str = "/"):
         self.root = os.path.abspath(root)
+        self._prefix = self.root.rstrip("/") + "/"
 
     @property
     def is_real(self) -> bool:
@@ -28,4 +29,6 @@ class Root:
 
     def path(self, base: str, *parts: str) -> str:
         """`base` is a trusted constant ('sys/bus/pci/devices'); each part is one checked name."""
-        return os.path.join(self.root, base, *(check_part(p) for p in parts))
+        for part in parts:
+            check_part(part)
+        return self._prefix + base + ("/" + "/".join(parts) if parts else "")

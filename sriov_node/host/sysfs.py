@@ -45,10 +45,21 @@ class Sysfs:
     def read(self, base: str, *parts: str) -> Optional[str]:
         """File contents without the trailing newline; None if absent or unreadable."""
         try:
-            with open(self.path(base, *parts), "r", errors="replace") as fh:
-                return fh.read().rstrip("\n")
+            fd = os.open(self.path(base, *parts), os.O_RDONLY | os.O_CLOEXEC)
         except (OSError, ValueError):
             return None
+        try:
+            chunks = []
+            while True:  # sysfs attributes are at most a page; plain files (captures) may be longer
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks).decode("utf-8", "replace").rstrip("\n")
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def read_bytes(self, base: str, *parts: str, limit: int = 4096) -> Optional[bytes]:
         try:
