@@ -1,8 +1,16 @@
-"""The checks `apply` runs before a PF's plan: what would make its actions fail for a platform reason."""
+"""The checks `apply` runs before a PF's plan: what would make its actions fail for a platform reason.
+
+Cheap by design (it runs before every PF plan that has actions): it looks only at what the plan's
+actions need. Today that is vfio-pci's IOMMU: a VF bound to vfio-pci needs an IOMMU group.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
+
+from sriov_node.actions import BindDriver
+from sriov_node.checks.diagnose import FAIL, check_iommu, is_vfio
+from sriov_node.model import format_ranges
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.host import Host
@@ -11,4 +19,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
     """Why this PF's plan cannot work on this platform (refused, exit 3), or None."""
-    return None
+    binds = [a for a in pf_plan.actions if isinstance(a, BindDriver) and is_vfio(a.driver)]
+    if not binds:
+        return None
+    from sriov_node.host.platform import PlatformState, observe_boot, observe_iommu, read_cmdline, read_cpu_vendor
+
+    iommu = observe_iommu(host, group_types=False)
+    if iommu.groups:
+        return None
+    state = PlatformState(host.root, host.is_real_root, read_cmdline(host), read_cpu_vendor(host), iommu,
+                          boot=observe_boot(host))
+    result = check_iommu(state, wants_vfio=True)
+    if result.status != FAIL:
+        return None
+    drivers = sorted({a.driver for a in binds})
+    vfs = format_ranges([a.vf for a in binds])
+    return (f"VF(s) {vfs} must bind to {', '.join(drivers)}, but the IOMMU is {result.seen}; nothing was written. "
+            f"Fix: {result.fix}")

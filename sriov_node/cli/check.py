@@ -1,1 +1,140 @@
 """check: IOMMU, BIOS/firmware SR-IOV, MMIO, kernel arguments, modules; --fix for the boot loader."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import typer
+
+from sriov_node.cli.app import app, fail, open_root
+from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, ReadOnlyRoot, SriovNodeError, UsageError
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json"),
+    fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
+                                                  "(boot loader only; backups, then update-grub or grubby)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
+    pf: Optional[str] = typer.Option(None, "--pf", help="Only this PF: a PCI address, an interface name or "
+                                                         "VENDOR:DEVICE."),
+) -> None:
+    """Diagnose the platform for SR-IOV: CPU and IOMMU, kernel arguments now and at the next boot, SR-IOV
+    in each PF's config space (BIOS/firmware, VF BARs, ARI), PF drivers, modules, NetworkManager.
+    Exit 0 all ok (warnings allowed), 1 a check failed, 2 invalid config."""
+    import os
+
+    from sriov_node.checks.run import parse_selector, run_checks
+    from sriov_node.survey import config_path, load_desired
+
+    if dry_run and not fix:
+        fail(UsageError("--dry-run goes with --fix (check alone never changes anything)"), as_json)
+    host = open_root(ctx, as_json)
+    try:
+        selector = parse_selector(pf) if pf is not None else None
+        path = config_path(host, ctx.obj.config)
+        desired = load_desired(host, path) if ctx.obj.config is not None or os.path.exists(path) else None
+        if fix and not dry_run and host.kind == "capture":
+            raise ReadOnlyRoot(f"{host.root} is a captured tree: check --fix edits only a live root or a simulated "
+                               "host (use --fix --dry-run to see the edits)")
+        state, scope, report = run_checks(host, desired, selector)
+    except SriovNodeError as exc:
+        fail(exc, as_json)
+    body: Dict[str, Any] = {"root": host.root, "config": desired.source if desired else None,
+                            "vfio": scope.vfio, "assumed": None if scope.has_config else
+                            "no config: checked for VFs bound to vfio-pci (the recipe --fix applies)"}
+    if fix:
+        outcome = _fix(host, state, scope, dry_run)
+        body["fix"] = outcome
+        if outcome["changed"]:
+            state, scope, report = run_checks(host, desired, selector)
+    exit_code = EXIT_PF_FAILED if report.failed or (fix and body["fix"]["problems"]) else EXIT_OK
+    counts = report.counts
+    body.update(result="fail" if exit_code else ("warn" if counts["warn"] else "ok"), exit_code=exit_code,
+                counts=counts, checks=[r.to_dict() for r in report.results],
+                reboot_required=state.reboot_required)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        _print(body)
+    raise typer.Exit(exit_code)
+
+
+def _which(live: bool):
+    import os
+    import shutil
+
+    path = os.environ.get("PATH", os.defpath)
+    if live:  # a root-only tool lives in sbin, which a user's PATH may lack
+        path += ":/usr/local/sbin:/usr/sbin:/sbin"
+    return lambda name: shutil.which(name, path=path)
+
+
+def _fix(host, state, scope, dry_run: bool) -> Dict[str, Any]:
+    from sriov_node.checks.fix import grubby_result, plan_fix
+    from sriov_node.host.bootloader import apply_fix, restore
+    from sriov_node.host.platform import observe_boot
+
+    plan = plan_fix(state, scope, _which(state.live))
+    outcome = apply_fix(host, plan, dry_run=dry_run)
+    for entry, cmd in zip(outcome.commands, plan.commands):
+        if entry["ran"] and cmd.backup and state.boot is not None:
+            wrong = grubby_result(state.boot, observe_boot(host), plan.needed)
+            if wrong:
+                for path, backup in zip(cmd.backup, entry.get("backups", [])):
+                    restore(host, path, backup)
+                outcome.problems.append(f"{cmd.argv[0]} did not edit the entries as expected, so they were put back "
+                                        "from their backups: " + "; ".join(wrong))
+    return {
+        "dry_run": dry_run,
+        "needed": list(plan.needed),
+        "summary": plan.summary or None,
+        "changed": outcome.changed and not dry_run,
+        "files": [{"path": c.path, "backup": dict(outcome.written).get(c.path), "diff": c.diff()}
+                  for c in plan.changes],
+        "commands": outcome.commands,
+        "problems": outcome.problems,
+        "notes": list(plan.notes),
+        "nothing_to_do": plan.empty and not plan.problems,
+        "reboot_required": outcome.reboot_required,
+    }
+
+
+_MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+
+
+def _print(body: Dict[str, Any]) -> None:
+    fix = body.get("fix")
+    if fix is not None:
+        verb = "would change" if fix["dry_run"] else "changed"
+        for f in fix["files"]:
+            backup = f" (backup {f['backup']})" if f["backup"] else ""
+            typer.echo(f"fix: {verb} {f['path']}{backup}")
+            if fix["dry_run"]:
+                for line in f["diff"].splitlines():
+                    typer.echo(f"    {line}")
+        for c in fix["commands"]:
+            if c["ran"]:
+                typer.echo(f"fix: ran {c['command']}: exit {c['exit_code']}")
+            else:
+                typer.echo(f"fix: run {c['command']}" + (f"  ({c['why_not']})" if c["why_not"] else ""))
+        for note in fix["notes"]:
+            typer.echo(f"fix: {note}")
+        if fix["nothing_to_do"]:
+            typer.echo("fix: nothing to change: the next boot already has " + (" ".join(fix["needed"]) or "what it needs"))
+        for problem in fix["problems"]:
+            typer.echo(f"error: {problem}", err=True)
+        if fix["reboot_required"]:
+            typer.echo(f"fix: reboot required (not rebooting): {fix['reboot_required']}")
+    if body["assumed"]:
+        typer.echo(f"note: {body['assumed']}", err=True)
+    width = max([len(r["id"]) + (len(r["subject"]) + 1 if r["subject"] else 0) for r in body["checks"]] + [10])
+    for r in body["checks"]:
+        name = r["id"] + (f" {r['subject']}" if r["subject"] else "")
+        typer.echo(f"{_MARK[r['status']]:<5} {name:<{width}}  {r['seen']}")
+        if r["fix"] and r["status"] != "ok":
+            typer.echo(f"{'':<5} {'':<{width}}  fix: {r['fix']}")
+    c = body["counts"]
+    typer.echo(f"{c['ok']} ok, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip")

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sriov_node.sim.kernel import LOG, MARKER, SimKernel
 from sriov_node.sim.nics import NICS, VF_DRIVER_IDS
+from sriov_node.sim.platform import SimPlatform, build_platform
 
 NicRequest = Tuple[str, int, Optional[int]]  # (model key, number of PFs, TotalVFs override)
 
@@ -52,8 +53,14 @@ def create_host(
     bios_sriov: bool = True,
     mmio: bool = True,
     vfio_loaded: bool = False,
+    platform: Optional[SimPlatform] = None,
 ) -> str:
-    """Build a simulated host under `root` (replacing an earlier simulated one) and return it."""
+    """Build a simulated host under `root` (replacing an earlier simulated one) and return it.
+
+    `platform`: its CPU, kernel command line, firmware IOMMU, boot loader, ARI, NetworkManager
+    and modules (sriov_node/sim/platform.py); the defaults match `iommu`."""
+    platform = platform or SimPlatform()
+    platform.check(iommu)
     root = os.path.abspath(root)
     project = python_project_above(root)
     if project is not None:
@@ -110,6 +117,8 @@ def create_host(
     layout.insert(1, (MGMT_PCI, "sys/devices/pci0000:00/0000:00:1c.0", "8086", "1533"))
     devices[MGMT_PCI] = {"ifname": "eno1", "mac": "a0:36:9f:ff:00:01"}
 
+    for name in platform.missing_modules:  # no module for this kernel: not loaded, modprobe fails
+        drivers.pop(name, None)
     model = {
         "format": 1,
         "iommu": iommu,
@@ -129,13 +138,10 @@ def create_host(
         _add_function(sim, bdf, parent, vendor, device, devices.get(bdf), iommu)
     for sub in ("sys/kernel/iommu_groups", "sys/class/iommu", "sys/class/net", "dev", "proc", "run"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
-    if iommu:
-        os.makedirs(os.path.join(root, "sys/class/iommu/dmar0"), exist_ok=True)
     sim._put("sys/bus/pci/drivers_probe", "", 0o200)
     sim._put("sys/bus/pci/drivers_autoprobe", "1\n")
-    args = "intel_iommu=on iommu=pt" if iommu else ""
-    sim._put("proc/cmdline", f"BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro quiet {args}".rstrip() + "\n", 0o444)
-    sim._put("etc/default/grub", f'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="{args}"\n')
+    build_platform(root, platform, iommu=iommu, mmio=mmio, bios_sriov=bios_sriov, layout=layout, devices=devices,
+                   drivers=sorted(drivers))
     if iommu:
         sim._save()
     for drv in sorted(drivers):

@@ -1,0 +1,188 @@
+"""Carry out a boot-loader fix under the root prefix: timestamped backups, atomic replaces, the
+regeneration tool, and the reboot-required note. Never reboots, never touches firmware."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from sriov_node.errors import describe_os_error
+from sriov_node.host import Host
+from sriov_node.host.platform import REBOOT_REQUIRED
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sriov_node.checks.fix import FixPlan
+
+TOOL_TIMEOUT = 300.0
+
+
+@dataclass
+class FixOutcome:
+    dry_run: bool
+    written: List[Tuple[str, str]] = field(default_factory=list)  # (file, its backup)
+    commands: List[Dict[str, Any]] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    reboot_required: Optional[str] = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written) or any(c["ran"] and c["exit_code"] == 0 for c in self.commands)
+
+
+def _full(host: Host, path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    return host.path("/".join(parts[:-1]), parts[-1])
+
+
+def backup_name(full: str, stamp: str) -> str:
+    candidate = f"{full}.sriov-node-{stamp}.bak"
+    n = 1
+    while os.path.lexists(candidate):
+        candidate = f"{full}.sriov-node-{stamp}-{n}.bak"
+        n += 1
+    return candidate
+
+
+def _copy(src: str, dst: str) -> None:
+    st = os.stat(src)
+    with open(src, "rb") as fh:
+        data = fh.read()
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, st.st_mode & 0o7777)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(full: str, data: bytes, like: Optional[os.stat_result]) -> None:
+    """Write `data` to a temporary file beside `full` and rename it over: readers see the old or
+    the new file, never half of one; mode and owner follow the file it replaces."""
+    directory, name = os.path.split(full)
+    tmp = os.path.join(directory, f".{name}.sriov-node.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        if like is not None:
+            os.fchmod(fd, like.st_mode & 0o7777)
+            try:
+                os.fchown(fd, like.st_uid, like.st_gid)
+            except PermissionError:
+                pass
+        else:
+            os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, full)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def replace_file(host: Host, path: str, old: str, new: str, stamp: str) -> str:
+    """Back `path` up, then replace it atomically. Refuses a symbolic link and a file that changed
+    since it was read. Returns the backup's path as the machine sees it."""
+    full = _full(host, path)
+    if os.path.islink(full):
+        raise OSError(f"{path} is a symbolic link; edit the file it points to ({os.readlink(full)})")
+    st = os.stat(full)
+    with open(full, "rb") as fh:
+        current = fh.read().decode("utf-8", errors="replace")
+    if current != old:
+        raise OSError(f"{path} changed while sriov-node was reading it; run sriov-node check --fix again")
+    backup = backup_name(full, stamp)
+    _copy(full, backup)
+    atomic_write(full, new.encode(), st)
+    return path + backup[len(full):]
+
+
+def _run(argv: List[str], timeout: float) -> Tuple[Optional[int], str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return None, f"{argv[0]}: not found"
+    except subprocess.TimeoutExpired:
+        return None, f"did not finish in {timeout:.0f} s"
+    except OSError as exc:
+        return None, describe_os_error(exc)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()[-4000:]
+
+
+def write_reboot_required(host: Host, text: str) -> None:
+    full = _full(host, REBOOT_REQUIRED)
+    os.makedirs(os.path.dirname(full), mode=0o755, exist_ok=True)
+    atomic_write(full, (text.rstrip("\n") + "\n").encode(), None)
+
+
+def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TOOL_TIMEOUT) -> FixOutcome:
+    """Write the plan's files (each backed up first), run its commands, note the reboot."""
+    outcome = FixOutcome(dry_run, problems=list(plan.problems))
+    for cmd in plan.commands:
+        entry: Dict[str, Any] = {"command": cmd.display(), "ran": False, "exit_code": None, "output": None,
+                                 "why_not": cmd.why_not}
+        outcome.commands.append(entry)
+    if dry_run or plan.empty:
+        for entry, cmd in zip(outcome.commands, plan.commands):
+            if dry_run and cmd.run:
+                entry["why_not"] = "--dry-run"
+        return outcome
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for change in plan.changes:
+        try:
+            outcome.written.append((change.path, replace_file(host, change.path, change.old, change.new, stamp)))
+        except OSError as exc:
+            why = describe_os_error(exc) if exc.errno is not None else str(exc)
+            outcome.problems.append(f"{change.path}: not changed: {why}")
+    failed_write = len(outcome.written) < len(plan.changes)
+    for entry, cmd in zip(outcome.commands, plan.commands):
+        if not cmd.run or cmd.program is None:
+            continue
+        if failed_write:
+            entry["why_not"] = "not run: a file above could not be written"
+            continue
+        saved = []
+        for path in cmd.backup:
+            full = _full(host, path)
+            try:
+                dest = backup_name(full, stamp)
+                _copy(full, dest)
+                saved.append(path + dest[len(full):])
+            except OSError as exc:
+                outcome.problems.append(f"{path}: no backup before {cmd.argv[0]}: {describe_os_error(exc)}")
+        entry["backups"] = saved
+        code, output = _run([cmd.program, *cmd.argv[1:]], timeout)
+        entry.update(ran=True, exit_code=code, output=output or None)
+        if code != 0:
+            outcome.problems.append(f"{cmd.display()} failed ({'exit ' + str(code) if code is not None else output}): "
+                                    f"{output or 'no output'}")
+    if outcome.changed and plan.reboot:
+        text = (f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}: sriov-node check --fix changed the next boot's kernel "
+                f"arguments ({plan.summary or ' '.join(plan.needed)}); reboot to use them")
+        try:
+            write_reboot_required(host, text)
+            outcome.reboot_required = text
+        except OSError as exc:
+            outcome.problems.append(f"{REBOOT_REQUIRED}: {describe_os_error(exc)}")
+    return outcome
+
+
+def restore(host: Host, path: str, backup: str) -> None:
+    """Put a backup made by apply_fix back in place (atomically)."""
+    full = _full(host, path)
+    with open(_full(host, backup), "rb") as fh:
+        data = fh.read()
+    atomic_write(full, data, os.stat(full) if os.path.exists(full) else None)

@@ -1,0 +1,431 @@
+"""What `sriov-node check` reads of the platform, under the root prefix, as one frozen snapshot.
+
+Nothing here judges: the checks (sriov_node/checks/) are pure functions of this snapshot. Every
+file is read through the root prefix; a file that cannot be read says why (absent, permission,
+a symbolic link leaving the root), so a check can say "skip" with the reason instead of guessing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from sriov_node.host import Host
+from sriov_node.host.observe import default_driver_of, pci_id
+from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS
+
+ACPI_TABLES = "sys/firmware/acpi/tables"
+IOMMU_ACPI_TABLES = ("DMAR", "IVRS")  # Intel VT-d, AMD-Vi
+CONFIG_SPACE = 4096
+MAX_TEXT = 1 << 20
+
+# Boot-loader files, as the machine sees them
+GRUB_DEFAULTS = "/etc/default/grub"
+GRUB_DROPINS = "/etc/default/grub.d"
+GRUB_CFG = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
+BLS_ENTRIES = "/boot/loader/entries"
+GRUBENV = ("/boot/grub2/grubenv", "/boot/grub/grubenv")
+KERNEL_CMDLINE = "/etc/kernel/cmdline"
+REBOOT_REQUIRED = "/run/sriov-node/reboot-required"
+
+UDEV_RULES = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d")
+NM_CONF = ("/etc/NetworkManager/NetworkManager.conf",)
+NM_CONF_DIRS = ("/usr/lib/NetworkManager/conf.d", "/run/NetworkManager/conf.d", "/etc/NetworkManager/conf.d")
+_VF_HINT = re.compile(r"physfn|virtfn|sriov|\bvfs?\b|iavf|ixgbevf|igbvf|i40evf|_vf\b", re.IGNORECASE)
+_BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """One file under the root: its text, or why there is none (absent: both None)."""
+
+    path: str  # as the machine sees it, e.g. /etc/default/grub
+    text: Optional[str] = None
+    problem: Optional[str] = None
+
+    @property
+    def exists(self) -> bool:
+        return self.text is not None or self.problem is not None
+
+
+@dataclass(frozen=True)
+class IommuState:
+    units: Tuple[str, ...]  # /sys/class/iommu: dmar0, ivhd0, smmu3.0x...
+    groups: int  # entries of /sys/kernel/iommu_groups
+    group_types: Tuple[str, ...]  # distinct `type` of the groups: identity (passthrough), DMA, DMA-FQ
+    acpi_tables: Optional[Tuple[str, ...]]  # DMAR/IVRS present; None when the ACPI tables cannot be listed
+    noiommu: Optional[bool]  # vfio enable_unsafe_noiommu_mode; None when vfio is not loaded
+
+
+@dataclass(frozen=True)
+class PciFunction:
+    pci: str
+    exists: bool
+    vendor: Optional[str] = None
+    device: Optional[str] = None
+    pci_class: Optional[str] = None
+    driver: Optional[str] = None
+    netdevs: Tuple[str, ...] = ()
+    total_vfs: Optional[int] = None  # sriov_totalvfs (absent: the kernel found no usable SR-IOV capability)
+    num_vfs: Optional[int] = None
+    config: Optional[bytes] = None  # <pci>/config as read (64 bytes without CAP_SYS_ADMIN)
+    upstream: Optional[str] = None  # the bridge above it (its root or downstream port)
+    upstream_config: Optional[bytes] = None
+    ari_enabled: Optional[bool] = None  # <pci>/ari_enabled: ARI in force on its bus
+    default_driver: Optional[str] = None  # what modules.alias names for it (a PF without a driver)
+    vfio_enable_sriov: Optional[bool] = None  # vfio_pci's enable_sriov, when the PF is bound to vfio-pci
+
+
+@dataclass(frozen=True)
+class ModuleState:
+    driver: str  # the PCI driver's name (vfio-pci)
+    module: str  # the module's name (vfio_pci)
+    loaded: bool
+    builtin: Optional[str] = None  # its line in modules.builtin
+    path: Optional[str] = None  # its file in modules.dep
+
+
+@dataclass(frozen=True)
+class ModulesState:
+    release: Optional[str]
+    directory: Optional[str]  # /lib/modules/<release>, when found
+    drivers: Tuple[ModuleState, ...] = ()
+    problem: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class NetworkManagerState:
+    running: Optional[bool]  # None: /proc cannot be read
+    pid: Optional[int] = None
+    unmanaged: Tuple[Tuple[str, str], ...] = ()  # (file, line) telling NetworkManager to keep off VFs
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    grub_defaults: FileRead
+    grub_dropins: Tuple[FileRead, ...]  # /etc/default/grub.d/*.cfg in the order grub-mkconfig sources them
+    grub_cfg: Optional[FileRead]  # the generated configuration, the first one found
+    bls_entries: Tuple[FileRead, ...]
+    bls_problem: Optional[str]  # why /boot/loader/entries could not be listed
+    grubenv: Optional[FileRead]
+    kernel_cmdline: FileRead  # /etc/kernel/cmdline (kernel-install, new kernels)
+
+    @property
+    def flavour(self) -> Optional[str]:
+        """'bls' (RHEL, Fedora: grubby), 'grub' (Debian, Ubuntu: update-grub), or None."""
+        if self.bls_entries or self.bls_problem:
+            return "bls"
+        if self.grub_defaults.exists:
+            return "grub"
+        return None
+
+
+@dataclass(frozen=True)
+class PlatformState:
+    root: str
+    live: bool  # the machine sriov-node runs on (root /)
+    cmdline: FileRead
+    cpu_vendor: Optional[str]  # GenuineIntel, AuthenticAMD; None when /proc/cpuinfo names none
+    iommu: IommuState
+    devices: Tuple[PciFunction, ...] = ()
+    modules: Optional[ModulesState] = None
+    boot: Optional[BootFiles] = None
+    networkmanager: Optional[NetworkManagerState] = None
+    reboot_required: Optional[str] = None
+
+    def device(self, pci: str) -> Optional[PciFunction]:
+        return next((d for d in self.devices if d.pci == pci), None)
+
+
+# ---------------------------------------------------------------------------- file reads
+
+
+def _split(path: str) -> Tuple[str, Tuple[str, ...]]:
+    parts = [p for p in path.split("/") if p]
+    return "/".join(parts[:-1]), (parts[-1],)
+
+
+def _inside(host: Host, path: str) -> bool:
+    root = os.path.realpath(host.root)
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _problem(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (run sriov-node check as root)"
+    return exc.strerror or str(exc)
+
+
+def read_file(host: Host, path: str) -> FileRead:
+    """A text file under the root; never follows a symbolic link out of it."""
+    base, parts = _split(path)
+    full = host.path(base, *parts)
+    if os.path.islink(full) and not _inside(host, full):
+        return FileRead(path, None, f"is a symbolic link to {os.readlink(full)}, outside the root")
+    try:
+        with open(full, "rb") as fh:
+            data = fh.read(MAX_TEXT)
+    except FileNotFoundError:
+        return FileRead(path)
+    except NotADirectoryError:
+        return FileRead(path)
+    except OSError as exc:
+        return FileRead(path, None, _problem(exc))
+    return FileRead(path, data.decode("utf-8", errors="replace"))
+
+
+def list_dir(host: Host, path: str) -> Tuple[Optional[List[str]], Optional[str]]:
+    """(sorted names, None), (None, None) when absent, (None, why) when unreadable."""
+    base, parts = _split(path)
+    full = host.path(base, *parts)
+    if os.path.islink(full) and not _inside(host, full):
+        return None, f"{path} is a symbolic link outside the root"
+    try:
+        return sorted(os.listdir(full)), None
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as exc:
+        return None, f"{path}: {_problem(exc)}"
+
+
+# ---------------------------------------------------------------------------- the kernel's view
+
+
+def read_cmdline(host: Host) -> FileRead:
+    return read_file(host, "/proc/cmdline")
+
+
+def read_cpu_vendor(host: Host) -> Optional[str]:
+    """The first vendor_id of /proc/cpuinfo (x86); None on other architectures or when unreadable."""
+    try:
+        with open(host.path("proc", "cpuinfo"), errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip() or None
+    except OSError:
+        return None
+    return None
+
+
+def observe_iommu(host: Host, *, group_types: bool = True) -> IommuState:
+    sysfs = host.sysfs
+    groups = sysfs.listdir("sys/kernel/iommu_groups")
+    types = sorted({t for t in (sysfs.read("sys/kernel/iommu_groups", g, "type") for g in groups) if t}) \
+        if group_types else []
+    tables, _ = list_dir(host, "/" + ACPI_TABLES)  # absent (no ACPI) or unreadable: cannot tell
+    acpi = None if tables is None else tuple(t for t in IOMMU_ACPI_TABLES if t in tables)
+    noiommu = sysfs.read("sys/module/vfio/parameters", "enable_unsafe_noiommu_mode")
+    return IommuState(
+        units=tuple(sorted(sysfs.listdir("sys/class/iommu"))),
+        groups=len(groups),
+        group_types=tuple(types),
+        acpi_tables=acpi,
+        noiommu=None if noiommu is None else noiommu.strip() in ("Y", "1"),
+    )
+
+
+def upstream_of(host: Host, pci: str) -> Optional[str]:
+    """The PCI bridge above a function (the parent directory of its sysfs device), if any."""
+    try:
+        real = os.path.realpath(host.path(PCI_DEVICES, pci))
+    except ValueError:
+        return None
+    parent = os.path.basename(os.path.dirname(real))
+    return parent if _BDF_RE.match(parent) else None
+
+
+def observe_function(host: Host, pci: str) -> PciFunction:
+    sysfs = host.sysfs
+    if not sysfs.device_exists(pci):
+        return PciFunction(pci, False)
+    driver = sysfs.device_driver(pci)
+    upstream = upstream_of(host, pci)
+    ari = sysfs.read(PCI_DEVICES, pci, "ari_enabled")
+    vfio_sriov = None
+    if driver == "vfio-pci":
+        param = sysfs.read("sys/module/vfio_pci/parameters", "enable_sriov")
+        vfio_sriov = None if param is None else param.strip() in ("Y", "1")
+    return PciFunction(
+        pci=pci,
+        exists=True,
+        vendor=pci_id(host, pci, "vendor"),
+        device=pci_id(host, pci, "device"),
+        pci_class=pci_id(host, pci, "class"),
+        driver=driver,
+        netdevs=tuple(sorted(sysfs.listdir(PCI_DEVICES, pci, "net"))),
+        total_vfs=sysfs.total_vfs(pci),
+        num_vfs=sysfs.num_vfs(pci),
+        config=sysfs.read_bytes(PCI_DEVICES, pci, "config", limit=CONFIG_SPACE),
+        upstream=upstream,
+        upstream_config=sysfs.read_bytes(PCI_DEVICES, upstream, "config", limit=CONFIG_SPACE) if upstream else None,
+        ari_enabled=None if ari is None else ari.strip() == "1",
+        default_driver=default_driver_of(host, pci) if driver is None else None,
+        vfio_enable_sriov=vfio_sriov,
+    )
+
+
+def pci_functions_with_ids(host: Host, vendor: str, device: str) -> List[str]:
+    """Every PCI function with this vendor:device (SR-IOV PF or not), in address order."""
+    return [pci for pci in sorted(host.sysfs.listdir(PCI_DEVICES))
+            if pci_id(host, pci, "vendor") == vendor and pci_id(host, pci, "device") == device]
+
+
+# ---------------------------------------------------------------------------- modules
+
+
+def module_name(driver: str) -> str:
+    """The module a PCI driver comes in: vfio-pci -> vfio_pci (module names use underscores)."""
+    return driver.replace("-", "_")
+
+
+def _module_of_path(path: str) -> str:
+    name = os.path.basename(path.strip())
+    for suffix in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.replace("-", "_")
+
+
+def kernel_release(host: Host) -> Optional[str]:
+    release = host.sysfs.read("proc/sys/kernel", "osrelease")
+    if release:
+        return release.strip()
+    return os.uname().release if host.is_real_root else None
+
+
+def observe_modules(host: Host, drivers: Iterable[str]) -> ModulesState:
+    release = kernel_release(host)
+    directory = None
+    if release:
+        for base in ("/lib/modules", "/usr/lib/modules"):
+            if host.sysfs.isdir(base.strip("/"), release):
+                directory = f"{base}/{release}"
+                break
+    dep: dict = {}
+    builtin: dict = {}
+    problem = None
+    if directory is not None:
+        for name, table in (("modules.dep", dep), ("modules.builtin", builtin)):
+            read = read_file(host, f"{directory}/{name}")
+            if read.problem:
+                problem = f"{read.path}: {read.problem}"
+            for line in (read.text or "").splitlines():
+                path = line.split(":", 1)[0].strip()
+                if path:
+                    table.setdefault(_module_of_path(path), path)
+    elif release:
+        problem = f"no /lib/modules/{release} (the modules of the running kernel are not installed)"
+    else:
+        problem = "the running kernel's release is unknown (no /proc/sys/kernel/osrelease)"
+    states = []
+    for driver in sorted(set(drivers)):
+        module = module_name(driver)
+        loaded = host.sysfs.isdir(PCI_DRIVERS, driver) or host.sysfs.isdir("sys/module", module)
+        states.append(ModuleState(driver, module, loaded, builtin.get(module), dep.get(module)))
+    return ModulesState(release, directory, tuple(states), problem)
+
+
+# ---------------------------------------------------------------------------- boot loader
+
+
+def _first_existing(host: Host, paths: Sequence[str]) -> Optional[FileRead]:
+    for path in paths:
+        read = read_file(host, path)
+        if read.exists:
+            return read
+    return None
+
+
+def observe_boot(host: Host) -> BootFiles:
+    names, _ = list_dir(host, GRUB_DROPINS)
+    dropins = tuple(read_file(host, f"{GRUB_DROPINS}/{n}") for n in (names or []) if n.endswith(".cfg"))
+    entries, bls_problem = list_dir(host, BLS_ENTRIES)
+    bls = tuple(read_file(host, f"{BLS_ENTRIES}/{n}") for n in (entries or []) if n.endswith(".conf"))
+    return BootFiles(
+        grub_defaults=read_file(host, GRUB_DEFAULTS),
+        grub_dropins=dropins,
+        grub_cfg=_first_existing(host, GRUB_CFG),
+        bls_entries=bls,
+        bls_problem=bls_problem,
+        grubenv=_first_existing(host, GRUBENV),
+        kernel_cmdline=read_file(host, KERNEL_CMDLINE),
+    )
+
+
+# ---------------------------------------------------------------------------- NetworkManager
+
+
+def _nm_pid(host: Host) -> Tuple[Optional[bool], Optional[int]]:
+    names, _ = list_dir(host, "/proc")
+    if names is None:
+        return None, None
+    for pid in (p for p in names if p.isdigit()):
+        if host.sysfs.read("proc", pid, "comm") == "NetworkManager":
+            return True, int(pid)
+    return False, None
+
+
+def _nm_unmanaged_lines(host: Host) -> Tuple[Tuple[str, str], ...]:
+    """udev rules that set NM_UNMANAGED=1 in a file about VFs, and NetworkManager's own unmanaged
+    settings: (file, line)."""
+    found: List[Tuple[str, str]] = []
+    for directory in UDEV_RULES:
+        names, _ = list_dir(host, directory)
+        for name in names or []:
+            if not name.endswith(".rules"):
+                continue
+            lines = [ln.strip() for ln in (read_file(host, f"{directory}/{name}").text or "").splitlines()]
+            lines = [ln for ln in lines if ln and not ln.startswith("#")]
+            setting = [ln for ln in lines if re.search(r'ENV\{NM_UNMANAGED\}\s*=\s*"1"', ln)]
+            if setting and any(_VF_HINT.search(ln) for ln in lines):
+                found.append((f"{directory}/{name}", setting[0]))
+    confs = list(NM_CONF)
+    for directory in NM_CONF_DIRS:
+        names, _ = list_dir(host, directory)
+        confs += [f"{directory}/{n}" for n in names or [] if n.endswith(".conf")]
+    for path in confs:
+        section = ""
+        for line in (read_file(host, path).text or "").splitlines():
+            stripped = line.strip()
+            if stripped.startswith("[") and stripped.endswith("]"):
+                section = stripped[1:-1]
+            key, _, value = stripped.partition("=")
+            key, value = key.strip(), value.strip()
+            if stripped.startswith(("#", ";")) or not value:
+                continue
+            if key == "unmanaged-devices" or (section.startswith("device") and key == "managed"
+                                              and value.lower() in ("0", "false", "no")):
+                found.append((path, stripped))
+    return tuple(found)
+
+
+def observe_networkmanager(host: Host) -> NetworkManagerState:
+    running, pid = _nm_pid(host)
+    return NetworkManagerState(running, pid, _nm_unmanaged_lines(host) if running else ())
+
+
+# ---------------------------------------------------------------------------- everything
+
+
+def observe_platform(host: Host, devices: Sequence[str] = (), drivers: Iterable[str] = ()) -> PlatformState:
+    """The platform as `check` sees it: kernel arguments, CPU, IOMMU, these PCI functions, these
+    drivers' modules, the boot loader's files, NetworkManager, a pending reboot."""
+    reboot = read_file(host, REBOOT_REQUIRED)
+    return PlatformState(
+        root=host.root,
+        live=host.is_real_root,
+        cmdline=read_cmdline(host),
+        cpu_vendor=read_cpu_vendor(host),
+        iommu=observe_iommu(host),
+        devices=tuple(observe_function(host, pci) for pci in devices),
+        modules=observe_modules(host, drivers),
+        boot=observe_boot(host),
+        networkmanager=observe_networkmanager(host),
+        reboot_required=(reboot.text or "").strip() or None,
+    )

@@ -1,0 +1,284 @@
+"""`check --fix`: boot-loader edits with backups, the regeneration tool, idempotency, reboot-required.
+
+The tools are fakes on PATH that record their arguments; under a --root other than / nothing of
+this machine's boot loader is ever run or touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from sriov_node.checks.diagnose import Scope
+from sriov_node.checks.fix import plan_fix
+from sriov_node.host import open_host
+from sriov_node.host.bootloader import replace_file
+from sriov_node.host.platform import observe_platform
+from sriov_node.sim.platform import MACHINE_ID, RELEASES, RHEL_ARGS, SimPlatform
+from tests.helpers import run_cli
+
+ENTRY = f"/boot/loader/entries/{MACHINE_ID}-{RELEASES['rhel']}.conf"
+
+FAKE_GRUBBY = """\
+#!{python}
+import json, os, sys
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+opts = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+add, drop = opts.get("--args", "").split(), opts.get("--remove-args", "").split()
+directory = opts["--bls-directory"]
+for name in os.listdir(directory):
+    if not name.endswith(".conf"):
+        continue
+    path = os.path.join(directory, name)
+    lines = open(path).read().splitlines(True)
+    for i, line in enumerate(lines):
+        if line.startswith("options "):
+            words = [w for w in line.split()[1:] if w not in drop]
+            for arg in add:  # as grubby does: a key already there gets the new value
+                keys = [j for j, w in enumerate(words) if w.split("=", 1)[0] == arg.split("=", 1)[0]]
+                if keys:
+                    words[keys[0]] = arg
+                else:
+                    words.append(arg)
+            lines[i] = "options " + " ".join(words) + "\\n"
+    open(path, "w").write("".join(lines))
+"""
+RECORDER = "#!/bin/sh\necho \"$0 $*\" >> {log}\n"
+
+
+@pytest.fixture
+def tools(tmp_path, monkeypatch):
+    """Fake update-grub, grub-mkconfig and grubby first on PATH; returns the calls they recorded."""
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    log.touch()
+    (bindir / "grubby").write_text(FAKE_GRUBBY.format(python=sys.executable, log=str(log)))
+    for name in ("update-grub", "grub-mkconfig", "grub2-mkconfig"):
+        (bindir / name).write_text(RECORDER.format(log=log))
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+
+    def calls() -> List[str]:
+        return [line for line in log.read_text().splitlines() if line]
+
+    return calls
+
+
+def fix(host, *args, config=None):
+    result = run_cli("check", "--json", "--fix", *args, root=host.root, config=config)
+    return result.returncode, json.loads(result.stdout), result
+
+
+def snapshot(root: str) -> dict:
+    out = {}
+    for base in ("etc", "boot", "run"):
+        for path in sorted(Path(root, base).rglob("*")):
+            if path.is_file():
+                out[str(path.relative_to(root))] = (path.read_bytes(), path.stat().st_mtime_ns)
+    return out
+
+
+def test_debian_fix_edits_the_defaults_backs_up_and_prints_the_regeneration(make_host, tools):
+    host = make_host(iommu=False)
+    grub = Path(host.root, "etc/default/grub")
+    before = grub.read_text()
+    code, body, _ = fix(host)
+    assert code == 1  # the running kernel still lacks the arguments: reboot
+    f = body["fix"]
+    assert f["changed"] and f["needed"] == ["intel_iommu=on", "iommu=pt"] and f["problems"] == []
+    assert 'GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in grub.read_text()
+    (written,) = f["files"]
+    assert written["path"] == "/etc/default/grub" and Path(host.root, written["backup"].lstrip("/")).read_text() == before
+    (cmd,) = f["commands"]
+    assert cmd["command"] == f"chroot {host.root} update-grub" and not cmd["ran"]
+    assert "reads this machine's /etc/default/grub" in cmd["why_not"]
+    assert tools() == []  # update-grub and grub-mkconfig are on PATH: neither ran
+    assert "reboot to use them" in Path(host.root, "run/sriov-node/reboot-required").read_text()
+    assert body["reboot_required"] and body["fix"]["reboot_required"]
+    checks = {c["id"]: c for c in body["checks"]}
+    assert checks["bootloader"]["status"] == "ok" and "reboot" in checks["bootloader"]["seen"]
+    assert checks["kernel_args"]["fix"].startswith("reboot: the next boot already has")
+    status = run_cli("status", root=host.root)
+    assert "reboot required: " in status.stdout and "sriov-node check --fix changed" in status.stdout
+
+
+def test_a_second_fix_changes_nothing(make_host, tools):
+    host = make_host(iommu=False, platform=SimPlatform(cmdline="intel_iommu=off"))
+    fix(host)
+    before = snapshot(host.root)
+    code, body, result = fix(host)
+    assert snapshot(host.root) == before  # no byte, no mtime, no new backup
+    assert body["fix"]["nothing_to_do"] and body["fix"]["files"] == [] and body["fix"]["commands"] == []
+    assert tools() == []
+    text = run_cli("check", "--fix", root=host.root)
+    assert "fix: nothing to change: the next boot already has intel_iommu=on iommu=pt" in text.stdout
+
+
+def test_dry_run_shows_the_diff_and_the_command_and_writes_nothing(make_host, tools):
+    host = make_host(iommu=False)
+    before = snapshot(host.root)
+    code, body, _ = fix(host, "--dry-run")
+    assert snapshot(host.root) == before and code == 1
+    (f,) = body["fix"]["files"]
+    assert f["backup"] is None and '+GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in f["diff"]
+    assert not body["fix"]["changed"] and body["fix"]["reboot_required"] is None
+    text = run_cli("check", "--fix", "--dry-run", root=host.root)
+    assert "fix: would change /etc/default/grub" in text.stdout and f"fix: run chroot {host.root} update-grub" in text.stdout
+
+
+def test_rhel_fix_runs_grubby_on_the_roots_entries(make_host, tools):
+    host = make_host(iommu=False, platform=SimPlatform(bootloader="rhel", cmdline="intel_iommu=off"))
+    code, body, _ = fix(host)
+    (call,) = tools()
+    assert json.loads(call) == ["--update-kernel=ALL", "--args=intel_iommu=on iommu=pt",
+                                "--remove-args=intel_iommu=off", f"--bls-directory={host.root}/boot/loader/entries",
+                                f"--env={host.root}/boot/grub2/grubenv"]
+    entry = Path(host.root, ENTRY.lstrip("/")).read_text()
+    assert f"options root=/dev/mapper/rhel-root ro {RHEL_ARGS} $tuned_params intel_iommu=on iommu=pt\n" in entry
+    (cmd,) = body["fix"]["commands"]
+    assert cmd["ran"] and cmd["exit_code"] == 0 and len(cmd["backups"]) == 2
+    assert sorted(f["path"] for f in body["fix"]["files"]) == ["/etc/default/grub", "/etc/kernel/cmdline"]
+    assert Path(host.root, "etc/kernel/cmdline").read_text().rstrip().endswith("intel_iommu=on iommu=pt")
+    bootloader = next(c for c in body["checks"] if c["id"] == "bootloader")
+    assert bootloader["status"] == "ok" and bootloader["subject"] == "bls"
+    before = snapshot(host.root)
+    fix(host)
+    assert len(tools()) == 1 and snapshot(host.root) == before
+
+
+def test_rhel_without_grubby_prints_the_command(make_host, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    host = make_host(iommu=False, platform=SimPlatform(bootloader="rhel"))
+    code, body, _ = fix(host)
+    (cmd,) = body["fix"]["commands"]
+    assert not cmd["ran"] and "grubby is not on PATH" in cmd["why_not"] and code == 1
+    assert next(c for c in body["checks"] if c["id"] == "bootloader")["status"] == "fail"
+
+
+def test_a_grubby_that_mangles_the_entries_is_undone(make_host, tools, tmp_path):
+    host = make_host(iommu=False, platform=SimPlatform(bootloader="rhel"))
+    bad = tmp_path / "bin" / "grubby"
+    bad.write_text(f"#!/bin/sh\nsed -i 's/^options .*/options intel_/' {host.root}/boot/loader/entries/*.conf\n")
+    before = Path(host.root, ENTRY.lstrip("/")).read_text()
+    code, body, _ = fix(host)
+    assert code == 1 and any("put back from their backups" in p for p in body["fix"]["problems"])
+    assert Path(host.root, ENTRY.lstrip("/")).read_text() == before
+
+
+def test_amd_gets_passthrough_only_and_loses_amd_iommu_off(make_host, tools):
+    host = make_host(iommu=False, platform=SimPlatform(cpu="amd", boot_args="amd_iommu=off"))
+    code, body, _ = fix(host)
+    grub = Path(host.root, "etc/default/grub").read_text()
+    assert 'GRUB_CMDLINE_LINUX="iommu=pt"' in grub and "amd_iommu" not in grub
+    assert body["fix"]["summary"] == "adds iommu=pt; removes amd_iommu=off"
+
+
+def test_nothing_to_fix_when_no_vf_wants_vfio(make_host, tools, write_config):
+    host = make_host(iommu=False)
+    before = snapshot(host.root)
+    code, body, _ = fix(host, config=write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
+    assert snapshot(host.root) == before and code == 0
+    assert body["fix"]["notes"] == ["no VF group wants vfio-pci: the boot loader needs no IOMMU argument"]
+
+
+def test_a_configuration_it_cannot_evaluate_is_left_alone(make_host, tools):
+    host = make_host(iommu=False)
+    grub = Path(host.root, "etc/default/grub")
+    grub.write_text(grub.read_text() + 'if [ -e /x ]; then GRUB_CMDLINE_LINUX="a"; fi\n')
+    before = snapshot(host.root)
+    code, body, result = fix(host)
+    assert code == 1 and snapshot(host.root) == before
+    assert "sets GRUB_CMDLINE_LINUX conditionally" in body["fix"]["problems"][0]
+    assert "error: cannot evaluate" in run_cli("check", "--fix", root=host.root).stderr
+
+
+def test_a_symlinked_defaults_file_is_refused(make_host, tools, tmp_path):
+    host = make_host(iommu=False)
+    grub = Path(host.root, "etc/default/grub")
+    target = Path(host.root, "etc/default/grub.real")
+    grub.rename(target)
+    grub.symlink_to("grub.real")
+    code, body, _ = fix(host)
+    assert code == 1 and "is a symbolic link; edit the file it points to" in body["fix"]["problems"][0]
+    assert "intel_iommu" not in target.read_text() and grub.is_symlink()
+
+
+def test_replace_file_refuses_a_file_changed_since_it_was_read(tmp_path):
+    host = open_host(str(tmp_path))
+    path = tmp_path / "etc/kernel/cmdline"
+    path.parent.mkdir(parents=True)
+    path.write_text("ro\n")
+    os.chmod(path, 0o640)
+    with pytest.raises(OSError, match="changed while sriov-node was reading it"):
+        replace_file(host, "/etc/kernel/cmdline", "quiet\n", "ro iommu=pt\n", "20260101T000000Z")
+    backup = replace_file(host, "/etc/kernel/cmdline", "ro\n", "ro iommu=pt\n", "20260101T000000Z")
+    assert backup == "/etc/kernel/cmdline.sriov-node-20260101T000000Z.bak"
+    assert path.read_text() == "ro iommu=pt\n" and stat.S_IMODE(path.stat().st_mode) == 0o640
+    again = replace_file(host, "/etc/kernel/cmdline", "ro iommu=pt\n", "ro\n", "20260101T000000Z")
+    assert again == "/etc/kernel/cmdline.sriov-node-20260101T000000Z-1.bak"  # a backup is never overwritten
+    assert not list(tmp_path.glob("etc/kernel/.*tmp"))
+
+
+def test_a_captured_tree_is_not_fixed(tmp_path):
+    root = tmp_path / "capture"
+    (root / "sys/bus/pci/devices").mkdir(parents=True)
+    (root / "etc/default").mkdir(parents=True)
+    (root / "etc/default/grub").write_text('GRUB_CMDLINE_LINUX=""\n')
+    (root / "proc").mkdir()
+    (root / "proc/cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n")
+    result = run_cli("check", "--json", "--fix", root=str(root))
+    assert result.returncode == 1 and json.loads(result.stdout)["error"]["type"] == "ReadOnlyRoot"
+    assert (root / "etc/default/grub").read_text() == 'GRUB_CMDLINE_LINUX=""\n'
+    dry = run_cli("check", "--json", "--fix", "--dry-run", root=str(root))
+    assert '+GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in json.loads(dry.stdout)["fix"]["files"][0]["diff"]
+
+
+# ---------------------------------------------------------------------------- the live root: planned, never run here
+
+
+def live_state(host):
+    return replace(observe_platform(host), live=True, root="/")
+
+
+def test_on_the_live_root_update_grub_is_run(make_host):
+    state = live_state(make_host(iommu=False))
+    found = {"update-grub": "/usr/sbin/update-grub", "grub-mkconfig": "/usr/sbin/grub-mkconfig"}
+    plan = plan_fix(state, Scope(False), found.get)
+    (cmd,) = plan.commands
+    assert (cmd.argv, cmd.run, cmd.program) == (("update-grub",), True, "/usr/sbin/update-grub")
+    plan = plan_fix(state, Scope(False), {"grub-mkconfig": "/usr/sbin/grub-mkconfig"}.get)
+    assert plan.commands[0].argv == ("grub-mkconfig", "-o", "/boot/grub/grub.cfg") and plan.commands[0].run
+    plan = plan_fix(state, Scope(False), lambda name: None)
+    assert not plan.commands[0].run and "neither update-grub nor grub-mkconfig is on PATH" in plan.commands[0].why_not
+
+
+def test_on_the_live_root_grubby_edits_every_entry(make_host):
+    state = live_state(make_host(iommu=False, platform=SimPlatform(bootloader="rhel")))
+    (cmd,) = plan_fix(state, Scope(False), {"grubby": "/usr/sbin/grubby"}.get).commands
+    assert cmd.argv == ("grubby", "--update-kernel=ALL", "--args=intel_iommu=on iommu=pt") and cmd.run
+    assert len(cmd.backup) == 2
+
+
+def test_a_stale_grub_cfg_is_regenerated_even_without_edits(make_host):
+    host = make_host()
+    cfg = Path(host.root, "boot/grub/grub.cfg")
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(textwrap.dedent("""\
+        menuentry 'Debian GNU/Linux' {
+        \tlinux\t/boot/vmlinuz-6.1.0-18-amd64 root=UUID=0c1a6b42 ro  quiet
+        }
+        """))
+    plan = plan_fix(live_state(host), Scope(False), {"update-grub": "/usr/sbin/update-grub"}.get)
+    assert plan.changes == () and plan.commands[0].argv == ("update-grub",)
