@@ -8,7 +8,8 @@ from typing import Optional, Tuple
 
 IOMMU_HINT = (
     "turn the IOMMU on: enable VT-d/AMD-Vi in the BIOS and boot with intel_iommu=on iommu=pt "
-    "(AMD: amd_iommu=on iommu=pt), e.g. in GRUB_CMDLINE_LINUX of /etc/default/grub, then update-grub and reboot"
+    "(AMD: the IOMMU is on by default; drop amd_iommu=off, add iommu=pt), e.g. in GRUB_CMDLINE_LINUX of "
+    "/etc/default/grub, then update-grub and reboot (sriov-node check --fix does the boot loader part)"
 )
 
 

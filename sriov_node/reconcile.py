@@ -144,10 +144,13 @@ def reconcile(
                 outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED))
                 continue
             plans.append(p)
-            outcomes.append(PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
-                                      PLANNED if p.actions else (FAILED if p.findings else UNCHANGED),
-                                      p.action_dicts(), findings=_finding_dicts(p.findings),
-                                      error=None if p.actions or not p.findings else _unactionable(p)))
+            outcome = PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
+                                PLANNED if p.actions else (FAILED if p.findings else UNCHANGED),
+                                p.action_dicts(), findings=_finding_dicts(p.findings),
+                                error=None if p.actions or not p.findings else _unactionable(p))
+            if p.actions:
+                _refuse_if_blocked(host, p, outcome)  # what apply would refuse, the dry run says
+            outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         return Report(outcomes, list(resolution.notices), 0, True, tuple(plans), duration=time.monotonic() - start)
 
@@ -208,15 +211,23 @@ def _unactionable(pf_plan: PfPlan) -> str:
             + "; ".join(f.describe() for f in pf_plan.findings))
 
 
-def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
+def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome) -> bool:
+    """A platform prerequisite the plan needs is missing (vfio-pci without an IOMMU): refuse the PF."""
     from sriov_node.checks.preflight import preflight
-    from sriov_node.host.holders import vf_holders
 
     blocked = preflight(host, pf_plan)
-    if blocked is not None:  # a platform prerequisite the plan needs is missing: nothing is written
-        outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
-        outcome.findings = _finding_dicts(pf_plan.findings)
-        outcome.detail = {"check": blocked}
+    if blocked is None:
+        return False
+    outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
+    outcome.findings = _finding_dicts(pf_plan.findings)
+    outcome.detail = {"check": blocked}
+    return True
+
+
+def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
+    from sriov_node.host.holders import vf_holders
+
+    if _refuse_if_blocked(host, pf_plan, outcome):  # nothing is written
         return
     disturbed = pf_plan.disturbed_vfs()
     if disturbed and not force:

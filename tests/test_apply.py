@@ -153,12 +153,13 @@ def test_vf_that_never_appears_times_out_with_a_bound(make_host, write_config):
     assert "3 VF(s) exist" in report.outcomes[0].error
 
 
-def test_vfio_without_iommu_names_the_cause_and_the_fix(make_host, write_config):
+def test_vfio_without_iommu_is_refused_naming_the_cause_and_the_fix(make_host, write_config):
     host = make_host(iommu=False)
     report = apply(host, write_config(TWO_PFS))
-    failed = next(o for o in report.outcomes if o.pci == PF0)
-    assert failed.status == "failed"
-    assert "IOMMU is off" in failed.error and "intel_iommu=on" in failed.error
+    refused = next(o for o in report.outcomes if o.pci == PF0)
+    assert refused.status == "refused" and report.exit_code == 3
+    assert "IOMMU is off" in refused.error and "intel_iommu=on" in refused.error
+    assert host.sysfs.num_vfs(PF0) == 0  # refused before anything was written
 
 
 def test_missing_driver_module_is_reported(make_host, write_config):
@@ -204,9 +205,10 @@ def test_rebinding_a_held_vfio_vf_is_refused(make_host, write_config):
 
 
 def test_failed_apply_restores_autoprobe_and_the_next_run_finishes(make_host, write_config):
-    host = make_host(iommu=False)
+    host = make_host()
+    SimKernel(host.root).add_fault("probe_fails", driver="vfio-pci", errno="EINVAL")
     path = write_config(TWO_PFS)
-    assert apply(host, path).outcomes[0].status == "failed"  # vfio-pci cannot bind without an IOMMU
+    assert apply(host, path).outcomes[0].status == "failed"  # vfio-pci refuses the VFs
     assert host.sysfs.read("sys/bus/pci/devices", PF0, "sriov_drivers_autoprobe") == "1"
     assert [host.sysfs.device_driver(host.sysfs.vf_address(PF0, i)) for i in (2, 3)] == ["iavf", "iavf"]
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
