@@ -64,6 +64,7 @@ class Executor:
         # VFs a default driver took in this run: (pf, vf) -> (VF address, driver, when)
         self._probed: Dict[Tuple[str, int], Tuple[str, str, float]] = {}
         self._created: Dict[str, float] = {}  # PF -> when VFs were created with autoprobe on
+        self._addresses: Dict[Tuple[str, int], str] = {}  # (PF, VF index) -> VF address, until the count changes
         self._handlers: Dict[Type[Action], Callable] = {
             LoadDriver: self._load_driver,
             SetNumVfs: self._set_num_vfs,
@@ -166,7 +167,13 @@ class Executor:
         return self.sysfs.wait_for(predicate, deadline, cancelled=self.cancelled)
 
     def _vf_pci(self, pf: str, index: int) -> str:
+        """VF `index`'s PCI address, read once per run (a count change forgets them)."""
+        known = self._addresses.get((pf, index))
+        if known is not None:
+            return known
         pci = self.sysfs.vf_address(pf, index)
+        if pci is not None:
+            self._addresses[(pf, index)] = pci
         if pci is None:
             if self._cleanup:
                 raise _Skip()
@@ -194,6 +201,7 @@ class Executor:
 
     def _set_num_vfs(self, a: SetNumVfs) -> None:
         sysfs = self.sysfs
+        self._addresses = {k: v for k, v in self._addresses.items() if k[0] != a.pf}
         self._write_num_vfs(a)
 
         pci = sysfs.is_pci(a.pf)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from sriov_node.actions import BindDriver
-from sriov_node.checks.diagnose import FAIL, check_iommu, is_vfio
-from sriov_node.model import format_ranges
+from sriov_node.model import format_ranges, is_override_only
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.host import Host
@@ -19,10 +18,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
     """Why this PF's plan cannot work on this platform (refused, exit 3), or None."""
-    binds = [a for a in pf_plan.actions if isinstance(a, BindDriver) and is_vfio(a.driver)]
+    binds = [a for a in pf_plan.actions if isinstance(a, BindDriver) and is_override_only(a.driver)
+             and a.driver != "pci-stub"]
     if not binds:
         return None
+    from sriov_node.checks.diagnose import FAIL, check_iommu, is_vfio
     from sriov_node.host.platform import PlatformState, observe_boot, observe_iommu, read_cmdline, read_cpu_vendor
+
+    binds = [a for a in binds if is_vfio(a.driver)]
+    if not binds:
+        return None
 
     iommu = observe_iommu(host, group_types=False)
     if iommu.groups:

@@ -1,0 +1,262 @@
+"""Benchmarks that need the real kernel. Runs INSIDE the kernel-lab guest (scripts/bench starts it).
+
+Prints one line `@@BENCH <json>`: every sample, so the host computes medians and ratios.
+  convergence  the 64-VF NVMe PF: create 64 VFs bound to vfio-pci, by `sriov-node apply`, by the
+               shell loop users write, and by the floor (the same writes from one bare Python
+               process, no reads beyond the virtfn links); whole processes, alternated runs
+  startup      `python -c pass` and `sriov-node --help` in the guest, cold and warm
+  attributes   VLAN + trust + spoofchk on 64 netdevsim VFs: one batched request vs an `ip link` loop
+  udevd        the same 64-VF state by systemd-udevd's .link [SR-IOV] sections (the anchor), by our
+               daemon (from `echo 0 > sriov_numvfs`), and by our engine in a warm process
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
+BIN = os.path.join(os.path.dirname(sys.executable), "sriov-node")
+PY = sys.executable
+SYS = "/sys/bus/pci/devices"
+BIG = "0000:02:00.0"
+NSIM = "netdevsim10"
+out: Dict[str, Any] = {"repeat": REPEAT}
+
+
+def sh(cmd: str, check: bool = True) -> str:
+    p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd}: {p.returncode} {p.stderr[-500:]}")
+    return p.stdout
+
+
+def put(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def timed(cmd: List[str], env: Dict[str, str] = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start
+
+
+def wait(predicate, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+# ---------------------------------------------------------------------------- convergence (NVMe)
+
+
+def reset_nvme() -> None:
+    put(f"{SYS}/{BIG}/sriov_numvfs", "0\n")
+    put(f"{SYS}/{BIG}/sriov_drivers_autoprobe", "1\n")
+
+
+def all_on_vfio() -> bool:
+    links = [n for n in os.listdir(f"{SYS}/{BIG}") if n.startswith("virtfn")]
+    if len(links) != 64:
+        return False
+    return all(os.path.basename(os.readlink(f"{SYS}/{BIG}/{n}/driver")) == "vfio-pci"
+               for n in links if os.path.islink(f"{SYS}/{BIG}/{n}/driver")) and all(
+        os.path.islink(f"{SYS}/{BIG}/{n}/driver") for n in links)
+
+
+SHELL_LOOP = f"""
+echo 0 > {SYS}/{BIG}/sriov_drivers_autoprobe
+echo 64 > {SYS}/{BIG}/sriov_numvfs
+for i in $(seq 0 63); do
+  vf=$(basename $(readlink {SYS}/{BIG}/virtfn$i))
+  echo vfio-pci > {SYS}/$vf/driver_override
+  echo $vf > /sys/bus/pci/drivers_probe
+done
+echo 1 > {SYS}/{BIG}/sriov_drivers_autoprobe
+"""
+
+FLOOR = f"""
+import os
+def put(p, v):
+    fd = os.open(p, os.O_WRONLY); os.write(fd, v.encode()); os.close(fd)
+pf = "{SYS}/{BIG}"
+put(pf + "/sriov_drivers_autoprobe", "0\\n")
+put(pf + "/sriov_numvfs", "64\\n")
+for i in range(64):
+    vf = os.path.basename(os.readlink(pf + "/virtfn%d" % i))
+    put("{SYS}/" + vf + "/driver_override", "vfio-pci\\n")
+    put("/sys/bus/pci/drivers_probe", vf + "\\n")
+put(pf + "/sriov_drivers_autoprobe", "1\\n")
+"""
+
+
+def bench_convergence() -> None:
+    sh("modprobe nvme && modprobe vfio-pci")
+    if not wait(lambda: os.path.islink(f"{SYS}/{BIG}/driver")):
+        raise RuntimeError("the 64-VF NVMe PF got no driver")
+    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config.write(f'[[pf]]\npci = "{BIG}"\nnum_vfs = 64\n  [[pf.vfs]]\n  range = "0-63"\n  driver = "vfio-pci"\n')
+    config.close()
+    methods = {
+        "shell": ["bash", "-c", SHELL_LOOP],
+        "floor": [PY, "-c", FLOOR],
+        "apply": [BIN, "--config", config.name, "apply"],
+    }
+    samples: Dict[str, List[float]] = {name: [] for name in methods}
+    timed(methods["apply"])  # warm the page cache for every method alike
+    for _ in range(REPEAT):
+        for name, argv in methods.items():
+            reset_nvme()
+            samples[name].append(timed(argv))
+            if not all_on_vfio():
+                raise RuntimeError(f"{name} did not bind all 64 VFs to vfio-pci")
+    # the work alone, in a process that has started already: the engine vs the floor's writes
+    from sriov_node.config import load_config
+    from sriov_node.host import open_host
+    from sriov_node.reconcile import reconcile
+
+    desired = load_config(config.name)
+    floor_code = compile(FLOOR, "floor", "exec")
+    samples["engine_work"], samples["floor_work"] = [], []
+    for _ in range(REPEAT):
+        reset_nvme()
+        start = time.perf_counter()
+        report = reconcile(open_host("/"), desired)
+        samples["engine_work"].append(time.perf_counter() - start)
+        if report.exit_code != 0 or not all_on_vfio():
+            raise RuntimeError("the engine did not converge")
+        reset_nvme()
+        start = time.perf_counter()
+        exec(floor_code, {})
+        samples["floor_work"].append(time.perf_counter() - start)
+    reset_nvme()
+    out["convergence"] = samples
+    cold = timed([BIN, "--help"])
+    out["startup"] = {"python": [timed([PY, "-c", "pass"]) for _ in range(REPEAT)],
+                      "help_cold": [cold], "help": [timed([BIN, "--help"]) for _ in range(REPEAT)]}
+
+
+# ---------------------------------------------------------------------------- VF attributes (netdevsim)
+
+
+def nsim_ifname() -> str:
+    return sorted(os.listdir(f"/sys/bus/netdevsim/devices/{NSIM}/net"))[0]
+
+
+def nsim_vlans(ifname: str, ipr) -> List[int]:
+    from sriov_node.host.links import RTEXT_FILTER_SKIP_STATS, RTEXT_FILTER_VF, parse_vf_info
+
+    (msg,) = ipr.link("get", index=ipr.link_lookup(ifname=ifname)[0], ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS)
+    vflist = msg.get("IFLA_VFINFO_LIST")
+    return [parse_vf_info(i)[1].vlan for i in vflist.get_attrs("IFLA_VF_INFO")] if vflist is not None else []
+
+
+def bench_attributes() -> None:
+    sh(f"modprobe netdevsim && echo '10 1' > /sys/bus/netdevsim/new_device")
+    wait(lambda: os.path.isdir(f"/sys/bus/netdevsim/devices/{NSIM}/net"))
+    put(f"/sys/kernel/debug/netdevsim/{NSIM}/max_vfs", "64\n")
+    put(f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs", "64\n")
+    ifname = nsim_ifname()
+    start = time.perf_counter()
+    from pyroute2 import IPRoute
+
+    from sriov_node.host.links import NetlinkLinks
+    out["pyroute2_import"] = time.perf_counter() - start
+    links = NetlinkLinks()
+    ipr = IPRoute()
+    samples: Dict[str, List[float]] = {"batched": [], "ip_loop": []}
+    for n in range(REPEAT):
+        vlan = 100 + n
+        start = time.perf_counter()
+        links.set_vf_links(ifname, [(i, {"vlan": (vlan, 0, "802.1Q"), "spoofchk": False, "trust": True})
+                                     for i in range(64)])
+        samples["batched"].append(time.perf_counter() - start)
+        assert nsim_vlans(ifname, ipr) == [vlan] * 64
+        loop = "".join(f"ip link set dev {ifname} vf {i} vlan {vlan + 50} trust on spoofchk off\n" for i in range(64))
+        start = time.perf_counter()
+        subprocess.run(["bash", "-c", loop], check=True)
+        samples["ip_loop"].append(time.perf_counter() - start)
+        assert nsim_vlans(ifname, ipr) == [vlan + 50] * 64
+    out["attributes"] = samples
+    bench_udevd(ifname, ipr)
+
+
+LINK = """[Match]
+OriginalName={ifname}
+
+[Link]
+NamePolicy=keep kernel
+SR-IOVVirtualFunctions=64
+""" + "".join(f"\n[SR-IOV]\nVirtualFunction={i}\nVLANId=300\nTrust=yes\nMACSpoofCheck=no\n" for i in range(64))
+
+
+def bench_udevd(ifname: str, ipr) -> None:
+    """The anchor: udevd's .link [SR-IOV] sections, against our daemon and our engine, same state."""
+    nsim = f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs"
+    os.makedirs("/run/systemd/network", exist_ok=True)
+    with open("/run/systemd/network/10-sriov-bench.link", "w") as fh:
+        fh.write(LINK.format(ifname=ifname))
+    sh("/lib/systemd/systemd-udevd --daemon && udevadm settle -t 30", check=False)
+    samples: Dict[str, List[float]] = {"udevd": [], "daemon": [], "engine": []}
+    for _ in range(REPEAT):
+        put(nsim, "0\n")
+        start = time.perf_counter()
+        sh(f"udevadm trigger --action=add /sys/class/net/{ifname}")
+        ok = wait(lambda: nsim_vlans(ifname, ipr) == [300] * 64)
+        samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
+    with open("/run/systemd/network/10-sriov-bench.link", "w") as fh:  # keep the name, drop the [SR-IOV] part
+        fh.write(LINK.format(ifname=ifname).split("SR-IOVVirtualFunctions")[0])
+    sh("udevadm control --reload", check=False)
+    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config.write(f'[[pf]]\nname = "{ifname}"\nnum_vfs = 64\n  [[pf.vfs]]\n  range = "0-63"\n'
+                 "  vlan = 400\n  trust = true\n  spoofchk = false\n")
+    config.close()
+    daemon = subprocess.Popen([BIN, "--config", config.name, "daemon", "--no-notify"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert wait(lambda: nsim_vlans(ifname, ipr) == [400] * 64, 120), "the daemon did not converge"
+    time.sleep(1)
+    for _ in range(REPEAT):
+        put(nsim, "0\n")  # netdevsim VFs have no devices: no uevent; the same trigger as udevd's wakes us
+        time.sleep(0.2)
+        start = time.perf_counter()
+        sh(f"udevadm trigger --action=add /sys/class/net/{ifname}")
+        ok = wait(lambda: nsim_vlans(ifname, ipr) == [400] * 64)
+        samples["daemon"].append(time.perf_counter() - start if ok else float("nan"))
+        time.sleep(0.5)
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(timeout=30)
+    from sriov_node.config import load_config
+    from sriov_node.host import open_host
+    from sriov_node.reconcile import reconcile
+
+    desired = load_config(config.name)
+    for _ in range(REPEAT):
+        put(nsim, "0\n")
+        host = open_host("/")
+        start = time.perf_counter()
+        report = reconcile(host, desired)
+        samples["engine"].append(time.perf_counter() - start)
+        assert report.exit_code == 0 and nsim_vlans(ifname, ipr) == [400] * 64
+    out["udevd"] = samples
+
+
+if __name__ == "__main__":
+    what = sys.argv[1:] or ["convergence", "attributes"]
+    if "convergence" in what:
+        bench_convergence()
+    if "attributes" in what:
+        bench_attributes()
+    print("@@BENCH " + json.dumps(out), flush=True)
