@@ -21,6 +21,18 @@ def is_override_only(driver: Optional[str]) -> bool:
     return driver is not None and (driver in OVERRIDE_ONLY_DRIVERS or driver.endswith("_vfio_pci"))
 
 
+def _sha256(data: bytes) -> Any:
+    # CPython's built-in sha256: hashlib would load OpenSSL first, a few ms on every run at boot
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # 3.9 - 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]  # 3.12+
+        except ImportError:
+            from hashlib import sha256  # type: ignore[no-redef]
+    return sha256(data)
+
+
 def format_ranges(indices: "list[int]") -> str:
     """[0, 1, 2, 5] -> '0-2,5' (the config's range syntax)."""
     spans: "list[list[int]]" = []
@@ -196,10 +208,8 @@ class DesiredState:
 
     @property
     def digest(self) -> str:
-        """sha256 of the file's bytes, recorded in the state file (hashlib is loaded only then)."""
-        import hashlib
-
-        return hashlib.sha256(self.raw).hexdigest()
+        """sha256 of the file's bytes, recorded in the state file."""
+        return _sha256(self.raw).hexdigest()
 
     def resources(self) -> Tuple[str, ...]:
         """Resource names in the order the file first names them."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Dict, Iterator, Optional
@@ -60,9 +59,11 @@ class Progress:
         self._specs: Optional[Dict[str, PfSpec]] = None
         self._current: Optional[str] = None
         self._started = 0.0
+        import threading  # only a run drawn on a terminal pays for it
+
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: "Optional[threading.Thread]" = None
 
     # -- what the kernel shows
 
@@ -120,6 +121,8 @@ class Progress:
             self._current, self._started = pf, time.monotonic()
             self._draw(final=False)
         if self._thread is None:
+            import threading
+
             self._thread = threading.Thread(target=self._tick, name="sriov-node-progress", daemon=True)
             self._thread.start()
 

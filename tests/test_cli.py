@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,30 @@ def test_unwritable_state_dir_is_reported_without_losing_the_outcome(make_host, 
     assert result.returncode == 0 and "Traceback" not in result.stderr
     body = json.loads(result.stdout)
     assert body["pfs"][0]["status"] == "changed" and "not recorded" in body["notices"][0]
+
+
+def complete(words: str, root: str = None) -> list:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
+    env.update(_SRIOV_NODE_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1))
+    out = subprocess.run([shutil.which("sriov-node", path=os.path.dirname(sys.executable))], capture_output=True,
+                         text=True, env=env, timeout=60).stdout
+    return out.split()
+
+
+def test_shell_completion_knows_commands_and_this_hosts_pfs(make_host):
+    host = make_host(("x710", 2, None))
+    assert "apply" in complete("sriov-node ap")
+    assert complete(f"sriov-node --root {host.root} set ens1") == ["ens1f0", "ens1f1"]
+    assert complete(f"sriov-node --root {host.root} check --pf 0000:20") == ["0000:20:00.0", "0000:20:00.1"]
+
+
+def test_a_named_command_loads_only_its_own_module():
+    from sriov_node.cli import command_of
+
+    assert command_of(["--root", "/x", "--config=/c.toml", "apply", "--json"]) == "apply"
+    assert command_of(["--root=/x", "sim", "create", "d"]) == "sim"
+    assert command_of(["--help"]) is None and command_of([]) is None
+    probe = ("import sys\nfrom sriov_node.cli import register\nregister(sys.argv[1:])\n"
+             "print(sorted(m for m in sys.modules if m.startswith('sriov_node.cli.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe, "--root", "/", "validate"], capture_output=True, text=True)
+    assert loaded.stdout.split() == ["['sriov_node.cli.app',", "'sriov_node.cli.engine']"], loaded.stderr

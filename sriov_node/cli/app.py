@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 from dataclasses import dataclass
 from typing import Any, Dict, NoReturn, Optional
@@ -13,7 +14,7 @@ import typer
 from sriov_node.errors import ConfigError, HostError, SriovNodeError, UsageError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # typer's own: --install-completion / --show-completion
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -21,6 +22,20 @@ app = typer.Typer(
 )
 sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulated hosts for tests and demos.")
 app.add_typer(sim_app, name="sim")
+
+
+def complete_pf(ctx: typer.Context, incomplete: str) -> "list[str]":
+    """Shell completion for a PF argument: this host's PF interface names and PCI addresses."""
+    from sriov_node.host import open_host
+    from sriov_node.host.observe import observe
+
+    root = (ctx.find_root().params.get("root") if ctx else None) or os.environ.get("SRIOV_NODE_ROOT", "/")
+    try:
+        pfs = observe(open_host(root), vfs_of=()).pfs
+    except (OSError, ValueError):
+        return []
+    words = [w for pf in pfs for w in (*pf.netdevs, pf.pci)]
+    return [w for w in words if w.startswith(incomplete)]
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 import typer
 
-from sriov_node.cli.app import app, fail, open_root
+from sriov_node.cli.app import app, complete_pf, fail, open_root
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, ReadOnlyRoot, SriovNodeError, UsageError
 
 
@@ -18,7 +18,7 @@ def check(
     fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
                                                   "(boot loader only; backups, then update-grub or grubby)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
-    pf: Optional[str] = typer.Option(None, "--pf", help="Only this PF: a PCI address, an interface name or "
+    pf: Optional[str] = typer.Option(None, "--pf", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
                                                          "VENDOR:DEVICE."),
 ) -> None:
     """Diagnose the platform for SR-IOV: CPU and IOMMU, kernel arguments now and at the next boot, SR-IOV

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, error_body, fail, open_root
+from sriov_node.cli.app import Interrupts, app, check_timeout, complete_pf, error_body, fail, open_root
 from sriov_node.errors import EXIT_INVALID, SriovNodeError, UsageError
 
 export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -69,7 +69,8 @@ def export_device_plugin(
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    pf: str = typer.Argument(..., help="The PF: an interface name (ens1f0), a PCI address (0000:3b:00.0) or a MAC."),
+    pf: str = typer.Argument(..., help="The PF: an interface name (ens1f0), a PCI address (0000:3b:00.0) or a MAC.",
+                             autocompletion=complete_pf),
     assignments: List[str] = typer.Argument(..., help="KEY=VALUE: num_vfs=8, vfs=0-3:vfio-pci (repeat; the whole "
                                                        "VF layout), mtu=9000, eswitch_mode=switchdev; KEY= removes KEY."),
     no_apply: bool = typer.Option(False, "--no-apply", help="Only edit the config file."),
@@ -103,7 +104,8 @@ def set_(
 @app.command("unset")
 def unset(
     ctx: typer.Context,
-    pf: str = typer.Argument(..., help="The PF whose block to remove: interface name, PCI address or MAC."),
+    pf: str = typer.Argument(..., help="The PF whose block to remove: interface name, PCI address or MAC.",
+                             autocompletion=complete_pf),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove a PF's block from the config (the old file kept as .bak). The PF's VFs stay as they are
