@@ -211,7 +211,14 @@ class Executor:
                 return False
             if not pci:  # VFs without PCI functions (netdevsim): the count is all there is
                 return True
-            return sysfs.virtfn_count(a.pf) == a.value and all(sysfs.vf_address(a.pf, i) for i in range(a.value))
+            if sysfs.virtfn_count(a.pf) != a.value:
+                return False
+            for i in range(a.value):  # every virtfnN resolves: remember the addresses for this run
+                address = sysfs.vf_address(a.pf, i)
+                if address is None:
+                    return False
+                self._addresses[(a.pf, i)] = address
+            return True
 
         def untouched() -> bool:
             return sysfs.num_vfs(a.pf) == 0 and (not pci or sysfs.virtfn_count(a.pf) == 0)
@@ -298,16 +305,18 @@ class Executor:
             sysfs.drivers_probe(vf)
         except OSError as exc:
             raise self._bind_failed(a, vf, exc.errno or E.EIO)
-        if sysfs.device_driver(vf) is None and sysfs.has_pci_driver(a.driver):
-            # drivers_probe swallows probe errors; an explicit bind reports them
-            try:
-                sysfs.bind(vf, a.driver)
-            except OSError as exc:
-                if exc.errno != E.EBUSY:  # EBUSY: it got bound meanwhile (asynchronous probe)
-                    raise self._bind_failed(a, vf, exc.errno or E.EIO)
-        if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline()):
-            raise self._bind_failed(a, vf, E.ETIMEDOUT)
         bound = sysfs.device_driver(vf)
+        if bound is None:
+            if sysfs.has_pci_driver(a.driver):
+                # drivers_probe swallows probe errors; an explicit bind reports them
+                try:
+                    sysfs.bind(vf, a.driver)
+                except OSError as exc:
+                    if exc.errno != E.EBUSY:  # EBUSY: it got bound meanwhile (asynchronous probe)
+                        raise self._bind_failed(a, vf, exc.errno or E.EIO)
+            if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline()):
+                raise self._bind_failed(a, vf, E.ETIMEDOUT)
+            bound = sysfs.device_driver(vf)
         if bound != a.driver:
             raise HostError(a.pf, f"{vf} bound to {bound} instead of {a.driver}", vf=a.vf,
                             hint=f"check driver_override of {vf}; another agent may be binding VFs")
