@@ -294,18 +294,24 @@ class Executor:
                             vf=index, errno=E.ETIMEDOUT, hint="check dmesg for the driver's remove path")
 
     def _bind(self, a: BindDriver) -> None:
+        """drivers_probe (the override names the driver), then read the driver link: one write, one read.
+
+        A VF found bound to another driver (a probe raced us) is unbound and probed again.
+        """
         sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
-        current = sysfs.device_driver(vf)
-        if current == a.driver:
-            return
-        if current is not None:  # bound meanwhile (a probe raced us): the override decides the next one
-            self._unbind_pci(a.pf, a.vf, vf, current)
         try:
-            sysfs.drivers_probe(vf)
+            sysfs.drivers_probe(vf)  # a bound VF keeps its driver: a no-op
         except OSError as exc:
             raise self._bind_failed(a, vf, exc.errno or E.EIO)
         bound = sysfs.device_driver(vf)
+        if bound is not None and bound != a.driver:
+            self._unbind_pci(a.pf, a.vf, vf, bound)
+            try:
+                sysfs.drivers_probe(vf)
+            except OSError as exc:
+                raise self._bind_failed(a, vf, exc.errno or E.EIO)
+            bound = sysfs.device_driver(vf)
         if bound is None:
             if sysfs.has_pci_driver(a.driver):
                 # drivers_probe swallows probe errors; an explicit bind reports them

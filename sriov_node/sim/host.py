@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 from sriov_node.host.devlink import Devlink
 from sriov_node.host.links import Links, VfChange
@@ -11,7 +11,15 @@ from sriov_node.host.paths import Root
 from sriov_node.host.sysfs import Sysfs, WriteCount
 from sriov_node.model import VfLinks
 from sriov_node.sim.kernel import SimKernel
-from sriov_node.sim.net import SimNet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sriov_node.sim.net import SimNet
+
+
+def _net(kernel: SimKernel) -> "SimNet":
+    from sriov_node.sim.net import SimNet  # netlink and devlink answers: loaded when first asked
+
+    return SimNet(kernel)
 
 
 class SimSysfs(Sysfs):
@@ -33,7 +41,13 @@ class SimLinks(Links):
     def __init__(self, counter: WriteCount, kernel: SimKernel):
         super().__init__(counter)
         self.kernel = kernel
-        self.net = SimNet(kernel)
+        self._sim_net: "Optional[SimNet]" = None
+
+    @property
+    def net(self) -> "SimNet":
+        if self._sim_net is None:
+            self._sim_net = _net(self.kernel)
+        return self._sim_net
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         return self.kernel.permanent_mac(ifname)
@@ -55,7 +69,14 @@ class SimDevlink(Devlink):
 
     def __init__(self, counter: WriteCount, kernel: SimKernel):
         super().__init__(counter)
-        self.net = SimNet(kernel)
+        self.kernel = kernel
+        self._sim_net: "Optional[SimNet]" = None
+
+    @property
+    def net(self) -> "SimNet":
+        if self._sim_net is None:
+            self._sim_net = _net(self.kernel)
+        return self._sim_net
 
     def eswitch_mode(self, handle: str) -> str:
         return self.net.eswitch_mode(handle)

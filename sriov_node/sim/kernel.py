@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -236,6 +235,8 @@ class SimKernel:
         path = self._p(UEVENT_SOCKET)
         if not os.path.exists(path):
             return
+        import socket  # only when someone listens
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
