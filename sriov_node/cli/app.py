@@ -7,7 +7,7 @@ import math
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any, Dict, NoReturn, Optional
+from typing import Any, Dict, Iterable, NoReturn, Optional
 
 import typer
 
@@ -72,6 +72,15 @@ def open_root(ctx: typer.Context, as_json: bool = False):
     return open_host(ctx.obj.root)
 
 
+def echo_problems(notices: Iterable[str], outcomes: Iterable[Any]) -> None:
+    """A run's notices, then each outcome's error lines, on stderr."""
+    for notice in notices:
+        typer.echo(f"note: {notice}", err=True)
+    for outcome in outcomes:
+        for line in (outcome.error or "").splitlines():
+            typer.echo(f"error: {line}", err=True)
+
+
 def check_timeout(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise typer.BadParameter(f"must be a finite number of seconds above 0, not {value}")
@@ -94,6 +103,10 @@ class Interrupts:
 
     def cancelled(self) -> bool:
         return self.signum is not None
+
+    def exit(self, code: int) -> "typer.Exit":
+        """The exit to raise at the end of a run: 128 + the signal when one stopped it, else `code`."""
+        return typer.Exit(128 + self.signum if self.signum is not None else code)
 
     def __enter__(self) -> "Interrupts":
         for sig in (signal.SIGINT, signal.SIGTERM):

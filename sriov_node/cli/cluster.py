@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, complete_pf, error_body, fail, open_root
+from sriov_node.cli.app import Interrupts, app, check_timeout, complete_pf, echo_problems, error_body, fail, open_root
 from sriov_node.errors import EXIT_INVALID, SriovNodeError, UsageError
 
 export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -166,14 +166,8 @@ def _apply_edited(host, result, body, *, as_json: bool, force: bool, timeout: fl
         for o in outcomes:
             typer.echo(f"{o.pci or '-':<12}  {o.name or '-':<10} {o.key:<6} {o.status}"
                        + (f" {o.writes} write(s)" if o.writes else ""))
-    for notice in report.notices:
-        typer.echo(f"note: {notice}", err=True)
-    for o in outcomes:
-        for line in (o.error or "").splitlines():
-            typer.echo(f"error: {line}", err=True)
-    if interrupts.signum is not None:
-        raise typer.Exit(128 + interrupts.signum)
-    raise typer.Exit(code)
+    echo_problems(report.notices, outcomes)
+    raise interrupts.exit(code)
 
 
 # ---------------------------------------------------------------------------- capture

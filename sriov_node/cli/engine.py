@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, error_body, fail, open_root
+from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, error_body, fail, open_root
 from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError
 
 @app.command()
@@ -68,14 +68,8 @@ def apply(
         typer.echo(json.dumps(body, indent=2))
     else:
         _print_report(report)
-    for notice in report.notices:
-        typer.echo(f"note: {notice}", err=True)
-    for outcome in report.outcomes:
-        for line in (outcome.error or "").splitlines():
-            typer.echo(f"error: {line}", err=True)
-    if interrupts.signum is not None:
-        raise typer.Exit(128 + interrupts.signum)
-    raise typer.Exit(report.exit_code)
+    echo_problems(report.notices, report.outcomes)
+    raise interrupts.exit(report.exit_code)
 
 
 def _print_report(report) -> None:

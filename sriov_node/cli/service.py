@@ -38,9 +38,7 @@ def boot(
             typer.echo(f"{pci}  {o.name or '-'}  {o.key}  {o.status}" + (f" {o.writes} write(s)" if o.writes else ""))
         for why in report.missing:
             typer.echo(f"not there after {report.waited:.0f} s: {why}")
-    if interrupts.signum is not None:
-        raise typer.Exit(128 + interrupts.signum)
-    raise typer.Exit(code)
+    raise interrupts.exit(code)
 
 
 @app.command()
