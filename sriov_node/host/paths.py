@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Dict, Tuple
 
 PCI_DEVICES = "sys/bus/pci/devices"
 PCI_DRIVERS = "sys/bus/pci/drivers"
@@ -22,6 +23,7 @@ class Root:
     def __init__(self, root: str = "/"):
         self.root = os.path.abspath(root)
         self._prefix = self.root.rstrip("/") + "/"
+        self._paths: Dict[Tuple[str, ...], str] = {}  # a run asks for the same few files per VF, often twice
 
     @property
     def is_real(self) -> bool:
@@ -29,6 +31,13 @@ class Root:
 
     def path(self, base: str, *parts: str) -> str:
         """`base` is a trusted constant ('sys/bus/pci/devices'); each part is one checked name."""
-        for part in parts:
-            check_part(part)
-        return self._prefix + base + ("/" + "/".join(parts) if parts else "")
+        key = (base,) + parts
+        path = self._paths.get(key)
+        if path is None:
+            for part in parts:
+                check_part(part)
+            path = self._prefix + base + ("/" + "/".join(parts) if parts else "")
+            if len(self._paths) >= 65536:
+                self._paths.clear()
+            self._paths[key] = path
+        return path
