@@ -228,13 +228,14 @@ class Executor:
 
         deadline = self._deadline()
         grace = min(deadline, time.monotonic() + 1.0)
-        if not self._wait(settled, grace) and a.value and untouched() and not self.cancelled():
+        done = self._wait(settled, grace)
+        if not done and a.value and untouched() and not self.cancelled():
             # Seen on NVMe right after its driver bound: the write succeeded, nothing was
             # enabled. The kernel's state says "0": writing N once more is still a 0 -> N step.
             self._write_num_vfs(a)
         if a.value and pci and sysfs.autoprobe(a.pf):
             self._created[a.pf] = time.monotonic()  # the kernel probes them now, maybe asynchronously
-        if not self._wait(settled, deadline):
+        if not done and not self._wait(settled, deadline):
             seen = sysfs.virtfn_count(a.pf)
             raise HostError(
                 a.pf,
