@@ -21,6 +21,11 @@ def is_override_only(driver: Optional[str]) -> bool:
     return driver is not None and (driver in OVERRIDE_ONLY_DRIVERS or driver.endswith("_vfio_pci"))
 
 
+def is_vfio(driver: Optional[str]) -> bool:
+    """vfio-pci and its variant drivers: they need the VF to be in an IOMMU group."""
+    return driver is not None and (driver == "vfio-pci" or driver.endswith("_vfio_pci"))
+
+
 def _sha256(data: bytes) -> Any:
     # CPython's built-in sha256: hashlib would load OpenSSL first, a few ms on every run at boot
     try:

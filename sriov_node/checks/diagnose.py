@@ -86,10 +86,6 @@ class Report:
 # ---------------------------------------------------------------------------- the platform
 
 
-def is_vfio(driver: Optional[str]) -> bool:
-    return driver is not None and (driver == "vfio-pci" or driver.endswith("_vfio_pci"))
-
-
 def cmdline_words(state: PlatformState) -> Optional[Tuple[str, ...]]:
     return None if state.cmdline.text is None else kargs.split_cmdline(state.cmdline.text)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from sriov_node.actions import BindDriver
-from sriov_node.model import format_ranges, is_override_only
+from sriov_node.model import format_ranges, is_vfio
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.host import Host
@@ -18,22 +18,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
     """Why this PF's plan cannot work on this platform (refused, exit 3), or None."""
-    binds = [a for a in pf_plan.actions if isinstance(a, BindDriver) and is_override_only(a.driver)
-             and a.driver != "pci-stub"]
-    if not binds:
-        return None
-    from sriov_node.checks.diagnose import FAIL, check_iommu, is_vfio
+    binds = [a for a in pf_plan.actions if isinstance(a, BindDriver) and is_vfio(a.driver)]
+    if not binds or host.sysfs.listdir("sys/kernel/iommu_groups"):
+        return None  # nothing needs an IOMMU group, or the IOMMU is on (every device has a group)
+    # The IOMMU is off: only now is the platform read, to say why and how to turn it on.
+    from sriov_node.checks.diagnose import FAIL, check_iommu
     from sriov_node.host.platform import PlatformState, observe_boot, observe_iommu, read_cmdline, read_cpu_vendor
 
-    binds = [a for a in binds if is_vfio(a.driver)]
-    if not binds:
-        return None
-
-    iommu = observe_iommu(host, group_types=False)
-    if iommu.groups:
-        return None
-    state = PlatformState(host.root, host.is_real_root, read_cmdline(host), read_cpu_vendor(host), iommu,
-                          boot=observe_boot(host))
+    state = PlatformState(host.root, host.is_real_root, read_cmdline(host), read_cpu_vendor(host),
+                          observe_iommu(host, group_types=False), boot=observe_boot(host))
     result = check_iommu(state, wants_vfio=True)
     if result.status != FAIL:
         return None

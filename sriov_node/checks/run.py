@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
-from sriov_node.checks.diagnose import SKIP, CheckResult, PfWant, Report, Scope, diagnose, is_vfio
+from sriov_node.checks.diagnose import SKIP, CheckResult, PfWant, Report, Scope, diagnose
 from sriov_node.config import check_ifname, normalize_pci
 from sriov_node.errors import UsageError
 from sriov_node.host import Host
 from sriov_node.host.observe import netdev_owners, observe
 from sriov_node.host.platform import PlatformState, observe_platform, pci_functions_with_ids
-from sriov_node.model import DRIVER_NONE, DesiredState, HostState, PfSpec, is_override_only
+from sriov_node.model import DRIVER_NONE, DesiredState, HostState, PfSpec, is_override_only, is_vfio
 from sriov_node.resolve import ABSENT, NOT_A_PF, resolve
 
 _IDS = re.compile(r"^(?:0x)?([0-9a-f]{4}):(?:0x)?([0-9a-f]{4})$")
