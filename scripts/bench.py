@@ -58,10 +58,11 @@ def alternate(commands: Dict[str, List[str]], repeat: int = REPEAT) -> Dict[str,
 
 
 def row(section: str, name: str, value: float, unit: str, baseline: Optional[Tuple[str, float]] = None,
-        target: Optional[str] = None, ok: Optional[bool] = None, note: str = "") -> None:
+        target: Optional[str] = None, ok: Optional[bool] = None, note: str = "", why: str = "") -> None:
+    """One figure. `why`: what the profile says about it, reported only when it misses its target."""
     ratio = value / baseline[1] if baseline and baseline[1] else None
     rows.append({"section": section, "name": name, "value": value, "unit": unit,
-                 "baseline": baseline, "ratio": ratio, "target": target, "ok": ok, "note": note})
+                 "baseline": baseline, "ratio": ratio, "target": target, "ok": ok, "note": note, "why": why})
     shown = f"{value * 1000:9.1f} ms" if unit == "s" else f"{value:9.1f} {unit}"
     base = f"   {baseline[0]} {baseline[1] * 1000:.1f} ms  ratio {ratio:.2f}" if baseline and unit == "s" else ""
     print(f"{section:<12} {name:<52} {shown}{base}{'  target ' + target if target else ''}"
@@ -88,6 +89,14 @@ def scale_config(vfs: int, settings: bool = True) -> str:
 # ---------------------------------------------------------------------------- 1 start-up
 
 
+STARTUP_WHY = (
+    "imports are most of it (`python -X importtime -m sriov_node ... apply`): typer and the click it carries "
+    "≈ 40 ms, Python itself ≈ 12 ms, our modules ≈ 25 ms, much of it dataclass creation (each generated "
+    "method is compiled at import); the work itself, observing and comparing 8 × 64 VFs, is ≈ 17 ms. "
+    "Only the invoked command's module is imported; the figure sits within a few ms of the target, "
+    "on either side depending on the machine's load")
+
+
 def bench_startup(work: str) -> None:
     host = sim_host(os.path.join(work, "startup"), ["e810:8:64"])
     config = os.path.join(work, "startup.toml")
@@ -103,8 +112,10 @@ def bench_startup(work: str) -> None:
                        "validate": cli + ["validate"], "noop": cli + ["apply"]})
     base = ("python -c pass", times["python"])
     row("start-up", "sriov-node --help", times["help"], "s", base, "<= 100 ms", times["help"] <= 0.10)
-    row("start-up", "validate, 8 PFs", times["validate"], "s", base, "<= 100 ms", times["validate"] <= 0.10)
-    row("start-up", "apply, no-op, 8 PFs x 64 VFs (0 writes)", times["noop"], "s", base, "<= 120 ms", times["noop"] <= 0.12)
+    row("start-up", "validate, 8 PFs", times["validate"], "s", base, "<= 100 ms", times["validate"] <= 0.10,
+        why=STARTUP_WHY)
+    row("start-up", "apply, no-op, 8 PFs x 64 VFs (0 writes)", times["noop"], "s", base, "<= 120 ms", times["noop"] <= 0.12,
+        why=STARTUP_WHY)
 
 
 # ---------------------------------------------------------------------------- 2 scale
@@ -342,10 +353,19 @@ def bench_lab() -> Optional[Dict[str, Any]]:
     conv = {k: median(v) for k, v in data["convergence"].items()}
     floor = ("floor: same writes, bare python3", conv["floor"])
     row("real kernel", "64 VFs -> vfio-pci: sriov-node apply", conv["apply"], "s", floor, "<= 1.10x floor",
-        conv["apply"] <= conv["floor"] * 1.10)
+        conv["apply"] <= conv["floor"] * 1.10,
+        why="start-up: in the guest every module is read over 9p and run under software emulation, so "
+            "`--help` alone costs several times `python -c pass` (the start-up rows). `-X importtime` in "
+            "the guest: typer ≈ 0.8 s, our modules ≈ 0.7 s (dataclass creation compiles code at import), on "
+            "top of Python's own ≈ 0.45 s; Python and typer alone come to about the floor's whole run. The "
+            "engine's work row is the same convergence without start-up")
     row("real kernel", "64 VFs -> vfio-pci: the shell loop", conv["shell"], "s", floor)
     row("real kernel", "64 VFs -> vfio-pci: the engine's work (started process)", conv["engine_work"], "s",
-        ("floor's writes alone", conv["floor_work"]), "<= 1.10x", conv["engine_work"] <= conv["floor_work"] * 1.10)
+        ("floor's writes alone", conv["floor_work"]), "<= 1.10x", conv["engine_work"] <= conv["floor_work"] * 1.10,
+        why="the difference is reading back: every virtfn link once after the count, each VF's driver "
+            "link after its bind, then one verification pass over every VF (driver link, override), "
+            "under emulation ≈ 0.1 ms a system call. That reading is what makes \"converged\" true and is "
+            "kept; in the profile (cProfile in the guest) no other function takes 2% of the run")
     st = data["startup"]
     row("real kernel", "guest start-up: python -c pass", median(st["python"]), "s")
     row("real kernel", "guest start-up: sriov-node --help (cold / warm)", median(st["help"]), "s",
@@ -358,7 +378,10 @@ def bench_lab() -> Optional[Dict[str, Any]]:
     ud = {k: median(v) for k, v in data["udevd"].items()}
     anchor = ("udevd .link [SR-IOV]", ud["udevd"])
     row("VF settings", "64 VFs + settings: our daemon (from the trigger)", ud["daemon"], "s", anchor,
-        "<= udevd", ud["daemon"] <= ud["udevd"])
+        "<= udevd", ud["daemon"] <= ud["udevd"],
+        why="the daemon listens to udev's events, which udevd sends once it has finished with the event "
+            "(so interface names are final), and udevd's own .link work is part of that: the daemon's "
+            "figure is udevd's processing, then the 50 ms quiet period, then the engine (the warm-engine row)")
     row("VF settings", "64 VFs + settings: our engine, warm process", ud["engine"], "s", anchor,
         "<= udevd", ud["engine"] <= ud["udevd"])
     return data
@@ -404,6 +427,11 @@ def write_report(path: str, lab: bool) -> None:
         lines.append(f"| {r['section']} | {name} | {value} | {base} | {ratio} | {r['target'] or ''} | {met} |")
     lines += ["", "Agent time is wall time minus the simulated kernel's own time (its writes and netlink calls, "
               "measured around them): the kernel's sleeps and work modelled as zero.", ""]
+    missed = [r for r in rows if r["ok"] is False]
+    if missed:
+        lines += ["## Missed targets, and why", ""]
+        lines += [f"- **{r['section']}, {r['name']}**: {r['why'] or 'not explained yet: profile it'}." for r in missed]
+        lines.append("")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
     print(f"wrote {path}")
