@@ -356,7 +356,7 @@ def bench_lab() -> Optional[Dict[str, Any]]:
         conv["apply"] <= conv["floor"] * 1.10,
         why="start-up: in the guest every module is read over 9p and run under software emulation, so "
             "`--help` alone costs several times `python -c pass` (the start-up rows). `-X importtime` in "
-            "the guest: typer ≈ 0.8 s, our modules ≈ 0.7 s (dataclass creation compiles code at import), on "
+            "the guest: typer ≈ 0.8 s, our modules ≈ 0.5 s (dataclass creation compiles code at import), on "
             "top of Python's own ≈ 0.45 s; Python and typer alone come to about the floor's whole run. The "
             "engine's work row is the same convergence without start-up")
     row("real kernel", "64 VFs -> vfio-pci: the shell loop", conv["shell"], "s", floor)
