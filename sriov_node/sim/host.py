@@ -35,11 +35,13 @@ class SimSysfs(Sysfs):
         self.kernel.write(rel, data)
 
 
-class SimLinks(Links):
+class _SimNetUser:
+    """Netlink and devlink answered by the model's network side, loaded on first use."""
+
     available = True
 
     def __init__(self, counter: WriteCount, kernel: SimKernel):
-        super().__init__(counter)
+        super().__init__(counter)  # type: ignore[call-arg]
         self.kernel = kernel
         self._sim_net: "Optional[SimNet]" = None
 
@@ -48,6 +50,10 @@ class SimLinks(Links):
         if self._sim_net is None:
             self._sim_net = _net(self.kernel)
         return self._sim_net
+
+
+class SimLinks(_SimNetUser, Links):
+    """VF settings and MTUs on the simulated netdevs."""
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         return self.kernel.permanent_mac(ifname)
@@ -64,19 +70,8 @@ class SimLinks(Links):
         self.net.set_mtu(ifname, mtu)
 
 
-class SimDevlink(Devlink):
-    available = True
-
-    def __init__(self, counter: WriteCount, kernel: SimKernel):
-        super().__init__(counter)
-        self.kernel = kernel
-        self._sim_net: "Optional[SimNet]" = None
-
-    @property
-    def net(self) -> "SimNet":
-        if self._sim_net is None:
-            self._sim_net = _net(self.kernel)
-        return self._sim_net
+class SimDevlink(_SimNetUser, Devlink):
+    """The simulated PF drivers' eswitch modes."""
 
     def eswitch_mode(self, handle: str) -> str:
         return self.net.eswitch_mode(handle)
