@@ -20,17 +20,18 @@ def tree(root: Path):
                   for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def fake_bin(tmp_path: Path, interpreter: str) -> str:
-    path = tmp_path / "bin" / "sriov-node"
-    path.parent.mkdir()
+def fake_bin(dest: Path, interpreter: str, where: str = "/opt/sriov-node/bin/sriov-node") -> str:
+    """A console script at `where` on the target (inside DESTDIR), run by `interpreter`."""
+    path = dest / where.lstrip("/")
+    path.parent.mkdir(parents=True)
     path.write_text(f"#!{interpreter}\nimport sys\n")
     path.chmod(0o755)
-    return str(path)
+    return where
 
 
 def test_install_puts_everything_in_place_and_enables_the_units(tmp_path):
     dest = tmp_path / "root"
-    binary = fake_bin(tmp_path, "/usr/bin/python3")
+    binary = fake_bin(dest, "/usr/bin/python3")
     result = install(dest, "--bin", binary)
     assert result.returncode == 0, result.stderr
     units = dest / "etc/systemd/system"
@@ -39,7 +40,7 @@ def test_install_puts_everything_in_place_and_enables_the_units(tmp_path):
         directives = [line for line in text.splitlines() if not line.startswith("#")]
         assert f"ExecStart={binary} {verb}" in directives and not [d for d in directives if "/usr/bin/sriov-node" in d]
         assert (units / "multi-user.target.wants" / unit).is_symlink()
-        assert not (units / f"{unit}.d").exists()  # /usr/bin/python3: ProtectHome=yes stays
+        assert not (units / f"{unit}.d").exists()  # /opt and /usr/bin/python3: the whole sandbox stays
     assert (dest / "etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules").read_text() == \
         (REPO / "etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules").read_text()
     assert (dest / "etc/sriov-node/config.toml").read_text() == (REPO / "etc/sriov-node/config.toml").read_text()
@@ -48,11 +49,26 @@ def test_install_puts_everything_in_place_and_enables_the_units(tmp_path):
     assert again.returncode == 0 and tree(dest) == first  # idempotent
 
 
+def drop_in_directives(dest: Path, unit: str) -> list:
+    text = (dest / f"etc/systemd/system/{unit}.d/10-interpreter.conf").read_text()
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
 def test_an_interpreter_under_root_gets_a_read_only_home_drop_in(tmp_path):
     dest = tmp_path / "root"
-    assert install(dest, "--bin", fake_bin(tmp_path, "/root/.pyenv/versions/3.11.7/bin/python3")).returncode == 0
-    drop_in = dest / "etc/systemd/system/sriov-node.service.d/10-interpreter.conf"
-    assert "ProtectHome=read-only" in drop_in.read_text()
+    assert install(dest, "--bin", fake_bin(dest, "/root/.pyenv/versions/3.11.7/bin/python3")).returncode == 0
+    for unit in ("sriov-node.service", "sriov-node-agent.service"):
+        assert drop_in_directives(dest, unit) == ["[Service]", "ProtectHome=read-only"]
+
+
+def test_a_checkout_under_tmp_keeps_the_real_tmp(tmp_path):
+    # PrivateTmp=yes would mount an empty /tmp over the venv: 203/EXEC at boot
+    dest = tmp_path / "root"
+    binary = fake_bin(dest, "/root/.pyenv/versions/3.11.7/bin/python3", "/tmp/checkout/.venv/bin/sriov-node")
+    result = install(dest, "--bin", binary)
+    assert result.returncode == 0, result.stderr
+    assert drop_in_directives(dest, "sriov-node-agent.service") == ["[Service]", "ProtectHome=read-only", "PrivateTmp=no"]
+    assert "/tmp/checkout/.venv/bin/sriov-node" in result.stdout
 
 
 def test_an_existing_config_is_kept_and_uninstall_keeps_it_too(tmp_path):
@@ -60,12 +76,13 @@ def test_an_existing_config_is_kept_and_uninstall_keeps_it_too(tmp_path):
     config = dest / "etc/sriov-node/config.toml"
     config.parent.mkdir(parents=True)
     config.write_text("# mine\n")
-    binary = fake_bin(tmp_path, "/usr/bin/python3")
+    binary = fake_bin(dest, "/usr/bin/python3")
     assert install(dest, "--bin", binary).returncode == 0
     assert config.read_text() == "# mine\n"
     result = install(dest, "--uninstall", "--bin", binary)
     assert result.returncode == 0, result.stderr
-    assert [path for path, _ in tree(dest)] == ["etc/sriov-node/config.toml"]
+    # what is left: the config, and the sriov-node that --bin named (not ours to remove)
+    assert [path for path, _ in tree(dest)] == ["etc/sriov-node/config.toml", "opt/sriov-node/bin/sriov-node"]
 
 
 def test_destdir_without_bin_is_refused(tmp_path):
