@@ -15,6 +15,7 @@ same run, written to docs/benchmarks.md. No absolute timing is asserted anywhere
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -30,7 +31,20 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 BIN = os.path.join(os.path.dirname(sys.executable), "sriov-node")
-QUICK = "--quick" in sys.argv
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmarks as ratios against baselines measured in the same run; writes docs/benchmarks.md.",
+    )
+    parser.add_argument("--quick", action="store_true", help="5 runs per figure instead of 9, scale up to 4x256 only, a 10 s idle window")
+    parser.add_argument("--no-lab", action="store_true", help="skip the real-kernel rows (no QEMU lab)")
+    parser.add_argument("--no-write", action="store_true", help="print the table only, leave docs/benchmarks.md")
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args(sys.argv[1:])
+QUICK = ARGS.quick
 REPEAT = 5 if QUICK else 9
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
 rows: List[Dict[str, Any]] = []  # one per figure, for the table
@@ -443,10 +457,10 @@ def main() -> None:
         bench_startup(work)
         bench_scale(work)
         bench_daemon(work)
-        lab = None if "--no-lab" in sys.argv else bench_lab()
+        lab = None if ARGS.no_lab else bench_lab()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if "--no-write" not in sys.argv:
+    if not ARGS.no_write:
         write_report(os.path.join(REPO, "docs", "benchmarks.md"), lab is not None)
 
 

@@ -41,3 +41,28 @@ def test_sim_create_refuses_a_directory_inside_a_python_project(tmp_path):
     with pytest.raises(ValueError, match="inside the Python project"):
         create_host(str(tmp_path / "demo-host"))
     assert not (tmp_path / "demo-host").exists()
+
+
+@pytest.mark.parametrize("script", ["demo", "setup", "install", "kernel-lab"])
+def test_every_script_answers_help_without_doing_anything(script, tmp_path):
+    # `--help` once ran the whole benchmark (and the demo ignored its arguments): a newcomer's
+    # first try must print usage, exit 0, and leave no trace.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    out = subprocess.run(["bash", str(REPO / "scripts" / script), "--help"], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() and "set -e" not in out.stdout
+    assert list(tmp_path.iterdir()) == []  # no cache, no simulated host, no lab run
+
+
+def test_bench_help_lists_its_options_and_runs_nothing():
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for option in ("--quick", "--no-lab", "--no-write"):
+        assert option in out.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--bogus"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--bogus" in bad.stderr
