@@ -230,3 +230,12 @@ def test_two_blocks_on_one_pf_fail_once_each_and_the_pf_is_examined_once(make_ho
     assert code == 1 and [(c["block"], c["status"]) for c in selected] == [("pf[0]", "fail"), ("pf[1]", "fail")]
     assert all("also selects" in c["seen"] for c in selected)
     assert len([c for c in body["checks"] if c["id"] == "sriov_capability"]) == 1
+
+
+def test_a_root_without_proc_cpuinfo_says_the_vendor_is_unknown_not_that_the_cpu_is_not_x86(make_host):
+    host = make_host(iommu=False, platform=SimPlatform(bios_iommu=False))
+    (Path(host.root) / "proc/cpuinfo").unlink()  # a sysfs capture keeps no /proc
+    code, body = check(host)
+    cpu = by_id(body, "cpu")
+    assert cpu["status"] == "skip" and "/proc/cpuinfo cannot be read (absent)" in cpu["seen"]
+    assert "no x86 vendor" not in cpu["seen"] and "grep vendor_id /proc/cpuinfo" in cpu["fix"]

@@ -163,6 +163,11 @@ def check_cpu(state: PlatformState) -> CheckResult:
         seen = "IVRS" in tables or any(u.startswith("ivhd") for u in state.iommu.units)
         kind = "is AMD-Vi (on by default)" if seen else "would be AMD-Vi (an AMD CPU; no IVRS table seen)"
         return CheckResult("cpu", OK, f"{vendor}; the IOMMU {kind}: vfio-pci needs iommu=pt")
+    if state.cpuinfo_problem:
+        return CheckResult("cpu", SKIP, f"the CPU vendor is unknown: /proc/cpuinfo cannot be read "
+                                        f"({state.cpuinfo_problem}) and no DMAR/IVRS table is visible",
+                           "on the node itself, grep vendor_id /proc/cpuinfo: GenuineIntel needs intel_iommu=on "
+                           "iommu=pt, AuthenticAMD iommu=pt")
     return CheckResult("cpu", SKIP, f"/proc/cpuinfo names no x86 vendor ({state.cpu_vendor or 'no vendor_id'}) and no "
                                     "DMAR/IVRS table is visible: the kernel-argument recipe here is for Intel and AMD",
                        "on other architectures turn the IOMMU on as the platform documents (e.g. iommu.passthrough=1 "

@@ -135,6 +135,7 @@ class PlatformState:
     boot: Optional[BootFiles] = None
     networkmanager: Optional[NetworkManagerState] = None
     reboot_required: Optional[str] = None
+    cpuinfo_problem: Optional[str] = None  # why /proc/cpuinfo could not be read ("absent", ...); None when it was
 
     def device(self, pci: str) -> Optional[PciFunction]:
         return next((d for d in self.devices if d.pci == pci), None)
@@ -210,6 +211,17 @@ def read_cpu_vendor(host: Host) -> Optional[str]:
     except OSError:
         return None
     return None
+
+
+def cpuinfo_problem(host: Host) -> Optional[str]:
+    """Why /proc/cpuinfo cannot be read ("absent", permission denied, ...), or None when it can."""
+    try:
+        with open(host.path("proc", "cpuinfo"), "rb"):
+            return None
+    except FileNotFoundError:
+        return "absent"
+    except OSError as exc:
+        return _problem(exc)
 
 
 def observe_iommu(host: Host, *, group_types: bool = True) -> IommuState:
@@ -417,11 +429,13 @@ def observe_platform(host: Host, devices: Sequence[str] = (), drivers: Iterable[
     """The platform as `check` sees it: kernel arguments, CPU, IOMMU, these PCI functions, these
     drivers' modules, the boot loader's files, NetworkManager, a pending reboot."""
     reboot = read_file(host, REBOOT_REQUIRED)
+    vendor = read_cpu_vendor(host)
     return PlatformState(
         root=host.root,
         live=host.is_real_root,
         cmdline=read_cmdline(host),
-        cpu_vendor=read_cpu_vendor(host),
+        cpu_vendor=vendor,
+        cpuinfo_problem=None if vendor else cpuinfo_problem(host),
         iommu=observe_iommu(host),
         devices=tuple(observe_function(host, pci) for pci in devices),
         modules=observe_modules(host, drivers),
