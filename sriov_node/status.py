@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.compare import compare
+from sriov_node.compare import RECREATE, compare
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
@@ -30,9 +30,18 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
             by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
+        # A count that differs (or VFs missing behind it) is fixed by making every VF anew: the
+        # comparison says nothing of each VF then, and neither does status ("ok" would be a guess).
+        remade = bool(target) and not target.spec.externally_managed and any(f.attr in RECREATE for f in findings)
         vfs = []
         for vf in pf.vfs:
-            want = target.spec.vf(vf.index).driver if target and vf.index < target.spec.num_vfs else None
+            managed = target is not None and vf.index < target.spec.num_vfs
+            want = target.spec.vf(vf.index).driver if managed else None
+            note = None
+            if remade:
+                note = "not compared: the next apply makes the VFs anew"
+            elif target is not None and not managed:
+                note = "beyond num_vfs: left as it is (externally managed)"
             vfs.append({
                 "index": vf.index,
                 "pci": vf.pci,
@@ -40,12 +49,13 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
                 "driver_override": vf.driver_override,
                 "netdev": vf.netdevs[0] if vf.netdevs else None,
                 "iommu_group": vf.iommu_group,
-                "desired_driver": describe_driver(want) if target else None,
+                "desired_driver": describe_driver(want) if managed else None,
                 "settings": None if vf.links is None else {a: vf.links.observed(a) for a in VF_LINK_ATTRS},
-                "desired_settings": target.spec.vf(vf.index).links.wanted() if target else None,
+                "desired_settings": target.spec.vf(vf.index).links.wanted() if managed else None,
                 "mtu": vf.mtu,
-                "matches": None if target is None else not by_vf.get(vf.index),
+                "matches": None if note or not managed else not by_vf.get(vf.index),
                 "findings": by_vf.get(vf.index, []),
+                "note": note,
             })
         failure = failed_pfs.get(pf.pci)
         pfs.append({

@@ -260,6 +260,11 @@ def test_externally_managed_never_writes_numvfs_but_configures_the_vfs(host, wri
     assert report.exit_code == 0, report.outcomes[0].error
     assert not [p for p, _, _ in sim_writes(host)[1:] if p.endswith("sriov_numvfs")]
     assert h.sysfs.num_vfs(E810) == 3 and [vf_settings(host, "ens2f0")[i].vlan for i in range(3)] == [9, 9, 0]
+    body = json.loads(run_cli("status", "--json", root=host.root, config=path).stdout)
+    (vfs,) = [pf["vfs"] for pf in body["pfs"] if pf["name"] == "ens2f0"]
+    assert [(vf["matches"], vf["desired_driver"], vf["note"]) for vf in vfs] == [
+        (True, "the kernel's default driver", None), (True, "the kernel's default driver", None),
+        (None, None, "beyond num_vfs: left as it is (externally managed)")]
     too_many = write_config('[[pf]]\nname = "ens2f0"\nnum_vfs = 5\nexternally_managed = true\n')
     report = apply(host, too_many)
     assert report.exit_code == 1 and "needs at least 5" in report.outcomes[0].error

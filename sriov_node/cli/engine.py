@@ -140,7 +140,7 @@ def _print_status(body, as_json: bool) -> None:
             typer.echo(f"    {pf['error']}")
         for vf in pf["vfs"]:
             if vf["matches"] is None:
-                flag = ""
+                flag = vf["note"] or ""
             elif vf["matches"]:
                 flag = f"ok ({vf['desired_driver']})"
             else:
