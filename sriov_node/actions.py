@@ -21,10 +21,19 @@ class Action:
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"pf": self.pf, "op": self.op}
-        for f in fields(self):
-            if f.name != "pf":
-                out[f.name] = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            out[name] = getattr(self, name)
         return out
+
+
+_FIELD_NAMES: Dict[type, Tuple[str, ...]] = {}  # every action of a plan is turned into a dict: ask once per class
+
+
+def _field_names(cls: type) -> Tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.name != "pf")
+    return names
 
 
 @dataclass(frozen=True)
