@@ -16,6 +16,9 @@ DEFAULT_TIMEOUT = 60.0  # seconds: the deadline of every wait (--timeout)
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
+_CHUNK = 65536
+
+
 class WriteCount:
     """How many writes the host received; a run reads it before and after (never a growing list)."""
 
@@ -49,13 +52,17 @@ class Sysfs:
         except (OSError, ValueError):
             return None
         try:
-            chunks = []
-            while True:  # sysfs attributes are at most a page; plain files (captures) may be longer
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            return b"".join(chunks).decode("utf-8", "replace").rstrip("\n")
+            # A sysfs attribute is at most a page and comes whole from the first read; a shorter
+            # read than asked is the end (no second read(2) to see EOF). Plain files (captures)
+            # longer than a chunk are read on.
+            chunk = os.read(fd, _CHUNK)
+            if len(chunk) == _CHUNK:
+                chunks = [chunk]
+                while chunk:
+                    chunk = os.read(fd, _CHUNK)
+                    chunks.append(chunk)
+                chunk = b"".join(chunks)
+            return chunk.decode("utf-8", "replace").rstrip("\n")
         except OSError:
             return None
         finally:
