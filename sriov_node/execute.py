@@ -184,6 +184,10 @@ class Executor:
                             vf=index, hint="check dmesg for VFs the PF driver failed to add; re-run")
         return pci
 
+    def addresses(self, pf: str) -> Dict[int, str]:
+        """The VF addresses of `pf` this run has read, {index: PCI address} (verification reuses them)."""
+        return {index: pci for (p, index), pci in self._addresses.items() if p == pf}
+
     def _write_failed(self, pf: str, attr: str, exc: OSError, vf: Optional[int] = None) -> HostError:
         message, hint = hints.write_error(attr, exc.errno or E.EIO)
         return HostError(pf, message, attr=attr, errno=exc.errno, hint=hint, vf=vf)

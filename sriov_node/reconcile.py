@@ -247,7 +247,8 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
     outcome.writes = host.writes - before
     gone = not host.sysfs.pf_exists(pf_plan.pf)
     outcome.seqnum = host.sysfs.uevent_seqnum()
-    after = () if gone else compare(pf_plan.target.spec, observe_target(host, pf_plan.target))
+    after = () if gone else compare(pf_plan.target.spec,
+                                    observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
     outcome.errors = [e.to_dict() for e in result.errors]
     outcome.findings = _finding_dicts(after)
     lines = [str(e) for e in result.errors]

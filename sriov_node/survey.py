@@ -7,7 +7,7 @@ Kept apart from the engine so that `validate` and `status` import none of the wr
 from __future__ import annotations
 
 import os
-from typing import FrozenSet, Optional, Tuple
+from typing import FrozenSet, Mapping, Optional, Tuple
 
 from sriov_node.config import load_config
 from sriov_node.host import Host
@@ -46,8 +46,9 @@ def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = N
     return heads, Resolution(targets, resolution.failures, resolution.notices)
 
 
-def observe_target(host: Host, target: Target, *, detail: bool = False) -> PfState:
+def observe_target(host: Host, target: Target, *, detail: bool = False,
+                   known_vfs: Optional[Mapping[int, str]] = None) -> PfState:
     """The PF with what its block's comparison needs (VFs' drivers, and VF settings, MTUs, eswitch
     when wanted); with `detail`, also each VF's netdevs and IOMMU group (what `status` shows)."""
     return observe_pf(host, target.pf.pci, want=Wanted.for_spec(target.spec, macs=target.pf.mac is not None,
-                                                                   detail=detail))
+                                                                   detail=detail), known_vfs=known_vfs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Collection, Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Mapping, Optional, Tuple
 
 from sriov_node.host import Host
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES, PCI_DRIVERS
@@ -61,12 +61,16 @@ def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: b
     )
 
 
-def _vf_links(host: Host, pci: str) -> List[Tuple[int, str]]:
+def _vf_links(host: Host, pci: str, known: Optional[Mapping[int, str]] = None) -> List[Tuple[int, str]]:
+    """(index, address) of each virtfnN link the PF shows now. `known`: addresses read earlier in
+    this run; virtfnN always names the same function while the count is the same, so the listing
+    alone confirms those VFs are there."""
     found = []
     for entry in host.sysfs.listdir(PCI_DEVICES, pci):
         m = _VIRTFN_RE.match(entry)
         if m:
-            vf_pci = host.sysfs.vf_address(pci, int(m.group(1)))
+            index = int(m.group(1))
+            vf_pci = (known.get(index) if known else None) or host.sysfs.vf_address(pci, index)
             if vf_pci:
                 found.append((int(m.group(1)), vf_pci))
     return sorted(found)
@@ -108,8 +112,9 @@ def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int
 
 
 def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = False,
-               want: Optional[Wanted] = None) -> PfState:
-    """The PF; its VFs too unless `with_vfs` is False (resolution needs only the PF)."""
+               want: Optional[Wanted] = None, known_vfs: Optional[Mapping[int, str]] = None) -> PfState:
+    """The PF; its VFs too unless `with_vfs` is False (resolution needs only the PF). `known_vfs`:
+    VF addresses this run has read already (the executor's), as {index: PCI address}."""
     want = want or Wanted(vfs=with_vfs, macs=macs)
     sysfs = host.sysfs
     bus = sysfs.pf_bus(pci)
@@ -127,7 +132,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     if want.vfs:
         if bus == "pci":
             vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu, detail=want.vf_detail)
-                        for index, vf_pci in _vf_links(host, pci))
+                        for index, vf_pci in _vf_links(host, pci, known_vfs))
             unbound = next((vf for vf in vfs if vf.driver is None), None)
             if unbound is not None:  # only then does anyone ask which driver the kernel would pick
                 default = default_driver_of(host, unbound.pci)
