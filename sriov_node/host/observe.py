@@ -44,8 +44,7 @@ def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
 
 def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: bool = True) -> VfState:
     """A VF's driver and driver_override; with `detail` (or `mtu`), its netdevs and IOMMU group too."""
-    driver = host.sysfs.device_driver(pci)
-    override = host.sysfs.driver_override(pci)
+    driver, override = host.sysfs.vf_binding(pci)
     if not (detail or mtu):
         return VfState(index=index, pci=pci, driver=driver, driver_override=override)
     netdevs, elsewhere = _netdevs(host, pci)

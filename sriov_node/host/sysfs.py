@@ -19,6 +19,42 @@ _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _CHUNK = 65536
 
 
+def _read_text(path: str) -> Optional[str]:
+    """A file's text without the trailing newline; None if absent or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # A sysfs attribute is at most a page and comes whole from the first read; a shorter read
+        # than asked is the end (no second read(2) to see EOF). Plain files (captures) longer than
+        # a chunk are read on.
+        chunk = os.read(fd, _CHUNK)
+        if len(chunk) == _CHUNK:
+            chunks = [chunk]
+            while chunk:
+                chunk = os.read(fd, _CHUNK)
+                chunks.append(chunk)
+            chunk = b"".join(chunks)
+        return chunk.decode("utf-8", "replace").rstrip("\n")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _link_name(path: str) -> Optional[str]:
+    """The last component of a symbolic link's target, None when there is no link."""
+    try:
+        target = os.readlink(path).rstrip("/")
+    except OSError:
+        return None
+    name = target[target.rfind("/") + 1:]
+    if name in ("", ".", ".."):
+        name = os.path.basename(os.path.realpath(path))
+    return name
+
+
 class WriteCount:
     """How many writes the host received; a run reads it before and after (never a growing list)."""
 
@@ -48,25 +84,9 @@ class Sysfs:
     def read(self, base: str, *parts: str) -> Optional[str]:
         """File contents without the trailing newline; None if absent or unreadable."""
         try:
-            fd = os.open(self.path(base, *parts), os.O_RDONLY | os.O_CLOEXEC)
-        except (OSError, ValueError):
+            return _read_text(self.path(base, *parts))
+        except ValueError:
             return None
-        try:
-            # A sysfs attribute is at most a page and comes whole from the first read; a shorter
-            # read than asked is the end (no second read(2) to see EOF). Plain files (captures)
-            # longer than a chunk are read on.
-            chunk = os.read(fd, _CHUNK)
-            if len(chunk) == _CHUNK:
-                chunks = [chunk]
-                while chunk:
-                    chunk = os.read(fd, _CHUNK)
-                    chunks.append(chunk)
-                chunk = b"".join(chunks)
-            return chunk.decode("utf-8", "replace").rstrip("\n")
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
     def read_bytes(self, base: str, *parts: str, limit: int = 4096) -> Optional[bytes]:
         try:
@@ -85,12 +105,8 @@ class Sysfs:
     def link_name(self, base: str, *parts: str) -> Optional[str]:
         """basename of a symlink's target (e.g. the `driver` link), None when absent."""
         try:
-            path = self.path(base, *parts)
-            name = os.path.basename(os.readlink(path).rstrip("/"))
-            if name in ("", ".", ".."):
-                name = os.path.basename(os.path.realpath(path))
-            return name
-        except (OSError, ValueError):
+            return _link_name(self.path(base, *parts))
+        except ValueError:
             return None
 
     def listdir(self, base: str, *parts: str) -> List[str]:
@@ -140,8 +156,15 @@ class Sysfs:
         return self.link_name(self.pf_dir(dev), dev, "driver")
 
     def device_driver(self, pci: str) -> Optional[str]:
-        name = self.link_name(PCI_DEVICES, pci, "driver")
-        if name is None and self.isdir(PCI_DEVICES, pci, "driver"):
+        try:
+            device = self.path(PCI_DEVICES, pci)
+        except ValueError:
+            return None
+        return self._driver_at(device, pci)
+
+    def _driver_at(self, device: str, pci: str) -> Optional[str]:
+        name = _link_name(device + "/driver")
+        if name is None and os.path.isdir(device + "/driver"):
             # a capture made with dereferenced links: the uevent file still names the driver
             name = self.uevent(PCI_DEVICES, pci).get("DRIVER")
         return name
@@ -149,6 +172,16 @@ class Sysfs:
     def driver_override(self, pci: str) -> Optional[str]:
         value = self.read(PCI_DEVICES, pci, "driver_override")
         return None if value in (None, "", "(null)") else value
+
+    def vf_binding(self, pci: str) -> Tuple[Optional[str], Optional[str]]:
+        """(device_driver, driver_override) of a PCI function, its directory resolved once: the
+        two questions every verification asks of every VF."""
+        try:
+            device = self.path(PCI_DEVICES, pci)
+        except ValueError:
+            return None, None
+        override = _read_text(device + "/driver_override")
+        return self._driver_at(device, pci), None if override in (None, "", "(null)") else override
 
     def num_vfs(self, pf: str) -> Optional[int]:
         return self.read_int(self.pf_dir(pf), pf, "sriov_numvfs")
