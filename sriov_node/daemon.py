@@ -10,7 +10,7 @@
 It shares the engine's machine-wide lock with `apply` and `boot`, so a manual `apply` while it
 runs is safe. Events whose SEQNUM the last read of their PF already covers are dropped: the
 echoes of its own writes never start another round. A PF that keeps failing is retried with an
-exponential back-off, not on every event.
+exponential back-off, not on every event; a PF whose driver is gone waits for its bind event.
 """
 
 from __future__ import annotations
@@ -135,7 +135,15 @@ class Daemon:
             else:
                 for line in (o.error or o.status).splitlines():
                     self.log.error(line, extra=fields(o.pci, (o.detail or {}).get("vf")))
-                self._fail(o.pci)
+                if self._driverless(o.pci):
+                    # Only the PF's bind (a uevent) can change that: no timed retry, and no back-off
+                    # that would make the bind wait (a firmware update keeps the driver away for long)
+                    self.failures.pop(o.pci, None)
+                    self.not_before.pop(o.pci, None)
+                    self.log.info("%s: waiting for its driver to be bound (its uevent starts the next run)", o.pci,
+                                  extra=fields(o.pci))
+                else:
+                    self._fail(o.pci)
         self._learn_vfs(report)
         self._write_metrics(self.desired)
         scope = "every PF" if only is None else "only " + ",".join(sorted(only))
@@ -156,6 +164,11 @@ class Daemon:
             write_textfile(self.host, desired, path, config_valid=config_valid)
         except SriovNodeError as exc:
             self.log.warning("metrics not written: %s", exc)
+
+    def _driverless(self, pf: str) -> bool:
+        """A PCI PF that is gone or has no driver now."""
+        sysfs = self.host.sysfs
+        return sysfs.is_pci(pf) and (not sysfs.pf_exists(pf) or sysfs.pf_driver(pf) is None)
 
     def _fail(self, pf: str) -> None:
         n = self.failures[pf] = self.failures.get(pf, 0) + 1

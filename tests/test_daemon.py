@@ -159,6 +159,22 @@ def test_a_pf_driver_reload_is_repaired(daemon):
     print(f"PF bind to converged: {reaction:.2f} s")
 
 
+def test_a_pf_without_its_driver_waits_for_the_bind_event_not_a_back_off(daemon):
+    # A firmware update keeps the PF driver away for seconds: the runs in between fail (no
+    # driver), and the bind that ends it must be answered at once, not after a grown back-off.
+    d = daemon()
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    h = open_host(d.host.root)
+    h.sysfs.unbind(PF0, "i40e")
+    d.wait_for(lambda: any("no driver is bound to the PF" in line for line in d.log), what="the failed run")
+    time.sleep(2.5)  # long enough for a 2 s back-off to have retried and doubled
+    start = time.monotonic()
+    h.sysfs.drivers_probe(PF0)
+    d.wait_for(lambda: open_host(d.host.root).sysfs.num_vfs(PF0) == 4, what="VFs restored")
+    assert time.monotonic() - start < 1.5, d.log
+    assert not any("next attempt in" in line for line in d.log), d.log
+
+
 def test_a_burst_of_events_is_one_run_and_our_own_writes_do_not_start_another(daemon):
     d = daemon(CONFIG.replace("num_vfs = 4", "num_vfs = 32"))
     d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
