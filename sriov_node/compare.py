@@ -151,6 +151,12 @@ def compare_pf(spec: PfSpec, pf: PfState) -> List[Finding]:
     return out
 
 
+def remakes_vfs(spec: PfSpec, findings: Tuple[Finding, ...]) -> bool:
+    """The findings are fixed by making every VF anew (a count that differs, VFs missing behind it):
+    the comparison then says nothing of each VF. Never for an externally managed PF."""
+    return not spec.externally_managed and any(f.attr in RECREATE for f in findings)
+
+
 def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
     """Everything about `pf` that differs from `spec`; empty means converged.
 

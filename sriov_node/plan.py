@@ -34,7 +34,7 @@ from sriov_node.actions import (
     SetVfSetting,
     UnbindDriver,
 )
-from sriov_node.compare import ESWITCH, PF_MTU, RECREATE, VF_LINKS, VF_MTU, Finding, compare
+from sriov_node.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, remakes_vfs
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
@@ -196,7 +196,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     if ESWITCH in attrs and spec.eswitch_mode is not None:
         mode = SetEswitchMode(pf.pci, handle=pf.devlink_handle, value=spec.eswitch_mode, current=pf.eswitch_mode)
     order = eswitch_order(pf)
-    recreate = bool(attrs & RECREATE) and not spec.externally_managed
+    recreate = remakes_vfs(spec, findings)
     if mode is not None and order == "no_vfs" and (have or pf.vfs):
         if spec.externally_managed:
             mode = None  # the count is not ours to take through 0: the finding stays, reported

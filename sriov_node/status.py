@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.compare import RECREATE, compare
+from sriov_node.compare import compare, remakes_vfs
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
@@ -32,7 +32,7 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
             by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
         # A count that differs (or VFs missing behind it) is fixed by making every VF anew: the
         # comparison says nothing of each VF then, and neither does status ("ok" would be a guess).
-        remade = bool(target) and not target.spec.externally_managed and any(f.attr in RECREATE for f in findings)
+        remade = target is not None and remakes_vfs(target.spec, findings)
         vfs = []
         for vf in pf.vfs:
             managed = target is not None and vf.index < target.spec.num_vfs
