@@ -181,3 +181,17 @@ def test_the_generated_grub_cfg_first_entry():
     text = (DATA / "grub-cfg" / "debian12-grub.cfg").read_text()
     kernel, words = bootcfg.grub_cfg_first_entry(text)
     assert kernel == "/boot/vmlinuz-6.1.0-18-amd64" and words[-1] == "quiet" and "single" not in words
+
+
+@pytest.mark.parametrize("value", ["`uname -r`x", '"a `echo "b"` c"', '"$(echo `date`) d"', "$(x `y)` z)"])
+def test_backquotes_are_one_unknown_segment_wherever_they_stand(value):
+    (a,) = bootcfg.parse_assignments(f"GRUB_CMDLINE_LINUX={value}\n")
+    assert a.raw(f"GRUB_CMDLINE_LINUX={value}\n") == value
+    unknown = [s for s in a.segments if s.kind == "unknown"]
+    assert len(unknown) == 1 and "`" in unknown[0].value
+    assert bootcfg._literal(a.segments) is None  # nothing computed at run time is taken for a literal
+
+
+def test_an_unterminated_backquote_is_a_syntax_error():
+    with pytest.raises(bootcfg.ShellSyntaxError, match="backquote"):
+        bootcfg.parse_assignments('GRUB_CMDLINE_LINUX="`uname\n')

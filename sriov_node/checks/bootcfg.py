@@ -89,7 +89,7 @@ def _find_close(text: str, i: int, close: str) -> int:
             i = _dquote(text, i + 1, [])
             continue
         if c == "`":
-            i = _backtick(text, i + 1)
+            i = _backtick(text, i, [])
             continue
         if c == opener:
             depth += 1
@@ -101,13 +101,15 @@ def _find_close(text: str, i: int, close: str) -> int:
     raise ShellSyntaxError(f"unterminated {opener}")
 
 
-def _backtick(text: str, i: int) -> int:
-    n = len(text)
+def _backtick(text: str, start: int, segs: List[Segment]) -> int:
+    """A command substitution `...` opening at `start`: one unknown segment; the index after it."""
+    i, n = start + 1, len(text)
     while i < n:
         if text[i] == "\\":
             i += 2
             continue
         if text[i] == "`":
+            segs.append(Segment("unknown", start, i + 1, text[start:i + 1]))
             return i + 1
         i += 1
     raise ShellSyntaxError("unterminated backquote")
@@ -162,9 +164,7 @@ def _dquote(text: str, i: int, segs: List[Segment]) -> int:
             i = _dollar(text, i, segs)
             continue
         if c == "`":
-            end = _backtick(text, i + 1)
-            segs.append(Segment("unknown", i, end, text[i:end]))
-            i = end
+            i = _backtick(text, i, segs)
             continue
         segs.append(Segment("lit", i, i + 1, c))
         i += 1
@@ -194,9 +194,7 @@ def _word(text: str, i: int) -> Tuple[int, List[Segment]]:
             i = _dquote(text, i + 1, segs)
             continue
         if c == "`":
-            end = _backtick(text, i + 1)
-            segs.append(Segment("unknown", i, end, text[i:end]))
-            i = end
+            i = _backtick(text, i, segs)
             continue
         if c == "$":
             i = _dollar(text, i, segs)
