@@ -31,6 +31,7 @@ from sriov_node.actions import (
 from sriov_node.errors import HostError
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of
+from sriov_node.host.paths import CLASS_NET, PCI_DEVICES
 from sriov_node.model import VF_LINK_ATTRS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.plan import PfPlan
@@ -382,7 +383,7 @@ class Executor:
 
     def _bind_default(self, a: ProbeVf, vf: str, default: Optional[str]) -> Optional[HostError]:
         """Bind the default driver through its bind file, which returns the probe's errno: why it failed."""
-        ident = self.sysfs.uevent("sys/bus/pci/devices", vf).get("PCI_ID", "").lower() or vf
+        ident = self.sysfs.uevent(PCI_DEVICES, vf).get("PCI_ID", "").lower() or vf
         if default is None:
             return HostError(a.pf, f"{vf}: no driver bound after probing: no loaded driver matches {ident}",
                              vf=a.vf, errno=E.ENODEV,
@@ -411,7 +412,7 @@ class Executor:
         except OSError as exc:
             message, hint = hints.netlink_error(f"setting {a.ifname}'s MTU to {a.value}", exc.errno or E.EIO)
             raise HostError(a.pf, message, attr="mtu", errno=exc.errno, hint=hint)
-        mtu = self.sysfs.read_int("sys/class/net", a.ifname, "mtu")
+        mtu = self.sysfs.read_int(CLASS_NET, a.ifname, "mtu")
         if mtu != a.value:
             raise HostError(a.pf, f"{a.ifname}'s MTU reads {mtu} after setting {a.value}", attr="mtu",
                             hint="check the device's max_mtu (ip -d link show) and dmesg")
@@ -486,7 +487,7 @@ class Executor:
         vf = self._vf_pci(a.pf, a.vf)
 
         def netdev() -> Optional[str]:
-            names = sysfs.listdir("sys/bus/pci/devices", vf, "net")
+            names = sysfs.listdir(PCI_DEVICES, vf, "net")
             return sorted(names)[0] if names else None
 
         if not self._wait(lambda: netdev() is not None, self._deadline()):
@@ -499,7 +500,7 @@ class Executor:
         except OSError as exc:
             message, hint = hints.netlink_error(f"setting {ifname}'s MTU to {a.value}", exc.errno or E.EIO)
             raise HostError(a.pf, message, vf=a.vf, attr="mtu", errno=exc.errno, hint=hint)
-        mtu = sysfs.read_int("sys/class/net", ifname, "mtu")
+        mtu = sysfs.read_int(CLASS_NET, ifname, "mtu")
         if mtu != a.value:
             raise HostError(a.pf, f"{ifname}'s MTU reads {mtu} after setting {a.value}", vf=a.vf, attr="mtu",
                             hint="check the VF driver's max MTU and the PF's MTU")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional
 from sriov_node.compare import Finding, compare
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
 from sriov_node.host import Host
+from sriov_node.host.paths import PCI_DRIVERS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
 from sriov_node.resolve import BlockFailure, Target
@@ -164,7 +165,8 @@ def reconcile(
         outcomes = []
         interrupted = False
         for target in resolution.targets:
-            pf_plan = _plan(target, frozenset(host.sysfs.listdir("sys/bus/pci/drivers")))
+            # listed again for each PF: an earlier PF's run may have loaded a driver
+            pf_plan = _plan(target, frozenset(host.sysfs.listdir(PCI_DRIVERS)))
             if pf_plan is None:  # converged: nothing to plan
                 outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED, seqnum=seqnum))
                 continue
