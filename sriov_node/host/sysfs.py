@@ -43,6 +43,11 @@ def _read_text(path: str) -> Optional[str]:
         os.close(fd)
 
 
+def _override(value: Optional[str]) -> Optional[str]:
+    """driver_override as read: None when none is set (the kernel shows "(null)", older ones "")."""
+    return None if value in (None, "", "(null)") else value
+
+
 def _link_name(path: str) -> Optional[str]:
     """The last component of a symbolic link's target, None when there is no link."""
     try:
@@ -170,8 +175,7 @@ class Sysfs:
         return name
 
     def driver_override(self, pci: str) -> Optional[str]:
-        value = self.read(PCI_DEVICES, pci, "driver_override")
-        return None if value in (None, "", "(null)") else value
+        return _override(self.read(PCI_DEVICES, pci, "driver_override"))
 
     def vf_binding(self, pci: str) -> Tuple[Optional[str], Optional[str]]:
         """(device_driver, driver_override) of a PCI function, its directory resolved once: the
@@ -180,8 +184,7 @@ class Sysfs:
             device = self.path(PCI_DEVICES, pci)
         except ValueError:
             return None, None
-        override = _read_text(device + "/driver_override")
-        return self._driver_at(device, pci), None if override in (None, "", "(null)") else override
+        return self._driver_at(device, pci), _override(_read_text(device + "/driver_override"))
 
     def num_vfs(self, pf: str) -> Optional[int]:
         return self.read_int(self.pf_dir(pf), pf, "sriov_numvfs")
