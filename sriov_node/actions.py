@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 
@@ -26,14 +27,9 @@ class Action:
         return out
 
 
-_FIELD_NAMES: Dict[type, Tuple[str, ...]] = {}  # every action of a plan is turned into a dict: ask once per class
-
-
+@lru_cache(maxsize=None)  # every action of a plan is turned into a dict: ask once per class
 def _field_names(cls: type) -> Tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.name != "pf")
-    return names
+    return tuple(f.name for f in fields(cls) if f.name != "pf")
 
 
 @dataclass(frozen=True)
