@@ -790,6 +790,8 @@ class SimKernel:
         self._put(f"{d}/sriov_numvfs", "0\n")
         if self._model.get("net", {}).pop(pf, None):  # the VFs' settings went with them
             self._save()
+        from sriov_node.sim.net import vfs_disabled
+        vfs_disabled(self, pf)  # and the PF driver's eswitch may go back to legacy
 
     def _remove_device(self, bdf: str) -> None:
         d = self.dev_dir(bdf)
