@@ -100,8 +100,8 @@ def _grub_regen(state: PlatformState, which: Which, root_which: Which) -> Option
                 return Command(argv, False, f"grub-mkconfig reads this machine's /etc/default/grub and /boot, not "
                                             f"those under {state.root}: run it inside {state.root} (with /dev, "
                                             "/proc and /sys bind-mounted there)")
-        return Command(("chroot", state.root, "update-grub"), False, "missing",
-                       missing=_missing(GRUB_REGEN, f"under {state.root} (in its PATH directories)", why))
+        missing = _missing(GRUB_REGEN, f"under {state.root} (in its PATH directories)", why)
+        return Command(("chroot", state.root, "update-grub"), False, missing, missing=missing)
     found = which("update-grub")
     if found:
         return Command(("update-grub",), True, program=found)
@@ -109,8 +109,8 @@ def _grub_regen(state: PlatformState, which: Which, root_which: Which) -> Option
         found = which(tool)
         if found:
             return Command((tool, "-o", cfg), True, program=found)
-    return Command(("update-grub",), False, "missing", missing=_missing(GRUB_REGEN, "on PATH or in the sbin "
-                                                                                    "directories", why))
+    missing = _missing(GRUB_REGEN, "on PATH or in the sbin directories", why)
+    return Command(("update-grub",), False, missing, missing=missing)
 
 
 def _grubby(state: PlatformState, entries: List[bootcfg.BlsEntry], want: Tuple[str, ...], which: Which
@@ -133,9 +133,9 @@ def _grubby(state: PlatformState, entries: List[bootcfg.BlsEntry], want: Tuple[s
     backup = tuple(e.path for e in entries)
     if not found:
         where = "on PATH or in the sbin directories" if state.live else "on PATH"
-        return Command(tuple(argv), False, "missing", missing=_missing(
-            ("grubby",), where, f"the next boot reads the options lines of {BLS_ENTRIES}/*.conf, which sriov-node "
-                                "changes only through grubby"))
+        missing = _missing(("grubby",), where, f"the next boot reads the options lines of {BLS_ENTRIES}/*.conf, "
+                                               "which sriov-node changes only through grubby")
+        return Command(tuple(argv), False, missing, missing=missing)
     return Command(tuple(argv), True, program=found, backup=backup)
 
 

@@ -135,9 +135,8 @@ def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TO
     only when the next boot was read back with them. A blocked plan (a missing tool) writes nothing."""
     outcome = FixOutcome(dry_run, problems=list(plan.problems))
     for cmd in plan.commands:
-        why_not = cmd.missing if cmd.missing else cmd.why_not
         entry: Dict[str, Any] = {"command": cmd.display(), "ran": False, "exit_code": None, "output": None,
-                                 "why_not": why_not}
+                                 "why_not": cmd.why_not}
         outcome.commands.append(entry)
     if plan.blocked:
         for entry, cmd in zip(outcome.commands, plan.commands):
