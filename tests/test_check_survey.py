@@ -191,3 +191,16 @@ def test_the_json_lists_each_function_once_per_check(make_host):
     assert pf_checks == [("sriov_capability", p) for p in (MGMT, *X710, CX5)]
     assert all(c["block"] is None for c in body["checks"])
     assert body["counts"] == {"ok": 7, "warn": 4, "fail": 1, "skip": 0}
+
+
+def test_a_capability_the_kernel_did_not_set_up(make_host):
+    """TotalVFs 8 and VF BARs in config space, but no sriov_totalvfs (a kernel without CONFIG_PCI_IOV,
+    or one whose sriov_init gave up): VFs cannot be created through sysfs."""
+    host = make_host(("x710", 1, None))
+    sriov = {"total": 8, "offset": 1, "stride": 1, "vf_device": "0d5a", "vf_bar": 0x39000000000}
+    _add_function(host, "0000:07:00.0", 0x120000, endpoint_config("8086", "0d5a", sriov=sriov, class_code=0x120000))
+    code, body, _ = check(host)
+    cap = one(body, "sriov_capability", "0000:07:00.0")
+    assert cap["status"] == "fail" and "the kernel shows no sriov_totalvfs for it" in cap["seen"]
+    assert "CONFIG_PCI_IOV=y" in cap["fix"]
+    assert "0000:07:00.0: the kernel did not set SR-IOV up" in one(body, "vf_capable")["seen"]

@@ -452,6 +452,12 @@ def check_sriov_capability(dev: PciFunction, want: PfWant) -> CheckResult:
     if dev.total_vfs is not None and dev.total_vfs != cap.total_vfs:
         extra = f"; the PF driver limits sriov_totalvfs to {dev.total_vfs}"
     bars = ", ".join(b.describe() for b in cap.bars if b.address)
+    if dev.total_vfs is None:
+        return CheckResult("sriov_capability", _severity(want),
+                           f"PF {who}: {cap.describe()}; {bars}; but the kernel shows no sriov_totalvfs for it: it "
+                           "did not set SR-IOV up, so VFs cannot be created through sysfs",
+                           "a kernel built with CONFIG_PCI_IOV=y; dmesg | grep -i sr-iov says why it gave up",
+                           dev.pci, want.block)
     return CheckResult("sriov_capability", OK, f"PF {who}: {cap.describe()}; {bars}{extra}",
                        subject=dev.pci, block=want.block)
 
@@ -540,6 +546,8 @@ def _why_no_vfs(dev: PciFunction) -> str:
         why.append("TotalVFs 0")
     elif cap is not None and not cap.bars_assigned:
         why.append("VF BARs unassigned")
+    elif cap is not None and dev.total_vfs is None:
+        why.append("the kernel did not set SR-IOV up")
     if dev.total_vfs is not None or (cap is not None and cap.total_vfs):
         if dev.driver is None:
             why.append("no driver bound")

@@ -183,7 +183,8 @@ def _print(body: Dict[str, Any]) -> None:
             if c["ran"]:
                 typer.echo(f"fix: ran {c['command']}: exit {c['exit_code']}")
             else:
-                typer.echo(f"fix: run {c['command']}" + (f"  ({c['why_not']})" if c["why_not"] else ""))
+                said = c["why_not"] and any(c["why_not"] in p for p in fix["problems"])  # the error below says it
+                typer.echo(f"fix: run {c['command']}" + (f"  ({c['why_not']})" if c["why_not"] and not said else ""))
         for note in fix["notes"]:
             typer.echo(f"fix: {note}")
         if fix["nothing_to_do"]:
