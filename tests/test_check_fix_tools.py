@@ -254,3 +254,21 @@ def test_a_tool_found_only_where_the_fix_would_not_run_it_does_not_count(make_ho
     state = observe_platform(host)
     fix: Optional[dict] = fix_boot(host, state, Scope(False), True, which={"update-grub": str(bindir / "update-grub")}.get)
     assert fix["problems"] and "found under" in fix["problems"][0]
+
+
+@pytest.mark.parametrize("mode", ["failing", "noop", "present"])
+def test_without_grub_cfg_a_failing_update_grub_records_no_reboot(make_host, tmp_path, mode):
+    """No grub.cfg: the next boot is read from the defaults, as check reads it; a tool that failed
+    still leaves no reboot-required claim."""
+    host = grub_host(make_host, "debian12")
+    update_grub = tmp_path / "bin" / "update-grub"
+    tool(update_grub, mode, NOOP)
+    state = replace(observe_platform(host), live=True)
+    fix = fix_boot(host, state, Scope(False), False, which={"update-grub": str(update_grub)}.get)
+    note = Path(host.root, "run/sriov-node/reboot-required")
+    if mode == "failing":
+        assert fix["problems"] == ["update-grub failed (exit 1): error: cannot open /boot/grub/grub.cfg.new: "
+                                   "Read-only file system"]
+        assert fix["reboot_required"] is None and not note.exists()
+    else:
+        assert fix["problems"] == [] and fix["reboot_required"] and note.exists()

@@ -182,6 +182,8 @@ def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TO
         outcome.problems += wrong
         if wrong:
             return outcome  # the next boot lacks the arguments: no reboot gives them
+    if any(c["ran"] and c["exit_code"] != 0 for c in outcome.commands):
+        return outcome  # a tool failed: what it left is not claimed as the next boot
     if outcome.changed and plan.reboot:
         text = (f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}: sriov-node check --fix changed the next boot's kernel "
                 f"arguments ({plan.summary or ' '.join(plan.needed)}); reboot to use them")
