@@ -121,9 +121,10 @@ def bridge_config(vendor: str, device: str, ari: bool) -> bytes:
 
 
 def endpoint_config(vendor: str, device: str, *, sriov: Optional[Dict[str, Any]] = None, ari_cap: bool = False,
-                    sriov_offset: int = 0x160, bar0: int = 0xFB000000) -> bytes:
-    """An Ethernet function; `sriov`: total, initial, offset, stride, vf_device, vf_bar (0: unassigned)."""
-    b = _header(vendor, device, 0x020000, False, bar0 | 0x0C)
+                    sriov_offset: int = 0x160, bar0: int = 0xFB000000, class_code: int = 0x020000) -> bytes:
+    """An endpoint (Ethernet unless `class_code` says otherwise: 0x010802 NVMe, 0x120000 an
+    accelerator); `sriov`: total, initial, offset, stride, vf_device, vf_bar (0: unassigned)."""
+    b = _header(vendor, device, class_code, False, bar0 | 0x0C)
     _pcie(b, 0, False)
     chain = [(0x100, 0x0001, 2)]  # AER
     if ari_cap:
