@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sriov_node.config import load_config
 from sriov_node.host import open_host
-from sriov_node.metrics import textfile_path, write_textfile
+from sriov_node.metrics import FAMILIES, PREFIX, textfile_path, write_textfile
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.state import read_state
 from tests.helpers import run_cli
@@ -65,7 +68,7 @@ def test_metrics_after_an_apply(host, write_config):
     assert value(found, "pf_vfs_desired", **pf) == 4
     assert value(found, "pf_vfs_actual", pf=PF0, name="ens1f0") == 4
     assert value(found, "pf_vfs_actual", pf=PF1, name="ens1f1") == 0
-    assert value(found, "pf_vfs_total", pf=PF0, name="ens1f0") == 64
+    assert value(found, "pf_vfs_max", pf=PF0, name="ens1f0") == 64
     assert value(found, "pf_converged", **pf) == 1 and value(found, "pf_differences", **pf) == 0
     assert value(found, "block_failed", block="pf[1]", kind="absent") == 1
     assert value(found, "converged") == 0 and value(found, "config_valid") == 1
@@ -111,3 +114,41 @@ def test_an_unwritable_textfile_is_an_error_not_a_traceback(host, write_config, 
     proc = run_cli("metrics", "--output", str(tmp_path / "missing-dir" / "x.prom"), root=host.root,
                    config=write_config(CONFIG))
     assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def promtool():
+    """promtool (scripts/setup puts it in the venv's bin; else the one on PATH)."""
+    here = os.path.join(os.path.dirname(sys.executable), "promtool")
+    found = here if os.access(here, os.X_OK) else shutil.which("promtool")
+    assert found, "promtool is missing: run scripts/setup (it installs promtool for the tests)"
+    return found
+
+
+def test_promtool_accepts_every_metric_in_every_state(make_host, write_config, tmp_path):
+    """`promtool check metrics` on what each state writes: no config, an invalid config, not applied yet,
+    converged, a failed apply (kernel errors, a block absent), PFs without a netdev; together every family."""
+    host = make_host(("x710", 2, None), ("nvme", 1, None))
+    texts = {"no config": run_cli("metrics", root=host.root).stdout,
+             "invalid config": run_cli("metrics", "-o", "-", root=host.root,
+                                       config=write_config("[[pf]]\nnum_vfs = 2\n")).stdout}
+    path = write_config(CONFIG)
+    converged = write_config(CONFIG.split('[[pf]]\nname = "ens9f0"')[0] + '[[pf]]\npci = "0000:30:00.0"\nnum_vfs = 2\n')
+    texts["not applied"] = run_cli("metrics", "-o", "-", root=host.root, config=path).stdout
+    assert run_cli("apply", root=host.root, config=converged).returncode == 0
+    texts["converged"] = run_cli("metrics", "-o", "-", root=host.root, config=converged).stdout
+    SimKernel(host.root).add_fault("probe_fails", driver="vfio-pci", device=host.sysfs.vf_address(PF0, 0),
+                                     errno="EINVAL")
+    host.sysfs.unbind(host.sysfs.vf_address(PF0, 0), "vfio-pci")
+    assert run_cli("apply", root=host.root, config=path).returncode == 1
+    texts["failed"] = run_cli("metrics", "-o", "-", root=host.root, config=path).stdout
+
+    seen = set()
+    for state, text in texts.items():
+        assert text, state
+        out = tmp_path / "m.prom"
+        out.write_text(text)
+        with open(out) as fh:
+            proc = subprocess.run([promtool(), "check", "metrics"], stdin=fh, capture_output=True, text=True)
+        assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), (state, proc.stdout + proc.stderr)
+        seen |= {family.name for family in text_string_to_metric_families(text)}
+    assert seen == {PREFIX + name for name, _ in FAMILIES}
