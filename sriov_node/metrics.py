@@ -136,12 +136,39 @@ def textfile_path(host: Host, desired: Optional[DesiredState]) -> Optional[str]:
     return host.path(os.path.dirname(rel), os.path.basename(rel))
 
 
+# node_exporter's textfile directory as docs/guide.md sets it up; sriov-node-agent.service makes it
+# writable (ReadWritePaths=-...), everything else under ProtectSystem=strict stays read-only
+UNIT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile"
+
+
+def read_only_hint(path: str) -> Optional[str]:
+    """Why `path` cannot be written when its directory is on a read-only mount (as ProtectSystem=strict
+    leaves every directory the unit does not list), with the fix; None otherwise."""
+    directory = os.path.dirname(path) or "."
+    try:
+        if not os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return None
+    except OSError:
+        return None
+    return (f"{directory} is read-only to sriov-node: sriov-node-agent.service (ProtectSystem=strict) makes only "
+            f"{UNIT_TEXTFILE_DIR} writable for metrics (it must exist before the agent starts); for another "
+            f"directory add `[Service]` `ReadWritePaths={directory}` in a drop-in (systemctl edit "
+            "sriov-node-agent.service) and restart the agent")
+
+
 def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, config_valid: bool = True) -> str:
     """Render and atomically replace `path` (its directory must exist: node_exporter's). Returns `path`.
 
-    Raises sriov_node.atomic.OutputError when the file cannot be written.
+    Raises sriov_node.atomic.OutputError when the file cannot be written (with the unit's fix when
+    its directory is read-only).
     """
-    from sriov_node.atomic import write_atomic
+    from sriov_node.atomic import OutputError, write_atomic
 
-    write_atomic(path, render(host, desired, config_valid=config_valid).encode(), mode=0o644)
+    try:
+        write_atomic(path, render(host, desired, config_valid=config_valid).encode(), mode=0o644)
+    except OutputError as exc:
+        hint = read_only_hint(path)
+        if hint is None:
+            raise
+        raise OutputError(f"{exc}; {hint}") from None
     return path
