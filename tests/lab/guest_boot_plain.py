@@ -65,6 +65,11 @@ def scenario_plain() -> None:
     results["oneshot"] = show("sriov-node.service", "ActiveState", "Result")
     results["systemd_python"] = sh("cd / && /opt/sriov-node/bin/python -c 'from systemd import daemon'")["rc"]
     results["vfs"] = vfs(SMALL)
+    # the device plugin discovers no NVMe function (class 0x0108): a resource there is refused
+    with open("/run/export.toml", "w") as fh:
+        fh.write(f'[[pf]]\npci = "{SMALL}"\nnum_vfs = 4\n  [[pf.vfs]]\n  range = "0-3"\n  driver = "vfio-pci"\n'
+                 '  resource = "nvme"\n')
+    results["export"] = sh("/opt/sriov-node/bin/sriov-node --config /run/export.toml export device-plugin --json-only")
     results["prom_written"] = wait(lambda: "sriov_node_converged 1" in prom(), 60)
     results["prom"] = prom()
     results["prom_mode"] = oct(os.stat(PROM).st_mode & 0o777) if os.path.exists(PROM) else None

@@ -70,3 +70,11 @@ def test_metrics_reach_node_exporters_directory_under_the_unit(plain):
     assert "metrics not written" not in plain["agent_log"]
     assert "/var/lib/node_exporter/textfile" in plain["agent"]["ReadWritePaths"]
     assert "sriov_node_pf_vfs_desired{" in plain["prom"] and plain["prom_mode"] == "0o644"
+
+
+def test_export_refuses_a_resource_on_the_real_kernels_nvme_vfs(plain):
+    """The real device plugin discovers no NVMe VF (PCI class 0x0108): the export names the PF and the class."""
+    export = plain["export"]
+    assert export["rc"] == 1, export
+    message = json.loads(export["stdout"])["error"]["message"]
+    assert f"the VFs of {SMALL} are PCI class 0x010802 (mass storage controller) functions" in message
