@@ -116,9 +116,10 @@ def _device_type(host: Host, pf: PfState) -> Tuple[Optional[str], str]:
                       "devices by class")
     kind = DEVICE_TYPES.get(pci_class >> 16)
     if kind is None:
-        return None, (f"the VFs of {pf.label} are PCI class {class_text(pci_class)} functions: the SR-IOV device plugin "
-                      "discovers only network controllers (class 0x02, deviceType netDevice) and processing "
-                      "accelerators (class 0x12, deviceType accelerator), so this resource would stay empty")
+        return None, (f"the VFs of {pf.label} are PCI class {class_text(pci_class)} functions: "
+                      "the SR-IOV device plugin discovers only network controllers (class 0x02, deviceType "
+                      "netDevice) and processing accelerators (class 0x12, deviceType accelerator), so this resource "
+                      "would stay empty")
     return kind, ""
 
 
@@ -176,8 +177,8 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
             per_resource[name].append((target, indices))
             missing = [i for i in indices if kind == ACCELERATOR and not (pf.vf(i) and pf.vf(i).pci)]
             if missing:
-                problems.append(f"{desired.source}: {spec.key}: resource {name!r} is an accelerator resource, which "
-                                f"the device plugin selects by VF PCI address, and VF(s) "
+                problems.append(f"{desired.source}: {spec.key}: resource {name!r} is an accelerator resource, "
+                                "which the device plugin selects by VF PCI address, and VF(s) "
                                 f"{format_ranges(missing)} of {pf.label} do not exist yet; run sriov-node apply first")
         findings = compare(spec, pf)
         if findings:
