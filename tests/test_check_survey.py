@@ -129,8 +129,8 @@ def _add_function(host, bdf: str, class_code: int, config: bytes) -> None:
 def test_a_non_network_function_with_sriov_in_config_space_is_looked_at(make_host):
     host = make_host(("x710", 1, None))
     sriov = {"total": 0, "offset": 1, "stride": 1, "vf_device": "a824", "vf_bar": 0}
-    _add_function(host, "0000:05:00.0", 0x010802, endpoint_config("144d", "a824", sriov=sriov, class_code=0x010802))
-    _add_function(host, "0000:06:00.0", 0x010802, endpoint_config("144d", "a824", class_code=0x010802))
+    _add_function(host, "0000:05:00.0", 0x010802, endpoint_config("144d", "a824", sriov=sriov, pci_class=0x010802))
+    _add_function(host, "0000:06:00.0", 0x010802, endpoint_config("144d", "a824", pci_class=0x010802))
     code, body, _ = check(host)
     cap = one(body, "sriov_capability", "0000:05:00.0")
     assert cap["status"] == "fail" and "TotalVFs 0 means the firmware disabled SR-IOV" in cap["seen"]
@@ -178,7 +178,7 @@ def test_a_host_with_no_candidate_at_all(make_host):
         (Path(os.path.realpath(devices / name)) / "class").write_text("0x010802\n")
         os.unlink(os.path.realpath(devices / name / "sriov_totalvfs")) if name == X710[0] else None
         Path(os.path.realpath(devices / name / "config")).write_bytes(endpoint_config("144d", "a824",
-                                                                                      class_code=0x010802))
+                                                                                      pci_class=0x010802))
     code, body, _ = check(host)
     summary = one(body, "vf_capable")
     assert code == 1 and summary["status"] == "fail" and "nothing here can make VFs" in summary["seen"]
@@ -198,7 +198,7 @@ def test_a_capability_the_kernel_did_not_set_up(make_host):
     or one whose sriov_init gave up): VFs cannot be created through sysfs."""
     host = make_host(("x710", 1, None))
     sriov = {"total": 8, "offset": 1, "stride": 1, "vf_device": "0d5a", "vf_bar": 0x39000000000}
-    _add_function(host, "0000:07:00.0", 0x120000, endpoint_config("8086", "0d5a", sriov=sriov, class_code=0x120000))
+    _add_function(host, "0000:07:00.0", 0x120000, endpoint_config("8086", "0d5a", sriov=sriov, pci_class=0x120000))
     code, body, _ = check(host)
     cap = one(body, "sriov_capability", "0000:07:00.0")
     assert cap["status"] == "fail" and "the kernel shows no sriov_totalvfs for it" in cap["seen"]

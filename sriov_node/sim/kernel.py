@@ -705,8 +705,8 @@ class SimKernel:
             if os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
                 raise _err(errno.EEXIST, f"simulated host: VF address {vf} is taken (impossible NIC layout)")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
-                                ("class", "0x020000"), ("numa_node", "0"),
-                                ("modalias", modalias(hw["vendor"], hw["vf_device"])),
+                                ("class", f"0x{hw.get('class', '020000')}"), ("numa_node", "0"),
+                                ("modalias", modalias(hw["vendor"], hw["vf_device"], hw.get("class", "020000"))),
                                 ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
