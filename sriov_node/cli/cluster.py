@@ -194,12 +194,15 @@ def capture(
         else:
             import os
 
-            from sriov_node.atomic import write_atomic
+            from sriov_node.atomic import OutputError, write_atomic
+            from sriov_node.files import CONFIG_LIMIT, read_regular
 
             previous = None
             if os.path.isfile(output):
-                with open(output, "rb") as fh:
-                    previous = fh.read()
+                try:  # kept as FILE.bak: read as the config is (a regular file, at most a config's size)
+                    previous = read_regular(output, limit=CONFIG_LIMIT)
+                except OSError as exc:
+                    raise OutputError(f"cannot keep the previous version: {exc}")
             backup = write_atomic(output, text.encode(), backup=previous)
             typer.echo(f"wrote {output}" + (f"; previous version in {backup}" if backup else ""), err=True)
     except SriovNodeError as exc:
@@ -237,6 +240,11 @@ def metrics(
         _emit(render(host, desired, config_valid=problem is None), target, "metrics")
     except SriovNodeError as exc:
         fail(exc, False)
+    from sriov_node.state import load_state
+
+    unusable = load_state(host)[1]  # the last-apply metrics are left out: say why
+    if unusable:
+        typer.echo(f"note: {unusable}", err=True)
     if problem is not None:
         for line in str(problem).splitlines():
             typer.echo(f"error: {line}", err=True)
