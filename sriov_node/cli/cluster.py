@@ -156,18 +156,19 @@ def _apply_edited(host, result, body, *, as_json: bool, force: bool, timeout: fl
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(exc.exit_code)
     outcomes = list(report.outcomes) + list(result.unresolved)
-    code = report.exit_code if not result.unresolved else max(report.exit_code, 1)
+    code = interrupts.decide(report.exit_code if not result.unresolved else max(report.exit_code, 1))
     if as_json:
         applied = report.to_dict()
         applied["pfs"] += [o.to_dict() for o in result.unresolved]
         applied["exit_code"] = code
+        applied["interrupted"] = applied["interrupted"] or interrupts.signum is not None
         typer.echo(json.dumps({**body, "apply": applied}, indent=2))
     else:
         for o in outcomes:
             typer.echo(f"{o.pci or '-':<12}  {o.name or '-':<10} {o.key:<6} {o.status}"
                        + (f" {o.writes} write(s)" if o.writes else ""))
     echo_problems(report.notices, outcomes)
-    raise interrupts.exit(code)
+    raise typer.Exit(code)
 
 
 # ---------------------------------------------------------------------------- capture
