@@ -404,3 +404,23 @@ def test_not_toml_is_the_same_error_from_validate_and_set(make_host, tmp_path):
         assert result.returncode == 2
         answers.add(re.sub(r"^error: ", "", result.stderr.strip().splitlines()[-1]))
     assert len(answers) == 1 and answers.pop().startswith(f"{path}: not valid TOML")
+
+
+# ---------------------------------------------------------------------------- what `check` reads under the root
+
+HOST_FILES = ["etc/default/grub", "proc/cmdline", "proc/cpuinfo"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_check_reads_the_hosts_files_without_blocking(make_host, kind):
+    host = make_host()
+    for rel in HOST_FILES:
+        path = Path(host.root, rel)
+        if path.exists():
+            path.unlink()
+        what = CONFIG_KINDS[kind](path)
+    result = run_cli("check", "--json", root=host.root, timeout=HANG_GUARD)
+    assert "Traceback" not in result.stderr
+    body = json.dumps(json.loads(result.stdout))
+    assert f"/proc/cmdline cannot be read: {what}" in body, body
+    assert f"/etc/default/grub: {what}" in body, body
