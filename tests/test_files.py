@@ -424,3 +424,15 @@ def test_check_reads_the_hosts_files_without_blocking(make_host, kind):
     body = json.dumps(json.loads(result.stdout))
     assert f"/proc/cmdline cannot be read: {what}" in body, body
     assert f"/etc/default/grub: {what}" in body, body
+
+
+@pytest.mark.parametrize("attr", ["sriov_totalvfs", "sriov_numvfs", "config", "driver_override"])
+def test_a_fifo_among_a_trees_sysfs_files_reads_as_nothing_not_a_hang(make_host, write_config, attr):
+    host = make_host()
+    device = os.path.realpath(os.path.join(host.root, "sys/bus/pci/devices", PF0))
+    os.unlink(os.path.join(device, attr))
+    os.mkfifo(os.path.join(device, attr))
+    for argv in (["status", "--json"], ["check", "--json"], ["validate", "--json"]):
+        result = run_cli(*argv, root=host.root, config=write_config(GOOD), timeout=HANG_GUARD)
+        assert "Traceback" not in result.stderr
+        assert json.loads(result.stdout)["exit_code"] == result.returncode
