@@ -71,9 +71,12 @@ def finish(proc: subprocess.Popen, sig: int, *, as_json: bool) -> Dict[str, Any]
             assert signal.Signals(sig).name in err, err
         return {}
     body = json.loads(out)  # exactly one document: anything more or less does not parse
-    stated = body["exit_code"] if "exit_code" in body else body["error"]["exit_code"]
+    # where the document states it: at the top, in its error, or (set) in its apply part
+    stated = next(part["exit_code"] for part in (body, body.get("error") or {}, body.get("apply") or {})
+                  if "exit_code" in part)
     assert stated == code, (code, out, err)
     if interrupted:
+        body = body["apply"] if "exit_code" not in body and "apply" in body else body
         said = body.get("interrupted") or body.get("error", {}).get("interrupted") or body.get("result")
         assert said in (True, signal.Signals(sig).name, "interrupted"), out
         if "result" in body:
