@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Optional
 
 from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError, describe_os_error
+from sriov_node.files import UnsafeFile
 
 
 class OutputError(SriovNodeError):
@@ -29,26 +31,36 @@ def _fsync_dir(directory: str) -> None:
 
 
 def write_atomic(path: str, data: bytes, *, mode: Optional[int] = None, backup: Optional[bytes] = None,
-                 owner: Optional[tuple] = None) -> Optional[str]:
+                 owner: Optional[tuple] = None, follow: bool = True) -> Optional[str]:
     """Write `data` to a hidden temporary file beside `path`, fsync, rename over `path`.
 
     mode: the new file's permissions (default: the old file's, else 0644); owner: (uid, gid) to
     give it (when permitted). backup: bytes to keep as `path`.bak first (the previous version),
     written the same way. Returns the backup's path, if one was written. Raises OutputError.
+
+    follow: a file the user names (an export, a capture, the config itself, which may be a
+    symlink to a file managed elsewhere) is written where a symlink at `path` points, and a
+    device or FIFO there is written through (`-o /dev/stdout`; a FIFO without a reader is refused,
+    never waited for). With follow=False (the agent's own files: state.json), a symlink or
+    anything but a regular file at `path` is refused (files.check_replaceable).
     """
-    try:  # stat what `path` names: /dev/stdout -> /proc/self/fd/1 -> "pipe:[N]", which is no path
+    if not follow:
+        from sriov_node.files import check_replaceable
+
+        try:
+            check_replaceable(path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {exc}" if isinstance(exc, UnsafeFile) else
+                              f"cannot write {path}: {describe_os_error(exc)}")
+    try:  # the kernel resolves the path: /dev/stdout -> /proc/self/fd/1 -> a pipe (realpath cannot)
         special = not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         special = False
-    if not special:
-        path = os.path.realpath(path)  # a symlink stays a symlink: the file it names is replaced
     if special:  # a device or a FIFO (/dev/stdout, a pipe): written through, never renamed over
-        try:
-            with open(path, "wb") as fh:
-                fh.write(data)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {describe_os_error(exc)}")
+        _write_through(path, data)
         return None
+    if follow:
+        path = os.path.realpath(path)  # a symlink stays a symlink: the file it names is replaced
     directory = os.path.dirname(path) or "."
     if mode is None:
         try:
@@ -62,6 +74,26 @@ def write_atomic(path: str, data: bytes, *, mode: Optional[int] = None, backup: 
     _replace(path, directory, data, mode, owner)
     _fsync_dir(directory)
     return backup_path
+
+
+def _write_through(path: str, data: bytes) -> None:
+    """Write into a device or a FIFO (opened O_NONBLOCK: a FIFO nobody reads is refused, not waited on)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"cannot write {path}: it is a FIFO that nothing reads; start its reader, or "
+                              "name a regular file")
+        raise OutputError(f"cannot write {path}: {describe_os_error(exc)}")
+    try:
+        os.set_blocking(fd, True)  # a reader is there: let it take its time
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe_os_error(exc)}")
+    finally:
+        os.close(fd)
 
 
 def _create_beside(directory: str, stem: str) -> "tuple[int, str]":

@@ -32,6 +32,7 @@ else:  # pragma: no cover - exercised on Python < 3.11
     import tomli as tomllib
 
 DEFAULT_CONFIG = "/etc/sriov-node/config.toml"
+BOM = "\ufeff"
 SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 
@@ -499,22 +500,36 @@ class _Validator:
                 seen[ident] = spec.key
 
 
-def parse_config(data: bytes, source: str) -> DesiredState:
-    """Validate the bytes of a config file; raise ConfigError listing every problem."""
+def decode_config(data: bytes, source: str) -> str:
+    """The text of a config file, for every command that reads one (validate, apply, status, set, ...).
+
+    UTF-8; a leading byte-order mark (written by many Windows editors, forbidden by TOML) is
+    dropped. Invalid UTF-8 is one ConfigError naming the byte offset (and line) of the first bad byte.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")])
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a byte-order mark from a Windows editor: harmless, TOML just forbids it
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(source, [ConfigProblem("", f"not UTF-8 text (byte {exc.start}, line {line}); "
+                                                     "save the file as UTF-8")])
+    return text[1:] if text.startswith(BOM) else text
+
+
+def parse_toml(text: str, source: str) -> Dict[str, Any]:
+    """The TOML document in `text` (from decode_config); ConfigError when it is not valid TOML."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
     except RecursionError:  # tomllib recurses once per nested array/inline table
         raise ConfigError(source, [ConfigProblem("", "not valid TOML: arrays or inline tables nested too deeply")])
     except ValueError as exc:  # e.g. an integer beyond int()'s str-digits limit
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
+
+
+def parse_config(data: bytes, source: str) -> DesiredState:
+    """Validate the bytes of a config file; raise ConfigError listing every problem."""
+    doc = parse_toml(decode_config(data, source), source)
     v = _Validator()
     version, specs = v.document(doc)
     prefix = v.device_plugin(doc)
@@ -540,18 +555,35 @@ def check_file_trust(path: str, st: os.stat_result) -> Optional[str]:
     return None
 
 
-def load_config(path: str, *, enforce_trust: bool = False) -> DesiredState:
-    """Read and validate `path`. With enforce_trust, refuse a file non-root users could edit."""
+def read_config(path: str) -> Tuple[bytes, os.stat_result]:
+    """The bytes of the config file and its stat: the one reader of the config (load_config, `set`).
+
+    Opened without blocking (a FIFO answers at once), a regular file only (a device, a FIFO, a
+    directory is refused by name), at most CONFIG_LIMIT bytes. The path may be a symlink (a config
+    managed elsewhere and linked into /etc): it is followed.
+    """
+    from sriov_node.files import CONFIG_LIMIT, UnsafeFile, open_regular, read_fd
+
     try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read()
+        fd = open_regular(path)
+        try:
+            return read_fd(fd, path, CONFIG_LIMIT), os.fstat(fd)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ConfigError(path, [ConfigProblem("", "no such file; create it (see etc/sriov-node/config.toml) or pass --config PATH")])
-    except IsADirectoryError:
-        raise ConfigError(path, [ConfigProblem("", "is a directory; pass the path of a .toml file")])
+    except UnsafeFile as exc:
+        if exc.reason.startswith("is a directory"):
+            raise ConfigError(path, [ConfigProblem("", "is a directory; pass the path of a .toml file")])
+        raise ConfigError(path, [ConfigProblem("", exc.reason.replace("replace it with a regular file",
+                                                                      "pass the path of a .toml file"))])
     except OSError as exc:
         raise ConfigError(path, [ConfigProblem("", f"cannot be read: {exc.strerror}")])
+
+
+def load_config(path: str, *, enforce_trust: bool = False) -> DesiredState:
+    """Read and validate `path`. With enforce_trust, refuse a file non-root users could edit."""
+    data, st = read_config(path)
     if enforce_trust:
         why = check_file_trust(path, st)
         if why:

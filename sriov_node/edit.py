@@ -26,7 +26,18 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from sriov_node.config import _MAC_RE, check_file_trust, check_ifname, normalize_pci, parse_config, parse_range
+from sriov_node.config import (
+    BOM,
+    _MAC_RE,
+    check_file_trust,
+    check_ifname,
+    decode_config,
+    normalize_pci,
+    parse_config,
+    parse_range,
+    parse_toml,
+    read_config,
+)
 from sriov_node.errors import EXIT_INVALID, EXIT_PF_FAILED, ConfigError, SriovNodeError, UsageError
 from sriov_node.host import Host
 from sriov_node.model import DesiredState, PfSelector, PfSpec, PfState
@@ -492,27 +503,38 @@ class _DirLock:
 
 
 def _read(path: str) -> Optional[bytes]:
+    """The config's bytes through the config's own reader (None: no file yet, `set` creates it)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        from sriov_node.errors import describe_os_error
-
-        raise EditError(f"cannot read {path}: {describe_os_error(exc)}")
+        return read_config(path)[0]
+    except ConfigError:
+        if not os.path.exists(path):
+            return None
+        raise
 
 
 def _text(data: Optional[bytes], path: str) -> str:
+    """The text to edit, read as every command reads the config (config.decode_config, then TOML).
+
+    A byte-order mark is dropped here and written back by _encode; a file with Windows line ends
+    throughout is edited with "\n" and written back with "\r\n" (a mix of both is refused).
+    """
     if data is None:
         return ""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EditError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 first")
+    text = decode_config(data, path)
     if "\r\n" in text:
-        raise EditError(f"{path} has Windows (CRLF) line ends; convert it (dos2unix) before editing it with `set`")
+        if text.count("\r\n") != text.count("\n"):
+            raise EditError(f"{path} mixes Windows (CRLF) and Unix (LF) line ends; convert it (dos2unix) before "
+                            "editing it with `set`")
+        text = text.replace("\r\n", "\n")
+    parse_toml(text, path)  # not valid TOML: the same error as validate's
     return text
+
+
+def _encode(text: str, before: Optional[bytes]) -> bytes:
+    """The edited text in the file's own form: its byte-order mark and its line ends kept."""
+    if before is not None and b"\r\n" in before:
+        text = text.replace("\n", "\r\n")
+    return ((BOM if before is not None and before.startswith(BOM.encode()) else "") + text).encode("utf-8")
 
 
 def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs: List[Any]) -> Optional[int]:
@@ -599,7 +621,7 @@ def edit_config(host: Host, config: Optional[str], pf: str, edit: Edit) -> EditR
         if index is None:
             _check_pf_here(host, ref, path)
         new = apply_edit(text, index, (ref.kind, ref.value), edit)
-        after = new.encode("utf-8")
+        after = _encode(new, before)
         desired = parse_config(after, path)  # a ConfigError here: exit 2, the file untouched
         block = f"pf[{index if index is not None else len(raw_pfs)}]"
         backup = _commit(path, before, after) if after != before else None
@@ -629,7 +651,7 @@ def remove_block(host: Host, config: Optional[str], pf: str) -> EditResult:
         index = _block_of(host, path, before, ref, raw_pfs)
         if index is None:
             return EditResult(path, before, before, None, note=f"no block selects {ref.text}")
-        after = remove_edit(text, index).encode("utf-8")
+        after = _encode(remove_edit(text, index), before)
         parse_config(after, path)
         backup = _commit(path, before, after)
     return EditResult(path, before, after, f"pf[{index}]", removed=True, backup=backup)

@@ -8,9 +8,10 @@ import json
 import os
 import stat
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from sriov_node.errors import LockTimeout, StateError, describe_os_error
+from sriov_node.files import STATE_LIMIT, UnsafeFile, kind, read_regular
 from sriov_node.host import Host
 
 LOCK_DIR = "run/sriov-node"
@@ -19,14 +20,6 @@ STATE_DIR = "var/lib/sriov-node"
 
 def _never() -> bool:
     return False
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symlink")):
-        if test(mode):
-            return name
-    return "special file"
 
 
 class ApplyLock:
@@ -54,7 +47,7 @@ class ApplyLock:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             os.close(fd)
-            raise StateError(f"the apply lock {self.path} is a {_kind(mode)}, not a regular file; remove it")
+            raise StateError(f"the apply lock {self.path} is a {kind(mode)}, not a regular file; remove it")
         return fd
 
     def __enter__(self) -> "ApplyLock":
@@ -68,7 +61,12 @@ class ApplyLock:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
                     raise StateError(f"cannot lock {self.path}: {describe_os_error(exc)}")
-                if time.monotonic() >= deadline or self.cancelled():
+                if self.cancelled():
+                    holder = _read_quiet(self.path)
+                    os.close(fd)
+                    raise LockTimeout(f"stopped while waiting for another sriov-node run ({holder or 'unknown pid'}) "
+                                      f"to release {self.path}; nothing was done")
+                if time.monotonic() >= deadline:
                     holder = _read_quiet(self.path)
                     os.close(fd)
                     raise LockTimeout(
@@ -91,10 +89,10 @@ class ApplyLock:
 
 
 def _read_quiet(path: str) -> str:
+    """The lock holder's "pid N" line, for the next waiter's message ("" when it cannot be read)."""
     try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except (OSError, UnicodeDecodeError):
+        return read_regular(path, limit=4096, follow=False).decode("utf-8", "replace").strip()
+    except OSError:
         return ""
 
 
@@ -102,13 +100,31 @@ def state_path(host: Host) -> str:
     return host.path(STATE_DIR, "state.json")
 
 
-def read_state(host: Host) -> Optional[Dict[str, Any]]:
+def load_state(host: Host) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """The last run's record and, when state.json exists but cannot be used, why (a sentence naming it).
+
+    Read as every file of ours is (sriov_node.files): without blocking, a regular file only, never
+    through a symlink, at most STATE_LIMIT bytes.
+    """
+    path = state_path(host)
     try:
-        with open(state_path(host)) as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
+        data = json.loads(read_regular(path, limit=STATE_LIMIT, follow=False).decode("utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except UnsafeFile as exc:
+        return None, f"the state file {exc}; the last run is unknown"
+    except OSError as exc:
+        return None, f"the state file {path} cannot be read: {describe_os_error(exc)}; the last run is unknown"
+    except ValueError:  # not UTF-8, not JSON
+        return None, f"the state file {path} is not valid JSON; the last run is unknown (the next apply rewrites it)"
+    if not isinstance(data, dict):
+        return None, f"the state file {path} is not a JSON object; the last run is unknown (the next apply rewrites it)"
+    return data, None
+
+
+def read_state(host: Host) -> Optional[Dict[str, Any]]:
+    """The last run's record, or None (absent or unusable: load_state says why)."""
+    return load_state(host)[0]
 
 
 def record_run(host: Host, run: Dict[str, Any], pfs: Dict[str, Dict[str, Any]], *, partial: bool) -> str:
@@ -136,7 +152,8 @@ def write_state(host: Host, record: Dict[str, Any]) -> str:
     except OSError as exc:
         raise StateError(f"cannot create the state directory {directory}: {describe_os_error(exc)}")
     try:
-        write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), mode=0o644)
+        write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), mode=0o644,
+                     follow=False)
     except OutputError as exc:
         raise StateError(f"the state file: {exc}")
     return path

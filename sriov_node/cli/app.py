@@ -7,10 +7,11 @@ import math
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, NoReturn, Optional
+from typing import Any, Callable, Dict, Iterable, NoReturn, Optional
 
 import typer
 
+from sriov_node.cli import signals
 from sriov_node.errors import ConfigError, HostError, SriovNodeError, UsageError
 
 app = typer.Typer(
@@ -54,12 +55,55 @@ def error_body(exc: SriovNodeError) -> Dict[str, Any]:
 
 
 def fail(exc: SriovNodeError, as_json: bool) -> NoReturn:
-    """Print the error (one JSON document on stdout with --json; sentences on stderr always) and exit."""
+    """Print the error (one JSON document on stdout with --json; sentences on stderr always) and exit.
+
+    The decision point of an error's report (signals.settle): a signal received before it makes
+    the exit 128 + the signal, and the document says so.
+    """
+    body = error_body(exc)
+    code = exc.exit_code
+    signum = signals.settle()
+    if signum is not None:
+        code = body["exit_code"] = 128 + signum
+        body["interrupted"] = signals.name(signum)
     if as_json:
-        typer.echo(json.dumps({"error": error_body(exc)}, indent=2))
+        typer.echo(json.dumps({"error": body}, indent=2))
     for line in str(exc).splitlines():
         typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(exc.exit_code)
+    if signum is not None:
+        typer.echo(f"sriov-node: stopped by {signals.name(signum)}", err=True)
+    raise typer.Exit(code)
+
+
+def finish(code: int, *, as_json: bool, body: Optional[Dict[str, Any]] = None,
+           text: Optional[Callable[[], None]] = None, notes: Optional[Callable[[], None]] = None) -> NoReturn:
+    """The one decision point of a command's answer: its report (`body` as one JSON document with
+    --json, else `text()`; then `notes()`, on stderr, either way) and its exit, decided together.
+
+    signals.settle() first: a SIGINT/SIGTERM received before this moment makes the exit 128 + the
+    signal and the report say so ("interrupted": true, "signal", "result": "interrupted", and
+    `exit_code`, always the process's); one received after it changes nothing (it is blocked).
+    """
+    signum = signals.settle()
+    if signum is not None:
+        code = 128 + signum
+    if body is not None:
+        if signum is not None:
+            body["interrupted"] = True
+            body["signal"] = signals.name(signum)
+            if "result" in body:
+                body["result"] = "interrupted"
+        body["exit_code"] = code
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    elif text is not None:
+        text()
+    if notes is not None:
+        notes()
+    if signum is not None and not signals.taken():
+        typer.echo(f"sriov-node: {signals.name(signum)} received after the work was done: "
+                   f"exit {code} (the report above is complete)", err=True)
+    raise typer.Exit(code)
 
 
 def open_root(ctx: typer.Context, as_json: bool = False):
@@ -88,32 +132,43 @@ def check_timeout(value: float) -> float:
 
 
 class Interrupts:
-    """SIGINT/SIGTERM during a run: note it, let the engine stop between actions; a second one kills."""
+    """SIGINT/SIGTERM during a run: note it, let the engine stop between actions; a second one stops at once.
+
+    (A thin face on sriov_node.cli.signals, whose handlers main installs first of all; installed
+    here too when the app runs without main, as under typer's test runner.)
+    """
 
     def __init__(self) -> None:
-        self.signum: Optional[int] = None
         self._old: Dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        typer.echo(f"sriov-node: {signal.Signals(signum).name}: stopping after the current action "
-                   "(again to stop at once)", err=True)
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        self._region: Any = None
 
     def cancelled(self) -> bool:
-        return self.signum is not None
+        return signals.cancelled()
+
+    @property
+    def signum(self) -> Optional[int]:
+        return signals.received()
+
+    def decide(self, code: int) -> int:
+        """The run's exit, decided once before its report (signals.settle): 128 + the signal when one
+        came before this moment, else `code`. Put it in the report, then raise typer.Exit with it."""
+        signum = signals.settle()
+        return 128 + signum if signum is not None else code
 
     def exit(self, code: int) -> "typer.Exit":
-        """The exit to raise at the end of a run: 128 + the signal when one stopped it, else `code`."""
-        return typer.Exit(128 + self.signum if self.signum is not None else code)
+        """The exit to raise at the end of a run (see decide: call that before printing the report)."""
+        return typer.Exit(self.decide(code))
 
     def __enter__(self) -> "Interrupts":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+        for sig in signals.SIGNALS:
+            if signal.getsignal(sig) is not signals._handle:
+                self._old[sig] = signal.signal(sig, signals._handle)
+        self._region = signals.deferred()
+        self._region.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._region.__exit__(*exc)
         for sig, old in self._old.items():
             signal.signal(sig, old)
 

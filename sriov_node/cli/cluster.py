@@ -156,18 +156,19 @@ def _apply_edited(host, result, body, *, as_json: bool, force: bool, timeout: fl
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(exc.exit_code)
     outcomes = list(report.outcomes) + list(result.unresolved)
-    code = report.exit_code if not result.unresolved else max(report.exit_code, 1)
+    code = interrupts.decide(report.exit_code if not result.unresolved else max(report.exit_code, 1))
     if as_json:
         applied = report.to_dict()
         applied["pfs"] += [o.to_dict() for o in result.unresolved]
         applied["exit_code"] = code
+        applied["interrupted"] = applied["interrupted"] or interrupts.signum is not None
         typer.echo(json.dumps({**body, "apply": applied}, indent=2))
     else:
         for o in outcomes:
             typer.echo(f"{o.pci or '-':<12}  {o.name or '-':<10} {o.key:<6} {o.status}"
                        + (f" {o.writes} write(s)" if o.writes else ""))
     echo_problems(report.notices, outcomes)
-    raise interrupts.exit(code)
+    raise typer.Exit(code)
 
 
 # ---------------------------------------------------------------------------- capture
@@ -194,12 +195,15 @@ def capture(
         else:
             import os
 
-            from sriov_node.atomic import write_atomic
+            from sriov_node.atomic import OutputError, write_atomic
+            from sriov_node.files import CONFIG_LIMIT, read_regular
 
             previous = None
             if os.path.isfile(output):
-                with open(output, "rb") as fh:
-                    previous = fh.read()
+                try:  # kept as FILE.bak: read as the config is (a regular file, at most a config's size)
+                    previous = read_regular(output, limit=CONFIG_LIMIT)
+                except OSError as exc:
+                    raise OutputError(f"cannot keep the previous version: {exc}")
             backup = write_atomic(output, text.encode(), backup=previous)
             typer.echo(f"wrote {output}" + (f"; previous version in {backup}" if backup else ""), err=True)
     except SriovNodeError as exc:
@@ -244,6 +248,11 @@ def metrics(
             raise OutputError(f"{exc}; {hint}") if hint else exc
     except SriovNodeError as exc:
         fail(exc, False)
+    from sriov_node.state import load_state
+
+    unusable = load_state(host)[1]  # the last-apply metrics are left out: say why
+    if unusable:
+        typer.echo(f"note: {unusable}", err=True)
     if problem is not None:
         for line in str(problem).splitlines():
             typer.echo(f"error: {line}", err=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, error_body, fail, open_root
+from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, error_body, fail, finish, open_root
 from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError
 
 @app.command()
@@ -22,11 +22,8 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
     except SriovNodeError as exc:
         fail(exc, as_json)
     failures = list(resolution.failures)
-    if as_json:
-        typer.echo(json.dumps({"valid": not failures, "pfs": [t.pf.pci for t in resolution.targets],
-                               "failures": [f.to_dict() for f in failures], "notices": list(resolution.notices)},
-                              indent=2))
-    else:
+
+    def text() -> None:
         for notice in resolution.notices:
             typer.echo(f"note: {notice}", err=True)
         for f in failures:
@@ -34,7 +31,10 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
         verdict = "valid" if not failures else f"valid, but {len(failures)} block problem(s) on this host"
         typer.echo(f"{desired.source}: {verdict}; {len(desired.pfs)} [[pf]] block(s) select "
                    f"{len(resolution.targets)} PF(s)")
-    raise typer.Exit(EXIT_PF_FAILED if failures else 0)
+
+    finish(EXIT_PF_FAILED if failures else 0, as_json=as_json, text=text,
+           body={"valid": not failures, "pfs": [t.pf.pci for t in resolution.targets],
+                 "failures": [f.to_dict() for f in failures], "notices": list(resolution.notices)})
 
 
 @app.command()
@@ -61,15 +61,11 @@ def apply(
                                    cancelled=interrupts.cancelled, progress=progress)
         except SriovNodeError as exc:
             fail(exc, as_json)
-    if as_json:
-        body = report.to_dict()
-        if dry_run:
-            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
-        typer.echo(json.dumps(body, indent=2))
-    else:
-        _print_report(report)
-    echo_problems(report.notices, report.outcomes)
-    raise interrupts.exit(report.exit_code)
+    body = report.to_dict()
+    if dry_run:
+        body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
+    finish(report.exit_code, as_json=as_json, body=body, text=lambda: _print_report(report),
+           notes=lambda: echo_problems(report.notices, report.outcomes))
 
 
 def _print_report(report) -> None:
@@ -98,8 +94,9 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
     import os
 
-    from sriov_node.survey import config_path, load_desired
+    from sriov_node.state import load_state
     from sriov_node.status import build_status
+    from sriov_node.survey import config_path, load_desired
 
     host = open_root(ctx, as_json)
     path = config_path(host, ctx.obj.config)
@@ -111,13 +108,18 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     except SriovNodeError as exc:
         problem = exc  # show the host anyway, then the error
     body = build_status(host, desired)
+    _, unusable = load_state(host)
+    if unusable:
+        body["notices"].append(unusable)
     if problem is not None:
         body["error"] = error_body(problem)
-    _print_status(body, as_json)
-    if problem is not None:
-        for line in str(problem).splitlines():
+
+    def errors() -> None:
+        for line in str(problem or "").splitlines():
             typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(problem.exit_code)
+
+    finish(problem.exit_code if problem is not None else 0, as_json=as_json, body=body,
+           text=lambda: _print_status(body, False), notes=errors)
 
 
 def _print_status(body, as_json: bool) -> None:

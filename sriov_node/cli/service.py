@@ -31,14 +31,20 @@ def boot(
     with Interrupts() as interrupts:
         code, report = run_boot(host, config_path(host, ctx.obj.config), wait=wait, timeout=timeout, log=log,
                                 cancelled=interrupts.cancelled, as_json=as_json)
+    code = interrupts.decide(code)  # a signal before the report: 130/143, in the document too
     if as_json:
-        typer.echo(json.dumps(report.to_dict() if report else {"error": {"exit_code": code}}, indent=2))
+        if report is None:
+            body = {"error": {"exit_code": code}}
+        else:
+            body = {**report.to_dict(), "exit_code": code}
+            body["interrupted"] = body["interrupted"] or interrupts.signum is not None
+        typer.echo(json.dumps(body, indent=2))
     elif report is not None:
         for pci, o in report.outcomes.items():
             typer.echo(f"{pci}  {o.name or '-'}  {o.key}  {o.status}" + (f" {o.writes} write(s)" if o.writes else ""))
         for why in report.missing:
             typer.echo(f"not there after {report.waited:.0f} s: {why}")
-    raise interrupts.exit(code)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from sriov_node.files import UnsafeFile, open_regular, read_regular
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of, pci_id
 from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS
@@ -168,13 +169,14 @@ def read_file(host: Host, path: str) -> FileRead:
     full = host.path(base, *parts)
     if os.path.islink(full) and not _inside(host, full):
         return FileRead(path, None, f"is a symbolic link to {os.readlink(full)}, outside the root")
-    try:
-        with open(full, "rb") as fh:
-            data = fh.read(MAX_TEXT)
+    try:  # a regular file only, never waited on (a FIFO), at most MAX_TEXT bytes (sriov_node.files)
+        data = read_regular(full, limit=MAX_TEXT)
     except FileNotFoundError:
         return FileRead(path)
     except NotADirectoryError:
         return FileRead(path)
+    except UnsafeFile as exc:
+        return FileRead(path, None, exc.reason)
     except OSError as exc:
         return FileRead(path, None, _problem(exc))
     return FileRead(path, data.decode("utf-8", errors="replace"))
@@ -204,7 +206,7 @@ def read_cmdline(host: Host) -> FileRead:
 def read_cpu_vendor(host: Host) -> Optional[str]:
     """The first vendor_id of /proc/cpuinfo (x86); None on other architectures or when unreadable."""
     try:
-        with open(host.path("proc", "cpuinfo"), errors="replace") as fh:
+        with os.fdopen(open_regular(host.path("proc", "cpuinfo")), errors="replace") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
                 if key.strip() == "vendor_id":
@@ -217,10 +219,12 @@ def read_cpu_vendor(host: Host) -> Optional[str]:
 def cpuinfo_problem(host: Host) -> Optional[str]:
     """Why /proc/cpuinfo cannot be read ("absent", permission denied, ...), or None when it can."""
     try:
-        with open(host.path("proc", "cpuinfo"), "rb"):
-            return None
+        os.close(open_regular(host.path("proc", "cpuinfo")))
+        return None
     except FileNotFoundError:
         return "absent"
+    except UnsafeFile as exc:
+        return exc.reason
     except OSError as exc:
         return _problem(exc)
 

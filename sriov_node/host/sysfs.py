@@ -17,22 +17,25 @@ _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 _CHUNK = 65536
+_MAX_TEXT = 1 << 20  # far beyond any sysfs attribute (a page)
 
 
 def _read_text(path: str) -> Optional[str]:
     """A file's text without the trailing newline; None if absent or unreadable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:  # O_NONBLOCK: a FIFO in a captured or simulated tree reads as empty instead of hanging open()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
         # A sysfs attribute is at most a page and comes whole from the first read; a shorter read
         # than asked is the end (no second read(2) to see EOF). Plain files (captures) longer than
-        # a chunk are read on.
+        # a chunk are read on, up to _MAX_TEXT (a device such as /dev/zero in their place: unreadable).
         chunk = os.read(fd, _CHUNK)
         if len(chunk) == _CHUNK:
             chunks = [chunk]
             while chunk:
+                if len(chunks) * _CHUNK > _MAX_TEXT:
+                    return None
                 chunk = os.read(fd, _CHUNK)
                 chunks.append(chunk)
             chunk = b"".join(chunks)
@@ -95,10 +98,21 @@ class Sysfs:
 
     def read_bytes(self, base: str, *parts: str, limit: int = 4096) -> Optional[bytes]:
         try:
-            with open(self.path(base, *parts), "rb") as fh:
-                return fh.read(limit)
+            fd = os.open(self.path(base, *parts), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except (OSError, ValueError):
             return None
+        try:
+            data = b""
+            while len(data) < limit:
+                chunk = os.read(fd, limit - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            return data
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def read_int(self, base: str, *parts: str) -> Optional[int]:
         text = self.read(base, *parts)
