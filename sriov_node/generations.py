@@ -325,6 +325,13 @@ def outcome_of(report: "Report") -> Optional[str]:
     return result if result in (CONVERGED, FAILED, INTERRUPTED) else None
 
 
+def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:
+    """A converged run of exactly the current generation's bytes and path, which is no checkpoint:
+    nothing new to record (history holds changes of the desired state, not each re-run)."""
+    return (now is not None and not now.checkpoint and outcome == CONVERGED and now.outcome == CONVERGED
+            and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
+
+
 def record_report(host: Host, desired: "DesiredState", report: "Report", *, command: str,
                   checkpoint_seconds: Optional[float] = None, restored_from: Optional[int] = None,
                   ends_checkpoint: str = SUPERSEDED) -> Optional[Generation]:
@@ -339,9 +346,7 @@ def record_report(host: Host, desired: "DesiredState", report: "Report", *, comm
         return None
     try:
         now = current(host)
-        if (now is not None and checkpoint_seconds is None and restored_from is None and not now.checkpoint
-                and outcome == CONVERGED and now.outcome == CONVERGED
-                and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source)):
+        if checkpoint_seconds is None and restored_from is None and reruns(now, desired, outcome):
             return now
         return record(host, desired.raw, desired.source, command=command, outcome=outcome, pfs=pfs_of(report),
                       checkpoint_seconds=checkpoint_seconds, restored_from=restored_from,
