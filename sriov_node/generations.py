@@ -210,12 +210,14 @@ def _replace(gen: Generation, **changes: Any) -> Generation:
 
 def record(host: Host, config: bytes, config_path: str, *, command: str, outcome: str,
            pfs: Dict[str, Dict[str, Any]], checkpoint_seconds: Optional[float] = None,
-           restored_from: Optional[int] = None, now: Optional[float] = None) -> Generation:
+           restored_from: Optional[int] = None, now: Optional[float] = None,
+           ends_checkpoint: str = SUPERSEDED) -> Generation:
     """Append a generation (call it under the ApplyLock, after a run that wrote toward `config`).
 
     With `checkpoint_seconds`, the generation is a pending checkpoint falling back to the current
     one (GenerationError if there is none). A pending checkpoint that a new generation replaces
-    is marked "superseded" (its fallback no longer applies: the new generation is the desired state).
+    gets the state `ends_checkpoint`: "superseded" (a later apply or set: the new generation is the
+    desired state), "expired" (its deadline restored the previous one), "rolled-back".
     """
     if outcome not in (CONVERGED, FAILED, INTERRUPTED):
         raise ValueError(f"a generation's outcome is converged, failed or interrupted, not {outcome!r}")
@@ -231,8 +233,8 @@ def record(host: Host, config: bytes, config_path: str, *, command: str, outcome
         checkpoint = {"deadline": round(now + checkpoint_seconds, 3), "seconds": checkpoint_seconds,
                       "previous": fallback, "state": PENDING}
     if previous is not None and previous.pending:
-        _write(host, _replace(previous, checkpoint=dict(previous.checkpoint, state=SUPERSEDED,
-                                                        superseded_by=(numbers[-1] + 1))), replace=True)
+        _write(host, _replace(previous, checkpoint=dict(previous.checkpoint, state=ends_checkpoint,
+                                                        by=(numbers[-1] + 1))), replace=True)
     gen = Generation(
         number=(numbers[-1] + 1) if numbers else 1,
         sha256=hashlib.sha256(config).hexdigest(),
@@ -304,3 +306,231 @@ def mark_checkpoint(host: Host, gen: Generation, state: str, **extra: Any) -> Ge
     changed = _replace(gen, checkpoint=dict(gen.checkpoint or {}, state=state, **extra))
     _write(host, changed, replace=True)
     return changed
+
+
+# ---------------------------------------------------------------------------- runs that record
+
+
+ROLLED_BACK = "rolled-back"
+AGENT_PID = ("run/sriov-node", "agent.pid")
+
+
+def outcome_of(report: "Report") -> Optional[str]:
+    """The outcome a run records, or None when it must record nothing (a dry run; refused before writing)."""
+    if report.dry_run:
+        return None
+    result = report.result
+    if result == "refused":
+        return FAILED if report.writes else None  # refused after another PF was written: the host moved
+    return result if result in (CONVERGED, FAILED, INTERRUPTED) else None
+
+
+def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:
+    """A converged run of exactly the current generation's bytes and path, which is no checkpoint:
+    nothing new to record (history holds changes of the desired state, not each re-run)."""
+    return (now is not None and not now.checkpoint and outcome == CONVERGED and now.outcome == CONVERGED
+            and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
+
+
+def record_report(host: Host, desired: "DesiredState", report: "Report", *, command: str,
+                  checkpoint_seconds: Optional[float] = None, restored_from: Optional[int] = None,
+                  ends_checkpoint: str = SUPERSEDED) -> Optional[Generation]:
+    """Record the generation a run converged toward (under the ApplyLock); None if it records nothing.
+
+    A converged run of exactly the current generation's bytes and path (no checkpoint involved)
+    records nothing new: the current generation is returned, history holds changes, not re-runs.
+    A failure to record is added to the run's notices and returns None.
+    """
+    outcome = outcome_of(report)
+    if outcome is None:
+        return None
+    try:
+        now = current(host)
+        if checkpoint_seconds is None and restored_from is None and reruns(now, desired, outcome):
+            return now
+        return record(host, desired.raw, desired.source, command=command, outcome=outcome, pfs=pfs_of(report),
+                      checkpoint_seconds=checkpoint_seconds, restored_from=restored_from,
+                      ends_checkpoint=ends_checkpoint)
+    except GenerationError as exc:
+        report.notices.append(f"the run was not recorded as a generation: {exc}")
+        return None
+
+
+def converge(host: Host, desired: "DesiredState", *, command: str, checkpoint_seconds: Optional[float] = None,
+             force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+             progress: Optional[Callable[[str, str], None]] = None) -> "tuple[Report, Optional[Generation]]":
+    """Lock, reconcile to `desired`, record its generation; the lock is held from the run to the record."""
+    from sriov_node.reconcile import reconcile
+    from sriov_node.state import ApplyLock
+
+    host.check_writable()
+    with ApplyLock(host, timeout, cancelled):
+        report = reconcile(host, desired, force=force, timeout=timeout, cancelled=cancelled, progress=progress)
+        return report, record_report(host, desired, report, command=command, checkpoint_seconds=checkpoint_seconds)
+
+
+@dataclass
+class Restored:
+    """What a rollback (or an expired checkpoint) did: the run, the generation it recorded, the file it wrote."""
+
+    report: "Report"
+    target: Generation  # the generation whose config was restored
+    generation: Optional[Generation] = None  # the new one it recorded (None: refused before writing)
+    config_path: Optional[str] = None  # the file that now holds the target's bytes (None: not written)
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code
+
+    @property
+    def result(self) -> str:
+        return self.report.result
+
+    @property
+    def outcomes(self) -> list:
+        return self.report.outcomes
+
+    @property
+    def notices(self) -> List[str]:
+        return self.report.notices
+
+    def to_dict(self) -> Dict[str, Any]:
+        body = self.report.to_dict()
+        body.update({"restored": self.target.number, "generation": self.generation.number if self.generation else None,
+                     "config": self.config_path})
+        return body
+
+
+def rollback_target(host: Host, number: Optional[int] = None) -> Generation:
+    """Generation `number`, or the one `rollback` without a number restores: a pending checkpoint's
+    fallback, else the newest older generation whose config differs from the current one."""
+    if number is not None:
+        return get(host, number)
+    gens = history(host)
+    if not gens:
+        raise GenerationError("no generation applied yet: nothing to roll back to")
+    now = gens[-1]
+    if now.pending:
+        return get(host, now.checkpoint["previous"])
+    for gen in reversed(gens[:-1]):
+        if gen.sha256 != now.sha256:
+            return gen
+    raise GenerationError(f"no older generation with a different config than generation {now.number} "
+                          "(see sriov-node history)")
+
+
+def restore(host: Host, target: Generation, *, command: str = "rollback", config_path: Optional[str] = None,
+            force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+            progress: Optional[Callable[[str, str], None]] = None, ends_checkpoint: str = ROLLED_BACK) -> Restored:
+    """Converge the host to `target`'s config, put those bytes back in the config file, record a new generation.
+
+    Under the ApplyLock. The file written is `config_path`, else the current generation's (a
+    symlinked config keeps its link: the file it names is replaced). A run refused before it wrote
+    (VFs in use, without `force`) changes nothing: neither the file nor the history.
+    """
+    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.reconcile import reconcile
+    from sriov_node.state import ApplyLock
+
+    host.check_writable()
+    with ApplyLock(host, timeout, cancelled):
+        now = current(host)
+        path = config_path or (now.config_path if now is not None else target.config_path)
+        desired = desired_of(target, path)
+        report = reconcile(host, desired, force=force, timeout=timeout, cancelled=cancelled, progress=progress)
+        result = Restored(report, target)
+        if outcome_of(report) is None:
+            return result
+        try:
+            if _read_quiet(path) != target.config:
+                write_atomic(path, target.config)
+            result.config_path = os.path.realpath(path)
+        except OutputError as exc:
+            report.notices.append(f"the host was restored to generation {target.number}, but {exc}; the daemon "
+                                  "and status follow the recorded generation, not the file")
+        result.generation = record_report(host, desired, report, command=command, restored_from=target.number,
+                                          ends_checkpoint=ends_checkpoint)
+        return result
+
+
+def _read_quiet(path: str) -> Optional[bytes]:
+    from sriov_node.files import CONFIG_LIMIT, read_regular
+
+    try:
+        return read_regular(path, limit=CONFIG_LIMIT)
+    except OSError:
+        return None
+
+
+def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+                      force: bool = False, command: str = "checkpoint-expired") -> Optional[Restored]:
+    """Roll back checkpoint generation `number` to its previous one, if it is still current and pending.
+
+    None when there is nothing to do (committed, superseded, already expired). A rollback refused
+    because VFs are in use leaves the checkpoint's config in place and marks it "kept" (so the
+    daemon does not retry it in a loop); the returned result says why.
+    """
+    from sriov_node.state import ApplyLock
+
+    host.check_writable()
+    with ApplyLock(host, timeout, cancelled):
+        gen = current(host)
+        if gen is None or gen.number != number or not gen.pending:
+            return None
+        result = restore(host, get(host, gen.checkpoint["previous"]), command=command, force=force,
+                         timeout=timeout, cancelled=cancelled, ends_checkpoint=EXPIRED)
+        if result.generation is None:
+            mark_checkpoint(host, gen, KEPT, reason=f"the rollback to generation {result.target.number} was "
+                                                    f"refused ({result.result}): the checkpoint's config stays")
+        return result
+
+
+def agent_pid(host: Host) -> Optional[int]:
+    """The pid of a running agent daemon (from <root>/run/sriov-node/agent.pid), or None."""
+    from sriov_node.files import read_regular
+
+    try:
+        pid = int(read_regular(host.path(*AGENT_PID), limit=64, follow=False).split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def arm_expiry(host: Host, gen: Generation, *, config: Optional[str] = None) -> str:
+    """Make sure someone rolls checkpoint `gen` back at its deadline; a sentence saying who.
+
+    The agent daemon, when one runs; else a transient systemd timer (`systemd-run --on-active`)
+    running `sriov-node rollback --if-uncommitted N`; else (no systemd, a --root tree) nobody
+    until the next `boot`, and the sentence says how to do it by hand.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    previous = gen.checkpoint["previous"]
+    by_hand = (f"sriov-node{'' if host.is_real_root else ' --root ' + host.root} rollback --if-uncommitted "
+               f"{gen.number}")
+    pid = agent_pid(host)
+    if pid is not None:
+        return f"the agent daemon (pid {pid}) restores generation {previous} at the deadline"
+    if not host.is_real_root:
+        return (f"no timer armed (--root is not /): run {by_hand} to restore generation {previous}; "
+                "the next boot restores it too")
+    tool = shutil.which("systemd-run")
+    if tool is None:
+        return (f"no systemd-run here: run {by_hand} to restore generation {previous}; the next boot restores "
+                "it too")
+    seconds = max(1, int(float(gen.checkpoint["deadline"]) - time.time() + 0.999))
+    argv = [tool, f"--on-active={seconds}", f"--unit=sriov-node-checkpoint-{gen.number}",
+            f"--description=sriov-node: roll back generation {gen.number} unless committed",
+            sys.executable, "-m", "sriov_node"] + (["--config", config] if config else []) \
+        + ["rollback", "--if-uncommitted", str(gen.number)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"systemd-run failed ({exc}): run {by_hand} to restore generation {previous}"
+    if proc.returncode != 0:
+        return (f"systemd-run failed ({proc.stderr.strip() or proc.returncode}): run {by_hand} to restore "
+                f"generation {previous}")
+    return f"timer sriov-node-checkpoint-{gen.number}.timer restores generation {previous} in {seconds} s"

@@ -30,7 +30,8 @@ def schema_keys():
             | {f"pf.{k}" for k in schema.PF_KEYS}
             | {f"pf.vfs.{k}" for k in schema.VF_KEYS}
             | {f"device_plugin.{k}" for k in schema.DEVICE_PLUGIN_KEYS}
-            | {f"metrics.{k}" for k in schema.METRICS_KEYS})
+            | {f"metrics.{k}" for k in schema.METRICS_KEYS}
+            | {f"history.{k}" for k in schema.HISTORY_KEYS})
 
 
 def reference_rows():

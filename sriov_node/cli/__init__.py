@@ -19,11 +19,12 @@ import typer
 from sriov_node.cli.app import app
 from sriov_node.errors import EXIT_INVALID
 
-MODULES = ("engine", "check", "service", "cluster", "sim")
+MODULES = ("engine", "check", "service", "cluster", "day2", "sim")
 COMMANDS = {
     "validate": "engine", "apply": "engine", "status": "engine", "check": "check",
     "boot": "service", "daemon": "service", "udev-rule": "service",
     "set": "cluster", "unset": "cluster", "capture": "cluster", "export": "cluster", "metrics": "cluster",
+    "history": "day2", "commit": "day2", "rollback": "day2",
     "sim": "sim",
 }
 GLOBAL_OPTIONS_WITH_VALUE = ("--root", "--config")
