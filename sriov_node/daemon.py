@@ -41,19 +41,18 @@ from sriov_node.host.paths import PCI_DEVICES
 from sriov_node.journal import Notifier, fields
 from sriov_node.model import DesiredState
 from sriov_node.reconcile import Report, load_desired, reconcile
-from sriov_node.state import LOCK_DIR, ApplyLock
-from sriov_node.uevents import DirectoryWatch, Uevent, UeventSource, open_sources, route
+from sriov_node.state import ApplyLock
+from sriov_node.uevents import BUSES, NETDEVSIM_DEVICES, DirectoryWatch, Uevent, UeventSource, open_sources, route
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 # The quiet period that ends a burst of uevents: at most --debounce; once the burst's own rhythm is
 # known, a few of its gaps; after the event that ends a kernel operation (a PF's bind: its driver
 # has probed; a PF's change: its sriov_numvfs write is done), only QUIET_FLOOR.
 QUIET_FLOOR, QUIET_GAPS = 0.005, 4.0
-PID_FILE = "agent.pid"  # under run/sriov-node: `apply --checkpoint` sees that a daemon enforces the deadline
 
 
 def pid_path(host: Host) -> str:
-    return host.path(LOCK_DIR, PID_FILE)
+    return host.path(*_generations().AGENT_PID)
 
 
 def _generations():  # imported when used: the module is the store of applied generations
@@ -86,6 +85,8 @@ class Daemon:
         self.pending: Set[str] = set()  # PFs waiting for their back-off to end
         self.outcomes: Dict[str, str] = {}  # PF -> last status, for STATUS=
         self.runs = 0
+        self._recorded: Optional[int] = None  # the generation the last run recorded (or re-ran), if any
+        self._burst = ""  # how the last burst of uevents ended, for the run's log line
         self._stop = False
         self._reload = False
         self._wake_r, self._wake_w = -1, -1
@@ -130,7 +131,7 @@ class Daemon:
             self.notifier.watchdog()
             self._next_watchdog = now + interval
 
-    # ------------------------------------------------------------------ runs
+    # ------------------------------------------------------------------ status
 
     def summary(self) -> str:
         if not self.outcomes:
@@ -209,7 +210,21 @@ class Daemon:
                 self.log.error("checkpoint of generation %d: not restored: %s", number, line)
             self.notifier.status(f"{self.summary()}; checkpoint {number} expired but was not restored")
             return
-        self.log.info("checkpoint of generation %d: expired: %s", number, _describe(result))
+        if result is None:
+            self.log.info("checkpoint of generation %d: committed or replaced meanwhile; nothing to restore", number)
+        elif result.generation is None:
+            self._expiry_tried.add(number)
+            self.log.error("checkpoint of generation %d: expired, but restoring generation %d was %s; its "
+                           "configuration stays", number, result.target.number, result.result)
+            for o in result.outcomes:
+                for line in (o.error or "").splitlines():
+                    self.log.error(line, extra=fields(o.pci))
+        else:
+            self.log.warning("checkpoint of generation %d: expired; generation %d restored as generation %d (%s)%s",
+                             number, result.target.number, result.generation.number, result.result,
+                             f", {result.config_path} rewritten" if result.config_path else "")
+        for notice in result.notices if result is not None else ():
+            self.log.warning("checkpoint of generation %d: %s", number, notice)
         self._new_generations()
 
     def _new_generations(self) -> None:
@@ -220,20 +235,18 @@ class Daemon:
         self._arm_checkpoint()
 
     def _record(self, command: str, report: Report) -> None:
-        """Record the run toward self.desired as a new generation (under the lock, after the run),
-        unless it was refused before writing anything."""
+        """Record the run toward self.desired as a generation (under the lock, after the run), unless
+        it was refused before writing anything (or re-ran the current generation's exact bytes)."""
         assert self.desired is not None
-        if report.result == "refused" and report.writes == 0:
+        gen = _generations().record_report(self.host, self.desired, report, command=command)
+        for notice in report.notices:
+            self.log.warning("%s: %s", command, notice)
+        if gen is None:
             return
-        outcome = report.result if report.result in ("converged", "failed", "interrupted") else "failed"
-        try:
-            gen = _generations().record(self.host, self.desired.raw, os.path.realpath(self.config),
-                                        command=command, outcome=outcome, pfs=_generations().pfs_of(report))
-        except (SriovNodeError, OSError) as exc:
-            self.log.error("%s: converged but not recorded as a generation: %s", command, exc)
-            return
+        self._recorded = gen.number
+        if gen.number != self.generation:
+            self.log.info("recorded generation %d (%s, %s)", gen.number, command, gen.outcome)
         self.generation = gen.number
-        self.log.info("recorded generation %d (%s, %s)", gen.number, command, outcome)
 
     # ------------------------------------------------------------------ runs
 
@@ -244,6 +257,7 @@ class Daemon:
         self.desired is the config file, applied now and recorded as a generation by that command."""
         assert self.desired is not None
         self.runs += 1
+        self._recorded = None
         try:
             with ApplyLock(self.host, self.timeout, self._cancelled):
                 if record is None and self._follow():
@@ -286,8 +300,12 @@ class Daemon:
         self._learn_vfs(report)
         self._write_metrics(self.desired)
         scope = "every PF" if only is None else "only " + ",".join(sorted(only))
-        self.log.info("run %d: %s: %s", self.runs, scope,
-                      ", ".join(f"{o.pci or o.key} {o.status}" for o in report.outcomes) or "nothing selected")
+        if self._burst and only is not None:
+            scope += f" ({self._burst})"
+        self._burst = ""
+        self.log.info("run %d: %s: %s (%.0f ms)", self.runs, scope,
+                      ", ".join(f"{o.pci or o.key} {o.status}" for o in report.outcomes) or "nothing selected",
+                      report.duration * 1000)
         self.notifier.status(self.summary())
         return report
 
@@ -332,9 +350,10 @@ class Daemon:
         """A PF's bind (its driver has probed) or change (its sriov_numvfs write is done): what
         follows the burst's last event, so the quiet period can end now."""
         for e in events:
-            if e.subsystem == "pci" and e.action in ("bind", "change") and e.device:
+            if e.subsystem in BUSES and e.action in ("bind", "change") and e.device:
                 try:
-                    if self.host.sysfs.exists(PCI_DEVICES, e.device, "sriov_totalvfs"):
+                    if (self.host.sysfs.exists(PCI_DEVICES, e.device, "sriov_totalvfs")
+                            or self.host.sysfs.exists(NETDEVSIM_DEVICES, e.device, "sriov_numvfs")):
                         return True
                 except ValueError:
                     continue
@@ -348,13 +367,15 @@ class Daemon:
         one run). The quiet period adapts: --debounce until the burst shows its rhythm, then
         QUIET_GAPS times its longest gap (at least QUIET_FLOOR); QUIET_FLOOR once the event that
         ends a kernel operation has come."""
+        self._burst = ""
         events = self._drain(ready)
         due = route(events, self.host, self.known_vfs, self.covered)
         if not due:
             return due
         now = time.monotonic()
-        end, last, gap = now + self.max_delay, now, None
+        start, end, last, gap = now, now + self.max_delay, now, None
         final = self._ends_an_operation(events)
+        count = len(events)
         while not self._stop:
             if final:
                 quiet = QUIET_FLOOR
@@ -371,8 +392,11 @@ class Daemon:
             now = time.monotonic()
             gap, last = max(gap or 0.0, now - last), now
             events = self._drain(ready)
+            count += len(events)
             final = final or self._ends_an_operation(events)
             due |= route(events, self.host, self.known_vfs, self.covered)
+        self._burst = (f"{count} event(s) in {(time.monotonic() - start) * 1000:.0f} ms, "
+                       + ("ended by a PF's bind or change" if final else "then quiet"))
         return due
 
     def _timeout(self) -> Optional[float]:
@@ -407,7 +431,7 @@ class Daemon:
         self.not_before.clear()
         self.outcomes.clear()
         report = self.run_once(None, record="reload")
-        if self.generation == previous_generation:
+        if self._recorded is None:
             # not recorded (refused before any write, or the lock not had): the applied generation stays
             self.log.warning("reload: %s was not applied (%s); still following %s", self.config,
                              report.result if report is not None else "the run was skipped",
@@ -532,12 +556,3 @@ class Daemon:
                     if exc.errno != errno.EBADF:
                         raise
         return 0
-
-
-def _describe(result: Any) -> str:
-    """What expire_checkpoint returned, in a few words (a Report, or anything with a result)."""
-    for attr in ("result", "outcome", "status"):
-        value = getattr(result, attr, None)
-        if isinstance(value, str):
-            return value
-    return "done" if result is None else str(result)

@@ -18,6 +18,10 @@ from sriov_node.host.paths import PCI_DEVICES
 # The actions that can move an SR-IOV PF away from its desired state (or make a block resolvable)
 PCI_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
 NET_ACTIONS = frozenset({"add", "remove", "move"})
+# The buses whose devices can be PFs: PCI, and netdevsim (the kernel's simulated NIC, which has a
+# driver to unbind and bind like a PCI NIC's)
+BUSES = frozenset({"pci", "netdevsim"})
+NETDEVSIM_DEVICES = "sys/bus/netdevsim/devices"
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,8 @@ def open_source(host: Host) -> UeventSource:
 def open_sources(host: Host) -> List[UeventSource]:
     """Where the daemon hears that something moved.
 
-    Simulated host: the simulated kernel's events. Live host: PCI events (add/remove/bind/unbind)
-    straight from the kernel, which need no interface name and arrive before udevd has processed
+    Simulated host: the simulated kernel's events. Live host: PCI (and netdevsim) events
+    (add/remove/bind/unbind) straight from the kernel, which need no interface name and arrive before udevd has processed
     them (a PF driver reload is answered at once); netdev events from udevd when it runs, since
     only then does a netdev carry its final name (a config that selects a PF by name needs it).
     Without udevd (/run/udev absent: a container, an initrd), both from the kernel.
@@ -141,8 +145,8 @@ def open_sources(host: Host) -> List[UeventSource]:
     if not host.is_real_root:
         raise OSError(f"{host.root} is a captured tree: it sends no uevents")
     if not os.path.isdir("/run/udev"):
-        return [PyudevSource("kernel", frozenset({"pci", "net"}))]
-    sources: List[UeventSource] = [PyudevSource("kernel", frozenset({"pci"}))]
+        return [PyudevSource("kernel", BUSES | {"net"})]
+    sources: List[UeventSource] = [PyudevSource("kernel", BUSES)]
     try:
         sources.append(PyudevSource("udev", frozenset({"net"})))
     except BaseException:
@@ -237,11 +241,11 @@ class DirectoryWatch:
 def touched_pf(event: Uevent, host: Host, known_vfs: Dict[str, str]) -> Optional[str]:
     """The PF an event may have moved, if any: the device itself when it is a PF, its physfn
     when it is a VF (from sysfs, or from the last observation when the VF is already gone)."""
-    if event.subsystem == "pci" and event.action not in PCI_ACTIONS:
+    if event.subsystem in BUSES and event.action not in PCI_ACTIONS:
         return None
     if event.subsystem == "net" and event.action not in NET_ACTIONS:
         return None
-    if event.subsystem not in ("pci", "net"):
+    if event.subsystem not in BUSES and event.subsystem != "net":
         return None
     dev = event.device
     if not dev:
@@ -253,7 +257,7 @@ def touched_pf(event: Uevent, host: Host, known_vfs: Dict[str, str]) -> Optional
                 return dev
             parent = sysfs.link_name(PCI_DEVICES, dev, "physfn")
             return parent or known_vfs.get(dev)
-        if sysfs.exists("sys/bus/netdevsim/devices", dev, "sriov_numvfs"):
+        if sysfs.exists(NETDEVSIM_DEVICES, dev, "sriov_numvfs"):
             return dev
     except ValueError:
         return None
