@@ -279,8 +279,13 @@ def _prune(host: Host, newest: Generation) -> None:
 def commit(host: Host, *, now: Optional[float] = None) -> Generation:
     """Make the pending checkpoint permanent (call it under the ApplyLock). GenerationError if there is
     none, or if its deadline has passed (it is due to be rolled back: say so rather than race it)."""
-    gen = current(host)
+    gens = history(host)
+    gen = gens[-1] if gens else None
     if gen is None or not gen.checkpoint:
+        last = next((g for g in reversed(gens) if g.checkpoint), None)
+        if last is not None and last.checkpoint.get("state") in (EXPIRED, ROLLED_BACK):
+            raise GenerationError(f"generation {last.number}'s checkpoint {last.checkpoint['state']}: its previous "
+                                  f"generation was restored (now generation {gen.number}); apply the change again")
         raise GenerationError("no checkpoint to commit: the current generation "
                               + (f"{gen.number} ({gen.command}) is already permanent" if gen else "does not exist"))
     state = gen.checkpoint.get("state")
@@ -325,6 +330,14 @@ def outcome_of(report: "Report") -> Optional[str]:
     return result if result in (CONVERGED, FAILED, INTERRUPTED) else None
 
 
+def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:
+    """A converged run of exactly the current generation's bytes and path, which is no checkpoint:
+    nothing new to record (history holds changes of the desired state, not each re-run)."""
+    return (now is not None and (not now.checkpoint or now.checkpoint.get("state") == COMMITTED)
+            and outcome == CONVERGED and now.outcome == CONVERGED
+            and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
+
+
 def record_report(host: Host, desired: "DesiredState", report: "Report", *, command: str,
                   checkpoint_seconds: Optional[float] = None, restored_from: Optional[int] = None,
                   ends_checkpoint: str = SUPERSEDED) -> Optional[Generation]:
@@ -339,9 +352,7 @@ def record_report(host: Host, desired: "DesiredState", report: "Report", *, comm
         return None
     try:
         now = current(host)
-        if (now is not None and checkpoint_seconds is None and restored_from is None and not now.checkpoint
-                and outcome == CONVERGED and now.outcome == CONVERGED
-                and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source)):
+        if checkpoint_seconds is None and restored_from is None and reruns(now, desired, outcome):
             return now
         return record(host, desired.raw, desired.source, command=command, outcome=outcome, pfs=pfs_of(report),
                       checkpoint_seconds=checkpoint_seconds, restored_from=restored_from,

@@ -95,8 +95,7 @@ def apply(
     if as_json:
         body = report.to_dict()
         if dry_run:
-            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
-                    "file_not_applied": bool(unapplied)}
+            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
         else:
             body["generation"] = gen.number if gen else None
             body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
