@@ -279,8 +279,13 @@ def _prune(host: Host, newest: Generation) -> None:
 def commit(host: Host, *, now: Optional[float] = None) -> Generation:
     """Make the pending checkpoint permanent (call it under the ApplyLock). GenerationError if there is
     none, or if its deadline has passed (it is due to be rolled back: say so rather than race it)."""
-    gen = current(host)
+    gens = history(host)
+    gen = gens[-1] if gens else None
     if gen is None or not gen.checkpoint:
+        last = next((g for g in reversed(gens) if g.checkpoint), None)
+        if last is not None and last.checkpoint.get("state") in (EXPIRED, ROLLED_BACK):
+            raise GenerationError(f"generation {last.number}'s checkpoint {last.checkpoint['state']}: its previous "
+                                  f"generation was restored (now generation {gen.number}); apply the change again")
         raise GenerationError("no checkpoint to commit: the current generation "
                               + (f"{gen.number} ({gen.command}) is already permanent" if gen else "does not exist"))
     state = gen.checkpoint.get("state")
@@ -328,7 +333,8 @@ def outcome_of(report: "Report") -> Optional[str]:
 def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:
     """A converged run of exactly the current generation's bytes and path, which is no checkpoint:
     nothing new to record (history holds changes of the desired state, not each re-run)."""
-    return (now is not None and not now.checkpoint and outcome == CONVERGED and now.outcome == CONVERGED
+    return (now is not None and (not now.checkpoint or now.checkpoint.get("state") == COMMITTED)
+            and outcome == CONVERGED and now.outcome == CONVERGED
             and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
 
 
