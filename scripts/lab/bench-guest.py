@@ -273,51 +273,65 @@ def driver_reload() -> float:
 
 
 def bench_reload(ifname: str, ipr) -> None:
-    """A PF driver reload, answered by udevd's .link [SR-IOV] (the anchor) and by our daemon."""
+    """A PF driver reload, answered by udevd's .link [SR-IOV] (the anchor) and by our daemon (and the
+    daemon of BENCH_BEFORE). Rounds interleaved, so the host's load affects them alike: the daemons
+    run from the start and are stopped (SIGSTOP) outside their own rounds; .link has its [SR-IOV]
+    part only in udevd's rounds."""
+    import threading
+
     link = "/run/systemd/network/10-sriov-bench.link"
     os.makedirs(os.path.dirname(link), exist_ok=True)
-    with open(link, "w") as fh:
-        fh.write(LINK.format(ifname=ifname))
+    with_sriov = LINK.format(ifname=ifname)
+    name_only = with_sriov.split("SR-IOVVirtualFunctions")[0]
+
+    def use_link(text: str) -> None:
+        with open(link, "w") as fh:
+            fh.write(text)
+        sh("udevadm control --reload", check=False)
+
+    use_link(name_only)
     sh("pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon", check=False)
-    sh("udevadm control --reload && udevadm settle -t 30", check=False)
-    samples: Dict[str, List[float]] = {"udevd": [], "daemon": [], "before": []}
-    for _ in range(REPEAT):
-        start = driver_reload()
-        ok = wait(lambda: nsim_done(ifname, ipr, 300), interval=0.02)
-        samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
-    with open(link, "w") as fh:  # keep the name, drop the [SR-IOV] part
-        fh.write(LINK.format(ifname=ifname).split("SR-IOVVirtualFunctions")[0])
-    sh("udevadm control --reload", check=False)
+    sh("udevadm settle -t 30", check=False)
     config = daemon_config(ifname)
-    daemons = {"daemon": (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 400)}
+    checkouts = {"daemon": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     if os.environ.get("BENCH_BEFORE"):
-        daemons["before"] = (os.environ["BENCH_BEFORE"], 400)
-    for name, (checkout, vlan) in daemons.items():
-        env = {**os.environ, "PYTHONPATH": checkout}
-        daemon = subprocess.Popen([PY, "-m", "sriov_node", "--config", config, "daemon", "--no-notify"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        log: List[str] = []
-
-        def read_log() -> None:
-            assert daemon.stderr is not None
-            for line in daemon.stderr:
-                log.append(line)
-
-        import threading
-
-        threading.Thread(target=read_log, daemon=True).start()
-        put(f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs", "0\n")
-        if not wait(lambda: nsim_done(ifname, ipr, vlan), 120, 0.02):
-            raise RuntimeError(f"the {name} daemon did not converge:\n" + "".join(log[-30:]))
-        time.sleep(1)
+        checkouts["before"] = os.environ["BENCH_BEFORE"]
+    daemons: Dict[str, subprocess.Popen] = {}
+    logs: Dict[str, List[str]] = {}
+    for name, checkout in checkouts.items():
+        proc = subprocess.Popen([PY, "-m", "sriov_node", "--config", config, "daemon", "--no-notify"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=checkout,
+                                env={**os.environ, "PYTHONPATH": checkout})  # cwd: `-m` looks there first
+        log = logs[name] = []
+        threading.Thread(target=lambda p=proc, l=log: l.extend(p.stderr), daemon=True).start()
+        if not wait(lambda: any("ready:" in line for line in log), 180, 0.05):
+            raise RuntimeError(f"the {name} daemon did not start:\n" + "".join(log[-30:]))
+        os.kill(proc.pid, signal.SIGSTOP)
+        daemons[name] = proc
+    samples: Dict[str, List[float]] = {"udevd": [], **{name: [] for name in daemons}}
+    try:
         for _ in range(REPEAT):
+            use_link(with_sriov)
             start = driver_reload()
-            ok = wait(lambda: nsim_done(ifname, ipr, vlan), interval=0.02)
-            samples[name].append(time.perf_counter() - start if ok else float("nan"))
-            time.sleep(0.5)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=30)
-        out.setdefault("reload_log", {})[name] = "".join(log[-12:])
+            ok = wait(lambda: nsim_done(ifname, ipr, 300), interval=0.02)
+            samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
+            use_link(name_only)
+            for name, proc in daemons.items():
+                os.kill(proc.pid, signal.SIGCONT)  # it hears what happened meanwhile and converges
+                if not wait(lambda: nsim_done(ifname, ipr, 400), 120, 0.02):
+                    raise RuntimeError(f"the {name} daemon did not converge:\n" + "".join(logs[name][-30:]))
+                time.sleep(0.5)
+                start = driver_reload()
+                ok = wait(lambda: nsim_done(ifname, ipr, 400), interval=0.02)
+                samples[name].append(time.perf_counter() - start if ok else float("nan"))
+                time.sleep(0.5)
+                os.kill(proc.pid, signal.SIGSTOP)
+    finally:
+        for name, proc in daemons.items():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            out.setdefault("reload_log", {})[name] = "".join(logs[name][-12:])
     out["reload"] = samples
 
 
