@@ -35,7 +35,7 @@ import signal
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Set
 
-from sriov_node.errors import SriovNodeError
+from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
 from sriov_node.journal import Notifier, fields
@@ -204,8 +204,13 @@ class Daemon:
         try:
             result = _generations().expire_checkpoint(self.host, number, timeout=self.timeout,
                                                       cancelled=self._cancelled)
+        except LockTimeout as exc:  # a long manual run holds the lock: try again shortly
+            self.checkpoint = (number, time.time() + BACKOFF_FIRST)
+            self.log.warning("checkpoint of generation %d: not restored yet: %s; trying again in %.0f s", number, exc,
+                             BACKOFF_FIRST)
+            return
         except SriovNodeError as exc:
-            self._expiry_tried.add(number)
+            self._expiry_tried.add(number)  # not retried in a loop; a new generation re-arms
             for line in str(exc).splitlines():
                 self.log.error("checkpoint of generation %d: not restored: %s", number, line)
             self.notifier.status(f"{self.summary()}; checkpoint {number} expired but was not restored")
@@ -438,6 +443,9 @@ class Daemon:
                              f"generation {previous_generation}" if previous_generation is not None
                              else "the configuration read at start")
             self.desired = previous
+            if report is not None:
+                self.outcomes.clear()
+                self.run_once(None)  # the host against what is still desired (nothing was written)
         self._arm_checkpoint()
         self.notifier.ready(self.summary())
 

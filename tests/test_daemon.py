@@ -494,3 +494,17 @@ def test_the_pid_file_names_the_running_daemon(daemon):
     assert open(pid).read().strip() == str(d.proc.pid)
     assert d.stop() == 0
     assert not os.path.exists(pid)
+
+
+def test_sighup_refused_by_the_host_keeps_the_generation(daemon):
+    d = daemon()
+    ready(d)
+    h = open_host(d.host.root)
+    SimKernel(d.host.root).hold_vf(h.sysfs.vf_address(PF0, 0), 4242, "qemu-kvm")  # a VM holds a vfio VF of PF0
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG.replace("num_vfs = 4", "num_vfs = 6"))  # 6 VFs: disabling the VM's VF first
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: any("reload:" in line and "was not applied (refused)" in line for line in d.log),
+               what="the refused reload")
+    assert newest(d).number == 1 and open_host(d.host.root).sysfs.num_vfs(PF0) == 4
+    d.wait_for(lambda: d.notified("STATUS=2 of 2 PF(s) converged (generation 1)"), what="STATUS after the refusal")
