@@ -491,6 +491,20 @@ def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancell
         return result
 
 
+def disarm_expiry(host: Host, gen: Generation) -> None:
+    """A committed checkpoint's timer (if `arm_expiry` made one) is stopped; it would do nothing anyway."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("systemctl") if host.is_real_root else None
+    if tool is None:
+        return
+    try:
+        subprocess.run([tool, "stop", f"sriov-node-checkpoint-{gen.number}.timer"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def agent_pid(host: Host) -> Optional[int]:
     """The pid of a running agent daemon (from <root>/run/sriov-node/agent.pid), or None."""
     from sriov_node.files import read_regular
@@ -530,7 +544,7 @@ def arm_expiry(host: Host, gen: Generation, *, config: Optional[str] = None) -> 
     seconds = max(1, int(float(gen.checkpoint["deadline"]) - time.time() + 0.999))
     argv = [tool, f"--on-active={seconds}", f"--unit=sriov-node-checkpoint-{gen.number}",
             f"--description=sriov-node: roll back generation {gen.number} unless committed",
-            sys.executable, "-m", "sriov_node"] + (["--config", config] if config else []) \
+            sys.executable, "-m", "sriov_node"] + (["--config", os.path.abspath(config)] if config else []) \
         + ["rollback", "--if-uncommitted", str(gen.number)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
