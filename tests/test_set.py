@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -178,6 +179,8 @@ def test_unset_removes_the_block_with_its_comment_and_nothing_else(host, config)
     assert proc.returncode == 0, proc.stderr
     block = before[before.index("# A PF chosen"):before.index("# A fleet rule")]
     assert config.read_text() == before.replace(block, "")
+    assert "removed pf[0]: saved (its PFs are left as they are)" in proc.stdout
+    assert generation_commands(host) == ["unset"]  # the node now follows the file without the block
     again = run_cli("unset", "ens1f0", "--json", root=host.root, config=str(config))
     assert again.returncode == 0
     assert json.loads(again.stdout)["changed"] is False and "no block selects ens1f0" in again.stdout
@@ -600,3 +603,25 @@ def test_the_guide_more_vfs_step_keeps_the_resource_and_says_why_without_it(make
     exported = json.loads(run_cli("export", "device-plugin", "--json-only", root=host.root, config=str(config)).stdout)
     (netdev,) = [r for r in exported["resourceList"] if r["resourceName"] == "intel_sriov_netdevice"]
     assert "ens1f1#0-15" in netdev["selectors"]["pfNames"]
+
+
+def test_a_set_stopped_by_sigterm_keeps_the_file_and_the_edit_in_rejected(host, config):
+    assert run_cli("apply", root=host.root, config=str(config)).returncode == 0
+    before, history = config.read_bytes(), generations.history(host)
+    SimKernel(host.root).add_fault("delay", device=PF0, attr="sriov_numvfs", nth=2, seconds=3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
+    proc = subprocess.Popen([CLI, "--root", host.root, "--config", str(config), "set", "ens1f0", "num_vfs=12",
+                             "vfs=0-3:vfio-pci", "vfs=4-11:iavf"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not any(p.endswith(f"{PF0}/sriov_numvfs") and v == "'0\\n'" for p, v, _ in sim_writes(host)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, err
+    assert config.read_bytes() == before
+    assert "num_vfs = 12" in (config.parent / "config.toml.rejected").read_text()
+    assert "left as it was, byte for byte: the run was interrupted" in err
+    assert generations.history(host) == history
