@@ -995,7 +995,8 @@ class Transaction:
                 return done
             done.saved = True
             done.generation = self.record(report)
-            done.message = (f"{result.path}: " + (f"{result.summary()}: applied and saved"
+            applied = "applied and saved" if report.outcomes else "saved (its PFs are left as they are)"
+            done.message = (f"{result.path}: " + (f"{result.summary()}: {applied}"
                                                   if result.changed else "unchanged; applied")
                             + (f"; previous version in {done.backup}" if done.backup else "")
                             + (f"; generation {done.generation}" if done.generation is not None else ""))

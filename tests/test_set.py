@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
@@ -177,6 +179,8 @@ def test_unset_removes_the_block_with_its_comment_and_nothing_else(host, config)
     assert proc.returncode == 0, proc.stderr
     block = before[before.index("# A PF chosen"):before.index("# A fleet rule")]
     assert config.read_text() == before.replace(block, "")
+    assert "removed pf[0]: saved (its PFs are left as they are)" in proc.stdout
+    assert generation_commands(host) == ["unset"]  # the node now follows the file without the block
     again = run_cli("unset", "ens1f0", "--json", root=host.root, config=str(config))
     assert again.returncode == 0
     assert json.loads(again.stdout)["changed"] is False and "no block selects ens1f0" in again.stdout
@@ -548,3 +552,76 @@ def test_unset_of_a_group_or_of_every_group_is_explicit_and_drops_their_keys(hos
     proc = run_cli("unset", "ens1f0", "vfs", "--no-apply", root=host.root, config=str(config))
     assert proc.returncode == 0, proc.stderr
     assert "vfs" not in tomllib.loads(config.read_text())["pf"][0]
+
+
+# ---------------------------------------------------------------------------- the docs' `set` commands run as written
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _commands(text):
+    """The `sriov-node set/unset ...` commands of a text, as argv lists (code spans may wrap lines)."""
+    import shlex
+
+    found = re.findall(r"`(sriov-node (?:set|unset) [^`]*)`", text) + \
+        re.findall(r"^(sriov-node (?:set|unset) .*?)(?:\s+#.*)?$", text, re.M)
+    return [shlex.split(" ".join(c.split()))[1:] for c in found]
+
+
+def test_the_reference_set_session_runs_as_written(host, config):
+    text = (DOCS / "config-reference.md").read_text()
+    section = text[text.index("## From the command line"):text.index("## `[device_plugin]`")]
+    (block,) = re.findall(r"^```sh\n(.*?)^```$", section, re.M | re.S)
+    commands = _commands(block)
+    assert [c[0] for c in commands] == ["set"] * 4 + ["unset"] * 3
+    for argv in commands:
+        proc = run_cli(*argv, root=host.root, config=str(config))
+        assert proc.returncode == 0, (argv, proc.stderr)
+    assert "ens1f0" not in config.read_text()  # the last one removed the block
+
+
+def test_the_guide_more_vfs_step_keeps_the_resource_and_says_why_without_it(make_host, tmp_path):
+    guide = (DOCS / "guide.md").read_text()
+    (toml,) = re.findall(r"^```toml\n(.*?)^```$", guide, re.M | re.S)
+    config = tmp_path / "config.toml"
+    config.write_text(toml.replace('textfile = "/var/lib/node_exporter/textfile/sriov_node.prom"',
+                                   f'textfile = "{tmp_path}/sriov_node.prom"'))
+    host = make_host(("x710", 2, None))
+    assert run_cli("apply", root=host.root, config=str(config)).returncode == 0
+    day2 = guide[guide.index("## Day two"):]
+    (more,) = [c for c in _commands(day2) if "num_vfs=16" in c]
+    bare = [a for a in more if not a.startswith("vfs[")]
+
+    refused = run_cli(*bare, root=host.root, config=str(config))
+    assert refused.returncode == 2
+    assert 'pf[1].vfs[0] (range "0-7"): resource = "intel_sriov_netdevice"' in refused.stderr
+    assert "vfs[0-7].resource=" in refused.stderr and "vfs[0-15].resource=intel_sriov_netdevice" in refused.stderr
+
+    proc = run_cli(*more, root=host.root, config=str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert observe(host).pf(PF1).num_vfs == 16
+    exported = json.loads(run_cli("export", "device-plugin", "--json-only", root=host.root, config=str(config)).stdout)
+    (netdev,) = [r for r in exported["resourceList"] if r["resourceName"] == "intel_sriov_netdevice"]
+    assert "ens1f1#0-15" in netdev["selectors"]["pfNames"]
+
+
+def test_a_set_stopped_by_sigterm_keeps_the_file_and_the_edit_in_rejected(host, config):
+    assert run_cli("apply", root=host.root, config=str(config)).returncode == 0
+    before, history = config.read_bytes(), generations.history(host)
+    SimKernel(host.root).add_fault("delay", device=PF0, attr="sriov_numvfs", nth=2, seconds=3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
+    proc = subprocess.Popen([CLI, "--root", host.root, "--config", str(config), "set", "ens1f0", "num_vfs=12",
+                             "vfs=0-3:vfio-pci", "vfs=4-11:iavf"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not any(p.endswith(f"{PF0}/sriov_numvfs") and v == "'0\\n'" for p, v, _ in sim_writes(host)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 143, err
+    assert config.read_bytes() == before
+    assert "num_vfs = 12" in (config.parent / "config.toml.rejected").read_text()
+    assert "left as it was, byte for byte: the run was interrupted" in err
+    assert generations.history(host) == history

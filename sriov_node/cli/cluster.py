@@ -143,6 +143,8 @@ def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool
     body: dict = {}
     with Interrupts() as interrupts:
         try:
+            if not no_apply and edit is not None:
+                host.check_writable()  # a captured tree: refused before the lock, as apply does
             with Transaction(host, ctx.obj.config, timeout=timeout, command=command, cancelled=interrupts.cancelled,
                              on_wait=waiting) as tx:
                 result = tx.prepare(pf, edit) if edit is not None else tx.prepare_removal(pf)
