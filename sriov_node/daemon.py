@@ -27,7 +27,6 @@ back-off, not on every event; a PF whose driver is gone waits for its bind event
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import select
@@ -473,12 +472,13 @@ class Daemon:
         """The desired state at start: the newest generation, else the config file. 0 or an exit code."""
         self._follow()
         if self.desired is not None:
+            from sriov_node.files import CONFIG_LIMIT, read_regular
+
             try:
-                with open(self.config, "rb") as fh:
-                    on_disk = hashlib.sha256(fh.read()).hexdigest()
+                on_disk: Optional[bytes] = read_regular(self.config, limit=CONFIG_LIMIT)
             except OSError:
                 on_disk = None
-            if on_disk is not None and on_disk != self.desired.digest:
+            if on_disk is not None and on_disk != self.desired.raw:
                 self.log.warning("%s differs from the applied generation %d: it is not applied until "
                                  "`sriov-node apply` (or `systemctl reload sriov-node-agent`)",
                                  self.config, self.generation)
