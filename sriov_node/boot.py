@@ -43,6 +43,7 @@ class BootReport:
     missing: List[str] = field(default_factory=list)  # what was still not there when the wait ended
     waited: float = 0.0
     interrupted: bool = False
+    generation: Optional[object] = None  # the generation recorded (generations.Generation), if any
 
     @property
     def exit_code(self) -> int:
@@ -55,6 +56,7 @@ class BootReport:
 
     def to_dict(self) -> Dict[str, object]:
         return {"pfs": [o.to_dict() for o in self.outcomes.values()], "missing": self.missing,
+                "generation": getattr(self.generation, "number", None),
                 "waited_seconds": round(self.waited, 2), "interrupted": self.interrupted, "exit_code": self.exit_code}
 
 
@@ -139,6 +141,7 @@ def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: loggi
     from sriov_node.progress import terminal_progress
     from sriov_node.survey import load_desired
 
+    restored = _expire_checkpoint_at_boot(host, config, log, timeout)
     try:
         desired = load_desired(host, config)
     except SriovNodeError as exc:
@@ -147,4 +150,63 @@ def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: loggi
         return exc.exit_code or EXIT_INVALID, None
     with terminal_progress(host, desired, as_json=as_json) as progress:  # only when run by hand, on a terminal
         report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled, progress=progress)
+    report.generation = _record_boot(host, desired, report, log, timeout, restored)
     return report.exit_code, report
+
+
+def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, timeout: float) -> Optional[int]:
+    """An uncommitted checkpoint did not survive the reboot: put its previous generation's bytes back
+    in the config file (boot then converges to them) and mark it expired. The previous generation's
+    number, or None."""
+    from sriov_node import generations
+    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.state import ApplyLock
+
+    try:
+        host.check_writable()
+        with ApplyLock(host, timeout):
+            gen = generations.pending_checkpoint(host)
+            if gen is None:
+                return None
+            previous = generations.get(host, gen.checkpoint["previous"])
+            log.warning("generation %d is a checkpoint that was not committed before the reboot: restoring "
+                        "generation %d", gen.number, previous.number)
+            write_atomic(config, previous.config)
+            generations.mark_checkpoint(host, gen, generations.EXPIRED, by="boot")
+            return previous.number
+    except (SriovNodeError, OutputError) as exc:
+        log.error("the pending checkpoint could not be rolled back: %s", exc)
+        return None
+
+
+def _record_boot(host: Host, desired: DesiredState, report: BootReport, log: logging.Logger, timeout: float,
+                 restored: Optional[int]):
+    """Record the generation boot converged toward (as apply does); a failure to record is logged."""
+    from sriov_node import generations
+    from sriov_node.state import ApplyLock
+
+    statuses = {o.status for o in report.outcomes.values()}
+    writes = sum(o.writes for o in report.outcomes.values())
+    if report.exit_code == EXIT_OK:
+        outcome = generations.CONVERGED
+    elif report.interrupted or "interrupted" in statuses:
+        outcome = generations.INTERRUPTED
+    elif report.exit_code == EXIT_REFUSED and not writes and restored is None:
+        return None  # refused before writing: nothing moved toward this config (after an expired checkpoint,
+        # the restored config is recorded all the same: the checkpoint's must not stay the desired state)
+    else:
+        outcome = generations.FAILED
+    try:
+        with ApplyLock(host, timeout):
+            now = generations.current(host)
+            if restored is None and generations.reruns(now, desired, outcome):
+                return now  # the same config, converged again: no new generation
+            pfs = {pci: {"name": o.name, "block": o.key, "status": o.status, "error": o.error,
+                         "findings": [f.get("text") for f in o.findings]} for pci, o in report.outcomes.items()}
+            gen = generations.record(host, desired.raw, desired.source, command="boot", outcome=outcome, pfs=pfs,
+                                     restored_from=restored, ends_checkpoint=generations.EXPIRED)
+    except SriovNodeError as exc:
+        log.error("the boot run was not recorded as a generation: %s", exc)
+        return None
+    log.info("generation %d recorded (%s)", gen.number, outcome)
+    return gen

@@ -36,13 +36,15 @@ BOM = "\ufeff"
 SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 
-TOP_KEYS = ("version", "pf", "device_plugin", "metrics")
+TOP_KEYS = ("version", "pf", "device_plugin", "metrics", "history")
 PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
            "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
 VF_LINK_KEYS = ("mac", "vlan", "qos", "vlan_proto", "spoofchk", "trust", "link_state", "min_tx_rate", "max_tx_rate")
 VF_KEYS = ("range", "driver", "resource") + VF_LINK_KEYS + ("mtu",)
 DEVICE_PLUGIN_KEYS = ("resource_prefix",)
 METRICS_KEYS = ("textfile",)
+HISTORY_KEYS = ("keep",)
+DEFAULT_HISTORY_KEEP, MAX_HISTORY_KEEP = 20, 10000  # applied generations kept under /var/lib/sriov-node
 MIN_MTU, MAX_MTU = 68, 65535  # ETH_MIN_MTU; the device's own max_mtu is the kernel's to enforce
 MAX_RATE = 0xFFFFFFFF  # Mbit/s, a u32 in IFLA_VF_RATE
 
@@ -456,6 +458,13 @@ class _Validator:
             return None
         return path
 
+    def history(self, doc: Dict[str, Any]) -> int:
+        table = self.table("history", doc, HISTORY_KEYS)
+        if "keep" not in table:
+            return DEFAULT_HISTORY_KEEP
+        keep = self.integer("history.keep", table["keep"], 1, MAX_HISTORY_KEEP)
+        return DEFAULT_HISTORY_KEEP if keep is None else keep
+
     def resource_drivers(self, specs: List[PfSpec]) -> None:
         """A resource may span several PFs, but all its VFs share one driver (the selectors name one)."""
         first: Dict[str, VfGroup] = {}
@@ -534,6 +543,7 @@ def parse_config(data: bytes, source: str) -> DesiredState:
     version, specs = v.document(doc)
     prefix = v.device_plugin(doc)
     textfile = v.metrics(doc)
+    v.history(doc)
     if v.problems:
         raise ConfigError(source, v.problems)
     return DesiredState(
@@ -544,6 +554,17 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         resource_prefix=prefix,
         metrics_textfile=textfile,
     )
+
+
+def history_keep(data: bytes) -> int:
+    """`[history] keep` of a valid config's bytes: how many applied generations to keep (default 20)."""
+    try:
+        doc = parse_toml(decode_config(data, "<generation>"), "<generation>")
+    except ConfigError:
+        return DEFAULT_HISTORY_KEEP
+    v = _Validator()
+    keep = v.history(doc) if isinstance(doc.get("history", {}), dict) else DEFAULT_HISTORY_KEEP
+    return DEFAULT_HISTORY_KEEP if v.problems else keep
 
 
 def check_file_trust(path: str, st: os.stat_result) -> Optional[str]:

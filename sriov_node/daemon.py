@@ -1,16 +1,27 @@
-"""`sriov-node daemon`: keep the node converged as uevents say something moved.
+"""`sriov-node daemon`: keep the node converged to the applied generation as uevents say something moved.
 
-    start:  load the config; converge every PF; READY=1
-    loop:   sleep in select() on the uevent source and the signal pipe (idle = zero wake-ups)
-            event(s)  -> the PFs they touch, after a short quiet period (bursts coalesce)
-                      -> reconcile(only=those PFs)
-            SIGHUP    -> re-read the config (an invalid one is logged, the old one kept)
-            SIGTERM   -> stop between two actions; STOPPING=1
+    start:  desired = the newest applied generation (generations.current); without any, the
+            config file (its run is recorded as generation "daemon-start"); converge every PF;
+            write run/sriov-node/agent.pid; READY=1
+    loop:   sleep in select() on the uevent sources, the generations directory (inotify) and the
+            signal pipe; the timeout is the next deadline (a back-off, a pending checkpoint, the
+            watchdog), or none: idle = zero wake-ups
+            event(s)       -> the PFs they touch, after a quiet period that ends the burst
+                              -> reconcile(only=those PFs)
+            new generation -> (apply, set, rollback... recorded it) converge to it at once
+            checkpoint     -> its deadline passed uncommitted: generations.expire_checkpoint
+                              restores the previous generation (file and host)
+            SIGHUP         -> apply the config file now: valid, it converges and is recorded as a
+                              generation ("reload"); invalid, the current generation is kept and
+                              the journal, STATUS= and the metrics say so
+            SIGTERM        -> stop between two actions; STOPPING=1; agent.pid removed
 
-It shares the engine's machine-wide lock with `apply` and `boot`, so a manual `apply` while it
-runs is safe. Events whose SEQNUM the last read of their PF already covers are dropped: the
-echoes of its own writes never start another round. A PF that keeps failing is retried with an
-exponential back-off, not on every event; a PF whose driver is gone waits for its bind event.
+The daemon never applies the config file on its own: an edited file waits for `sriov-node
+apply` (or a reload). Each run takes the engine's machine-wide lock and, holding it, re-reads the
+newest generation: a manual apply/set that converged the host while the daemon waited is never
+undone. Events whose SEQNUM the last read of their PF already covers are dropped: the echoes of
+its own writes never start another round. A PF that keeps failing is retried with an exponential
+back-off, not on every event; a PF whose driver is gone waits for its bind event.
 """
 
 from __future__ import annotations
@@ -21,17 +32,32 @@ import os
 import select
 import signal
 import time
-from typing import Dict, FrozenSet, Optional, Set
+from typing import Any, Dict, FrozenSet, List, Optional, Set
 
-from sriov_node.errors import SriovNodeError
+from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
 from sriov_node.journal import Notifier, fields
 from sriov_node.model import DesiredState
 from sriov_node.reconcile import Report, load_desired, reconcile
-from sriov_node.uevents import UeventSource, open_source, route
+from sriov_node.state import ApplyLock
+from sriov_node.uevents import BUSES, NETDEVSIM_DEVICES, DirectoryWatch, Uevent, UeventSource, open_sources, route
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
+# The quiet period that ends a burst of uevents: at most --debounce; once the burst's own rhythm is
+# known, a few of its gaps; after the event that ends a kernel operation (a PF's bind: its driver
+# has probed; a PF's change: its sriov_numvfs write is done), only QUIET_FLOOR.
+QUIET_FLOOR, QUIET_GAPS = 0.005, 4.0
+
+
+def pid_path(host: Host) -> str:
+    return host.path(*_generations().AGENT_PID)
+
+
+def _generations():  # imported when used: the module is the store of applied generations
+    from sriov_node import generations
+
+    return generations
 
 
 class Daemon:
@@ -45,7 +71,12 @@ class Daemon:
         self.max_delay = max_delay
         self.timeout = timeout
         self.desired: Optional[DesiredState] = None
-        self.source: Optional[UeventSource] = None
+        self.generation: Optional[int] = None  # the applied generation `desired` comes from (None: the file)
+        self.config_valid = True  # False after a reload found the file invalid, until a generation is taken
+        self.checkpoint: Optional["tuple[int, float]"] = None  # a pending checkpoint: (generation, wall-clock deadline)
+        self._expiry_tried: Set[int] = set()  # checkpoints whose restore failed: not retried in a loop
+        self.sources: List[UeventSource] = []
+        self.watch: Optional[DirectoryWatch] = None
         self.covered: Dict[str, int] = {}  # PF -> SEQNUM its last read reflects
         self.known_vfs: Dict[str, str] = {}  # VF -> PF, for VFs that are gone when their event arrives
         self.failures: Dict[str, int] = {}  # PF -> consecutive failed runs
@@ -53,6 +84,8 @@ class Daemon:
         self.pending: Set[str] = set()  # PFs waiting for their back-off to end
         self.outcomes: Dict[str, str] = {}  # PF -> last status, for STATUS=
         self.runs = 0
+        self._recorded: Optional[int] = None  # the generation the last run recorded (or re-ran), if any
+        self._burst = ""  # how the last burst of uevents ended, for the run's log line
         self._stop = False
         self._reload = False
         self._wake_r, self._wake_w = -1, -1
@@ -97,22 +130,146 @@ class Daemon:
             self.notifier.watchdog()
             self._next_watchdog = now + interval
 
-    # ------------------------------------------------------------------ runs
+    # ------------------------------------------------------------------ status
 
     def summary(self) -> str:
         if not self.outcomes:
-            return "no configured PF present"
-        good = [pf for pf, st in self.outcomes.items() if st in ("changed", "unchanged")]
-        bad = sorted(pf for pf in self.outcomes if pf not in good)
-        text = f"{len(good)} of {len(self.outcomes)} PF(s) converged"
-        return text + (f"; not converged: {', '.join(bad)}" if bad else "")
+            text = "no configured PF present"
+        else:
+            good = [pf for pf, st in self.outcomes.items() if st in ("changed", "unchanged")]
+            bad = sorted(pf for pf in self.outcomes if pf not in good)
+            text = f"{len(good)} of {len(self.outcomes)} PF(s) converged"
+            text += f"; not converged: {', '.join(bad)}" if bad else ""
+        text += f" (generation {self.generation})" if self.generation is not None else " (the config file: no generation)"
+        if not self.config_valid:
+            text += f"; reload refused: {os.path.basename(self.config)} is invalid, the applied configuration is kept"
+        return text
 
-    def run_once(self, only: Optional[FrozenSet[str]]) -> Optional[Report]:
-        """One engine run (all PFs, or `only`); records what the event routing and back-off need."""
+    # ------------------------------------------------------------------ generations
+
+    def _follow(self) -> bool:
+        """Take the newest applied generation, if it is not the one followed: True when the desired
+        state changed (its bytes differ), so every PF must be looked at again."""
+        try:
+            gen = _generations().current(self.host)
+        except (SriovNodeError, OSError) as exc:
+            self.log.error("the applied generations cannot be read: %s; keeping generation %s", exc,
+                           self.generation if self.generation is not None else "none (the config file)")
+            return False
+        if gen is None or gen.number == self.generation:
+            return False
+        try:
+            desired = _generations().desired_of(gen)
+        except SriovNodeError as exc:
+            self.log.error("generation %d cannot be used: %s; keeping %s", gen.number, exc,
+                           self.generation if self.generation is not None else "the config file")
+            self.generation = gen.number  # not retried on every event
+            return False
+        changed = self.desired is None or desired.digest != self.desired.digest
+        self.log.info("following generation %d (%s by `%s`, %s)%s", gen.number, gen.outcome, gen.command,
+                      gen.sha256[:12], "" if changed else ": the same configuration")
+        self.generation, self.desired, self.config_valid = gen.number, desired, True
+        if changed:
+            self.pending.clear()
+            self.failures.clear()
+            self.not_before.clear()
+            self.outcomes.clear()
+        return changed
+
+    def _arm_checkpoint(self) -> None:
+        """The pending checkpoint's deadline becomes a select() timeout (no polling)."""
+        try:
+            gen = _generations().pending_checkpoint(self.host)
+        except (SriovNodeError, OSError) as exc:
+            self.log.error("the pending checkpoint cannot be read: %s", exc)
+            gen = None
+        if gen is None or gen.number in self._expiry_tried:
+            if self.checkpoint is not None and gen is None:
+                self.log.info("checkpoint of generation %d: no longer pending", self.checkpoint[0])
+            self.checkpoint = None
+            return
+        deadline = float(gen.checkpoint["deadline"])
+        if self.checkpoint != (gen.number, deadline):
+            self.log.info("checkpoint of generation %d: restoring generation %s in %.0f s unless `sriov-node commit` "
+                          "runs first", gen.number, gen.checkpoint.get("previous"), max(0.0, deadline - time.time()))
+        self.checkpoint = (gen.number, deadline)
+
+    def _expire_checkpoint(self) -> None:
+        assert self.checkpoint is not None
+        number = self.checkpoint[0]
+        self.checkpoint = None
+        self.log.warning("checkpoint of generation %d: not committed before its deadline; restoring the previous "
+                         "generation (file and host)", number)
+        try:
+            result = _generations().expire_checkpoint(self.host, number, timeout=self.timeout,
+                                                      cancelled=self._cancelled)
+        except LockTimeout as exc:  # a long manual run holds the lock: try again shortly
+            self.checkpoint = (number, time.time() + BACKOFF_FIRST)
+            self.log.warning("checkpoint of generation %d: not restored yet: %s; trying again in %.0f s", number, exc,
+                             BACKOFF_FIRST)
+            return
+        except SriovNodeError as exc:
+            self._expiry_tried.add(number)  # not retried in a loop; a new generation re-arms
+            for line in str(exc).splitlines():
+                self.log.error("checkpoint of generation %d: not restored: %s", number, line)
+            self.notifier.status(f"{self.summary()}; checkpoint {number} expired but was not restored")
+            return
+        if result is None:
+            self.log.info("checkpoint of generation %d: committed or replaced meanwhile; nothing to restore", number)
+        elif result.generation is None:
+            self._expiry_tried.add(number)
+            self.log.error("checkpoint of generation %d: expired, but restoring generation %d was %s; its "
+                           "configuration stays", number, result.target.number, result.result)
+            for o in result.outcomes:
+                for line in (o.error or "").splitlines():
+                    self.log.error(line, extra=fields(o.pci))
+        else:
+            self.log.warning("checkpoint of generation %d: expired; generation %d restored as generation %d (%s)%s",
+                             number, result.target.number, result.generation.number, result.result,
+                             f", {result.config_path} rewritten" if result.config_path else "")
+        for notice in result.notices if result is not None else ():
+            self.log.warning("checkpoint of generation %d: %s", number, notice)
+        self._new_generations()
+
+    def _new_generations(self) -> None:
+        """The generations directory changed (or we changed it): follow the newest, converge to it."""
+        if self._follow():
+            self.run_once(None)
+            self.notifier.status(self.summary())
+        self._arm_checkpoint()
+
+    def _record(self, command: str, report: Report) -> None:
+        """Record the run toward self.desired as a generation (under the lock, after the run), unless
+        it was refused before writing anything (or re-ran the current generation's exact bytes)."""
+        assert self.desired is not None
+        gen = _generations().record_report(self.host, self.desired, report, command=command)
+        for notice in report.notices:
+            self.log.warning("%s: %s", command, notice)
+        if gen is None:
+            return
+        self._recorded = gen.number
+        if gen.number != self.generation:
+            self.log.info("recorded generation %d (%s, %s)", gen.number, command, gen.outcome)
+        self.generation = gen.number
+
+    # ------------------------------------------------------------------ runs
+
+    def run_once(self, only: Optional[FrozenSet[str]], record: Optional[str] = None) -> Optional[Report]:
+        """One engine run (all PFs, or `only`) under the apply lock; records what the event routing
+        and back-off need. Holding the lock it first takes any newer generation (so a run that
+        waited for a manual apply converges to what that apply recorded), unless `record`: then
+        self.desired is the config file, applied now and recorded as a generation by that command."""
         assert self.desired is not None
         self.runs += 1
+        self._recorded = None
         try:
-            report = reconcile(self.host, self.desired, only=only, timeout=self.timeout, cancelled=self._cancelled)
+            with ApplyLock(self.host, self.timeout, self._cancelled):
+                if record is None and self._follow():
+                    only = None  # the new generation may change any PF
+                report = reconcile(self.host, self.desired, only=only, timeout=self.timeout,
+                                   cancelled=self._cancelled)
+                if record is not None:
+                    self._record(record, report)
         except SriovNodeError as exc:  # the lock held too long by a manual run, a state problem
             self.log.warning("run skipped: %s; retrying", exc)
             for pf in only or self.outcomes:
@@ -147,12 +304,16 @@ class Daemon:
         self._learn_vfs(report)
         self._write_metrics(self.desired)
         scope = "every PF" if only is None else "only " + ",".join(sorted(only))
-        self.log.info("run %d: %s: %s", self.runs, scope,
-                      ", ".join(f"{o.pci or o.key} {o.status}" for o in report.outcomes) or "nothing selected")
+        if self._burst and only is not None:
+            scope += f" ({self._burst})"
+        self._burst = ""
+        self.log.info("run %d: %s: %s (%.0f ms)", self.runs, scope,
+                      ", ".join(f"{o.pci or o.key} {o.status}" for o in report.outcomes) or "nothing selected",
+                      report.duration * 1000)
         self.notifier.status(self.summary())
         return report
 
-    def _write_metrics(self, desired: Optional[DesiredState], config_valid: bool = True) -> None:
+    def _write_metrics(self, desired: Optional[DesiredState]) -> None:
         """Refresh [metrics] textfile (node_exporter's textfile collector) when the config asks for one."""
         from sriov_node.metrics import textfile_path, write_textfile
 
@@ -161,7 +322,7 @@ class Daemon:
             return
         self._metrics_path = path
         try:
-            write_textfile(self.host, desired, path, config_valid=config_valid)
+            write_textfile(self.host, desired, path, config_valid=self.config_valid)
         except SriovNodeError as exc:
             self.log.warning("metrics not written: %s", exc)
 
@@ -189,21 +350,57 @@ class Daemon:
 
     # ------------------------------------------------------------------ loop
 
-    def _collect(self) -> Set[str]:
-        """Route the waiting events, then keep listening until quiet (a 64-VF burst is one run)."""
-        assert self.source is not None
-        due = route(self.source.drain(), self.host, self.known_vfs, self.covered)
+    def _ends_an_operation(self, events: List[Uevent]) -> bool:
+        """A PF's bind (its driver has probed) or change (its sriov_numvfs write is done): what
+        follows the burst's last event, so the quiet period can end now."""
+        for e in events:
+            if e.subsystem in BUSES and e.action in ("bind", "change") and e.device:
+                try:
+                    if (self.host.sysfs.exists(PCI_DEVICES, e.device, "sriov_totalvfs")
+                            or self.host.sysfs.exists(NETDEVSIM_DEVICES, e.device, "sriov_numvfs")):
+                        return True
+                except ValueError:
+                    continue
+        return False
+
+    def _drain(self, ready: List[Any]) -> List[Uevent]:
+        return [e for src in self.sources if src in ready for e in src.drain()]
+
+    def _collect(self, ready: List[Any]) -> Set[str]:
+        """Route the waiting events, then keep listening until the burst is over (a 64-VF burst is
+        one run). The quiet period adapts: --debounce until the burst shows its rhythm, then
+        QUIET_GAPS times its longest gap (at least QUIET_FLOOR); QUIET_FLOOR once the event that
+        ends a kernel operation has come."""
+        self._burst = ""
+        events = self._drain(ready)
+        due = route(events, self.host, self.known_vfs, self.covered)
         if not due:
             return due
-        end = time.monotonic() + self.max_delay
+        now = time.monotonic()
+        start, end, last, gap = now, now + self.max_delay, now, None
+        final = self._ends_an_operation(events)
+        count = len(events)
         while not self._stop:
-            left = min(self.debounce, end - time.monotonic())
+            if final:
+                quiet = QUIET_FLOOR
+            elif gap is None:
+                quiet = self.debounce
+            else:
+                quiet = min(self.debounce, max(QUIET_FLOOR, QUIET_GAPS * gap))
+            left = min(quiet, end - time.monotonic())
             if left <= 0:
                 break
-            ready, _, _ = select.select([self.source], [], [], left)
+            ready, _, _ = select.select(self.sources, [], [], left)
             if not ready:
                 break
-            due |= route(self.source.drain(), self.host, self.known_vfs, self.covered)
+            now = time.monotonic()
+            gap, last = max(gap or 0.0, now - last), now
+            events = self._drain(ready)
+            count += len(events)
+            final = final or self._ends_an_operation(events)
+            due |= route(events, self.host, self.known_vfs, self.covered)
+        self._burst = (f"{count} event(s) in {(time.monotonic() - start) * 1000:.0f} ms, "
+                       + ("ended by a PF's bind or change" if final else "then quiet"))
         return due
 
     def _timeout(self) -> Optional[float]:
@@ -211,9 +408,12 @@ class Daemon:
         deadlines = [self.not_before.get(pf, now) for pf in self.pending]
         if self._next_watchdog is not None:
             deadlines.append(self._next_watchdog)
+        if self.checkpoint is not None:  # a wall-clock deadline, re-read at every wake-up
+            deadlines.append(now + self.checkpoint[1] - time.time())
         return None if not deadlines else max(0.0, min(deadlines) - now)
 
     def _reload_config(self) -> None:
+        """SIGHUP: apply the config file now, as `sriov-node apply` would, and record it ("reload")."""
         self._reload = False
         self.notifier.reloading()
         try:
@@ -221,43 +421,109 @@ class Daemon:
         except SriovNodeError as exc:
             for line in str(exc).splitlines():
                 self.log.error("reload: %s", line)
-            self.log.error("reload: the configuration is invalid; keeping the previous one")
-            self._write_metrics(None, config_valid=False)
-            self.notifier.ready(f"{self.summary()}; reload refused: invalid configuration, previous one kept")
+            kept = f"generation {self.generation}" if self.generation is not None else "the configuration read at start"
+            self.log.error("reload: the configuration is invalid; keeping %s", kept)
+            self.config_valid = False
+            self._write_metrics(self.desired)
+            self.notifier.ready(self.summary())
             return
-        self.desired = desired
-        self.log.info("reload: %s read; converging every PF", self.config)
+        previous, previous_generation = self.desired, self.generation
+        self.desired, self.config_valid = desired, True
+        self.log.info("reload: %s read (%s); converging every PF", self.config, desired.digest[:12])
         self.pending.clear()
         self.failures.clear()
         self.not_before.clear()
         self.outcomes.clear()
-        self.run_once(None)
+        report = self.run_once(None, record="reload")
+        if self._recorded is None:
+            # not recorded (refused before any write, or the lock not had): the applied generation stays
+            self.log.warning("reload: %s was not applied (%s); still following %s", self.config,
+                             report.result if report is not None else "the run was skipped",
+                             f"generation {previous_generation}" if previous_generation is not None
+                             else "the configuration read at start")
+            self.desired = previous
+            if report is not None:
+                self.outcomes.clear()
+                self.run_once(None)  # the host against what is still desired (nothing was written)
+        self._arm_checkpoint()
         self.notifier.ready(self.summary())
 
-    def run(self) -> int:
+    def _write_pid(self) -> None:
+        from sriov_node.atomic import write_atomic
+
+        path = pid_path(self.host)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            write_atomic(path, f"{os.getpid()}\n".encode(), mode=0o644)
+        except (SriovNodeError, OSError) as exc:
+            self.log.warning("%s not written: %s (`apply --checkpoint` will arm its own timer)", path, exc)
+
+    def _remove_pid(self) -> None:
+        path = pid_path(self.host)
+        try:
+            with open(path) as fh:
+                mine = fh.read().strip() == str(os.getpid())
+            if mine:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    def _start(self) -> int:
+        """The desired state at start: the newest generation, else the config file. 0 or an exit code."""
+        self._follow()
+        if self.desired is not None:
+            from sriov_node.files import CONFIG_LIMIT, read_regular
+
+            try:
+                on_disk: Optional[bytes] = read_regular(self.config, limit=CONFIG_LIMIT)
+            except OSError:
+                on_disk = None
+            if on_disk is not None and on_disk != self.desired.raw:
+                self.log.warning("%s differs from the applied generation %d: it is not applied until "
+                                 "`sriov-node apply` (or `systemctl reload sriov-node-agent`)",
+                                 self.config, self.generation)
+            return 0
         try:
             self.desired = load_desired(self.host, self.config)
         except SriovNodeError as exc:
             for line in str(exc).splitlines():
                 self.log.error(line)
             return exc.exit_code
+        return 0
+
+    def run(self) -> int:
+        code = self._start()
+        if code:
+            return code
         try:
-            self.source = open_source(self.host)
+            self.sources = open_sources(self.host)
         except (OSError, ImportError) as exc:
             self.log.error("cannot listen to uevents: %s (pyudev needs a netlink socket: not in this container?); "
                            "the boot-time `sriov-node boot` still converges the node", exc)
             return 1
+        try:
+            self.watch = DirectoryWatch(_generations().directory(self.host))
+        except OSError as exc:
+            for src in self.sources:
+                src.close()
+            self.log.error("cannot watch the applied generations: %s", exc)
+            return 1
         self._install_signals()
-        self.log.info("listening to %s; config %s", self.source.description, self.config)
+        self._write_pid()
+        self.log.info("listening to %s; following %s", ", ".join(s.description for s in self.sources),
+                      f"generation {self.generation}" if self.generation is not None else f"{self.config} (no generation yet)")
         try:
             self._feed_watchdog()
-            self.run_once(None)
+            self._arm_checkpoint()
+            if self.checkpoint is not None and self.checkpoint[1] <= time.time():
+                self._expire_checkpoint()  # its deadline passed while no daemon ran
+            self.run_once(None, record="daemon-start" if self.generation is None else None)
             if not self._stop:
                 self.notifier.ready(self.summary())
                 self.log.info("ready: %s", self.summary())
             while not self._stop:
                 try:
-                    ready, _, _ = select.select([self.source, self._wake_r], [], [], self._timeout())
+                    ready, _, _ = select.select(self.sources + [self.watch, self._wake_r], [], [], self._timeout())
                 except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
                     ready = []
                 self._drain_wakeups()
@@ -267,7 +533,12 @@ class Daemon:
                 if self._reload:
                     self._reload_config()
                     continue
-                due = self._collect() if self.source in ready else set()
+                if self.watch in ready:
+                    self.watch.drain()
+                    self._new_generations()
+                if self.checkpoint is not None and self.checkpoint[1] <= time.time() and not self._stop:
+                    self._expire_checkpoint()
+                due = self._collect(ready) if any(src in ready for src in self.sources) else set()
                 now = time.monotonic()
                 for pf in due:
                     if self.not_before.get(pf, 0) > now:
@@ -280,8 +551,11 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.log.info("stopping")
-            if self.source is not None:
-                self.source.close()
+            self._remove_pid()
+            for src in self.sources:
+                src.close()
+            if self.watch is not None:
+                self.watch.close()
             signal.set_wakeup_fd(-1)
             for fd in (self._wake_r, self._wake_w):
                 try:
@@ -290,4 +564,3 @@ class Daemon:
                     if exc.errno != errno.EBADF:
                         raise
         return 0
-

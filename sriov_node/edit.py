@@ -4,8 +4,13 @@ The file is cut into segments at its table headers; the comment lines right abov
 to it. A `[[pf]]` block is its `[[pf]]` segment and the `[[pf.vfs]]` segments after it. Untouched
 segments are copied byte for byte; inside the segments that change, tomlkit replaces, adds or
 removes keys and keeps the rest of their lines (comments, spacing, quoting). The result must
-parse to exactly the document asked for (the old one with this edit) and pass the schema before it
-replaces the file (atomically, the previous version kept as config.toml.bak).
+parse to exactly the document asked for (the old one with this edit) and pass the schema. A UTF-8
+byte-order mark and CRLF line ends are kept. What happens next (apply, then save, under the apply
+lock) is `Transaction`'s: the file is replaced only once the host converged to the edit.
+
+What `set` changes: the PF's keys (`num_vfs=8`, `mtu=`, ...), the VF layout (`vfs=0-3:vfio-pci
+vfs=4-7:iavf`, the whole list of groups), and any key of a group (`vfs[4-7].vlan=100`: the group
+of exactly VFs 4-7). A layout never drops a group's other keys silently (see `_layout`).
 
 Which block `PF` means: the argument is an interface name, a PCI address or a MAC, and selects
 the block whose selector says that literally (`name = "ens1f0"`, `pci = "0000:20:00.0"`, `mac =
@@ -19,15 +24,15 @@ from __future__ import annotations
 
 import copy
 import difflib
-import fcntl
+import hashlib
 import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from sriov_node.config import (
-    BOM,
+    VF_KEYS,
     _MAC_RE,
     check_file_trust,
     check_ifname,
@@ -47,10 +52,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11
     import tomli as tomllib
 
-# The [[pf]] keys `set` may change (the selector is the PF argument itself; VF groups go through vfs=).
+# The [[pf]] keys `set` may change (the selector is the PF argument itself; VF groups go through vfs= and vfs[R].KEY=).
 SETTABLE = ("num_vfs", "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
 SELECTOR_KEYS = ("name", "pci", "mac", "vendor", "device", "index")
+# The keys of a [[pf.vfs]] group `vfs[RANGE].KEY=` sets: every one but the range (the subscript).
+GROUP_KEYS = tuple(k for k in VF_KEYS if k != "range")
+LAYOUT_KEYS = ("range", "driver")  # what `vfs=RANGE[:DRIVER]` itself says of a group
+# How a command-line value is typed (the schema then checks it): integers and booleans as TOML
+# reads them; every other key takes the text as it is (a resource "1234" stays a string).
+_INTEGER_KEYS = frozenset({"num_vfs", "mtu", "vlan", "qos", "min_tx_rate", "max_tx_rate"})
+_BOOLEAN_KEYS = frozenset({"drivers_autoprobe", "externally_managed", "spoofchk", "trust"})
 REMOVE = object()  # KEY= : drop the key
+_GROUP_KEY_RE = re.compile(r"^vfs\[([^\[\]]*)\](?:\.([A-Za-z_]+))?\Z")
 
 _HEADER_RE = re.compile(r"^[ \t]*(\[\[?)([^\[\]\n]*?)(\]\]?)[ \t]*(#.*)?\r?\n?\Z")
 _COMMENT_RE = re.compile(r"^[ \t]*#")
@@ -81,15 +94,34 @@ class GroupEdit:
 
 
 @dataclass(frozen=True)
+class GroupKeyEdit:
+    """`vfs[RANGE].KEY=VALUE` (value REMOVE: `vfs[RANGE].KEY=`); key None: `unset PF vfs[RANGE]`, the whole group."""
+
+    range_text: str
+    indices: Tuple[int, ...]
+    key: Optional[str]
+    value: Any
+
+    def describe(self) -> str:
+        name = f"vfs[{self.range_text}]" + (f".{self.key}" if self.key else "")
+        return f"{name} removed" if self.value is REMOVE else f"{name} = {_show(self.value)}"
+
+
+@dataclass(frozen=True)
 class Edit:
     keys: Tuple[Tuple[str, Any], ...] = ()  # (key, value or REMOVE), in the order given
-    groups: Optional[Tuple[GroupEdit, ...]] = None  # None: leave the VF groups alone; (): no groups
+    groups: Optional[Tuple[GroupEdit, ...]] = None  # None: leave the VF layout alone; (): no groups
+    group_keys: Tuple[GroupKeyEdit, ...] = ()  # applied to the layout after `groups`
+    drop_keys: bool = False  # `unset PF vfs`: the groups go with every key they have
 
     def describe(self) -> str:
         parts = [f"{k} removed" if v is REMOVE else f"{k} = {_show(v)}" for k, v in self.keys]
-        if self.groups is not None:
+        if self.drop_keys:
+            parts.append("vfs removed")
+        elif self.groups is not None:
             parts.append("vfs = [" + ", ".join(f"{g.range_text} {g.driver or 'default driver'}"
                                                for g in self.groups) + "]")
+        parts += [g.describe() for g in self.group_keys]
         return ", ".join(parts)
 
 
@@ -108,17 +140,64 @@ def _literal(text: str) -> Any:
     return value if isinstance(value, (bool, int, str)) else text
 
 
-def parse_assignments(args: Sequence[str]) -> Edit:
-    """`num_vfs=8 vfs=0-3:vfio-pci vfs=4-7:iavf mtu=` -> Edit. Raises UsageError (exit 2)."""
+def _value(key: str, text: str) -> Any:
+    """The value of KEY=TEXT: typed by the key (the schema says what is wrong with a wrong one)."""
+    if key in _INTEGER_KEYS or key in _BOOLEAN_KEYS:
+        return _literal(text)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        quoted = _literal(text)  # a TOML string written with its quotes
+        return quoted if isinstance(quoted, str) else text
+    return text
+
+
+def _range_of(text: str, arg: str) -> Tuple[int, ...]:
+    try:
+        return parse_range(text)
+    except ValueError as exc:
+        raise UsageError(f"{arg!r}: the VF range {text!r} {exc}; write e.g. vfs[0-3].vlan=100 or vfs[0,2,4-6].trust=true")
+
+
+def parse_assignments(args: Sequence[str], *, unset: bool = False) -> Edit:
+    """`num_vfs=8 vfs=0-3:vfio-pci vfs=4-7:iavf vfs[4-7].vlan=100 mtu=` -> Edit. Raises UsageError (exit 2).
+
+    unset: the arguments are KEYs (`mtu`, `vfs[0-3].vlan`, `vfs[0-3]`, `vfs`), each removed.
+    """
     keys: Dict[str, Any] = {}
     groups: Optional[List[GroupEdit]] = None
-    cleared = False
+    group_keys: List[GroupKeyEdit] = []
+    seen: Dict[Tuple[Tuple[int, ...], Optional[str]], str] = {}
+    cleared = drop = False
     for arg in args:
-        key, sep, value = arg.partition("=")
-        key = key.strip()
+        if unset:
+            if "=" in arg:
+                raise UsageError(f"{arg!r}: unset takes KEYs without values (e.g. mtu or vfs[0-3].vlan); "
+                                 "to give a value, use sriov-node set")
+            key, sep, value = arg.strip(), "=", ""
+        else:
+            key, sep, value = arg.partition("=")
+            key = key.strip()
         if not sep or not key:
-            raise UsageError(f"{arg!r}: write KEY=VALUE, e.g. num_vfs=8 or vfs=0-3:vfio-pci")
+            raise UsageError(f"{arg!r}: write KEY=VALUE, e.g. num_vfs=8, vfs=0-3:vfio-pci or vfs[0-3].vlan=100")
+        m = _GROUP_KEY_RE.match(key)
+        if m:
+            rng, gkey = m.group(1).strip(), m.group(2)
+            if gkey is None and not unset:
+                raise UsageError(f"{arg!r}: name a key of the group, e.g. vfs[{rng}].vlan=100 (a group's driver: "
+                                 f"vfs[{rng}].driver=vfio-pci; to remove the group: sriov-node unset PF 'vfs[{rng}]')")
+            if gkey is not None and gkey not in GROUP_KEYS:
+                raise UsageError(f"{arg!r}: a VF group has no key {gkey!r}; it has {', '.join(GROUP_KEYS)} "
+                                 "(and its range, the part in brackets)")
+            indices = _range_of(rng, arg)
+            if (indices, gkey) in seen:
+                raise UsageError(f"{arg!r} and {seen[(indices, gkey)]!r} name the same thing; give it once")
+            seen[(indices, gkey)] = arg
+            text = value.strip()
+            group_keys.append(GroupKeyEdit(rng, indices, gkey, REMOVE if text == "" else _value(gkey or "", text)))
+            continue
         if key == "vfs":
+            if unset:
+                groups, drop = [], True
+                continue
             groups = groups if groups is not None else []
             if value.strip() == "":
                 cleared = True
@@ -132,14 +211,17 @@ def parse_assignments(args: Sequence[str]) -> Edit:
             raise UsageError(f"{key}: the PF argument is the selector; to select the PF by {key}, `sriov-node unset` "
                              f"it and `sriov-node set` it again by its {key}")
         if key not in SETTABLE:
-            raise UsageError(f"{key!r}: set changes {', '.join(SETTABLE)} and vfs=RANGE[:DRIVER] (VF settings such as "
-                             "vlan or mac: edit the file)")
+            raise UsageError(f"{key!r}: " + (
+                f"a VF group's key: write vfs[RANGE].{key}=..., e.g. vfs[0-3].{key}=..." if key in GROUP_KEYS else
+                f"set changes the PF's {', '.join(SETTABLE)}, the VF layout vfs=RANGE[:DRIVER] and a group's keys "
+                f"vfs[RANGE].KEY=VALUE ({', '.join(GROUP_KEYS)})"))
         if key in keys:
             raise UsageError(f"{key} is given twice")
-        keys[key] = REMOVE if value.strip() == "" else _literal(value.strip())
-    if not keys and groups is None:
-        raise UsageError("nothing to set; e.g. num_vfs=8 vfs=0-3:vfio-pci vfs=4-7:iavf")
-    return Edit(tuple(keys.items()), tuple(groups) if groups is not None else None)
+        keys[key] = REMOVE if value.strip() == "" else _value(key, value.strip())
+    if not keys and groups is None and not group_keys:
+        raise UsageError("nothing to " + ("unset; e.g. mtu or 'vfs[0-3].vlan'" if unset else
+                                          "set; e.g. num_vfs=8 vfs=0-3:vfio-pci vfs=4-7:iavf 'vfs[4-7].vlan=100'"))
+    return Edit(tuple(keys.items()), tuple(groups) if groups is not None else None, tuple(group_keys), drop)
 
 
 # ---------------------------------------------------------------------------- which PF
@@ -295,10 +377,10 @@ def _edit_table(seg: Segment, changes: Sequence[Tuple[str, Any]]) -> None:
     seg.lines = tomlkit.dumps(doc).splitlines(keepends=True) + tail
 
 
-def _group_lines(group: GroupEdit, indent: str, key_indent: str, blank: bool) -> List[str]:
-    lines = (["\n"] if blank else []) + [f"{indent}[[pf.vfs]]\n", f"{key_indent}range = {_toml_value(group.range_text)}\n"]
-    if group.driver is not None:
-        lines.append(f"{key_indent}driver = {_toml_value(group.driver)}\n")
+def _group_lines(table: Dict[str, Any], indent: str, key_indent: str, blank: bool) -> List[str]:
+    """A new [[pf.vfs]] table: range, driver, then its other keys in the order given."""
+    lines = (["\n"] if blank else []) + [f"{indent}[[pf.vfs]]\n"]
+    lines += [f"{key_indent}{k} = {_toml_value(v)}\n" for k, v in table.items()]
     return lines
 
 
@@ -312,6 +394,125 @@ def _indices(text: Any) -> Optional[Tuple[int, ...]]:
 # ---------------------------------------------------------------------------- edits on text
 
 
+@dataclass
+class _Slot:
+    """One VF group of the edited block: an old one (its index among the block's groups) or a new one."""
+
+    old: Optional[int]
+    indices: Optional[Tuple[int, ...]]
+    table: Dict[str, Any]
+    changes: List[Tuple[str, Any]] = field(default_factory=list)  # for an old group's table
+
+
+def _layout(written: List[Any], edit: Edit, block: str) -> Tuple[List[_Slot], List[int]]:
+    """The block's VF groups after `edit`: (the groups in file order, the old groups dropped).
+
+    `vfs=RANGE[:DRIVER]` lays the groups out anew: an old group whose VFs are exactly a new
+    group's keeps all its keys (with the driver given); the others go. A key of a group that goes
+    (anything but its range and driver) is never lost silently: the edit must say it again for
+    the new groups that hold those VFs (vfs[R].KEY=VALUE), or drop it (vfs[OLD].KEY=), else it is
+    refused with the keys, the groups and both spellings. `vfs[R].KEY=` edits the group of exactly
+    those VFs; a range that is no group makes a new group when no group holds any of its VFs.
+    """
+    olds = [(k, _indices(g.get("range")) if isinstance(g, dict) else None, g) for k, g in enumerate(written)]
+    if edit.groups is None:
+        slots = [_Slot(k, ind, dict(g)) for k, ind, g in olds]
+        gone: List[int] = []
+    else:
+        unused = {k: ind for k, ind, _ in olds}
+        kept: List[_Slot] = []
+        new: List[_Slot] = []
+        for group in edit.groups:
+            ind = _indices(group.range_text)
+            match = next((k for k, have in unused.items() if have is not None and have == ind), None)
+            table: Dict[str, Any]
+            if match is None:
+                table = {"range": group.range_text}
+                if group.driver is not None:
+                    table["driver"] = group.driver
+                new.append(_Slot(None, ind, table))
+                continue
+            del unused[match]
+            table = dict(written[match])
+            slot = _Slot(match, ind, table)
+            slot.changes.append(("driver", group.driver if group.driver is not None else REMOVE))
+            _change(table, "driver", slot.changes[-1][1])
+            kept.append(slot)
+        slots = sorted(kept, key=lambda s: s.old or 0) + new
+        gone = sorted(unused)
+    acknowledged: Dict[int, set] = {}  # old group -> keys the edit says it may lose
+    for gk in edit.group_keys:
+        slot = next((s for s in slots if s.indices == gk.indices), None)
+        if gk.key is None:  # unset PF vfs[R]: the group goes, with its keys
+            if slot is not None:
+                slots.remove(slot)
+                if slot.old is not None:
+                    gone.append(slot.old)
+                    acknowledged[slot.old] = set(slot.table)
+            continue
+        if slot is None:
+            if gk.value is REMOVE:  # nothing to remove here; maybe the drop of a replaced group's key
+                for k in gone:
+                    if olds[k][1] == gk.indices:
+                        acknowledged.setdefault(k, set()).add(gk.key)
+                continue
+            overlap = [s for s in slots if s.indices and set(s.indices) & set(gk.indices)]
+            if overlap:
+                raise EditError(
+                    f"vfs[{gk.range_text}].{gk.key}: VFs {gk.range_text} are no group of {block}, and they share VFs "
+                    "with " + ", ".join(f"the group {s.table.get('range')!r}" for s in overlap)
+                    + f"; name a whole group's range (vfs[{overlap[0].table.get('range')}].{gk.key}=...), or lay the "
+                    f"groups out again in the same command (vfs=RANGE[:DRIVER] ... vfs[{gk.range_text}].{gk.key}=...)")
+            slot = _Slot(None, gk.indices, {"range": gk.range_text})
+            slots.append(slot)
+        if slot.old is not None:
+            slot.changes.append((gk.key, gk.value))
+        _change(slot.table, gk.key, gk.value)
+    if not edit.drop_keys:
+        _refuse_losses(written, olds, gone, acknowledged, slots, edit, block)
+    return slots, sorted(set(gone))
+
+
+def _change(table: Dict[str, Any], key: str, value: Any) -> None:
+    if value is REMOVE:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
+def _refuse_losses(written: List[Any], olds: List[Tuple[int, Optional[Tuple[int, ...]], Any]], gone: List[int],
+                   acknowledged: Dict[int, set], slots: List[_Slot], edit: Edit, block: str) -> None:
+    said = [(set(gk.indices), gk.key) for gk in edit.group_keys if gk.key is not None]
+    lost_lines: List[str] = []
+    keep: List[str] = []
+    drop: List[str] = []
+    for k in gone:
+        g = written[k]
+        if not isinstance(g, dict):
+            continue
+        vfs = set(olds[k][1] or ())
+        lost = [key for key in g if key not in LAYOUT_KEYS and key not in acknowledged.get(k, set())
+                and not any(key == sk and vfs & si for si, sk in said)]
+        if not lost:
+            continue
+        rng = g.get("range")
+        lost_lines.append(f"  {block}.vfs[{k}] (range {_toml_value(rng)}): "
+                          + ", ".join(f"{key} = {_toml_value(g[key])}" for key in lost))
+        holders = [s for s in slots if s.indices and vfs & set(s.indices)]
+        for s in holders:
+            keep += [f"vfs[{s.table['range']}].{key}={_show(g[key])}" for key in lost]
+        drop += [f"vfs[{rng}].{key}=" for key in lost]
+    if not lost_lines:
+        return
+    layout = ("vfs= (no groups)" if not edit.groups else " ".join(f"vfs={g.range_text}" + (f":{g.driver}" if g.driver else "")
+                                                                  for g in edit.groups))
+    raise EditError("\n".join(
+        [f"{layout} replaces VF groups of {block} whose keys would be lost (only a group whose VFs are exactly a new "
+         "group's keeps its keys):"] + lost_lines
+        + ([f"to keep them for the new groups holding those VFs, add: {' '.join(dict.fromkeys(keep))}"] if keep else [])
+        + [f"to drop them, add: {' '.join(dict.fromkeys(drop))}", "nothing was written"]))
+
+
 def apply_edit(text: str, index: Optional[int], selector: Tuple[str, str], edit: Edit) -> str:
     """The file's text with block `index` (None: a new block selecting `selector`) changed by `edit`."""
     doc = _load(text)
@@ -323,74 +524,59 @@ def apply_edit(text: str, index: Optional[int], selector: Tuple[str, str], edit:
         raise EditError("the [[pf]] blocks of this file are written as inline tables (pf = [...]); `set` edits "
                         "[[pf]] tables only: edit the file by hand, or rewrite the blocks as [[pf]] tables")
     indent, key_indent, blank = _indent_of(segments)
+    touches_groups = edit.groups is not None or bool(edit.group_keys)
     if index is None:
+        block_name = f"pf[{len(pfs) if isinstance(pfs, list) else 0}]"
         table: Dict[str, Any] = {selector[0]: selector[1]}
         table.update((k, v) for k, v in edit.keys if v is not REMOVE)
+        slots, _ = _layout([], edit, block_name) if touches_groups else ([], [])
         lines = ["\n", "[[pf]]\n"] + [f"{k} = {_toml_value(v)}\n" for k, v in table.items()]
-        for group in edit.groups or ():
-            lines += _group_lines(group, indent, key_indent, blank)
+        for slot in slots:
+            lines += _group_lines(slot.table, indent, key_indent, blank)
         new = text if text.endswith("\n") or not text else text + "\n"
         new = (new or NEW_FILE_HEAD) + "".join(lines)
         if not text:
             expected = {"version": 1}
-        groups = [_group_dict(g) for g in edit.groups or ()]
+        groups = [slot.table for slot in slots]
         expected.setdefault("pf", []).append({**table, **({"vfs": groups} if groups else {})})
         return _checked(new, expected)
 
     block = blocks[index]
+    block_name = f"pf[{index}]"
     want = expected["pf"][index]
     if edit.keys:
         _edit_table(segments[block.pf], edit.keys)
         for key, value in edit.keys:
-            if value is REMOVE:
-                want.pop(key, None)
-            else:
-                want[key] = value
-    if edit.groups is not None:
+            _change(want, key, value)
+    if touches_groups:
         written = pfs[index].get("vfs", [])
         if written and (not isinstance(written, list) or len(written) != len(block.vfs)):
-            raise EditError(f"pf[{index}] writes its VF groups as inline tables (vfs = [...]); `set` edits [[pf.vfs]] "
+            raise EditError(f"{block_name} writes its VF groups as inline tables (vfs = [...]); `set` edits [[pf.vfs]] "
                             "tables only: edit the file by hand")
-        unused = {k: _indices(g.get("range")) if isinstance(g, dict) else None for k, g in enumerate(written)}
-        kept: Dict[int, GroupEdit] = {}
-        new_groups: List[GroupEdit] = []
-        for group in edit.groups:
-            same = _indices(group.range_text)
-            match = next((k for k, ind in unused.items() if ind is not None and ind == same), None)
-            if match is None:
-                new_groups.append(group)
-            else:
-                del unused[match]
-                kept[match] = group
-        for k, group in kept.items():
-            seg = segments[block.vfs[k]]
-            _edit_table(seg, [("driver", group.driver if group.driver is not None else REMOVE)])
-        want_groups = []
-        for k, g in enumerate(written):
-            if k in kept:
-                g = dict(g)
-                if kept[k].driver is None:
-                    g.pop("driver", None)
-                else:
-                    g["driver"] = kept[k].driver
-                want_groups.append(g)
-        want_groups += [_group_dict(g) for g in new_groups]
-        if want_groups:
-            want["vfs"] = want_groups
+        slots, gone = _layout(list(written), edit, block_name)
+        for slot in slots:
+            if slot.old is not None and slot.changes:
+                _edit_table(segments[block.vfs[slot.old]], slot.changes)
+        new_slots = [s for s in slots if s.old is None]
+        if slots:
+            want["vfs"] = [s.table for s in slots]
         else:
             want.pop("vfs", None)
-        dropped = {block.vfs[k] for k in unused}
+        dropped = {block.vfs[k] for k in gone}
         last = max(k for k in block.segments if k not in dropped)
         _, block_tail = segments[block.segments[-1]].split_tail()
         if block.segments[-1] in dropped and not segments[last].split_tail()[1]:
             segments[last].lines += block_tail  # keep the blank lines that separated the block from the next
-        if new_groups:
+        if block.segments[-1] in dropped and block.segments[-1] == len(segments) - 1 and not new_slots:
+            while len(segments[last].lines) > 1 and segments[last].lines[-1].strip() == "":
+                segments[last].lines.pop()  # the file ended with the group: no blank line left at its end
+        if new_slots:
             head, tail = segments[last].split_tail()
             if head and not head[-1].endswith("\n"):
                 head[-1] += "\n"
             extra: List[str] = []
-            for group in new_groups:
-                extra += _group_lines(group, indent, key_indent, blank)
+            for slot in new_slots:
+                extra += _group_lines(slot.table, indent, key_indent, blank)
             segments[last].lines = head + extra + tail
         for k in dropped:
             segments[k].lines = []
@@ -419,10 +605,6 @@ def remove_edit(text: str, index: int) -> str:
     return _checked(new, expected)
 
 
-def _group_dict(group: GroupEdit) -> Dict[str, Any]:
-    return {"range": group.range_text, **({"driver": group.driver} if group.driver is not None else {})}
-
-
 def _load(text: str) -> Dict[str, Any]:
     try:
         return tomllib.loads(text)
@@ -447,14 +629,13 @@ def _checked(new: str, expected: Dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class EditResult:
-    path: str
+    path: str  # the config's real path (symlinks resolved): the file that is replaced
     before: Optional[bytes]  # None: the file did not exist
     after: bytes
     block: Optional[str]  # "pf[1]", None when nothing selected the PF (unset)
     created: bool = False
     removed: bool = False
     what: str = ""
-    backup: Optional[str] = None
     desired: Optional[DesiredState] = None
     only: FrozenSet[str] = frozenset()  # the PFs the edited block selects on this host
     unresolved: Tuple[Any, ...] = ()  # PfOutcomes: the edited block does not fit this host
@@ -476,30 +657,57 @@ class EditResult:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"config": self.path, "block": self.block, "created": self.created, "removed": self.removed,
-                "changed": self.changed, "backup": self.backup, "diff": self.diff(), "note": self.note}
+                "changed": self.changed, "diff": self.diff(), "note": self.note}
 
 
-class _DirLock:
-    """flock on the config's directory: one `set`/`unset` edits the file at a time."""
+@dataclass
+class Done:
+    """How a `set`/`unset` transaction ended."""
 
-    def __init__(self, directory: str):
-        self.directory = directory
-        self.fd: Optional[int] = None
+    exit_code: int
+    saved: bool = False  # the edited file replaced the old one
+    backup: Optional[str] = None  # the previous version (config.toml.bak)
+    rejected: Optional[str] = None  # the refused or failed edit (config.toml.rejected); the file is as it was
+    generation: Optional[int] = None  # the generation recorded for it
+    report: Any = None  # the engine's Report of the edited PF
+    restore: Any = None  # the Report of putting the PF back to the file as it was, after a failed run
+    message: str = ""
 
-    def __enter__(self) -> "_DirLock":
-        try:
-            os.makedirs(self.directory, mode=0o755, exist_ok=True)
-            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            from sriov_node.errors import describe_os_error
+    def to_dict(self) -> Dict[str, Any]:
+        return {"exit_code": self.exit_code, "saved": self.saved, "backup": self.backup, "rejected": self.rejected,
+                "generation": self.generation, "message": self.message,
+                "restore": self.restore.to_dict() if self.restore is not None else None}
 
-            raise EditError(f"cannot lock {self.directory} to edit the config: {describe_os_error(exc)}")
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
+class Conflict(SriovNodeError):
+    """Someone rewrote the config (by hand, not through sriov-node) while `set` applied its edit."""
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """How the file is written byte-wise, kept through an edit: a UTF-8 byte-order mark, CRLF line ends."""
+
+    bom: bool = False
+    crlf: bool = False
+
+    @staticmethod
+    def of(data: Optional[bytes]) -> "_Shape":
+        if not data:
+            return _Shape()
+        body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        lf = body.count(b"\n")
+        return _Shape(bom=body is not data, crlf=lf > 0 and body.count(b"\r\n") == lf)
+
+    def plain(self, data: Optional[bytes]) -> Optional[bytes]:
+        if data is None:
+            return None
+        body = data[3:] if self.bom else data
+        return body.replace(b"\r\n", b"\n") if self.crlf else body
+
+    def dress(self, data: bytes) -> bytes:
+        if self.crlf:
+            data = data.replace(b"\n", b"\r\n")
+        return (b"\xef\xbb\xbf" + data) if self.bom else data
 
 
 def _read(path: str) -> Optional[bytes]:
@@ -507,7 +715,7 @@ def _read(path: str) -> Optional[bytes]:
     try:
         return read_config(path)[0]
     except ConfigError:
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             return None
         raise
 
@@ -515,26 +723,17 @@ def _read(path: str) -> Optional[bytes]:
 def _text(data: Optional[bytes], path: str) -> str:
     """The text to edit, read as every command reads the config (config.decode_config, then TOML).
 
-    A byte-order mark is dropped here and written back by _encode; a file with Windows line ends
-    throughout is edited with "\n" and written back with "\r\n" (a mix of both is refused).
+    `data` comes through _Shape.plain: a byte-order mark and CRLF line ends throughout are taken
+    off there and put back when the file is written; a mix of CRLF and LF is refused.
     """
     if data is None:
         return ""
     text = decode_config(data, path)
     if "\r\n" in text:
-        if text.count("\r\n") != text.count("\n"):
-            raise EditError(f"{path} mixes Windows (CRLF) and Unix (LF) line ends; convert it (dos2unix) before "
-                            "editing it with `set`")
-        text = text.replace("\r\n", "\n")
+        raise EditError(f"{path} mixes Windows (CRLF) and Unix (LF) line ends; convert it (dos2unix) before "
+                        "editing it with `set`")
     parse_toml(text, path)  # not valid TOML: the same error as validate's
     return text
-
-
-def _encode(text: str, before: Optional[bytes]) -> bytes:
-    """The edited text in the file's own form: its byte-order mark and its line ends kept."""
-    if before is not None and b"\r\n" in before:
-        text = text.replace("\n", "\r\n")
-    return ((BOM if before is not None and before.startswith(BOM.encode()) else "") + text).encode("utf-8")
 
 
 def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs: List[Any]) -> Optional[int]:
@@ -592,66 +791,279 @@ def _trusted(host: Host, path: str) -> None:
             raise EditError(f"{path} {why}; nothing was written")
 
 
-def _commit(path: str, before: Optional[bytes], after: bytes) -> Optional[str]:
-    """Replace the file (the old one kept as .bak) unless someone changed it since we read it."""
-    from sriov_node.atomic import write_atomic
-
-    if _read(path) != before:
-        raise EditError(f"{path} changed while it was being edited; nothing was written: run the command again")
-    owner, mode = None, None
-    if before is not None:
-        st = os.stat(path)
-        owner, mode = (st.st_uid, st.st_gid), st.st_mode & 0o7777
-    return write_atomic(path, after, mode=mode, owner=owner, backup=before)
+def _never() -> bool:
+    return False
 
 
-def edit_config(host: Host, config: Optional[str], pf: str, edit: Edit) -> EditResult:
-    """`sriov-node set`: edit (or add) the PF's block, validate, replace the file; what to apply next."""
-    from sriov_node.reconcile import PfOutcome, config_path, survey
+def _make_directory(directory: str) -> None:
+    """The config's directory, for a first `set` that creates the file."""
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        from sriov_node.errors import describe_os_error
 
-    ref = parse_pf(pf)
-    path = config_path(host, config)
-    _trusted(host, path)
-    with _DirLock(os.path.dirname(os.path.abspath(path))):
-        before = _read(path)
-        text = _text(before, path)
+        raise EditError(f"cannot create {directory} for the config: {describe_os_error(exc)}")
+
+
+class Transaction:
+    """`set`/`unset`: edit, apply and save as one step under the machine-wide apply lock.
+
+        with Transaction(host, config, timeout=...) as tx:   # takes state.ApplyLock
+            result = tx.prepare(pf, edit)    # read the real file, edit, validate: nothing written
+            report = tx.apply(force=...)     # the engine converges the edited PF to the edited bytes
+            done = tx.finish(report)         # converged: save the file, record a generation;
+                                             # else: the file stays byte for byte, the edit goes to
+                                             # config.toml.rejected, a failed PF is put back
+
+    The lock is the one `apply`, `boot`, the daemon and rollback take (<root>/run/sriov-node/
+    apply.lock), so two `set`s, one through a symlink to the config and one through its real path,
+    run one after the other and the second edits the first one's file: no lost update. The file
+    written is the config's real path (a symlink stays a symlink).
+
+    The engine runs on the edited bytes in memory; the file is renamed into place only after the
+    read-back says converged, then the generation is recorded, both before the lock is released.
+    A process killed (or a machine losing power) before the rename leaves the old file: `boot` and
+    `apply` read the old config and put the PF back to it (the edit is lost as if never made; the
+    host's partial change shows as DIFFERS in `status` until then). Killed between the rename
+    (write, fsync, rename, fsync dir) and the record: the file holds the applied edit and `status`
+    says it differs from the applied generation; `boot` reads the file, converges to it (nothing to
+    do) and records it. The new file is never in place unapplied and unsaid.
+    """
+
+    def __init__(self, host: Host, config: Optional[str], *, timeout: float, command: str = "set",
+                 cancelled: Callable[[], bool] = _never, on_wait: Optional[Callable[[str], None]] = None):
+        from sriov_node.reconcile import config_path
+
+        self.host = host
+        self.given = config_path(host, config)
+        self.path = os.path.realpath(self.given)
+        self.timeout = timeout
+        self.command = command
+        self.cancelled = cancelled
+        self.on_wait = on_wait
+        self.result: Optional[EditResult] = None
+        self.whole = False  # run every PF of the edited file, not only the edited block's
+        self.notice: Optional[str] = None
+        self._lock: Any = None
+
+    def __enter__(self) -> "Transaction":
+        from sriov_node.errors import LockTimeout
+        from sriov_node.state import ApplyLock, _read_quiet
+
+        _trusted(self.host, self.path)
+        lock = ApplyLock(self.host, 0.0, self.cancelled)  # one try, to say so when another run holds it
+        try:
+            lock.__enter__()
+        except LockTimeout:
+            if self.on_wait is not None:
+                self.on_wait(_read_quiet(lock.path))
+            lock = ApplyLock(self.host, self.timeout, self.cancelled)
+            lock.__enter__()
+        self._lock = lock
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(*exc)
+            self._lock = None
+
+    # -------------------------------------------------------------- the edit
+
+    def _read_text(self) -> Tuple[Optional[bytes], _Shape, str]:
+        before = _read(self.path)
+        shape = _Shape.of(before)
+        return before, shape, _text(shape.plain(before), self.path)
+
+    def prepare(self, pf: str, edit: Edit) -> EditResult:
+        """Edit (or add) the PF's block and validate it (schema, then which PF it selects here)."""
+        from sriov_node.reconcile import PfOutcome, survey
+
+        ref = parse_pf(pf)
+        before, shape, text = self._read_text()
         doc = _load(text) if text else {}
         raw_pfs = doc.get("pf", []) if isinstance(doc.get("pf", []), list) else []
-        index = _block_of(host, path, before, ref, raw_pfs)
+        index = _block_of(self.host, self.path, before, ref, raw_pfs)
         if index is None:
-            _check_pf_here(host, ref, path)
-        new = apply_edit(text, index, (ref.kind, ref.value), edit)
-        after = _encode(new, before)
-        desired = parse_config(after, path)  # a ConfigError here: exit 2, the file untouched
+            _check_pf_here(self.host, ref, self.path)
+        after = shape.dress(apply_edit(text, index, (ref.kind, ref.value), edit).encode("utf-8"))
+        desired = parse_config(after, self.path)  # a ConfigError here: exit 2, the file untouched
         block = f"pf[{index if index is not None else len(raw_pfs)}]"
-        backup = _commit(path, before, after) if after != before else None
-    _, resolution = survey(host, desired)
-    only = frozenset(t.pf.pci for t in resolution.targets if t.spec.key == block)
-    unresolved = tuple(PfOutcome(f.pf, None, f.key, "failed", error=f"{path}: {f.render()}",
-                                 detail={"kind": f.kind, "key": f"{f.key}.{f.attr}" if f.attr else f.key})
-                       for f in resolution.failures if f.key == block)
-    return EditResult(path, before, after, block, created=index is None, what=edit.describe(), backup=backup,
-                      desired=desired, only=only, unresolved=unresolved)
+        _, resolution = survey(self.host, desired)
+        only = frozenset(t.pf.pci for t in resolution.targets if t.spec.key == block)
+        unresolved = tuple(PfOutcome(f.pf, None, f.key, "failed", error=f"{self.path}: {f.render()}",
+                                     detail={"kind": f.kind, "key": f"{f.key}.{f.attr}" if f.attr else f.key})
+                           for f in resolution.failures if f.key == block)
+        self.result = EditResult(self.path, before, after, block, created=index is None, what=edit.describe(),
+                                 desired=desired, only=only, unresolved=unresolved)
+        self._scope(before)
+        return self.result
 
+    def _scope(self, before: Optional[bytes]) -> None:
+        """Which PFs the run converges. The edited block's PFs, when the file as it was is the applied
+        generation (or there is none: the file is then what the node follows). A file that also
+        holds changes never applied would make the new generation claim them converged: then every
+        PF of the edited file is run, and the output says why."""
+        from sriov_node import generations
 
-def remove_block(host: Host, config: Optional[str], pf: str) -> EditResult:
-    """`sriov-node unset`: remove the PF's block (nothing to remove is not an error)."""
-    from sriov_node.reconcile import config_path
+        result = self.result
+        assert result is not None
+        current = generations.current(self.host)
+        if current is None or before is None or current.sha256 == hashlib.sha256(before).hexdigest():
+            return
+        self.whole = True
+        self.notice = (f"{self.path} held changes not yet applied (it differs from the applied generation "
+                       f"{current.number}): every PF of the edited file is applied, not only {result.block}")
 
-    ref = parse_pf(pf)
-    path = config_path(host, config)
-    _trusted(host, path)
-    with _DirLock(os.path.dirname(os.path.abspath(path))):
-        before = _read(path)
+    def prepare_removal(self, pf: str) -> EditResult:
+        """`unset PF`: remove the PF's block (nothing to remove is not an error)."""
+        ref = parse_pf(pf)
+        before, shape, text = self._read_text()
         if before is None:
-            raise EditError(f"{path}: no such file; nothing to remove")
-        text = _text(before, path)
+            raise EditError(f"{self.path}: no such file; nothing to remove")
         doc = _load(text)
         raw_pfs = doc.get("pf", []) if isinstance(doc.get("pf", []), list) else []
-        index = _block_of(host, path, before, ref, raw_pfs)
+        index = _block_of(self.host, self.path, before, ref, raw_pfs)
         if index is None:
-            return EditResult(path, before, before, None, note=f"no block selects {ref.text}")
-        after = _encode(remove_edit(text, index), before)
-        parse_config(after, path)
-        backup = _commit(path, before, after)
-    return EditResult(path, before, after, f"pf[{index}]", removed=True, backup=backup)
+            self.result = EditResult(self.path, before, before, None, removed=True, note=f"no block selects {ref.text}")
+            return self.result
+        after = shape.dress(remove_edit(text, index).encode("utf-8"))
+        desired = parse_config(after, self.path)
+        self.result = EditResult(self.path, before, after, f"pf[{index}]", removed=True, desired=desired)
+        self._scope(before)
+        return self.result
+
+    # -------------------------------------------------------------- apply, save, or put back
+
+    @property
+    def runs(self) -> bool:
+        """Whether there is anything to converge (a removed block leaves its PFs as they are)."""
+        result = self.result
+        return result is not None and result.desired is not None and (self.whole or bool(result.only))
+
+    @property
+    def unresolved(self) -> Tuple[Any, ...]:
+        """The edited block's failures on this host, when the run itself does not report them."""
+        return () if self.whole or self.result is None else self.result.unresolved
+
+    def apply(self, *, force: bool = False, progress: Any = None) -> Any:
+        """Converge to the edited bytes (the file is not written yet): the edited block's PFs, or every PF."""
+        from sriov_node.reconcile import Report, reconcile
+
+        result = self.result
+        assert result is not None and result.desired is not None
+        if not self.runs:
+            report = Report([], [], 0, False)
+        else:
+            report = reconcile(self.host, result.desired, only=None if self.whole else result.only, force=force,
+                               timeout=self.timeout, cancelled=self.cancelled, progress=progress)
+        if self.notice:
+            report.notices.insert(0, self.notice)
+        return report
+
+    def save(self) -> Optional[str]:
+        """Replace the file with the edited bytes (the old one kept as .bak); the backup's path."""
+        from sriov_node.atomic import write_atomic
+
+        result = self.result
+        assert result is not None
+        if not result.changed:
+            return None
+        if _read(self.path) != result.before:
+            raise Conflict(f"{self.path} changed while it was being edited; nothing was written: run the command again")
+        owner, mode = None, None
+        if result.before is not None:
+            st = os.stat(self.path)
+            owner, mode = (st.st_uid, st.st_gid), st.st_mode & 0o7777
+        else:
+            _make_directory(os.path.dirname(self.path))
+        return write_atomic(self.path, result.after, mode=mode, owner=owner, backup=result.before)
+
+    def record(self, report: Any) -> Optional[int]:
+        """The edited config as the node's new generation (the one the daemon converges to); its number.
+        The same bytes as the current generation record nothing new."""
+        from sriov_node import generations
+
+        result = self.result
+        assert result is not None and result.desired is not None
+        gen = generations.record_report(self.host, result.desired, report, command=self.command)
+        return gen.number if gen is not None else None
+
+    def finish(self, report: Any) -> Done:
+        """Converged: save and record. Otherwise: keep the file, write the edit to .rejected, put a failed PF back."""
+        from sriov_node.errors import EXIT_OK, EXIT_REFUSED
+
+        result = self.result
+        assert result is not None
+        code = report.exit_code if not self.unresolved else max(report.exit_code, EXIT_PF_FAILED)
+        done = Done(code, report=report)
+        if code == EXIT_OK:
+            try:
+                done.backup = self.save()
+            except Conflict as exc:
+                done.exit_code = EXIT_PF_FAILED
+                done.rejected = self._reject()
+                done.message = (f"{exc.args[0].split(';')[0]}; the host was converged to the edit, which is kept in "
+                                f"{done.rejected}; the file keeps the other change: review both, then run "
+                                "sriov-node apply")
+                return done
+            done.saved = True
+            done.generation = self.record(report)
+            applied = "applied and saved" if report.outcomes else "saved (its PFs are left as they are)"
+            done.message = (f"{result.path}: " + (f"{result.summary()}: {applied}"
+                                                  if result.changed else "unchanged; applied")
+                            + (f"; previous version in {done.backup}" if done.backup else "")
+                            + (f"; generation {done.generation}" if done.generation is not None else ""))
+            return done
+        done.rejected = self._reject() if result.changed else None
+        why = {EXIT_REFUSED: "the host refused the edit"}.get(code, "the edit did not converge")
+        if report.interrupted or self.cancelled():
+            why = "the run was interrupted"
+        elif report.writes:
+            done.restore = self._put_back()
+        done.message = (f"{result.path}: left as it was, byte for byte: {why}"
+                        + (f"; the edit is kept in {done.rejected}" if done.rejected else "")
+                        + _restore_words(done.restore, report, self.cancelled()))
+        return done
+
+    def _reject(self) -> Optional[str]:
+        from sriov_node.atomic import OutputError, write_atomic
+
+        result = self.result
+        assert result is not None
+        rejected = self.path + ".rejected"
+        try:
+            mode = os.stat(self.path).st_mode & 0o7777 if result.before is not None else None
+            _make_directory(os.path.dirname(self.path))
+            write_atomic(rejected, result.after, mode=mode)
+        except (OSError, OutputError):
+            return None
+        return rejected
+
+    def _put_back(self) -> Any:
+        """After a failed run that wrote: converge the edited PFs to the file as it was (and still is)."""
+        from sriov_node.errors import ConfigError
+        from sriov_node.reconcile import reconcile
+
+        result = self.result
+        assert result is not None
+        if result.before is None:
+            return None
+        try:
+            old = parse_config(result.before, self.path)
+        except ConfigError:
+            return None
+        return reconcile(self.host, old, only=None if self.whole else result.only, timeout=self.timeout,
+                         cancelled=self.cancelled)
+
+
+def _restore_words(restore: Any, report: Any, cancelled: bool) -> str:
+    if restore is not None:
+        selected = [o for o in restore.outcomes if o.pci is not None]
+        if selected and restore.exit_code == 0:
+            return "; the PF was put back to the file's config (converged)"
+        if selected:
+            return f"; putting the PF back to the file's config did not converge either ({restore.result}): see below"
+        return "; the file's config does not manage this PF: it is left as the failed run left it"
+    if report.writes:
+        return "; the PF may differ from the file: run sriov-node apply" if cancelled else ""
+    return "; nothing was written to the host"

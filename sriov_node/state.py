@@ -7,8 +7,9 @@ import fcntl
 import json
 import os
 import stat
+import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import LockTimeout, StateError, describe_os_error
 from sriov_node.files import STATE_LIMIT, UnsafeFile, kind, read_regular
@@ -22,10 +23,17 @@ def _never() -> bool:
     return False
 
 
+# (lock path, thread) -> [fd, depth]: the lock is re-entrant within one thread, so a command that
+# holds it across several steps (converge, then record a generation; edit, apply, restore) can call
+# the engine, which takes it too. Another thread or process still waits on flock.
+_HELD: Dict[Tuple[str, int], List[int]] = {}
+
+
 class ApplyLock:
     """One run at a time, machine-wide: flock on <root>/run/sriov-node/apply.lock.
 
     The kernel drops the lock when the holder dies, so a killed run never wedges the next one.
+    Re-entrant within a thread: an inner `with ApplyLock(...)` of the holder returns at once.
     """
 
     def __init__(self, host: Host, timeout: float, cancelled: Callable[[], bool] = _never):
@@ -33,6 +41,7 @@ class ApplyLock:
         self.timeout = timeout
         self.cancelled = cancelled
         self._fd: Optional[int] = None
+        self._nested = False
 
     def _open(self) -> int:
         directory = os.path.dirname(self.path)
@@ -51,6 +60,11 @@ class ApplyLock:
         return fd
 
     def __enter__(self) -> "ApplyLock":
+        held = _HELD.get((self.path, threading.get_ident()))
+        if held is not None:
+            held[1] += 1
+            self._nested = True
+            return self
         fd = self._open()
         deadline = time.monotonic() + self.timeout
         while True:
@@ -80,9 +94,16 @@ class ApplyLock:
         except OSError:
             pass  # the pid is a courtesy for the next waiter's message
         self._fd = fd
+        _HELD[(self.path, threading.get_ident())] = [fd, 1]
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        key = (self.path, threading.get_ident())
+        if self._nested:
+            self._nested = False
+            _HELD[key][1] -= 1
+            return
+        _HELD.pop(key, None)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -91,3 +91,55 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
         "last_apply": None if state is None else {
             k: state.get(k) for k in ("time", "result", "writes", "duration_seconds", "config")},
     }
+
+
+def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]]":
+    """What status compares the host with, and whether the config file is that.
+
+    The host is compared with the applied generation (the newest one: what the node converges to);
+    before the first apply, with the file. Returns ({"desired": DesiredState or None, "body": the
+    JSON fields}, the text lines).
+    """
+    import hashlib
+    import os
+    import time
+
+    from sriov_node import generations
+    from sriov_node.errors import SriovNodeError
+    from sriov_node.files import CONFIG_LIMIT, read_regular
+
+    name = os.path.basename(path)
+    body: Dict[str, Any] = {"applied_generation": None, "config_differs": None, "compared_with": None,
+                            "checkpoint": None}
+    lines: List[str] = []
+    try:
+        gen = generations.current(host)
+        desired = generations.desired_of(gen, gen.config_path) if gen is not None else None
+    except SriovNodeError as exc:
+        body["generation_error"] = str(exc)
+        lines.append(f"error: the applied generation cannot be read: {exc}")
+        return {"desired": None, "body": body}, lines
+    if gen is None:
+        body["compared_with"] = {"file": path}
+        lines.append(f"compared with {path}: no generation applied yet; run sriov-node apply")
+        return {"desired": None, "body": body}, lines
+    try:
+        data: Optional[bytes] = read_regular(path, limit=CONFIG_LIMIT)
+    except OSError:
+        data = None
+    body["applied_generation"] = gen.number
+    body["config_differs"] = data is None or hashlib.sha256(data).hexdigest() != gen.sha256
+    body["compared_with"] = {"generation": gen.number, "command": gen.command, "time": gen.time,
+                             "outcome": gen.outcome, "sha256": gen.sha256, "config_path": gen.config_path}
+    lines.append(f"compared with the applied generation {gen.number} ({gen.command}, "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(gen.time))}, {gen.outcome})")
+    if data is None:
+        lines.append(f"{name} cannot be read; the applied generation {gen.number} is what the node converges to")
+    elif body["config_differs"]:
+        lines.append(f"{name} differs from the applied generation {gen.number}: run sriov-node apply")
+    if gen.pending:
+        cp = gen.checkpoint
+        body["checkpoint"] = dict(cp, generation=gen.number)
+        lines.append(f"checkpoint: generation {gen.number} is restored to generation {cp['previous']} at "
+                     f"{time.strftime('%H:%M:%S', time.localtime(cp['deadline']))} unless sriov-node commit runs")
+    return {"desired": desired, "body": body}, lines

@@ -8,8 +8,9 @@ reconciles that PF from a fresh read.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
@@ -17,6 +18,10 @@ from sriov_node.host.paths import PCI_DEVICES
 # The actions that can move an SR-IOV PF away from its desired state (or make a block resolvable)
 PCI_ACTIONS = frozenset({"add", "remove", "bind", "unbind"})
 NET_ACTIONS = frozenset({"add", "remove", "move"})
+# The buses whose devices can be PFs: PCI, and netdevsim (the kernel's simulated NIC, which has a
+# driver to unbind and bind like a PCI NIC's)
+BUSES = frozenset({"pci", "netdevsim"})
+NETDEVSIM_DEVICES = "sys/bus/netdevsim/devices"
 
 
 @dataclass(frozen=True)
@@ -66,27 +71,33 @@ class UeventSource:
 
 
 class PyudevSource(UeventSource):
-    """pyudev's monitor on pci and net: udev's events when udevd runs (/run/udev), else the kernel's."""
+    """pyudev's monitor: the kernel's own uevents (source "kernel": sent the moment the kernel acts,
+    before udevd has even read them) or udevd's (source "udev": sent once udevd has processed the
+    event, so a netdev has its final name). `subsystems`: the ones this source answers for."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, subsystems: FrozenSet[str] = frozenset({"pci", "net"})):
         import pyudev
 
+        self.subsystems = subsystems
         self.context = pyudev.Context()
         self.monitor = pyudev.Monitor.from_netlink(self.context, source=source)
         if source == "udev":  # udev can filter in the kernel (BPF); raw kernel events carry no udev tags
-            self.monitor.filter_by("pci")
-            self.monitor.filter_by("net")
+            for subsystem in sorted(subsystems):
+                self.monitor.filter_by(subsystem)
         self.monitor.start()
-        self.description = {"udev": "udev events (systemd-udevd)", "kernel": "kernel uevents (no udevd here)"}[source]
+        self.description = f"{'/'.join(sorted(subsystems))} events from " + (
+            "the kernel" if source == "kernel" else "udevd")
 
     def fileno(self) -> int:
         return self.monitor.fileno()
 
     def receive(self) -> Optional[Uevent]:
-        device = self.monitor.poll(timeout=0)
-        if device is None:
-            return None
-        return Uevent.from_properties(dict(device.properties))
+        while True:
+            device = self.monitor.poll(timeout=0)
+            if device is None:
+                return None
+            if device.subsystem in self.subsystems:  # the kernel source hears every subsystem
+                return Uevent.from_properties(dict(device.properties))
 
 
 class SimSource(UeventSource):
@@ -109,10 +120,8 @@ class SimSource(UeventSource):
 
 
 def open_source(host: Host) -> UeventSource:
-    """The simulated kernel's events for a simulated host; pyudev's for the live one.
-
-    Raises OSError (or ImportError) with the reason when no source can be opened.
-    """
+    """One source for both subsystems (boot's wait): the simulated kernel's events for a simulated
+    host; udevd's when it runs, else the kernel's. Raises OSError (or ImportError) with the reason."""
     if host.is_sim:
         return SimSource(host.root)
     if not host.is_real_root:
@@ -120,14 +129,123 @@ def open_source(host: Host) -> UeventSource:
     return PyudevSource("udev" if os.path.isdir("/run/udev") else "kernel")
 
 
+def open_sources(host: Host) -> List[UeventSource]:
+    """Where the daemon hears that something moved.
+
+    Simulated host: the simulated kernel's events. Live host: PCI (and netdevsim) events
+    (add/remove/bind/unbind) straight from the kernel, which need no interface name and arrive before udevd has processed
+    them (a PF driver reload is answered at once); netdev events from udevd when it runs, since
+    only then does a netdev carry its final name (a config that selects a PF by name needs it).
+    Without udevd (/run/udev absent: a container, an initrd), both from the kernel.
+
+    Raises OSError (or ImportError) with the reason when no source can be opened.
+    """
+    if host.is_sim:
+        return [SimSource(host.root)]
+    if not host.is_real_root:
+        raise OSError(f"{host.root} is a captured tree: it sends no uevents")
+    if not os.path.isdir("/run/udev"):
+        return [PyudevSource("kernel", BUSES | {"net"})]
+    sources: List[UeventSource] = [PyudevSource("kernel", BUSES)]
+    try:
+        sources.append(PyudevSource("udev", frozenset({"net"})))
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+    return sources
+
+
+# ---------------------------------------------------------------------------- inotify
+
+IN_MODIFY = 0x00000002
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
+
+
+class DirectoryWatch:
+    """inotify on one directory (ctypes on libc): a file descriptor that becomes readable when a
+    file in it is created, written and closed, or renamed into it. Idle, it costs nothing."""
+
+    MASK = IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+
+    def __init__(self, path: str):
+        import ctypes
+        import ctypes.util
+
+        self.path = path
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self.fd = fd
+        self.wd = -1
+        try:
+            self.rearm()
+        except OSError:
+            os.close(fd)
+            raise
+
+    def rearm(self) -> None:
+        """(Re)create the directory if needed and watch it (after it was removed or renamed away)."""
+        import ctypes
+
+        os.makedirs(self.path, mode=0o755, exist_ok=True)
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(self.path), self.MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_add_watch {self.path}: {os.strerror(err)}")
+        self.wd = wd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def drain(self) -> List[Tuple[int, str]]:
+        """The waiting events as (mask, name); re-arms itself when the directory went away."""
+        events: List[Tuple[int, str]] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _, mask, _, length = _EVENT.unpack_from(data, offset)
+                name = data[offset + _EVENT.size: offset + _EVENT.size + length].split(b"\0", 1)[0]
+                events.append((mask, os.fsdecode(name)))
+                offset += _EVENT.size + length
+        if any(mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) for mask, _ in events):
+            try:
+                self.rearm()
+            except OSError:
+                pass  # the next write into a recreated directory is missed until a restart; said by the caller
+        return events
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def touched_pf(event: Uevent, host: Host, known_vfs: Dict[str, str]) -> Optional[str]:
     """The PF an event may have moved, if any: the device itself when it is a PF, its physfn
     when it is a VF (from sysfs, or from the last observation when the VF is already gone)."""
-    if event.subsystem == "pci" and event.action not in PCI_ACTIONS:
+    if event.subsystem in BUSES and event.action not in PCI_ACTIONS:
         return None
     if event.subsystem == "net" and event.action not in NET_ACTIONS:
         return None
-    if event.subsystem not in ("pci", "net"):
+    if event.subsystem not in BUSES and event.subsystem != "net":
         return None
     dev = event.device
     if not dev:
@@ -139,7 +257,7 @@ def touched_pf(event: Uevent, host: Host, known_vfs: Dict[str, str]) -> Optional
                 return dev
             parent = sysfs.link_name(PCI_DEVICES, dev, "physfn")
             return parent or known_vfs.get(dev)
-        if sysfs.exists("sys/bus/netdevsim/devices", dev, "sriov_numvfs"):
+        if sysfs.exists(NETDEVSIM_DEVICES, dev, "sriov_numvfs"):
             return dev
     except ValueError:
         return None

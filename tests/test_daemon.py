@@ -156,6 +156,9 @@ def test_a_pf_driver_reload_is_repaired(daemon):
     assert reaction < 10
     d.wait_for(lambda: d.runs() > before, what="a run")
     assert any(f"only {PF0}" in line for line in d.log)  # only the PF the events touched
+    # the PF's bind is the last event of a driver reload: the run starts then, not after a quiet period
+    d.wait_for(lambda: any(f"only {PF0} (" in line and "ended by a PF's bind or change" in line for line in d.log),
+               what="the run started by the PF's bind")
     print(f"PF bind to converged: {reaction:.2f} s")
 
 
@@ -264,3 +267,232 @@ def test_the_daemon_refreshes_the_metrics_textfile(daemon):
     h.sysfs.unbind(PF1, "i40e")  # PF1 loses its driver: not converged, and the metrics say so
     d.wait_for(lambda: f'sriov_node_pf_converged{{block="pf[1]",name="ens1f1",pf="{PF1}"}} 0' in open(prom).read()
                or "sriov_node_converged 0" in open(prom).read(), what="metrics after a failure")
+
+
+# ---------------------------------------------------------------------------- applied generations
+#
+# The daemon repairs toward the newest applied generation, never toward the file on disk until it
+# is applied. Each test below ends the same way: a PF driver reload (the PF comes back bare) makes
+# the daemon repair PF1, and the repair must land on the newest generation, then stay.
+
+from sriov_node import generations  # noqa: E402
+
+CONFIG3 = CONFIG.replace("num_vfs = 2", "num_vfs = 3")
+
+
+def pf1_vfs(d) -> int:
+    return open_host(d.host.root).sysfs.num_vfs(PF1)
+
+
+def ready(d) -> None:
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+
+
+def following(d, number: int) -> None:
+    d.wait_for(lambda: any(f"following generation {number} " in line or f"recorded generation {number} " in line
+                           for line in d.log), what=f"the daemon following generation {number}")
+
+
+def repaired_to(d, vfs: int) -> None:
+    """Take PF1's VFs away as a driver reload does; wait for the daemon's repair run; it must restore `vfs`."""
+    before = d.runs()
+    h = open_host(d.host.root)
+    h.sysfs.unbind(PF1, "i40e")
+    h.sysfs.drivers_probe(PF1)
+    d.wait_for(lambda: d.runs() > before and pf1_vfs(d) != 0, what="the repair run")
+    d.wait_for(lambda: pf1_vfs(d) == vfs, what=f"PF1 repaired to {vfs} VFs")
+    settle(d)
+    assert pf1_vfs(d) == vfs, d.log
+
+
+def numvfs_writes(d) -> List[str]:
+    return [value for path, value, _ in sim_writes(open_host(d.host.root)) if path.endswith(f"{PF1}/sriov_numvfs")]
+
+
+def settle(d) -> None:
+    """Until the simulated kernel's write log stops growing across one more daemon wake-up: a
+    SIGHUP-free way to know the daemon is idle (it logs every run; no new run, no new writes)."""
+    h = open_host(d.host.root)
+    last = None
+    while True:
+        now = (len(sim_writes(h)), d.runs())
+        if now == last:
+            return
+        last = now
+        d.wait_for(lambda: True, what="")  # the daemon still runs
+        time.sleep(0.3)
+
+
+def newest(d) -> generations.Generation:
+    gen = generations.current(open_host(d.host.root))
+    assert gen is not None
+    return gen
+
+
+def test_started_without_a_generation_the_daemon_uses_the_file_and_records_it(daemon):
+    d = daemon()
+    ready(d)
+    gen = newest(d)
+    assert (gen.number, gen.command, gen.outcome) == (1, "daemon-start", "converged")
+    assert gen.config == open(d.path, "rb").read() and "STATUS=2 of 2 PF(s) converged (generation 1)" in "".join(d.messages)
+    repaired_to(d, 2)
+
+
+def test_a_set_while_the_daemon_runs_is_kept(daemon):
+    d = daemon()
+    ready(d)
+    result = run_cli("set", PF1, "num_vfs=3", root=d.host.root, config=d.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    gen = newest(d)
+    assert gen.command == "set" and pf1_vfs(d) == 3
+    following(d, gen.number)
+    repaired_to(d, 3)
+    assert newest(d).number == gen.number  # the daemon's repairs are no new generations
+
+
+def test_a_hand_edit_is_not_applied_until_apply(daemon):
+    d = daemon()
+    ready(d)
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG3)
+    repaired_to(d, 2)  # the edited file is not desired state yet
+    assert newest(d).number == 1
+    result = run_cli("apply", root=d.host.root, config=d.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    gen = newest(d)
+    assert gen.command == "apply" and pf1_vfs(d) == 3
+    written = numvfs_writes(d)
+    following(d, gen.number)
+    settle(d)
+    # the apply's own uevents woke the daemon while the apply held the lock: its run, once it had the
+    # lock, converged to the apply's generation, not back to 2 VFs (and then again to 3)
+    assert numvfs_writes(d) == written, d.log
+    repaired_to(d, 3)
+
+
+def test_a_daemon_started_after_an_edit_follows_the_generation_not_the_file(daemon, make_host, write_config):
+    host = make_host(vfio_loaded=True)
+    path = write_config(CONFIG)
+    assert run_cli("apply", root=host.root, config=path).returncode == 0
+    with open(path, "w") as fh:
+        fh.write(CONFIG3)
+    d = daemon(host=host)
+    d.path = path  # the daemon reads the edited file only if told to
+    d.proc.send_signal(signal.SIGTERM)
+    d.stop()
+    d = DaemonProcess(host.root, path, host_tmp(host))
+    d.host, d.path = host, path
+    try:
+        ready(d)
+        assert any("differs from the applied generation 1" in line for line in d.log), d.log
+        assert pf1_vfs(d) == 2 and newest(d).number == 1
+        repaired_to(d, 2)
+    finally:
+        d.stop()
+
+
+def host_tmp(host):
+    from pathlib import Path
+
+    tmp = Path(host.root).parent / "daemon2"
+    tmp.mkdir(exist_ok=True)
+    return tmp
+
+
+def test_sighup_applies_a_valid_file_and_records_it(daemon):
+    d = daemon()
+    ready(d)
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG3)
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: newest(d).command == "reload", what="the reload's generation")
+    gen = newest(d)
+    assert gen.number == 2 and gen.outcome == "converged" and gen.config == CONFIG3.encode() and pf1_vfs(d) == 3
+    repaired_to(d, 3)
+
+
+def test_sighup_with_an_invalid_file_keeps_the_generation_and_says_so(daemon):
+    d = daemon('[metrics]\ntextfile = "/var/lib/sriov-node/metrics.prom"\n' + CONFIG)
+    ready(d)
+    prom = os.path.join(d.host.root, "var/lib/sriov-node/metrics.prom")
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG.replace("num_vfs = 2", 'num_vfs = "three"'))
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: d.notified("reload refused"), what="the refused reload")
+    d.wait_for(lambda: any("keeping generation 1" in line for line in d.log), what="the journal saying so")
+    assert "sriov_node_config_valid 0" in open(prom).read()
+    assert newest(d).number == 1
+    repaired_to(d, 2)  # the applied generation still rules
+    assert "sriov_node_config_valid 0" in open(prom).read()  # and the metrics still say the file is bad
+
+
+def test_rollback_while_the_daemon_runs(daemon):
+    d = daemon()
+    ready(d)
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG3)
+    assert run_cli("apply", root=d.host.root, config=d.path).returncode == 0
+    following(d, 2)
+    result = run_cli("rollback", root=d.host.root, config=d.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    gen = newest(d)
+    assert gen.command == "rollback" and gen.config == CONFIG.encode() and open(d.path).read() == CONFIG
+    following(d, gen.number)
+    repaired_to(d, 2)
+
+
+def test_an_uncommitted_checkpoint_is_rolled_back_by_the_daemon(daemon):
+    d = daemon()
+    ready(d)
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG3)
+    result = run_cli("apply", "--checkpoint", "2", root=d.host.root, config=d.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert pf1_vfs(d) == 3 and newest(d).pending
+    d.wait_for(lambda: any("expired" in line for line in d.log) and newest(d).number == 3, timeout=60,
+               what="the daemon's rollback at the deadline")
+    gen = newest(d)
+    assert gen.config == CONFIG.encode() and open(d.path).read() == CONFIG  # file and host as before
+    d.wait_for(lambda: pf1_vfs(d) == 2, what="PF1 back to 2 VFs")
+    assert generations.get(open_host(d.host.root), 2).checkpoint["state"] == "expired"
+    repaired_to(d, 2)
+
+
+def test_a_committed_checkpoint_stays(daemon):
+    d = daemon()
+    ready(d)
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG3)
+    assert run_cli("apply", "--checkpoint", "2", root=d.host.root, config=d.path).returncode == 0
+    deadline = newest(d).checkpoint["deadline"]
+    result = run_cli("commit", root=d.host.root, config=d.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    d.wait_for(lambda: any("no longer pending" in line for line in d.log), what="the daemon disarming its timer")
+    while time.time() <= deadline + 0.5:  # past the deadline: nothing may happen then
+        time.sleep(0.1)
+    repaired_to(d, 3)
+    assert newest(d).number == 2 and not any("expired" in line for line in d.log)
+    assert open(d.path).read() == CONFIG3
+
+
+def test_the_pid_file_names_the_running_daemon(daemon):
+    d = daemon()
+    ready(d)
+    pid = os.path.join(d.host.root, "run/sriov-node/agent.pid")
+    assert open(pid).read().strip() == str(d.proc.pid)
+    assert d.stop() == 0
+    assert not os.path.exists(pid)
+
+
+def test_sighup_refused_by_the_host_keeps_the_generation(daemon):
+    d = daemon()
+    ready(d)
+    h = open_host(d.host.root)
+    SimKernel(d.host.root).hold_vf(h.sysfs.vf_address(PF0, 0), 4242, "qemu-kvm")  # a VM holds a vfio VF of PF0
+    with open(d.path, "w") as fh:
+        fh.write(CONFIG.replace("num_vfs = 4", "num_vfs = 6"))  # 6 VFs: disabling the VM's VF first
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: any("reload:" in line and "was not applied (refused)" in line for line in d.log),
+               what="the refused reload")
+    assert newest(d).number == 1 and open_host(d.host.root).sysfs.num_vfs(PF0) == 4
+    d.wait_for(lambda: d.notified("STATUS=2 of 2 PF(s) converged (generation 1)"), what="STATUS after the refusal")

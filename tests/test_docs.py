@@ -30,7 +30,8 @@ def schema_keys():
             | {f"pf.{k}" for k in schema.PF_KEYS}
             | {f"pf.vfs.{k}" for k in schema.VF_KEYS}
             | {f"device_plugin.{k}" for k in schema.DEVICE_PLUGIN_KEYS}
-            | {f"metrics.{k}" for k in schema.METRICS_KEYS})
+            | {f"metrics.{k}" for k in schema.METRICS_KEYS}
+            | {f"history.{k}" for k in schema.HISTORY_KEYS})
 
 
 def reference_rows():
@@ -127,6 +128,35 @@ def test_the_guide_selectors_are_what_export_prints_for_its_config(make_host, tm
 def test_the_guide_commands_exist():
     text = (DOCS / "guide.md").read_text()
     for argv in (["export", "device-plugin"], ["set"], ["unset"], ["capture"], ["metrics"], ["validate"],
-                 ["apply"], ["status"]):
+                 ["apply"], ["status"], ["history"], ["commit"], ["rollback"], ["apply", "--checkpoint"],
+                 ["apply", "--dry-run", "--detailed-exitcode"], ["status", "--exit-code"]):
         assert "sriov-node " + " ".join(argv) in text
-        assert run_cli(*argv, "--help").returncode == 0, argv
+        words = [a for a in argv if not a.startswith("-")]
+        shown = run_cli(*words, "--help")
+        assert shown.returncode == 0, argv
+        assert all(a in shown.stdout for a in argv if a.startswith("-")), argv
+
+
+def _readme_day2_commands():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Day 2:"):]
+    (block,) = re.findall(r"^```sh\n(.*?)^```$", section[:section.index("\n## ", 1)], re.M | re.S)
+    for line in block.splitlines():
+        command, _, comment = line.partition("#")
+        m = re.match(r"\s*exit (\d+)", comment)
+        yield command.split()[1:], int(m.group(1)) if m else 0
+
+
+def test_the_readme_day2_session_runs_as_written(make_host, tmp_path):
+    host = make_host(("x710", 2, None), ("e810", 1, None))
+    config = Path(host.root) / "etc/sriov-node/config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_bytes((REPO / "etc/sriov-node/config.toml").read_bytes())
+    ran = []
+    for argv, code in _readme_day2_commands():
+        proc = run_cli(*argv, root=host.root)
+        assert proc.returncode == code, (argv, proc.stdout, proc.stderr)
+        ran.append(argv[0])
+    assert {"apply", "set", "history", "rollback", "status", "commit"} <= set(ran)
+    body = json.loads(run_cli("history", "--json", root=host.root).stdout)
+    assert body["current"] == body["generations"][-1]["number"] >= 4

@@ -79,3 +79,39 @@ def test_the_kernel_source_receives_a_real_uevent():
     seen = ast.literal_eval(proc.stdout)  # a list of tuples, printed above
     adds = [s for s in seen if s[0] == "add" and s[1] == "net" and s[2].endswith("/net/sn0")]
     assert adds and isinstance(adds[0][3], int)
+
+
+def test_a_netdevsim_driver_reload_names_its_device(make_host):
+    # netdevsim (the kernel's simulated NIC) is a bus of its own: its unbind/bind is a PF driver reload
+    host = make_host()
+    os.makedirs(os.path.join(host.root, "sys/bus/netdevsim/devices/netdevsim10"))
+    open(os.path.join(host.root, "sys/bus/netdevsim/devices/netdevsim10/sriov_numvfs"), "w").write("0\n")
+    path = "/devices/netdevsim10"
+    assert touched_pf(ev("bind", "netdevsim", path), host, {}) == "netdevsim10"
+    assert touched_pf(ev("unbind", "netdevsim", path), host, {}) == "netdevsim10"
+    assert touched_pf(ev("add", "net", f"{path}/net/eni10np1"), host, {}) == "netdevsim10"
+    assert touched_pf(ev("change", "netdevsim", path), host, {}) is None
+    assert touched_pf(ev("bind", "platform", "/devices/platform/serial8250"), host, {}) is None
+
+
+def test_the_generations_watch_wakes_on_a_record_and_survives_its_directory_being_removed(tmp_path):
+    import select
+
+    from sriov_node.atomic import write_atomic
+    from sriov_node.uevents import IN_MOVED_TO, DirectoryWatch
+
+    folder = tmp_path / "generations"
+    watch = DirectoryWatch(str(folder))  # created when missing
+    try:
+        assert folder.is_dir() and select.select([watch], [], [], 0)[0] == []  # idle: nothing to read
+        write_atomic(str(folder / "00000001.json"), b"{}\n")  # written beside, renamed in
+        assert select.select([watch], [], [], 10)[0] == [watch]
+        assert (IN_MOVED_TO, "00000001.json") in [(m & IN_MOVED_TO, n) for m, n in watch.drain()]
+        shutil.rmtree(folder)  # removed by hand: the watch is re-armed on a new directory
+        assert select.select([watch], [], [], 10)[0] == [watch]
+        watch.drain()
+        write_atomic(str(folder / "00000002.json"), b"{}\n")
+        assert select.select([watch], [], [], 10)[0] == [watch]
+        assert "00000002.json" in [n for _, n in watch.drain()]
+    finally:
+        watch.close()

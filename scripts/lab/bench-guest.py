@@ -6,8 +6,12 @@ Prints one line `@@BENCH <json>`: every sample, so the host computes medians and
                process, no reads beyond the virtfn links); whole processes, alternated runs
   startup      `python -c pass` and `sriov-node --help` in the guest, cold and warm
   attributes   VLAN + trust + spoofchk on 64 netdevsim VFs: one batched request vs an `ip link` loop
-  udevd        the same 64-VF state by systemd-udevd's .link [SR-IOV] sections (the anchor), by our
-               daemon (from `echo 0 > sriov_numvfs`), and by our engine in a warm process
+  udevd        the same 64-VF state by systemd-udevd's .link [SR-IOV] sections (the anchor) and by our
+               engine in a warm process
+  reload       a PF driver reload (netdevsim's driver unbound and bound again: the PF comes back
+               with no VFs), until 64 VFs with their settings are back: by udevd's .link (the
+               anchor), by our daemon, and by the daemon of an earlier checkout when
+               BENCH_BEFORE names one (the before/after of a change, on the same kernel)
 """
 
 from __future__ import annotations
@@ -172,12 +176,15 @@ def nsim_vlans(ifname: str, ipr) -> List[int]:
     return [parse_vf_info(i)[1].vlan for i in vflist.get_attrs("IFLA_VF_INFO")] if vflist is not None else []
 
 
-def bench_attributes() -> None:
+def setup_nsim() -> str:
     sh("modprobe netdevsim && echo '10 1' > /sys/bus/netdevsim/new_device")
     wait(lambda: os.path.isdir(f"/sys/bus/netdevsim/devices/{NSIM}/net"))
-    put(f"/sys/kernel/debug/netdevsim/{NSIM}/max_vfs", "64\n")
+    put(f"/sys/kernel/debug/netdevsim/{NSIM}/max_vfs", "64\n")  # kept across a driver reload
+    return nsim_ifname()
+
+
+def bench_attributes(ifname: str) -> None:
     put(f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs", "64\n")
-    ifname = nsim_ifname()
     start = time.perf_counter()
     from pyroute2 import IPRoute
 
@@ -199,7 +206,6 @@ def bench_attributes() -> None:
         samples["ip_loop"].append(time.perf_counter() - start)
         assert nsim_vlans(ifname, ipr) == [vlan + 50] * 64
     out["attributes"] = samples
-    bench_udevd(ifname, ipr)
 
 
 LINK = """[Match]
@@ -212,13 +218,13 @@ SR-IOVVirtualFunctions=64
 
 
 def bench_udevd(ifname: str, ipr) -> None:
-    """The anchor: udevd's .link [SR-IOV] sections, against our daemon and our engine, same state."""
+    """The anchor: udevd's .link [SR-IOV] sections (on a triggered "add"), against our engine, same state."""
     nsim = f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs"
     os.makedirs("/run/systemd/network", exist_ok=True)
     with open("/run/systemd/network/10-sriov-bench.link", "w") as fh:
         fh.write(LINK.format(ifname=ifname))
     sh("/lib/systemd/systemd-udevd --daemon && udevadm settle -t 30", check=False)
-    samples: Dict[str, List[float]] = {"udevd": [], "daemon": [], "engine": []}
+    samples: Dict[str, List[float]] = {"udevd": [], "engine": []}
     for _ in range(REPEAT):
         put(nsim, "0\n")
         start = time.perf_counter()
@@ -228,29 +234,12 @@ def bench_udevd(ifname: str, ipr) -> None:
     with open("/run/systemd/network/10-sriov-bench.link", "w") as fh:  # keep the name, drop the [SR-IOV] part
         fh.write(LINK.format(ifname=ifname).split("SR-IOVVirtualFunctions")[0])
     sh("udevadm control --reload", check=False)
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write(f'[[pf]]\nname = "{ifname}"\nnum_vfs = 64\n  [[pf.vfs]]\n  range = "0-63"\n'
-                 "  vlan = 400\n  trust = true\n  spoofchk = false\n")
-    config.close()
-    daemon = subprocess.Popen([BIN, "--config", config.name, "daemon", "--no-notify"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert wait(lambda: nsim_done(ifname, ipr, 400), 120, 0.02), "the daemon did not converge"
-    time.sleep(1)
-    for _ in range(REPEAT):
-        put(nsim, "0\n")  # netdevsim VFs have no devices: no uevent; the same trigger as udevd's wakes us
-        time.sleep(0.2)
-        start = time.perf_counter()
-        sh(f"udevadm trigger --action=add /sys/class/net/{ifname}")
-        ok = wait(lambda: nsim_done(ifname, ipr, 400), interval=0.02)
-        samples["daemon"].append(time.perf_counter() - start if ok else float("nan"))
-        time.sleep(0.5)
-    daemon.send_signal(signal.SIGTERM)
-    daemon.wait(timeout=30)
+    config = daemon_config(ifname)
     from sriov_node.config import load_config
     from sriov_node.host import open_host
     from sriov_node.reconcile import reconcile
 
-    desired = load_config(config.name)
+    desired = load_config(config)
     for _ in range(REPEAT):
         put(nsim, "0\n")
         host = open_host("/")
@@ -261,10 +250,104 @@ def bench_udevd(ifname: str, ipr) -> None:
     out["udevd"] = samples
 
 
+def daemon_config(ifname: str) -> str:
+    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config.write(f'[[pf]]\nname = "{ifname}"\nnum_vfs = 64\n  [[pf.vfs]]\n  range = "0-63"\n'
+                 "  vlan = 400\n  trust = true\n  spoofchk = false\n")
+    config.close()
+    return config.name
+
+
+DRV = "/sys/bus/netdevsim/drivers/netdevsim"
+
+
+def driver_reload() -> float:
+    """netdevsim's PF driver unbound (its VFs go with it) and bound again; returns the bind's time."""
+    put(f"{DRV}/unbind", NSIM)
+    if not wait(lambda: not os.path.exists(f"/sys/bus/netdevsim/devices/{NSIM}/driver"), 30):
+        raise RuntimeError("netdevsim10 is still bound")
+    time.sleep(0.5)  # whatever reacts to the unbind has done so: only the bind is timed
+    start = time.perf_counter()
+    put(f"{DRV}/bind", NSIM)
+    return start
+
+
+def bench_reload(ifname: str, ipr) -> None:
+    """A PF driver reload, answered by udevd's .link [SR-IOV] (the anchor) and by our daemon (and the
+    daemon of BENCH_BEFORE). Rounds interleaved, so the host's load affects them alike: the daemons
+    run from the start and are stopped (SIGSTOP) outside their own rounds; .link has its [SR-IOV]
+    part only in udevd's rounds."""
+    import threading
+
+    link = "/run/systemd/network/10-sriov-bench.link"
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    with_sriov = LINK.format(ifname=ifname)
+    name_only = with_sriov.split("SR-IOVVirtualFunctions")[0]
+
+    def use_link(text: str) -> None:
+        with open(link, "w") as fh:
+            fh.write(text)
+        sh("udevadm control --reload", check=False)
+
+    use_link(name_only)
+    sh("pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon", check=False)
+    sh("udevadm settle -t 30", check=False)
+    config = daemon_config(ifname)
+    checkouts = {"daemon": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+    if os.environ.get("BENCH_BEFORE"):
+        checkouts["before"] = os.environ["BENCH_BEFORE"]
+    daemons: Dict[str, subprocess.Popen] = {}
+    logs: Dict[str, List[str]] = {}
+    for name, checkout in checkouts.items():
+        proc = subprocess.Popen([PY, "-m", "sriov_node", "--config", config, "daemon", "--no-notify"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=checkout,
+                                env={**os.environ, "PYTHONPATH": checkout})  # cwd: `-m` looks there first
+        log = logs[name] = []
+        threading.Thread(target=lambda p=proc, l=log: l.extend(p.stderr), daemon=True).start()
+        if not wait(lambda: any("ready:" in line for line in log), 180, 0.05):
+            raise RuntimeError(f"the {name} daemon did not start:\n" + "".join(log[-30:]))
+        os.kill(proc.pid, signal.SIGSTOP)
+        daemons[name] = proc
+    samples: Dict[str, List[float]] = {"udevd": [], **{name: [] for name in daemons}}
+    try:
+        for _ in range(REPEAT):
+            use_link(with_sriov)
+            start = driver_reload()
+            ok = wait(lambda: nsim_done(ifname, ipr, 300), interval=0.02)
+            samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
+            use_link(name_only)
+            for name, proc in daemons.items():
+                os.kill(proc.pid, signal.SIGCONT)  # it hears what happened meanwhile and converges
+                if not wait(lambda: nsim_done(ifname, ipr, 400), 120, 0.02):
+                    raise RuntimeError(f"the {name} daemon did not converge:\n" + "".join(logs[name][-30:]))
+                time.sleep(0.5)
+                start = driver_reload()
+                ok = wait(lambda: nsim_done(ifname, ipr, 400), interval=0.02)
+                samples[name].append(time.perf_counter() - start if ok else float("nan"))
+                time.sleep(0.5)
+                os.kill(proc.pid, signal.SIGSTOP)
+    finally:
+        for name, proc in daemons.items():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            out.setdefault("reload_log", {})[name] = "".join(logs[name][-12:])
+    out["reload"] = samples
+
+
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["convergence", "attributes"]
+    what = sys.argv[1:] or ["convergence", "attributes", "reload"]
     if "convergence" in what:
         bench_convergence()
-    if "attributes" in what:
-        bench_attributes()
+    if "attributes" in what or "reload" in what:
+        nsim_if = setup_nsim()
+        if "attributes" in what:
+            bench_attributes(nsim_if)  # first: it times pyroute2's cold import
+        from pyroute2 import IPRoute
+
+        nsim_ipr = IPRoute()
+        if "attributes" in what:
+            bench_udevd(nsim_if, nsim_ipr)
+        if "reload" in what:
+            bench_reload(nsim_if, nsim_ipr)
     print("@@BENCH " + json.dumps(out), flush=True)

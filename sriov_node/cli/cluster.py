@@ -71,104 +71,147 @@ def set_(
     ctx: typer.Context,
     pf: str = typer.Argument(..., help="The PF: an interface name (ens1f0), a PCI address (0000:3b:00.0) or a MAC.",
                              autocompletion=complete_pf),
-    assignments: List[str] = typer.Argument(..., help="KEY=VALUE: num_vfs=8, vfs=0-3:vfio-pci (repeat; the whole "
-                                                       "VF layout), mtu=9000, eswitch_mode=switchdev; KEY= removes KEY."),
-    no_apply: bool = typer.Option(False, "--no-apply", help="Only edit the config file."),
+    assignments: List[str] = typer.Argument(..., help="KEY=VALUE: a PF key (num_vfs=8, mtu=9000, "
+                                                       "eswitch_mode=switchdev, drivers_autoprobe=false, "
+                                                       "externally_managed=true); the VF layout vfs=RANGE[:DRIVER] "
+                                                       "(repeat: the whole layout); a VF group's key "
+                                                       "'vfs[RANGE].KEY=VALUE' (resource, vlan, qos, vlan_proto, mac, "
+                                                       "spoofchk, trust, link_state, min_tx_rate, max_tx_rate, mtu, "
+                                                       "driver); KEY= removes KEY."),
+    no_apply: bool = typer.Option(False, "--no-apply", help="Validate (schema, this host's PFs) and save the file; "
+                                                            "apply nothing (the node keeps its applied generation)."),
     as_json: bool = typer.Option(False, "--json"),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (as apply --force)."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline in seconds for each wait."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout,
+                                  help="Deadline in seconds for each wait (the apply lock included)."),
 ) -> None:
-    """Change one PF's block in the config (comments and layout kept; the old file kept as .bak), then apply it.
+    """Change one PF's block in the config (comments and layout kept), apply it, and save it only once the PF
+    converged to it (the old file kept as .bak, a new generation recorded). Refused or failed: the file stays
+    byte for byte, the edit is kept in config.toml.rejected.
 
     Exit codes as apply: 0 converged, 1 a PF failed (or the PF is not on this host), 2 the edit would make the
-    config invalid (the file is left unchanged), 3 refused (VFs in use), 130/143 stopped by a signal.
+    config invalid or lose keys (nothing written), 3 refused (VFs in use), 130/143 stopped by a signal.
     """
-    from sriov_node.edit import edit_config, parse_assignments
+    from sriov_node.edit import parse_assignments
 
-    host = open_root(ctx, as_json)
     try:
         edit = parse_assignments(assignments)
-        result = edit_config(host, ctx.obj.config, pf, edit)
     except SriovNodeError as exc:
         fail(exc, as_json)
-    body = result.to_dict()
-    if not as_json:
-        _print_edit(result)
-    if no_apply:
-        if as_json:
-            typer.echo(json.dumps({**body, "apply": None}, indent=2))
-        raise typer.Exit(0)
-    _apply_edited(host, result, body, as_json=as_json, force=force, timeout=timeout)
+    _transact(ctx, pf, edit, "set", no_apply=no_apply, as_json=as_json, force=force, timeout=timeout)
 
 
 @app.command("unset")
 def unset(
     ctx: typer.Context,
-    pf: str = typer.Argument(..., help="The PF whose block to remove: interface name, PCI address or MAC.",
-                             autocompletion=complete_pf),
+    pf: str = typer.Argument(..., help="The PF: interface name, PCI address or MAC.", autocompletion=complete_pf),
+    keys: Optional[List[str]] = typer.Argument(None, help="KEYs to remove: a PF key (mtu), a VF group's key "
+                                                          "('vfs[0-3].vlan'), a group ('vfs[0-3]'), every group "
+                                                          "(vfs). None: remove the PF's whole block."),
+    no_apply: bool = typer.Option(False, "--no-apply", help="Validate and save the file; apply nothing."),
     as_json: bool = typer.Option(False, "--json"),
+    force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (as apply --force)."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout,
+                                  help="Deadline in seconds for each wait (the apply lock included)."),
 ) -> None:
-    """Remove a PF's block from the config (the old file kept as .bak). The PF's VFs stay as they are
-    (run `sriov-node set PF num_vfs=0` first to remove them). Exit 0 removed or nothing to remove, 2 refused."""
-    from sriov_node.edit import remove_block
+    """Remove KEYs of a PF's block, applied as `set` does; without KEYs, remove the whole block (the PF's VFs
+    stay as they are: run `sriov-node set PF num_vfs=0` first to remove them). Exit codes as set; 0 also when
+    there is nothing to remove."""
+    from sriov_node.edit import parse_assignments
+
+    edit = None
+    if keys:
+        try:
+            edit = parse_assignments(keys, unset=True)
+        except SriovNodeError as exc:
+            fail(exc, as_json)
+    _transact(ctx, pf, edit, "unset", no_apply=no_apply, as_json=as_json, force=force, timeout=timeout)
+
+
+def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool, force: bool,
+              timeout: float) -> None:
+    """Edit, apply and save under the apply lock (sriov_node.edit.Transaction), and exit with apply's code."""
+    from sriov_node.edit import Transaction
+    from sriov_node.progress import terminal_progress
 
     host = open_root(ctx, as_json)
-    try:
-        result = remove_block(host, ctx.obj.config, pf)
-    except SriovNodeError as exc:
-        fail(exc, as_json)
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        _print_edit(result)
 
+    def waiting(holder: str) -> None:
+        typer.echo(f"waiting for the apply lock ({holder or 'another sriov-node run'}), at most {timeout:g}s",
+                   err=True)
 
-def _print_edit(result) -> None:
-    if not result.changed:
-        typer.echo(f"{result.path}: unchanged" + (f" ({result.note})" if result.note else ""))
-        return
-    typer.echo(result.diff(), nl=False)
-    typer.echo(f"{result.path}: {result.summary()}" + (f"; previous version in {result.backup}" if result.backup else ""))
-
-
-def _apply_edited(host, result, body, *, as_json: bool, force: bool, timeout: float) -> None:
-    """Apply the PF that was just edited, as `apply` would, and exit with apply's code."""
-    from sriov_node.progress import terminal_progress
-    from sriov_node.reconcile import reconcile
-
-    if not result.only:  # the block selects no PF here: nothing to apply, the reason is the outcome
-        if as_json:
-            typer.echo(json.dumps({**body, "apply": {"pfs": [o.to_dict() for o in result.unresolved],
-                                                     "exit_code": 1}}, indent=2))
-        for o in result.unresolved:
-            for line in (o.error or "").splitlines():
-                typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(1 if result.unresolved else 0)
+    body: dict = {}
     with Interrupts() as interrupts:
         try:
-            with terminal_progress(host, result.desired, as_json=as_json) as progress:
-                report = reconcile(host, result.desired, only=result.only, force=force, timeout=timeout,
-                                   cancelled=interrupts.cancelled, progress=progress)
+            if not no_apply and edit is not None:
+                host.check_writable()  # a captured tree: refused before the lock, as apply does
+            with Transaction(host, ctx.obj.config, timeout=timeout, command=command, cancelled=interrupts.cancelled,
+                             on_wait=waiting) as tx:
+                result = tx.prepare(pf, edit) if edit is not None else tx.prepare_removal(pf)
+                body = result.to_dict()
+                if not as_json and result.changed:
+                    typer.echo(result.diff(), nl=False)
+                if result.removed and not result.changed:  # no block to remove
+                    _say(body, f"{result.path}: unchanged ({result.note})", as_json)
+                    raise typer.Exit(0)
+                if no_apply:
+                    if result.unresolved:  # --no-apply still validates against this host's PFs
+                        _not_here(body, result.unresolved, as_json)
+                    backup = tx.save()
+                    body.update(saved=result.changed, backup=backup, generation=None, apply=None)
+                    _say(body, f"{result.path}: {result.summary() if result.changed else 'unchanged'}"
+                         + (f"; previous version in {backup}" if backup else "")
+                         + "; NOT applied: the node keeps converging to its applied generation "
+                           "(sriov-node apply applies the file)", as_json)
+                    raise typer.Exit(0)
+                with terminal_progress(host, result.desired if tx.runs else None, as_json=as_json) as progress:
+                    report = tx.apply(force=force, progress=progress)
+                done = tx.finish(report)
         except SriovNodeError as exc:
-            if as_json:
-                typer.echo(json.dumps({**body, "apply": {"error": error_body(exc)}}, indent=2))
-            for line in str(exc).splitlines():
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(exc.exit_code)
-    outcomes = list(report.outcomes) + list(result.unresolved)
-    code = interrupts.decide(report.exit_code if not result.unresolved else max(report.exit_code, 1))
-    if as_json:
-        applied = report.to_dict()
-        applied["pfs"] += [o.to_dict() for o in result.unresolved]
-        applied["exit_code"] = code
-        applied["interrupted"] = applied["interrupted"] or interrupts.signum is not None
-        typer.echo(json.dumps({**body, "apply": applied}, indent=2))
-    else:
+            if body and as_json:
+                typer.echo(json.dumps({**body, "error": error_body(exc)}, indent=2))
+                as_json = False  # the JSON document is out; the sentences follow on stderr
+            fail(exc, as_json)
+    outcomes = list(report.outcomes) + list(tx.unresolved)
+    code = interrupts.decide(done.exit_code)  # once, before the report: a signal until now is its exit
+    applied = report.to_dict()
+    applied["pfs"] += [o.to_dict() for o in tx.unresolved]
+    applied["exit_code"] = code
+    applied["interrupted"] = bool(applied.get("interrupted")) or code >= 128
+    body.update(done.to_dict(), apply=applied)
+    if "exit_code" in body:
+        body["exit_code"] = code
+    if not as_json:
         for o in outcomes:
             typer.echo(f"{o.pci or '-':<12}  {o.name or '-':<10} {o.key:<6} {o.status}"
                        + (f" {o.writes} write(s)" if o.writes else ""))
+    _say(body, done.message, as_json, error=done.exit_code != 0)
     echo_problems(report.notices, outcomes)
+    if done.restore is not None:
+        echo_problems(done.restore.notices, [o for o in done.restore.outcomes if o.pci is not None])
     raise typer.Exit(code)
+
+
+def _say(body: dict, line: str, as_json: bool, *, error: bool = False) -> None:
+    """The verdict: the JSON document (with --json), and the sentence (stderr for an error)."""
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        if error:
+            typer.echo(f"error: {line}", err=True)
+    else:
+        typer.echo(f"error: {line}" if error else line, err=error)
+
+
+def _not_here(body: dict, unresolved, as_json: bool) -> None:
+    """The edited block does not fit this host: nothing written, exit 1."""
+    if as_json:
+        typer.echo(json.dumps({**body, "saved": False, "apply": {"pfs": [o.to_dict() for o in unresolved],
+                                                                  "exit_code": 1}}, indent=2))
+    for o in unresolved:
+        for line in (o.error or "").splitlines():
+            typer.echo(f"error: {line}", err=True)
+    typer.echo(f"error: {body['config']}: the edit does not fit this host; nothing was written", err=True)
+    raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------- capture

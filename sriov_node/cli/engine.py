@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, error_body, fail, finish, open_root
-from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError
+from sriov_node.errors import EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError, UsageError
 
 @app.command()
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
@@ -37,6 +37,10 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
                  "failures": [f.to_dict() for f in failures], "notices": list(resolution.notices)})
 
 
+def _check_checkpoint(value: Optional[float]) -> Optional[float]:
+    return None if value is None else check_timeout(value)
+
+
 @app.command()
 def apply(
     ctx: typer.Context,
@@ -44,28 +48,95 @@ def apply(
     as_json: bool = typer.Option(False, "--json"),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (may block until released)."),
     timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline in seconds for each wait (finite, > 0)."),
+    checkpoint: Optional[float] = typer.Option(
+        None, "--checkpoint", metavar="S", callback=_check_checkpoint,
+        help="Converge, then restore the previous generation (file and host) unless sriov-node commit runs within S seconds."),
+    detailed_exitcode: bool = typer.Option(
+        False, "--detailed-exitcode",
+        help="With --dry-run: exit 0 nothing to do, 2 changes pending, 1 an error or a block that cannot apply, 3 would be refused."),
 ) -> None:
-    """Converge the host to the config. Exit 0 converged, 1 a PF failed, 2 invalid config, 3 refused (VFs in use).
+    """Converge the host to the config and record it as the applied generation (sriov-node history).
 
+    Exit 0 converged, 1 a PF failed, 2 invalid config, 3 refused (VFs in use).
     SIGINT/SIGTERM stop between actions, run the plan's clean-up, and exit 130/143.
     """
     from sriov_node.progress import terminal_progress
     from sriov_node.reconcile import config_path, load_desired, reconcile
 
+    from sriov_node import generations
+
     host = open_root(ctx, as_json)
+    if detailed_exitcode and not dry_run:
+        fail(UsageError("--detailed-exitcode goes with --dry-run"), as_json)
+    if checkpoint is not None and dry_run:
+        fail(UsageError("--checkpoint makes no sense with --dry-run"), as_json)
+    gen = None
     with Interrupts() as interrupts:
         try:
             desired = load_desired(host, config_path(host, ctx.obj.config))
+            if checkpoint is not None and generations.current(host) is None:
+                raise UsageError("--checkpoint: no applied generation to fall back to; run sriov-node apply first")
             with terminal_progress(host, None if dry_run else desired, as_json=as_json) as progress:
-                report = reconcile(host, desired, dry_run=dry_run, force=force, timeout=timeout,
-                                   cancelled=interrupts.cancelled, progress=progress)
+                if dry_run:
+                    report = reconcile(host, desired, dry_run=True, force=force, timeout=timeout,
+                                       cancelled=interrupts.cancelled, progress=progress)
+                else:
+                    report, gen = generations.converge(host, desired, command="apply", checkpoint_seconds=checkpoint,
+                                                       force=force, timeout=timeout, cancelled=interrupts.cancelled,
+                                                       progress=progress)
         except SriovNodeError as exc:
+            if detailed_exitcode:
+                exc.exit_code = EXIT_PF_FAILED  # an invalid config is an error (1), not "changes pending" (2)
             fail(exc, as_json)
+    unapplied = _file_not_applied(host, desired) if dry_run else None
+    if unapplied:
+        report.notices.append(unapplied)
+    armed = generations.arm_expiry(host, gen, config=ctx.obj.config) if gen is not None and gen.pending else None
     body = report.to_dict()
     if dry_run:
         body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
-    finish(report.exit_code, as_json=as_json, body=body, text=lambda: _print_report(report),
-           notes=lambda: echo_problems(report.notices, report.outcomes))
+    else:
+        body["generation"] = gen.number if gen else None
+        body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
+
+    def text() -> None:
+        _print_report(report)
+        if gen is not None:
+            typer.echo(f"generation {gen.number}" + (
+                f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
+
+    code = _detailed_exit_code(report, bool(unapplied)) if detailed_exitcode else report.exit_code
+    finish(code, as_json=as_json, body=body, text=text, notes=lambda: echo_problems(report.notices, report.outcomes))
+
+
+def _file_not_applied(host, desired) -> Optional[str]:
+    """A dry run's note when the file is not the applied generation (apply would record it)."""
+    import os
+
+    from sriov_node import generations
+
+    try:
+        gen = generations.current(host)
+    except SriovNodeError:
+        return None
+    if gen is not None and gen.sha256 == desired.digest:
+        return None
+    name = os.path.basename(desired.source)
+    if gen is None:
+        return f"no generation applied yet: sriov-node apply records {name} as generation 1"
+    return f"{name} differs from the applied generation {gen.number}: sriov-node apply records it"
+
+
+def _detailed_exit_code(report, unapplied: bool) -> int:
+    """terraform plan's convention: 0 nothing to do, 2 changes pending, 1 an error; 3 apply would refuse."""
+    statuses = {o.status for o in report.outcomes}
+    if statuses & {"failed", "interrupted"} or report.interrupted:
+        return EXIT_PF_FAILED
+    if "refused" in statuses:
+        return EXIT_REFUSED
+    if "planned" in statuses or unapplied:
+        return 2
+    return 0
 
 
 def _print_report(report) -> None:
@@ -90,12 +161,22 @@ def _print_report(report) -> None:
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json"),
+    exit_code: bool = typer.Option(False, "--exit-code",
+                                   help="Exit 0 when the host is converged to the applied generation and the "
+                                        "config file is that generation, else 1."),
+) -> None:
+    """Per PF and VF: what the kernel shows, what the applied generation wants, and every difference.
+
+    The host is compared with the applied generation (what the node converges to; sriov-node history),
+    or with the config file before the first apply. A file edited but not applied is named.
+    """
     import os
 
     from sriov_node.state import load_state
-    from sriov_node.status import build_status
+    from sriov_node.status import build_status, generation_status
     from sriov_node.survey import config_path, load_desired
 
     host = open_root(ctx, as_json)
@@ -107,19 +188,30 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
             desired = load_desired(host, path)
     except SriovNodeError as exc:
         problem = exc  # show the host anyway, then the error
-    body = build_status(host, desired)
+    applied, lines = generation_status(host, path)
+    body = build_status(host, applied["desired"] if applied["desired"] is not None else desired)
+    body.update(applied["body"])
     _, unusable = load_state(host)
     if unusable:
         body["notices"].append(unusable)
     if problem is not None:
         body["error"] = error_body(problem)
 
+    def text() -> None:
+        _print_status(body, False)
+        for line in lines:
+            typer.echo(line)
+
     def errors() -> None:
         for line in str(problem or "").splitlines():
             typer.echo(f"error: {line}", err=True)
 
-    finish(problem.exit_code if problem is not None else 0, as_json=as_json, body=body,
-           text=lambda: _print_status(body, False), notes=errors)
+    if exit_code:
+        code = 0 if body["applied_generation"] is not None and body["converged"] is True \
+            and body["config_differs"] is False and problem is None else 1
+    else:
+        code = problem.exit_code if problem is not None else 0
+    finish(code, as_json=as_json, body=body, text=text, notes=errors)
 
 
 def _print_status(body, as_json: bool) -> None:

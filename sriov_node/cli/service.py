@@ -52,12 +52,15 @@ def daemon(
     ctx: typer.Context,
     no_notify: bool = typer.Option(False, "--no-notify", help="No sd_notify (run in the foreground to debug)."),
     debounce: float = typer.Option(0.05, "--debounce", callback=check_timeout,
-                                   help="Quiet time that ends a burst of uevents, in seconds."),
+                                   help="Longest quiet time that ends a burst of uevents, in seconds (shorter once the burst's rhythm is known)."),
     timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline for each engine wait."),
 ) -> None:
-    """Keep the node converged: react to uevents (PF driver reload, hotplug, VFs removed) per PF.
+    """Keep the node converged to the applied generation: react to uevents (PF driver reload, hotplug, VFs removed) per PF.
 
-    SIGHUP re-reads the config (an invalid one is refused, the old one kept); SIGTERM stops between actions.
+    Follows each new generation (apply, set, rollback...) at once and never applies an edited file
+    on its own; restores the previous generation when a checkpoint passes its deadline uncommitted.
+    SIGHUP (systemctl reload) applies the config file now and records it (an invalid one is refused,
+    the applied generation kept); SIGTERM stops between actions.
     """
     from sriov_node.daemon import Daemon
     from sriov_node.journal import Notifier, setup_logging

@@ -95,8 +95,56 @@ def scenario_broken() -> None:
     results["vfs"] = vfs(SMALL)
 
 
+def agent_journal() -> str:
+    return sh("journalctl -b -u sriov-node-agent.service -o cat --no-pager")["stdout"]
+
+
+def config_bytes() -> str:
+    with open("/etc/sriov-node/config.toml") as fh:
+        return fh.read()
+
+
+def scenario_day2() -> None:
+    """With both units running: `set` changes the VF count and it stays (10 s); `apply --checkpoint
+    10` without `commit` is rolled back by the daemon at the deadline (VFs and file as before)."""
+    cli = os.path.join(os.path.dirname(sys.executable), "sriov-node")  # what the units run (scripts/install --bin)
+    results["agent"] = show("sriov-node-agent.service", "ActiveState", "SubState", "StatusText")
+    if results["agent"].get("ActiveState") != "active":
+        results["agent_journal"] = agent_journal()[-6000:]
+        return
+    results["before"] = vfs(SMALL)
+    start = time.monotonic()
+    results["set"] = sh(f"{cli} set {SMALL} num_vfs=2 vfs=0-1:vfio-pci")
+    results["set_seconds"] = round(time.monotonic() - start, 2)
+    results["after_set"] = vfs(SMALL)
+    seen = []
+    end = time.monotonic() + 10
+    while time.monotonic() < end:  # the VF count the daemon leaves, every half second for 10 s
+        seen.append(len(vfs(SMALL)))
+        time.sleep(0.5)
+    results["counts_for_10s"] = seen
+    results["set_config"] = config_bytes()
+    results["history_after_set"] = sh(f"{cli} history --json")["stdout"]
+    # a checkpoint, never committed: the daemon restores the set's generation at the deadline
+    with open("/etc/sriov-node/config.toml", "w") as fh:
+        fh.write(results["set_config"].replace("num_vfs = 2", "num_vfs = 3").replace('"0-1"', '"0-2"'))
+    results["checkpoint_config"] = config_bytes()
+    start = time.monotonic()
+    results["checkpoint"] = sh(f"{cli} apply --checkpoint 10")
+    results["after_checkpoint"] = vfs(SMALL)
+    restored = wait(lambda: len(vfs(SMALL)) == 2 and config_bytes() == results["set_config"], 120)
+    results["rolled_back"] = {"restored": restored, "seconds": round(time.monotonic() - start, 2),
+                              "vfs": vfs(SMALL), "config": config_bytes()}
+    time.sleep(2)
+    results["after_rollback"] = vfs(SMALL)
+    results["history"] = sh(f"{cli} history --json")["stdout"]
+    results["status"] = sh(f"{cli} status")
+    results["agent_after"] = show("sriov-node-agent.service", "ActiveState", "StatusText")
+    results["agent_journal"] = agent_journal()[-8000:]
+
+
 if __name__ == "__main__":
     start = time.monotonic()
-    {"boot": scenario_boot, "broken": scenario_broken}[sys.argv[1]]()
+    {"boot": scenario_boot, "broken": scenario_broken, "day2": scenario_day2}[sys.argv[1]]()
     results["guest_seconds"] = round(time.monotonic() - start, 1)
     print("@@RESULTS " + json.dumps(results), flush=True)

@@ -79,3 +79,33 @@ def test_a_broken_config_fails_the_oneshot_visibly_without_hanging_the_boot(brok
     assert "pf[0].num_vfs" in broken["journal"]
     assert broken["system"] == "degraded"
     assert broken["vfs"] == []
+
+
+@pytest.fixture(scope="module")
+def day2() -> Dict[str, Any]:
+    return systemd_boot("day2", GOOD)
+
+
+def test_a_set_while_the_agent_runs_stays(day2):
+    assert day2["agent"]["ActiveState"] == "active", day2.get("agent_journal")
+    assert [d for _, d in day2["before"]] == ["vfio-pci"] * 4
+    assert day2["set"]["rc"] == 0, day2["set"]
+    assert [d for _, d in day2["after_set"]] == ["vfio-pci"] * 2
+    assert day2["counts_for_10s"] and set(day2["counts_for_10s"]) == {2}, day2.get("agent_journal")
+    assert [(g["command"], g["outcome"]) for g in json.loads(day2["history_after_set"])["generations"]][-1] == ("set", "converged")
+    print(f"set (guest, TCG): {day2['set_seconds']} s")
+
+
+def test_an_uncommitted_checkpoint_is_rolled_back_by_the_agent(day2):
+    assert day2["checkpoint"]["rc"] == 0, day2["checkpoint"]
+    assert "agent daemon" in day2["checkpoint"]["stdout"] + day2["checkpoint"]["stderr"]  # it, not a timer, restores
+    assert [d for _, d in day2["after_checkpoint"]] == ["vfio-pci"] * 3
+    rolled = day2["rolled_back"]
+    assert rolled["restored"], day2.get("agent_journal")
+    assert rolled["config"] == day2["set_config"]  # the file as before, byte for byte
+    assert [d for _, d in day2["after_rollback"]] == ["vfio-pci"] * 2
+    history = json.loads(day2["history"])["generations"]
+    assert history[-1]["command"] == "checkpoint-expired" and history[-1]["outcome"] == "converged", history[-1]
+    assert any(g["checkpoint"] and g["checkpoint"]["state"] == "expired" for g in history)
+    assert "checkpoint of generation" in day2["agent_journal"]
+    print(f"apply --checkpoint 10 to rolled back (guest, TCG): {rolled['seconds']} s")

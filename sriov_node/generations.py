@@ -1,0 +1,556 @@
+"""Applied generations: the desired state the node converges to, and its history.
+
+Every command that converged the host toward a config (apply, set, unset, boot, reload, rollback,
+an expired checkpoint) records a generation after its run, under the apply lock: the config's
+exact bytes, their sha256, the real path they were read from, the time, the command, the outcome
+and each PF's result. The newest generation is the *current* one: what `status` compares the host
+with and what the daemon repairs toward. An edited file is not desired state until it is applied.
+
+    <root>/var/lib/sriov-node/generations/00000001.json, 00000002.json, ...
+
+Records are written atomically (write, fsync, rename, fsync the directory) and read with
+`files.read_regular(follow=False)`: a symlink or a FIFO planted in their place is refused, never
+followed. History is append-only (a rollback records a new generation holding the old bytes) and
+bounded: the oldest beyond `[history] keep` (default 20) are removed, never the current one nor
+the generation a pending checkpoint falls back to.
+
+A checkpoint (`apply --checkpoint S`) is a generation with `checkpoint = {"deadline": wall clock,
+"previous": N, "state": "pending"}`; `commit` marks it "committed"; past its deadline (the daemon's
+timer, a `systemd-run` timer running `rollback --if-uncommitted N`, or the next `boot`) generation
+N's previous config is restored and recorded anew, and the checkpoint is marked "expired".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+from sriov_node.errors import StateError, describe_os_error
+from sriov_node.host import Host
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sriov_node.model import DesiredState
+    from sriov_node.reconcile import Report
+
+GENERATIONS_DIR = "var/lib/sriov-node/generations"
+_NAME_RE = re.compile(r"^(\d{8,})\.json\Z")
+FORMAT = 1
+
+# Generation.outcome
+CONVERGED, FAILED, INTERRUPTED = "converged", "failed", "interrupted"
+# Generation.checkpoint["state"]
+PENDING, COMMITTED, EXPIRED, SUPERSEDED, KEPT = "pending", "committed", "expired", "superseded", "kept"
+
+
+class GenerationError(StateError):
+    """A generation that does not exist, a record that cannot be read or written, nothing to commit."""
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    sha256: str  # of config bytes
+    config: bytes = field(repr=False)  # the config file's exact bytes
+    config_path: str  # the real path (symlinks resolved) it was read from
+    time: float  # wall clock (time.time())
+    command: str  # "apply" | "set" | "unset" | "boot" | "reload" | "rollback" | "checkpoint-expired" ...
+    outcome: str  # "converged" | "failed" | "interrupted"
+    pfs: Dict[str, Dict[str, Any]]  # per-PF result, as state.json's "pfs"
+    checkpoint: Optional[Dict[str, Any]] = None  # {"deadline", "previous", "state"}
+    restored_from: Optional[int] = None  # the generation whose config a rollback (or expiry) restored
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.checkpoint) and self.checkpoint.get("state") == PENDING
+
+    def describe_time(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
+
+    def to_dict(self, *, config: bool = True) -> Dict[str, Any]:
+        body: Dict[str, Any] = {
+            "format": FORMAT,
+            "number": self.number,
+            "sha256": self.sha256,
+            "config_path": self.config_path,
+            "time": self.time,
+            "command": self.command,
+            "outcome": self.outcome,
+            "pfs": self.pfs,
+            "checkpoint": self.checkpoint,
+            "restored_from": self.restored_from,
+        }
+        if config:
+            try:
+                body["config"] = self.config.decode("utf-8")
+            except UnicodeDecodeError:  # kept exact all the same
+                body["config_base64"] = base64.b64encode(self.config).decode("ascii")
+        return body
+
+
+def directory(host: Host) -> str:
+    return host.path(GENERATIONS_DIR)
+
+
+def _path(host: Host, number: int) -> str:
+    return os.path.join(directory(host), f"{number:08d}.json")
+
+
+def _numbers(host: Host) -> List[int]:
+    try:
+        names = os.listdir(directory(host))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise GenerationError(f"cannot list the generations in {directory(host)}: {describe_os_error(exc)}")
+    return sorted(int(m.group(1)) for m in map(_NAME_RE.match, names) if m)
+
+
+def _load(host: Host, number: int) -> Generation:
+    from sriov_node.files import STATE_LIMIT, UnsafeFile, read_regular
+
+    path = _path(host, number)
+    try:
+        data = read_regular(path, limit=STATE_LIMIT, follow=False)
+    except FileNotFoundError:
+        raise GenerationError(f"generation {number} does not exist; see sriov-node history")
+    except UnsafeFile as exc:
+        raise GenerationError(f"generation record {exc}")
+    except OSError as exc:
+        raise GenerationError(f"cannot read generation record {path}: {describe_os_error(exc)}")
+    try:
+        body = json.loads(data.decode("utf-8"))
+        if "config_base64" in body:
+            config = base64.b64decode(body["config_base64"].encode("ascii"), validate=True)
+        else:
+            config = body["config"].encode("utf-8")
+        gen = Generation(
+            number=int(body["number"]), sha256=str(body["sha256"]), config=config,
+            config_path=str(body["config_path"]), time=float(body["time"]), command=str(body["command"]),
+            outcome=str(body["outcome"]), pfs=dict(body.get("pfs") or {}), checkpoint=body.get("checkpoint"),
+            restored_from=body.get("restored_from"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise GenerationError(f"generation record {path} is damaged ({exc}); remove it or restore it from a backup")
+    if gen.number != number or hashlib.sha256(gen.config).hexdigest() != gen.sha256:
+        raise GenerationError(f"generation record {path} is damaged (its number or sha256 does not match); "
+                              "remove it or restore it from a backup")
+    return gen
+
+
+def get(host: Host, number: int) -> Generation:
+    """Generation `number`; GenerationError if it is absent (pruned, never made) or unreadable."""
+    return _load(host, number)
+
+
+def history(host: Host) -> List[Generation]:
+    """Every kept generation, oldest first."""
+    return [_load(host, n) for n in _numbers(host)]
+
+
+def current(host: Host) -> Optional[Generation]:
+    """What the node converges to: the newest generation (None before the first apply)."""
+    numbers = _numbers(host)
+    return _load(host, numbers[-1]) if numbers else None
+
+
+def pending_checkpoint(host: Host) -> Optional[Generation]:
+    """The current generation if it is an uncommitted checkpoint (with a deadline), else None."""
+    gen = current(host)
+    return gen if gen is not None and gen.pending else None
+
+
+def desired_of(gen: Generation, source: Optional[str] = None) -> "DesiredState":
+    """The desired state a generation holds (parsed again from its bytes; `source` names it in messages)."""
+    from sriov_node.config import parse_config
+
+    return parse_config(gen.config, source or gen.config_path)
+
+
+def pfs_of(report: "Report") -> Dict[str, Dict[str, Any]]:
+    """Each PF's result in a run, as state.json keeps it."""
+    return {o.pci: {"name": o.name, "block": o.key, "status": o.status, "error": o.error,
+                    "findings": [f["text"] if isinstance(f, dict) else str(f) for f in o.findings]}
+            for o in report.outcomes if o.pci is not None}
+
+
+def _write(host: Host, gen: Generation, *, replace: bool) -> None:
+    from sriov_node.atomic import OutputError, write_atomic
+
+    folder = directory(host)
+    try:
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise GenerationError(f"cannot create the generations directory {folder}: {describe_os_error(exc)}")
+    path = _path(host, gen.number)
+    if os.path.islink(path) or (not replace and os.path.lexists(path)):
+        # write_atomic would write through a symlink; a new record's name must be free
+        raise GenerationError(f"generation record {path} is in the way (a symlink or a stray file); remove it")
+    data = (json.dumps(gen.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+    try:
+        write_atomic(path, data, mode=0o644)
+    except OutputError as exc:
+        raise GenerationError(f"cannot record generation {gen.number}: {exc}")
+
+
+def _replace(gen: Generation, **changes: Any) -> Generation:
+    body = dict(gen.__dict__)
+    body.update(changes)
+    return Generation(**body)
+
+
+def record(host: Host, config: bytes, config_path: str, *, command: str, outcome: str,
+           pfs: Dict[str, Dict[str, Any]], checkpoint_seconds: Optional[float] = None,
+           restored_from: Optional[int] = None, now: Optional[float] = None,
+           ends_checkpoint: str = SUPERSEDED) -> Generation:
+    """Append a generation (call it under the ApplyLock, after a run that wrote toward `config`).
+
+    With `checkpoint_seconds`, the generation is a pending checkpoint falling back to the current
+    one (GenerationError if there is none). A pending checkpoint that a new generation replaces
+    gets the state `ends_checkpoint`: "superseded" (a later apply or set: the new generation is the
+    desired state), "expired" (its deadline restored the previous one), "rolled-back".
+    """
+    if outcome not in (CONVERGED, FAILED, INTERRUPTED):
+        raise ValueError(f"a generation's outcome is converged, failed or interrupted, not {outcome!r}")
+    now = time.time() if now is None else now
+    numbers = _numbers(host)
+    previous = _load(host, numbers[-1]) if numbers else None
+    checkpoint = None
+    if checkpoint_seconds is not None:
+        if previous is None:
+            raise GenerationError("no applied generation to fall back to: run sriov-node apply (without "
+                                  "--checkpoint) first")
+        fallback = previous.checkpoint["previous"] if previous.pending else previous.number
+        checkpoint = {"deadline": round(now + checkpoint_seconds, 3), "seconds": checkpoint_seconds,
+                      "previous": fallback, "state": PENDING}
+    gen = Generation(
+        number=(numbers[-1] + 1) if numbers else 1,
+        sha256=hashlib.sha256(config).hexdigest(),
+        config=bytes(config),
+        config_path=os.path.realpath(config_path),
+        time=round(now, 3),
+        command=command,
+        outcome=outcome,
+        pfs=pfs,
+        checkpoint=checkpoint,
+        restored_from=restored_from,
+    )
+    _write(host, gen, replace=False)
+    if previous is not None and previous.pending:  # after the new record: never a checkpoint lost without one
+        _write(host, _replace(previous, checkpoint=dict(previous.checkpoint, state=ends_checkpoint, by=gen.number)),
+               replace=True)
+    _prune(host, gen)
+    return gen
+
+
+def _prune(host: Host, newest: Generation) -> None:
+    from sriov_node.config import history_keep
+
+    keep = history_keep(newest.config)
+    numbers = _numbers(host)
+    protected = {newest.number}
+    if newest.checkpoint and newest.pending:
+        protected.add(newest.checkpoint["previous"])
+    excess = len(numbers) - keep
+    for n in numbers:
+        if excess <= 0:
+            break
+        if n in protected:
+            continue
+        try:
+            os.unlink(_path(host, n))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise GenerationError(f"cannot remove the old generation record {_path(host, n)}: "
+                                  f"{describe_os_error(exc)}")
+        excess -= 1
+
+
+def commit(host: Host, *, now: Optional[float] = None) -> Generation:
+    """Make the pending checkpoint permanent (call it under the ApplyLock). GenerationError if there is
+    none, or if its deadline has passed (it is due to be rolled back: say so rather than race it)."""
+    gens = history(host)
+    gen = gens[-1] if gens else None
+    if gen is None or not gen.checkpoint:
+        last = gens[-2] if len(gens) > 1 else None  # the checkpoint the current generation ended
+        if last is not None and last.checkpoint and last.checkpoint.get("state") in (EXPIRED, ROLLED_BACK):
+            raise GenerationError(f"generation {last.number}'s checkpoint {last.checkpoint['state']}: its previous "
+                                  f"generation was restored (now generation {gen.number}); apply the change again")
+        raise GenerationError("no checkpoint to commit: the current generation "
+                              + (f"{gen.number} ({gen.command}) is already permanent" if gen else "does not exist"))
+    state = gen.checkpoint.get("state")
+    if state == COMMITTED:
+        return gen
+    if state != PENDING:
+        raise GenerationError(f"generation {gen.number}'s checkpoint is {state}; nothing to commit")
+    now = time.time() if now is None else now
+    deadline = float(gen.checkpoint["deadline"])
+    if now > deadline:
+        raise GenerationError(
+            f"generation {gen.number}'s checkpoint ran out at {time.strftime('%H:%M:%S', time.localtime(deadline))}; "
+            f"it is due to be rolled back to generation {gen.checkpoint['previous']}. Run "
+            f"sriov-node rollback --if-uncommitted {gen.number} to do it now, or sriov-node apply to apply "
+            "the file again")
+    committed = _replace(gen, checkpoint=dict(gen.checkpoint, state=COMMITTED, committed=round(now, 3)))
+    _write(host, committed, replace=True)
+    return committed
+
+
+def mark_checkpoint(host: Host, gen: Generation, state: str, **extra: Any) -> Generation:
+    """Set a checkpoint's state ("expired", "kept", ...) in its record."""
+    changed = _replace(gen, checkpoint=dict(gen.checkpoint or {}, state=state, **extra))
+    _write(host, changed, replace=True)
+    return changed
+
+
+# ---------------------------------------------------------------------------- runs that record
+
+
+ROLLED_BACK = "rolled-back"
+AGENT_PID = ("run/sriov-node", "agent.pid")
+
+
+def outcome_of(report: "Report") -> Optional[str]:
+    """The outcome a run records, or None when it must record nothing (a dry run; refused before writing)."""
+    if report.dry_run:
+        return None
+    result = report.result
+    if result == "refused":
+        return FAILED if report.writes else None  # refused after another PF was written: the host moved
+    return result if result in (CONVERGED, FAILED, INTERRUPTED) else None
+
+
+def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:
+    """A converged run of exactly the current generation's bytes and path, which is no checkpoint:
+    nothing new to record (history holds changes of the desired state, not each re-run)."""
+    return (now is not None and (not now.checkpoint or now.checkpoint.get("state") == COMMITTED)
+            and outcome == CONVERGED and now.outcome == CONVERGED
+            and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
+
+
+def record_report(host: Host, desired: "DesiredState", report: "Report", *, command: str,
+                  checkpoint_seconds: Optional[float] = None, restored_from: Optional[int] = None,
+                  ends_checkpoint: str = SUPERSEDED) -> Optional[Generation]:
+    """Record the generation a run converged toward (under the ApplyLock); None if it records nothing.
+
+    A converged run of exactly the current generation's bytes and path (no checkpoint involved)
+    records nothing new: the current generation is returned, history holds changes, not re-runs.
+    A failure to record is added to the run's notices and returns None.
+    """
+    outcome = outcome_of(report)
+    if outcome is None:
+        return None
+    try:
+        now = current(host)
+        if checkpoint_seconds is None and restored_from is None and reruns(now, desired, outcome):
+            return now
+        return record(host, desired.raw, desired.source, command=command, outcome=outcome, pfs=pfs_of(report),
+                      checkpoint_seconds=checkpoint_seconds, restored_from=restored_from,
+                      ends_checkpoint=ends_checkpoint)
+    except GenerationError as exc:
+        report.notices.append(f"the run was not recorded as a generation: {exc}")
+        return None
+
+
+def converge(host: Host, desired: "DesiredState", *, command: str, checkpoint_seconds: Optional[float] = None,
+             force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+             progress: Optional[Callable[[str, str], None]] = None) -> "tuple[Report, Optional[Generation]]":
+    """Lock, reconcile to `desired`, record its generation; the lock is held from the run to the record."""
+    from sriov_node.reconcile import reconcile
+    from sriov_node.state import ApplyLock
+
+    host.check_writable()
+    with ApplyLock(host, timeout, cancelled):
+        report = reconcile(host, desired, force=force, timeout=timeout, cancelled=cancelled, progress=progress)
+        return report, record_report(host, desired, report, command=command, checkpoint_seconds=checkpoint_seconds)
+
+
+@dataclass
+class Restored:
+    """What a rollback (or an expired checkpoint) did: the run, the generation it recorded, the file it wrote."""
+
+    report: "Report"
+    target: Generation  # the generation whose config was restored
+    generation: Optional[Generation] = None  # the new one it recorded (None: refused before writing)
+    config_path: Optional[str] = None  # the file that now holds the target's bytes (None: not written)
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code
+
+    @property
+    def result(self) -> str:
+        return self.report.result
+
+    @property
+    def outcomes(self) -> list:
+        return self.report.outcomes
+
+    @property
+    def notices(self) -> List[str]:
+        return self.report.notices
+
+    def to_dict(self) -> Dict[str, Any]:
+        body = self.report.to_dict()
+        body.update({"restored": self.target.number, "generation": self.generation.number if self.generation else None,
+                     "config": self.config_path})
+        return body
+
+
+def rollback_target(host: Host, number: Optional[int] = None) -> Generation:
+    """Generation `number`, or the one `rollback` without a number restores: a pending checkpoint's
+    fallback, else the newest older generation whose config differs from the current one."""
+    if number is not None:
+        return get(host, number)
+    gens = history(host)
+    if not gens:
+        raise GenerationError("no generation applied yet: nothing to roll back to")
+    now = gens[-1]
+    if now.pending:
+        return get(host, now.checkpoint["previous"])
+    for gen in reversed(gens[:-1]):
+        if gen.sha256 != now.sha256:
+            return gen
+    raise GenerationError(f"no older generation with a different config than generation {now.number} "
+                          "(see sriov-node history)")
+
+
+def restore(host: Host, target: Generation, *, command: str = "rollback", config_path: Optional[str] = None,
+            force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+            progress: Optional[Callable[[str, str], None]] = None, ends_checkpoint: str = ROLLED_BACK) -> Restored:
+    """Converge the host to `target`'s config, put those bytes back in the config file, record a new generation.
+
+    Under the ApplyLock. The file written is `config_path`, else the current generation's (a
+    symlinked config keeps its link: the file it names is replaced). A run refused before it wrote
+    (VFs in use, without `force`) changes nothing: neither the file nor the history.
+    """
+    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.reconcile import reconcile
+    from sriov_node.state import ApplyLock
+
+    host.check_writable()
+    with ApplyLock(host, timeout, cancelled):
+        now = current(host)
+        path = config_path or (now.config_path if now is not None else target.config_path)
+        desired = desired_of(target, path)
+        report = reconcile(host, desired, force=force, timeout=timeout, cancelled=cancelled, progress=progress)
+        result = Restored(report, target)
+        if outcome_of(report) is None:
+            return result
+        try:
+            if _read_quiet(path) != target.config:
+                write_atomic(path, target.config)
+            result.config_path = os.path.realpath(path)
+        except OutputError as exc:
+            report.notices.append(f"the host was restored to generation {target.number}, but {exc}; the daemon "
+                                  "and status follow the recorded generation, not the file")
+        result.generation = record_report(host, desired, report, command=command, restored_from=target.number,
+                                          ends_checkpoint=ends_checkpoint)
+        return result
+
+
+def _read_quiet(path: str) -> Optional[bytes]:
+    from sriov_node.files import CONFIG_LIMIT, read_regular
+
+    try:
+        return read_regular(path, limit=CONFIG_LIMIT)
+    except OSError:
+        return None
+
+
+def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+                      force: bool = False, command: str = "checkpoint-expired") -> Optional[Restored]:
+    """Roll back checkpoint generation `number` to its previous one, if it is still current and pending.
+
+    None when there is nothing to do (committed, superseded, already expired). A rollback refused
+    because VFs are in use leaves the checkpoint's config in place and marks it "kept" (so the
+    daemon does not retry it in a loop); the returned result says why.
+    """
+    from sriov_node.state import ApplyLock
+
+    host.check_writable()
+    with ApplyLock(host, timeout, cancelled):
+        gen = current(host)
+        if gen is None or gen.number != number or not gen.pending:
+            return None
+        result = restore(host, get(host, gen.checkpoint["previous"]), command=command, force=force,
+                         timeout=timeout, cancelled=cancelled, ends_checkpoint=EXPIRED)
+        if result.generation is None:
+            mark_checkpoint(host, gen, KEPT, reason=f"the rollback to generation {result.target.number} was "
+                                                    f"refused ({result.result}): the checkpoint's config stays")
+        return result
+
+
+def disarm_expiry(host: Host, gen: Generation) -> None:
+    """A committed checkpoint's timer (if `arm_expiry` made one) is stopped; it would do nothing anyway."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("systemctl") if host.is_real_root else None
+    if tool is None:
+        return
+    try:
+        subprocess.run([tool, "stop", f"sriov-node-checkpoint-{gen.number}.timer"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+def agent_pid(host: Host) -> Optional[int]:
+    """The pid of a running agent daemon (from <root>/run/sriov-node/agent.pid), or None."""
+    from sriov_node.files import read_regular
+
+    try:
+        pid = int(read_regular(host.path(*AGENT_PID), limit=64, follow=False).split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def arm_expiry(host: Host, gen: Generation, *, config: Optional[str] = None) -> str:
+    """Make sure someone rolls checkpoint `gen` back at its deadline; a sentence saying who.
+
+    The agent daemon, when one runs; else a transient systemd timer (`systemd-run --on-active`)
+    running `sriov-node rollback --if-uncommitted N`; else (no systemd, a --root tree) nobody
+    until the next `boot`, and the sentence says how to do it by hand.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    previous = gen.checkpoint["previous"]
+    by_hand = (f"sriov-node{'' if host.is_real_root else ' --root ' + host.root} rollback --if-uncommitted "
+               f"{gen.number}")
+    pid = agent_pid(host)
+    if pid is not None:
+        return f"the agent daemon (pid {pid}) restores generation {previous} at the deadline"
+    if not host.is_real_root:
+        return (f"no timer armed (--root is not /): run {by_hand} to restore generation {previous}; "
+                "the next boot restores it too")
+    tool = shutil.which("systemd-run")
+    if tool is None:
+        return (f"no systemd-run here: run {by_hand} to restore generation {previous}; the next boot restores "
+                "it too")
+    seconds = max(1, int(float(gen.checkpoint["deadline"]) - time.time() + 0.999))
+    argv = [tool, f"--on-active={seconds}", f"--unit=sriov-node-checkpoint-{gen.number}",
+            f"--description=sriov-node: roll back generation {gen.number} unless committed",
+            sys.executable, "-m", "sriov_node"] + (["--config", os.path.abspath(config)] if config else []) \
+        + ["rollback", "--if-uncommitted", str(gen.number)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"systemd-run failed ({exc}): run {by_hand} to restore generation {previous}"
+    if proc.returncode != 0:
+        return (f"systemd-run failed ({proc.stderr.strip() or proc.returncode}): run {by_hand} to restore "
+                f"generation {previous}")
+    return f"timer sriov-node-checkpoint-{gen.number}.timer restores generation {previous} in {seconds} s"
