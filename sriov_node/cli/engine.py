@@ -41,7 +41,8 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
 def apply(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (and its clean-up); write nothing."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (errors included)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="With --dry-run: one line per action, the clean-up in full."),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (may block until released)."),
     timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline in seconds for each wait (finite, > 0)."),
 ) -> None:
@@ -67,12 +68,14 @@ def apply(
             body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
         typer.echo(json.dumps(body, indent=2))
     else:
-        _print_report(report)
+        _print_report(report, verbose)
     echo_problems(report.notices, report.outcomes)
     raise interrupts.exit(report.exit_code)
 
 
-def _print_report(report) -> None:
+def _print_report(report, verbose: bool = False) -> None:
+    from sriov_node.render import plan_lines
+
     if not report.outcomes:
         typer.echo("no PFs selected")
     width = max([len(o.name or "-") for o in report.outcomes] + [4])
@@ -82,19 +85,18 @@ def _print_report(report) -> None:
         if report.dry_run and o.pci in plans and plans[o.pci].actions:
             plan = plans[o.pci]
             typer.echo(head + f" {len(plan.actions)} action(s)")
-            for f in plan.findings:
-                typer.echo(f"    differs: {f.describe()}")
-            for phase, actions in plan.phases:
-                for action in actions:
-                    typer.echo(f"    [{phase}] {action.describe()}")
-            for action in plan.on_failure:
-                typer.echo(f"    [if it stops early] {action.describe()}")
+            for line in plan_lines(plan, verbose=verbose):
+                typer.echo(line)
         else:
             typer.echo((head + (f" {o.writes} write(s)" if o.writes else "")).rstrip())
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="The whole comparison as one JSON document."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="One line per VF (VFs alike are folded into ranges otherwise)."),
+) -> None:
     """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
     import os
 
@@ -113,47 +115,20 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     body = build_status(host, desired)
     if problem is not None:
         body["error"] = error_body(problem)
-    _print_status(body, as_json)
+    _print_status(body, as_json, verbose)
     if problem is not None:
         for line in str(problem).splitlines():
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(problem.exit_code)
 
 
-def _print_status(body, as_json: bool) -> None:
+def _print_status(body, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
-    if not body["pfs"]:
-        typer.echo("no SR-IOV PFs found" + ("" if body["iommu_groups"] else "; the IOMMU is off"))
-    for pf in body["pfs"]:
-        mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
-        if pf["error"]:
-            mark = "NOT APPLIED"
-        extra = "".join(f"  {k} {pf[k]}" for k in ("mtu", "eswitch_mode") if pf[k] is not None and k != "mtu") \
-            + (f"  mtu {pf['mtu']}" if pf["mtu"] not in (None, 1500) else "")
-        typer.echo(f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "
-                   f"VFs {pf['num_vfs']}/{pf['total_vfs']}{extra}  {pf['block'] or ''}  {mark}".rstrip())
-        for line in pf["pf_findings"]:
-            typer.echo(f"    differs: {line}")
-        if pf["error"]:
-            typer.echo(f"    {pf['error']}")
-        for vf in pf["vfs"]:
-            if vf["matches"] is None:
-                flag = vf["note"] or ""
-            elif vf["matches"]:
-                flag = f"ok ({vf['desired_driver']})"
-            else:
-                flag = "DIFFERS: " + "; ".join(vf["findings"])
-            typer.echo(f"    vf{vf['index']:<4} {vf['pci']}  {vf['driver'] or '-':<10} {vf['netdev'] or '-':<14} {flag}".rstrip())
-    shown = {pf["pci"] for pf in body["pfs"]}
-    for block in body["blocks"]:
-        if block["pf"] not in shown:
-            typer.echo(f"{block['block']}: NOT APPLIED: {block['message']}")
+    from sriov_node.render import status_lines, use_colour
+
+    for line in status_lines(body, verbose=verbose, colour=use_colour()):
+        typer.echo(line)
     for notice in body["notices"]:
         typer.echo(f"note: {notice}", err=True)
-    if body.get("reboot_required"):
-        typer.echo(f"reboot required: {body['reboot_required']}")
-    last = body.get("last_apply")
-    if last:
-        typer.echo(f"last apply: {last['time']}: {last['result']} ({last['writes']} write(s))")

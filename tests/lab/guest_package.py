@@ -33,7 +33,10 @@ def main() -> None:
     results["verify"] = sh("systemd-analyze verify sriov-node.service sriov-node-agent.service")
     results["completion"] = sh("test -f /usr/share/bash-completion/completions/sriov-node && echo yes")["stdout"].strip()
     # an upgrade (the same package again): the agent restarts, the boot oneshot is not run again
+    start = time.monotonic()
     results["upgrade"] = sh(f"dpkg -i {deb}", timeout=300)
+    results["upgrade"]["seconds"] = round(time.monotonic() - start, 2)
+    results["installed_size_kib"] = sh("dpkg-query -W -f='${Installed-Size}' sriov-node")["stdout"]
     wait(lambda: show("sriov-node-agent.service", "MainPID").get("MainPID") not in ("0", results["agent"]["MainPID"]), 60)
     results["after_upgrade"] = {
         "oneshot": show("sriov-node.service", "ActiveState", "ExecMainStartTimestampMonotonic"),

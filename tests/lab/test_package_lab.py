@@ -62,6 +62,8 @@ def test_man_pages_render_and_verify_is_clean(packaged):
 
 def test_an_upgrade_restarts_the_agent_and_not_the_boot_oneshot(packaged):
     assert packaged["upgrade"]["rc"] == 0, packaged["upgrade"]
+    print(f"dpkg -i (upgrade, guest under TCG): {packaged['upgrade']['seconds']} s; "
+          f"installed size {packaged['installed_size_kib']} KiB")
     after = packaged["after_upgrade"]
     assert after["oneshot"]["ExecMainStartTimestampMonotonic"] == packaged["oneshot"]["ExecMainStartTimestampMonotonic"]
     assert after["agent"]["ActiveState"] == "active"
