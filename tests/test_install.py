@@ -43,7 +43,10 @@ def test_install_puts_everything_in_place_and_enables_the_units(tmp_path):
         assert not (units / f"{unit}.d").exists()  # /opt and /usr/bin/python3: the whole sandbox stays
     assert (dest / "etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules").read_text() == \
         (REPO / "etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules").read_text()
-    assert (dest / "etc/sriov-node/config.toml").read_text() == (REPO / "etc/sriov-node/config.toml").read_text()
+    # the example, never a live config: the units stay inert until the admin writes one
+    assert (dest / "etc/sriov-node/config.toml.example").read_text() == (REPO / "etc/sriov-node/config.toml").read_text()
+    assert not (dest / "etc/sriov-node/config.toml").exists()
+    assert "do nothing until it exists" in result.stdout
     first = tree(dest)
     again = install(dest, "--bin", binary)
     assert again.returncode == 0 and tree(dest) == first  # idempotent
@@ -79,6 +82,7 @@ def test_an_existing_config_is_kept_and_uninstall_keeps_it_too(tmp_path):
     binary = fake_bin(dest, "/usr/bin/python3")
     assert install(dest, "--bin", binary).returncode == 0
     assert config.read_text() == "# mine\n"
+    assert (dest / "etc/sriov-node/config.toml.example").exists()
     result = install(dest, "--uninstall", "--bin", binary)
     assert result.returncode == 0, result.stderr
     # what is left: the config, and the sriov-node that --bin named (not ours to remove)
@@ -88,3 +92,49 @@ def test_an_existing_config_is_kept_and_uninstall_keeps_it_too(tmp_path):
 def test_destdir_without_bin_is_refused(tmp_path):
     result = install(tmp_path / "root")
     assert result.returncode == 2 and "--bin" in result.stderr
+
+
+def readme_install_examples():
+    """The README's `scripts/install` command lines, as written."""
+    text = (REPO / "README.md").read_text()
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return [line for line in lines if "scripts/install" in line and not line.startswith(("|", "`", "-"))]
+
+
+def test_the_readme_install_examples_work_as_written(tmp_path):
+    """Those that write into a tree run as written; those that install on this machine are checked
+    against --help (each option they use is documented there) and run into a DESTDIR instead."""
+    examples = readme_install_examples()
+    assert any(e.startswith("DESTDIR=") for e in examples), examples
+    usage = subprocess.run(["bash", str(REPO / "scripts/install"), "--help"], capture_output=True, text=True).stdout
+    for number, example in enumerate(examples):
+        words = example.split()
+        for word in words:
+            if word.startswith("--"):
+                assert word in usage, f"{example}: {word} is not in scripts/install --help"
+        cwd = tmp_path / f"example{number}"
+        cwd.mkdir()
+        (cwd / "scripts").symlink_to(REPO / "scripts")
+        if example.startswith("DESTDIR="):
+            proc = subprocess.run(example, shell=True, cwd=cwd, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, f"{example}: {proc.stderr}"
+            dest = cwd / example.split()[0].split("=", 1)[1]
+            assert (dest / "etc/systemd/system/sriov-node.service").exists()
+        elif "--bin" in words and "PATH" in words:
+            binary = fake_bin(cwd / "root", "/usr/bin/python3")
+            proc = install(cwd / "root", *[binary if w == "PATH" else w for w in words[1:]])
+            assert proc.returncode == 0, f"{example}: {proc.stderr}"
+        elif "--uninstall" in words:
+            proc = install(cwd / "root", *words[1:])
+            assert proc.returncode == 0, f"{example}: {proc.stderr}"
+
+
+def test_help_documents_every_option_the_script_takes():
+    text = (REPO / "scripts/install").read_text()
+    usage = subprocess.run(["bash", str(REPO / "scripts/install"), "--help"], capture_output=True, text=True).stdout
+    import re
+
+    parsed = set(re.findall(r"^\s+(--[a-z-]+)\)", text, re.M))
+    assert parsed >= {"--bin", "--venv", "--uninstall", "--no-enable"}
+    for option in parsed:
+        assert option in usage, option

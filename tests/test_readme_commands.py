@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_cli
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -28,7 +30,13 @@ def test_demo_then_test_setup_in_a_fresh_clone(tmp_path):
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "zero writes" in demo.stdout and "unchanged" in demo.stdout
     assert not any(p.name == ".sriov-node-sim.json" for p in clone.rglob(".sriov-node-sim.json"))
-    assert (tmp_path / "cache/sriov-node/demo-host/.sriov-node-sim.json").exists()
+    host = tmp_path / "cache/sriov-node/demo-host"
+    assert (host / ".sriov-node-sim.json").exists()
+    # the newcomer is told how to go on, and the demo host holds the config it applied
+    assert f'SRIOV_NODE_ROOT="{host}"' in demo.stdout and "/.venv/bin" in demo.stdout
+    status = subprocess.run([str(clone / ".venv/bin/sriov-node"), "status"], capture_output=True, text=True,
+                            env={**env, "SRIOV_NODE_ROOT": str(host)}, timeout=120)
+    assert status.returncode == 0 and "converged" in status.stdout and "no config" not in status.stdout, status.stderr
     setup = subprocess.run(["bash", "scripts/setup", "test,systemd"], cwd=clone, capture_output=True, text=True,
                            timeout=600, env=env)
     assert setup.returncode == 0, setup.stderr[-3000:]
@@ -66,3 +74,15 @@ def test_bench_help_lists_its_options_and_runs_nothing():
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--bogus"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--bogus" in bad.stderr
+
+
+def test_sim_create_keeps_an_existing_simulated_host_unless_forced(tmp_path):
+    host, config = tmp_path / "host", tmp_path / "host/etc/sriov-node/config.toml"
+    assert run_cli("sim", "create", str(host)).returncode == 0
+    config.parent.mkdir(parents=True)
+    config.write_text("version = 1\n")
+    again = run_cli("sim", "create", str(host))
+    assert again.returncode == 2 and "--force" in again.stderr and "already a simulated host" in again.stderr
+    assert config.read_text() == "version = 1\n"
+    forced = run_cli("sim", "create", str(host), "--force")
+    assert forced.returncode == 0 and not config.exists()

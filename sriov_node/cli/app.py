@@ -173,10 +173,19 @@ class Interrupts:
             signal.signal(sig, old)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from sriov_node import __version__
+
+        typer.echo(f"sriov-node {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
     root: str = typer.Option("/", "--root", envvar="SRIOV_NODE_ROOT", help="Root prefix for /sys, /proc, /dev, /run, /var/lib, /etc."),
     config: Optional[str] = typer.Option(None, "--config", envvar="SRIOV_NODE_CONFIG", help="Desired state [default: ROOT/etc/sriov-node/config.toml]."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
 ) -> None:
     ctx.obj = Options(root=root, config=config)

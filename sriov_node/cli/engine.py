@@ -45,7 +45,8 @@ def _check_checkpoint(value: Optional[float]) -> Optional[float]:
 def apply(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (and its clean-up); write nothing."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (errors included)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="With --dry-run: one line per action, the clean-up in full."),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (may block until released)."),
     timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline in seconds for each wait (finite, > 0)."),
     checkpoint: Optional[float] = typer.Option(
@@ -100,7 +101,7 @@ def apply(
         body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
 
     def text() -> None:
-        _print_report(report)
+        _print_report(report, verbose)
         if gen is not None:
             typer.echo(f"generation {gen.number}" + (
                 f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
@@ -139,7 +140,9 @@ def _detailed_exit_code(report, unapplied: bool) -> int:
     return 0
 
 
-def _print_report(report) -> None:
+def _print_report(report, verbose: bool = False) -> None:
+    from sriov_node.render import plan_lines
+
     if not report.outcomes:
         typer.echo("no PFs selected")
     width = max([len(o.name or "-") for o in report.outcomes] + [4])
@@ -149,13 +152,8 @@ def _print_report(report) -> None:
         if report.dry_run and o.pci in plans and plans[o.pci].actions:
             plan = plans[o.pci]
             typer.echo(head + f" {len(plan.actions)} action(s)")
-            for f in plan.findings:
-                typer.echo(f"    differs: {f.describe()}")
-            for phase, actions in plan.phases:
-                for action in actions:
-                    typer.echo(f"    [{phase}] {action.describe()}")
-            for action in plan.on_failure:
-                typer.echo(f"    [if it stops early] {action.describe()}")
+            for line in plan_lines(plan, verbose=verbose):
+                typer.echo(line)
         else:
             typer.echo((head + (f" {o.writes} write(s)" if o.writes else "")).rstrip())
 
@@ -163,7 +161,8 @@ def _print_report(report) -> None:
 @app.command()
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="The whole comparison as one JSON document."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="One line per VF (VFs alike are folded into ranges otherwise)."),
     exit_code: bool = typer.Option(False, "--exit-code",
                                    help="Exit 0 when the host is converged to the applied generation and the "
                                         "config file is that generation, else 1."),
@@ -198,7 +197,7 @@ def status(
         body["error"] = error_body(problem)
 
     def text() -> None:
-        _print_status(body, False)
+        _print_status(body, False, verbose)
         for line in lines:
             typer.echo(line)
 
@@ -214,40 +213,13 @@ def status(
     finish(code, as_json=as_json, body=body, text=text, notes=errors)
 
 
-def _print_status(body, as_json: bool) -> None:
+def _print_status(body, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
-    if not body["pfs"]:
-        typer.echo("no SR-IOV PFs found" + ("" if body["iommu_groups"] else "; the IOMMU is off"))
-    for pf in body["pfs"]:
-        mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
-        if pf["error"]:
-            mark = "NOT APPLIED"
-        extra = "".join(f"  {k} {pf[k]}" for k in ("mtu", "eswitch_mode") if pf[k] is not None and k != "mtu") \
-            + (f"  mtu {pf['mtu']}" if pf["mtu"] not in (None, 1500) else "")
-        typer.echo(f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "
-                   f"VFs {pf['num_vfs']}/{pf['total_vfs']}{extra}  {pf['block'] or ''}  {mark}".rstrip())
-        for line in pf["pf_findings"]:
-            typer.echo(f"    differs: {line}")
-        if pf["error"]:
-            typer.echo(f"    {pf['error']}")
-        for vf in pf["vfs"]:
-            if vf["matches"] is None:
-                flag = vf["note"] or ""
-            elif vf["matches"]:
-                flag = f"ok ({vf['desired_driver']})"
-            else:
-                flag = "DIFFERS: " + "; ".join(vf["findings"])
-            typer.echo(f"    vf{vf['index']:<4} {vf['pci']}  {vf['driver'] or '-':<10} {vf['netdev'] or '-':<14} {flag}".rstrip())
-    shown = {pf["pci"] for pf in body["pfs"]}
-    for block in body["blocks"]:
-        if block["pf"] not in shown:
-            typer.echo(f"{block['block']}: NOT APPLIED: {block['message']}")
+    from sriov_node.render import status_lines, use_colour
+
+    for line in status_lines(body, verbose=verbose, colour=use_colour()):
+        typer.echo(line)
     for notice in body["notices"]:
         typer.echo(f"note: {notice}", err=True)
-    if body.get("reboot_required"):
-        typer.echo(f"reboot required: {body['reboot_required']}")
-    last = body.get("last_apply")
-    if last:
-        typer.echo(f"last apply: {last['time']}: {last['result']} ({last['writes']} write(s))")

@@ -29,6 +29,8 @@ def sim_create(
     networkmanager: bool = typer.Option(False, "--networkmanager", help="NetworkManager is running."),
     missing_module: List[str] = typer.Option([], "--missing-module", help="A driver with no module for this "
                                                                            "kernel (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Build anew over an existing simulated host (its config, "
+                                                      "state and VFs are lost)."),
 ) -> None:
     """Build a simulated host (a sysfs-shaped tree whose writes obey the kernel's rules)."""
     from sriov_node.sim.build import create_host, parse_nic
@@ -44,7 +46,7 @@ def sim_create(
                                boot_args=boot_args, ari=not no_ari, networkmanager=networkmanager,
                                missing_modules=tuple(missing_module))
         root = create_host(directory, nics, iommu=iommu == "on", bios_sriov=bios_sriov == "on",
-                           mmio=not no_mmio, vfio_loaded=vfio_loaded, platform=platform)
+                           mmio=not no_mmio, vfio_loaded=vfio_loaded, platform=platform, replace=force)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID)

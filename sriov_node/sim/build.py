@@ -54,8 +54,10 @@ def create_host(
     mmio: bool = True,
     vfio_loaded: bool = False,
     platform: Optional[SimPlatform] = None,
+    replace: bool = True,
 ) -> str:
-    """Build a simulated host under `root` (replacing an earlier simulated one) and return it.
+    """Build a simulated host under `root` (replacing an earlier simulated one unless `replace`
+    is false) and return it.
 
     `platform`: its CPU, kernel command line, firmware IOMMU, boot loader, ARI, NetworkManager
     and modules (sriov_node/sim/platform.py); the defaults match `iommu`."""
@@ -73,6 +75,9 @@ def create_host(
     if os.path.exists(root) and os.listdir(root):
         if not os.path.isfile(os.path.join(root, MARKER)):
             raise ValueError(f"{root} exists and is not a simulated host; choose an empty or new directory")
+        if not replace:
+            raise ValueError(f"{root} is already a simulated host (its config, state and VFs would be lost); "
+                             "pass --force to build it anew")
         shutil.rmtree(root)
     if len(nics) > 14:
         raise ValueError("at most 14 NICs per simulated host")

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Write the man pages from the sources they describe, so that they cannot drift from them.
+
+  scripts/manpages.py OUTDIR     writes OUTDIR/sriov-node.8 and OUTDIR/sriov-node.toml.5
+
+sriov-node(8) is built from the CLI itself (every command, argument and option with its help
+text, as `--help` prints it); sriov-node.toml(5) from docs/config-reference.md, the page a test
+holds to the config schema key by key. tests/test_manpages.py regenerates both and checks them
+with groff; the Debian package builds them with this script.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Iterable, List
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATE = "2026"  # kept fixed so that builds are reproducible
+
+
+def roff(text: str) -> str:
+    """Plain text (with `code` spans) as roff: escapes, code in bold, no line starting with a dot."""
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    text = re.sub(r"`([^`]+)`", lambda m: "\\fB" + m.group(1) + "\\fR", text)
+    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)  # markdown links: their words
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\\fB\1\\fR", text)
+    lines = []
+    for line in text.splitlines():
+        if line.startswith((".", "'")):
+            line = "\\&" + line
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def header(name: str, section: str, title: str) -> List[str]:
+    from sriov_node import __version__
+
+    return [f'.TH "{name.upper()}" "{section}" "{DATE}" "sriov-node {__version__}" "{title}"']
+
+
+def _commands(group, prefix: str = ""):
+    for name in sorted(getattr(group, "commands", {})):
+        sub = group.commands[name]
+        yield prefix + name, sub
+        yield from _commands(sub, prefix + name + " ")
+
+
+def _usage_words(command, ctx) -> str:
+    words = []
+    for param in command.params:
+        if param.param_type_name == "argument":
+            metavar = (param.metavar or param.name).upper()
+            words.append(f"{metavar}..." if param.nargs == -1 else metavar)
+    return " ".join(words)
+
+
+def _options(command, ctx) -> Iterable[str]:
+    for param in command.params:
+        record = param.get_help_record(ctx)
+        if not record:
+            continue
+        opts, help_text = record
+        if opts in ("--install-completion", "--show-completion"):
+            continue
+        yield ".TP"
+        yield "\\fB" + roff(opts) + "\\fR"
+        yield roff(help_text or "")
+
+
+def sriov_node_8() -> str:
+    import typer
+
+    from sriov_node.cli import app, register
+
+    register([])  # every command module
+    root = typer.main.get_command(app)
+    root_ctx = typer.Context(root, info_name="sriov-node")
+    out = header("sriov-node", "8", "System Administration")
+    out += [".SH NAME", "sriov\\-node \\- provision SR\\-IOV Virtual Functions from a declarative desired state",
+            ".SH SYNOPSIS", "\\fBsriov\\-node\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIOPTIONS\\fR] [\\fIARGUMENTS\\fR]",
+            ".SH DESCRIPTION",
+            roff("sriov-node creates SR-IOV Virtual Functions on a Linux node, binds them to the drivers the "
+                 "configuration names (`vfio-pci` for DPDK, `iavf`, `mlx5_core`, ...), sets their MAC, VLAN, "
+                 "trust, rates and the eswitch mode, from `/etc/sriov-node/config.toml` (see "
+                 "`sriov-node.toml(5)`), at every boot and whenever the kernel loses them. \"Converged\" means "
+                 "that the kernel, read back, agrees with every part of the desired state."),
+            ".PP",
+            roff("Two units run it: `sriov-node.service`, a oneshot before `network-pre.target` "
+                 "(`sriov-node boot`), and `sriov-node-agent.service`, the udev-driven daemon "
+                 "(`sriov-node daemon`). Both do nothing until `/etc/sriov-node/config.toml` exists."),
+            ".SH GLOBAL OPTIONS"]
+    out += list(_options(root, root_ctx))
+    out.append(".SH COMMANDS")
+    for name, command in _commands(root):
+        if hasattr(command, "commands"):
+            continue  # a group: its commands follow
+        ctx = typer.Context(command, info_name=name, parent=root_ctx)
+        out.append(".SS " + roff(f"sriov-node {name} {_usage_words(command, ctx)}".rstrip()))
+        out.append(roff((command.help or "").strip()))
+        options = list(_options(command, ctx))
+        if options:
+            out += [".PP", "Options and arguments:", ".RS"] + options + [".RE"]
+    out += [".SH EXIT STATUS",
+            ".TP", "\\fB0\\fR", "Success: converged, valid, or nothing to report.",
+            ".TP", "\\fB1\\fR", roff("A PF or VF failed, or a block of the config does not fit this host."),
+            ".TP", "\\fB2\\fR", roff("The config is invalid, or the command line is wrong; nothing was written."),
+            ".TP", "\\fB3\\fR", roff("Refused: VFs in use (a VM or pod holds them; `--force`), or a prerequisite is missing."),
+            ".TP", "\\fB130\\fR, \\fB143\\fR", roff("Stopped by SIGINT or SIGTERM (the plan's clean-up ran)."),
+            ".SH ENVIRONMENT",
+            ".TP", "\\fBSRIOV_NODE_ROOT\\fR", roff("As `--root`."),
+            ".TP", "\\fBSRIOV_NODE_CONFIG\\fR", roff("As `--config`."),
+            ".TP", "\\fBNO_COLOR\\fR", roff("No colour on a terminal."),
+            ".SH FILES",
+            ".TP", "\\fI/etc/sriov\\-node/config.toml\\fR", roff("The desired state (`sriov-node.toml(5)`)."),
+            ".TP", "\\fI/var/lib/sriov\\-node/\\fR", roff("The last run's record and the applied generations."),
+            ".TP", "\\fI/run/sriov\\-node/\\fR", roff("The lock every run takes, and a pending reboot's marker."),
+            ".TP", "\\fI/usr/share/doc/sriov\\-node/examples/\\fR", "Example configurations.",
+            ".SH SEE ALSO",
+            "\\fBsriov\\-node.toml\\fR(5), \\fBsystemd.service\\fR(5), \\fBudev\\fR(7), \\fBdevlink\\fR(8), \\fBip\\-link\\fR(8)"]
+    return "\n".join(out) + "\n"
+
+
+def sriov_node_toml_5() -> str:
+    """docs/config-reference.md as roff: headings, paragraphs, tables as tagged paragraphs."""
+    out = header("sriov-node.toml", "5", "File Formats")
+    out += [".SH NAME", "sriov\\-node.toml \\- the desired state of sriov\\-node (/etc/sriov\\-node/config.toml)"]
+    lines = (REPO / "docs" / "config-reference.md").read_text().splitlines()
+    in_code = False
+    paragraph: List[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            out.extend([".PP", roff(" ".join(paragraph))])
+            paragraph.clear()
+
+    for line in lines[1:]:
+        if line.startswith("```"):
+            flush()
+            out.append(".EX" if not in_code else ".EE")
+            in_code = not in_code
+        elif in_code:
+            out.append(roff(line) if line else "")
+        elif line.startswith("## "):
+            flush()
+            out.append(".SH " + roff(line[3:].upper().replace("`", "")))
+        elif line.startswith("### "):
+            flush()
+            out.append(".SS " + roff(line[4:]))
+        elif line.startswith("|"):
+            flush()
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-: ") or cells[0] == "key":
+                continue  # the table's rule and header
+            key, kind, default, meaning = (cells + ["", "", ""])[:4]
+            words = meaning + (f" Type: {kind}." if kind else "") + (f" Default: {default}." if default else "")
+            out += [".TP", roff(key), roff(words)]
+        elif not line.strip():
+            flush()
+        else:
+            paragraph.append(line.strip())
+    flush()
+    out += [".SH SEE ALSO", "\\fBsriov\\-node\\fR(8)"]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(__doc__.strip().splitlines()[2].strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    outdir = Path(argv[0])
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "sriov-node.8").write_text(sriov_node_8())
+    (outdir / "sriov-node.toml.5").write_text(sriov_node_toml_5())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
