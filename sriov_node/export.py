@@ -18,6 +18,7 @@ VF index ranges leave out every VF of the PF that the resource does not name.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -55,6 +56,8 @@ class Export:
     config: Dict[str, Any]  # the config.json document
     resources: Tuple[ResourceVfs, ...]
     notes: Tuple[str, ...] = ()
+    # What keeps the node from being converged (every block resolves, every PF as configured), read now
+    differs: Tuple[str, ...] = ()
 
     def json_text(self) -> str:
         return json.dumps(self.config, indent=2) + "\n"
@@ -76,16 +79,17 @@ def _name_is_exact(pf: PfState, names: List[str]) -> bool:
     return sum(1 for n in names if n.casefold() == pf.netdevs[0].casefold()) == 1
 
 
-def device_plugin_config(host: Host, desired: DesiredState) -> Export:
+def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool = False) -> Export:
     """The config.json whose selectors match exactly the VFs that the config gives a resource on this host.
 
-    Raises ConfigError (exit 2) when no group names a resource, ExportError (exit 1) when a block
-    with a resource cannot be resolved on this host or a VF device ID cannot be known.
+    Raises ConfigError (exit 2) when no group names a resource (unless `allow_empty`: then an empty
+    resourceList), ExportError (exit 1) when a block with a resource cannot be resolved on this host
+    or a VF device ID cannot be known.
     """
     from sriov_node.reconcile import survey
 
     names = desired.resources()
-    if not names:
+    if not names and not allow_empty:
         raise ConfigError(desired.source, [ConfigProblem("", "no [[pf.vfs]] group names a resource; add resource = "
                                                              "\"intel_sriov_netdevice\" (and a driver) to the groups "
                                                              "the device plugin should expose")])
@@ -95,6 +99,11 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
                 for f in resolution.failures if f.key in with_resources]
     host_names = [n for pf in heads.pfs for n in pf.netdevs]
     notes: List[str] = []
+    differs = [f"{desired.source}: {f.render()}" for f in resolution.failures]
+    for target in resolution.targets:
+        findings = compare(target.spec, target.pf)
+        if findings:
+            differs.append(f"{target.pf.label}: {len(findings)} difference(s), e.g. {findings[0].describe()}")
     per_resource: Dict[str, List[Tuple[Target, Tuple[int, ...]]]] = {n: [] for n in names}
     ids: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
     for target in resolution.targets:
@@ -146,7 +155,53 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
                 vf = t.pf.vf(i)
                 vfs.append((t.pf.pci, i, vf.pci if vf else None))
         exported.append(ResourceVfs(f"{desired.resource_prefix}/{name}", str(driver), tuple(vfs)))
-    return Export({"resourceList": resource_list}, tuple(exported), tuple(notes))
+    return Export({"resourceList": resource_list}, tuple(exported), tuple(notes), tuple(differs))
+
+
+def config_file_path(host: Host, desired: Optional[DesiredState]) -> Optional[str]:
+    """The config's [device_plugin] config_file under the host's root (None when it names none)."""
+    if desired is None or desired.device_plugin_file is None:
+        return None
+    rel = desired.device_plugin_file.lstrip("/")
+    return host.path(os.path.dirname(rel), os.path.basename(rel))
+
+
+def write_config_file(host: Host, desired: DesiredState) -> Optional[str]:
+    """After a run: write [device_plugin] config_file when the node is converged, read back now.
+
+    The device plugin reads its config once, at start, and advertises what it finds then: a file
+    written before the VFs exist (or while they differ) would make it advertise VFs pods cannot
+    get. So the file is written only when every block resolves and every PF is as configured,
+    atomically (a reader sees the old file or the new one), and only when its bytes change (the
+    plugin's pod restarts on a change). Returns a sentence for the run's notices (written, or why
+    not), None when there is nothing to say (no config_file, or the file already says it).
+    Raises OutputError when the file cannot be written.
+    """
+    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.files import read_regular
+
+    path = config_file_path(host, desired)
+    if path is None:
+        return None
+    try:
+        export = device_plugin_config(host, desired, allow_empty=True)
+    except ExportError as exc:
+        return f"device plugin config {desired.device_plugin_file} not written: {str(exc).splitlines()[0]}"
+    if export.differs:
+        return (f"device plugin config {desired.device_plugin_file} not written: the node differs from the config "
+                f"({export.differs[0]}); it is written once the node has converged")
+    data = export.json_text().encode()
+    try:
+        if read_regular(path, limit=1 << 20, follow=False) == data:
+            return None
+    except OSError:
+        pass  # absent (or not a regular file: replaced below)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: cannot create its directory: {exc.strerror}")
+    write_atomic(path, data, mode=0o644)
+    return f"wrote the device plugin config to {desired.device_plugin_file} (the node has converged)"
 
 
 def check_names(configmap: str, namespace: str) -> Optional[str]:
