@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +76,11 @@ class Entrypoint:
 
     def text(self):
         return "".join(self.out)
+
+    def wait_for(self, words):
+        while words not in self.text():
+            assert self.proc.poll() is None, self.text()
+            self.ready.wait(0.05)
 
     def wait_ready(self):
         while not self.ready.wait(0.5):
@@ -160,3 +166,15 @@ def test_without_node_name_or_a_matching_key_it_exits_2(pod, tmp_path):
     assert ep.proc.wait(60) == 2
     assert "neither worker-9.toml nor default.toml" in ep.text()
     assert not os.path.exists(config)
+
+
+def test_sigterm_before_the_agent_starts_stops_the_apply_and_exits_143(pod, tmp_path):
+    """The kubelet may stop the pod while the entrypoint still applies: the signal reaches the apply, no agent starts."""
+    host, configmap, config = pod
+    SimKernel(host.root).add_fault("delay", device=PF0, attr="sriov_numvfs", seconds=5)
+    ep = Entrypoint(host, configmap, config, tmp_path)
+    ep.wait_for("installed worker-1.toml")  # the apply runs now (its first write waits on the delay)
+    assert ep.stop() == 143, ep.text()
+    assert "the agent is not started" in ep.text()
+    assert not ep.ready.is_set()
+    assert not os.path.exists(os.path.join(host.root, "run/sriov-node/agent.pid"))

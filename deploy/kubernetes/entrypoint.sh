@@ -22,7 +22,28 @@ config=${SRIOV_NODE_CONFIG:-/etc/sriov-node/config.toml}
 node=${NODE_NAME:-}
 
 say() { printf 'sriov-node-kubernetes: %s\n' "$*" >&2; }
-sn() { sriov-node --root "$root" "$@"; }
+
+# SIGTERM before the agent starts (the kubelet stopping the pod): passed on to the running command,
+# which stops between two actions as `apply` does on a terminal; then exit 143, the agent not started.
+stopping=
+child=
+trap 'stopping=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null || true' TERM INT
+sn() {
+  sriov-node --root "$root" "$@" &
+  child=$!
+  rc=0
+  wait "$child" || rc=$?
+  while kill -0 "$child" 2>/dev/null; do  # wait returned for the trap: wait for the command itself
+    rc=0
+    wait "$child" || rc=$?
+  done
+  child=
+  if [ -n "$stopping" ]; then
+    say "stopped by a signal (the command exited $rc); the agent is not started"
+    exit 143
+  fi
+  return "$rc"
+}
 
 if [ -z "$node" ]; then
   say "NODE_NAME is not set: give the container env NODE_NAME from fieldRef spec.nodeName"
