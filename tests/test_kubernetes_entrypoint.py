@@ -11,10 +11,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from sriov_node.host import open_host
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli
 
@@ -62,7 +64,8 @@ class Entrypoint:
                                      text=True, env=env)
         self.out = []
         threading.Thread(target=self._notify, daemon=True).start()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _notify(self):
         while True:
@@ -78,17 +81,30 @@ class Entrypoint:
         return "".join(self.out)
 
     def wait_for(self, words):
-        while words not in self.text():
-            assert self.proc.poll() is None, self.text()
-            self.ready.wait(0.05)
+        self.until(lambda: words in self.text(), words)
+
+    def until(self, predicate, what):
+        """Wait for `predicate` while the entrypoint runs (a guard of 120 s against a hang, not a measure)."""
+        for _ in range(2400):
+            if predicate():
+                return
+            assert self.proc.poll() is None, f"exited {self.proc.returncode} waiting for {what}\n{self.text()}"
+            time.sleep(0.05)
+        raise AssertionError(f"still waiting for {what}\n{self.text()}")
 
     def wait_ready(self):
         while not self.ready.wait(0.5):
             assert self.proc.poll() is None, f"exited {self.proc.returncode}\n{self.text()}"
 
+    def wait(self, timeout):
+        """The exit code, once the output is all read."""
+        code = self.proc.wait(timeout)
+        self.reader.join(timeout)
+        return code
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+        return self.wait(60)
 
 
 def history(host, config):
@@ -151,7 +167,7 @@ def test_a_key_that_does_not_fit_or_is_invalid_fails_the_pod_with_nothing_writte
     host, configmap, config = pod
     (configmap / "worker-1.toml").write_text(text)
     ep = Entrypoint(host, configmap, config, tmp_path)
-    assert ep.proc.wait(120) == code, ep.text()
+    assert ep.wait(120) == code, ep.text()
     assert words in ep.text()
     assert not os.path.exists(config)
     assert not os.path.exists(os.path.join(host.root, "var/lib/sriov-node/generations"))
@@ -160,10 +176,10 @@ def test_a_key_that_does_not_fit_or_is_invalid_fails_the_pod_with_nothing_writte
 
 def test_without_node_name_or_a_matching_key_it_exits_2(pod, tmp_path):
     host, configmap, config = pod
-    assert Entrypoint(host, configmap, config, tmp_path, node=None).proc.wait(60) == 2
+    assert Entrypoint(host, configmap, config, tmp_path, node=None).wait(60) == 2
     (configmap / "default.toml").unlink()
     ep = Entrypoint(host, configmap, config, tmp_path, node="worker-9")
-    assert ep.proc.wait(60) == 2
+    assert ep.wait(60) == 2
     assert "neither worker-9.toml nor default.toml" in ep.text()
     assert not os.path.exists(config)
 
@@ -178,3 +194,23 @@ def test_sigterm_before_the_agent_starts_stops_the_apply_and_exits_143(pod, tmp_
     assert "the agent is not started" in ep.text()
     assert not ep.ready.is_set()
     assert not os.path.exists(os.path.join(host.root, "run/sriov-node/agent.pid"))
+
+
+def test_the_agent_writes_the_plugin_file_again_once_it_repaired_the_node(pod, tmp_path):
+    """The daemon's runs write the file too: after a PF driver reload took the VFs away, once they are back."""
+    host, configmap, config = pod
+    ep = Entrypoint(host, configmap, config, tmp_path)
+    ep.wait_ready()
+    path = os.path.join(host.root, PLUGIN.lstrip("/"))
+    with open(path) as fh:
+        before = fh.read()
+    os.unlink(path)
+    h = open_host(host.root)
+    h.sysfs.unbind(PF0, "i40e")  # as a driver reload does: the VFs go
+    h.sysfs.drivers_probe(PF0)
+    ep.until(lambda: os.path.exists(path), "the plugin file written again")
+    assert h.sysfs.num_vfs(PF0) == 4  # written once the VFs were back
+    with open(path) as fh:
+        assert fh.read() == before
+    ep.wait_for("sriov-node: wrote the device plugin config")  # the daemon's log, not the entrypoint's apply
+    assert ep.stop() == 0
