@@ -57,6 +57,21 @@ def converged(view: List[Any]) -> bool:
     return len(view) == 4 and all(d == "vfio-pci" for _, d in view)
 
 
+def named_vfs(text: str) -> Any:
+    """How many VFs the plugin config's selectors name (pfNames/rootDevices "PF#0-3"), or what is wrong with it."""
+    try:
+        doc = json.loads(text)
+        count = 0
+        for resource in doc["resourceList"]:
+            for entry in resource["selectors"].get("pfNames", []) + resource["selectors"].get("rootDevices", []):
+                for part in entry.split("#", 1)[1].split(","):
+                    lo, _, hi = part.partition("-")
+                    count += int(hi or lo) - int(lo) + 1
+        return count
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"<{exc!r}: {text[:200]}>"
+
+
 class Watcher(threading.Thread):
     """Reads the kernel's VFs and the plugin file until stopped: the file must never be there before convergence."""
 
@@ -67,12 +82,22 @@ class Watcher(threading.Thread):
         self.differs_without_file = 0
         self.file_while_differs: List[Any] = []
         self.first_file: Any = None
+        self.contents: List[Any] = []  # each new content of the file: the VFs it names, and the kernel's then
 
     def run(self) -> None:
+        last = None
         while not self.stop.is_set():
             present = os.path.exists(PLUGIN)
             view = vfs()
             self.samples += 1
+            try:
+                with open(PLUGIN) as fh:
+                    text = fh.read()
+            except OSError:
+                text = None
+            if text is not None and text != last:
+                last = text
+                self.contents.append({"named": named_vfs(text), "vfs": view})
             if present and self.first_file is None:
                 self.first_file = {"vfs": view, "t": time.monotonic()}
             if present and not converged(view):
@@ -80,6 +105,36 @@ class Watcher(threading.Thread):
             if not present and not converged(view):
                 self.differs_without_file += 1
             time.sleep(0.005)
+
+
+def checkpoint(in_pod: str) -> None:
+    """On the host, beside the pod: a new layout applied with --checkpoint and never committed. The host's apply
+    finds the pod's agent by its pid (hostPID) and leaves the expiry to it; the pod's agent follows the new
+    generation, then restores the previous one at the deadline. The plugin file follows each converged layout."""
+    with open("/etc/sriov-node/config.toml") as fh:
+        results["config_before_checkpoint"] = fh.read()
+    two = results["config_before_checkpoint"].replace("num_vfs = 4", "num_vfs = 2").replace('"0-3"', '"0-1"')
+    with open("/etc/sriov-node/config.toml", "w") as fh:
+        fh.write(two)
+    start = time.monotonic()
+    results["checkpoint"] = sh(f"{VENV_BIN}/sriov-node apply --checkpoint 20", timeout=300)
+    results["after_checkpoint"] = vfs()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(vfs()) != 4:
+        time.sleep(0.1)
+    while time.monotonic() < deadline and not converged(vfs()):
+        time.sleep(0.1)
+    results["rolled_back_seconds"] = round(time.monotonic() - start, 2)
+    results["after_rollback"] = vfs()
+    wait_file = time.monotonic() + 60  # the file follows once the restore run has converged
+    while time.monotonic() < wait_file and named_vfs(open(PLUGIN).read()) != 4:
+        time.sleep(0.05)
+    time.sleep(1)  # one more second of watching after the roll-back
+    with open("/etc/sriov-node/config.toml") as fh:
+        results["config_after_rollback"] = fh.read()
+    results["history_after_rollback"] = sh(f"{VENV_BIN}/sriov-node history --json")
+    results["pod_ready_after_rollback"] = sh(
+        f"{in_pod}sriov-node --root /host --config /etc/sriov-node/config.toml status --exit-code")["rc"]
 
 
 def scenario_pod() -> None:
@@ -111,6 +166,7 @@ def scenario_pod() -> None:
     proc = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", pod],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     in_pod = f"nsenter --target {proc.pid} --mount -- env PATH={env['PATH']} "
+    results["pod_pid"] = proc.pid
     probe = f"{in_pod}sriov-node --root /host --config /etc/sriov-node/config.toml status --exit-code"
     ready = None
     probes = []
@@ -128,11 +184,14 @@ def scenario_pod() -> None:
     wait_file = time.monotonic() + 60
     while watcher.first_file is None and time.monotonic() < wait_file:
         time.sleep(0.05)
-    watcher.stop.set()
-    watcher.join()
     results["watch"] = {"samples": watcher.samples, "differs_without_file": watcher.differs_without_file,
                         "file_while_differs": watcher.file_while_differs[:5],
                         "first_file_vfs": (watcher.first_file or {}).get("vfs")}
+    if ready is not None:
+        checkpoint(in_pod)
+    watcher.stop.set()
+    watcher.join()
+    results["contents"] = watcher.contents
     try:
         with open(PLUGIN) as fh:
             results["plugin_config"] = json.load(fh)
