@@ -41,7 +41,7 @@ PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
            "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
 VF_LINK_KEYS = ("mac", "vlan", "qos", "vlan_proto", "spoofchk", "trust", "link_state", "min_tx_rate", "max_tx_rate")
 VF_KEYS = ("range", "driver", "resource") + VF_LINK_KEYS + ("mtu",)
-DEVICE_PLUGIN_KEYS = ("resource_prefix",)
+DEVICE_PLUGIN_KEYS = ("resource_prefix", "config_file")
 METRICS_KEYS = ("textfile",)
 HISTORY_KEYS = ("keep",)
 DEFAULT_HISTORY_KEEP, MAX_HISTORY_KEEP = 20, 10000  # applied generations kept under /var/lib/sriov-node
@@ -439,6 +439,25 @@ class _Validator:
                             "e.g. \"intel.com\" or \"example.org\"")
         return prefix
 
+    def device_plugin_file(self, doc: Dict[str, Any]) -> Optional[str]:
+        table = doc.get("device_plugin")
+        if not isinstance(table, dict) or "config_file" not in table:  # a wrong table: device_plugin() says so
+            return None
+        key = "device_plugin.config_file"
+        path = self.string(key, table["config_file"])
+        if path is None:
+            return None
+        parts = path.split("/")
+        if not path.startswith("/") or "\0" in path or any(p in (".", "..") for p in parts) or path.endswith("/"):
+            self.error(key, f"{path!r} must be an absolute file path without '.' or '..' components, e.g. "
+                            "\"/run/sriov-node/device-plugin/config.json\"")
+            return None
+        if parts[-1].startswith("."):
+            self.error(key, f"{path!r}: a hidden name; the file is replaced through a hidden temporary beside it: "
+                            "name it e.g. config.json")
+            return None
+        return path
+
     def metrics(self, doc: Dict[str, Any]) -> Optional[str]:
         table = self.table("metrics", doc, METRICS_KEYS)
         if "textfile" not in table:
@@ -542,6 +561,7 @@ def parse_config(data: bytes, source: str) -> DesiredState:
     v = _Validator()
     version, specs = v.document(doc)
     prefix = v.device_plugin(doc)
+    plugin_file = v.device_plugin_file(doc)
     textfile = v.metrics(doc)
     v.history(doc)
     if v.problems:
@@ -552,6 +572,7 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         version=version or 1,
         pfs=tuple(specs),
         resource_prefix=prefix,
+        device_plugin_file=plugin_file,
         metrics_textfile=textfile,
     )
 

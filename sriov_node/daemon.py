@@ -302,6 +302,8 @@ class Daemon:
                 else:
                     self._fail(o.pci)
         self._learn_vfs(report)
+        if report.device_plugin:  # [device_plugin] config_file, written by the run once the node converged
+            self.log.info("%s", report.device_plugin)
         self._write_metrics(self.desired)
         scope = "every PF" if only is None else "only " + ",".join(sorted(only))
         if self._burst and only is not None:

@@ -25,6 +25,7 @@ selector names every VF by its PCI address: the VFs must be there (apply first).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -82,6 +83,8 @@ class Export:
     config: Dict[str, Any]  # the config.json document
     resources: Tuple[ResourceVfs, ...]
     notes: Tuple[str, ...] = ()
+    # What keeps the node from being converged (every block resolves, every PF as configured), read now
+    differs: Tuple[str, ...] = ()
 
     def json_text(self) -> str:
         return json.dumps(self.config, indent=2) + "\n"
@@ -130,16 +133,17 @@ def _name_is_exact(pf: PfState, names: List[str]) -> bool:
     return sum(1 for n in names if n.casefold() == pf.netdevs[0].casefold()) == 1
 
 
-def device_plugin_config(host: Host, desired: DesiredState) -> Export:
+def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool = False) -> Export:
     """The config.json whose selectors match exactly the VFs that the config gives a resource on this host.
 
-    Raises ConfigError (exit 2) when no group names a resource, ExportError (exit 1) when a block
-    with a resource cannot be resolved on this host or a VF device ID cannot be known.
+    Raises ConfigError (exit 2) when no group names a resource (unless `allow_empty`: then an empty
+    resourceList), ExportError (exit 1) when a block with a resource cannot be resolved on this host
+    or a VF device ID cannot be known.
     """
     from sriov_node.reconcile import survey
 
     names = desired.resources()
-    if not names:
+    if not names and not allow_empty:
         raise ConfigError(desired.source, [ConfigProblem("", "no [[pf.vfs]] group names a resource; add resource = "
                                                              "\"intel_sriov_netdevice\" (and a driver) to the groups "
                                                              "the device plugin should expose")])
@@ -149,6 +153,11 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
                 for f in resolution.failures if f.key in with_resources]
     host_names = [n for pf in heads.pfs for n in pf.netdevs]
     notes: List[str] = []
+    differs = [f"{desired.source}: {f.render()}" for f in resolution.failures]
+    for target in resolution.targets:
+        findings = compare(target.spec, target.pf)
+        if findings:
+            differs.append(f"{target.pf.label}: {len(findings)} difference(s), e.g. {findings[0].describe()}")
     per_resource: Dict[str, List[Tuple[Target, Tuple[int, ...]]]] = {n: [] for n in names}
     ids: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
     kinds: Dict[str, str] = {}  # PF PCI address -> deviceType
@@ -226,7 +235,53 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
                 vf = t.pf.vf(i)
                 vfs.append((t.pf.pci, i, vf.pci if vf else None))
         exported.append(ResourceVfs(f"{desired.resource_prefix}/{name}", str(driver), tuple(vfs), kind))
-    return Export({"resourceList": resource_list}, tuple(exported), tuple(notes))
+    return Export({"resourceList": resource_list}, tuple(exported), tuple(notes), tuple(differs))
+
+
+def config_file_path(host: Host, desired: Optional[DesiredState]) -> Optional[str]:
+    """The config's [device_plugin] config_file under the host's root (None when it names none)."""
+    if desired is None or desired.device_plugin_file is None:
+        return None
+    rel = desired.device_plugin_file.lstrip("/")
+    return host.path(os.path.dirname(rel), os.path.basename(rel))
+
+
+def write_config_file(host: Host, desired: DesiredState) -> Optional[str]:
+    """After a run: write [device_plugin] config_file when the node is converged, read back now.
+
+    The device plugin reads its config once, at start, and advertises what it finds then: a file
+    written before the VFs exist (or while they differ) would make it advertise VFs pods cannot
+    get. So the file is written only when every block resolves and every PF is as configured,
+    atomically (a reader sees the old file or the new one), and only when its bytes change (the
+    plugin's pod restarts on a change). Returns a sentence for the run's notices (written, or why
+    not), None when there is nothing to say (no config_file, or the file already says it).
+    Raises OutputError when the file cannot be written.
+    """
+    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.files import read_regular
+
+    path = config_file_path(host, desired)
+    if path is None:
+        return None
+    try:
+        export = device_plugin_config(host, desired, allow_empty=True)
+    except ExportError as exc:
+        return f"device plugin config {desired.device_plugin_file} not written: {str(exc).splitlines()[0]}"
+    if export.differs:
+        return (f"device plugin config {desired.device_plugin_file} not written: the node differs from the config "
+                f"({export.differs[0]}); it is written once the node has converged")
+    data = export.json_text().encode()
+    try:
+        if read_regular(path, limit=1 << 20, follow=False) == data:
+            return None
+    except OSError:
+        pass  # absent (or not a regular file: replaced below)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: cannot create its directory: {exc.strerror}")
+    write_atomic(path, data, mode=0o644)
+    return f"wrote the device plugin config to {desired.device_plugin_file} (the node has converged)"
 
 
 def check_names(configmap: str, namespace: str) -> Optional[str]:
@@ -253,3 +308,109 @@ def configmap_yaml(export: Export, *, name: str = DEFAULT_CONFIGMAP, namespace: 
             "data:\n"
             "  config.json: |\n"
             f"{body}")
+
+
+# ---------------------------------------------------------------------------- one ConfigMap, a key per node
+
+def check_node(node: str) -> Optional[str]:
+    """Why `node` cannot be a node name and a ConfigMap key, or None."""
+    if len(node) > 253 or not _DNS_SUBDOMAIN_RE.match(node):
+        return (f"--node {node!r} is not a node name (lower-case letters, digits, '-' and '.'; as `kubectl get nodes` "
+                "shows it)")
+    return None
+
+
+def read_configmap(path: str) -> Dict[str, Any]:
+    """The ConfigMap in `path` (YAML, or JSON as `kubectl get configmap NAME -o json` prints it).
+
+    Raises UsageError (exit 2) naming the file and what is wrong with it.
+    """
+    from sriov_node.errors import UsageError
+    from sriov_node.files import read_regular
+
+    try:
+        data = read_regular(path, limit=1 << 21)  # a ConfigMap holds at most 1 MiB
+    except OSError as exc:
+        raise UsageError(f"--merge {path}: cannot read it: {exc.strerror or exc}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--merge {path}: not UTF-8 text")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(f"--merge {path}: not JSON, and PyYAML (python3-yaml) is not installed to read YAML; "
+                             "install it, or give the ConfigMap as JSON (kubectl get configmap NAME -o json)")
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--merge {path}: not valid YAML: {' '.join(str(exc).split())}")
+    if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap" or doc.get("apiVersion") != "v1":
+        raise UsageError(f"--merge {path}: not a ConfigMap (apiVersion: v1, kind: ConfigMap); give the file "
+                         "`kubectl get configmap NAME -o yaml` prints")
+    for section in ("data", "binaryData"):
+        values = doc.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in values.items()):
+            raise UsageError(f"--merge {path}: {section} must map keys to strings")
+    if not isinstance(doc.get("metadata") or {}, dict):
+        raise UsageError(f"--merge {path}: metadata must be a mapping")
+    return doc
+
+
+def _scalar(value: str, indent: str) -> str:
+    """`value` as a YAML scalar: a literal block when that keeps it exactly, else a JSON (double-quoted) string."""
+    lines = value[:-1].split("\n") if value.endswith("\n") else []
+    if lines and lines[0] and not lines[0][0].isspace() and all(
+            line == line.rstrip() and all(c.isprintable() for c in line) for line in lines) and lines[-1]:
+        return "|\n" + "".join(f"{indent}{line}\n" if line else "\n" for line in lines)
+    return json.dumps(value) + "\n"
+
+
+def node_configmap_yaml(export: Export, key: str, *, name: Optional[str], namespace: Optional[str],
+                        merge: Optional[Dict[str, Any]] = None, source: str = "") -> str:
+    """A ConfigMap whose key `key` (the node's name) holds this node's config.json, the other keys of `merge`
+    (an existing ConfigMap: other nodes' configs, its labels and annotations) kept as they are. The plugin reads
+    its node's key with `--config-file=/etc/pcidp/$(NODE_NAME)`.
+
+    Raises UsageError when --configmap/--namespace contradict the merged ConfigMap's own.
+    """
+    from sriov_node.errors import UsageError
+
+    meta = dict((merge or {}).get("metadata") or {})
+    for option, given, field_ in (("--configmap", name, "name"), ("--namespace", namespace, "namespace")):
+        have = meta.get(field_)
+        if given is not None and have is not None and given != have:
+            raise UsageError(f"{option} {given!r}, but the ConfigMap to merge into has {field_} {have!r}; "
+                             f"drop {option} or merge into that ConfigMap")
+    name = meta.get("name") or name or DEFAULT_CONFIGMAP
+    namespace = meta.get("namespace") or namespace or DEFAULT_NAMESPACE
+    why = check_names(str(name), str(namespace))
+    if why:
+        raise UsageError(f"the ConfigMap to merge into: {why}")
+    data: Dict[str, str] = dict((merge or {}).get("data") or {})
+    kept = [k for k in data if k != key]
+    data[key] = export.json_text()
+    source = " ".join(source.split())
+    out = [f"# sriov-node export device-plugin --node {key}{f' from {source}' if source else ''}: key {key} is\n",
+           "# this node's config.json (the plugin reads /etc/pcidp/$(NODE_NAME)); "
+           + (f"{len(kept)} other key(s) kept.\n" if merge is not None else "no other key.\n"),
+           "apiVersion: v1\n", "kind: ConfigMap\n", "metadata:\n", f"  name: {name}\n", f"  namespace: {namespace}\n"]
+    for field_ in ("labels", "annotations"):
+        values = meta.get(field_)
+        if isinstance(values, dict) and values:
+            out.append(f"  {field_}:\n")
+            out += [f"    {json.dumps(str(k))}: {json.dumps(str(v))}\n" for k, v in values.items()]
+    out.append("data:\n")
+    for k in data:  # the merged keys in their order, this node's in its place (a new one last)
+        out.append(f"  {json.dumps(k)}: {_scalar(data[k], '    ')}")
+    binary = (merge or {}).get("binaryData") or {}
+    if binary:
+        out.append("binaryData:\n")
+        out += [f"  {json.dumps(k)}: {json.dumps(v)}\n" for k, v in binary.items()]
+    return "".join(out)

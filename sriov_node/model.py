@@ -209,6 +209,8 @@ class DesiredState:
     version: int = 1
     pfs: Tuple[PfSpec, ...] = ()
     resource_prefix: str = DEFAULT_RESOURCE_PREFIX  # [device_plugin] resource_prefix
+    # [device_plugin] config_file: where the node's device-plugin config.json is written once converged
+    device_plugin_file: Optional[str] = None
     metrics_textfile: Optional[str] = None  # [metrics] textfile: where the daemon writes Prometheus metrics
 
     @property

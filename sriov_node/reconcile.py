@@ -75,6 +75,7 @@ class Report:
     plans: Tuple["PfPlan", ...] = ()  # the PFs that had something to do
     interrupted: bool = False
     duration: float = 0.0
+    device_plugin: Optional[str] = None  # what became of [device_plugin] config_file after the run, if anything
 
     def plan_dict(self) -> Dict[str, Any]:
         return {"actions": [a for p in self.plans for a in p.action_dicts()],
@@ -196,6 +197,8 @@ def reconcile(
         report = Report(outcomes, list(resolution.notices), host.writes - before, False, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start)
         _record(host, desired, report, only)
+        if desired.device_plugin_file is not None and not interrupted:
+            _write_device_plugin_config(host, desired, report)
         return report
 
 
@@ -302,3 +305,16 @@ def _record(host: Host, desired: DesiredState, report: Report, only: Optional[Fr
 
 
 
+
+
+def _write_device_plugin_config(host: Host, desired: DesiredState, report: Report) -> None:
+    """[device_plugin] config_file, still under the lock: written only when the whole node reads back converged."""
+    from sriov_node.errors import SriovNodeError
+    from sriov_node.export import write_config_file
+
+    try:
+        report.device_plugin = write_config_file(host, desired)
+    except SriovNodeError as exc:
+        report.device_plugin = f"device plugin config not written: {exc}"
+    if report.device_plugin:
+        report.notices.append(report.device_plugin)

@@ -36,27 +36,49 @@ def export_device_plugin(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically) instead of stdout."),
     configmap: Optional[str] = typer.Option(None, "--configmap", help="The ConfigMap's name [default: sriovdp-config]."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="The ConfigMap's namespace [default: kube-system]."),
+    node: Optional[str] = typer.Option(None, "--node", help="One ConfigMap for the cluster, a key per node: this "
+                                                            "node's config.json under key NODE (the plugin reads "
+                                                            "/etc/pcidp/$(NODE_NAME))."),
+    merge: Optional[str] = typer.Option(None, "--merge", help="With --node: the existing ConfigMap (YAML, or JSON as "
+                                                              "kubectl -o json prints it) whose other keys, name, "
+                                                              "namespace, labels and annotations are kept."),
 ) -> None:
     """The SR-IOV device plugin's config.json as a ConfigMap, with selectors that match exactly the VFs the config
     gives a `resource`. Exit 0 written, 1 a block with a resource does not fit this host, 2 invalid config or options."""
-    from sriov_node.export import DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, check_names, configmap_yaml, device_plugin_config
+    from sriov_node.export import (DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, check_names, check_node, configmap_yaml,
+                                   device_plugin_config, node_configmap_yaml, read_configmap)
     from sriov_node.reconcile import config_path, load_desired
 
-    if json_only and (configmap is not None or namespace is not None):
-        fail(UsageError("--configmap and --namespace name the ConfigMap, and --json-only prints config.json alone; "
-                        "drop one or the other"), True)
-    configmap = configmap or DEFAULT_CONFIGMAP
-    namespace = namespace or DEFAULT_NAMESPACE
-    why = check_names(configmap, namespace)
+    if json_only and (configmap is not None or namespace is not None or node is not None):
+        fail(UsageError("--configmap, --namespace and --node make a ConfigMap, and --json-only prints config.json "
+                        "alone; drop one or the other"), True)
+    if merge is not None and node is None:
+        fail(UsageError("--merge FILE adds this node's key to a ConfigMap: say which key with --node NAME"), False)
+    why = check_names(configmap or DEFAULT_CONFIGMAP, namespace or DEFAULT_NAMESPACE) or (check_node(node) if node
+                                                                                          else None)
     if why:
         fail(UsageError(why), json_only)
+    merged = None
+    if merge is not None:
+        try:
+            merged = read_configmap(merge)
+        except SriovNodeError as exc:
+            fail(exc, False)
     host = open_root(ctx, json_only)
     try:
         desired = load_desired(host, config_path(host, ctx.obj.config))
         export = device_plugin_config(host, desired)
-        text = export.json_text() if json_only else configmap_yaml(
-            export, name=configmap, namespace=namespace, source=desired.source)
-        _emit(text, output, "the device plugin config" if json_only else f"ConfigMap {namespace}/{configmap}")
+        if json_only:
+            text, what = export.json_text(), "the device plugin config"
+        elif node is not None:
+            text = node_configmap_yaml(export, node, name=configmap, namespace=namespace, merge=merged,
+                                       source=desired.source)
+            what = f"key {node} of the ConfigMap"
+        else:
+            configmap, namespace = configmap or DEFAULT_CONFIGMAP, namespace or DEFAULT_NAMESPACE
+            text = configmap_yaml(export, name=configmap, namespace=namespace, source=desired.source)
+            what = f"ConfigMap {namespace}/{configmap}"
+        _emit(text, output, what)
     except SriovNodeError as exc:
         fail(exc, json_only)
     for note in export.notes:

@@ -1,6 +1,7 @@
 """The only door to the kernel: small capabilities (sysfs, links, devlink, modules) under one root.
 
-`open_host(root)` chooses, once, what stands behind them: the live kernel (root '/'), the
+`open_host(root)` chooses, once, what stands behind them: the live kernel (root '/', or a root
+whose sys and proc are the running kernel's sysfs and procfs: a host's / mounted in a pod), the
 simulated kernel (a root made by `sriov-node sim create`), or a captured tree (read-only).
 """
 
@@ -55,15 +56,36 @@ class Host:
         self.sysfs.check_writable()
 
 
+SYSFS_MAGIC, PROC_SUPER_MAGIC = 0x62656572, 0x9FA0
+
+
+def _fs_type(path: str) -> int:
+    """statfs(2)'s f_type of `path` (0 when it cannot be read)."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first member, a long
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return 0
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def is_live_root(root: str) -> bool:
+    """A running host's / mounted at `root` (a pod's /host): its sys is a sysfs mount and its proc a procfs."""
+    return (_fs_type(os.path.join(root, "sys")) == SYSFS_MAGIC
+            and _fs_type(os.path.join(root, "proc")) == PROC_SUPER_MAGIC)
+
+
 def open_host(root: str = "/") -> Host:
-    """The live kernel for '/', the simulated kernel for a `sim create` tree, else a read-only capture."""
+    """The live kernel for '/' (or a live host's / mounted elsewhere, as a pod's /host), the simulated
+    kernel for a `sim create` tree, else a read-only capture."""
     prefix = Root(root)
     counter = WriteCount()
     if os.path.isfile(os.path.join(prefix.root, SIM_MARKER)):
         from sriov_node.sim.host import sim_capabilities  # only simulated roots load the model
 
         return Host(prefix, "sim", *sim_capabilities(prefix, counter))
-    if prefix.is_real:
+    if prefix.is_real or is_live_root(prefix.root):
         from sriov_node.host.devlink import NetlinkDevlink
         from sriov_node.host.links import NetlinkLinks
         from sriov_node.host.modules import Modprobe

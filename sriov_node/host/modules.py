@@ -81,7 +81,10 @@ class Modprobe(Modules):
     def load(self, name: str, timeout: float = 30.0) -> None:
         """Load the module providing PCI driver `name`. Raises OSError(ENOENT) if none does."""
         self.counter.count += 1
-        argv = ["systemctl", "start", f"modprobe@{name}.service"] if self.through_systemd else ["modprobe", "--", name]
+        # under a root prefix (a pod's /host) the modules are the host's: modprobe -d ROOT reads ROOT/lib/modules
+        where = [] if self.root.is_real else ["-d", self.root.root]
+        argv = (["systemctl", "start", f"modprobe@{name}.service"] if self.through_systemd
+                else ["modprobe", *where, "--", name])
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         except FileNotFoundError:
