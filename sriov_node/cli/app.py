@@ -25,6 +25,11 @@ sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulat
 app.add_typer(sim_app, name="sim")
 
 
+def examples(*lines: str) -> str:
+    """A command's --help epilog: two or three command lines to start from (kept as written)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def complete_pf(ctx: typer.Context, incomplete: str) -> "list[str]":
     """Shell completion for a PF argument: this host's PF interface names and PCI addresses."""
     from sriov_node.host import open_host
@@ -184,8 +189,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    root: str = typer.Option("/", "--root", envvar="SRIOV_NODE_ROOT", help="Root prefix for /sys, /proc, /dev, /run, /var/lib, /etc."),
-    config: Optional[str] = typer.Option(None, "--config", envvar="SRIOV_NODE_CONFIG", help="Desired state [default: ROOT/etc/sriov-node/config.toml]."),
+    root: str = typer.Option("/", "--root", metavar="DIR", envvar="SRIOV_NODE_ROOT", help="Root prefix for /sys, /proc, /dev, /run, /var/lib, /etc."),
+    config: Optional[str] = typer.Option(None, "--config", metavar="PATH", envvar="SRIOV_NODE_CONFIG", help="Desired state [default: ROOT/etc/sriov-node/config.toml]."),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
 ) -> None:
     ctx.obj = Options(root=root, config=config)

@@ -8,18 +8,18 @@ from typing import Any, Dict, List, Optional
 
 import typer
 
-from sriov_node.cli.app import app, complete_pf, fail, open_root
+from sriov_node.cli.app import app, complete_pf, examples, fail, open_root
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, ReadOnlyRoot, SriovNodeError, UsageError
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node check", "sriov-node check --pf ens1f0 --json", "sriov-node check --fix --dry-run"))
 def check(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
                                                   "(boot loader only; backups, then update-grub or grubby)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
-    pf: Optional[str] = typer.Option(None, "--pf", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
+    pf: Optional[str] = typer.Option(None, "--pf", metavar="PF", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
                                                          "VENDOR:DEVICE."),
 ) -> None:
     """Diagnose the platform for SR-IOV: CPU and IOMMU, kernel arguments now and at the next boot, SR-IOV

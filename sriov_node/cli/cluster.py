@@ -7,7 +7,17 @@ from typing import List, Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, complete_pf, echo_problems, error_body, fail, open_root
+from sriov_node.cli.app import (
+    Interrupts,
+    app,
+    check_timeout,
+    complete_pf,
+    echo_problems,
+    error_body,
+    examples,
+    fail,
+    open_root,
+)
 from sriov_node.errors import EXIT_INVALID, SriovNodeError, UsageError
 
 export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -29,17 +39,17 @@ def _emit(text: str, output: Optional[str], what: str) -> None:
 # ---------------------------------------------------------------------------- export device-plugin
 
 
-@export_app.command("device-plugin")
+@export_app.command("device-plugin", epilog=examples("sriov-node export device-plugin | kubectl apply -f -", "sriov-node export device-plugin --json-only -o /etc/pcidp/config.json", "sriov-node export device-plugin --node worker-1 --merge cm.yaml"))
 def export_device_plugin(
     ctx: typer.Context,
     json_only: bool = typer.Option(False, "--json-only", help="Print config.json alone (errors as JSON too), not a ConfigMap."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically) instead of stdout."),
-    configmap: Optional[str] = typer.Option(None, "--configmap", help="The ConfigMap's name [default: sriovdp-config]."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", help="The ConfigMap's namespace [default: kube-system]."),
-    node: Optional[str] = typer.Option(None, "--node", help="One ConfigMap for the cluster, a key per node: this "
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout."),
+    configmap: Optional[str] = typer.Option(None, "--configmap", metavar="NAME", help="The ConfigMap's name [default: sriovdp-config]."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", metavar="NAMESPACE", help="The ConfigMap's namespace [default: kube-system]."),
+    node: Optional[str] = typer.Option(None, "--node", metavar="NODE", help="One ConfigMap for the cluster, a key per node: this "
                                                             "node's config.json under key NODE (the plugin reads "
                                                             "/etc/pcidp/$(NODE_NAME))."),
-    merge: Optional[str] = typer.Option(None, "--merge", help="With --node: the existing ConfigMap (YAML, or JSON as "
+    merge: Optional[str] = typer.Option(None, "--merge", metavar="FILE", help="With --node: the existing ConfigMap (YAML, or JSON as "
                                                               "kubectl -o json prints it) whose other keys, name, "
                                                               "namespace, labels and annotations are kept."),
 ) -> None:
@@ -88,12 +98,12 @@ def export_device_plugin(
 # ---------------------------------------------------------------------------- set / unset
 
 
-@app.command("set")
+@app.command("set", epilog=examples("sriov-node set ens1f0 num_vfs=16", "sriov-node set ens1f0 vfs=0-7:vfio-pci vfs=8-15:iavf", "sriov-node set ens1f0 'vfs[8-15].vlan=100' 'vfs[8-15].trust=true'"))
 def set_(
     ctx: typer.Context,
-    pf: str = typer.Argument(..., help="The PF: an interface name (ens1f0), a PCI address (0000:3b:00.0) or a MAC.",
+    pf: str = typer.Argument(..., metavar="PF", help="The PF: an interface name (ens1f0), a PCI address (0000:3b:00.0) or a MAC.",
                              autocompletion=complete_pf),
-    assignments: List[str] = typer.Argument(..., help="KEY=VALUE: a PF key (num_vfs=8, mtu=9000, "
+    assignments: List[str] = typer.Argument(..., metavar="KEY=VALUE...", help="KEY=VALUE: a PF key (num_vfs=8, mtu=9000, "
                                                        "eswitch_mode=switchdev, drivers_autoprobe=false, "
                                                        "externally_managed=true); the VF layout vfs=RANGE[:DRIVER] "
                                                        "(repeat: the whole layout); a VF group's key "
@@ -102,9 +112,9 @@ def set_(
                                                        "driver); KEY= removes KEY."),
     no_apply: bool = typer.Option(False, "--no-apply", help="Validate (schema, this host's PFs) and save the file; "
                                                             "apply nothing (the node keeps its applied generation)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (as apply --force)."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout,
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout,
                                   help="Deadline in seconds for each wait (the apply lock included)."),
 ) -> None:
     """Change one PF's block in the config (comments and layout kept), apply it, and save it only once the PF
@@ -123,17 +133,17 @@ def set_(
     _transact(ctx, pf, edit, "set", no_apply=no_apply, as_json=as_json, force=force, timeout=timeout)
 
 
-@app.command("unset")
+@app.command("unset", epilog=examples("sriov-node unset ens1f0 mtu", "sriov-node unset ens1f0 'vfs[8-15].vlan'", "sriov-node unset ens1f0"))
 def unset(
     ctx: typer.Context,
-    pf: str = typer.Argument(..., help="The PF: interface name, PCI address or MAC.", autocompletion=complete_pf),
-    keys: Optional[List[str]] = typer.Argument(None, help="KEYs to remove: a PF key (mtu), a VF group's key "
+    pf: str = typer.Argument(..., metavar="PF", help="The PF: interface name, PCI address or MAC.", autocompletion=complete_pf),
+    keys: Optional[List[str]] = typer.Argument(None, metavar="[KEY]...", help="KEYs to remove: a PF key (mtu), a VF group's key "
                                                           "('vfs[0-3].vlan'), a group ('vfs[0-3]'), every group "
                                                           "(vfs). None: remove the PF's whole block."),
     no_apply: bool = typer.Option(False, "--no-apply", help="Validate and save the file; apply nothing."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (as apply --force)."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout,
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout,
                                   help="Deadline in seconds for each wait (the apply lock included)."),
 ) -> None:
     """Remove KEYs of a PF's block, applied as `set` does; without KEYs, remove the whole block (the PF's VFs
@@ -239,12 +249,12 @@ def _not_here(body: dict, unresolved, as_json: bool) -> None:
 # ---------------------------------------------------------------------------- capture
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node capture", "sriov-node capture --by name -o /etc/sriov-node/config.toml"))
 def capture(
     ctx: typer.Context,
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically; an existing FILE is "
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to FILE (atomically; an existing FILE is "
                                                                        "kept as FILE.bak) instead of stdout."),
-    by: str = typer.Option("pci", "--by", help="How each block selects its PF: pci or name."),
+    by: str = typer.Option("pci", "--by", metavar="pci|name", help="How each block selects its PF: pci or name."),
 ) -> None:
     """Write the host's current SR-IOV layout as a config: PFs with VFs, their count, VF drivers and settings.
     `apply` of the result changes nothing. Exit 0, 1 the file cannot be written, 2 bad options."""
@@ -278,10 +288,10 @@ def capture(
 # ---------------------------------------------------------------------------- metrics
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node metrics -o -", "sriov-node metrics -o /var/lib/node_exporter/textfile/sriov_node.prom"))
 def metrics(
     ctx: typer.Context,
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically; '-' or a pipe or "
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to FILE (atomically; '-' or a pipe or "
                                                                        "device such as /dev/stdout: written through) "
                                                                        "[default: the config's [metrics] textfile, "
                                                                        "else stdout]."),

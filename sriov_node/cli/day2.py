@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, fail, open_root
+from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, examples, fail, open_root
 from sriov_node.errors import SriovNodeError, UsageError
 
 
@@ -26,10 +26,10 @@ def _checkpoint_words(gen) -> str:
     return f"checkpoint {cp.get('state')}"
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node history", "sriov-node history --diff 3", "sriov-node history --json"))
 def history(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     diff: Optional[int] = typer.Option(None, "--diff", metavar="N",
                                        help="The TOML diff of generation N against the current one."),
 ) -> None:
@@ -79,9 +79,9 @@ def _print_diff(host, old, gens, as_json: bool) -> None:
         typer.echo(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n", nl=False)
 
 
-@app.command()
-def commit(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
-           timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout,
+@app.command(epilog=examples("sriov-node apply --checkpoint 120 && sriov-node commit"))
+def commit(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
+           timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout,
                                          help="How long to wait for a run holding the apply lock.")) -> None:
     """Keep the pending checkpoint (apply --checkpoint): it becomes permanent, no rollback follows."""
     from sriov_node import generations
@@ -101,7 +101,7 @@ def commit(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
         typer.echo(f"generation {gen.number} committed: it stays")
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node rollback", "sriov-node rollback 3", "sriov-node rollback --force"))
 def rollback(
     ctx: typer.Context,
     number: Optional[int] = typer.Argument(None, metavar="[N]", help="The generation to restore [default: the previous one]."),
@@ -110,8 +110,8 @@ def rollback(
         None, "--if-uncommitted", metavar="N",
         help="Only if checkpoint generation N is still current and uncommitted: restore its previous one "
              "(what the checkpoint timer runs). Otherwise do nothing and exit 0."),
-    as_json: bool = typer.Option(False, "--json"),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline in seconds for each wait."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout, help="Deadline in seconds for each wait."),
 ) -> None:
     """Restore an earlier generation: the host (converged and read back) and the config file; recorded as a new
     generation. The previous one is a pending checkpoint's fallback, else the newest whose config differs.

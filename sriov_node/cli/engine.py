@@ -7,11 +7,21 @@ from typing import Optional
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, echo_problems, error_body, fail, finish, open_root
+from sriov_node.cli.app import (
+    Interrupts,
+    app,
+    check_timeout,
+    echo_problems,
+    error_body,
+    examples,
+    fail,
+    finish,
+    open_root,
+)
 from sriov_node.errors import EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError, UsageError
 
-@app.command()
-def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+@app.command(epilog=examples("sriov-node validate", "sriov-node --config /tmp/new.toml validate --json"))
+def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text.")) -> None:
     """Check the config against its schema and this host's PFs. Exit 0 valid, 1 a block cannot apply here, 2 invalid."""
     from sriov_node.survey import config_path, load_desired, survey
 
@@ -41,17 +51,17 @@ def _check_checkpoint(value: Optional[float]) -> Optional[float]:
     return None if value is None else check_timeout(value)
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node apply --dry-run", "sriov-node apply --checkpoint 120 && sriov-node commit", "sriov-node apply --dry-run --detailed-exitcode; echo $?"))
 def apply(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (and its clean-up); write nothing."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (errors included)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="With --dry-run: one line per action, the clean-up in full."),
     force: bool = typer.Option(False, "--force", help="Disable or rebind VFs even while in use (may block until released)."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline in seconds for each wait (finite, > 0)."),
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout, help="Deadline in seconds for each wait (finite, > 0)."),
     checkpoint: Optional[float] = typer.Option(
-        None, "--checkpoint", metavar="S", callback=_check_checkpoint,
-        help="Converge, then restore the previous generation (file and host) unless sriov-node commit runs within S seconds."),
+        None, "--checkpoint", metavar="SECONDS", callback=_check_checkpoint,
+        help="Converge, then restore the previous generation (file and host) unless sriov-node commit runs within SECONDS."),
     detailed_exitcode: bool = typer.Option(
         False, "--detailed-exitcode",
         help="With --dry-run: exit 0 nothing to do, 2 changes pending, 1 an error or a block that cannot apply, 3 would be refused."),
@@ -158,7 +168,7 @@ def _print_report(report, verbose: bool = False) -> None:
             typer.echo((head + (f" {o.writes} write(s)" if o.writes else "")).rstrip())
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node status", "sriov-node status --verbose", "sriov-node status --exit-code || sriov-node status --json"))
 def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="The whole comparison as one JSON document."),

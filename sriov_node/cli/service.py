@@ -6,17 +6,17 @@ import json
 
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, fail, open_root
+from sriov_node.cli.app import Interrupts, app, check_timeout, examples, fail, open_root
 from sriov_node.errors import SriovNodeError
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node boot --wait 30", "systemctl status sriov-node.service"))
 def boot(
     ctx: typer.Context,
-    wait: float = typer.Option(60.0, "--wait", callback=check_timeout,
+    wait: float = typer.Option(60.0, "--wait", metavar="SECONDS", callback=check_timeout,
                                help="How long to wait for configured PFs to appear and get their driver."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline for each engine wait."),
-    as_json: bool = typer.Option(False, "--json"),
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout, help="Deadline for each engine wait."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
 ) -> None:
     """Boot-time oneshot: converge each configured PF as soon as it is there with its driver.
 
@@ -47,13 +47,13 @@ def boot(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(epilog=examples("sriov-node daemon --no-notify", "systemctl reload sriov-node-agent.service"))
 def daemon(
     ctx: typer.Context,
     no_notify: bool = typer.Option(False, "--no-notify", help="No sd_notify (run in the foreground to debug)."),
-    debounce: float = typer.Option(0.05, "--debounce", callback=check_timeout,
+    debounce: float = typer.Option(0.05, "--debounce", metavar="SECONDS", callback=check_timeout,
                                    help="Longest quiet time that ends a burst of uevents, in seconds (shorter once the burst's rhythm is known)."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=check_timeout, help="Deadline for each engine wait."),
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS", callback=check_timeout, help="Deadline for each engine wait."),
 ) -> None:
     """Keep the node converged to the applied generation: react to uevents (PF driver reload, hotplug, VFs removed) per PF.
 
@@ -79,7 +79,7 @@ def daemon(
                             debounce=debounce, timeout=timeout).run())
 
 
-@app.command("udev-rule")
+@app.command("udev-rule", epilog=examples("sriov-node udev-rule > /etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules"))
 def udev_rule(ctx: typer.Context) -> None:
     """Print a udev rule that keeps NetworkManager off the VFs of the PFs this config manages."""
     from sriov_node.survey import config_path, load_desired, survey

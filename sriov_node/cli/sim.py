@@ -6,28 +6,28 @@ from typing import List, Optional
 
 import typer
 
-from sriov_node.cli.app import sim_app
+from sriov_node.cli.app import examples, sim_app
 from sriov_node.errors import EXIT_INVALID
 
-@sim_app.command("create")
+@sim_app.command("create", epilog=examples("sriov-node sim create /tmp/node --nic x710:2 --nic e810:1", "sriov-node --root /tmp/node status"))
 def sim_create(
-    directory: str = typer.Argument(..., help="Where to build the simulated host."),
-    nic: List[str] = typer.Option(["x710:2"], "--nic", help="MODEL[:PFS[:TOTALVFS]]; models: x710 e810 cx5 i350 82599 nvme hisi-zip."),
-    iommu: str = typer.Option("on", "--iommu", help="on|off"),
-    bios_sriov: str = typer.Option("on", "--bios-sriov", help="off: firmware hides the SR-IOV capability"),
+    directory: str = typer.Argument(..., metavar="DIR", help="Where to build the simulated host."),
+    nic: List[str] = typer.Option(["x710:2"], "--nic", metavar="MODEL[:PFS[:TOTALVFS]]", help="MODEL[:PFS[:TOTALVFS]]; models: x710 e810 cx5 i350 82599 nvme hisi-zip."),
+    iommu: str = typer.Option("on", "--iommu", metavar="on|off", help="on|off"),
+    bios_sriov: str = typer.Option("on", "--bios-sriov", metavar="on|off", help="off: firmware hides the SR-IOV capability"),
     no_mmio: bool = typer.Option(False, "--no-mmio", help="No MMIO for VF BARs: enabling VFs fails with ENOMEM."),
     vfio_loaded: bool = typer.Option(False, "--vfio-loaded", help="Start with vfio-pci already loaded."),
-    cpu: str = typer.Option("intel", "--cpu", help="intel|amd: /proc/cpuinfo's vendor (and DMAR or IVRS)."),
-    bios_iommu: str = typer.Option("on", "--bios-iommu", help="off: no DMAR/IVRS table (IOMMU off in the BIOS)."),
-    cmdline: Optional[str] = typer.Option(None, "--cmdline", help="The running kernel's IOMMU arguments "
+    cpu: str = typer.Option("intel", "--cpu", metavar="intel|amd", help="intel|amd: /proc/cpuinfo's vendor (and DMAR or IVRS)."),
+    bios_iommu: str = typer.Option("on", "--bios-iommu", metavar="on|off", help="off: no DMAR/IVRS table (IOMMU off in the BIOS)."),
+    cmdline: Optional[str] = typer.Option(None, "--cmdline", metavar="ARGS", help="The running kernel's IOMMU arguments "
                                                                   "[default: intel_iommu=on iommu=pt with --iommu on]."),
-    bootloader: str = typer.Option("debian", "--bootloader", help="debian (/etc/default/grub) | rhel (BLS "
+    bootloader: str = typer.Option("debian", "--bootloader", metavar="debian|rhel|none", help="debian (/etc/default/grub) | rhel (BLS "
                                                                   "entries, grubenv, /etc/kernel/cmdline) | none"),
-    boot_args: Optional[str] = typer.Option(None, "--boot-args", help="IOMMU arguments the boot loader gives the "
+    boot_args: Optional[str] = typer.Option(None, "--boot-args", metavar="ARGS", help="IOMMU arguments the boot loader gives the "
                                                                       "next boot [default: the running ones]."),
     no_ari: bool = typer.Option(False, "--no-ari", help="The ports above the NICs lack ARI forwarding."),
     networkmanager: bool = typer.Option(False, "--networkmanager", help="NetworkManager is running."),
-    missing_module: List[str] = typer.Option([], "--missing-module", help="A driver with no module for this "
+    missing_module: List[str] = typer.Option([], "--missing-module", metavar="DRIVER", help="A driver with no module for this "
                                                                            "kernel (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Build anew over an existing simulated host (its config, "
                                                       "state and VFs are lost)."),
@@ -53,12 +53,12 @@ def sim_create(
     typer.echo(f"simulated host at {root}: {', '.join(nic)}")
 
 
-@sim_app.command("hold")
+@sim_app.command("hold", epilog=examples("sriov-node sim hold /tmp/node 0000:20:02.0"))
 def sim_hold(
-    directory: str,
-    vf: str = typer.Argument(..., help="VF PCI address bound to vfio-pci."),
-    pid: int = typer.Option(4242, "--pid"),
-    comm: str = typer.Option("qemu-kvm", "--comm"),
+    directory: str = typer.Argument(..., metavar="DIR", help="The simulated host."),
+    vf: str = typer.Argument(..., metavar="VF", help="VF PCI address bound to vfio-pci."),
+    pid: int = typer.Option(4242, "--pid", metavar="PID", help="The holder's process ID."),
+    comm: str = typer.Option("qemu-kvm", "--comm", metavar="NAME", help="The holder's command name."),
 ) -> None:
     """Pretend a process holds the VF's /dev/vfio group open (like a running VM)."""
     from sriov_node.sim.kernel import SimKernel
@@ -70,8 +70,11 @@ def sim_hold(
         raise typer.Exit(EXIT_INVALID)
 
 
-@sim_app.command("release")
-def sim_release(directory: str, pid: int = typer.Option(4242, "--pid")) -> None:
+@sim_app.command("release", epilog=examples("sriov-node sim release /tmp/node"))
+def sim_release(
+    directory: str = typer.Argument(..., metavar="DIR", help="The simulated host."),
+    pid: int = typer.Option(4242, "--pid", metavar="PID", help="The holder to let go."),
+) -> None:
     """Undo `sim hold`."""
     from sriov_node.sim.kernel import SimKernel
 
