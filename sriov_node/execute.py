@@ -203,7 +203,8 @@ class Executor:
         except OSError as exc:
             message, hint = hints.load_error(a.driver, exc.strerror or str(exc))
             raise HostError(a.pf, message, errno=exc.errno, hint=hint)
-        if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline()):
+        # modprobe returns once the module's init ran (its PCI driver registered): a short grace, not --timeout
+        if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline(self.sysfs.probe_grace)):
             raise HostError(a.pf, f"the module loaded but registered no PCI driver named {a.driver!r}",
                             hint="check the driver name: ls /sys/bus/pci/drivers")
 
@@ -296,7 +297,9 @@ class Executor:
             # ENODEV: no longer bound to that driver; fine as long as it is unbound now
             if exc.errno != E.ENODEV or self.sysfs.device_driver(vf) is not None:
                 raise self._write_failed(pf, f"drivers/{driver}/unbind", exc, vf=index)
-        if not self._wait(lambda: self.sysfs.device_driver(vf) is None, self._deadline()):
+        # unbind runs the driver's remove inside the write: bound still (after a short grace) means
+        # something bound it again at once, and waiting longer changes nothing
+        if not self._wait(lambda: self.sysfs.device_driver(vf) is None, self._deadline(self.sysfs.probe_grace)):
             raise HostError(pf, f"{vf} is still bound to {self.sysfs.device_driver(vf)} after unbind",
                             vf=index, errno=E.ETIMEDOUT, hint="check dmesg for the driver's remove path")
 
@@ -320,23 +323,31 @@ class Executor:
                 raise self._bind_failed(a, vf, exc.errno or E.EIO)
             bound = sysfs.device_driver(vf)
         if bound is None:
-            if sysfs.has_pci_driver(a.driver):
-                # drivers_probe swallows probe errors; an explicit bind reports them
-                try:
-                    sysfs.bind(vf, a.driver)
-                except OSError as exc:
-                    if exc.errno != E.EBUSY:  # EBUSY: it got bound meanwhile (asynchronous probe)
-                        raise self._bind_failed(a, vf, exc.errno or E.EIO)
-            if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline()):
-                raise self._bind_failed(a, vf, E.ETIMEDOUT)
+            if not sysfs.has_pci_driver(a.driver):
+                raise self._bind_failed(a, vf, E.ENODEV)  # nothing can bind it: say so now, never wait
+            # drivers_probe swallows probe errors; an explicit bind reports them. The bind runs the
+            # probe inside the write: when it returns, the driver link is there or it never will be.
+            try:
+                sysfs.bind(vf, a.driver)
+            except OSError as exc:
+                code = exc.errno or E.EIO
+                bound = sysfs.device_driver(vf)  # EBUSY: already bound; fine only if to the wanted driver
+                if not (code == E.EBUSY and bound == a.driver):
+                    raise self._bind_failed(a, vf, code, bound=bound)
+            if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline(sysfs.probe_grace)):
+                raise self._bind_failed(a, vf, E.ENODEV, let_go=True)
             bound = sysfs.device_driver(vf)
         if bound != a.driver:
             raise HostError(a.pf, f"{vf} bound to {bound} instead of {a.driver}", vf=a.vf,
                             hint=f"check driver_override of {vf}; another agent may be binding VFs")
 
-    def _bind_failed(self, a: BindDriver, vf: str, code: int) -> HostError:
+    def _bind_failed(self, a: BindDriver, vf: str, code: int, *, bound: Optional[str] = None,
+                     let_go: bool = False) -> HostError:
         group = self.sysfs.iommu_group(vf)
-        message, hint = hints.bind_error(code, a.driver, iommu_group=group)
+        message, hint = hints.bind_error(code, a.driver, iommu_group=group, bound=bound)
+        if let_go:
+            message, hint = (f"{a.driver} accepted the VF, then let it go (its initialisation of the device failed)",
+                             f"check dmesg for {a.driver}'s messages about {vf}")
         if not self.sysfs.has_pci_driver(a.driver):
             message, hint = f"the {a.driver} driver is not loaded", f"modprobe {a.driver}"
         return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="bind", errno=code, hint=hint)
