@@ -43,6 +43,7 @@ from sriov_node.model import (
     PfState,
     VfSpec,
     VfState,
+    format_ranges,
     is_override_only,
 )
 from sriov_node.resolve import Target
@@ -91,6 +92,40 @@ class PfPlan:
             return self.target.pf.vfs
         unbound = {a.vf for a in self.actions if isinstance(a, UnbindDriver)}
         return tuple(vf for vf in self.target.pf.vfs if vf.index in unbound)
+
+    def disturbances(self) -> Dict[int, str]:
+        """What this plan would do to each VF it takes from its driver, in words (index -> sentence)."""
+        pf = self.target.pf
+        if self.recreates:
+            want = self.target.spec.num_vfs
+            steps = f"sriov_numvfs {pf.num_vfs or 0} -> 0" + (f" -> {want}" if want else "")
+            return {vf.index: f"would be removed: all VFs are disabled ({steps})" for vf in pf.vfs}
+        out: Dict[int, str] = {}
+        for phase, actions in self.phases:
+            for n, action in enumerate(actions):
+                if not isinstance(action, UnbindDriver) or action.vf in out:
+                    continue
+                later = [a for _, acts in self.phases for a in acts
+                         if a.target_vf == action.vf and isinstance(a, (BindDriver, ProbeVf))]
+                then = ("bound to " + later[0].driver if isinstance(later[0], BindDriver)
+                        else "given the kernel's default driver") if later else "left unbound"
+                if phase == "count":
+                    mode = next((a.value for a in actions[n:] if isinstance(a, SetEswitchMode)), None)
+                    why = f" for the eswitch mode change to {mode}" if mode else ""
+                    out[action.vf] = f"would be unbound from {action.driver}{why}, then {then}"
+                else:
+                    out[action.vf] = f"would be unbound from {action.driver} and {then}"
+        return out
+
+    def disturbance_summary(self) -> str:
+        """The step that disturbs VFs, for the first words of a refusal."""
+        if self.recreates:
+            return "disable all VFs"
+        vfs = sorted(self.disturbances())
+        if any(isinstance(a, SetEswitchMode) for _, acts in self.phases if _ == "count" for a in acts) and \
+                any(isinstance(a, UnbindDriver) for _, acts in self.phases if _ == "count" for a in acts):
+            return f"unbind VF(s) {format_ranges(vfs)} for an eswitch mode change"
+        return f"unbind VF(s) {format_ranges(vfs)}"
 
     def action_dicts(self) -> List[Dict[str, object]]:
         return [dict(a.to_dict(), phase=phase) for phase, actions in self.phases for a in actions]

@@ -93,6 +93,8 @@ class Report:
     def result(self) -> str:
         if self.interrupted:
             return "interrupted"
+        if self.dry_run and self.exit_code == EXIT_OK and any(p.actions for p in self.plans):
+            return "planned"  # what the real run would do; its exit code is predicted by exit_code
         return {EXIT_OK: "converged", EXIT_PF_FAILED: "failed", EXIT_REFUSED: "refused"}[self.exit_code]
 
     def to_dict(self) -> Dict[str, Any]:
@@ -150,7 +152,7 @@ def reconcile(
                                 p.action_dicts(), findings=_finding_dicts(p.findings),
                                 error=None if p.actions or not p.findings else _unactionable(p))
             if p.actions:
-                _refuse_if_blocked(host, p, outcome)  # what apply would refuse, the dry run says
+                _refuse_if_blocked(host, p, outcome, force)  # what apply would refuse, the dry run says
             outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         return Report(outcomes, list(resolution.notices), 0, True, tuple(plans), duration=time.monotonic() - start)
@@ -213,36 +215,42 @@ def _unactionable(pf_plan: PfPlan) -> str:
             + "; ".join(f.describe() for f in pf_plan.findings))
 
 
-def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome) -> bool:
-    """A platform prerequisite the plan needs is missing (vfio-pci without an IOMMU): refuse the PF."""
+def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> bool:
+    """What refuses a PF's plan (exit 3), judged the same for apply and --dry-run: a platform
+    prerequisite the plan needs is missing (vfio-pci without an IOMMU), or (without --force) a VF
+    the plan would take from its driver is in use."""
     from sriov_node.checks.preflight import preflight
 
     blocked = preflight(host, pf_plan)
-    if blocked is None:
+    if blocked is not None:
+        outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
+        outcome.findings = _finding_dicts(pf_plan.findings)
+        outcome.detail = {"check": blocked}
+        return True
+    disturbed = pf_plan.disturbed_vfs()
+    if not disturbed or force:
         return False
-    outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
+    from sriov_node.host.holders import holders_by_vf
+    from sriov_node.host.observe import observe_vf
+
+    # who holds them is read now, for these VFs only (the comparison did not need it)
+    held = holders_by_vf(host, [observe_vf(host, vf.index, vf.pci) for vf in disturbed])
+    if not held:
+        return False
+    what = pf_plan.disturbances()
+    pci = {vf.index: vf.pci for vf in disturbed}
+    holders = [f"VF {i} ({pci[i]}) {what.get(i, 'would be unbound')}, but " + " and ".join(why)
+               for i, why in sorted(held.items())]
+    outcome.status = REFUSED
+    outcome.error = str(InUseError(pf_plan.pf, holders, pf_plan.disturbance_summary()))
+    outcome.detail = {"holders": holders, "held_vfs": sorted(held)}
     outcome.findings = _finding_dicts(pf_plan.findings)
-    outcome.detail = {"check": blocked}
     return True
 
 
 def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
-    from sriov_node.host.holders import vf_holders
-
-    if _refuse_if_blocked(host, pf_plan, outcome):  # nothing is written
+    if _refuse_if_blocked(host, pf_plan, outcome, force):  # nothing is written
         return
-    disturbed = pf_plan.disturbed_vfs()
-    if disturbed and not force:
-        from sriov_node.host.observe import observe_vf
-
-        # who holds them is read now, for these VFs only (the comparison did not need it)
-        holders = vf_holders(host, [observe_vf(host, vf.index, vf.pci) for vf in disturbed])
-        if holders:
-            outcome.status = REFUSED
-            outcome.error = str(InUseError(pf_plan.pf, holders))
-            outcome.detail = {"holders": holders}
-            outcome.findings = _finding_dicts(pf_plan.findings)
-            return
     before = host.writes
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)

@@ -64,7 +64,8 @@ def apply(
     if as_json:
         body = report.to_dict()
         if dry_run:
-            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
+            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
+                    "result": body["result"], "exit_code": body["exit_code"]}  # what apply would answer
         typer.echo(json.dumps(body, indent=2))
     else:
         _print_report(report)
