@@ -34,7 +34,7 @@ from sriov_node.actions import (
     SetVfSetting,
     UnbindDriver,
 )
-from sriov_node.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, remakes_vfs
+from sriov_node.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, is_default_driver, remakes_vfs
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
@@ -44,7 +44,6 @@ from sriov_node.model import (
     VfSpec,
     VfState,
     format_ranges,
-    is_override_only,
 )
 from sriov_node.resolve import Target
 
@@ -179,7 +178,9 @@ class _Builder:
         if driver is DRIVER_DEFAULT:
             if override is not None:
                 self.overrides.append(SetDriverOverride(pf, vf=i, driver=None))
-            if bound is not None and (is_override_only(bound) or bound == override):
+            # bound by request, or to a driver the kernel's ID tables do not give it (one bound
+            # through new_id, or by a tool that cleared the override after): unbind, probe the default
+            if bound is not None and is_default_driver(bound, override, self.pf.vf_default_drivers) is False:
                 self.unbinds.append(UnbindDriver(pf, vf=i, driver=bound))
                 bound = None
             if bound is None and have is not None:

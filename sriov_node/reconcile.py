@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from sriov_node.compare import Finding, compare
+from sriov_node.compare import Finding, assess, compare, unjudged
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DRIVERS
@@ -57,6 +57,9 @@ class PfOutcome:
     # The kernel's uevent sequence number just before this PF was last read: every uevent up to
     # it is reflected in the outcome (a daemon drops those, its own writes' echoes included).
     seqnum: Optional[int] = None
+    # What could not be judged either way (a VF's driver when the kernel's default is not known
+    # here): never a difference, never silently "converged" either
+    unjudged: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -141,10 +144,12 @@ def reconcile(
         heads, resolution = survey(host, desired, only)
         outcomes: List[PfOutcome] = []
         plans: List[PfPlan] = []
+        notices = list(resolution.notices)
         for target in resolution.targets:
             p = _plan(target, heads.pci_drivers)
             if p is None:
                 outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED))
+                _note_unjudged(outcomes[-1], unjudged(target.spec, target.pf), notices)
                 continue
             plans.append(p)
             outcome = PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
@@ -153,9 +158,10 @@ def reconcile(
                                 error=None if p.actions or not p.findings else _unactionable(p))
             if p.actions:
                 _refuse_if_blocked(host, p, outcome, force)  # what apply would refuse, the dry run says
+            _note_unjudged(outcome, unjudged(target.spec, target.pf), notices)
             outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        return Report(outcomes, list(resolution.notices), 0, True, tuple(plans), duration=time.monotonic() - start)
+        return Report(outcomes, notices, 0, True, tuple(plans), duration=time.monotonic() - start)
 
     host.check_writable()  # before the lock: a captured tree gets no run/ directory either
     with ApplyLock(host, timeout, cancelled):
@@ -165,12 +171,14 @@ def reconcile(
         executor: Optional[Executor] = None
         plans = []
         outcomes = []
+        notices = list(resolution.notices)
         interrupted = False
         for target in resolution.targets:
             # listed again for each PF: an earlier PF's run may have loaded a driver
             pf_plan = _plan(target, frozenset(host.sysfs.listdir(PCI_DRIVERS)))
             if pf_plan is None:  # converged: nothing to plan
                 outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED, seqnum=seqnum))
+                _note_unjudged(outcomes[-1], unjudged(target.spec, target.pf), notices)
                 continue
             plans.append(pf_plan)
             outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts(),
@@ -192,10 +200,10 @@ def reconcile(
                 from sriov_node.execute import Executor
 
                 executor = Executor(host, timeout, cancelled)
-            _run_pf(host, executor, pf_plan, outcome, force)
+            _note_unjudged(outcome, _run_pf(host, executor, pf_plan, outcome, force), notices)
             interrupted = interrupted or outcome.status == INTERRUPTED
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        report = Report(outcomes, list(resolution.notices), host.writes - before, False, tuple(plans),
+        report = Report(outcomes, notices, host.writes - before, False, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start)
         _record(host, desired, report, only)
         return report
@@ -248,17 +256,27 @@ def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: b
     return True
 
 
-def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
-    if _refuse_if_blocked(host, pf_plan, outcome, force):  # nothing is written
+def _note_unjudged(outcome: PfOutcome, caveats: Tuple[Finding, ...], notices: List[str]) -> None:
+    """A converged PF with VFs that could not be judged says so, in its outcome and in the notices."""
+    if not caveats:
         return
+    outcome.unjudged = _finding_dicts(caveats)
+    notices += [f"PF {outcome.pci}: not judged: {f.describe()}" for f in caveats]
+
+
+def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
+            force: bool) -> Tuple[Finding, ...]:
+    """Run one PF's plan, verify, fill `outcome`; returns what the verification could not judge."""
+    if _refuse_if_blocked(host, pf_plan, outcome, force):  # nothing is written
+        return ()
     before = host.writes
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)
     outcome.writes = host.writes - before
     gone = not host.sysfs.pf_exists(pf_plan.pf)
     outcome.seqnum = host.sysfs.uevent_seqnum()
-    after = () if gone else compare(pf_plan.target.spec,
-                                    observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
+    after, caveats = ((), ()) if gone else assess(
+        pf_plan.target.spec, observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
     outcome.errors = [e.to_dict() for e in result.errors]
     outcome.findings = _finding_dicts(after)
     lines = [str(e) for e in result.errors]
@@ -282,6 +300,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
     outcome.error = "\n".join(lines) or None
     if result.errors:
         outcome.detail = result.errors[0].to_dict()
+    return caveats
 
 
 def _record(host: Host, desired: DesiredState, report: Report, only: Optional[FrozenSet[str]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.compare import compare, remakes_vfs
+from sriov_node.compare import assess, remakes_vfs
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
@@ -26,7 +26,8 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
     for seen in observed.pfs:
         target = targets.get(seen.pci)
         pf = target.pf if target else seen
-        findings = compare(target.spec, pf) if target else ()
+        findings, caveats = assess(target.spec, pf) if target else ((), ())
+        unjudged = {f.vf: f.describe(where_too=False) for f in caveats}
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
             by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
@@ -42,6 +43,8 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
                 note = "not compared: the next apply makes the VFs anew"
             elif target is not None and not managed:
                 note = "beyond num_vfs: left as it is (externally managed)"
+            elif vf.index in unjudged and not by_vf.get(vf.index):
+                note = f"not judged: {unjudged[vf.index]}"  # neither "ok" nor a difference
             vfs.append({
                 "index": vf.index,
                 "pci": vf.pci,
@@ -74,6 +77,7 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
             "desired_num_vfs": target.spec.num_vfs if target else None,
             "converged": None if target is None else not findings,
             "findings": [f.describe() for f in findings],
+            "unjudged": [f.describe() for f in caveats],
             "pf_findings": by_vf.get(None, []),
             "error": failure.render() if failure else None,
             "vfs": vfs,

@@ -131,6 +131,8 @@ def _print_status(body, as_json: bool) -> None:
         mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
         if pf["error"]:
             mark = "NOT APPLIED"
+        elif pf["converged"] and pf.get("unjudged"):
+            mark = f"converged, {len(pf['unjudged'])} VF(s) not judged"
         extra = "".join(f"  {k} {pf[k]}" for k in ("mtu", "eswitch_mode") if pf[k] is not None and k != "mtu") \
             + (f"  mtu {pf['mtu']}" if pf["mtu"] not in (None, 1500) else "")
         typer.echo(f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "

@@ -1,4 +1,4 @@
-"""Who is using a VF: an open /dev/vfio group, or a netdev moved out of the host namespace."""
+"""Who is using a VF: an open /dev/vfio group (or /dev/uioN), or a netdev moved out of the host namespace."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def holders_by_vf(host: Host, vfs: Sequence[VfState]) -> Dict[int, List[str]]:
         if is_override_only(vf.driver) or host.sysfs.isdir(PCI_DEVICES, vf.pci, "vfio-dev"):
             for node in _vfio_nodes(host, vf):
                 watched[node] = vf
+        for name in host.sysfs.listdir(PCI_DEVICES, vf.pci, "uio"):  # uio_pci_generic: DPDK opens /dev/uioN
+            watched[f"/dev/{name}"] = vf
         if vf.netdev_elsewhere:
             found.setdefault(vf.index, []).append(
                 "its netdev is not in the host network namespace (moved into a pod or container)")

@@ -81,6 +81,26 @@ def default_driver_of(host: Host, vf_pci: str) -> Optional[str]:
     return host.modules.default_driver(modalias, pci_id(host, vf_pci, "vendor"), pci_id(host, vf_pci, "device"))
 
 
+def default_drivers_of(host: Host, vf_pci: str) -> Optional[Tuple[str, ...]]:
+    """The driver names the kernel's ID tables give this device (modules.alias), () none, None unknown.
+
+    modules.alias names modules; a loaded module lists the drivers it registered
+    (/sys/module/<module>/drivers/pci:<driver>), else the module's name stands for its driver.
+    """
+    modalias = host.sysfs.read(PCI_DEVICES, vf_pci, "modalias")
+    modules = host.modules.default_drivers(modalias, pci_id(host, vf_pci, "vendor"), pci_id(host, vf_pci, "device"))
+    if modules is None:
+        return None
+    names: List[str] = []
+    for module in modules:
+        registered = [n[4:] for n in host.sysfs.listdir("sys/module", module.replace("-", "_"), "drivers")
+                      if n.startswith("pci:")]
+        for name in registered or [module]:
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class Wanted:
     """What a PF's observation must include beyond its PCI state (only what the comparison needs)."""
@@ -123,6 +143,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     num_vfs = sysfs.num_vfs(pci)
     vfs: Tuple[VfState, ...] = ()
     default = None
+    defaults: Optional[Tuple[str, ...]] = None
     links: Dict[int, VfLinks] = {}
     links_error = None
     read_links = want.links and (want.links_at_count is None or (num_vfs or 0) == want.links_at_count)
@@ -132,9 +153,9 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         if bus == "pci":
             vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu, detail=want.vf_detail)
                         for index, vf_pci in _vf_links(host, pci, known_vfs))
-            unbound = next((vf for vf in vfs if vf.driver is None), None)
-            if unbound is not None:  # only then does anyone ask which driver the kernel would pick
-                default = default_driver_of(host, unbound.pci)
+            if vfs:  # which driver the kernel picks for them: what "the default driver" is judged against
+                defaults = default_drivers_of(host, vfs[0].pci)
+                default = defaults[0] if defaults else None
         else:  # netdevsim: VFs are indices on the PF, with no PCI function, driver or netdev
             vfs = tuple(VfState(i, f"{pci}-vf{i}", None, None) for i in range(num_vfs or 0))
         if read_links:
@@ -160,6 +181,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         vfs=vfs,
         vfs_observed=want.vfs,
         vf_default_driver=default,
+        vf_default_drivers=defaults,
         bus=bus,
         mtu=sysfs.read_int(CLASS_NET, netdevs[0], "mtu") if netdevs else None,
         eswitch_mode=eswitch,

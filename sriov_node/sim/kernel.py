@@ -27,6 +27,12 @@ UEVENT_SOCKET = "run/sriov-node-sim/uevents.sock"
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 PAGE_SIZE = 4096
 
+# Drivers every distribution kernel ships as modules, loadable on any simulated host (modprobe):
+# uio_pci_generic has no ID table (it binds through driver_override or new_id, as DPDK's tools do).
+GENERIC_DRIVERS: Dict[str, Dict[str, Any]] = {
+    "uio_pci_generic": {"ids": [], "generic": True, "uio": True},
+}
+
 READ_ONLY_ATTRS = {
     "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "numa_node", "revision",
     "sriov_totalvfs", "sriov_offset", "sriov_stride", "sriov_vf_device", "sriov_vf_total_msix",
@@ -459,8 +465,10 @@ class SimKernel:
                 return self._bind(drv, self._device_name(data))
             if attr == "unbind":
                 return self._unbind(drv, self._device_name(data))
-            if attr in ("new_id", "remove_id"):
-                raise _err(errno.EOPNOTSUPP, "the simulated host does not model new_id/remove_id")
+            if attr == "new_id":
+                return self._new_id(drv, data)
+            if attr == "remove_id":
+                return self._remove_id(drv, data)
         bdf = os.path.basename(parent)
         if not _BDF_RE.match(bdf) or not os.path.isdir(self._p(parent)):
             raise _err(errno.ENOENT)
@@ -510,7 +518,49 @@ class SimKernel:
         if override is not None:
             return override == drv
         spec = self._model["drivers"].get(drv, {})
-        return self._pci_id(bdf) in spec.get("ids", [])
+        ident = self._pci_id(bdf)
+        return ident in spec.get("ids", []) or ident in spec.get("dynamic_ids", [])
+
+    # ------------------------------------------------------------ new_id / remove_id (kernel-sriov-spec §2.4)
+
+    @staticmethod
+    def _parse_id(data: bytes, most: int) -> Tuple[str, List[str]]:
+        fields = data.decode("latin-1").split("\0", 1)[0].split()
+        if len(fields) < 2 or len(fields) > most:
+            raise _err(errno.EINVAL)
+        try:
+            values = [int(f, 16) for f in fields]
+        except ValueError:
+            raise _err(errno.EINVAL)
+        if any(v > 0xFFFF for v in values[:2]):
+            raise _err(errno.EINVAL)
+        return f"{values[0]:04x}:{values[1]:04x}", fields
+
+    def _new_id(self, drv: str, data: bytes) -> None:
+        """A dynamic ID: the driver now matches that vendor:device, and attaches to every unbound
+        device with it at once (auto-probe gating and driver_override still apply)."""
+        ident, fields = self._parse_id(data, 7)
+        spec = self._model["drivers"][drv]
+        if len(fields) >= 7 and spec.get("ids") and int(fields[6], 16) != 0:
+            raise _err(errno.EINVAL)  # driver_data must be one of the static table's (all 0 here)
+        if len(fields) < 7 and (ident in spec.get("ids", []) or ident in spec.get("dynamic_ids", [])):
+            raise _err(errno.EEXIST)
+        spec.setdefault("dynamic_ids", []).append(ident)
+        self._save()
+        for bdf in self._listdir("sys/bus/pci/devices"):
+            if self.driver_of(bdf) is None and self._matches(bdf, drv) and self._may_autoprobe(bdf):
+                try:
+                    self._probe(bdf, drv)
+                except OSError:
+                    pass
+
+    def _remove_id(self, drv: str, data: bytes) -> None:
+        ident, _ = self._parse_id(data, 6)
+        dynamic = self._model["drivers"][drv].get("dynamic_ids", [])
+        if ident not in dynamic:
+            raise _err(errno.ENODEV)
+        dynamic.remove(ident)  # devices already bound stay bound
+        self._save()
 
     def _may_autoprobe(self, bdf: str) -> bool:
         pf = self._pf_of(bdf)
@@ -527,7 +577,9 @@ class SimKernel:
         if fault:
             raise _err(getattr(errno, fault["errno"]))
         d = self.dev_dir(bdf)
-        if not spec.get("vfio") and self._pci_id(bdf) not in spec.get("ids", []):
+        ident = self._pci_id(bdf)
+        if not (spec.get("vfio") or spec.get("generic")) and ident not in spec.get("ids", []) \
+                and ident not in spec.get("dynamic_ids", []):
             raise _err(errno.ENODEV, f"{drv} does not support this device")  # matched through driver_override only
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
@@ -557,6 +609,11 @@ class SimKernel:
             group = self._link_name(f"{d}/iommu_group")
             self._put("dev/vfio/vfio", "")
             self._put(f"dev/vfio/{group}", "")
+        if spec.get("uio"):  # uio_pci_generic: <dev>/uio/uioN and /dev/uioN, the node DPDK opens
+            taken = {n for n in self._listdir("dev") if n.startswith("uio")}
+            name = next(f"uio{n}" for n in range(len(taken) + 1) if f"uio{n}" not in taken)
+            self._put(f"{d}/uio/{name}/name", "uio_pci_generic\n", 0o444)
+            self._put(f"dev/{name}", "")
         limit = self._model.get("devices", {}).get(bdf, {}).get("driver_limit")
         if limit is not None and os.path.exists(self._p(f"{d}/sriov_totalvfs")):
             self._put(f"{d}/sriov_totalvfs", f"{limit}\n", 0o444)
@@ -581,6 +638,9 @@ class SimKernel:
             group = self._link_name(f"{d}/iommu_group")
             if group:
                 self._unlink(f"dev/vfio/{group}")
+        for name in self._listdir(f"{d}/uio"):
+            self._unlink(f"dev/{name}")
+        self._rmtree(f"{d}/uio")
         self._unlink(f"{d}/driver")
         self._unlink(f"sys/bus/pci/drivers/{drv}/{bdf}")
         hw = self._model.get("devices", {}).get(bdf, {})
@@ -816,6 +876,9 @@ class SimKernel:
     def load_module(self, name: str) -> None:
         with self._transaction():
             model = self._model
+            if name in GENERIC_DRIVERS and name not in model["drivers"]:
+                model["drivers"][name] = dict(GENERIC_DRIVERS[name])
+                self._save()
             spec = model["drivers"].get(name) or model["drivers"].get(name.replace("_", "-"))
             if spec is None:
                 self._log("modprobe", name.encode(), "ENOENT")
@@ -823,12 +886,18 @@ class SimKernel:
             self.register_driver(name if name in model["drivers"] else name.replace("_", "-"))
             self._log("modprobe", name.encode(), "ok")
 
+    def default_drivers(self, pci_id: str) -> Optional[Tuple[str, ...]]:
+        """The drivers whose static ID table names `pci_id` (vendor:device), loaded or not, as
+        modules.alias lists them; None when the host's module aliases are unknown (a test knob)."""
+        model = self._load()
+        if model.get("module_aliases") is False:
+            return None
+        return tuple(drv for drv, spec in sorted(model["drivers"].items()) if pci_id in spec.get("ids", []))
+
     def default_driver(self, pci_id: str) -> Optional[str]:
         """The driver whose ID table names `pci_id` (vendor:device), loaded or not."""
-        for drv, spec in sorted(self._load()["drivers"].items()):
-            if pci_id in spec.get("ids", []):
-                return drv
-        return None
+        found = self.default_drivers(pci_id)
+        return found[0] if found else None
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         for hw in self._load().get("devices", {}).values():
@@ -870,6 +939,13 @@ class SimKernel:
         for ifname in self._listdir(f"{d}/net"):
             self._unlink(f"sys/class/net/{ifname}")
             self._rmtree(f"{d}/net/{ifname}")
+
+    def forget_module_aliases(self) -> None:
+        """A host whose module aliases (modules.alias) cannot be read: no driver is known as a
+        device's default any more (the model's ID tables still decide what binds)."""
+        model = self._load()
+        model["module_aliases"] = False
+        self._save()
 
     def add_fault(self, kind: str, **fields: Any) -> None:
         if kind in ("errno", "probe_fails") and not hasattr(errno, str(fields.get("errno"))):
