@@ -30,7 +30,8 @@ from sriov_node.actions import (
 )
 from sriov_node.errors import HostError
 from sriov_node.host import Host
-from sriov_node.host.observe import default_driver_of
+from sriov_node.compare import is_default_driver
+from sriov_node.host.observe import default_driver_of, default_drivers_of
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES
 from sriov_node.model import VF_LINK_ATTRS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
@@ -377,6 +378,17 @@ class Executor:
             return False
 
         if probe():
+            taken = sysfs.device_driver(vf)
+            defaults = default_drivers_of(self.host, vf)
+            if taken is None or is_default_driver(taken, sysfs.driver_override(vf), defaults) is not False:
+                return
+            # A driver with a dynamic ID for it (new_id) came first: take the VF back from it and
+            # bind the default through its own bind file, which no other driver can answer.
+            self._probed.pop((a.pf, a.vf), None)
+            self._unbind_pci(a.pf, a.vf, vf, taken)
+            error = self._bind_default(a, vf, defaults[0] if defaults else None)
+            if error is not None:
+                raise error
             return
         default = default_driver_of(self.host, vf)
         if default is not None and not sysfs.has_pci_driver(default) and not sysfs.has_pci_driver(default.replace("_", "-")):

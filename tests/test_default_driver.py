@@ -57,7 +57,17 @@ def _by_new_id(host, vf, model):
     return driver
 
 
+def _by_new_id_kept(host, vf, model):
+    """As above, but the dynamic ID stays: a plain probe would hand the VF straight back to it."""
+    driver = _other_vf_driver(model)
+    ident = host.sysfs.uevent("sys/bus/pci/devices", vf)["PCI_ID"].lower().replace(":", " ")
+    host.sysfs.unbind(vf, host.sysfs.device_driver(vf))
+    host.sysfs.write("sys/bus/pci/drivers", (driver, "new_id"), ident + "\n")
+    return driver
+
+
 SHAPES = {
+    "another NIC's VF driver, its dynamic ID kept": _by_new_id_kept,
     "vfio-pci without override": lambda host, vf, model: _by_override("vfio-pci")(host, vf),
     "uio_pci_generic": lambda host, vf, model: _by_override("uio_pci_generic")(host, vf),
     "another NIC's VF driver": _by_new_id,
