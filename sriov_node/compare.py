@@ -233,6 +233,9 @@ def _compare(spec: PfSpec, pf: PfState, caveats: List[Finding]) -> Tuple[Finding
         if missing or extra:
             text = f"sriov_numvfs reads {have} but VF(s) {format_ranges(missing or extra)} "
             text += "are missing (never appeared, or removed behind the kernel's back)" if missing else "exist beyond it"
+            if pf.stale_virtfns:
+                text += (f"; virtfn{'/'.join(str(i) for i in pf.stale_virtfns)} lead(s) to no VF of this PF "
+                         "(a VF removed with echo 1 > .../remove leaves its link behind)")
             out.append(Finding(VFS_PRESENT, list(range(want)), sorted(present), None, text))
             if not spec.externally_managed:
                 return tuple(out)

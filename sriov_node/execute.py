@@ -19,6 +19,7 @@ from sriov_node.actions import (
     BindDriver,
     LoadDriver,
     ProbeVf,
+    ReplugPf,
     SetAutoprobe,
     SetDriverOverride,
     SetEswitchMode,
@@ -78,6 +79,7 @@ class Executor:
             SetPfMtu: self._set_pf_mtu,
             SetEswitchMode: self._set_eswitch_mode,
             SetVfMtu: self._set_vf_mtu,
+            ReplugPf: self._replug_pf,
         }
 
     def run(self, plan: PfPlan) -> RunResult:
@@ -208,6 +210,38 @@ class Executor:
         if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline(self.sysfs.probe_grace)):
             raise HostError(a.pf, f"the module loaded but registered no PCI driver named {a.driver!r}",
                             hint="check the driver name: ls /sys/bus/pci/drivers")
+
+    def _replug_pf(self, a: ReplugPf) -> None:
+        """remove the PF, rescan the bus, wait for it to come back bound (with its netdev's name)."""
+        sysfs = self.sysfs
+        self._addresses = {k: v for k, v in self._addresses.items() if k[0] != a.pf}
+        try:
+            sysfs.write(PCI_DEVICES, (a.pf, "remove"), "1\n")
+        except OSError as exc:
+            raise self._write_failed(a.pf, "remove", exc)
+        try:
+            sysfs.write("sys/bus/pci", ("rescan",), "1\n")
+        except OSError as exc:
+            message, _ = hints.write_error("/sys/bus/pci/rescan", exc.errno or E.EIO)
+            raise HostError(a.pf, f"the PF was removed, but {message}", attr="rescan", errno=exc.errno,
+                            hint="echo 1 > /sys/bus/pci/rescan, then re-run sriov-node apply")
+
+        def back() -> bool:
+            return (sysfs.device_exists(a.pf) and sysfs.device_driver(a.pf) is not None
+                    and (a.ifname is None or sysfs.exists(CLASS_NET, a.ifname)))
+
+        if not self._wait(back, self._deadline()):
+            found = sysfs.device_exists(a.pf)
+            raise HostError(
+                a.pf, "after removing the PF and rescanning the bus, "
+                + ("it did not come back" if not found else
+                   f"it came back without {'its driver' if sysfs.device_driver(a.pf) is None else 'its netdev ' + str(a.ifname)}")
+                + f" within {self.timeout:g}s", attr="rescan", errno=E.ETIMEDOUT,
+                hint="check dmesg for the PF driver's probe; echo 1 > /sys/bus/pci/rescan; re-run sriov-node apply")
+        left = [i for i in a.stale if sysfs.exists(PCI_DEVICES, a.pf, f"virtfn{i}")]
+        if left:
+            raise HostError(a.pf, f"the stale virtfn{left[0]} link is still there after the PF came back",
+                            attr="rescan", hint="reboot to clear it, then re-run sriov-node apply")
 
     def _set_num_vfs(self, a: SetNumVfs) -> None:
         sysfs = self.sysfs

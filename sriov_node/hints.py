@@ -54,6 +54,10 @@ def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Opti
                 "check that the device is still present (lspci) and re-run")
     if code == E.ETIMEDOUT:
         return ("the write did not complete in time", "check dmesg for a device stuck in reset")
+    if code == E.EEXIST:
+        return ("the kernel could not add a VF: its virtfn link is still there (a VF removed by hand leaves it)",
+                "re-run sriov-node apply (it removes and rescans the PF to drop the link), or by hand: "
+                "echo 1 > /sys/bus/pci/devices/PF/remove; echo 1 > /sys/bus/pci/rescan")
     return (f"writing sriov_numvfs={value} failed: {os.strerror(code)}", "check dmesg for the PF driver's message")
 
 

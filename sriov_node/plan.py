@@ -17,7 +17,7 @@ meant for a named driver to another one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from sriov_node.actions import (
@@ -25,6 +25,7 @@ from sriov_node.actions import (
     BindDriver,
     LoadDriver,
     ProbeVf,
+    ReplugPf,
     SetAutoprobe,
     SetDriverOverride,
     SetEswitchMode,
@@ -79,7 +80,8 @@ class PfPlan:
     @property
     def recreates(self) -> bool:
         """True when this plan writes 0 over existing VFs (the step that can block or yank)."""
-        return any(isinstance(a, SetNumVfs) and a.value == 0 for a in self.actions) and bool(self.target.pf.vfs)
+        return any(isinstance(a, ReplugPf) or (isinstance(a, SetNumVfs) and a.value == 0)
+                   for a in self.actions) and bool(self.target.pf.vfs)
 
     def disturbed_vfs(self) -> Tuple[VfState, ...]:
         """VFs this plan takes from their current driver: all of them on a disable, else the unbound ones.
@@ -98,6 +100,9 @@ class PfPlan:
         if self.recreates:
             want = self.target.spec.num_vfs
             steps = f"sriov_numvfs {pf.num_vfs or 0} -> 0" + (f" -> {want}" if want else "")
+            if any(isinstance(a, ReplugPf) for a in self.actions):
+                steps = "the PF is removed and the bus rescanned, to drop a stale virtfn link" + (
+                    f", then sriov_numvfs 0 -> {want}" if want else "")
             return {vf.index: f"would be removed: all VFs are disabled ({steps})" for vf in pf.vfs}
         out: Dict[int, str] = {}
         for phase, actions in self.phases:
@@ -214,9 +219,18 @@ class _Builder:
 def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     """The actions that take one PF to its spec; none when the comparison finds nothing."""
     spec, pf = target.spec, target.pf
-    findings = compare(spec, pf)
+    reported = findings = compare(spec, pf)
     if not findings:
         return PfPlan(target)
+    replug = None
+    if pf.stale_virtfns and pf.bus == "pci" and remakes_vfs(spec, findings):
+        # A stale virtfnN link (a VF removed by hand) makes the kernel refuse to create VF N again
+        # (EEXIST) until the PF itself is removed and found again by a rescan. Plan the rest for the
+        # PF as it comes back: no VFs, autoprobe 1, its MTU and eswitch mode the driver's defaults.
+        replug = ReplugPf(pf.pci, ifname=pf.name, stale=pf.stale_virtfns)
+        pf = replace(pf, num_vfs=0, vfs=(), stale_virtfns=(), mtu=None, eswitch_mode=None,
+                     autoprobe=None if pf.autoprobe is None else True)
+        findings = compare(spec, pf)
     attrs = {f.attr for f in findings}
     b = _Builder(pf)
     pci = pf.bus == "pci"
@@ -226,6 +240,8 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     autoprobe = pf.autoprobe is not False  # what the kernel will do with VFs added from here on
     on_failure: List[Action] = []
 
+    if replug is not None:
+        b.pf_phase.append(replug)
     if PF_MTU in attrs and pf.name and spec.mtu is not None:
         b.pf_phase.append(SetPfMtu(pf.pci, ifname=pf.name, value=spec.mtu, current=pf.mtu))
     mode = None
@@ -308,7 +324,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
         ("restore", tuple(b.restore + b.probes)),
         ("netdevs", tuple(b.netdevs)),
     )
-    return PfPlan(target, findings, tuple((name, acts) for name, acts in phases if acts), tuple(on_failure))
+    return PfPlan(target, reported, tuple((name, acts) for name, acts in phases if acts), tuple(on_failure))
 
 
 def plan(targets: Sequence[Target], loaded_drivers: FrozenSet[str]) -> Plan:

@@ -457,6 +457,10 @@ class SimKernel:
         if real == "sys/bus/pci/drivers_autoprobe":
             self._put(real, "0\n" if data[:1] == b"0" else "1\n")
             return None
+        if real == "sys/bus/pci/rescan":
+            if parse_kstrtoul(data, 0xFFFFFFFF):
+                self._rescan()
+            return None
         if os.path.dirname(parent) == "sys/bus/pci/drivers":
             drv = os.path.basename(parent)
             if not self._loaded(drv):
@@ -472,6 +476,10 @@ class SimKernel:
         bdf = os.path.basename(parent)
         if not _BDF_RE.match(bdf) or not os.path.isdir(self._p(parent)):
             raise _err(errno.ENOENT)
+        if attr == "remove" and self.dev_dir(bdf) == parent:  # every PCI device has it (0200)
+            if parse_kstrtoul(data, 0xFFFFFFFF):
+                self._remove_function(bdf)
+            return None
         if not os.path.exists(self._p(real)):
             raise _err(errno.ENOENT)
         n = self._count(f"{bdf}/{attr}")
@@ -764,12 +772,20 @@ class SimKernel:
             vd = f"{parent}/{vf}"
             if os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
                 raise _err(errno.EEXIST, f"simulated host: VF address {vf} is taken (impossible NIC layout)")
+            if os.path.lexists(self._p(f"{d}/virtfn{i}")):
+                # pci_iov_sysfs_link(): sysfs_create_link() finds the name taken (the stale link of a
+                # VF removed by hand) and the enable fails; sriov_add_vfs() removes the VFs it added
+                for j, done in enumerate(created):
+                    self._unlink(f"{d}/virtfn{j}")
+                    self._remove_device(done)
+                raise _err(errno.EEXIST, f"sysfs: cannot create duplicate filename '.../{pf}/virtfn{i}'")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
                                 ("class", "0x020000"), ("numa_node", "0"),
                                 ("modalias", modalias(hw["vendor"], hw["vf_device"])),
                                 ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
+            self._put(f"{vd}/remove", "", 0o200)
             self._link(f"sys/bus/pci/devices/{vf}", vd)
             self._link(f"{d}/virtfn{i}", vd)
             self._link(f"{vd}/physfn", d)
@@ -844,12 +860,78 @@ class SimKernel:
         ]
         self._wait_released(groups)
         for i, vf in vfs:
+            if not vf or self.dev_dir(vf) is None or self._pf_of(vf) != pf:
+                # pci_iov_remove_virtfn() looks the VF up by its address; a VF removed by hand is
+                # not found, and its virtfn link stays behind, dangling
+                continue
             self._unlink(f"{d}/virtfn{i}")
-            if vf:
-                self._remove_device(vf)
+            self._remove_device(vf)
         self._put(f"{d}/sriov_numvfs", "0\n")
         if self._model.get("net", {}).pop(pf, None):  # the VFs' settings went with them
             self._save()
+
+    # ------------------------------------------------------------ remove / rescan (pci-sysfs.c, remove.c, probe.c)
+
+    # Attributes a function shows again when a bus scan finds it (config space and firmware values);
+    # everything else (driver, netdevs, VFs, driver_override, autoprobe) starts afresh.
+    _STATIC = ("vendor", "device", "class", "numa_node", "subsystem_vendor", "subsystem_device", "config",
+               "ari_enabled", "modalias", "uevent", "sriov_offset", "sriov_stride", "sriov_vf_device",
+               "sriov_vf_total_msix")
+
+    def _remove_function(self, bdf: str) -> None:
+        """echo 1 > <dev>/remove: pci_stop_and_remove_bus_device(). Its driver lets go first (a PF
+        driver disables SR-IOV in its remove); VFs still enabled go with their PF. A VF leaves its
+        PF's virtfnN link dangling and sriov_numvfs as it was. A bus scan finds the function again,
+        except a VF: its Vendor ID reads 0xFFFF, so only enabling SR-IOV makes VFs."""
+        d = self.dev_dir(bdf)
+        if self._pf_of(bdf) is None:
+            record: Dict[str, Any] = {"dir": d, "files": {}}
+            for name in self._STATIC:
+                path = self._p(f"{d}/{name}")
+                if os.path.isfile(path):
+                    with open(path, "rb") as fh:
+                        record["files"][name] = [fh.read().decode("latin-1"), os.stat(path).st_mode & 0o777]
+            record["sriov"] = os.path.exists(self._p(f"{d}/sriov_numvfs"))
+            self._model.setdefault("removed", {})[bdf] = record
+            self._save()
+        self._remove_device(bdf)
+
+    def _rescan(self) -> None:
+        """echo 1 > /sys/bus/pci/rescan: every removed function that is not a VF is found and added
+        again as at boot (SR-IOV off, autoprobe 1, no override), then probed."""
+        removed = self._model.get("removed", {})
+        if not removed:
+            return
+        added = []
+        for bdf, record in sorted(removed.items()):
+            d = record["dir"]
+            if not os.path.isdir(self._p(os.path.dirname(d))):
+                continue  # its bridge is gone too
+            for name, (text, mode) in record["files"].items():
+                self._put(f"{d}/{name}", text, mode)
+            self._put(f"{d}/driver_override", "(null)\n")
+            self._put(f"{d}/remove", "", 0o200)
+            hw = self._model.get("devices", {}).get(bdf, {})
+            if record.get("sriov"):
+                total = hw.get("cap_total_vfs") or int(record["files"].get("sriov_totalvfs", ["0"])[0] or 0)
+                self._put(f"{d}/sriov_totalvfs", f"{total}\n", 0o444)
+                self._put(f"{d}/sriov_numvfs", "0\n")
+                self._put(f"{d}/sriov_drivers_autoprobe", "1\n")
+            self._link(f"sys/bus/pci/devices/{bdf}", d)
+            if self._model.get("iommu"):
+                group = str(self._model["next_group"])
+                self._model["next_group"] += 1
+                self._put(f"sys/kernel/iommu_groups/{group}/type", "DMA-FQ\n", 0o444)
+                self._link(f"sys/kernel/iommu_groups/{group}/devices/{bdf}", d)
+                self._link(f"{d}/iommu_group", f"sys/kernel/iommu_groups/{group}")
+            self._pci_event("add", bdf)
+            added.append(bdf)
+        for bdf in added:
+            removed.pop(bdf, None)
+        self._save()
+        if self._get("sys/bus/pci/drivers_autoprobe") != "0":
+            for bdf in added:
+                self._autoprobe(bdf)
 
     def _remove_device(self, bdf: str) -> None:
         d = self.dev_dir(bdf)
@@ -975,6 +1057,9 @@ class SimKernel:
                 problems.append(f"{bdf}: sriov_numvfs reads {numvfs} with {len(links)} virtfn link(s)")
             for name in links:
                 vf = self._link_name(f"{d}/{name}")
+                if vf is not None and not os.path.lexists(self._p(f"{d}/{name}/.")) and \
+                        not os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
+                    continue  # dangling: a VF removed by hand (echo 1 > remove), as the kernel shows it
                 if vf is None or self.dev_dir(vf) is None or self._pf_of(vf) != bdf:
                     problems.append(f"{bdf}/{name} -> {vf}: not a VF of this PF")
             drv = self.driver_of(bdf)
