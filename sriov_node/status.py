@@ -13,13 +13,6 @@ from sriov_node.resolve import Target, resolve
 from sriov_node.state import read_state
 
 
-def _desired_driver(want: Optional[str], defaults: Optional[tuple]) -> str:
-    """What the config wants bound, in words; the kernel's default named when its ID tables say."""
-    if want is None and defaults:
-        return f"{describe_driver(want)}, {' or '.join(defaults)}"
-    return describe_driver(want)
-
-
 def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
     """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
     sels = [s.selector for s in desired.pfs] if desired else []
@@ -59,7 +52,11 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
                 "driver_override": vf.driver_override,
                 "netdev": vf.netdevs[0] if vf.netdevs else None,
                 "iommu_group": vf.iommu_group,
-                "desired_driver": _desired_driver(want, pf.vf_default_drivers) if managed else None,
+                "desired_driver": describe_driver(want) if managed else None,
+                # the drivers the kernel's ID tables give it (modules.alias)
+                # (for a VF meant for it), null otherwise or when not known here
+                "default_drivers": list(pf.vf_default_drivers)
+                if managed and want is None and pf.vf_default_drivers is not None else None,
                 "settings": None if vf.links is None else {a: vf.links.observed(a) for a in VF_LINK_ATTRS},
                 "desired_settings": target.spec.vf(vf.index).links.wanted() if managed else None,
                 "mtu": vf.mtu,

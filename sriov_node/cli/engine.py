@@ -145,7 +145,8 @@ def _print_status(body, as_json: bool) -> None:
             if vf["matches"] is None:
                 flag = vf["note"] or ""
             elif vf["matches"]:
-                flag = f"ok ({vf['desired_driver']})"
+                named = vf["driver"] if vf["driver"] in (vf.get("default_drivers") or ()) else None
+                flag = f"ok ({vf['desired_driver']}" + (f", {named})" if named else ")")
             else:
                 flag = "DIFFERS: " + "; ".join(vf["findings"])
             typer.echo(f"    vf{vf['index']:<4} {vf['pci']}  {vf['driver'] or '-':<10} {vf['netdev'] or '-':<14} {flag}".rstrip())
