@@ -102,3 +102,24 @@ def test_a_held_vf_the_plan_leaves_alone_refuses_nothing(make_host, write_config
     assert dry.returncode == 0 and json.loads(dry.stdout)["result"] == "planned"
     applied = run_cli("apply", "--json", root=host.root, config=config)
     assert applied.returncode == 0, applied.stdout
+
+
+def test_a_dpdk_app_holding_a_vf_on_uio_pci_generic_refuses_its_return_to_the_default_driver(make_host, write_config):
+    host = make_host()
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')
+    run_cli("apply", root=host.root, config=path)
+    vf1 = host.sysfs.vf_address(PF0, 1)
+    kernel = SimKernel(host.root)
+    kernel.load_module("uio_pci_generic")
+    host.sysfs.set_driver_override(vf1, "uio_pci_generic")
+    host.sysfs.unbind(vf1, "iavf")
+    host.sysfs.drivers_probe(vf1)
+    host.sysfs.set_driver_override(vf1, None)
+    kernel.hold_vf(vf1, 777, "dpdk-testpmd")
+    for args in (["apply", "--dry-run", "--json"], ["apply", "--json"]):
+        result = run_cli(*args, root=host.root, config=path)
+        error = json.loads(result.stdout)["pfs"][0]["error"]
+        assert result.returncode == 3, error
+        assert "VF 1" in error and "/dev/uio0 is open by pid 777 (dpdk-testpmd)" in error
+        assert "would be unbound from uio_pci_generic and given the kernel's default driver" in error
+    assert host.sysfs.device_driver(vf1) == "uio_pci_generic"

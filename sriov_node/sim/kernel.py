@@ -1005,12 +1005,14 @@ class SimKernel:
     # ------------------------------------------------------------ test helpers (not kernel writes)
 
     def hold_vf(self, vf: str, pid: int, comm: str = "qemu-kvm") -> None:
-        """Pretend process `pid` has the VF's /dev/vfio/<group> open."""
+        """Pretend process `pid` has the VF's /dev/vfio/<group> open (or its /dev/uioN, when
+        uio_pci_generic drives it)."""
+        uio = self._listdir(f"{self.dev_dir(vf)}/uio")
         group = self._link_name(f"{self.dev_dir(vf)}/iommu_group")
-        if group is None:
+        if group is None and not uio:
             raise ValueError(f"{vf} has no IOMMU group")
         self._put(f"proc/{pid}/comm", comm + "\n")
-        self._link_abs(f"proc/{pid}/fd/7", f"/dev/vfio/{group}")
+        self._link_abs(f"proc/{pid}/fd/7", f"/dev/{uio[0]}" if uio else f"/dev/vfio/{group}")
 
     def release(self, pid: int) -> None:
         self._rmtree(f"proc/{pid}")
