@@ -255,7 +255,7 @@ class Executor:
                 return False
             if not pci:  # VFs without PCI functions (netdevsim): the count is all there is
                 return True
-            if sysfs.virtfn_count(a.pf) != a.value:
+            if self._live_virtfns(a.pf) != a.value:
                 return False
             for i in range(a.value):  # every virtfnN resolves: remember the addresses for this run
                 address = sysfs.vf_address(a.pf, i)
@@ -265,7 +265,7 @@ class Executor:
             return True
 
         def untouched() -> bool:
-            return sysfs.num_vfs(a.pf) == 0 and (not pci or sysfs.virtfn_count(a.pf) == 0)
+            return sysfs.num_vfs(a.pf) == 0 and (not pci or self._live_virtfns(a.pf) == 0)
 
         deadline = self._deadline()
         grace = min(deadline, time.monotonic() + 1.0)
@@ -277,7 +277,7 @@ class Executor:
         if a.value and pci and sysfs.autoprobe(a.pf):
             self._created[a.pf] = time.monotonic()  # the kernel probes them now, maybe asynchronously
         if not done and not self._wait(settled, deadline):
-            seen = sysfs.virtfn_count(a.pf)
+            seen = self._live_virtfns(a.pf)
             raise HostError(
                 a.pf,
                 f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist"
@@ -286,6 +286,12 @@ class Executor:
                 attr="sriov_numvfs", errno=E.ETIMEDOUT,
                 hint="check dmesg for VFs the PF driver failed to add; re-run (or raise --timeout)",
             )
+
+    def _live_virtfns(self, pf: str) -> int:
+        """virtfnN links that lead to a device: the dangling link a VF removed by hand leaves
+        behind is no VF (the kernel keeps it through a disable)."""
+        return sum(1 for name in self.sysfs.listdir(PCI_DEVICES, pf)
+                   if name.startswith("virtfn") and self.sysfs.isdir(PCI_DEVICES, pf, name))
 
     def _write_num_vfs(self, a: SetNumVfs) -> None:
         sysfs = self.sysfs

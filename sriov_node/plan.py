@@ -223,7 +223,8 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     if not findings:
         return PfPlan(target)
     replug = None
-    if pf.stale_virtfns and pf.bus == "pci" and remakes_vfs(spec, findings):
+    if pf.stale_virtfns and pf.bus == "pci" and spec.num_vfs and remakes_vfs(spec, findings):
+        # (with no VFs wanted, writing 0 is enough: the stale link matters only when VFs are made)
         # A stale virtfnN link (a VF removed by hand) makes the kernel refuse to create VF N again
         # (EEXIST) until the PF itself is removed and found again by a rescan. Plan the rest for the
         # PF as it comes back: no VFs, autoprobe 1, its MTU and eswitch mode the driver's defaults.

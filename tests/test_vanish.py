@@ -223,3 +223,19 @@ def test_a_held_vf_refuses_the_replug_naming_it(make_host, write_config):
         error = json.loads(result.stdout)["pfs"][0]["error"]
         assert result.returncode == 3 and "VF 0" in error and "the PF is removed and the bus rescanned" in error
     assert host.sysfs.device_exists(PF0) and host.sysfs.num_vfs(PF0) == 4
+
+
+def test_with_no_vfs_wanted_a_stale_link_is_left_until_vfs_are_made(make_host, write_config):
+    host = make_host()
+    run_cli("apply", root=host.root, config=write_config(CONFIGS["default driver"]))
+    _remove(host, host.sysfs.vf_address(PF0, 1))
+    none = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 0\n')
+    plan = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=none).stdout)
+    assert [a["op"] for a in plan["actions"]] == ["set_num_vfs"]  # no replug for nothing
+    assert run_cli("apply", root=host.root, config=none).returncode == 0
+    assert json.loads(run_cli("apply", "--json", root=host.root, config=none).stdout)["writes"] == 0
+    four = write_config(CONFIGS["default driver"])
+    plan = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=four).stdout)
+    assert [a["op"] for a in plan["actions"]] == ["replug_pf", "set_num_vfs"]
+    assert run_cli("apply", root=host.root, config=four).returncode == 0
+    assert json.loads(run_cli("apply", "--json", root=host.root, config=four).stdout)["writes"] == 0
