@@ -36,11 +36,12 @@ def write_atomic(path: str, data: bytes, *, mode: Optional[int] = None, backup: 
     give it (when permitted). backup: bytes to keep as `path`.bak first (the previous version),
     written the same way. Returns the backup's path, if one was written. Raises OutputError.
     """
-    path = os.path.realpath(path)  # a symlink stays a symlink: the file it names is replaced
-    try:
+    try:  # stat what `path` names: /dev/stdout -> /proc/self/fd/1 -> "pipe:[N]", which is no path
         special = not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         special = False
+    if not special:
+        path = os.path.realpath(path)  # a symlink stays a symlink: the file it names is replaced
     if special:  # a device or a FIFO (/dev/stdout, a pipe): written through, never renamed over
         try:
             with open(path, "wb") as fh:

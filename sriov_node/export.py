@@ -13,6 +13,13 @@ Each resource gets one selector object whose keys are ANDed by the plugin:
 
 pfNames and rootDevices only match devices that have a `physfn`, so a PF is never selected; the
 VF index ranges leave out every VF of the PF that the resource does not name.
+
+The plugin discovers a device by its PCI base class (pkg/types SupportedDevices): network controllers
+(0x02) for `netDevice` resources, processing accelerators (0x12) for `accelerator` ones. A resource
+whose VFs are of any other class (NVMe 0x0108, QAT 0x0b40, ...) would stay empty: refused, naming the
+PF and its class. An accelerator resource (`deviceType: accelerator`) has no pfNames/rootDevices
+(pkg/accelerator reads vendors, devices, drivers, pciAddresses) and its provider keeps PFs too, so its
+selector names every VF by its PCI address: the VFs must be there (apply first).
 """
 
 from __future__ import annotations
@@ -41,6 +48,25 @@ class ExportError(SriovNodeError):
     exit_code = EXIT_PF_FAILED
 
 
+NET_DEVICE, ACCELERATOR = "netDevice", "accelerator"
+# the PCI base classes the plugin discovers, and the deviceType that does (pkg/types SupportedDevices;
+# auxNetDevice is for subfunctions, not VFs)
+DEVICE_TYPES = {0x02: NET_DEVICE, 0x12: ACCELERATOR}
+_BASE_CLASSES = {
+    0x00: "unclassified device", 0x01: "mass storage controller", 0x02: "network controller",
+    0x03: "display controller", 0x04: "multimedia controller", 0x05: "memory controller", 0x06: "bridge",
+    0x07: "communication controller", 0x08: "system peripheral", 0x09: "input device", 0x0B: "processor",
+    0x0C: "serial bus controller", 0x0D: "wireless controller", 0x10: "encryption controller",
+    0x11: "signal processing controller", 0x12: "processing accelerator",
+}
+
+
+def class_text(pci_class: int) -> str:
+    """0x010802 -> '0x010802 (mass storage controller)'."""
+    name = _BASE_CLASSES.get(pci_class >> 16)
+    return f"0x{pci_class:06x}" + (f" ({name})" if name else "")
+
+
 @dataclass(frozen=True)
 class ResourceVfs:
     """What one exported resource stands for on this host."""
@@ -48,6 +74,7 @@ class ResourceVfs:
     name: str  # "intel.com/intel_sriov_netdevice"
     driver: str
     vfs: Tuple[Tuple[str, int, Optional[str]], ...]  # (PF PCI address, VF index, VF PCI address when present)
+    device_type: str = NET_DEVICE
 
 
 @dataclass(frozen=True)
@@ -67,6 +94,33 @@ def _vf_ids(host: Host, pf: PfState) -> Tuple[Optional[str], Optional[str]]:
         if vendor and device:
             return vendor, device
     return pf.vendor, pf.vf_device
+
+
+def _vf_class(host: Host, pf: PfState) -> Optional[int]:
+    """The PCI class of the PF's VFs (a present VF's `class`, else the PF's: a VF has its PF's class)."""
+    for pci in [vf.pci for vf in pf.vfs if vf.pci] + [pf.pci]:
+        text = pci_id(host, pci, "class")
+        if text:
+            try:
+                return int(text, 16)
+            except ValueError:
+                continue
+    return None
+
+
+def _device_type(host: Host, pf: PfState) -> Tuple[Optional[str], str]:
+    """(the plugin's deviceType that discovers the PF's VFs, or None; why not, when None)."""
+    pci_class = _vf_class(host, pf)
+    if pci_class is None:
+        return None, (f"the kernel shows no PCI class for {pf.label} or its VFs, and the device plugin discovers "
+                      "devices by class")
+    kind = DEVICE_TYPES.get(pci_class >> 16)
+    if kind is None:
+        return None, (f"the VFs of {pf.label} are PCI class {class_text(pci_class)} functions: "
+                      "the SR-IOV device plugin discovers only network controllers (class 0x02, deviceType "
+                      "netDevice) and processing accelerators (class 0x12, deviceType accelerator), so this resource "
+                      "would stay empty")
+    return kind, ""
 
 
 def _name_is_exact(pf: PfState, names: List[str]) -> bool:
@@ -97,6 +151,7 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
     notes: List[str] = []
     per_resource: Dict[str, List[Tuple[Target, Tuple[int, ...]]]] = {n: [] for n in names}
     ids: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+    kinds: Dict[str, str] = {}  # PF PCI address -> deviceType
     for target in resolution.targets:
         spec, pf = target.spec, target.pf
         groups = [g for g in spec.vfs if g.resource]
@@ -106,6 +161,12 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
             problems.append(f"{desired.source}: {spec.key}: {pf.label} is a {pf.bus} device: its VFs have no PCI "
                             "functions, and the device plugin exposes PCI devices only; drop resource there")
             continue
+        kind, why = _device_type(host, pf)
+        if kind is None:
+            problems.append(f"{desired.source}: {spec.key}: {why}; drop resource = "
+                            f"{', '.join(repr(n) for n in dict.fromkeys(g.resource for g in groups))} from this block")
+            continue
+        kinds[pf.pci] = kind
         vendor, device = ids[pf.pci] = _vf_ids(host, pf)
         if not vendor or not device:
             problems.append(f"{desired.source}: {spec.key}: cannot tell the VF device ID of {pf.label}: the kernel "
@@ -114,11 +175,22 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
         for name in dict.fromkeys(g.resource for g in groups):
             indices = tuple(sorted(i for g in groups if g.resource == name for i in g.indices))
             per_resource[name].append((target, indices))
+            missing = [i for i in indices if kind == ACCELERATOR and not (pf.vf(i) and pf.vf(i).pci)]
+            if missing:
+                problems.append(f"{desired.source}: {spec.key}: resource {name!r} is an accelerator resource, "
+                                "which the device plugin selects by VF PCI address, and VF(s) "
+                                f"{format_ranges(missing)} of {pf.label} do not exist yet; run sriov-node apply first")
         findings = compare(spec, pf)
         if findings:
             notes.append(f"{pf.label} differs from the config ({len(findings)} difference(s), e.g. "
                          f"{findings[0].describe()}): the device plugin counts its VFs once they are as configured; "
                          "run sriov-node apply")
+    for name in names:
+        found = {kinds[t.pf.pci]: t.pf.label for t, _ in per_resource[name]}
+        if len(found) > 1:
+            problems.append(f"{desired.source}: resource {name!r} has both network VFs (of "
+                            f"{found[NET_DEVICE]}) and accelerator VFs (of {found[ACCELERATOR]}): the device plugin "
+                            "gives a resource one deviceType; give them different resource names")
     if problems:
         raise ExportError("\n".join(problems))
 
@@ -130,22 +202,30 @@ def device_plugin_config(host: Host, desired: DesiredState) -> Export:
             notes.append(f"resource {name!r}: no PF on this host has its VFs (fleet rules matching nothing); left out")
             continue
         driver = next(g.driver for t, _ in entries for g in t.spec.vfs if g.resource == name)
-        by_name = all(_name_is_exact(t.pf, host_names) for t, _ in entries)
+        kind = kinds[entries[0][0].pf.pci]
         selectors: Dict[str, Any] = {
             "vendors": sorted({ids[t.pf.pci][0] for t, _ in entries}),
             "devices": sorted({ids[t.pf.pci][1] for t, _ in entries}),
             "drivers": [driver],
         }
-        key = "pfNames" if by_name else "rootDevices"
-        selectors[key] = [f"{t.pf.netdevs[0] if by_name else t.pf.pci}#{format_ranges(list(indices))}"
-                          for t, indices in entries]
-        resource_list.append({"resourceName": name, "resourcePrefix": desired.resource_prefix, "selectors": selectors})
+        resource: Dict[str, Any] = {"resourceName": name, "resourcePrefix": desired.resource_prefix}
+        if kind == ACCELERATOR:
+            # pkg/accelerator: no pfNames/rootDevices, and PFs are candidates too: the VFs by address
+            resource["deviceType"] = ACCELERATOR
+            selectors["pciAddresses"] = [t.pf.vf(i).pci for t, indices in entries for i in indices]
+        else:
+            by_name = all(_name_is_exact(t.pf, host_names) for t, _ in entries)
+            key = "pfNames" if by_name else "rootDevices"
+            selectors[key] = [f"{t.pf.netdevs[0] if by_name else t.pf.pci}#{format_ranges(list(indices))}"
+                              for t, indices in entries]
+        resource["selectors"] = selectors
+        resource_list.append(resource)
         vfs = []
         for t, indices in entries:
             for i in indices:
                 vf = t.pf.vf(i)
                 vfs.append((t.pf.pci, i, vf.pci if vf else None))
-        exported.append(ResourceVfs(f"{desired.resource_prefix}/{name}", str(driver), tuple(vfs)))
+        exported.append(ResourceVfs(f"{desired.resource_prefix}/{name}", str(driver), tuple(vfs), kind))
     return Export({"resourceList": resource_list}, tuple(exported), tuple(notes))
 
 

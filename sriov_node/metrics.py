@@ -10,7 +10,7 @@ atomically under a hidden name that does not end in .prom, so the collector neve
 Metrics (gauges; labels pf = PCI address, name = netdev, block = the config block):
 
     sriov_node_config_valid                            1 when the config parsed, else 0
-    sriov_node_pf_vfs_total{pf,name}                   sriov_totalvfs
+    sriov_node_pf_vfs_max{pf,name}                     sriov_totalvfs (a gauge: no _total suffix)
     sriov_node_pf_vfs_actual{pf,name}                  VFs present (sriov_numvfs)
     sriov_node_pf_vfs_desired{pf,name,block}           num_vfs of the block that selects the PF
     sriov_node_pf_converged{pf,name,block}             1 when the PF is as configured, else 0
@@ -33,6 +33,24 @@ from sriov_node.host import Host
 from sriov_node.model import DesiredState
 
 PREFIX = "sriov_node_"
+
+
+# Every family the agent can write (name without PREFIX, HELP); all gauges.
+FAMILIES: Tuple[Tuple[str, str], ...] = (
+    ("config_valid", "1 when the sriov-node config parsed and passed its schema, else 0."),
+    ("pf_vfs_max", "VFs the PF can have (sriov_totalvfs)."),
+    ("pf_vfs_actual", "VFs the PF has (sriov_numvfs)."),
+    ("pf_vfs_desired", "VFs the config asks of the PF (num_vfs)."),
+    ("pf_converged", "1 when the PF is as the config wants it, else 0."),
+    ("pf_differences", "Differences between the PF and the config (sriov-node status lists them)."),
+    ("block_failed", "1 for each config block that cannot apply on this host."),
+    ("converged", "1 when every configured PF is as configured and every block applies, else 0."),
+    ("last_apply_timestamp_seconds", "When the last sriov-node apply ran (unix time)."),
+    ("last_apply_duration_seconds", "How long the last sriov-node apply took."),
+    ("last_apply_success", "1 when the last apply converged every PF it handled, else 0."),
+    ("last_apply_writes", "Writes the last apply made to the kernel."),
+    ("last_apply_errors", "Kernel refusals in the last apply, per PF and errno."),
+)
 
 
 def _escape(value: str) -> str:
@@ -68,28 +86,14 @@ def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = 
     from sriov_node.resolve import resolve
     from sriov_node.state import read_state
 
-    f = {name: _Family(name, text) for name, text in (
-        ("config_valid", "1 when the sriov-node config parsed and passed its schema, else 0."),
-        ("pf_vfs_total", "VFs the PF can have (sriov_totalvfs)."),
-        ("pf_vfs_actual", "VFs the PF has (sriov_numvfs)."),
-        ("pf_vfs_desired", "VFs the config asks of the PF (num_vfs)."),
-        ("pf_converged", "1 when the PF is as the config wants it, else 0."),
-        ("pf_differences", "Differences between the PF and the config (sriov-node status lists them)."),
-        ("block_failed", "1 for each config block that cannot apply on this host."),
-        ("converged", "1 when every configured PF is as configured and every block applies, else 0."),
-        ("last_apply_timestamp_seconds", "When the last sriov-node apply ran (unix time)."),
-        ("last_apply_duration_seconds", "How long the last sriov-node apply took."),
-        ("last_apply_success", "1 when the last apply converged every PF it handled, else 0."),
-        ("last_apply_writes", "Writes the last apply made to the kernel."),
-        ("last_apply_errors", "Kernel refusals in the last apply, per PF and errno."),
-    )}
+    f = {name: _Family(name, text) for name, text in FAMILIES}
     f["config_valid"].add(1 if config_valid else 0)
     sels = [s.selector for s in desired.pfs] if desired else []
     heads = observe(host, vfs_of=(), macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],
                     devices=[s.pci for s in sels if s.pci])
     for pf in heads.pfs:
         if pf.total_vfs is not None:
-            f["pf_vfs_total"].add(pf.total_vfs, pf=pf.pci, name=pf.name)
+            f["pf_vfs_max"].add(pf.total_vfs, pf=pf.pci, name=pf.name)
         f["pf_vfs_actual"].add(pf.num_vfs or 0, pf=pf.pci, name=pf.name)
     if desired is not None:
         resolution = resolve(desired, heads)
@@ -132,12 +136,39 @@ def textfile_path(host: Host, desired: Optional[DesiredState]) -> Optional[str]:
     return host.path(os.path.dirname(rel), os.path.basename(rel))
 
 
+# node_exporter's textfile directory as docs/guide.md sets it up; sriov-node-agent.service makes it
+# writable (ReadWritePaths=-...), everything else under ProtectSystem=strict stays read-only
+UNIT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile"
+
+
+def read_only_hint(path: str) -> Optional[str]:
+    """Why `path` cannot be written when its directory is on a read-only mount (as ProtectSystem=strict
+    leaves every directory the unit does not list), with the fix; None otherwise."""
+    directory = os.path.dirname(path) or "."
+    try:
+        if not os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return None
+    except OSError:
+        return None
+    return (f"{directory} is read-only to sriov-node: sriov-node-agent.service (ProtectSystem=strict) makes only "
+            f"{UNIT_TEXTFILE_DIR} writable for metrics (it must exist before the agent starts); for another "
+            f"directory add `[Service]` `ReadWritePaths={directory}` in a drop-in (systemctl edit "
+            "sriov-node-agent.service) and restart the agent")
+
+
 def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, config_valid: bool = True) -> str:
     """Render and atomically replace `path` (its directory must exist: node_exporter's). Returns `path`.
 
-    Raises sriov_node.atomic.OutputError when the file cannot be written.
+    Raises sriov_node.atomic.OutputError when the file cannot be written (with the unit's fix when
+    its directory is read-only).
     """
-    from sriov_node.atomic import write_atomic
+    from sriov_node.atomic import OutputError, write_atomic
 
-    write_atomic(path, render(host, desired, config_valid=config_valid).encode(), mode=0o644)
+    try:
+        write_atomic(path, render(host, desired, config_valid=config_valid).encode(), mode=0o644)
+    except OutputError as exc:
+        hint = read_only_hint(path)
+        if hint is None:
+            raise
+        raise OutputError(f"{exc}; {hint}") from None
     return path

@@ -56,6 +56,11 @@ PHASES = ("modules", "pf", "count", "bindings", "links", "restore", "netdevs")
 #   any          at any time (netdevsim; modern mlx5 too, but the order above is safe on every version)
 ESWITCH_ORDER = {"ice": "no_vfs", "mlx5_core": "vfs_unbound", "netdevsim": "any"}
 ESWITCH_DEFAULT_ORDER = "no_vfs"  # the order that is safe on a driver we know nothing of
+# A disable (sriov_numvfs -> 0) can take the eswitch back to legacy: netdevsim does
+# (nsim_drv_configure_vfs -> nsim_esw_legacy_enable), mlx5 did before 6.0 (the eswitch went to
+# NONE, then LEGACY on the next enable), Intel's out-of-tree ice does (in-tree ice keeps it).
+# So a count change that passes through 0 is always followed by the wanted mode, on every
+# driver, whether or not the mode differs before it: a no-op where the driver kept it.
 
 
 def eswitch_order(pf: PfState) -> str:
@@ -255,7 +260,11 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
             mode = None  # the count is not ours to take through 0: the finding stays, reported
         else:
             recreate = True
-    if mode is not None and order == "any":
+    through_zero = recreate and bool(have or pf.vfs)
+    if through_zero and mode is None and spec.eswitch_mode is not None:
+        # the disable may reset the mode (ESWITCH_ORDER's note): set it again after it
+        mode = SetEswitchMode(pf.pci, handle=pf.devlink_handle, value=spec.eswitch_mode, current=pf.eswitch_mode)
+    if mode is not None and order == "any" and not through_zero:
         b.count.append(mode)
         mode = None
 
@@ -263,8 +272,8 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
         if have or pf.vfs:
             # SR-IOV is all or nothing: the kernel answers EBUSY to N over M, so go through 0.
             b.count.append(SetNumVfs(pf.pci, value=0, current=have))
-        if mode is not None and (order == "no_vfs" or not spec.num_vfs):
-            b.count.append(mode)
+        if mode is not None and (order != "vfs_unbound" or not spec.num_vfs):
+            b.count.append(mode)  # after the 0 (which may have reset it), before the VFs exist
             mode = None
         if spec.num_vfs:
             # With drivers to choose (or an eswitch that wants its VFs unbound), create the VFs

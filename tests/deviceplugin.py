@@ -1,7 +1,11 @@
-"""A small reference matcher for the SR-IOV network device plugin's selectors (deviceType netDevice).
+"""A small reference matcher for the SR-IOV network device plugin's selectors (deviceTypes netDevice and accelerator).
 
-It follows the plugin's documented and coded semantics: discovery keeps PCI network devices
-(class 0x02) that have a driver and are not PFs with VFs enabled; within one selector object every
+It follows the plugin's code (k8snetworkplumbingwg/sriov-network-device-plugin): discovery keeps PCI
+functions by base class (pkg/types SupportedDevices): network controllers (0x02) for netDevice, with
+a driver and not PFs with VFs enabled (pkg/netdevice AddTargetDevices), and processing accelerators
+(0x12) for accelerator, with a driver, PFs included (pkg/accelerator AddTargetDevices); an
+accelerator selector reads only vendors, devices, drivers and pciAddresses (AccelDeviceSelectors:
+Go's decoder drops any other key, pfNames included); within one selector object every
 non-empty key must accept (AND), within a key's list any entry (OR); vendors/devices/drivers are
 exact, case-sensitive string matches; pfNames/rootDevices take the FIRST entry whose part before
 '#' equals the VF's PF name/address case-insensitively, then its comma list of Go-Atoi indices and
@@ -83,12 +87,19 @@ def devices(root: str) -> List[Device]:
     return out
 
 
-def is_candidate(d: Device) -> bool:
-    if d.pci_class != 0x02:
+DEVICE_CLASSES = {"netDevice": 0x02, "accelerator": 0x12}  # pkg/types SupportedDevices (auxNetDevice: not VFs)
+_KEYS = {
+    "netDevice": ("vendors", "devices", "drivers", "pciaddresses", "pfnames", "rootdevices"),
+    "accelerator": ("vendors", "devices", "drivers", "pciaddresses"),
+}
+
+
+def is_candidate(d: Device, device_type: str = "netDevice") -> bool:
+    if d.pci_class != DEVICE_CLASSES[device_type]:
         return False
-    if d.sriov_capable and d.sriov_numvfs > 0:
-        return False  # a PF with VFs enabled is never exposed
-    return d.driver is not None  # an unbound device cannot be built
+    if device_type == "netDevice" and d.sriov_capable and d.sriov_numvfs > 0:
+        return False  # a network PF with VFs enabled is never exposed (an accelerator PF is)
+    return d.driver is not None  # an unbound device cannot be built (GetDriverName fails)
 
 
 def _atoi(text: str) -> Optional[int]:
@@ -129,8 +140,8 @@ def _keys(obj: Dict[str, Any]) -> Dict[str, Any]:
     return {k.lower(): v for k, v in obj.items()}  # Go's encoding/json matches keys case-insensitively
 
 
-def selector_matches(sel: Dict[str, Any], d: Device) -> bool:
-    s = _keys(sel)
+def selector_matches(sel: Dict[str, Any], d: Device, device_type: str = "netDevice") -> bool:
+    s = {k: v for k, v in _keys(sel).items() if k in _KEYS[device_type]}
     for key, value in (("vendors", d.vendor), ("devices", d.device), ("drivers", d.driver), ("pciaddresses", d.pci)):
         if s.get(key) and value not in s[key]:
             return False
@@ -149,7 +160,8 @@ def match(config_json: str, devs: List[Device], default_prefix: str = "intel.com
     seen: set = set()
     for rc in doc["resourceList"]:
         rc = _keys(rc)
-        assert (rc.get("devicetype") or "netDevice") == "netDevice"
+        device_type = rc.get("devicetype") or "netDevice"
+        assert device_type in DEVICE_CLASSES, f"the plugin refuses deviceType {device_type!r}"
         name = rc["resourcename"]
         assert re.fullmatch(r"[a-zA-Z0-9_-]+", name), f"the plugin refuses resourceName {name!r}"
         full = f"{rc.get('resourceprefix') or default_prefix}/{name}"
@@ -161,7 +173,7 @@ def match(config_json: str, devs: List[Device], default_prefix: str = "intel.com
         pool = []
         for sel in selectors:
             for d in devs:
-                if is_candidate(d) and d.pci not in claimed and selector_matches(sel, d):
+                if is_candidate(d, device_type) and d.pci not in claimed and selector_matches(sel, d, device_type):
                     claimed.add(d.pci)
                     pool.append(d.pci)
         if pool:

@@ -13,6 +13,7 @@ from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+MGMT = "0000:02:00.0"  # eno1: a network function without SR-IOV
 VFIO = '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\ndriver = "vfio-pci"\n'
 IAVF = '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\ndriver = "iavf"\n'
 
@@ -32,16 +33,18 @@ def by_id(body, check_id, subject=None):
 def test_a_healthy_host_passes_and_the_json_has_its_shape(make_host):
     host = make_host()
     code, body = check(host)
-    assert code == 0 and body["result"] == "ok" and body["exit_code"] == 0
+    assert code == 0 and body["result"] == "warn" and body["exit_code"] == 0  # eno1 cannot make VFs
     assert set(body) == {"root", "config", "vfio", "assumed", "result", "exit_code", "counts", "checks",
                          "reboot_required"}
     assert body["config"] is None and "no config" in body["assumed"]
     assert [(c["id"], c["subject"]) for c in body["checks"]] == [
         ("cpu", None), ("iommu", None), ("iommu_passthrough", None), ("kernel_args", None), ("bootloader", "grub"),
-        ("pf_driver", PF0), ("sriov_capability", PF0), ("pf_driver", PF1), ("sriov_capability", PF1),
+        ("sriov_capability", MGMT), ("pf_driver", PF0), ("sriov_capability", PF0), ("ari", PF0),
+        ("pf_driver", PF1), ("sriov_capability", PF1), ("ari", PF1), ("vf_capable", None),
         ("module", "vfio-pci"), ("networkmanager", None)]
     assert all(set(c) == {"id", "subject", "block", "status", "seen", "fix"} for c in body["checks"])
-    assert body["counts"] == {"ok": 11, "warn": 0, "fail": 0, "skip": 0}
+    assert body["counts"] == {"ok": 14, "warn": 1, "fail": 0, "skip": 0}
+    assert by_id(body, "sriov_capability", MGMT)["status"] == "warn"
 
 
 def test_text_output_names_each_check_and_its_fix(make_host):
@@ -49,7 +52,7 @@ def test_text_output_names_each_check_and_its_fix(make_host):
     result = run_cli("check", root=host.root)
     assert result.returncode == 1
     assert "FAIL  iommu" in result.stdout and "fix: sriov-node check --fix (adds intel_iommu=on iommu=pt)" in result.stdout
-    assert result.stdout.rstrip().endswith("7 ok, 0 warn, 3 fail, 1 skip")
+    assert result.stdout.rstrip().endswith("10 ok, 1 warn, 3 fail, 1 skip")
 
 
 def test_iommu_off_in_the_bios(make_host):

@@ -90,7 +90,7 @@ def snapshot(root: str) -> dict:
     return out
 
 
-def test_debian_fix_edits_the_defaults_backs_up_and_prints_the_regeneration(make_host, tools):
+def test_debian_fix_edits_the_defaults_and_backs_up(make_host, tools):
     host = make_host(iommu=False)
     grub = Path(host.root, "etc/default/grub")
     before = grub.read_text()
@@ -101,9 +101,9 @@ def test_debian_fix_edits_the_defaults_backs_up_and_prints_the_regeneration(make
     assert 'GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in grub.read_text()
     (written,) = f["files"]
     assert written["path"] == "/etc/default/grub" and Path(host.root, written["backup"].lstrip("/")).read_text() == before
-    (cmd,) = f["commands"]
-    assert cmd["command"] == f"chroot {host.root} update-grub" and not cmd["ran"]
-    assert "reads this machine's /etc/default/grub" in cmd["why_not"]
+    assert f["commands"] == []  # no grub.cfg under the root: the next boot reads the defaults themselves
+    assert f["notes"] == [f"no grub.cfg under {host.root}: the next boot is read from the defaults themselves "
+                          "(nothing to regenerate)"]
     assert tools() == []  # update-grub and grub-mkconfig are on PATH: neither ran
     assert "reboot to use them" in Path(host.root, "run/sriov-node/reboot-required").read_text()
     assert body["reboot_required"] and body["fix"]["reboot_required"]
@@ -126,7 +126,7 @@ def test_a_second_fix_changes_nothing(make_host, tools):
     assert "fix: nothing to change: the next boot already has intel_iommu=on iommu=pt" in text.stdout
 
 
-def test_dry_run_shows_the_diff_and_the_command_and_writes_nothing(make_host, tools):
+def test_dry_run_shows_the_diff_and_writes_nothing(make_host, tools):
     host = make_host(iommu=False)
     before = snapshot(host.root)
     code, body, _ = fix(host, "--dry-run")
@@ -135,7 +135,7 @@ def test_dry_run_shows_the_diff_and_the_command_and_writes_nothing(make_host, to
     assert f["backup"] is None and '+GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in f["diff"]
     assert not body["fix"]["changed"] and body["fix"]["reboot_required"] is None
     text = run_cli("check", "--fix", "--dry-run", root=host.root)
-    assert "fix: would change /etc/default/grub" in text.stdout and f"fix: run chroot {host.root} update-grub" in text.stdout
+    assert "fix: would change /etc/default/grub" in text.stdout and "fix: run" not in text.stdout
 
 
 def test_rhel_fix_runs_grubby_on_the_roots_entries(make_host, tools):
@@ -158,13 +158,24 @@ def test_rhel_fix_runs_grubby_on_the_roots_entries(make_host, tools):
     assert len(tools()) == 1 and snapshot(host.root) == before
 
 
-def test_rhel_without_grubby_prints_the_command(make_host, monkeypatch, tmp_path):
+def test_rhel_without_grubby_changes_nothing_and_names_the_tool(make_host, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    host = make_host(iommu=False, platform=SimPlatform(bootloader="rhel"))
+    host = make_host(iommu=False, platform=SimPlatform(bootloader="rhel", cmdline="amd_iommu=off", cpu="amd",
+                                                       boot_args="amd_iommu=off"))
+    before = snapshot(host.root)
     code, body, _ = fix(host)
+    assert code == 1 and snapshot(host.root) == before  # not /etc/kernel/cmdline, not /etc/default/grub either
     (cmd,) = body["fix"]["commands"]
-    assert not cmd["ran"] and "grubby is not on PATH" in cmd["why_not"] and code == 1
-    assert next(c for c in body["checks"] if c["id"] == "bootloader")["status"] == "fail"
+    assert not cmd["ran"] and "grubby is not found on PATH: install grubby (RHEL" in cmd["why_not"]
+    (problem,) = body["fix"]["problems"]
+    assert "grubby is not found" in problem and problem.endswith("nothing was changed")
+    assert not body["fix"]["changed"] and body["fix"]["reboot_required"] is None and body["reboot_required"] is None
+    bootloader = next(c for c in body["checks"] if c["id"] == "bootloader")
+    assert bootloader["status"] == "fail" and "amd_iommu=off" in bootloader["seen"]
+    assert [f["written"] for f in body["fix"]["files"]] == [False, False]
+    text = run_cli("check", "--fix", root=host.root)
+    assert "reboot to use them" not in text.stdout + text.stderr and "error: " in text.stderr
+    assert "fix: did not change /etc/kernel/cmdline" in text.stdout and "fix: changed" not in text.stdout
 
 
 def test_a_grubby_that_mangles_the_entries_is_undone(make_host, tools, tmp_path):
@@ -261,7 +272,9 @@ def test_on_the_live_root_update_grub_is_run(make_host):
     plan = plan_fix(state, Scope(False), {"grub-mkconfig": "/usr/sbin/grub-mkconfig"}.get)
     assert plan.commands[0].argv == ("grub-mkconfig", "-o", "/boot/grub/grub.cfg") and plan.commands[0].run
     plan = plan_fix(state, Scope(False), lambda name: None)
-    assert not plan.commands[0].run and "neither update-grub nor grub-mkconfig is on PATH" in plan.commands[0].why_not
+    assert not plan.commands[0].run and plan.blocked
+    assert "none of update-grub, grub-mkconfig, grub2-mkconfig is found on PATH" in plan.commands[0].missing
+    assert "install grub2-common (Debian, Ubuntu: apt install grub2-common) or grub2-tools" in plan.problems[0]
 
 
 def test_on_the_live_root_grubby_edits_every_entry(make_host):

@@ -252,18 +252,6 @@ def test_no_notify_runs_in_the_foreground(daemon):
     assert d.messages == []  # nothing sent to NOTIFY_SOCKET
 
 
-def test_a_missing_systemd_python_is_said_at_start(make_host, write_config, tmp_path):
-    shadow = tmp_path / "shadow"
-    (shadow / "systemd").mkdir(parents=True)
-    (shadow / "systemd" / "__init__.py").write_text("raise ImportError('no libsystemd here')\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
-    env.update(NOTIFY_SOCKET=str(tmp_path / "nobody.sock"), PYTHONPATH=str(shadow))
-    host = make_host()
-    proc = subprocess.run([CLI, "--root", host.root, "--config", write_config(CONFIG), "daemon"],
-                          capture_output=True, text=True, timeout=30, env=env)
-    assert proc.returncode == 1 and "systemd-python" in proc.stderr and "--no-notify" in proc.stderr
-
-
 def test_the_daemon_refreshes_the_metrics_textfile(daemon):
     d = daemon('[metrics]\ntextfile = "/var/lib/node_exporter/textfile/sriov_node.prom"\n' + CONFIG)
     prom = os.path.join(d.host.root, "var/lib/node_exporter/textfile/sriov_node.prom")

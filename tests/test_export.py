@@ -13,6 +13,7 @@ from sriov_node.host import open_host
 from sriov_node.host.observe import observe
 from sriov_node.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel
+from sriov_node.sim.nics import NICS
 from tests import deviceplugin
 from tests.helpers import run_cli, sim_writes
 
@@ -193,3 +194,105 @@ def test_a_config_without_resources_exits_2(host, write_config):
     proc = run_cli("export", "device-plugin", "--json-only", root=host.root, config=path)
     assert proc.returncode == 2
     assert "no [[pf.vfs]] group names a resource" in json.loads(proc.stdout)["error"]["message"]
+
+
+# ---------------------------------------------------------------------------- what the plugin can discover
+
+
+def test_the_reference_matcher_follows_the_plugins_device_types():
+    vf = deviceplugin.Device("0000:40:00.1", "19e5", "a251", "vfio-pci", "", "0000:40:00.0", 0, 0x12, False, 0)
+    pf = deviceplugin.Device("0000:40:00.0", "19e5", "a250", "hisi_zip", "", "", -1, 0x12, True, 4)
+    nvme = deviceplugin.Device("0000:30:00.1", "1b36", "0010", "vfio-pci", "", "0000:30:00.0", 0, 0x01, False, 0)
+    assert deviceplugin.is_candidate(vf, "accelerator") and not deviceplugin.is_candidate(vf, "netDevice")
+    assert deviceplugin.is_candidate(pf, "accelerator")  # pkg/accelerator keeps PFs with VFs enabled
+    assert not any(deviceplugin.is_candidate(nvme, t) for t in deviceplugin.DEVICE_CLASSES)
+    # AccelDeviceSelectors has no pfNames/rootDevices: Go's decoder drops them, so they select nothing
+    assert deviceplugin.selector_matches({"vendors": ["19e5"], "rootDevices": ["0000:99:00.0#7"]}, pf, "accelerator")
+    assert not deviceplugin.selector_matches({"pciAddresses": ["0000:40:00.1"]}, pf, "accelerator")
+
+
+def _resource_config(pci, driver="vfio-pci"):
+    return f"""
+[[pf]]
+pci = "{pci}"
+num_vfs = 4
+  [[pf.vfs]]
+  range = "1-2"
+  driver = "{driver}"
+  resource = "vfs"
+"""
+
+
+@pytest.mark.parametrize("model", sorted(NICS))
+def test_every_model_is_exported_as_the_plugin_discovers_it_or_refused(make_host, write_config, model):
+    """The rule over every simulated model: class 0x02 -> netDevice, 0x12 -> accelerator, else exit 1."""
+    host = make_host((model, 1, None))
+    pf = observe(host).pfs[-1].pci  # the model's PF (the management NIC comes first)
+    path = write_config(_resource_config(pf))
+    apply(host, path)
+    base = int(NICS[model].pci_class, 16) >> 16
+
+    proc = run_cli("export", "device-plugin", "--json-only", root=host.root, config=path)
+
+    if base not in (0x02, 0x12):
+        assert proc.returncode == 1, proc.stdout
+        message = json.loads(proc.stdout)["error"]["message"]
+        assert f"the VFs of {pf}" in message and f"PCI class 0x{NICS[model].pci_class}" in message
+        assert "discovers only network controllers (class 0x02" in message and "drop resource = 'vfs'" in message
+        return
+    assert proc.returncode == 0, proc.stderr
+    (resource,) = json.loads(proc.stdout)["resourceList"]
+    assert resource.get("deviceType", "netDevice") == ("accelerator" if base == 0x12 else "netDevice")
+    pools = deviceplugin.match(proc.stdout, deviceplugin.devices(host.root))
+    assert pools == expected_pools(host, path) and len(pools["intel.com/vfs"]) == 2
+
+
+def test_an_accelerator_resource_names_its_vfs_by_address(make_host, write_config):
+    host = make_host(("x710", 1, None), ("hisi-zip", 1, None))
+    zip_pf = "0000:30:00.0"
+    path = write_config(f"""
+[[pf]]
+name = "ens1f0"
+num_vfs = 2
+  [[pf.vfs]]
+  range = "0-1"
+  driver = "iavf"
+  resource = "netdev"
+
+[[pf]]
+pci = "{zip_pf}"
+num_vfs = 4
+  [[pf.vfs]]
+  range = "0,2"
+  driver = "vfio-pci"
+  resource = "zip"
+  [[pf.vfs]]
+  range = "1,3"
+  driver = "vfio-pci"
+""")
+    proc = run_cli("export", "device-plugin", "--json-only", root=host.root, config=path)
+    assert proc.returncode == 1  # before apply: no VF addresses to name
+    assert ("resource 'zip' is an accelerator resource, which the device plugin selects by VF PCI address, and "
+            f"VF(s) 0,2 of {zip_pf} do not exist yet; run sriov-node apply first") in json.loads(proc.stdout)["error"]["message"]
+    apply(host, path)
+
+    text = export_json(host, path)
+
+    zip_vfs = [observe(host).pf(zip_pf).vf(i).pci for i in (0, 2)]
+    doc = json.loads(text)
+    assert doc["resourceList"][1] == {"resourceName": "zip", "resourcePrefix": "intel.com", "deviceType": "accelerator",
+                                      "selectors": {"vendors": ["19e5"], "devices": ["a251"], "drivers": ["vfio-pci"],
+                                                    "pciAddresses": zip_vfs}}
+    assert "deviceType" not in doc["resourceList"][0] and "pfNames" in doc["resourceList"][0]["selectors"]
+    pools = deviceplugin.match(text, deviceplugin.devices(host.root))
+    assert pools == expected_pools(host, path) and pools["intel.com/zip"] == sorted(zip_vfs)
+
+
+def test_one_resource_cannot_hold_network_and_accelerator_vfs(make_host, write_config):
+    host = make_host(("x710", 1, None), ("hisi-zip", 1, None))
+    path = write_config(_resource_config("0000:20:00.0") + _resource_config("0000:30:00.0").replace("1-2", "0-1"))
+    apply(host, path)
+    proc = run_cli("export", "device-plugin", "--json-only", root=host.root, config=path)
+    assert proc.returncode == 1
+    assert ("resource 'vfs' has both network VFs (of 0000:20:00.0 (ens1f0)) and accelerator VFs (of 0000:30:00.0)"
+            in json.loads(proc.stdout)["error"]["message"])

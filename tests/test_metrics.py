@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sriov_node.config import load_config
 from sriov_node.host import open_host
-from sriov_node.metrics import textfile_path, write_textfile
+from sriov_node.metrics import FAMILIES, PREFIX, UNIT_TEXTFILE_DIR, textfile_path, write_textfile
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.state import read_state
-from tests.helpers import run_cli
+from tests.helpers import CLI, run_cli
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
 CONFIG = f"""
@@ -65,7 +68,7 @@ def test_metrics_after_an_apply(host, write_config):
     assert value(found, "pf_vfs_desired", **pf) == 4
     assert value(found, "pf_vfs_actual", pf=PF0, name="ens1f0") == 4
     assert value(found, "pf_vfs_actual", pf=PF1, name="ens1f1") == 0
-    assert value(found, "pf_vfs_total", pf=PF0, name="ens1f0") == 64
+    assert value(found, "pf_vfs_max", pf=PF0, name="ens1f0") == 64
     assert value(found, "pf_converged", **pf) == 1 and value(found, "pf_differences", **pf) == 0
     assert value(found, "block_failed", block="pf[1]", kind="absent") == 1
     assert value(found, "converged") == 0 and value(found, "config_valid") == 1
@@ -111,3 +114,88 @@ def test_an_unwritable_textfile_is_an_error_not_a_traceback(host, write_config, 
     proc = run_cli("metrics", "--output", str(tmp_path / "missing-dir" / "x.prom"), root=host.root,
                    config=write_config(CONFIG))
     assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def promtool():
+    """promtool (scripts/setup puts it in the venv's bin; else the one on PATH)."""
+    here = os.path.join(os.path.dirname(sys.executable), "promtool")
+    found = here if os.access(here, os.X_OK) else shutil.which("promtool")
+    assert found, "promtool is missing: run scripts/setup (it installs promtool for the tests)"
+    return found
+
+
+def test_promtool_accepts_every_metric_in_every_state(make_host, write_config, tmp_path):
+    """`promtool check metrics` on what each state writes: no config, an invalid config, not applied yet,
+    converged, a failed apply (kernel errors, a block absent), PFs without a netdev; together every family."""
+    host = make_host(("x710", 2, None), ("nvme", 1, None))
+    texts = {"no config": run_cli("metrics", root=host.root).stdout,
+             "invalid config": run_cli("metrics", "-o", "-", root=host.root,
+                                       config=write_config("[[pf]]\nnum_vfs = 2\n")).stdout}
+    path = write_config(CONFIG)
+    converged = write_config(CONFIG.split('[[pf]]\nname = "ens9f0"')[0] + '[[pf]]\npci = "0000:30:00.0"\nnum_vfs = 2\n')
+    texts["not applied"] = run_cli("metrics", "-o", "-", root=host.root, config=path).stdout
+    assert run_cli("apply", root=host.root, config=converged).returncode == 0
+    texts["converged"] = run_cli("metrics", "-o", "-", root=host.root, config=converged).stdout
+    SimKernel(host.root).add_fault("probe_fails", driver="vfio-pci", device=host.sysfs.vf_address(PF0, 0),
+                                     errno="EINVAL")
+    host.sysfs.unbind(host.sysfs.vf_address(PF0, 0), "vfio-pci")
+    assert run_cli("apply", root=host.root, config=path).returncode == 1
+    texts["failed"] = run_cli("metrics", "-o", "-", root=host.root, config=path).stdout
+
+    seen = set()
+    for state, text in texts.items():
+        assert text, state
+        out = tmp_path / "m.prom"
+        out.write_text(text)
+        with open(out) as fh:
+            proc = subprocess.run([promtool(), "check", "metrics"], stdin=fh, capture_output=True, text=True)
+        assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), (state, proc.stdout + proc.stderr)
+        seen |= {family.name for family in text_string_to_metric_families(text)}
+    assert seen == {PREFIX + name for name, _ in FAMILIES}
+
+
+@pytest.mark.parametrize("command", [["metrics"], ["export", "device-plugin", "--json-only"]])
+def test_output_to_dev_stdout_writes_through_the_pipe(host, write_config, command):
+    """`-o /dev/stdout` (a pipe here) is written through, not replaced by a renamed temporary file."""
+    path = write_config(CONFIG.replace('name = "ens9f0"', 'name = "ens1f1"')
+                        + '  [[pf.vfs]]\n  range = "0-1"\n  driver = "iavf"\n  resource = "r"\n')
+    proc = run_cli(*command, "-o", "/dev/stdout", root=host.root, config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("# HELP sriov_node_" if command == ["metrics"] else '{\n  "resourceList"')
+
+
+UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "systemd", "sriov-node-agent.service")
+
+
+def test_the_agent_unit_lets_the_documented_textfile_directory_be_written():
+    """ProtectSystem=strict leaves /var read-only: the unit re-opens node_exporter's directory (the guide's),
+    optional ('-') so that a node without node_exporter still starts the agent."""
+    with open(UNIT) as fh:
+        lines = [line.strip() for line in fh if line.startswith("ReadWritePaths=")]
+    writable = [p for line in lines for p in line.split("=", 1)[1].split()]
+    assert "ProtectSystem=strict" in open(UNIT).read()
+    assert f"-{UNIT_TEXTFILE_DIR}" in writable
+    docs = os.path.join(os.path.dirname(UNIT), "..", "docs", "guide.md")
+    assert f'textfile = "{UNIT_TEXTFILE_DIR}/sriov_node.prom"' in open(docs).read()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_a_read_only_textfile_directory_names_the_unit_fix(host, write_config, tmp_path):
+    """As under ProtectSystem=strict: the directory is a read-only mount; the daemon's write and the CLI's
+    say which directory, that the unit makes only node_exporter's writable, and the drop-in that fixes it."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    path = write_config(CONFIG.replace("/var/lib/node_exporter/textfile/sriov_node.prom", f"{ro}/sriov_node.prom"))
+    daemon_write = (f"from sriov_node.config import load_config; from sriov_node.host import open_host; "
+                    f"from sriov_node.metrics import write_textfile; from sriov_node.atomic import OutputError\n"
+                    f"try: write_textfile(open_host({host.root!r}), load_config({path!r}), '{ro}/sriov_node.prom')\n"
+                    f"except OutputError as exc: print(exc)")
+    script = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "
+              f"{CLI} --root {host.root} --config {path} metrics -o {ro}/sriov_node.prom; echo rc=$?; "
+              f"{sys.executable} -c \"$0\"")
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script, daemon_write],
+                          capture_output=True, text=True, timeout=60)
+    assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
+    for text in (proc.stderr, proc.stdout.split("rc=1", 1)[1]):  # the CLI's error, the daemon's message
+        assert f"{ro} is read-only to sriov-node" in text, proc.stdout + proc.stderr
+        assert f"makes only {UNIT_TEXTFILE_DIR} writable" in text and f"ReadWritePaths={ro}" in text

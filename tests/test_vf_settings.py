@@ -7,13 +7,18 @@ trust, no link state).
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
 
+from sriov_node.actions import SetEswitchMode, SetNumVfs
 from sriov_node.config import load_config
 from sriov_node.host import open_host
+from sriov_node.model import PfSelector, PfSpec, PfState, VfState
+from sriov_node.plan import plan_pf
 from sriov_node.reconcile import reconcile, survey
+from sriov_node.resolve import Target
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli, sim_writes
 
@@ -234,6 +239,139 @@ def test_mlx5_with_bound_vfs_unbinds_switches_and_rebinds(host, write_config):
     assert report.exit_code == 0, report.outcomes[0].error
     assert [a["op"] for a in report.outcomes[0].actions] == [
         "unbind_driver", "unbind_driver", "set_eswitch_mode", "probe_default_driver", "probe_default_driver"]
+
+
+# Every transition of (count, mode), on every simulated PF driver with an eswitch, with the
+# driver keeping its mode over a disable (in-tree 6.1 ice, mlx5 since 6.0) and resetting it to
+# legacy (mlx5 before 6.0, Intel's out-of-tree ice; netdevsim, proved in tests/lab): one apply
+# converges, read back from the kernel, and the next apply writes nothing.
+ESWITCH_PFS = {
+    "ice": (E810, "ens2f0", ()),
+    "mlx5": (CX5, "ens3f0", ()),
+    "mlx5-old": (CX5, "ens3f0", ("eswitch_needs_vfs",)),  # before ~5.3: a mode only with VFs
+}
+ESWITCH_TRANSITIONS = [  # (count, mode) before -> after
+    ((4, "legacy"), (4, "switchdev")),  # the mode alone
+    ((4, "switchdev"), (4, "legacy")),
+    ((4, "legacy"), (2, "switchdev")),  # count down and the mode
+    ((2, "legacy"), (4, "switchdev")),  # count up and the mode
+    ((4, "switchdev"), (2, "legacy")),
+    ((2, "switchdev"), (3, "legacy")),
+    ((4, "switchdev"), (2, "switchdev")),  # the count alone, through 0
+    ((2, "switchdev"), (4, "switchdev")),
+    ((0, "legacy"), (3, "switchdev")),  # up from 0: no disable
+    ((0, "switchdev"), (3, "switchdev")),
+    ((4, "switchdev"), (0, "switchdev")),  # down to 0
+    ((4, "legacy"), (0, "switchdev")),
+    ((4, "switchdev"), (0, "legacy")),
+]
+
+
+def _eswitch_config(name, count, mode):
+    return f'[[pf]]\nname = "{name}"\nnum_vfs = {count}\neswitch_mode = "{mode}"\n'
+
+
+@pytest.mark.parametrize("resets", [False, True], ids=["keeps", "resets"])
+@pytest.mark.parametrize("before,after", ESWITCH_TRANSITIONS, ids=lambda t: f"{t[0]}-{t[1]}")
+@pytest.mark.parametrize("driver", sorted(ESWITCH_PFS))
+def test_every_eswitch_transition_converges_in_one_apply(host, write_config, driver, before, after, resets):
+    pci, name, faults = ESWITCH_PFS[driver]
+    if "eswitch_needs_vfs" in faults and 0 in (before[0], after[0]):
+        pytest.skip("old mlx5 has no eswitch mode without VFs")
+    kernel = SimKernel(host.root)
+    for fault in faults + (("eswitch_resets",) if resets else ()):
+        kernel.add_fault(fault, device=pci)
+    first = apply(host, write_config(_eswitch_config(name, *before)))
+    assert first.exit_code == 0, first.outcomes[0].error
+    h = open_host(host.root)
+    assert (h.sysfs.num_vfs(pci), h.devlink.eswitch_mode(f"pci/{pci}")) == before
+    report = apply(host, write_config(_eswitch_config(name, *after)))
+    assert report.exit_code == 0, report.outcomes[0].error
+    h = open_host(host.root)
+    assert (h.sysfs.num_vfs(pci), h.devlink.eswitch_mode(f"pci/{pci}")) == after
+    assert not kernel.consistency_problems()
+    again = apply(host, write_config(_eswitch_config(name, *after)))
+    assert again.exit_code == 0 and again.writes == 0, again.outcomes[0].actions
+
+
+def test_a_resize_sets_the_mode_after_the_disable_that_reset_it(host, write_config):
+    """The case seen on a real kernel: 4 VFs in legacy, then 2 in switchdev; and a resize in switchdev."""
+    SimKernel(host.root).add_fault("eswitch_resets", device=E810)
+    apply(host, write_config('[[pf]]\nname = "ens2f0"\nnum_vfs = 4\n'))
+    report = apply(host, write_config(_eswitch_config("ens2f0", 2, "switchdev")))
+    assert report.exit_code == 0, report.outcomes[0].error
+    assert [(a["op"], a.get("value")) for a in report.outcomes[0].actions] == [
+        ("set_num_vfs", 0), ("set_eswitch_mode", "switchdev"), ("set_num_vfs", 2)]
+    report = apply(host, write_config(_eswitch_config("ens2f0", 3, "switchdev")))  # the mode does not differ
+    assert report.exit_code == 0, report.outcomes[0].error
+    assert [(a["op"], a.get("value")) for a in report.outcomes[0].actions] == [
+        ("set_num_vfs", 0), ("set_eswitch_mode", "switchdev"), ("set_num_vfs", 3)]
+
+
+def test_a_disable_resets_the_simulated_eswitch_only_where_the_driver_does(host):
+    h = open_host(host.root)
+    SimKernel(host.root).add_fault("eswitch_resets", device=CX5)
+    for pci in (E810, CX5):
+        h.devlink.set_eswitch_mode(f"pci/{pci}", "switchdev")
+        h.sysfs.set_num_vfs(pci, 2)
+        h.sysfs.set_num_vfs(pci, 0)
+    assert h.devlink.eswitch_mode(f"pci/{E810}") == "switchdev"  # in-tree ice keeps it
+    assert h.devlink.eswitch_mode(f"pci/{CX5}") == "legacy"
+    h.sysfs.set_num_vfs(E810, 2)
+    h.devlink.set_eswitch_mode(f"pci/{E810}", "switchdev")  # its own mode, with VFs: 0, as ice answers
+    with pytest.raises(OSError) as exc:
+        h.devlink.set_eswitch_mode(f"pci/{E810}", "legacy")
+    assert exc.value.errno == errno.EOPNOTSUPP
+
+
+class EswitchModel:
+    """A PF driver's count and eswitch as its kernel source has them, to run a plan's count phase on.
+
+    netdevsim (not in the simulated host) changes the mode at any time and goes back to legacy on
+    a disable (Linux 6.1 drivers/net/netdevsim/dev.c); ice only changes it without VFs; a driver
+    the planner does not know is taken to be as strict as both.
+    """
+
+    RULES = {"netdevsim": ("any", True), "ice": ("no_vfs", False), "mlx5_core": ("any", False),
+             "unknown_nic": ("no_vfs", True)}
+
+    def __init__(self, driver, count, mode, resets=None):
+        self.rule, self.resets = self.RULES[driver]
+        self.resets = self.resets if resets is None else resets
+        self.count, self.mode = count, mode
+
+    def run(self, action):
+        if isinstance(action, SetNumVfs):
+            if self.count and action.value and action.value != self.count:
+                raise OSError(errno.EBUSY, "N over M")
+            if self.count and not action.value and self.resets:
+                self.mode = "legacy"
+            self.count = action.value
+        elif isinstance(action, SetEswitchMode) and action.value != self.mode:
+            if self.rule == "no_vfs" and self.count:
+                raise OSError(errno.EOPNOTSUPP, "Changing eswitch mode is allowed only if there is no VFs created")
+            self.mode = action.value
+
+
+def _model_state(driver, count, mode):
+    bus = "netdevsim" if driver == "netdevsim" else "pci"
+    vfs = tuple(VfState(i, f"vf{i}", None if bus != "pci" else "iavf", None) for i in range(count))
+    return PfState(pci="netdevsim10" if bus != "pci" else E810, vendor=None, device=None, driver=driver,
+                   netdevs=("eth0",), mac=None, total_vfs=64, num_vfs=count, autoprobe=None, vf_device=None,
+                   vfs=vfs, bus=bus, eswitch_mode=mode)
+
+
+@pytest.mark.parametrize("resets", [False, True], ids=["keeps", "resets"])
+@pytest.mark.parametrize("before,after", ESWITCH_TRANSITIONS, ids=lambda t: f"{t[0]}-{t[1]}")
+@pytest.mark.parametrize("driver", sorted(EswitchModel.RULES))
+def test_the_count_phase_leaves_every_driver_in_the_wanted_mode(driver, before, after, resets):
+    spec = PfSpec(key="pf[0]", selector=PfSelector(name="eth0"), num_vfs=after[0], eswitch_mode=after[1])
+    model = EswitchModel(driver, *before, resets=resets)
+    the_plan = plan_pf(Target(spec, _model_state(driver, *before)), frozenset({"iavf"}))
+    for action in the_plan.actions:
+        model.run(action)
+    assert (model.count, model.mode) == after, [a.describe() for a in the_plan.actions]
+    assert plan_pf(Target(spec, _model_state(driver, *after)), frozenset({"iavf"})).actions == ()
 
 
 def test_a_pf_driver_without_switchdev_says_so(host, write_config):

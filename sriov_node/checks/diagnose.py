@@ -52,6 +52,9 @@ class PfWant:
     num_vfs: Optional[int] = None  # None: no block asks for VFs
     problem: Optional[str] = None  # why the block does not fit this PF (resolution)
     label: Optional[str] = None  # "0000:20:00.0 (ens1f0)"
+    survey: bool = False  # no block asks a VF count: can it make VFs at all (ARI judged on its TotalVFs)
+    severity: Optional[str] = None  # the status of what stops it making VFs (default: fail, warn for num_vfs 0)
+    unasked: bool = False  # nothing named it (no config): a function without any SR-IOV is only a warning
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Scope:
     vfio: bool = True  # some VF group wants vfio-pci (assumed without a config)
     netdev_vfs: bool = True  # some VF gets a network driver (NetworkManager sees it)
     notes: Tuple[CheckResult, ...] = ()  # blocks that are only notes here (fleet rules matching nothing)
+    survey: bool = False  # nothing asked of any PF: which functions can make VFs (vf_capable)
+    survey_severity: Optional[str] = None  # the status of "nothing here can make VFs" (warn: an empty config)
 
 
 @dataclass
@@ -359,6 +364,8 @@ def check_bootloader(state: PlatformState, wants_vfio: bool) -> CheckResult:
 
 
 def _severity(want: PfWant) -> str:
+    if want.severity is not None:
+        return want.severity
     return WARN if want.num_vfs == 0 else FAIL
 
 
@@ -419,6 +426,13 @@ def check_sriov_capability(dev: PciFunction, want: PfWant) -> CheckResult:
                            "pci=nommconf", dev.pci, want.block)
     cap = pci.sriov_cap(config)
     if cap is None:
+        if want.survey:
+            kind = "network function" if (dev.pci_class or "").startswith("02") else "function"
+            return CheckResult("sriov_capability", WARN if want.unasked else _severity(want),
+                               f"{kind} {who}: no SR-IOV capability (ID 0x0010) in the extended capability list of "
+                               f"{path}: it cannot make VFs: SR-IOV is disabled in the BIOS/firmware, or the device "
+                               "has none", "if this device supports SR-IOV: " + _firmware_hint(dev), dev.pci,
+                               want.block)
         return CheckResult("sriov_capability", _severity(want),
                            f"PF {who}: no SR-IOV capability (ID 0x0010) in the extended capability list of {path}: "
                            "SR-IOV is disabled in the BIOS/firmware, or the device has none",
@@ -438,19 +452,40 @@ def check_sriov_capability(dev: PciFunction, want: PfWant) -> CheckResult:
     if dev.total_vfs is not None and dev.total_vfs != cap.total_vfs:
         extra = f"; the PF driver limits sriov_totalvfs to {dev.total_vfs}"
     bars = ", ".join(b.describe() for b in cap.bars if b.address)
+    if dev.total_vfs is None:
+        return CheckResult("sriov_capability", _severity(want),
+                           f"PF {who}: {cap.describe()}; {bars}; but the kernel shows no sriov_totalvfs for it: it "
+                           "did not set SR-IOV up, so VFs cannot be created through sysfs",
+                           "a kernel built with CONFIG_PCI_IOV=y; dmesg | grep -i sr-iov says why it gave up",
+                           dev.pci, want.block)
     return CheckResult("sriov_capability", OK, f"PF {who}: {cap.describe()}; {bars}{extra}",
                        subject=dev.pci, block=want.block)
 
 
+def _total_vfs(dev: PciFunction) -> Optional[int]:
+    """What the PF can make at most: sriov_totalvfs, else TotalVFs of its SR-IOV capability."""
+    if dev.total_vfs is not None:
+        return dev.total_vfs
+    cap = pci.sriov_cap(dev.config) if dev.config and len(dev.config) >= pci.FULL_SIZE else None
+    return cap.total_vfs if cap is not None else None
+
+
 def check_ari(dev: PciFunction, want: PfWant) -> Optional[CheckResult]:
-    if want.num_vfs is None:
-        return None
     who = want.label or dev.pci
-    if want.num_vfs <= 7:
-        return CheckResult("ari", OK, f"PF {who}: {want.num_vfs} VF(s) wanted: 7 or fewer need no ARI",
+    if want.survey and want.num_vfs is None:
+        total = _total_vfs(dev)
+        if not total:
+            return None  # it makes no VF: sriov_capability says why
+        count, wanted = total, f"up to {total} VFs (TotalVFs)"
+    elif want.num_vfs is None:
+        return None
+    else:
+        count, wanted = want.num_vfs, f"{want.num_vfs} VF(s) wanted"
+    if count <= 7:
+        return CheckResult("ari", OK, f"PF {who}: {wanted}: 7 or fewer need no ARI",
                            subject=dev.pci, block=want.block)
     if dev.upstream is None:
-        return CheckResult("ari", SKIP, f"PF {who} sits on a root bus without a bridge above it (an integrated "
+        return CheckResult("ari", SKIP, f"PF {who} ({wanted}) sits on a root bus without a bridge above it (an integrated "
                                         "endpoint): ARI forwarding does not apply", subject=dev.pci, block=want.block)
     own = pci.find_ext(dev.config, pci.EXT_ARI) is not None if dev.config and len(dev.config) >= pci.FULL_SIZE else None
     port = pci.pcie_cap(dev.upstream_config) if dev.upstream_config else None
@@ -458,7 +493,7 @@ def check_ari(dev: PciFunction, want: PfWant) -> Optional[CheckResult]:
     if port is None or port.devcap2 is None:
         if dev.ari_enabled:
             return CheckResult("ari", OK, f"PF {who}: the kernel enabled ARI on its bus (ari_enabled 1): "
-                                          f"{want.num_vfs} VFs can be routed", subject=dev.pci, block=want.block)
+                                          f"{count} VFs can be routed", subject=dev.pci, block=want.block)
         short = dev.upstream_config is not None and len(dev.upstream_config) < pci.STANDARD_SIZE
         why = ("its configuration space is cut to 64 bytes without CAP_SYS_ADMIN" if short
                else "it has no PCI Express capability version 2")
@@ -470,12 +505,12 @@ def check_ari(dev: PciFunction, want: PfWant) -> Optional[CheckResult]:
         own_text = "" if own is None else ("; the PF has the ARI capability" if own else
                                            "; the PF itself has no ARI capability, so it uses its non-ARI VF offsets")
         state = "enabled" if port.ari_forwarding_enabled else "not enabled"
-        return CheckResult("ari", OK, f"PF {who}: {kind} {dev.upstream} supports ARI forwarding ({state}){own_text}"
-                                      f"{enabled}", subject=dev.pci, block=want.block)
+        return CheckResult("ari", OK, f"PF {who}: {wanted}; {kind} {dev.upstream} supports ARI forwarding ({state})"
+                                      f"{own_text}{enabled}", subject=dev.pci, block=want.block)
     return CheckResult("ari", WARN,
-                       f"PF {who}: {kind} {dev.upstream} does not support ARI forwarding (DevCap2 bit 5 clear): with "
-                       f"{want.num_vfs} > 7 VFs, the VFs land on other device numbers or buses, which the port may "
-                       "not route", f"enable ARI in the BIOS if it offers it, or use at most 7 VFs on PF {dev.pci}",
+                       f"PF {who}: {wanted}; {kind} {dev.upstream} does not support ARI forwarding (DevCap2 bit 5 "
+                       f"clear): with {count} > 7 VFs, the VFs land on other device numbers or buses, which the port "
+                       "may not route", f"enable ARI in the BIOS if it offers it, or use at most 7 VFs on PF {dev.pci}",
                        dev.pci, want.block)
 
 
@@ -493,6 +528,76 @@ def check_device(dev: PciFunction, want: PfWant) -> List[CheckResult]:
         if r is not None:
             results.append(r)
     return results
+
+
+_PF_CHECKS = ("pf_driver", "sriov_capability", "ari")
+
+
+def _why_no_vfs(dev: PciFunction) -> str:
+    """In a few words, what stops this function making VFs (its lines above say it in full)."""
+    why = []
+    config = dev.config or b""
+    if pci.STANDARD_SIZE <= len(config) < pci.FULL_SIZE:
+        why.append("no extended configuration space")
+    cap = pci.sriov_cap(config) if len(config) >= pci.FULL_SIZE else None
+    if len(config) >= pci.FULL_SIZE and cap is None:
+        why.append("no SR-IOV capability")
+    elif cap is not None and cap.total_vfs == 0:
+        why.append("TotalVFs 0")
+    elif cap is not None and not cap.bars_assigned:
+        why.append("VF BARs unassigned")
+    elif cap is not None and dev.total_vfs is None:
+        why.append("the kernel did not set SR-IOV up")
+    if dev.total_vfs is not None or (cap is not None and cap.total_vfs):
+        if dev.driver is None:
+            why.append("no driver bound")
+        elif dev.driver == "vfio-pci" and not dev.vfio_enable_sriov:
+            why.append("vfio-pci without enable_sriov=1")
+        elif dev.driver in NO_SRIOV_PF_DRIVERS:
+            why.append(f"bound to {dev.driver}")
+    return ", ".join(why) or "see above"
+
+
+def check_vf_capable(state: PlatformState, wants: Sequence[PfWant], results: Sequence[CheckResult],
+                     severity: str = FAIL) -> CheckResult:
+    """Without a VF count asked of them: which of these functions can make VFs, which cannot, which
+    cannot be told (the per-function lines above say why and the fix)."""
+    can: List[str] = []
+    cannot: List[str] = []
+    unknown: List[str] = []
+    for want in wants:
+        dev = state.device(want.pci)
+        who = want.label or want.pci
+        mine = [r for r in results if r.subject == want.pci and r.id in _PF_CHECKS]
+        if dev is None or not dev.exists:
+            continue
+        blocking = [r for r in mine if r.status == FAIL or (r.id == "sriov_capability" and r.status == WARN)]
+        if blocking:
+            cannot.append(f"{who}: {_why_no_vfs(dev)}")
+        elif any(r.status == SKIP or (r.id == "pf_driver" and r.status == WARN) for r in mine) \
+                or not any(r.id == "sriov_capability" for r in mine):
+            unknown.append(who)
+        else:
+            total = _total_vfs(dev)
+            limited = any(r.id == "ari" and r.status == WARN for r in mine)
+            can.append(f"{who} up to {total}" + (" (7 without ARI forwarding)" if limited else ""))
+    parts = []
+    if can:
+        parts.append("can make VFs: " + ", ".join(can))
+    if cannot:
+        parts.append("cannot: " + "; ".join(cannot))
+    if unknown:
+        parts.append("cannot tell: " + ", ".join(unknown))
+    if not wants:
+        return CheckResult("vf_capable", severity, "no network function (PCI class 0x02) and no function with an SR-IOV capability on this "
+                           "host: nothing here can make VFs", "install an SR-IOV capable NIC")
+    if can:
+        return CheckResult("vf_capable", OK, "; ".join(parts))
+    if unknown:
+        return CheckResult("vf_capable", WARN, "; ".join(parts), "see each function's line above")
+    return CheckResult("vf_capable", severity, "no function here can make VFs: " + "; ".join(parts),
+                       "the fix on each function's line above (SR-IOV in the BIOS/UEFI setup and the NIC's firmware, "
+                       "VF BARs, the PF driver)")
 
 
 # ---------------------------------------------------------------------------- modules, NetworkManager
@@ -568,6 +673,9 @@ def diagnose(state: PlatformState, scope: Scope) -> Report:
                 if r.id == "pf_selected" or want.pci not in examined:  # two blocks on one PF: its checks once
                     report.add(r)
             examined.add(want.pci)
+    survey = [w for w in scope.pfs if w.survey]
+    if survey or scope.survey:
+        report.add(check_vf_capable(state, survey, report.results, scope.survey_severity or FAIL))
     for r in check_modules(state, scope.drivers):
         report.add(r)
     report.add(check_networkmanager(state, scope.netdev_vfs))

@@ -16,13 +16,22 @@ from __future__ import annotations
 import difflib
 import shlex
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from sriov_node.checks import bootcfg, kargs
 from sriov_node.checks.diagnose import Scope, grub_sources, needed, next_boot, recipe_change, x86
 from sriov_node.host.platform import BLS_ENTRIES, BootFiles, PlatformState
 
 Which = Callable[[str], Optional[str]]
+
+# the package that brings each tool the fix needs
+TOOL_PACKAGES = {
+    "grubby": "grubby (RHEL, Fedora, CentOS: dnf install grubby)",
+    "update-grub": "grub2-common (Debian, Ubuntu: apt install grub2-common)",
+    "grub-mkconfig": "grub2-common (Debian, Ubuntu: apt install grub2-common)",
+    "grub2-mkconfig": "grub2-tools (RHEL, Fedora: dnf install grub2-tools; grub2 on SUSE)",
+}
+GRUB_REGEN = ("update-grub", "grub-mkconfig", "grub2-mkconfig")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Command:
     why_not: Optional[str] = None
     program: Optional[str] = None  # the tool found on PATH
     backup: Tuple[str, ...] = ()  # files to copy aside before it runs (it edits them itself)
+    missing: Optional[str] = None  # the tool is nowhere it would be run from: what, where, which package
 
     def display(self) -> str:
         return " ".join(shlex.quote(a) for a in self.argv)
@@ -57,19 +67,41 @@ class FixPlan:
     notes: Tuple[str, ...] = ()
     reboot: bool = False  # the running kernel lacks what the next boot gets
     summary: str = ""
+    blocked: bool = False  # a tool the next boot depends on is missing: nothing may be written
+
+    @property
+    def tools(self) -> Tuple[str, ...]:
+        return tuple(c.argv[2] if c.argv[0] == "chroot" else c.argv[0] for c in self.commands)
 
     @property
     def empty(self) -> bool:
         return not self.changes and not self.commands
 
 
-def _grub_regen(state: PlatformState, which: Which) -> Command:
+def _missing(tools: Sequence[str], where: str, why: str) -> str:
+    """'<why>, and <tool> is not found <where>: install <package>'."""
+    packages = " or ".join(dict.fromkeys(TOOL_PACKAGES[t] for t in tools))
+    names = f"{tools[0]} is not" if len(tools) == 1 else f"none of {', '.join(tools)} is"
+    return f"{why}, and {names} found {where}: install {packages}"
+
+
+def _grub_regen(state: PlatformState, which: Which, root_which: Which) -> Optional[Command]:
+    """The command that turns the edited defaults into what the next boot reads (None: nothing to
+    regenerate, the next boot reads the defaults themselves, as check does without a grub.cfg)."""
     boot = state.boot
     cfg = boot.grub_cfg.path if boot is not None and boot.grub_cfg is not None else "/boot/grub/grub.cfg"
+    why = f"the next boot reads {cfg}, which only {' or '.join(GRUB_REGEN)} regenerates"
     if not state.live:
-        return Command(("chroot", state.root, "update-grub"), False,
-                       f"grub-mkconfig reads this machine's /etc/default/grub and /boot, not those under {state.root}: "
-                       f"run it inside {state.root} (with /dev, /proc and /sys bind-mounted there)")
+        if boot is None or boot.grub_cfg is None:
+            return None
+        for tool in GRUB_REGEN:
+            if root_which(tool):
+                argv = ("chroot", state.root, tool) + (() if tool == "update-grub" else ("-o", cfg))
+                return Command(argv, False, f"grub-mkconfig reads this machine's /etc/default/grub and /boot, not "
+                                            f"those under {state.root}: run it inside {state.root} (with /dev, "
+                                            "/proc and /sys bind-mounted there)")
+        missing = _missing(GRUB_REGEN, f"under {state.root} (in its PATH directories)", why)
+        return Command(("chroot", state.root, "update-grub"), False, missing, missing=missing)
     found = which("update-grub")
     if found:
         return Command(("update-grub",), True, program=found)
@@ -77,8 +109,8 @@ def _grub_regen(state: PlatformState, which: Which) -> Command:
         found = which(tool)
         if found:
             return Command((tool, "-o", cfg), True, program=found)
-    return Command(("update-grub",), False, "neither update-grub nor grub-mkconfig is on PATH: regenerate "
-                                            f"{cfg} with your distribution's tool")
+    missing = _missing(GRUB_REGEN, "on PATH or in the sbin directories", why)
+    return Command(("update-grub",), False, missing, missing=missing)
 
 
 def _grubby(state: PlatformState, entries: List[bootcfg.BlsEntry], want: Tuple[str, ...], which: Which
@@ -100,8 +132,10 @@ def _grubby(state: PlatformState, entries: List[bootcfg.BlsEntry], want: Tuple[s
     found = which("grubby")
     backup = tuple(e.path for e in entries)
     if not found:
-        return Command(tuple(argv), False, "grubby is not on PATH (install the grubby package), or edit the "
-                                           f"options lines in {BLS_ENTRIES}/*.conf")
+        where = "on PATH or in the sbin directories" if state.live else "on PATH"
+        missing = _missing(("grubby",), where, f"the next boot reads the options lines of {BLS_ENTRIES}/*.conf, "
+                                               "which sriov-node changes only through grubby")
+        return Command(tuple(argv), False, missing, missing=missing)
     return Command(tuple(argv), True, program=found, backup=backup)
 
 
@@ -115,8 +149,13 @@ def _file_fix(path: str, text: Optional[str], want: Tuple[str, ...]) -> Optional
     return FileChange(path, text, new)
 
 
-def plan_fix(state: PlatformState, scope: Scope, which: Which) -> FixPlan:
-    """The boot-loader changes that give the next boot the arguments vfio-pci needs."""
+def plan_fix(state: PlatformState, scope: Scope, which: Which, root_which: Optional[Which] = None) -> FixPlan:
+    """The boot-loader changes that give the next boot the arguments vfio-pci needs.
+
+    `which` finds a tool the fix runs (on PATH); `root_which` one it prints to run inside a --root
+    other than / (chroot ROOT tool: under that root's PATH directories). When a tool the next boot
+    depends on is missing, the plan is blocked: it names the tool and its package, and nothing is
+    written (files edited without it would claim a next boot that will not happen)."""
     want = needed(state)
     if scope.has_config and not scope.vfio:
         return FixPlan((), notes=("no VF group wants vfio-pci: the boot loader needs no IOMMU argument",))
@@ -132,6 +171,7 @@ def plan_fix(state: PlatformState, scope: Scope, which: Which) -> FixPlan:
     changes: List[FileChange] = []
     commands: List[Command] = []
     problems: List[str] = []
+    notes: List[str] = []
     before = next_boot(boot, want)
     if boot.flavour == "grub":
         unreadable = [f"{f.path}: {f.problem}" for f in [boot.grub_defaults, *boot.grub_dropins] if f.problem]
@@ -144,7 +184,12 @@ def plan_fix(state: PlatformState, scope: Scope, which: Which) -> FixPlan:
         changes += [FileChange(s.path, s.text, edit.texts[s.path]) for s in sources if s.path in edit.texts]
         stale = before.words is not None and kargs.wants_change(before.words, want)
         if changes or stale:
-            commands.append(_grub_regen(state, which))
+            regen = _grub_regen(state, which, root_which or (lambda name: None))
+            if regen is not None:
+                commands.append(regen)
+            else:
+                notes.append(f"no grub.cfg under {state.root}: the next boot is read from the defaults themselves "
+                             "(nothing to regenerate)")
         old_words = before.words or ()
     else:
         if boot.bls_problem:
@@ -167,8 +212,12 @@ def plan_fix(state: PlatformState, scope: Scope, which: Which) -> FixPlan:
             changes += [FileChange(s.path, s.text, edit.texts[s.path]) for s in grub_sources(boot)
                         if s.path in edit.texts]
         old_words = before.words or ()
+    missing = [c.missing for c in commands if c.missing]
+    if missing:
+        problems += [f"{m}; nothing was changed" for m in missing]
     return FixPlan(want, tuple(changes), tuple(commands), tuple(problems),
-                   reboot=kargs.wants_change(running, want), summary=recipe_change(old_words, want))
+                   notes=tuple(notes), reboot=kargs.wants_change(running, want),
+                   summary=recipe_change(old_words, want), blocked=bool(missing))
 
 
 def grubby_result(before: BootFiles, after: BootFiles, want: Tuple[str, ...]) -> List[str]:

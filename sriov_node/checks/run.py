@@ -6,12 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
-from sriov_node.checks.diagnose import SKIP, CheckResult, PfWant, Report, Scope, diagnose
+from sriov_node.checks.diagnose import SKIP, WARN, CheckResult, PfWant, Report, Scope, diagnose
 from sriov_node.config import check_ifname, normalize_pci
 from sriov_node.errors import UsageError
 from sriov_node.host import Host
 from sriov_node.host.observe import netdev_owners, observe
-from sriov_node.host.platform import PlatformState, observe_platform, pci_functions_with_ids
+from sriov_node.host.paths import PCI_DEVICES
+from sriov_node.host.platform import PlatformState, observe_platform, pci_functions_with_ids, sriov_candidates
 from sriov_node.model import DRIVER_NONE, DesiredState, HostState, PfSpec, is_override_only, is_vfio
 from sriov_node.resolve import ABSENT, NOT_A_PF, resolve
 
@@ -56,6 +57,13 @@ def _known(heads: HostState) -> str:
     return ("SR-IOV PFs here: " + ", ".join(pf.label for pf in heads.pfs)) if heads.pfs else "this host has no SR-IOV PFs"
 
 
+def _label(host: Host, pci: str, labels: Dict[str, str]) -> str:
+    if pci in labels:
+        return labels[pci]
+    netdevs = sorted(host.sysfs.listdir(PCI_DEVICES, pci, "net"))
+    return f"{pci} ({', '.join(netdevs)})" if netdevs else pci
+
+
 def _vf_drivers(spec: PfSpec) -> Set[Optional[str]]:
     drivers = {g.driver for g in spec.vfs}
     covered = sum(len(g.indices) for g in spec.vfs)
@@ -66,15 +74,23 @@ def _vf_drivers(spec: PfSpec) -> Set[Optional[str]]:
 
 def build_scope(host: Host, desired: Optional[DesiredState], selector: Optional[Selector]) -> Scope:
     """The PFs and drivers to examine, from the config (all of it, or the part --pf selects)."""
-    if desired is None:
+    if desired is None or (not desired.pfs and selector is None):
         heads = observe(host, vfs_of=())
         if selector is None:
-            return Scope(False, tuple(PfWant(pf.pci, label=pf.label) for pf in heads.pfs), drivers=("vfio-pci",))
+            # nothing asked of any PF: every function that is or could be an SR-IOV PF, and whether it can make VFs
+            labels = {pf.pci: pf.label for pf in heads.pfs}
+            severity = None if desired is None else WARN  # an empty config wants no VF: nothing here fails it
+            survey = tuple(PfWant(p, label=_label(host, p, labels), survey=True, severity=severity, unasked=True)
+                           for p in sriov_candidates(host))
+            if desired is None:
+                return Scope(False, survey, drivers=("vfio-pci",), survey=True)
+            return Scope(True, survey, vfio=False, netdev_vfs=False, survey=True, survey_severity=WARN)
         found = _selected(host, selector)
         labels = {pf.pci: pf.label for pf in heads.pfs}
         missing = () if found else ((selector.text, f"--pf {selector.text} matches no PCI function here; "
                                                     f"{_known(heads)}"),)
-        return Scope(False, tuple(PfWant(p, label=labels.get(p)) for p in found), missing, drivers=("vfio-pci",))
+        return Scope(False, tuple(PfWant(p, label=_label(host, p, labels), survey=True) for p in found), missing,
+                     drivers=("vfio-pci",))
 
     sels = [s.selector for s in desired.pfs]
     heads = observe(host, vfs_of=(), macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+import os
+from typing import Any, Dict, List, Optional
 
 import typer
 
@@ -46,7 +47,7 @@ def check(
                             "vfio": scope.vfio, "assumed": None if scope.has_config else
                             "no config: checked for VFs bound to vfio-pci (the recipe --fix applies)"}
     if fix:
-        outcome = _fix(host, state, scope, dry_run)
+        outcome = fix_boot(host, state, scope, dry_run)
         body["fix"] = outcome
         if outcome["changed"]:
             state, scope, report = run_checks(host, desired, selector)
@@ -62,38 +63,101 @@ def check(
     raise typer.Exit(exit_code)
 
 
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def _path_dirs(live: bool) -> List[str]:
+    dirs = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d]
+    if live:  # a root-only tool lives in sbin, which a user's PATH may lack
+        dirs += [d for d in SBIN if d not in dirs]
+    return dirs
+
+
 def _which(live: bool):
-    import os
+    """Where the fix runs a tool from: PATH (and sbin on the live root)."""
     import shutil
 
-    path = os.environ.get("PATH", os.defpath)
-    if live:  # a root-only tool lives in sbin, which a user's PATH may lack
-        path += ":/usr/local/sbin:/usr/sbin:/sbin"
+    path = os.pathsep.join(_path_dirs(live))
     return lambda name: shutil.which(name, path=path)
 
 
-def _fix(host, state, scope, dry_run: bool) -> Dict[str, Any]:
-    from sriov_node.checks.fix import grubby_result, plan_fix
-    from sriov_node.host.bootloader import apply_fix, restore
+def _which_in_root(root: str):
+    """Where `chroot ROOT tool` finds a tool: ROOT's PATH and sbin directories, never leaving ROOT."""
+    real_root = os.path.realpath(root)
+    dirs = list(dict.fromkeys(_path_dirs(True) + ["/usr/local/bin", "/usr/bin", "/bin"]))
+
+    def find(name: str) -> Optional[str]:
+        for d in dirs:
+            if not d.startswith("/"):
+                continue
+            candidate = os.path.join(root, d.lstrip("/"), name)
+            real = os.path.realpath(candidate)
+            if (real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)) \
+                    and os.path.isfile(real) and os.access(real, os.X_OK):
+                return d.rstrip("/") + "/" + name
+        return None
+
+    return find
+
+
+def _verify(host, state, plan, outcome) -> List[str]:
+    """Read the boot loader back the way check does; the problems (none: the next boot has the arguments)."""
+    from sriov_node.checks import kargs
+    from sriov_node.checks.diagnose import next_boot, relevant
+    from sriov_node.checks.fix import grubby_result
+    from sriov_node.host.bootloader import restore
     from sriov_node.host.platform import observe_boot
 
-    plan = plan_fix(state, scope, _which(state.live))
-    outcome = apply_fix(host, plan, dry_run=dry_run)
+    problems = []
     for entry, cmd in zip(outcome.commands, plan.commands):
         if entry["ran"] and cmd.backup and state.boot is not None:
             wrong = grubby_result(state.boot, observe_boot(host), plan.needed)
             if wrong:
                 for path, backup in zip(cmd.backup, entry.get("backups", [])):
                     restore(host, path, backup)
-                outcome.problems.append(f"{cmd.argv[0]} did not edit the entries as expected, so they were put back "
-                                        "from their backups: " + "; ".join(wrong))
+                problems.append(f"{cmd.argv[0]} did not edit the entries as expected, so they were put back from "
+                                "their backups: " + "; ".join(wrong))
+    want = plan.needed
+    nb = next_boot(observe_boot(host), want)
+    if nb.words is not None and not kargs.wants_change(nb.words, want) and not nb.others:
+        return problems
+    changed = [path for path, _ in outcome.written]
+    kept = ""
+    if changed and state.boot is not None and state.boot.flavour == "bls":
+        kept = (f"; changed (with backups): {', '.join(changed)}: kernels installed later and a later grub2-mkconfig "
+                "get the arguments from them, the boot entries do not")
+    elif changed:
+        tools = " or ".join(plan.tools) or "update-grub"
+        kept = (f"; changed (with backups): {', '.join(changed)}: the next boot gets the arguments from them only "
+                f"once {tools} regenerates its configuration")
+    if nb.words is None:
+        problems.append(f"cannot read back what the next boot gets ({nb.source}: {nb.problem}){kept}")
+    elif kargs.wants_change(nb.words, want):
+        pending = f" ({nb.pending})" if nb.pending else ""
+        problems.append(f"the next boot will have {relevant(nb.words)}, not {' '.join(want)}: {nb.source} still "
+                        f"disagrees{pending}{kept}; no reboot gives it the arguments")
+    else:
+        problems.append(f"the next boot has {' '.join(want)} ({nb.source}), but these still lack them: "
+                        f"{', '.join(nb.others)}")
+    return problems
+
+
+def fix_boot(host, state, scope, dry_run: bool, which=None, root_which=None) -> Dict[str, Any]:
+    """check --fix: plan, write, run the tool, read the next boot back. `which` and `root_which`
+    find the tools (default: where the fix runs them, see _which and _which_in_root)."""
+    from sriov_node.checks.fix import plan_fix
+    from sriov_node.host.bootloader import apply_fix
+
+    plan = plan_fix(state, scope, which or _which(state.live), root_which or _which_in_root(state.root))
+    outcome = apply_fix(host, plan, dry_run=dry_run,
+                        verify=lambda done: _verify(host, state, plan, done))
     return {
         "dry_run": dry_run,
         "needed": list(plan.needed),
         "summary": plan.summary or None,
         "changed": outcome.changed and not dry_run,
-        "files": [{"path": c.path, "backup": dict(outcome.written).get(c.path), "diff": c.diff()}
-                  for c in plan.changes],
+        "files": [{"path": c.path, "written": c.path in dict(outcome.written),
+                   "backup": dict(outcome.written).get(c.path), "diff": c.diff()} for c in plan.changes],
         "commands": outcome.commands,
         "problems": outcome.problems,
         "notes": list(plan.notes),
@@ -108,9 +172,9 @@ _MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
 def _print(body: Dict[str, Any]) -> None:
     fix = body.get("fix")
     if fix is not None:
-        verb = "would change" if fix["dry_run"] else "changed"
         for f in fix["files"]:
             backup = f" (backup {f['backup']})" if f["backup"] else ""
+            verb = "would change" if fix["dry_run"] else ("changed" if f["written"] else "did not change")
             typer.echo(f"fix: {verb} {f['path']}{backup}")
             if fix["dry_run"]:
                 for line in f["diff"].splitlines():
@@ -119,7 +183,8 @@ def _print(body: Dict[str, Any]) -> None:
             if c["ran"]:
                 typer.echo(f"fix: ran {c['command']}: exit {c['exit_code']}")
             else:
-                typer.echo(f"fix: run {c['command']}" + (f"  ({c['why_not']})" if c["why_not"] else ""))
+                said = c["why_not"] and any(c["why_not"] in p for p in fix["problems"])  # the error below says it
+                typer.echo(f"fix: run {c['command']}" + (f"  ({c['why_not']})" if c["why_not"] and not said else ""))
         for note in fix["notes"]:
             typer.echo(f"fix: {note}")
         if fix["nothing_to_do"]:

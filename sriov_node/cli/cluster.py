@@ -212,16 +212,19 @@ def capture(
 @app.command()
 def metrics(
     ctx: typer.Context,
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically) [default: the "
-                                                                       "config's [metrics] textfile, else stdout]."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically; '-' or a pipe or "
+                                                                       "device such as /dev/stdout: written through) "
+                                                                       "[default: the config's [metrics] textfile, "
+                                                                       "else stdout]."),
 ) -> None:
     """Prometheus metrics for node_exporter's textfile collector: VFs desired and present per PF, convergence,
     the last apply. Exit 0, 1 the file cannot be written, 2 invalid config (the metrics are still written, with
     sriov_node_config_valid 0)."""
     import os
 
+    from sriov_node.atomic import OutputError
     from sriov_node.errors import ConfigError
-    from sriov_node.metrics import render, textfile_path
+    from sriov_node.metrics import read_only_hint, render, textfile_path
     from sriov_node.reconcile import config_path, load_desired
 
     host = open_root(ctx)
@@ -234,7 +237,11 @@ def metrics(
         problem = exc
     target = output or (textfile_path(host, desired) if desired is not None else None)
     try:
-        _emit(render(host, desired, config_valid=problem is None), target, "metrics")
+        try:
+            _emit(render(host, desired, config_valid=problem is None), target, "metrics")
+        except OutputError as exc:
+            hint = read_only_hint(target) if target and target != "-" else None
+            raise OutputError(f"{exc}; {hint}") if hint else exc
     except SriovNodeError as exc:
         fail(exc, False)
     if problem is not None:

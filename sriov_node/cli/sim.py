@@ -12,7 +12,7 @@ from sriov_node.errors import EXIT_INVALID
 @sim_app.command("create")
 def sim_create(
     directory: str = typer.Argument(..., help="Where to build the simulated host."),
-    nic: List[str] = typer.Option(["x710:2"], "--nic", help="MODEL[:PFS[:TOTALVFS]]; models: x710 e810 cx5 i350 82599."),
+    nic: List[str] = typer.Option(["x710:2"], "--nic", help="MODEL[:PFS[:TOTALVFS]]; models: x710 e810 cx5 i350 82599 nvme hisi-zip."),
     iommu: str = typer.Option("on", "--iommu", help="on|off"),
     bios_sriov: str = typer.Option("on", "--bios-sriov", help="off: firmware hides the SR-IOV capability"),
     no_mmio: bool = typer.Option(False, "--no-mmio", help="No MMIO for VF BARs: enabling VFs fails with ENOMEM."),

@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import describe_os_error
 from sriov_node.host import Host
@@ -128,13 +128,21 @@ def write_reboot_required(host: Host, text: str) -> None:
     atomic_write(full, (text.rstrip("\n") + "\n").encode(), None)
 
 
-def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TOOL_TIMEOUT) -> FixOutcome:
-    """Write the plan's files (each backed up first), run its commands, note the reboot."""
+def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TOOL_TIMEOUT,
+              verify: Optional[Callable[[FixOutcome], List[str]]] = None) -> FixOutcome:
+    """Write the plan's files (each backed up first), run its commands, then `verify` (what the next
+    boot now gets, read back: the problems, none when it has the arguments); the reboot is noted
+    only when the next boot was read back with them. A blocked plan (a missing tool) writes nothing."""
     outcome = FixOutcome(dry_run, problems=list(plan.problems))
     for cmd in plan.commands:
         entry: Dict[str, Any] = {"command": cmd.display(), "ran": False, "exit_code": None, "output": None,
                                  "why_not": cmd.why_not}
         outcome.commands.append(entry)
+    if plan.blocked:
+        for entry, cmd in zip(outcome.commands, plan.commands):
+            if not cmd.missing:
+                entry["why_not"] = "not run: a tool the next boot depends on is missing"
+        return outcome
     if dry_run or plan.empty:
         for entry, cmd in zip(outcome.commands, plan.commands):
             if dry_run and cmd.run:
@@ -169,6 +177,13 @@ def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TO
         if code != 0:
             outcome.problems.append(f"{cmd.display()} failed ({'exit ' + str(code) if code is not None else output}): "
                                     f"{output or 'no output'}")
+    if verify is not None and (outcome.written or any(c["ran"] for c in outcome.commands)):
+        wrong = verify(outcome)
+        outcome.problems += wrong
+        if wrong:
+            return outcome  # the next boot lacks the arguments: no reboot gives them
+    if any(c["ran"] and c["exit_code"] != 0 for c in outcome.commands):
+        return outcome  # a tool failed: what it left is not claimed as the next boot
     if outcome.changed and plan.reboot:
         text = (f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}: sriov-node check --fix changed the next boot's kernel "
                 f"arguments ({plan.summary or ' '.join(plan.needed)}); reboot to use them")

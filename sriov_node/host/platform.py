@@ -20,6 +20,7 @@ from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS
 ACPI_TABLES = "sys/firmware/acpi/tables"
 IOMMU_ACPI_TABLES = ("DMAR", "IVRS")  # Intel VT-d, AMD-Vi
 CONFIG_SPACE = 4096
+NETWORK_CLASS = "02"  # PCI base class 0x02: network controllers
 MAX_TEXT = 1 << 20
 
 # Boot-loader files, as the machine sees them
@@ -279,6 +280,26 @@ def observe_function(host: Host, pci: str) -> PciFunction:
         default_driver=default_driver_of(host, pci) if driver is None else None,
         vfio_enable_sriov=vfio_sriov,
     )
+
+
+def sriov_candidates(host: Host) -> List[str]:
+    """Every PCI function that is, or might be made, an SR-IOV PF, in address order: network
+    functions (class 0x02), functions with sriov_totalvfs, and functions whose config space has an
+    SR-IOV capability (the kernel shows no sriov_* files when TotalVFs is 0). VFs are left out."""
+    from sriov_node.checks import pci as pcicfg
+
+    found = []
+    for name in sorted(host.sysfs.listdir(PCI_DEVICES)):
+        if host.sysfs.exists(PCI_DEVICES, name, "physfn"):
+            continue  # a VF
+        if (pci_id(host, name, "class") or "").startswith(NETWORK_CLASS) \
+                or host.sysfs.exists(PCI_DEVICES, name, "sriov_totalvfs"):
+            found.append(name)
+            continue
+        config = host.sysfs.read_bytes(PCI_DEVICES, name, "config", limit=CONFIG_SPACE)
+        if config and len(config) >= pcicfg.FULL_SIZE and pcicfg.find_ext(config, pcicfg.EXT_SRIOV) is not None:
+            found.append(name)
+    return found
 
 
 def pci_functions_with_ids(host: Host, vendor: str, device: str) -> List[str]:

@@ -87,10 +87,10 @@ def create_host(
     for k, (key, pfs, total_override) in enumerate(nics):
         nic = NICS[key]
         total = total_override or nic.cap_total_vfs
-        pf_drv = drivers.setdefault(nic.pf_driver, {"ids": [], "netdev": True})
+        pf_drv = drivers.setdefault(nic.pf_driver, {"ids": [], "netdev": nic.netdev})
         pf_drv["sriov_configure"] = True
         pf_drv["ids"] = sorted(set(pf_drv["ids"]) | {f"{nic.vendor}:{nic.device}"})
-        vf_drv = drivers.setdefault(nic.vf_driver, {"ids": [], "netdev": True})
+        vf_drv = drivers.setdefault(nic.vf_driver, {"ids": [], "netdev": nic.netdev})
         vf_drv["ids"] = sorted(set(vf_drv["ids"]) | set(VF_DRIVER_IDS[nic.vf_driver]))
         bus = 0x10 + 0x10 * (k + 1)
         port = f"0000:00:{k + 3:02x}.0"
@@ -106,6 +106,7 @@ def create_host(
                 "mac": f"{nic.oui}:{k:02x}:{bus:02x}:{f:02x}",
                 "vendor": nic.vendor,
                 "vf_device": nic.vf_device,
+                "class": nic.pci_class,
                 "cap_total_vfs": total if bios_sriov else 0,
                 "driver_limit": limit if bios_sriov else None,
                 "offset": nic.offset(f, total, pfs),
@@ -155,7 +156,8 @@ def _add_function(sim: SimKernel, bdf: str, parent: str, vendor: str, device: st
     d = f"{parent}/{bdf}"
     bridge = device in ("2030", "a338")
     for name, value in (("vendor", f"0x{vendor}"), ("device", f"0x{device}"),
-                        ("class", "0x060400" if bridge else "0x020000"), ("numa_node", "0"),
+                        ("class", "0x060400" if bridge else f"0x{(hw or {}).get('class', '020000')}"),
+                        ("numa_node", "0"),
                         ("subsystem_vendor", f"0x{vendor}"), ("subsystem_device", "0x0000")):
         sim._put(f"{d}/{name}", value + "\n", 0o444)
     sim._put(f"{d}/driver_override", "(null)\n")

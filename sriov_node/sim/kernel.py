@@ -780,8 +780,8 @@ class SimKernel:
                     self._remove_device(done)
                 raise _err(errno.EEXIST, f"sysfs: cannot create duplicate filename '.../{pf}/virtfn{i}'")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
-                                ("class", "0x020000"), ("numa_node", "0"),
-                                ("modalias", modalias(hw["vendor"], hw["vf_device"])),
+                                ("class", f"0x{hw.get('class', '020000')}"), ("numa_node", "0"),
+                                ("modalias", modalias(hw["vendor"], hw["vf_device"], hw.get("class", "020000"))),
                                 ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
@@ -869,6 +869,8 @@ class SimKernel:
         self._put(f"{d}/sriov_numvfs", "0\n")
         if self._model.get("net", {}).pop(pf, None):  # the VFs' settings went with them
             self._save()
+        from sriov_node.sim.net import vfs_disabled
+        vfs_disabled(self, pf)  # and the PF driver's eswitch may go back to legacy
 
     # ------------------------------------------------------------ remove / rescan (pci-sysfs.c, remove.c, probe.c)
 

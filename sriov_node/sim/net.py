@@ -16,7 +16,11 @@ from sriov_node.sim.kernel import SimKernel, _err
 
 ALL = frozenset(VF_LINK_ATTRS)
 
-# PF driver -> what its VF ndo ops and devlink ops do
+# PF driver -> what its VF ndo ops and devlink ops do. "eswitch": when the mode may change
+# (plan.ESWITCH_ORDER's words). On a disable (sriov_numvfs -> 0) in-tree 6.1 ice (ice_free_vfs ->
+# ice_eswitch_release only stops the switchdev environment) and mlx5 since 6.0 keep their mode;
+# the fault "eswitch_resets" (device=PF) models the drivers that put it back to legacy: mlx5
+# before 6.0, Intel's out-of-tree ice, and netdevsim (which the simulated host has no model of).
 DRIVERS: Dict[str, Dict[str, Any]] = {
     "i40e": {"attrs": ALL, "qinq": False, "min_rate": False, "max_mtu": 9702, "eswitch": None},
     "ice": {"attrs": ALL, "qinq": False, "min_rate": True, "max_mtu": 9702, "eswitch": "no_vfs"},
@@ -157,10 +161,12 @@ class SimNet:
             try:
                 if rule is None:
                     raise _err(errno.EOPNOTSUPP, f"{self.k.driver_of(pf)} has no eswitch_mode_set")
-                if rule == "no_vfs" and self.k._num_vfs(pf):
-                    raise _err(errno.EOPNOTSUPP, "Changing eswitch mode is allowed only if there is no VFs created")
                 if self.k._fault("eswitch_needs_vfs", device=pf) and not self.k._num_vfs(pf):
                     raise _err(errno.EOPNOTSUPP, "eswitch mode is NONE while SR-IOV is off (old mlx5)")
+                if self.k._model["devices"][pf].get("eswitch", "legacy") == mode:
+                    return  # every driver answers the mode it already has with 0, before its checks
+                if rule == "no_vfs" and self.k._num_vfs(pf):
+                    raise _err(errno.EOPNOTSUPP, "Changing eswitch mode is allowed only if there is no VFs created")
                 if self.k._fault("eswitch_needs_vfs", device=pf) and any(
                         self.k.driver_of(vf) for vf in self.k._vf_addresses(pf)):
                     raise _err(errno.EBUSY, "VFs are bound: unbind them before changing the eswitch mode")
@@ -171,3 +177,11 @@ class SimNet:
                 raise
             finally:
                 self.k._log("devlink", f"eswitch {handle} {mode}".encode(), result)
+
+
+def vfs_disabled(kernel: SimKernel, pf: str) -> None:
+    """The PF driver's eswitch once its VFs are gone: legacy again where the driver resets it."""
+    hw = kernel._model.get("devices", {}).get(pf)
+    if hw and hw.get("eswitch", "legacy") != "legacy" and kernel._fault("eswitch_resets", device=pf):
+        hw["eswitch"] = "legacy"  # e.g. nsim_drv_configure_vfs(0) -> nsim_esw_legacy_enable()
+        kernel._save()

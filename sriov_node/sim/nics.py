@@ -22,6 +22,8 @@ class NicModel:
     ports: int
     oui: str
     pf_ids: Tuple[str, ...] = ()  # other PF device IDs the PF driver binds
+    pci_class: str = "020000"  # the `class` file (PF and VFs): base class, subclass, prog-if
+    netdev: bool = True  # whether the driver makes a network interface (not for storage or accelerators)
 
     def offset(self, function: int, total: int, pfs: int) -> int:
         """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the last PF."""
@@ -38,6 +40,12 @@ NICS: Dict[str, NicModel] = {
         NicModel("cx5", "Mellanox ConnectX-5", "15b3", "1017", "1018", "mlx5_core", "mlx5_core", 16, None, 2, 1, 2, "0c:42:a1"),
         NicModel("i350", "Intel I350", "8086", "1521", "1520", "igb", "igbvf", 8, 7, 128, 4, 2, "a0:36:9f"),
         NicModel("82599", "Intel 82599ES SFP+", "8086", "10fb", "10ed", "ixgbe", "ixgbevf", 64, 63, 128, 2, 2, "90:e2:ba"),
+        # not network functions: QEMU's NVMe controller (mass storage, 0x0108; the lab's), and HiSilicon's
+        # ZIP engine (processing accelerator, 0x1200); one driver for the PF and its VFs, no netdev
+        NicModel("nvme", "QEMU NVMe Ctrl", "1b36", "0010", "0010", "nvme", "nvme", 16, None, 1, 1, 1, "52:54:00",
+                 pci_class="010802", netdev=False),
+        NicModel("hisi-zip", "HiSilicon ZIP Engine", "19e5", "a250", "a251", "hisi_zip", "hisi_zip", 63, None, 1, 1, 1,
+                 "00:18:2d", pci_class="120000", netdev=False),
     )
 }
 
@@ -47,4 +55,6 @@ VF_DRIVER_IDS: Dict[str, Tuple[str, ...]] = {
     "igbvf": ("8086:10ca", "8086:1520"),
     "ixgbevf": ("8086:10ed", "8086:1515", "8086:1565"),
     "mlx5_core": ("15b3:1018", "15b3:101e"),
+    "nvme": ("1b36:0010",),
+    "hisi_zip": ("19e5:a251",),
 }

@@ -121,9 +121,10 @@ def bridge_config(vendor: str, device: str, ari: bool) -> bytes:
 
 
 def endpoint_config(vendor: str, device: str, *, sriov: Optional[Dict[str, Any]] = None, ari_cap: bool = False,
-                    sriov_offset: int = 0x160, bar0: int = 0xFB000000) -> bytes:
-    """An Ethernet function; `sriov`: total, initial, offset, stride, vf_device, vf_bar (0: unassigned)."""
-    b = _header(vendor, device, 0x020000, False, bar0 | 0x0C)
+                    sriov_offset: int = 0x160, bar0: int = 0xFB000000, pci_class: int = 0x020000) -> bytes:
+    """A function (Ethernet unless `pci_class` says otherwise: 0x010802 NVMe, 0x120000 an accelerator);
+    `sriov`: total, initial, offset, stride, vf_device, vf_bar (0: unassigned)."""
+    b = _header(vendor, device, pci_class, False, bar0 | 0x0C)
     _pcie(b, 0, False)
     chain = [(0x100, 0x0001, 2)]  # AER
     if ari_cap:
@@ -247,7 +248,8 @@ def build_platform(root: str, spec: SimPlatform, *, iommu: bool, mmio: bool, bio
             sriov = {"total": total, "offset": hw["offset"], "stride": hw["stride"], "vf_device": hw["vf_device"],
                      "vf_bar": vf_bar} if bios_sriov else None
             config = endpoint_config(vendor, device, sriov=sriov, ari_cap=ari_cap,
-                                     sriov_offset=0x180 if hw["model"] == "cx5" else 0x160)
+                                     sriov_offset=0x180 if hw["model"] == "cx5" else 0x160,
+                                     pci_class=int(hw.get("class", "020000"), 16))
             _write(root, f"{d}/ari_enabled", "1\n" if spec.ari and ari_cap else "0\n", 0o444)
         else:
             config = endpoint_config(vendor, device)

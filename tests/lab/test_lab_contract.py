@@ -30,3 +30,31 @@ def test_a_guest_that_never_finishes_fails_clearly_within_the_timeout():
     assert result.returncode == 125
     assert time.monotonic() - start < 120
     assert "console" in result.stderr.lower()
+
+
+def test_a_guest_that_dies_before_it_is_ready_is_booted_once_more():
+    # the test knob makes the first boot's PID 1 exit before READY: a kernel panic during boot
+    result = run_lab('echo "ran once" > "$LAB_OUT/ran"; echo ran', LAB_TEST_DIE_BEFORE_READY="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ran") == 1, result.stdout
+    assert "died before it was ready: kernel panic" in result.stderr and "Attempted to kill init" in result.stderr
+    assert "retrying once" in result.stderr and "retried=1" in result.stderr
+    out = re.search(r"out=(\S+)", result.stderr).group(1)
+    with open(os.path.join(out, "ran")) as fh:
+        assert fh.read() == "ran once\n"
+    assert os.path.exists(os.path.join(os.path.dirname(out), "console.attempt1.log"))
+
+
+def test_a_guest_that_dies_after_it_is_ready_is_never_retried():
+    # the command starts (READY), then the kernel panics under it: the command may have done half
+    # its work, so no second boot, even with the first-boot knob's retry already spent or not
+    marker = "started-" + str(time.time())
+    result = run_lab(f'echo {marker}; echo c > /proc/sysrq-trigger; sleep 30')
+    assert result.returncode == 125, result.stderr
+    assert result.stdout.count(marker) == 1, result.stdout
+    assert "kernel panic" in result.stderr and "retrying" not in result.stderr and "retried" not in result.stderr
+    # a retried boot whose command then dies is not retried again either
+    result = run_lab(f'echo {marker}; echo c > /proc/sysrq-trigger; sleep 30', LAB_TEST_DIE_BEFORE_READY="1")
+    assert result.returncode == 125, result.stderr
+    assert result.stdout.count(marker) == 1, result.stdout
+    assert result.stderr.count("retrying once") == 1 and "second boot" in result.stderr

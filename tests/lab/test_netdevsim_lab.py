@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from tests.lab.conftest import boot
+
 
 def pfs(run):
     return json.loads(run["stdout"])["pfs"]
@@ -65,3 +69,26 @@ def test_switchdev_through_devlink_and_the_eopnotsupp_path(netdevsim):
     legacy = netdevsim["apply_legacy"]
     assert legacy["rc"] == 0, legacy
     assert netdevsim["ip_legacy"][0]["rate"]["max_tx"] == 100
+
+
+@pytest.fixture(scope="module")
+def eswitch():
+    return boot("eswitch", script="tests/lab/guest_eswitch.py")
+
+
+def test_the_kernel_resets_the_eswitch_on_a_disable(eswitch):
+    raw = eswitch["raw_disable"]
+    assert raw["rc"] == 0, raw
+    assert raw["after"] == {"count": "0", "mode": "legacy"}  # what the planner must follow
+
+
+def test_every_eswitch_transition_converges_in_one_apply_then_writes_nothing(eswitch):
+    for step in eswitch["steps"]:
+        count, mode = step["to"]
+        where = f"{step['from']} -> {step['to']}"
+        assert step["apply"]["rc"] == 0, (where, step["apply"])
+        assert step["kernel"] == {"count": str(count), "mode": mode}, (where, step)
+        assert step["again"]["rc"] == 0 and step["again"]["writes"] == 0, (where, step["again"])
+        assert step["kernel_again"] == step["kernel"], where
+    issue = eswitch["steps"][1]  # 4 VFs in legacy -> 2 in switchdev
+    assert issue["apply"]["actions"] == [["set_num_vfs", 0], ["set_eswitch_mode", "switchdev"], ["set_num_vfs", 2]]
