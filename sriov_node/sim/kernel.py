@@ -476,7 +476,12 @@ class SimKernel:
         bdf = os.path.basename(parent)
         if not _BDF_RE.match(bdf) or not os.path.isdir(self._p(parent)):
             raise _err(errno.ENOENT)
-        if attr == "remove" and self.dev_dir(bdf) == parent:  # every PCI device has it (0200)
+        if attr == "remove" and self.dev_dir(bdf) == parent:
+            # Every PCI device has it (0200), except a VF: pci_dev_hp_attr_is_visible() hides
+            # remove and rescan on VFs (6.1 checked in the lab). The model can show it on VFs as
+            # older kernels did (show_vf_remove), the one way a VF disappears behind its PF's back.
+            if self._pf_of(bdf) is not None and not self._model.get("vf_remove_attr"):
+                raise _err(errno.ENOENT)
             if parse_kstrtoul(data, 0xFFFFFFFF):
                 self._remove_function(bdf)
             return None
@@ -785,7 +790,8 @@ class SimKernel:
                                 ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
-            self._put(f"{vd}/remove", "", 0o200)
+            if self._model.get("vf_remove_attr"):
+                self._put(f"{vd}/remove", "", 0o200)
             self._link(f"sys/bus/pci/devices/{vf}", vd)
             self._link(f"{d}/virtfn{i}", vd)
             self._link(f"{vd}/physfn", d)
@@ -1025,6 +1031,12 @@ class SimKernel:
         for ifname in self._listdir(f"{d}/net"):
             self._unlink(f"sys/class/net/{ifname}")
             self._rmtree(f"{d}/net/{ifname}")
+
+    def show_vf_remove(self) -> None:
+        """VFs made from now on show `remove`, as older kernels' did (current ones hide it on VFs)."""
+        model = self._load()
+        model["vf_remove_attr"] = True
+        self._save()
 
     def forget_module_aliases(self) -> None:
         """A host whose module aliases (modules.alias) cannot be read: no driver is known as a
