@@ -63,7 +63,7 @@ class ReplugPf(Action):
 
     def describe(self) -> str:
         links = ", ".join(f"virtfn{i}" for i in self.stale)
-        return (f"remove the PF and rescan the PCI bus (drops the stale {links} link(s) the kernel keeps "
+        return (f"disable the VFs, remove the PF and rescan the PCI bus (drops the stale {links} link(s) the kernel keeps "
                 "for VFs removed by hand; the PF netdev goes away and comes back)")
 
 

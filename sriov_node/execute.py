@@ -214,6 +214,11 @@ class Executor:
     def _replug_pf(self, a: ReplugPf) -> None:
         """remove the PF, rescan the bus, wait for it to come back bound (with its netdev's name)."""
         sysfs = self.sysfs
+        have = sysfs.num_vfs(a.pf) or 0
+        if have:
+            # disabled by the PF's own driver first: a driver that leaves SR-IOV enabled when its
+            # PF goes (nvme) would leave the VFs behind as orphans, in the way of the new ones
+            self._set_num_vfs(SetNumVfs(a.pf, value=0, current=have))
         self._addresses = {k: v for k, v in self._addresses.items() if k[0] != a.pf}
         try:
             sysfs.write(PCI_DEVICES, (a.pf, "remove"), "1\n")
@@ -288,10 +293,10 @@ class Executor:
             )
 
     def _live_virtfns(self, pf: str) -> int:
-        """virtfnN links that lead to a device: the dangling link a VF removed by hand leaves
-        behind is no VF (the kernel keeps it through a disable)."""
+        """virtfnN links that lead to a VF of this PF (its physfn names it): the dangling link a VF
+        removed by hand leaves behind is no VF (the kernel keeps it through a disable)."""
         return sum(1 for name in self.sysfs.listdir(PCI_DEVICES, pf)
-                   if name.startswith("virtfn") and self.sysfs.isdir(PCI_DEVICES, pf, name))
+                   if name.startswith("virtfn") and self.sysfs.link_name(PCI_DEVICES, pf, name, "physfn") == pf)
 
     def _write_num_vfs(self, a: SetNumVfs) -> None:
         sysfs = self.sysfs

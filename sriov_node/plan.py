@@ -106,7 +106,7 @@ class PfPlan:
             want = self.target.spec.num_vfs
             steps = f"sriov_numvfs {pf.num_vfs or 0} -> 0" + (f" -> {want}" if want else "")
             if any(isinstance(a, ReplugPf) for a in self.actions):
-                steps = "the PF is removed and the bus rescanned, to drop a stale virtfn link" + (
+                steps = "the VFs are disabled, the PF removed and the bus rescanned, to drop a stale virtfn link" + (
                     f", then sriov_numvfs 0 -> {want}" if want else "")
             return {vf.index: f"would be removed: all VFs are disabled ({steps})" for vf in pf.vfs}
         out: Dict[int, str] = {}

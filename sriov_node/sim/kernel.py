@@ -33,6 +33,10 @@ GENERIC_DRIVERS: Dict[str, Dict[str, Any]] = {
     "uio_pci_generic": {"ids": [], "generic": True, "uio": True},
 }
 
+# PF drivers whose remove never calls pci_disable_sriov(): their VFs outlive the driver ("driver
+# left SR-IOV enabled after remove"), and the PF itself (nvme on Linux 6.1, checked in the lab)
+LEAVES_SRIOV_ON_REMOVE = frozenset({"nvme"})
+
 READ_ONLY_ATTRS = {
     "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "numa_node", "revision",
     "sriov_totalvfs", "sriov_offset", "sriov_stride", "sriov_vf_device", "sriov_vf_total_msix",
@@ -634,7 +638,8 @@ class SimKernel:
     def _detach(self, bdf: str, drv: str) -> None:
         d = self.dev_dir(bdf)
         spec = self._model["drivers"].get(drv, {})
-        if spec.get("sriov_configure") and self._has_vfs(bdf) and not self._fault("pf_leaves_sriov_enabled", device=bdf):
+        if spec.get("sriov_configure") and self._has_vfs(bdf) and drv not in LEAVES_SRIOV_ON_REMOVE \
+                and not self._fault("pf_leaves_sriov_enabled", device=bdf):
             self._disable(bdf)  # PF drivers call pci_disable_sriov() in remove; leaving VFs is the exception
         if spec.get("sriov_configure"):
             self._forget_vf_settings(bdf)  # they lived in the driver
@@ -887,8 +892,8 @@ class SimKernel:
                "sriov_vf_total_msix")
 
     def _remove_function(self, bdf: str) -> None:
-        """echo 1 > <dev>/remove: pci_stop_and_remove_bus_device(). Its driver lets go first (a PF
-        driver disables SR-IOV in its remove); VFs still enabled go with their PF. A VF leaves its
+        """echo 1 > <dev>/remove: pci_stop_and_remove_bus_device(). Its driver lets go first (most PF
+        drivers disable SR-IOV in their remove; nvme does not, and its VFs stay). A VF leaves its
         PF's virtfnN link dangling and sriov_numvfs as it was. A bus scan finds the function again,
         except a VF: its Vendor ID reads 0xFFFF, so only enabling SR-IOV makes VFs."""
         d = self.dev_dir(bdf)
@@ -902,7 +907,9 @@ class SimKernel:
             record["sriov"] = os.path.exists(self._p(f"{d}/sriov_numvfs"))
             self._model.setdefault("removed", {})[bdf] = record
             self._save()
-        self._remove_device(bdf)
+        # not a bridge: only the function goes; VFs its driver left enabled stay behind, orphans
+        # whose physfn leads nowhere (pci_stop_bus_device() walks a subordinate bus only)
+        self._remove_device(bdf, orphan_vfs=True)
 
     def _rescan(self) -> None:
         """echo 1 > /sys/bus/pci/rescan: every removed function that is not a VF is found and added
@@ -941,7 +948,9 @@ class SimKernel:
             for bdf in added:
                 self._autoprobe(bdf)
 
-    def _remove_device(self, bdf: str) -> None:
+    def _remove_device(self, bdf: str, orphan_vfs: bool = False) -> None:
+        """Stop and remove a device. `orphan_vfs`: VFs its driver left enabled stay (the `remove`
+        attribute takes only the function itself; a hot-unplug takes the whole bus with them)."""
         d = self.dev_dir(bdf)
         if d is None:
             return
@@ -950,7 +959,7 @@ class SimKernel:
             self._detach(bdf, drv)
         for i, vf in ((n, self._link_name(f"{d}/{n}")) for n in self._listdir(d) if n.startswith("virtfn")):
             self._unlink(f"{d}/{i}")
-            if vf:
+            if vf and not orphan_vfs:
                 self._remove_device(vf)
         group = self._link_name(f"{d}/iommu_group")
         if group:
