@@ -52,6 +52,22 @@ class SetNumVfs(Action):
 
 
 @dataclass(frozen=True)
+class ReplugPf(Action):
+    """Remove the PF and rescan the bus: the only way the kernel drops a stale virtfnN link (a VF
+    removed by hand leaves it, and the kernel will not create that VF again while it is there).
+    The PF comes back as at boot: no VFs, autoprobe 1, its netdev made anew."""
+
+    ifname: Optional[str] = None  # the PF netdev to wait for (udev gives it its name again)
+    stale: Tuple[int, ...] = ()
+    op: ClassVar[str] = "replug_pf"
+
+    def describe(self) -> str:
+        links = ", ".join(f"virtfn{i}" for i in self.stale)
+        return (f"disable the VFs, remove the PF and rescan the PCI bus (drops the stale {links} link(s) the kernel keeps "
+                "for VFs removed by hand; the PF netdev goes away and comes back)")
+
+
+@dataclass(frozen=True)
 class SetAutoprobe(Action):
     value: bool = True
     op: ClassVar[str] = "set_autoprobe"

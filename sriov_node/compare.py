@@ -34,7 +34,26 @@ VF_MTU = "vf_mtu"  # a VF netdev's MTU
 VF_LINKS = "vf_links"  # VF settings could not be read at all
 # and one per VF setting, named as VfLinks.wanted() names them: "mac", "vlan", "rate", "spoofchk", ...
 
+DRIVER_UNJUDGED = "driver_unjudged"  # a caveat, not a difference: the kernel's default cannot be known here
+
 RECREATE = frozenset({NUM_VFS, VFS_PRESENT})  # findings only a disable + enable can fix
+
+
+def _norm(driver: str) -> str:
+    return driver.replace("-", "_")
+
+
+def is_default_driver(driver: str, override: Optional[str], defaults: Optional[Tuple[str, ...]]) -> Optional[bool]:
+    """Is a VF bound to `driver` on the kernel's default driver? True/False, or None: cannot be known.
+
+    Never when it got there by request (an override-only driver such as vfio-pci, or the one its
+    driver_override names); else it must be one the kernel's ID tables (modules.alias) give it.
+    """
+    if is_override_only(driver) or (override is not None and driver == override):
+        return False
+    if defaults is None:
+        return None
+    return _norm(driver) in {_norm(d) for d in defaults}
 
 
 def _show(value: Any) -> str:
@@ -80,22 +99,37 @@ class Finding:
         return {"attr": self.attr, "vf": self.vf, "want": self.want, "have": self.have, "text": self.describe()}
 
 
-def compare_driver(want: VfSpec, vf: VfState, default: Optional[str] = None) -> List[Finding]:
-    """A present VF's driver and driver_override against its spec. `default`: the kernel's pick, if known."""
+def compare_driver(want: VfSpec, vf: VfState, default: Optional[str] = None,
+                   defaults: Optional[Tuple[str, ...]] = None, caveats: Optional[List[Finding]] = None) -> List[Finding]:
+    """A present VF's driver and driver_override against its spec. `default`: the kernel's pick, if
+    known; `defaults`: every driver its ID tables give the VF (None: not known here). What cannot
+    be judged (a driver bound without a request, the default unknown) goes to `caveats`."""
     out: List[Finding] = []
     driver = want.driver
     if driver == DRIVER_ANY:
         return out
     if driver is DRIVER_DEFAULT:
+        if defaults is None and default is not None:
+            defaults = (default,)
+        shown = f" ({', '.join(defaults)})" if defaults else ""
         if vf.driver_override is not None:
             out.append(Finding(OVERRIDE, None, vf.driver_override, vf.index,
                                f"driver_override is {vf.driver_override}, want it cleared (the kernel's default driver)"))
         if vf.driver is None:
             out.append(Finding(DRIVER, describe_driver(DRIVER_DEFAULT), None, vf.index,
-                               "no driver bound, want the kernel's default driver" + (f" ({default})" if default else "")))
-        elif is_override_only(vf.driver) or (vf.driver_override is not None and vf.driver == vf.driver_override):
+                               "no driver bound, want the kernel's default driver" + shown))
+            return out
+        verdict = is_default_driver(vf.driver, vf.driver_override, defaults)
+        if verdict is False:
+            why = " (by request)" if is_override_only(vf.driver) or vf.driver == vf.driver_override else ""
+            none = " (no driver of this kernel takes it by its IDs)" if defaults == () else shown
             out.append(Finding(DRIVER, describe_driver(DRIVER_DEFAULT), vf.driver, vf.index,
-                               f"bound to {vf.driver} (by request), want the kernel's default driver"))
+                               f"bound to {vf.driver}{why}, want the kernel's default driver{none}"))
+        elif verdict is None and caveats is not None:
+            caveats.append(Finding(DRIVER_UNJUDGED, describe_driver(DRIVER_DEFAULT), vf.driver, vf.index,
+                                   f"bound to {vf.driver}: cannot tell whether that is the kernel's default driver "
+                                   "(its module aliases, modules.alias, cannot be read here); name the driver "
+                                   f"(driver = \"{vf.driver}\") or use driver = \"any\" to say it is meant"))
         return out
     if driver == DRIVER_NONE:
         if vf.driver_override != DRIVER_NONE:
@@ -163,6 +197,22 @@ def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
     `pf` must carry its VFs (observe with the PF in `vfs_of`) and what the spec asks about
     (VF settings, MTUs, eswitch mode).
     """
+    return assess(spec, pf)[0]
+
+
+def unjudged(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
+    """What the comparison could not judge either way (a VF on a driver when the kernel's default
+    is not known here): not a difference, never "ok" either; said wherever the PF is reported."""
+    return assess(spec, pf)[1]
+
+
+def assess(spec: PfSpec, pf: PfState) -> Tuple[Tuple[Finding, ...], Tuple[Finding, ...]]:
+    """(differences, what could not be judged)."""
+    caveats: List[Finding] = []
+    return _compare(spec, pf, caveats), tuple(caveats)
+
+
+def _compare(spec: PfSpec, pf: PfState, caveats: List[Finding]) -> Tuple[Finding, ...]:
     out = compare_pf(spec, pf)
     want = spec.num_vfs
     have = pf.num_vfs or 0
@@ -183,6 +233,9 @@ def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
         if missing or extra:
             text = f"sriov_numvfs reads {have} but VF(s) {format_ranges(missing or extra)} "
             text += "are missing (never appeared, or removed behind the kernel's back)" if missing else "exist beyond it"
+            if pf.stale_virtfns:
+                text += (f"; virtfn{'/'.join(str(i) for i in pf.stale_virtfns)} lead(s) to no VF of this PF "
+                         "(a VF removed with echo 1 > .../remove leaves its link behind)")
             out.append(Finding(VFS_PRESENT, list(range(want)), sorted(present), None, text))
             if not spec.externally_managed:
                 return tuple(out)
@@ -191,6 +244,6 @@ def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
             continue
         vf_spec = spec.vf(vf.index)
         if pci:  # VFs without PCI functions (netdevsim) have no driver to bind
-            out += compare_driver(vf_spec, vf, pf.vf_default_driver)
+            out += compare_driver(vf_spec, vf, pf.vf_default_driver, pf.vf_default_drivers, caveats)
         out += compare_settings(vf_spec, vf, pf)
     return tuple(out)

@@ -119,15 +119,15 @@ class HostError(SriovNodeError):
 
 
 class InUseError(SriovNodeError):
-    """Disabling VFs would yank them from their users (or hang): refused."""
+    """Disabling or unbinding VFs would yank them from their users (or hang): refused."""
 
     exit_code = EXIT_REFUSED
 
-    def __init__(self, pf: str, holders: Sequence[str]):
+    def __init__(self, pf: str, holders: Sequence[str], what: str = "disable VFs"):
         self.pf = pf
         self.holders = list(holders)
         super().__init__(
-            f"PF {pf}: refusing to disable VFs still in use: " + "; ".join(self.holders)
+            f"PF {pf}: refusing to {what} while VFs are in use: " + "; ".join(self.holders)
             + ". Release them (stop the VM/pod) or re-run with --force"
         )
 

@@ -19,6 +19,7 @@ from sriov_node.actions import (
     BindDriver,
     LoadDriver,
     ProbeVf,
+    ReplugPf,
     SetAutoprobe,
     SetDriverOverride,
     SetEswitchMode,
@@ -30,7 +31,8 @@ from sriov_node.actions import (
 )
 from sriov_node.errors import HostError
 from sriov_node.host import Host
-from sriov_node.host.observe import default_driver_of
+from sriov_node.compare import is_default_driver
+from sriov_node.host.observe import default_driver_of, default_drivers_of
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES
 from sriov_node.model import VF_LINK_ATTRS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
@@ -77,6 +79,7 @@ class Executor:
             SetPfMtu: self._set_pf_mtu,
             SetEswitchMode: self._set_eswitch_mode,
             SetVfMtu: self._set_vf_mtu,
+            ReplugPf: self._replug_pf,
         }
 
     def run(self, plan: PfPlan) -> RunResult:
@@ -203,9 +206,47 @@ class Executor:
         except OSError as exc:
             message, hint = hints.load_error(a.driver, exc.strerror or str(exc))
             raise HostError(a.pf, message, errno=exc.errno, hint=hint)
-        if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline()):
+        # modprobe returns once the module's init ran (its PCI driver registered): a short grace, not --timeout
+        if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline(self.sysfs.probe_grace)):
             raise HostError(a.pf, f"the module loaded but registered no PCI driver named {a.driver!r}",
                             hint="check the driver name: ls /sys/bus/pci/drivers")
+
+    def _replug_pf(self, a: ReplugPf) -> None:
+        """remove the PF, rescan the bus, wait for it to come back bound (with its netdev's name)."""
+        sysfs = self.sysfs
+        have = sysfs.num_vfs(a.pf) or 0
+        if have:
+            # disabled by the PF's own driver first: a driver that leaves SR-IOV enabled when its
+            # PF goes (nvme) would leave the VFs behind as orphans, in the way of the new ones
+            self._set_num_vfs(SetNumVfs(a.pf, value=0, current=have))
+        self._addresses = {k: v for k, v in self._addresses.items() if k[0] != a.pf}
+        try:
+            sysfs.write(PCI_DEVICES, (a.pf, "remove"), "1\n")
+        except OSError as exc:
+            raise self._write_failed(a.pf, "remove", exc)
+        try:
+            sysfs.write("sys/bus/pci", ("rescan",), "1\n")
+        except OSError as exc:
+            message, _ = hints.write_error("/sys/bus/pci/rescan", exc.errno or E.EIO)
+            raise HostError(a.pf, f"the PF was removed, but {message}", attr="rescan", errno=exc.errno,
+                            hint="echo 1 > /sys/bus/pci/rescan, then re-run sriov-node apply")
+
+        def back() -> bool:
+            return (sysfs.device_exists(a.pf) and sysfs.device_driver(a.pf) is not None
+                    and (a.ifname is None or sysfs.exists(CLASS_NET, a.ifname)))
+
+        if not self._wait(back, self._deadline()):
+            found = sysfs.device_exists(a.pf)
+            raise HostError(
+                a.pf, "after removing the PF and rescanning the bus, "
+                + ("it did not come back" if not found else
+                   f"it came back without {'its driver' if sysfs.device_driver(a.pf) is None else 'its netdev ' + str(a.ifname)}")
+                + f" within {self.timeout:g}s", attr="rescan", errno=E.ETIMEDOUT,
+                hint="check dmesg for the PF driver's probe; echo 1 > /sys/bus/pci/rescan; re-run sriov-node apply")
+        left = [i for i in a.stale if sysfs.exists(PCI_DEVICES, a.pf, f"virtfn{i}")]
+        if left:
+            raise HostError(a.pf, f"the stale virtfn{left[0]} link is still there after the PF came back",
+                            attr="rescan", hint="reboot to clear it, then re-run sriov-node apply")
 
     def _set_num_vfs(self, a: SetNumVfs) -> None:
         sysfs = self.sysfs
@@ -219,7 +260,7 @@ class Executor:
                 return False
             if not pci:  # VFs without PCI functions (netdevsim): the count is all there is
                 return True
-            if sysfs.virtfn_count(a.pf) != a.value:
+            if self._live_virtfns(a.pf) != a.value:
                 return False
             for i in range(a.value):  # every virtfnN resolves: remember the addresses for this run
                 address = sysfs.vf_address(a.pf, i)
@@ -229,7 +270,7 @@ class Executor:
             return True
 
         def untouched() -> bool:
-            return sysfs.num_vfs(a.pf) == 0 and (not pci or sysfs.virtfn_count(a.pf) == 0)
+            return sysfs.num_vfs(a.pf) == 0 and (not pci or self._live_virtfns(a.pf) == 0)
 
         deadline = self._deadline()
         grace = min(deadline, time.monotonic() + 1.0)
@@ -241,7 +282,7 @@ class Executor:
         if a.value and pci and sysfs.autoprobe(a.pf):
             self._created[a.pf] = time.monotonic()  # the kernel probes them now, maybe asynchronously
         if not done and not self._wait(settled, deadline):
-            seen = sysfs.virtfn_count(a.pf)
+            seen = self._live_virtfns(a.pf)
             raise HostError(
                 a.pf,
                 f"the kernel accepted sriov_numvfs={a.value} but {seen} VF(s) exist"
@@ -250,6 +291,12 @@ class Executor:
                 attr="sriov_numvfs", errno=E.ETIMEDOUT,
                 hint="check dmesg for VFs the PF driver failed to add; re-run (or raise --timeout)",
             )
+
+    def _live_virtfns(self, pf: str) -> int:
+        """virtfnN links that lead to a VF of this PF (its physfn names it): the dangling link a VF
+        removed by hand leaves behind is no VF (the kernel keeps it through a disable)."""
+        return sum(1 for name in self.sysfs.listdir(PCI_DEVICES, pf)
+                   if name.startswith("virtfn") and self.sysfs.link_name(PCI_DEVICES, pf, name, "physfn") == pf)
 
     def _write_num_vfs(self, a: SetNumVfs) -> None:
         sysfs = self.sysfs
@@ -296,7 +343,9 @@ class Executor:
             # ENODEV: no longer bound to that driver; fine as long as it is unbound now
             if exc.errno != E.ENODEV or self.sysfs.device_driver(vf) is not None:
                 raise self._write_failed(pf, f"drivers/{driver}/unbind", exc, vf=index)
-        if not self._wait(lambda: self.sysfs.device_driver(vf) is None, self._deadline()):
+        # unbind runs the driver's remove inside the write: bound still (after a short grace) means
+        # something bound it again at once, and waiting longer changes nothing
+        if not self._wait(lambda: self.sysfs.device_driver(vf) is None, self._deadline(self.sysfs.probe_grace)):
             raise HostError(pf, f"{vf} is still bound to {self.sysfs.device_driver(vf)} after unbind",
                             vf=index, errno=E.ETIMEDOUT, hint="check dmesg for the driver's remove path")
 
@@ -320,23 +369,31 @@ class Executor:
                 raise self._bind_failed(a, vf, exc.errno or E.EIO)
             bound = sysfs.device_driver(vf)
         if bound is None:
-            if sysfs.has_pci_driver(a.driver):
-                # drivers_probe swallows probe errors; an explicit bind reports them
-                try:
-                    sysfs.bind(vf, a.driver)
-                except OSError as exc:
-                    if exc.errno != E.EBUSY:  # EBUSY: it got bound meanwhile (asynchronous probe)
-                        raise self._bind_failed(a, vf, exc.errno or E.EIO)
-            if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline()):
-                raise self._bind_failed(a, vf, E.ETIMEDOUT)
+            if not sysfs.has_pci_driver(a.driver):
+                raise self._bind_failed(a, vf, E.ENODEV)  # nothing can bind it: say so now, never wait
+            # drivers_probe swallows probe errors; an explicit bind reports them. The bind runs the
+            # probe inside the write: when it returns, the driver link is there or it never will be.
+            try:
+                sysfs.bind(vf, a.driver)
+            except OSError as exc:
+                code = exc.errno or E.EIO
+                bound = sysfs.device_driver(vf)  # EBUSY: already bound; fine only if to the wanted driver
+                if not (code == E.EBUSY and bound == a.driver):
+                    raise self._bind_failed(a, vf, code, bound=bound)
+            if not self._wait(lambda: sysfs.device_driver(vf) is not None, self._deadline(sysfs.probe_grace)):
+                raise self._bind_failed(a, vf, E.ENODEV, let_go=True)
             bound = sysfs.device_driver(vf)
         if bound != a.driver:
             raise HostError(a.pf, f"{vf} bound to {bound} instead of {a.driver}", vf=a.vf,
                             hint=f"check driver_override of {vf}; another agent may be binding VFs")
 
-    def _bind_failed(self, a: BindDriver, vf: str, code: int) -> HostError:
+    def _bind_failed(self, a: BindDriver, vf: str, code: int, *, bound: Optional[str] = None,
+                     let_go: bool = False) -> HostError:
         group = self.sysfs.iommu_group(vf)
-        message, hint = hints.bind_error(code, a.driver, iommu_group=group)
+        message, hint = hints.bind_error(code, a.driver, iommu_group=group, bound=bound)
+        if let_go:
+            message, hint = (f"{a.driver} accepted the VF, then let it go (its initialisation of the device failed)",
+                             f"check dmesg for {a.driver}'s messages about {vf}")
         if not self.sysfs.has_pci_driver(a.driver):
             message, hint = f"the {a.driver} driver is not loaded", f"modprobe {a.driver}"
         return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="bind", errno=code, hint=hint)
@@ -366,6 +423,17 @@ class Executor:
             return False
 
         if probe():
+            taken = sysfs.device_driver(vf)
+            defaults = default_drivers_of(self.host, vf)
+            if taken is None or is_default_driver(taken, sysfs.driver_override(vf), defaults) is not False:
+                return
+            # A driver with a dynamic ID for it (new_id) came first: take the VF back from it and
+            # bind the default through its own bind file, which no other driver can answer.
+            self._probed.pop((a.pf, a.vf), None)
+            self._unbind_pci(a.pf, a.vf, vf, taken)
+            error = self._bind_default(a, vf, defaults[0] if defaults else None)
+            if error is not None:
+                raise error
             return
         default = default_driver_of(self.host, vf)
         if default is not None and not sysfs.has_pci_driver(default) and not sysfs.has_pci_driver(default.replace("_", "-")):

@@ -54,11 +54,15 @@ def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Opti
                 "check that the device is still present (lspci) and re-run")
     if code == E.ETIMEDOUT:
         return ("the write did not complete in time", "check dmesg for a device stuck in reset")
+    if code == E.EEXIST:
+        return ("the kernel could not add a VF: its virtfn link is still there (a VF removed by hand leaves it)",
+                "re-run sriov-node apply (it removes and rescans the PF to drop the link), or by hand: "
+                "echo 1 > /sys/bus/pci/devices/PF/remove; echo 1 > /sys/bus/pci/rescan")
     return (f"writing sriov_numvfs={value} failed: {os.strerror(code)}", "check dmesg for the PF driver's message")
 
 
-def bind_error(code: int, driver: str, *, iommu_group: Optional[str]) -> Tuple[str, str]:
-    """(what happened, how to fix it) when a VF would not bind to `driver`."""
+def bind_error(code: int, driver: str, *, iommu_group: Optional[str], bound: Optional[str] = None) -> Tuple[str, str]:
+    """(what happened, how to fix it) when a VF would not bind to `driver`; `bound`: its driver read after."""
     if driver == "vfio-pci" and iommu_group is None:
         return ("vfio-pci needs an IOMMU group, and this VF has none: the IOMMU is off", IOMMU_HINT)
     if code == E.EINVAL:
@@ -70,7 +74,12 @@ def bind_error(code: int, driver: str, *, iommu_group: Optional[str]) -> Tuple[s
     if code == E.EAGAIN:
         return (f"{driver} deferred its probe (a resource it needs is not ready)", "re-run once the system has settled")
     if code == E.EBUSY:
-        return ("the VF is bound to another driver", "re-run sriov-node apply")
+        if bound is not None:
+            return (f"{driver} cannot bind the VF (EBUSY): it is bound to {bound}",
+                    f"another tool bound it meanwhile; unbind it from {bound} or re-run sriov-node apply")
+        return (f"{driver} refused the VF: its probe answered EBUSY (the device, or a resource the driver "
+                "needs for it, is busy)",
+                f"check dmesg for {driver}'s message about the VF; re-run once what holds it is released")
     return (f"{driver} failed to probe the VF: {os.strerror(code)}", f"check dmesg for {driver}'s message")
 
 

@@ -263,6 +263,12 @@ class PfState:
     vfs_observed: bool = True
     # The driver the kernel would bind to these VFs by ID (modules.alias), when it was needed and known
     vf_default_driver: Optional[str] = None
+    # Every driver the kernel's ID tables (modules.alias) give these VFs by default; () none does,
+    # None: not known here (no module aliases to read) or not asked
+    vf_default_drivers: Optional[Tuple[str, ...]] = None
+    # virtfnN links that lead to no VF of this PF (a VF removed by hand leaves its link dangling):
+    # the kernel will not create VF N again while the link is there
+    stale_virtfns: Tuple[int, ...] = ()
     bus: str = "pci"  # "pci", or "netdevsim" (VFs without PCI functions: no drivers to bind)
     mtu: Optional[int] = None  # the PF netdev's MTU
     eswitch_mode: Optional[str] = None  # read only when a block wants one

@@ -17,7 +17,7 @@ meant for a named driver to another one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from sriov_node.actions import (
@@ -25,6 +25,7 @@ from sriov_node.actions import (
     BindDriver,
     LoadDriver,
     ProbeVf,
+    ReplugPf,
     SetAutoprobe,
     SetDriverOverride,
     SetEswitchMode,
@@ -34,7 +35,7 @@ from sriov_node.actions import (
     SetVfSetting,
     UnbindDriver,
 )
-from sriov_node.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, remakes_vfs
+from sriov_node.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, is_default_driver, remakes_vfs
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
@@ -43,7 +44,7 @@ from sriov_node.model import (
     PfState,
     VfSpec,
     VfState,
-    is_override_only,
+    format_ranges,
 )
 from sriov_node.resolve import Target
 
@@ -84,7 +85,8 @@ class PfPlan:
     @property
     def recreates(self) -> bool:
         """True when this plan writes 0 over existing VFs (the step that can block or yank)."""
-        return any(isinstance(a, SetNumVfs) and a.value == 0 for a in self.actions) and bool(self.target.pf.vfs)
+        return any(isinstance(a, ReplugPf) or (isinstance(a, SetNumVfs) and a.value == 0)
+                   for a in self.actions) and bool(self.target.pf.vfs)
 
     def disturbed_vfs(self) -> Tuple[VfState, ...]:
         """VFs this plan takes from their current driver: all of them on a disable, else the unbound ones.
@@ -96,6 +98,43 @@ class PfPlan:
             return self.target.pf.vfs
         unbound = {a.vf for a in self.actions if isinstance(a, UnbindDriver)}
         return tuple(vf for vf in self.target.pf.vfs if vf.index in unbound)
+
+    def disturbances(self) -> Dict[int, str]:
+        """What this plan would do to each VF it takes from its driver, in words (index -> sentence)."""
+        pf = self.target.pf
+        if self.recreates:
+            want = self.target.spec.num_vfs
+            steps = f"sriov_numvfs {pf.num_vfs or 0} -> 0" + (f" -> {want}" if want else "")
+            if any(isinstance(a, ReplugPf) for a in self.actions):
+                steps = "the VFs are disabled, the PF removed and the bus rescanned, to drop a stale virtfn link" + (
+                    f", then sriov_numvfs 0 -> {want}" if want else "")
+            return {vf.index: f"would be removed: all VFs are disabled ({steps})" for vf in pf.vfs}
+        out: Dict[int, str] = {}
+        for phase, actions in self.phases:
+            for n, action in enumerate(actions):
+                if not isinstance(action, UnbindDriver) or action.vf in out:
+                    continue
+                later = [a for _, acts in self.phases for a in acts
+                         if a.target_vf == action.vf and isinstance(a, (BindDriver, ProbeVf))]
+                then = ("bound to " + later[0].driver if isinstance(later[0], BindDriver)
+                        else "given the kernel's default driver") if later else "left unbound"
+                if phase == "count":
+                    mode = next((a.value for a in actions[n:] if isinstance(a, SetEswitchMode)), None)
+                    why = f" for the eswitch mode change to {mode}" if mode else ""
+                    out[action.vf] = f"would be unbound from {action.driver}{why}, then {then}"
+                else:
+                    out[action.vf] = f"would be unbound from {action.driver} and {then}"
+        return out
+
+    def disturbance_summary(self) -> str:
+        """The step that disturbs VFs, for the first words of a refusal."""
+        if self.recreates:
+            return "disable all VFs"
+        vfs = sorted(self.disturbances())
+        if any(isinstance(a, SetEswitchMode) for _, acts in self.phases if _ == "count" for a in acts) and \
+                any(isinstance(a, UnbindDriver) for _, acts in self.phases if _ == "count" for a in acts):
+            return f"unbind VF(s) {format_ranges(vfs)} for an eswitch mode change"
+        return f"unbind VF(s) {format_ranges(vfs)}"
 
     def action_dicts(self) -> List[Dict[str, object]]:
         return [dict(a.to_dict(), phase=phase) for phase, actions in self.phases for a in actions]
@@ -149,7 +188,9 @@ class _Builder:
         if driver is DRIVER_DEFAULT:
             if override is not None:
                 self.overrides.append(SetDriverOverride(pf, vf=i, driver=None))
-            if bound is not None and (is_override_only(bound) or bound == override):
+            # bound by request, or to a driver the kernel's ID tables do not give it (one bound
+            # through new_id, or by a tool that cleared the override after): unbind, probe the default
+            if bound is not None and is_default_driver(bound, override, self.pf.vf_default_drivers) is False:
                 self.unbinds.append(UnbindDriver(pf, vf=i, driver=bound))
                 bound = None
             if bound is None and have is not None:
@@ -183,9 +224,19 @@ class _Builder:
 def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     """The actions that take one PF to its spec; none when the comparison finds nothing."""
     spec, pf = target.spec, target.pf
-    findings = compare(spec, pf)
+    reported = findings = compare(spec, pf)
     if not findings:
         return PfPlan(target)
+    replug = None
+    if pf.stale_virtfns and pf.bus == "pci" and spec.num_vfs and remakes_vfs(spec, findings):
+        # (with no VFs wanted, writing 0 is enough: the stale link matters only when VFs are made)
+        # A stale virtfnN link (a VF removed by hand) makes the kernel refuse to create VF N again
+        # (EEXIST) until the PF itself is removed and found again by a rescan. Plan the rest for the
+        # PF as it comes back: no VFs, autoprobe 1, its MTU and eswitch mode the driver's defaults.
+        replug = ReplugPf(pf.pci, ifname=pf.name, stale=pf.stale_virtfns)
+        pf = replace(pf, num_vfs=0, vfs=(), stale_virtfns=(), mtu=None, eswitch_mode=None,
+                     autoprobe=None if pf.autoprobe is None else True)
+        findings = compare(spec, pf)
     attrs = {f.attr for f in findings}
     b = _Builder(pf)
     pci = pf.bus == "pci"
@@ -195,6 +246,8 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     autoprobe = pf.autoprobe is not False  # what the kernel will do with VFs added from here on
     on_failure: List[Action] = []
 
+    if replug is not None:
+        b.pf_phase.append(replug)
     if PF_MTU in attrs and pf.name and spec.mtu is not None:
         b.pf_phase.append(SetPfMtu(pf.pci, ifname=pf.name, value=spec.mtu, current=pf.mtu))
     mode = None
@@ -281,7 +334,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
         ("restore", tuple(b.restore + b.probes)),
         ("netdevs", tuple(b.netdevs)),
     )
-    return PfPlan(target, findings, tuple((name, acts) for name, acts in phases if acts), tuple(on_failure))
+    return PfPlan(target, reported, tuple((name, acts) for name, acts in phases if acts), tuple(on_failure))
 
 
 def plan(targets: Sequence[Target], loaded_drivers: FrozenSet[str]) -> Plan:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from sriov_node.compare import Finding, compare
+from sriov_node.compare import Finding, assess, compare, unjudged
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DRIVERS
@@ -57,6 +57,9 @@ class PfOutcome:
     # The kernel's uevent sequence number just before this PF was last read: every uevent up to
     # it is reflected in the outcome (a daemon drops those, its own writes' echoes included).
     seqnum: Optional[int] = None
+    # What could not be judged either way (a VF's driver when the kernel's default is not known
+    # here): never a difference, never silently "converged" either
+    unjudged: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -94,6 +97,8 @@ class Report:
     def result(self) -> str:
         if self.interrupted:
             return "interrupted"
+        if self.dry_run and self.exit_code == EXIT_OK and any(p.actions for p in self.plans):
+            return "planned"  # what the real run would do; its exit code is predicted by exit_code
         return {EXIT_OK: "converged", EXIT_PF_FAILED: "failed", EXIT_REFUSED: "refused"}[self.exit_code]
 
     def to_dict(self) -> Dict[str, Any]:
@@ -140,10 +145,12 @@ def reconcile(
         heads, resolution = survey(host, desired, only)
         outcomes: List[PfOutcome] = []
         plans: List[PfPlan] = []
+        notices = list(resolution.notices)
         for target in resolution.targets:
             p = _plan(target, heads.pci_drivers)
             if p is None:
                 outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED))
+                _note_unjudged(outcomes[-1], unjudged(target.spec, target.pf), notices)
                 continue
             plans.append(p)
             outcome = PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
@@ -151,10 +158,11 @@ def reconcile(
                                 p.action_dicts(), findings=_finding_dicts(p.findings),
                                 error=None if p.actions or not p.findings else _unactionable(p))
             if p.actions:
-                _refuse_if_blocked(host, p, outcome)  # what apply would refuse, the dry run says
+                _refuse_if_blocked(host, p, outcome, force)  # what apply would refuse, the dry run says
+            _note_unjudged(outcome, unjudged(target.spec, target.pf), notices)
             outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        return Report(outcomes, list(resolution.notices), 0, True, tuple(plans), duration=time.monotonic() - start)
+        return Report(outcomes, notices, 0, True, tuple(plans), duration=time.monotonic() - start)
 
     host.check_writable()  # before the lock: a captured tree gets no run/ directory either
     with ApplyLock(host, timeout, cancelled):
@@ -164,12 +172,14 @@ def reconcile(
         executor: Optional[Executor] = None
         plans = []
         outcomes = []
+        notices = list(resolution.notices)
         interrupted = False
         for target in resolution.targets:
             # listed again for each PF: an earlier PF's run may have loaded a driver
             pf_plan = _plan(target, frozenset(host.sysfs.listdir(PCI_DRIVERS)))
             if pf_plan is None:  # converged: nothing to plan
                 outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED, seqnum=seqnum))
+                _note_unjudged(outcomes[-1], unjudged(target.spec, target.pf), notices)
                 continue
             plans.append(pf_plan)
             outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts(),
@@ -191,10 +201,10 @@ def reconcile(
                 from sriov_node.execute import Executor
 
                 executor = Executor(host, timeout, cancelled)
-            _run_pf(host, executor, pf_plan, outcome, force)
+            _note_unjudged(outcome, _run_pf(host, executor, pf_plan, outcome, force), notices)
             interrupted = interrupted or outcome.status == INTERRUPTED
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        report = Report(outcomes, list(resolution.notices), host.writes - before, False, tuple(plans),
+        report = Report(outcomes, notices, host.writes - before, False, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start)
         _record(host, desired, report, only)
         if desired.device_plugin_file is not None and not interrupted:
@@ -216,44 +226,60 @@ def _unactionable(pf_plan: PfPlan) -> str:
             + "; ".join(f.describe() for f in pf_plan.findings))
 
 
-def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome) -> bool:
-    """A platform prerequisite the plan needs is missing (vfio-pci without an IOMMU): refuse the PF."""
+def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> bool:
+    """What refuses a PF's plan (exit 3), judged the same for apply and --dry-run: a platform
+    prerequisite the plan needs is missing (vfio-pci without an IOMMU), or (without --force) a VF
+    the plan would take from its driver is in use."""
     from sriov_node.checks.preflight import preflight
 
     blocked = preflight(host, pf_plan)
-    if blocked is None:
+    if blocked is not None:
+        outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
+        outcome.findings = _finding_dicts(pf_plan.findings)
+        outcome.detail = {"check": blocked}
+        return True
+    disturbed = pf_plan.disturbed_vfs()
+    if not disturbed or force:
         return False
-    outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
+    from sriov_node.host.holders import holders_by_vf
+    from sriov_node.host.observe import observe_vf
+
+    # who holds them is read now, for these VFs only (the comparison did not need it)
+    held = holders_by_vf(host, [observe_vf(host, vf.index, vf.pci) for vf in disturbed])
+    if not held:
+        return False
+    what = pf_plan.disturbances()
+    pci = {vf.index: vf.pci for vf in disturbed}
+    holders = [f"VF {i} ({pci[i]}) {what.get(i, 'would be unbound')}, but " + " and ".join(why)
+               for i, why in sorted(held.items())]
+    outcome.status = REFUSED
+    outcome.error = str(InUseError(pf_plan.pf, holders, pf_plan.disturbance_summary()))
+    outcome.detail = {"holders": holders, "held_vfs": sorted(held)}
     outcome.findings = _finding_dicts(pf_plan.findings)
-    outcome.detail = {"check": blocked}
     return True
 
 
-def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> None:
-    from sriov_node.host.holders import vf_holders
-
-    if _refuse_if_blocked(host, pf_plan, outcome):  # nothing is written
+def _note_unjudged(outcome: PfOutcome, caveats: Tuple[Finding, ...], notices: List[str]) -> None:
+    """A converged PF with VFs that could not be judged says so, in its outcome and in the notices."""
+    if not caveats:
         return
-    disturbed = pf_plan.disturbed_vfs()
-    if disturbed and not force:
-        from sriov_node.host.observe import observe_vf
+    outcome.unjudged = _finding_dicts(caveats)
+    notices += [f"PF {outcome.pci}: not judged: {f.describe()}" for f in caveats]
 
-        # who holds them is read now, for these VFs only (the comparison did not need it)
-        holders = vf_holders(host, [observe_vf(host, vf.index, vf.pci) for vf in disturbed])
-        if holders:
-            outcome.status = REFUSED
-            outcome.error = str(InUseError(pf_plan.pf, holders))
-            outcome.detail = {"holders": holders}
-            outcome.findings = _finding_dicts(pf_plan.findings)
-            return
+
+def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
+            force: bool) -> Tuple[Finding, ...]:
+    """Run one PF's plan, verify, fill `outcome`; returns what the verification could not judge."""
+    if _refuse_if_blocked(host, pf_plan, outcome, force):  # nothing is written
+        return ()
     before = host.writes
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)
     outcome.writes = host.writes - before
     gone = not host.sysfs.pf_exists(pf_plan.pf)
     outcome.seqnum = host.sysfs.uevent_seqnum()
-    after = () if gone else compare(pf_plan.target.spec,
-                                    observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
+    after, caveats = ((), ()) if gone else assess(
+        pf_plan.target.spec, observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
     outcome.errors = [e.to_dict() for e in result.errors]
     outcome.findings = _finding_dicts(after)
     lines = [str(e) for e in result.errors]
@@ -277,6 +303,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
     outcome.error = "\n".join(lines) or None
     if result.errors:
         outcome.detail = result.errors[0].to_dict()
+    return caveats
 
 
 def _record(host: Host, desired: DesiredState, report: Report, only: Optional[FrozenSet[str]]) -> None:

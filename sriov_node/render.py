@@ -70,7 +70,8 @@ def _verdict(vf: Dict[str, Any]) -> Tuple[str, Optional[bool]]:
     if vf.get("matches") is None:
         return vf.get("note") or "", None
     if vf["matches"]:
-        return f"ok ({vf['desired_driver']})", True
+        named = vf.get("driver") if vf.get("driver") in (vf.get("default_drivers") or ()) else None
+        return f"ok ({vf['desired_driver']}" + (f", {named})" if named else ")"), True
     return "DIFFERS: " + "; ".join(vf.get("findings") or []), False
 
 
@@ -110,7 +111,9 @@ def _pf_line(pf: Dict[str, Any], colour: bool) -> str:
     mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
     if pf.get("error"):
         mark = "NOT APPLIED"
-    mark = _paint(mark, GREEN if mark == "converged" else RED, colour)
+    elif pf["converged"] and pf.get("unjudged"):
+        mark = f"converged, {len(pf['unjudged'])} VF(s) not judged"
+    mark = _paint(mark, GREEN if mark.startswith("converged") else RED, colour)
     extra = "".join(f"  {k} {pf[k]}" for k in ("eswitch_mode",) if pf.get(k) is not None) \
         + (f"  mtu {pf['mtu']}" if pf.get("mtu") not in (None, 1500) else "")
     return (f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.compare import compare, remakes_vfs
+from sriov_node.compare import assess, remakes_vfs
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
@@ -26,7 +26,8 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
     for seen in observed.pfs:
         target = targets.get(seen.pci)
         pf = target.pf if target else seen
-        findings = compare(target.spec, pf) if target else ()
+        findings, caveats = assess(target.spec, pf) if target else ((), ())
+        unjudged = {f.vf: f.describe(where_too=False) for f in caveats}
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
             by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
@@ -42,6 +43,8 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
                 note = "not compared: the next apply makes the VFs anew"
             elif target is not None and not managed:
                 note = "beyond num_vfs: left as it is (externally managed)"
+            elif vf.index in unjudged and not by_vf.get(vf.index):
+                note = f"not judged: {unjudged[vf.index]}"  # neither "ok" nor a difference
             vfs.append({
                 "index": vf.index,
                 "pci": vf.pci,
@@ -50,6 +53,10 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
                 "netdev": vf.netdevs[0] if vf.netdevs else None,
                 "iommu_group": vf.iommu_group,
                 "desired_driver": describe_driver(want) if managed else None,
+                # the drivers the kernel's ID tables give it (modules.alias)
+                # (for a VF meant for it), null otherwise or when not known here
+                "default_drivers": list(pf.vf_default_drivers)
+                if managed and want is None and pf.vf_default_drivers is not None else None,
                 "settings": None if vf.links is None else {a: vf.links.observed(a) for a in VF_LINK_ATTRS},
                 "desired_settings": target.spec.vf(vf.index).links.wanted() if managed else None,
                 "mtu": vf.mtu,
@@ -74,6 +81,7 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
             "desired_num_vfs": target.spec.num_vfs if target else None,
             "converged": None if target is None else not findings,
             "findings": [f.describe() for f in findings],
+            "unjudged": [f.describe() for f in caveats],
             "pf_findings": by_vf.get(None, []),
             "error": failure.render() if failure else None,
             "vfs": vfs,

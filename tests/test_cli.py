@@ -42,7 +42,8 @@ def test_dry_run_json_lists_actions_and_writes_nothing(demo_host):
     result = run_cli("apply", "--dry-run", "--json", root=demo_host.root, config=EXAMPLE)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert set(body) == {"actions", "on_failure", "pfs", "exit_code"}
+    assert set(body) == {"actions", "on_failure", "pfs", "result", "exit_code"}
+    assert (body["result"], body["exit_code"]) == ("planned", 0)
     actions = body["actions"]
     assert all({"pf", "op", "phase"} <= set(a) for a in actions)
     assert {"pf": "0000:20:00.0", "op": "set_num_vfs", "value": 8, "current": 0, "phase": "count"} in actions
@@ -61,8 +62,8 @@ def test_apply_then_converged_dry_run_is_empty(demo_host):
     assert body["exit_code"] == 0 and body["writes"] > 0
     assert {p["pci"]: p["status"] for p in body["pfs"]} == {"0000:20:00.0": "changed", "0000:30:00.0": "changed"}
     again = run_cli("apply", "--dry-run", "--json", root=demo_host.root, config=EXAMPLE)
-    assert {k: v for k, v in json.loads(again.stdout).items() if k != "pfs"} == {"actions": [], "on_failure": [],
-                                                                                    "exit_code": 0}
+    assert {k: v for k, v in json.loads(again.stdout).items() if k != "pfs"} == {
+        "actions": [], "on_failure": [], "result": "converged", "exit_code": 0}
     text = run_cli("apply", root=demo_host.root, config=EXAMPLE)
     assert text.returncode == 0 and "unchanged" in text.stdout
 

@@ -105,7 +105,8 @@ def apply(
     armed = generations.arm_expiry(host, gen, config=ctx.obj.config) if gen is not None and gen.pending else None
     body = report.to_dict()
     if dry_run:
-        body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"]}
+        body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
+                "result": body["result"]}  # what apply would answer (finish adds exit_code)
     else:
         body["generation"] = gen.number if gen else None
         body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None

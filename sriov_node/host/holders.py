@@ -1,4 +1,4 @@
-"""Who is using a VF: an open /dev/vfio group, or a netdev moved out of the host namespace."""
+"""Who is using a VF: an open /dev/vfio group (or /dev/uioN), or a netdev moved out of the host namespace."""
 
 from __future__ import annotations
 
@@ -20,16 +20,22 @@ def _vfio_nodes(host: Host, vf: VfState) -> List[str]:
     return nodes
 
 
-def vf_holders(host: Host, vfs: Sequence[VfState]) -> List[str]:
-    """One sentence per VF in use. Disabling or unbinding would block on (or yank) each of them."""
-    found: List[str] = []
+def holders_by_vf(host: Host, vfs: Sequence[VfState]) -> Dict[int, List[str]]:
+    """VF index -> why it is in use, one clause each ("/dev/vfio/12 is open by pid 4242 (qemu-kvm)").
+
+    Disabling or unbinding would block on (or yank) each of them.
+    """
+    found: Dict[int, List[str]] = {}
     watched: Dict[str, VfState] = {}
     for vf in vfs:
         if is_override_only(vf.driver) or host.sysfs.isdir(PCI_DEVICES, vf.pci, "vfio-dev"):
             for node in _vfio_nodes(host, vf):
                 watched[node] = vf
+        for name in host.sysfs.listdir(PCI_DEVICES, vf.pci, "uio"):  # uio_pci_generic: DPDK opens /dev/uioN
+            watched[f"/dev/{name}"] = vf
         if vf.netdev_elsewhere:
-            found.append(f"VF {vf.index} ({vf.pci}): its netdev is not in the host network namespace (moved into a pod or container)")
+            found.setdefault(vf.index, []).append(
+                "its netdev is not in the host network namespace (moved into a pod or container)")
     if watched:
         for pid in host.sysfs.listdir("proc"):
             if not pid.isdigit():
@@ -42,5 +48,12 @@ def vf_holders(host: Host, vfs: Sequence[VfState]) -> List[str]:
                 vf = watched.get(target)
                 if vf is not None:
                     comm = host.sysfs.read("proc", pid, "comm") or "?"
-                    found.append(f"VF {vf.index} ({vf.pci}): {target} is open by pid {pid} ({comm})")
+                    found.setdefault(vf.index, []).append(f"{target} is open by pid {pid} ({comm})")
     return found
+
+
+def vf_holders(host: Host, vfs: Sequence[VfState]) -> List[str]:
+    """One sentence per VF in use: "VF 1 (0000:20:02.1): /dev/vfio/12 is open by pid 4242 (qemu-kvm)"."""
+    by_vf = holders_by_vf(host, vfs)
+    pci = {vf.index: vf.pci for vf in vfs}
+    return [f"VF {i} ({pci[i]}): {'; '.join(why)}" for i, why in sorted(by_vf.items())]

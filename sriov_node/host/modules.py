@@ -5,11 +5,28 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import re
 import subprocess
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from sriov_node.host.paths import Root
 from sriov_node.host.sysfs import WriteCount
+
+
+_ALIAS_LIMIT = 64 << 20  # modules.alias is ~1.5 MiB on a distribution kernel
+
+
+def _matches(modalias: str, pattern: str) -> bool:
+    """fnmatch for a modules.alias pattern; a plain prefix test first (most patterns start with
+    the vendor and device, and most do not match)."""
+    stop = _WILD_S.search(pattern)
+    head = pattern[:stop.start()] if stop else pattern
+    if not modalias.startswith(head):
+        return False
+    return fnmatch.fnmatchcase(modalias, pattern)
+
+
+_WILD_S = re.compile(r"[*?\[]")
 
 
 class Modules:
@@ -19,7 +36,10 @@ class Modules:
         self.root = root
         self.counter = counter or WriteCount()
         self.release = release
-        self._aliases: Optional[List[Tuple[str, str]]] = None
+        self._aliases: Optional[bytes] = None
+        self._by_vendor: Dict[str, List[Tuple[str, str]]] = {}
+        self._readable = False
+        self._builtin_read = False
 
     def load(self, name: str, timeout: float = 30.0) -> None:
         raise OSError(errno.EROFS, "this root is not a live kernel")
@@ -38,33 +58,62 @@ class Modules:
                 return path
         return None
 
-    def _pci_aliases(self) -> List[Tuple[str, str]]:
+    def _alias_text(self) -> Optional[bytes]:
+        """modules.alias and modules.builtin.alias, read once, each line led by a newline; None when
+        modules.alias cannot be read (the kernel's choice is then unknown)."""
         if self._aliases is None:
-            self._aliases = []
             directory = self._modules_dir()
-            if directory:
+            chunks: List[bytes] = []
+            for name in ("modules.alias", "modules.builtin.alias"):
+                if not directory:
+                    break
                 try:
-                    with open(os.path.join(directory, "modules.alias"), errors="replace") as fh:
-                        for line in fh:
-                            if line.startswith("alias pci:"):
-                                parts = line.split()
-                                if len(parts) == 3:
-                                    self._aliases.append((parts[1], parts[2]))
+                    with open(os.path.join(directory, name), "rb") as fh:
+                        chunks.append(b"\n" + fh.read(_ALIAS_LIMIT))
                 except OSError:
-                    pass
-        return self._aliases
+                    continue
+                self._readable = self._readable or name == "modules.alias"
+                self._builtin_read = self._builtin_read or name == "modules.builtin.alias"
+            self._aliases = b"\n".join(chunks)
+        return self._aliases if self._readable else None
+
+    def _pci_aliases(self, vendor: str) -> List[Tuple[str, str]]:
+        """(pattern, module) of the `pci:` aliases that can match a device of `vendor` ("v00008086"):
+        those naming it, then those for any vendor. One scan of the text per vendor (a regex with a
+        literal head runs in C: ~2 ms over a distribution kernel's 1.5 MiB, against ~20 ms to split
+        every line)."""
+        found = self._by_vendor.get(vendor)
+        if found is None:
+            text = self._alias_text() or b""
+            head = re.escape(vendor.encode("ascii", "replace"))
+            found = [(p.decode("ascii", "replace"), m.decode("utf-8", "replace"))
+                     for regex in (rb"\nalias (pci:" + head + rb"\S*) (\S+)", rb"\nalias (pci:v[*?\[]\S*) (\S+)")
+                     for p, m in re.findall(regex, text)]
+            self._by_vendor[vendor] = found
+        return found
+
+    def default_drivers(self, modalias: Optional[str], vendor: Optional[str],
+                        device: Optional[str]) -> Optional[Tuple[str, ...]]:
+        """Every module whose ID table names a device with this modalias (modules.alias and
+        modules.builtin.alias, as modprobe resolves it); () when none does; None when that cannot
+        be known here (no modules.alias, or no modalias to look up).
+
+        Override-only entries (vfio-pci's `vfio_pci:` aliases) are not `pci:` aliases: never a default.
+        """
+        if not modalias or not modalias.startswith("pci:") or self._alias_text() is None:
+            return None
+        out: List[str] = []
+        for pattern, module in self._pci_aliases(modalias[4:13]):
+            if module not in out and _matches(modalias, pattern):
+                out.append(module)
+        if not out and not self._builtin_read:
+            return None  # a built-in driver could take it, and the list of those is missing
+        return tuple(out)
 
     def default_driver(self, modalias: Optional[str], vendor: Optional[str], device: Optional[str]) -> Optional[str]:
-        """The module the kernel would load for a device with this modalias (as modprobe resolves it).
-
-        Drivers whose only entry is override-only (vfio-pci: `vfio_pci:` aliases) never match.
-        """
-        if not modalias:
-            return None
-        for pattern, module in self._pci_aliases():
-            if fnmatch.fnmatchcase(modalias, pattern):
-                return module
-        return None
+        """The module the kernel would load for a device with this modalias (as modprobe resolves it)."""
+        found = self.default_drivers(modalias, vendor, device)
+        return found[0] if found else None
 
 
 class Modprobe(Modules):

@@ -60,25 +60,56 @@ def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: b
     )
 
 
-def _vf_links(host: Host, pci: str, known: Optional[Mapping[int, str]] = None) -> List[Tuple[int, str]]:
-    """(index, address) of each virtfnN link the PF shows now. `known`: addresses read earlier in
-    this run; virtfnN always names the same function while the count is the same, so the listing
-    alone confirms those VFs are there."""
-    found = []
-    for entry in host.sysfs.listdir(PCI_DEVICES, pci):
+def _vf_links(host: Host, pci: str, known: Optional[Mapping[int, str]] = None) -> Tuple[List[Tuple[int, str]], List[int]]:
+    """([(index, address)] of each VF the PF's virtfnN links lead to now, [index of each virtfnN
+    that leads to no VF of this PF]). `known`: addresses read earlier in this run.
+
+    A VF removed by hand (echo 1 > remove) leaves its virtfnN link dangling; a link may also lead
+    to something that is no VF of this PF. Neither is a VF: each is one that is missing, and its
+    stale link is what the kernel refuses to create again. One readlink per VF tells: the VF's
+    physfn, reached through virtfnN, names this PF."""
+    found, stale = [], []
+    sysfs = host.sysfs
+    for entry in sysfs.listdir(PCI_DEVICES, pci):
         m = _VIRTFN_RE.match(entry)
-        if m:
-            index = int(m.group(1))
-            vf_pci = (known.get(index) if known else None) or host.sysfs.vf_address(pci, index)
-            if vf_pci:
-                found.append((int(m.group(1)), vf_pci))
-    return sorted(found)
+        if not m:
+            continue
+        index = int(m.group(1))
+        vf_pci = (known.get(index) if known else None) or sysfs.vf_address(pci, index)
+        back = sysfs.link_name(PCI_DEVICES, pci, entry, "physfn")
+        if back is None and sysfs.isdir(PCI_DEVICES, pci, entry, "physfn"):
+            back = pci  # a capture made with dereferenced links: physfn is a directory
+        if vf_pci and back == pci:
+            found.append((index, vf_pci))
+        else:
+            stale.append(index)
+    return sorted(found), sorted(stale)
 
 
 def default_driver_of(host: Host, vf_pci: str) -> Optional[str]:
     """The driver the kernel would pick for this device by its IDs (modules.alias), if known."""
     modalias = host.sysfs.read(PCI_DEVICES, vf_pci, "modalias")
     return host.modules.default_driver(modalias, pci_id(host, vf_pci, "vendor"), pci_id(host, vf_pci, "device"))
+
+
+def default_drivers_of(host: Host, vf_pci: str) -> Optional[Tuple[str, ...]]:
+    """The driver names the kernel's ID tables give this device (modules.alias), () none, None unknown.
+
+    modules.alias names modules; a loaded module lists the drivers it registered
+    (/sys/module/<module>/drivers/pci:<driver>), else the module's name stands for its driver.
+    """
+    modalias = host.sysfs.read(PCI_DEVICES, vf_pci, "modalias")
+    modules = host.modules.default_drivers(modalias, pci_id(host, vf_pci, "vendor"), pci_id(host, vf_pci, "device"))
+    if modules is None:
+        return None
+    names: List[str] = []
+    for module in modules:
+        registered = [n[4:] for n in host.sysfs.listdir("sys/module", module.replace("-", "_"), "drivers")
+                      if n.startswith("pci:")]
+        for name in registered or [module]:
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -122,7 +153,9 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     netdevs = tuple(sorted(names))
     num_vfs = sysfs.num_vfs(pci)
     vfs: Tuple[VfState, ...] = ()
+    stale: List[int] = []
     default = None
+    defaults: Optional[Tuple[str, ...]] = None
     links: Dict[int, VfLinks] = {}
     links_error = None
     read_links = want.links and (want.links_at_count is None or (num_vfs or 0) == want.links_at_count)
@@ -130,11 +163,12 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         links, links_error = _read_links(host, pci, netdevs)
     if want.vfs:
         if bus == "pci":
+            present, stale = _vf_links(host, pci, known_vfs)
             vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu, detail=want.vf_detail)
-                        for index, vf_pci in _vf_links(host, pci, known_vfs))
-            unbound = next((vf for vf in vfs if vf.driver is None), None)
-            if unbound is not None:  # only then does anyone ask which driver the kernel would pick
-                default = default_driver_of(host, unbound.pci)
+                        for index, vf_pci in present)
+            if vfs:  # which driver the kernel picks for them: what "the default driver" is judged against
+                defaults = default_drivers_of(host, vfs[0].pci)
+                default = defaults[0] if defaults else None
         else:  # netdevsim: VFs are indices on the PF, with no PCI function, driver or netdev
             vfs = tuple(VfState(i, f"{pci}-vf{i}", None, None) for i in range(num_vfs or 0))
         if read_links:
@@ -160,6 +194,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         vfs=vfs,
         vfs_observed=want.vfs,
         vf_default_driver=default,
+        vf_default_drivers=defaults,
+        stale_virtfns=tuple(stale),
         bus=bus,
         mtu=sysfs.read_int(CLASS_NET, netdevs[0], "mtu") if netdevs else None,
         eswitch_mode=eswitch,

@@ -90,10 +90,15 @@ class SimModules(Modules):
         self.counter.count += 1
         self.kernel.load_module(name)
 
-    def default_driver(self, modalias: Optional[str], vendor: Optional[str], device: Optional[str]) -> Optional[str]:
+    def default_drivers(self, modalias: Optional[str], vendor: Optional[str],
+                        device: Optional[str]) -> Optional[Tuple[str, ...]]:
         if vendor is None or device is None:
             return None
-        return self.kernel.default_driver(f"{vendor}:{device}")
+        return self.kernel.default_drivers(f"{vendor}:{device}")
+
+    def default_driver(self, modalias: Optional[str], vendor: Optional[str], device: Optional[str]) -> Optional[str]:
+        found = self.default_drivers(modalias, vendor, device)
+        return found[0] if found else None
 
 
 def sim_capabilities(root: Root, counter: WriteCount) -> Tuple[Sysfs, Links, Devlink, Modules]:

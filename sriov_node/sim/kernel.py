@@ -27,6 +27,16 @@ UEVENT_SOCKET = "run/sriov-node-sim/uevents.sock"
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 PAGE_SIZE = 4096
 
+# Drivers every distribution kernel ships as modules, loadable on any simulated host (modprobe):
+# uio_pci_generic has no ID table (it binds through driver_override or new_id, as DPDK's tools do).
+GENERIC_DRIVERS: Dict[str, Dict[str, Any]] = {
+    "uio_pci_generic": {"ids": [], "generic": True, "uio": True},
+}
+
+# PF drivers whose remove never calls pci_disable_sriov(): their VFs outlive the driver ("driver
+# left SR-IOV enabled after remove"), and the PF itself (nvme on Linux 6.1, checked in the lab)
+LEAVES_SRIOV_ON_REMOVE = frozenset({"nvme"})
+
 READ_ONLY_ATTRS = {
     "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "numa_node", "revision",
     "sriov_totalvfs", "sriov_offset", "sriov_stride", "sriov_vf_device", "sriov_vf_total_msix",
@@ -451,6 +461,10 @@ class SimKernel:
         if real == "sys/bus/pci/drivers_autoprobe":
             self._put(real, "0\n" if data[:1] == b"0" else "1\n")
             return None
+        if real == "sys/bus/pci/rescan":
+            if parse_kstrtoul(data, 0xFFFFFFFF):
+                self._rescan()
+            return None
         if os.path.dirname(parent) == "sys/bus/pci/drivers":
             drv = os.path.basename(parent)
             if not self._loaded(drv):
@@ -459,11 +473,22 @@ class SimKernel:
                 return self._bind(drv, self._device_name(data))
             if attr == "unbind":
                 return self._unbind(drv, self._device_name(data))
-            if attr in ("new_id", "remove_id"):
-                raise _err(errno.EOPNOTSUPP, "the simulated host does not model new_id/remove_id")
+            if attr == "new_id":
+                return self._new_id(drv, data)
+            if attr == "remove_id":
+                return self._remove_id(drv, data)
         bdf = os.path.basename(parent)
         if not _BDF_RE.match(bdf) or not os.path.isdir(self._p(parent)):
             raise _err(errno.ENOENT)
+        if attr == "remove" and self.dev_dir(bdf) == parent:
+            # Every PCI device has it (0200), except a VF: pci_dev_hp_attr_is_visible() hides
+            # remove and rescan on VFs (6.1 checked in the lab). The model can show it on VFs as
+            # older kernels did (show_vf_remove), the one way a VF disappears behind its PF's back.
+            if self._pf_of(bdf) is not None and not self._model.get("vf_remove_attr"):
+                raise _err(errno.ENOENT)
+            if parse_kstrtoul(data, 0xFFFFFFFF):
+                self._remove_function(bdf)
+            return None
         if not os.path.exists(self._p(real)):
             raise _err(errno.ENOENT)
         n = self._count(f"{bdf}/{attr}")
@@ -510,7 +535,49 @@ class SimKernel:
         if override is not None:
             return override == drv
         spec = self._model["drivers"].get(drv, {})
-        return self._pci_id(bdf) in spec.get("ids", [])
+        ident = self._pci_id(bdf)
+        return ident in spec.get("ids", []) or ident in spec.get("dynamic_ids", [])
+
+    # ------------------------------------------------------------ new_id / remove_id (kernel-sriov-spec §2.4)
+
+    @staticmethod
+    def _parse_id(data: bytes, most: int) -> Tuple[str, List[str]]:
+        fields = data.decode("latin-1").split("\0", 1)[0].split()
+        if len(fields) < 2 or len(fields) > most:
+            raise _err(errno.EINVAL)
+        try:
+            values = [int(f, 16) for f in fields]
+        except ValueError:
+            raise _err(errno.EINVAL)
+        if any(v > 0xFFFF for v in values[:2]):
+            raise _err(errno.EINVAL)
+        return f"{values[0]:04x}:{values[1]:04x}", fields
+
+    def _new_id(self, drv: str, data: bytes) -> None:
+        """A dynamic ID: the driver now matches that vendor:device, and attaches to every unbound
+        device with it at once (auto-probe gating and driver_override still apply)."""
+        ident, fields = self._parse_id(data, 7)
+        spec = self._model["drivers"][drv]
+        if len(fields) >= 7 and spec.get("ids") and int(fields[6], 16) != 0:
+            raise _err(errno.EINVAL)  # driver_data must be one of the static table's (all 0 here)
+        if len(fields) < 7 and (ident in spec.get("ids", []) or ident in spec.get("dynamic_ids", [])):
+            raise _err(errno.EEXIST)
+        spec.setdefault("dynamic_ids", []).append(ident)
+        self._save()
+        for bdf in self._listdir("sys/bus/pci/devices"):
+            if self.driver_of(bdf) is None and self._matches(bdf, drv) and self._may_autoprobe(bdf):
+                try:
+                    self._probe(bdf, drv)
+                except OSError:
+                    pass
+
+    def _remove_id(self, drv: str, data: bytes) -> None:
+        ident, _ = self._parse_id(data, 6)
+        dynamic = self._model["drivers"][drv].get("dynamic_ids", [])
+        if ident not in dynamic:
+            raise _err(errno.ENODEV)
+        dynamic.remove(ident)  # devices already bound stay bound
+        self._save()
 
     def _may_autoprobe(self, bdf: str) -> bool:
         pf = self._pf_of(bdf)
@@ -527,7 +594,9 @@ class SimKernel:
         if fault:
             raise _err(getattr(errno, fault["errno"]))
         d = self.dev_dir(bdf)
-        if not spec.get("vfio") and self._pci_id(bdf) not in spec.get("ids", []):
+        ident = self._pci_id(bdf)
+        if not (spec.get("vfio") or spec.get("generic")) and ident not in spec.get("ids", []) \
+                and ident not in spec.get("dynamic_ids", []):
             raise _err(errno.ENODEV, f"{drv} does not support this device")  # matched through driver_override only
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
@@ -557,6 +626,11 @@ class SimKernel:
             group = self._link_name(f"{d}/iommu_group")
             self._put("dev/vfio/vfio", "")
             self._put(f"dev/vfio/{group}", "")
+        if spec.get("uio"):  # uio_pci_generic: <dev>/uio/uioN and /dev/uioN, the node DPDK opens
+            taken = {n for n in self._listdir("dev") if n.startswith("uio")}
+            name = next(f"uio{n}" for n in range(len(taken) + 1) if f"uio{n}" not in taken)
+            self._put(f"{d}/uio/{name}/name", "uio_pci_generic\n", 0o444)
+            self._put(f"dev/{name}", "")
         limit = self._model.get("devices", {}).get(bdf, {}).get("driver_limit")
         if limit is not None and os.path.exists(self._p(f"{d}/sriov_totalvfs")):
             self._put(f"{d}/sriov_totalvfs", f"{limit}\n", 0o444)
@@ -564,7 +638,8 @@ class SimKernel:
     def _detach(self, bdf: str, drv: str) -> None:
         d = self.dev_dir(bdf)
         spec = self._model["drivers"].get(drv, {})
-        if spec.get("sriov_configure") and self._has_vfs(bdf) and not self._fault("pf_leaves_sriov_enabled", device=bdf):
+        if spec.get("sriov_configure") and self._has_vfs(bdf) and drv not in LEAVES_SRIOV_ON_REMOVE \
+                and not self._fault("pf_leaves_sriov_enabled", device=bdf):
             self._disable(bdf)  # PF drivers call pci_disable_sriov() in remove; leaving VFs is the exception
         if spec.get("sriov_configure"):
             self._forget_vf_settings(bdf)  # they lived in the driver
@@ -581,6 +656,9 @@ class SimKernel:
             group = self._link_name(f"{d}/iommu_group")
             if group:
                 self._unlink(f"dev/vfio/{group}")
+        for name in self._listdir(f"{d}/uio"):
+            self._unlink(f"dev/{name}")
+        self._rmtree(f"{d}/uio")
         self._unlink(f"{d}/driver")
         self._unlink(f"sys/bus/pci/drivers/{drv}/{bdf}")
         hw = self._model.get("devices", {}).get(bdf, {})
@@ -704,12 +782,21 @@ class SimKernel:
             vd = f"{parent}/{vf}"
             if os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
                 raise _err(errno.EEXIST, f"simulated host: VF address {vf} is taken (impossible NIC layout)")
+            if os.path.lexists(self._p(f"{d}/virtfn{i}")):
+                # pci_iov_sysfs_link(): sysfs_create_link() finds the name taken (the stale link of a
+                # VF removed by hand) and the enable fails; sriov_add_vfs() removes the VFs it added
+                for j, done in enumerate(created):
+                    self._unlink(f"{d}/virtfn{j}")
+                    self._remove_device(done)
+                raise _err(errno.EEXIST, f"sysfs: cannot create duplicate filename '.../{pf}/virtfn{i}'")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
                                 ("class", f"0x{hw.get('class', '020000')}"), ("numa_node", "0"),
                                 ("modalias", modalias(hw["vendor"], hw["vf_device"], hw.get("class", "020000"))),
                                 ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
+            if self._model.get("vf_remove_attr"):
+                self._put(f"{vd}/remove", "", 0o200)
             self._link(f"sys/bus/pci/devices/{vf}", vd)
             self._link(f"{d}/virtfn{i}", vd)
             self._link(f"{vd}/physfn", d)
@@ -784,16 +871,86 @@ class SimKernel:
         ]
         self._wait_released(groups)
         for i, vf in vfs:
+            if not vf or self.dev_dir(vf) is None or self._pf_of(vf) != pf:
+                # pci_iov_remove_virtfn() looks the VF up by its address; a VF removed by hand is
+                # not found, and its virtfn link stays behind, dangling
+                continue
             self._unlink(f"{d}/virtfn{i}")
-            if vf:
-                self._remove_device(vf)
+            self._remove_device(vf)
         self._put(f"{d}/sriov_numvfs", "0\n")
         if self._model.get("net", {}).pop(pf, None):  # the VFs' settings went with them
             self._save()
         from sriov_node.sim.net import vfs_disabled
         vfs_disabled(self, pf)  # and the PF driver's eswitch may go back to legacy
 
-    def _remove_device(self, bdf: str) -> None:
+    # ------------------------------------------------------------ remove / rescan (pci-sysfs.c, remove.c, probe.c)
+
+    # Attributes a function shows again when a bus scan finds it (config space and firmware values);
+    # everything else (driver, netdevs, VFs, driver_override, autoprobe) starts afresh.
+    _STATIC = ("vendor", "device", "class", "numa_node", "subsystem_vendor", "subsystem_device", "config",
+               "ari_enabled", "modalias", "uevent", "sriov_offset", "sriov_stride", "sriov_vf_device",
+               "sriov_vf_total_msix")
+
+    def _remove_function(self, bdf: str) -> None:
+        """echo 1 > <dev>/remove: pci_stop_and_remove_bus_device(). Its driver lets go first (most PF
+        drivers disable SR-IOV in their remove; nvme does not, and its VFs stay). A VF leaves its
+        PF's virtfnN link dangling and sriov_numvfs as it was. A bus scan finds the function again,
+        except a VF: its Vendor ID reads 0xFFFF, so only enabling SR-IOV makes VFs."""
+        d = self.dev_dir(bdf)
+        if self._pf_of(bdf) is None:
+            record: Dict[str, Any] = {"dir": d, "files": {}}
+            for name in self._STATIC:
+                path = self._p(f"{d}/{name}")
+                if os.path.isfile(path):
+                    with open(path, "rb") as fh:
+                        record["files"][name] = [fh.read().decode("latin-1"), os.stat(path).st_mode & 0o777]
+            record["sriov"] = os.path.exists(self._p(f"{d}/sriov_numvfs"))
+            self._model.setdefault("removed", {})[bdf] = record
+            self._save()
+        # not a bridge: only the function goes; VFs its driver left enabled stay behind, orphans
+        # whose physfn leads nowhere (pci_stop_bus_device() walks a subordinate bus only)
+        self._remove_device(bdf, orphan_vfs=True)
+
+    def _rescan(self) -> None:
+        """echo 1 > /sys/bus/pci/rescan: every removed function that is not a VF is found and added
+        again as at boot (SR-IOV off, autoprobe 1, no override), then probed."""
+        removed = self._model.get("removed", {})
+        if not removed:
+            return
+        added = []
+        for bdf, record in sorted(removed.items()):
+            d = record["dir"]
+            if not os.path.isdir(self._p(os.path.dirname(d))):
+                continue  # its bridge is gone too
+            for name, (text, mode) in record["files"].items():
+                self._put(f"{d}/{name}", text, mode)
+            self._put(f"{d}/driver_override", "(null)\n")
+            self._put(f"{d}/remove", "", 0o200)
+            hw = self._model.get("devices", {}).get(bdf, {})
+            if record.get("sriov"):
+                total = hw.get("cap_total_vfs") or int(record["files"].get("sriov_totalvfs", ["0"])[0] or 0)
+                self._put(f"{d}/sriov_totalvfs", f"{total}\n", 0o444)
+                self._put(f"{d}/sriov_numvfs", "0\n")
+                self._put(f"{d}/sriov_drivers_autoprobe", "1\n")
+            self._link(f"sys/bus/pci/devices/{bdf}", d)
+            if self._model.get("iommu"):
+                group = str(self._model["next_group"])
+                self._model["next_group"] += 1
+                self._put(f"sys/kernel/iommu_groups/{group}/type", "DMA-FQ\n", 0o444)
+                self._link(f"sys/kernel/iommu_groups/{group}/devices/{bdf}", d)
+                self._link(f"{d}/iommu_group", f"sys/kernel/iommu_groups/{group}")
+            self._pci_event("add", bdf)
+            added.append(bdf)
+        for bdf in added:
+            removed.pop(bdf, None)
+        self._save()
+        if self._get("sys/bus/pci/drivers_autoprobe") != "0":
+            for bdf in added:
+                self._autoprobe(bdf)
+
+    def _remove_device(self, bdf: str, orphan_vfs: bool = False) -> None:
+        """Stop and remove a device. `orphan_vfs`: VFs its driver left enabled stay (the `remove`
+        attribute takes only the function itself; a hot-unplug takes the whole bus with them)."""
         d = self.dev_dir(bdf)
         if d is None:
             return
@@ -802,7 +959,7 @@ class SimKernel:
             self._detach(bdf, drv)
         for i, vf in ((n, self._link_name(f"{d}/{n}")) for n in self._listdir(d) if n.startswith("virtfn")):
             self._unlink(f"{d}/{i}")
-            if vf:
+            if vf and not orphan_vfs:
                 self._remove_device(vf)
         group = self._link_name(f"{d}/iommu_group")
         if group:
@@ -818,6 +975,9 @@ class SimKernel:
     def load_module(self, name: str) -> None:
         with self._transaction():
             model = self._model
+            if name in GENERIC_DRIVERS and name not in model["drivers"]:
+                model["drivers"][name] = dict(GENERIC_DRIVERS[name])
+                self._save()
             spec = model["drivers"].get(name) or model["drivers"].get(name.replace("_", "-"))
             if spec is None:
                 self._log("modprobe", name.encode(), "ENOENT")
@@ -825,12 +985,18 @@ class SimKernel:
             self.register_driver(name if name in model["drivers"] else name.replace("_", "-"))
             self._log("modprobe", name.encode(), "ok")
 
+    def default_drivers(self, pci_id: str) -> Optional[Tuple[str, ...]]:
+        """The drivers whose static ID table names `pci_id` (vendor:device), loaded or not, as
+        modules.alias lists them; None when the host's module aliases are unknown (a test knob)."""
+        model = self._load()
+        if model.get("module_aliases") is False:
+            return None
+        return tuple(drv for drv, spec in sorted(model["drivers"].items()) if pci_id in spec.get("ids", []))
+
     def default_driver(self, pci_id: str) -> Optional[str]:
         """The driver whose ID table names `pci_id` (vendor:device), loaded or not."""
-        for drv, spec in sorted(self._load()["drivers"].items()):
-            if pci_id in spec.get("ids", []):
-                return drv
-        return None
+        found = self.default_drivers(pci_id)
+        return found[0] if found else None
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         for hw in self._load().get("devices", {}).values():
@@ -856,12 +1022,14 @@ class SimKernel:
     # ------------------------------------------------------------ test helpers (not kernel writes)
 
     def hold_vf(self, vf: str, pid: int, comm: str = "qemu-kvm") -> None:
-        """Pretend process `pid` has the VF's /dev/vfio/<group> open."""
+        """Pretend process `pid` has the VF's /dev/vfio/<group> open (or its /dev/uioN, when
+        uio_pci_generic drives it)."""
+        uio = self._listdir(f"{self.dev_dir(vf)}/uio")
         group = self._link_name(f"{self.dev_dir(vf)}/iommu_group")
-        if group is None:
+        if group is None and not uio:
             raise ValueError(f"{vf} has no IOMMU group")
         self._put(f"proc/{pid}/comm", comm + "\n")
-        self._link_abs(f"proc/{pid}/fd/7", f"/dev/vfio/{group}")
+        self._link_abs(f"proc/{pid}/fd/7", f"/dev/{uio[0]}" if uio else f"/dev/vfio/{group}")
 
     def release(self, pid: int) -> None:
         self._rmtree(f"proc/{pid}")
@@ -872,6 +1040,19 @@ class SimKernel:
         for ifname in self._listdir(f"{d}/net"):
             self._unlink(f"sys/class/net/{ifname}")
             self._rmtree(f"{d}/net/{ifname}")
+
+    def show_vf_remove(self) -> None:
+        """VFs made from now on show `remove`, as older kernels' did (current ones hide it on VFs)."""
+        model = self._load()
+        model["vf_remove_attr"] = True
+        self._save()
+
+    def forget_module_aliases(self) -> None:
+        """A host whose module aliases (modules.alias) cannot be read: no driver is known as a
+        device's default any more (the model's ID tables still decide what binds)."""
+        model = self._load()
+        model["module_aliases"] = False
+        self._save()
 
     def add_fault(self, kind: str, **fields: Any) -> None:
         if kind in ("errno", "probe_fails") and not hasattr(errno, str(fields.get("errno"))):
@@ -901,6 +1082,9 @@ class SimKernel:
                 problems.append(f"{bdf}: sriov_numvfs reads {numvfs} with {len(links)} virtfn link(s)")
             for name in links:
                 vf = self._link_name(f"{d}/{name}")
+                if vf is not None and not os.path.lexists(self._p(f"{d}/{name}/.")) and \
+                        not os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
+                    continue  # dangling: a VF removed by hand (echo 1 > remove), as the kernel shows it
                 if vf is None or self.dev_dir(vf) is None or self._pf_of(vf) != bdf:
                     problems.append(f"{bdf}/{name} -> {vf}: not a VF of this PF")
             drv = self.driver_of(bdf)
