@@ -74,7 +74,8 @@ def _options(command, ctx) -> Iterable[str]:
 def sriov_node_8() -> str:
     import typer
 
-    from sriov_node.cli import app, register
+    from sriov_node.cli import register
+    from sriov_node.cli.app import app
 
     register([])  # every command module
     root = typer.main.get_command(app)

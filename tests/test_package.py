@@ -172,7 +172,8 @@ def test_the_packaged_program_runs_on_debians_own_libraries(tree, tmp_path):
 def test_the_man_pages_render_without_warnings_and_cover_every_command(tree):
     import typer
 
-    from sriov_node.cli import app, register
+    from sriov_node.cli import register
+    from sriov_node.cli.app import app
 
     register([])
     page = tree / "usr/share/man/man8/sriov-node.8.gz"
