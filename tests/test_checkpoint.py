@@ -128,7 +128,7 @@ def test_a_refused_rollback_changes_nothing(host, config):
     proc = cli(host, "rollback")
 
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "refusing to disable VFs still in use" in proc.stderr and "--force" in proc.stderr
+    assert "refusing to disable all VFs while VFs are in use" in proc.stderr and "--force" in proc.stderr
     assert "generation 1 not restored: nothing was changed" in proc.stdout
     assert config.read_text() == b
     assert read_host(host, X710) == before and len(sim_writes(host)) == writes
