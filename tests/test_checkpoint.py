@@ -208,7 +208,7 @@ A, B = KINDS[1][2], KINDS[1][3]
 def test_a_committed_checkpoint_stays_and_the_timer_then_does_nothing(host, config):
     applied(host, config, A)
     proc = applied(host, config, B, "--checkpoint", "600")
-    assert "generation 2: checkpoint; run sriov-node commit within 600 s" in proc.stdout
+    assert "generation 2 (apply, converged): checkpoint; run sriov-node commit within 600 s" in proc.stdout
     assert f"run sriov-node --root {host.root} rollback --if-uncommitted 2" in proc.stdout  # no timer under --root
     status = json.loads(cli(host, "status", "--json").stdout)
     assert status["checkpoint"]["previous"] == 1 and status["checkpoint"]["state"] == "pending"
