@@ -103,7 +103,7 @@ def apply(
     else:
         _print_report(report)
         if gen is not None:
-            typer.echo(f"generation {gen.number}" + (
+            typer.echo(f"generation {gen.number} ({gen.command}, {gen.outcome})" + (
                 f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
     echo_problems(report.notices, report.outcomes)
     code = _detailed_exit_code(report, bool(unapplied)) if detailed_exitcode else report.exit_code
