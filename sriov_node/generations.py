@@ -232,9 +232,6 @@ def record(host: Host, config: bytes, config_path: str, *, command: str, outcome
         fallback = previous.checkpoint["previous"] if previous.pending else previous.number
         checkpoint = {"deadline": round(now + checkpoint_seconds, 3), "seconds": checkpoint_seconds,
                       "previous": fallback, "state": PENDING}
-    if previous is not None and previous.pending:
-        _write(host, _replace(previous, checkpoint=dict(previous.checkpoint, state=ends_checkpoint,
-                                                        by=(numbers[-1] + 1))), replace=True)
     gen = Generation(
         number=(numbers[-1] + 1) if numbers else 1,
         sha256=hashlib.sha256(config).hexdigest(),
@@ -248,6 +245,9 @@ def record(host: Host, config: bytes, config_path: str, *, command: str, outcome
         restored_from=restored_from,
     )
     _write(host, gen, replace=False)
+    if previous is not None and previous.pending:  # after the new record: never a checkpoint lost without one
+        _write(host, _replace(previous, checkpoint=dict(previous.checkpoint, state=ends_checkpoint, by=gen.number)),
+               replace=True)
     _prune(host, gen)
     return gen
 
@@ -282,8 +282,8 @@ def commit(host: Host, *, now: Optional[float] = None) -> Generation:
     gens = history(host)
     gen = gens[-1] if gens else None
     if gen is None or not gen.checkpoint:
-        last = next((g for g in reversed(gens) if g.checkpoint), None)
-        if last is not None and last.checkpoint.get("state") in (EXPIRED, ROLLED_BACK):
+        last = gens[-2] if len(gens) > 1 else None  # the checkpoint the current generation ended
+        if last is not None and last.checkpoint and last.checkpoint.get("state") in (EXPIRED, ROLLED_BACK):
             raise GenerationError(f"generation {last.number}'s checkpoint {last.checkpoint['state']}: its previous "
                                   f"generation was restored (now generation {gen.number}); apply the change again")
         raise GenerationError("no checkpoint to commit: the current generation "
@@ -491,6 +491,20 @@ def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancell
         return result
 
 
+def disarm_expiry(host: Host, gen: Generation) -> None:
+    """A committed checkpoint's timer (if `arm_expiry` made one) is stopped; it would do nothing anyway."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("systemctl") if host.is_real_root else None
+    if tool is None:
+        return
+    try:
+        subprocess.run([tool, "stop", f"sriov-node-checkpoint-{gen.number}.timer"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def agent_pid(host: Host) -> Optional[int]:
     """The pid of a running agent daemon (from <root>/run/sriov-node/agent.pid), or None."""
     from sriov_node.files import read_regular
@@ -530,7 +544,7 @@ def arm_expiry(host: Host, gen: Generation, *, config: Optional[str] = None) -> 
     seconds = max(1, int(float(gen.checkpoint["deadline"]) - time.time() + 0.999))
     argv = [tool, f"--on-active={seconds}", f"--unit=sriov-node-checkpoint-{gen.number}",
             f"--description=sriov-node: roll back generation {gen.number} unless committed",
-            sys.executable, "-m", "sriov_node"] + (["--config", config] if config else []) \
+            sys.executable, "-m", "sriov_node"] + (["--config", os.path.abspath(config)] if config else []) \
         + ["rollback", "--if-uncommitted", str(gen.number)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)

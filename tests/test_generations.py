@@ -236,3 +236,67 @@ def test_the_apply_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(h
     t.start()
     t.join(30)
     assert seen == ["waited", "entered"]
+
+
+# ---------------------------------------------------------------------------- who expires a checkpoint
+
+
+class _RealRootStub:
+    """Stands for the real root (is_real_root) with its run/ directory under a temporary one."""
+
+    is_real_root = True
+    root = "/"
+
+    def __init__(self, base):
+        self.base = str(base)
+
+    def path(self, *parts):
+        return os.path.join(self.base, *parts)
+
+
+def _fake_tool(bindir: Path, name: str, log: Path, rc: int = 0) -> None:
+    tool = bindir / name
+    tool.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit {rc}\n')
+    tool.chmod(0o755)
+
+
+def test_without_a_daemon_a_systemd_timer_runs_the_rollback_and_commit_stops_it(tmp_path, monkeypatch):
+    bindir, log = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    _fake_tool(bindir, "systemd-run", log)
+    _fake_tool(bindir, "systemctl", log)
+    monkeypatch.setenv("PATH", str(bindir))
+    stub = _RealRootStub(tmp_path)
+    gen = generations.Generation(7, "0" * 64, b"", "/etc/sriov-node/config.toml", 1000.0, "apply", "converged", {},
+                                 {"deadline": generations.time.time() + 120, "previous": 6, "state": "pending"})
+
+    said = generations.arm_expiry(stub, gen, config="rel/config.toml")
+
+    (call,) = log.read_text().splitlines()
+    assert call.startswith("--on-active=12") and "--unit=sriov-node-checkpoint-7" in call
+    assert call.endswith(f"-m sriov_node --config {os.path.abspath('rel/config.toml')} rollback --if-uncommitted 7")
+    assert said.startswith("timer sriov-node-checkpoint-7.timer restores generation 6 in 12")
+    generations.disarm_expiry(stub, gen)
+    assert log.read_text().splitlines()[1] == "stop sriov-node-checkpoint-7.timer"
+
+
+def test_with_a_live_daemon_no_timer_is_armed_and_a_failing_systemd_run_says_what_to_run(tmp_path, monkeypatch):
+    bindir, log = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    _fake_tool(bindir, "systemd-run", log, rc=1)
+    monkeypatch.setenv("PATH", str(bindir))
+    stub = _RealRootStub(tmp_path)
+    gen = generations.Generation(3, "0" * 64, b"", "/x", 1000.0, "apply", "converged", {},
+                                 {"deadline": generations.time.time() + 60, "previous": 2, "state": "pending"})
+    (tmp_path / "run/sriov-node").mkdir(parents=True)
+    (tmp_path / "run/sriov-node/agent.pid").write_text(f"{os.getpid()}\n")
+
+    assert generations.arm_expiry(stub, gen) == f"the agent daemon (pid {os.getpid()}) restores generation 2 at " \
+                                                "the deadline"
+    assert not log.exists()
+    (tmp_path / "run/sriov-node/agent.pid").write_text("999999999\n")  # a daemon that is gone
+    said = generations.arm_expiry(stub, gen)
+    assert said.startswith("systemd-run failed") and "sriov-node rollback --if-uncommitted 3" in said
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert generations.arm_expiry(stub, gen).startswith("no systemd-run here: run sriov-node rollback "
+                                                        "--if-uncommitted 3")

@@ -94,6 +94,7 @@ def commit(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
             gen = generations.commit(host)
     except SriovNodeError as exc:
         fail(exc, as_json)
+    generations.disarm_expiry(host, gen)
     if as_json:
         typer.echo(json.dumps({"committed": gen.number}, indent=2))
     else:
