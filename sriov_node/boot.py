@@ -141,23 +141,38 @@ def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: loggi
     from sriov_node.progress import terminal_progress
     from sriov_node.survey import load_desired
 
+    from sriov_node import generations
+
     restored = _expire_checkpoint_at_boot(host, config, log, timeout)
+    invalid = 0
     try:
-        desired = load_desired(host, config)
+        desired = generations.desired_of(restored, config) if restored else load_desired(host, config)
     except SriovNodeError as exc:
         for line in str(exc).splitlines():
             log.error(line)
-        return exc.exit_code or EXIT_INVALID, None
+        # An invalid (or missing) file keeps the applied generation, as a reload does: the node still
+        # comes up as it was, and the unit fails visibly all the same.
+        try:
+            fallback = generations.current(host)
+            desired = generations.desired_of(fallback, config) if fallback is not None else None
+        except SriovNodeError as why:
+            log.error("the applied generation cannot be used either: %s", why)
+            desired = None
+        if desired is None:
+            return exc.exit_code or EXIT_INVALID, None
+        log.error("%s cannot be used: converging to the applied generation %d instead", config, fallback.number)
+        invalid = exc.exit_code or EXIT_INVALID
     with terminal_progress(host, desired, as_json=as_json) as progress:  # only when run by hand, on a terminal
         report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled, progress=progress)
-    report.generation = _record_boot(host, desired, report, log, timeout, restored)
-    return report.exit_code, report
+    report.generation = _record_boot(host, desired, report, log, timeout,
+                                     restored.number if restored is not None else None)
+    return invalid or report.exit_code, report
 
 
-def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, timeout: float) -> Optional[int]:
-    """An uncommitted checkpoint did not survive the reboot: put its previous generation's bytes back
-    in the config file (boot then converges to them) and mark it expired. The previous generation's
-    number, or None."""
+def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, timeout: float):
+    """An uncommitted checkpoint did not survive the reboot: mark it expired and put its previous
+    generation's bytes back in the config file. That previous generation (boot converges to it,
+    even if the file cannot be written), or None."""
     from sriov_node import generations
     from sriov_node.atomic import OutputError, write_atomic
     from sriov_node.state import ApplyLock
@@ -171,10 +186,13 @@ def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, tim
             previous = generations.get(host, gen.checkpoint["previous"])
             log.warning("generation %d is a checkpoint that was not committed before the reboot: restoring "
                         "generation %d", gen.number, previous.number)
-            write_atomic(config, previous.config)
             generations.mark_checkpoint(host, gen, generations.EXPIRED, by="boot")
-            return previous.number
-    except (SriovNodeError, OutputError) as exc:
+            try:
+                write_atomic(config, previous.config)
+            except OutputError as exc:
+                log.error("generation %d is restored on the host, but not in the file: %s", previous.number, exc)
+            return previous
+    except SriovNodeError as exc:
         log.error("the pending checkpoint could not be rolled back: %s", exc)
         return None
 

@@ -208,7 +208,7 @@ A, B = KINDS[1][2], KINDS[1][3]
 def test_a_committed_checkpoint_stays_and_the_timer_then_does_nothing(host, config):
     applied(host, config, A)
     proc = applied(host, config, B, "--checkpoint", "600")
-    assert "generation 2: checkpoint; run sriov-node commit within 600 s" in proc.stdout
+    assert "generation 2 (apply, converged): checkpoint; run sriov-node commit within 600 s" in proc.stdout
     assert f"run sriov-node --root {host.root} rollback --if-uncommitted 2" in proc.stdout  # no timer under --root
     status = json.loads(cli(host, "status", "--json").stdout)
     assert status["checkpoint"]["previous"] == 1 and status["checkpoint"]["state"] == "pending"
@@ -363,3 +363,21 @@ def test_a_fifo_or_symlink_in_place_of_a_record_is_refused_by_every_command(host
     config.write_text(B)
     apply = cli(host, "apply")
     assert "not recorded as a generation" in apply.stderr and secret.read_text() == "{}"
+
+
+@pytest.mark.parametrize("broken", ["num_vfs = [", None], ids=["invalid", "missing"])
+def test_boot_with_a_file_broken_while_the_node_was_down_converges_to_the_applied_generation(host, config, broken):
+    applied(host, config, A)
+    a_host = read_host(host, X710)
+    open_host(host.root).sysfs.set_num_vfs(X710, 0)  # the reboot
+    if broken is None:
+        config.unlink()
+    else:
+        config.write_text(broken)
+
+    proc = cli(host, "boot", "--wait", "5")
+
+    assert proc.returncode == 2  # the unit fails visibly ...
+    assert "converging to the applied generation 1 instead" in proc.stderr
+    assert read_host(host, X710) == a_host  # ... and the node comes up as it was
+    assert [g[0] for g in gens(host)] == [1]

@@ -293,6 +293,9 @@ def bench_reload(ifname: str, ipr) -> None:
     sh("pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon", check=False)
     sh("udevadm settle -t 30", check=False)
     config = daemon_config(ifname)
+    # the daemon follows the applied generation, not a file: apply the config first (as a user does;
+    # an earlier part of this run applied another one)
+    sh(f"{BIN} --config {config} apply")
     checkouts = {"daemon": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     if os.environ.get("BENCH_BEFORE"):
         checkouts["before"] = os.environ["BENCH_BEFORE"]

@@ -114,7 +114,7 @@ def apply(
     def text() -> None:
         _print_report(report, verbose)
         if gen is not None:
-            typer.echo(f"generation {gen.number}" + (
+            typer.echo(f"generation {gen.number} ({gen.command}, {gen.outcome})" + (
                 f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
 
     code = _detailed_exit_code(report, bool(unapplied)) if detailed_exitcode else report.exit_code
