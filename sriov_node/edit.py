@@ -870,9 +870,13 @@ class Transaction:
     # -------------------------------------------------------------- the edit
 
     def _read_text(self) -> Tuple[Optional[bytes], _Shape, str]:
-        before = _read(self.path)
+        # read through the path as given (a symlink is followed), so that a refusal names the
+        # config as the user knows it; the bytes are those of the real file written later
+        before = _read(self.given)
+        if before is not None:
+            decode_config(before, self.given)  # the one decoder's answer, byte offsets as in the file
         shape = _Shape.of(before)
-        return before, shape, _text(shape.plain(before), self.path)
+        return before, shape, _text(shape.plain(before), self.given)
 
     def prepare(self, pf: str, edit: Edit) -> EditResult:
         """Edit (or add) the PF's block and validate it (schema, then which PF it selects here)."""

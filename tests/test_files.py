@@ -165,7 +165,7 @@ def test_the_daemon_reloading_a_config_that_is_not_a_regular_file_refuses_it_and
         path.unlink()
         what = CONFIG_KINDS[kind](path)
         daemon.proc.send_signal(signal.SIGHUP)
-        daemon.wait_for(lambda: daemon.logged("keeping the previous one"), "a refused reload")
+        daemon.wait_for(lambda: daemon.logged("is invalid; keeping generation"), "a refused reload")
         assert daemon.logged(f"{path}: {what}")
         h = open_host(host.root)
         h.sysfs.unbind(PF1, "i40e")  # the PF loses its VFs; the old config still rules and repairs it

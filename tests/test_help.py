@@ -4,7 +4,6 @@ every option and argument says what it is for."""
 
 from __future__ import annotations
 
-import re
 import shlex
 
 import pytest
