@@ -59,7 +59,7 @@ def test_the_daemon_notifies_over_the_socket_without_systemd_python(make_host, w
     try:
         receive_until(sock, "READY=1", messages, proc)
         ready = next(m for m in messages if "READY=1" in m)
-        assert ready.splitlines() == ["READY=1", "STATUS=1 of 1 PF(s) converged"]  # one datagram, both lines
+        assert ready.splitlines() == ["READY=1", "STATUS=1 of 1 PF(s) converged (generation 1)"]  # one datagram, both lines
         assert host.sysfs.num_vfs(PF0) == 2  # READY=1 after the converge, read back
         receive_until(sock, "WATCHDOG=1", messages, proc)  # WATCHDOG_USEC: fed every 0.1 s while idle
         proc.send_signal(signal.SIGTERM)

@@ -213,6 +213,8 @@ def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool
     body.update(done.to_dict(), apply=applied)
     if "exit_code" in body:
         body["exit_code"] = code
+    if code >= 128:  # a signal came before the report: the document says so, as every command's does
+        body["interrupted"] = True
     if not as_json:
         for o in outcomes:
             typer.echo(f"{o.pci or '-':<12}  {o.name or '-':<10} {o.key:<6} {o.status}"
