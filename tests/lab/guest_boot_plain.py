@@ -5,49 +5,17 @@ and the kernel's view; prints one line `@@RESULTS <json>` for tests/lab/test_boo
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any, Dict
 
-SYS = "/sys/bus/pci/devices"
-SMALL = "0000:01:00.0"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from guest_boot import SMALL, sh, show, vfs, wait  # noqa: E402  (the helpers every systemd-boot scenario uses)
+
 PROM = "/var/lib/node_exporter/textfile/sriov_node.prom"
 results: Dict[str, Any] = {}
-
-
-def sh(cmd: str, timeout: float = 120) -> Dict[str, Any]:
-    try:
-        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
-        return {"rc": p.returncode, "stdout": p.stdout[-200000:], "stderr": p.stderr[-4000:]}
-    except subprocess.TimeoutExpired:
-        return {"rc": None, "stdout": "", "stderr": "TIMEOUT"}
-
-
-def show(unit: str, *props: str) -> Dict[str, str]:
-    out = sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))["stdout"]
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def vfs(pf: str) -> Any:
-    out = []
-    for entry in sorted(glob.glob(f"{SYS}/{pf}/virtfn*"), key=lambda p: int(p.rsplit("virtfn", 1)[1])):
-        vf = os.path.basename(os.readlink(entry))
-        drv = os.path.join(SYS, vf, "driver")
-        out.append([vf, os.path.basename(os.readlink(drv)) if os.path.islink(drv) else None])
-    return out
-
-
-def wait(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def prom() -> str:
