@@ -138,3 +138,27 @@ def test_help_documents_every_option_the_script_takes():
     assert parsed >= {"--bin", "--venv", "--uninstall", "--no-enable"}
     for option in parsed:
         assert option in usage, option
+
+
+def test_the_man_pages_are_installed_and_named_by_the_units(tmp_path):
+    """With an sriov-node that runs here, its man pages are made from its CLI and the units name
+    them; `systemd-analyze verify` then finds them (it checks every man: page a unit names)."""
+    import shutil
+    import sys
+
+    dest = tmp_path / "root"
+    binary = os.path.join(os.path.dirname(sys.executable), "sriov-node")
+    result = install(dest, "--bin", binary)
+    assert result.returncode == 0, result.stderr
+    man = dest / "usr/local/share/man"
+    assert "SRIOV-NODE" in (man / "man8/sriov-node.8").read_text()
+    assert (man / "man5/sriov-node.toml.5").exists()
+    for unit in ("sriov-node.service", "sriov-node-agent.service"):
+        path = dest / "etc/systemd/system" / unit
+        assert "Documentation=man:sriov-node(8) man:sriov-node.toml(5) " in path.read_text()
+        proc = subprocess.run([shutil.which("systemd-analyze") or "systemd-analyze", "verify", "--man=yes", str(path)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "MANPATH": f"{man}:"})
+        assert "man sriov-node" not in proc.stderr, proc.stderr
+    assert install(dest, "--uninstall", "--bin", binary).returncode == 0
+    assert not (man / "man8/sriov-node.8").exists()

@@ -52,6 +52,19 @@ def test_verify_is_clean(unit_root, unit):
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS))
+def test_a_plain_verify_of_the_checkouts_units_is_clean(unit_root, unit):
+    """As users run it on the files in this repository: man pages checked (the default), and none is
+    installed here, so the units name a man page only where an installer puts one (debian/rules,
+    scripts/install)."""
+    shutil.copy(REPO / "systemd" / unit, unit_root / "etc/systemd/system" / unit)
+    proc = subprocess.run([analyze(), "verify", f"--root={unit_root}", f"/etc/systemd/system/{unit}"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "MANPATH": str(unit_root)})
+    assert proc.stderr.strip() == "", proc.stderr
+    docs = [line for line in (REPO / "systemd" / unit).read_text().splitlines() if line.startswith("Documentation=")]
+    assert docs and not [d for d in docs if "man:" in d]
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
 def test_security_exposure_is_within_target(unit):
     proc = subprocess.run([analyze(), "security", "--offline=true", str(REPO / "systemd" / unit)],
                           capture_output=True, text=True, timeout=60)
