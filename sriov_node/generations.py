@@ -23,7 +23,6 @@ N's previous config is restored and recorded anew, and the checkpoint is marked 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from sriov_node.errors import StateError, describe_os_error
 from sriov_node.host import Host
+from sriov_node.model import _sha256  # CPython's own: hashlib loads OpenSSL on every start
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.model import DesiredState
@@ -141,7 +141,7 @@ def _load(host: Host, number: int) -> Generation:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GenerationError(f"generation record {path} is damaged ({exc}); remove it or restore it from a backup")
-    if gen.number != number or hashlib.sha256(gen.config).hexdigest() != gen.sha256:
+    if gen.number != number or _sha256(gen.config).hexdigest() != gen.sha256:
         raise GenerationError(f"generation record {path} is damaged (its number or sha256 does not match); "
                               "remove it or restore it from a backup")
     return gen
@@ -234,7 +234,7 @@ def record(host: Host, config: bytes, config_path: str, *, command: str, outcome
                       "previous": fallback, "state": PENDING}
     gen = Generation(
         number=(numbers[-1] + 1) if numbers else 1,
-        sha256=hashlib.sha256(config).hexdigest(),
+        sha256=_sha256(config).hexdigest(),
         config=bytes(config),
         config_path=os.path.realpath(config_path),
         time=round(now, 3),
