@@ -28,7 +28,7 @@ def boot(scenario: str, script: str = "tests/lab/guest.py", **env: str) -> Dict[
     start = time.monotonic()
     proc = subprocess.run(
         [str(LAB), f"{sys.executable} {script} {scenario}"],
-        cwd=str(REPO), capture_output=True, text=True, timeout=900,
+        cwd=str(REPO), capture_output=True, text=True, timeout=int(env.get("LAB_TIMEOUT", "600")) + 300,
         env={**os.environ, "LAB_TIMEOUT": "600", **env},
     )
     TIMINGS[scenario] = time.monotonic() - start

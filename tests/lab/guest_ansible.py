@@ -51,7 +51,6 @@ def main() -> None:
     sh("modprobe nvme; modprobe vfio-pci")
     results["first"] = play(FOUR, [])
     results["after_first"] = {"vfs": vfs(), "config": read("/etc/sriov-node/config.toml")}
-    results["second_run"] = play(FOUR, [])
     # a change to 2 unbound VFs whose health probe fails: the role rolls the node back
     results["bad"] = play(TWO, ["test -e /nonexistent-probe-target"])
     results["after_bad"] = {"vfs": vfs(), "config": read("/etc/sriov-node/config.toml"),
