@@ -99,26 +99,28 @@ def apply(
             if detailed_exitcode:
                 exc.exit_code = EXIT_PF_FAILED  # an invalid config is an error (1), not "changes pending" (2)
             fail(exc, as_json)
-    unapplied = _file_not_applied(host, desired) if dry_run else None
-    if unapplied:
-        report.notices.append(unapplied)
-    armed = generations.arm_expiry(host, gen, config=ctx.obj.config) if gen is not None and gen.pending else None
-    body = report.to_dict()
-    if dry_run:
-        body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
-                "result": body["result"]}  # what apply would answer (finish adds exit_code)
-    else:
-        body["generation"] = gen.number if gen else None
-        body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
+        # still inside the signal region: a signal from here until finish() decides the exit is
+        # the report's "interrupted", never an exception between the run and its report
+        unapplied = _file_not_applied(host, desired) if dry_run else None
+        if unapplied:
+            report.notices.append(unapplied)
+        armed = generations.arm_expiry(host, gen, config=ctx.obj.config) if gen is not None and gen.pending else None
+        body = report.to_dict()
+        if dry_run:
+            body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
+                    "result": body["result"]}  # what apply would answer (finish adds exit_code)
+        else:
+            body["generation"] = gen.number if gen else None
+            body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
 
-    def text() -> None:
-        _print_report(report, verbose)
-        if gen is not None:
-            typer.echo(f"generation {gen.number} ({gen.command}, {gen.outcome})" + (
-                f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
+        def text() -> None:
+            _print_report(report, verbose)
+            if gen is not None:
+                typer.echo(f"generation {gen.number} ({gen.command}, {gen.outcome})" + (
+                    f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
 
-    code = _detailed_exit_code(report, bool(unapplied)) if detailed_exitcode else report.exit_code
-    finish(code, as_json=as_json, body=body, text=text, notes=lambda: echo_problems(report.notices, report.outcomes))
+        code = _detailed_exit_code(report, bool(unapplied)) if detailed_exitcode else report.exit_code
+        finish(code, as_json=as_json, body=body, text=text, notes=lambda: echo_problems(report.notices, report.outcomes))
 
 
 def _file_not_applied(host, desired) -> Optional[str]:
