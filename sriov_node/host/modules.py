@@ -47,10 +47,11 @@ class Modules:
     def _modules_dir(self) -> Optional[str]:
         release = self.release
         if release is None:
+            from sriov_node.files import read_regular
+
             try:
-                with open(self.root.path("proc/sys/kernel", "osrelease")) as fh:
-                    release = fh.read().strip()
-            except OSError:
+                release = read_regular(self.root.path("proc/sys/kernel", "osrelease"), limit=256).decode().strip()
+            except (OSError, UnicodeDecodeError):
                 return None
         for base in ("lib/modules", "usr/lib/modules"):
             path = os.path.join(self.root.root, base, release)
@@ -67,9 +68,10 @@ class Modules:
             for name in ("modules.alias", "modules.builtin.alias"):
                 if not directory:
                     break
-                try:
-                    with open(os.path.join(directory, name), "rb") as fh:
-                        chunks.append(b"\n" + fh.read(_ALIAS_LIMIT))
+                from sriov_node.files import read_regular
+
+                try:  # never blocks on a FIFO, never reads a device: one reader for every file we read
+                    chunks.append(b"\n" + read_regular(os.path.join(directory, name), limit=_ALIAS_LIMIT))
                 except OSError:
                     continue
                 self._readable = self._readable or name == "modules.alias"
