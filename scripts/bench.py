@@ -167,8 +167,8 @@ for cls, names in ((kernel.SimKernel, ("write", "load_module", "recover")),
 KERNEL_TIME = KERNEL_CLOCK + """
 from sriov_node.config import load_config
 from sriov_node.host import open_host
-from sriov_node.plan import plan_pf
-from sriov_node.reconcile import reconcile, survey
+from sriov_node.engine.plan import plan_pf
+from sriov_node.engine.reconcile import reconcile, survey
 host, desired = open_host({root!r}), load_config({config!r})
 start = time.perf_counter(); _, res = survey(host, desired)
 plans = [plan_pf(t, frozenset()) for t in res.targets]; planned = time.perf_counter() - start
@@ -255,7 +255,7 @@ def bench_scale(work: str) -> None:
 
 
 DAEMON = KERNEL_CLOCK + """
-from sriov_node import daemon
+from sriov_node.service import daemon
 run_once = daemon.Daemon.run_once
 def measured(self, *a, **k):
     k0, t0 = spent[0], time.perf_counter()

@@ -36,7 +36,7 @@ from sriov_node.model import _sha256  # CPython's own: hashlib loads OpenSSL on 
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.model import DesiredState
-    from sriov_node.reconcile import Report
+    from sriov_node.engine.reconcile import Report
 
 GENERATIONS_DIR = "var/lib/sriov-node/generations"
 _NAME_RE = re.compile(r"^(\d{8,})\.json\Z")
@@ -366,8 +366,8 @@ def converge(host: Host, desired: "DesiredState", *, command: str, checkpoint_se
              force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
              progress: Optional[Callable[[str, str], None]] = None) -> "tuple[Report, Optional[Generation]]":
     """Lock, reconcile to `desired`, record its generation; the lock is held from the run to the record."""
-    from sriov_node.reconcile import reconcile
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.reconcile import reconcile
+    from sriov_node.engine.state import ApplyLock
 
     host.check_writable()
     with ApplyLock(host, timeout, cancelled):
@@ -435,8 +435,8 @@ def restore(host: Host, target: Generation, *, command: str = "rollback", config
     (VFs in use, without `force`) changes nothing: neither the file nor the history.
     """
     from sriov_node.atomic import OutputError, write_atomic
-    from sriov_node.reconcile import reconcile
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.reconcile import reconcile
+    from sriov_node.engine.state import ApplyLock
 
     host.check_writable()
     with ApplyLock(host, timeout, cancelled):
@@ -476,7 +476,7 @@ def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancell
     because VFs are in use leaves the checkpoint's config in place and marks it "kept" (so the
     daemon does not retry it in a loop); the returned result says why.
     """
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.state import ApplyLock
 
     host.check_writable()
     with ApplyLock(host, timeout, cancelled):

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from tests.helpers import CLI, run_cli, sim_writes
-from sriov_node.reconcile import reconcile
+from sriov_node.engine.reconcile import reconcile
 from sriov_node.config import load_config
 from sriov_node.host import open_host
 from sriov_node.sim.kernel import MARKER, SimKernel
-from sriov_node.state import ApplyLock, read_state
+from sriov_node.engine.state import ApplyLock, read_state
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
 

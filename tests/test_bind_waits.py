@@ -39,7 +39,7 @@ def test_ebusy_while_bound_to_the_wanted_driver_is_success(make_host, write_conf
     from sriov_node.config import load_config
     from sriov_node.host import open_host
     from sriov_node.host.sysfs import Sysfs
-    from sriov_node.reconcile import reconcile
+    from sriov_node.engine.reconcile import reconcile
 
     host = open_host(make_host().root)
     kernel = SimKernel(host.root)
@@ -60,7 +60,7 @@ def test_ebusy_while_bound_to_another_driver_names_it(make_host, write_config, m
     from sriov_node.config import load_config
     from sriov_node.host import open_host
     from sriov_node.host.sysfs import Sysfs
-    from sriov_node.reconcile import reconcile
+    from sriov_node.engine.reconcile import reconcile
 
     host = open_host(make_host().root)
     SimKernel(host.root).add_fault("probe_fails", driver="vfio-pci", errno="EAGAIN")

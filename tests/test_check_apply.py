@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from sriov_node.reconcile import reconcile
-from sriov_node.survey import load_desired
+from sriov_node.engine.reconcile import reconcile
+from sriov_node.engine.survey import load_desired
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.sim.platform import SimPlatform
 from tests.helpers import run_cli, sim_writes
@@ -60,7 +60,7 @@ def test_with_the_iommu_on_vfio_binds(make_host, write_config):
 
 
 def test_a_converged_host_runs_no_preflight(make_host, write_config, monkeypatch):
-    import sriov_node.checks.preflight as preflight_module
+    import sriov_node.engine.preflight as preflight_module
 
     host = make_host()
     path = write_config(MIXED)

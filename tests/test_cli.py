@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli, sim_writes
-from sriov_node.reconcile import load_desired
+from sriov_node.engine.reconcile import load_desired
 from sriov_node.errors import ConfigError
 from sriov_node.host import open_host
 from sriov_node.sim.kernel import SimKernel
@@ -210,5 +210,5 @@ def test_a_named_command_loads_only_its_own_module():
     probe = ("import sys\nfrom sriov_node.cli import register\nregister(sys.argv[1:])\n"
              "print(sorted(m for m in sys.modules if m.startswith('sriov_node.cli.')))")
     loaded = subprocess.run([sys.executable, "-c", probe, "--root", "/", "validate"], capture_output=True, text=True)
-    assert loaded.stdout.split() == ["['sriov_node.cli.app',", "'sriov_node.cli.engine',",
+    assert loaded.stdout.split() == ["['sriov_node.cli.app',", "'sriov_node.cli.converge',",
                                      "'sriov_node.cli.signals']"], loaded.stderr

@@ -15,13 +15,13 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sriov_node.compare import compare
+from sriov_node.engine.compare import compare
 from sriov_node.config import parse_config
 from sriov_node.host import open_host
-from sriov_node.plan import plan_pf
-from sriov_node.reconcile import reconcile, survey
+from sriov_node.engine.plan import plan_pf
+from sriov_node.engine.reconcile import reconcile, survey
 from sriov_node.sim.build import create_host
-from sriov_node.status import build_status
+from sriov_node.views.status import build_status
 
 PF = "0000:20:00.0"
 DRIVERS = [None, "vfio-pci", "iavf", "none", "any"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli, sim_writes
-from sriov_node.reconcile import load_desired
+from sriov_node.engine.reconcile import load_desired
 from sriov_node.config import (
     MAX_NUM_VFS,
     check_file_trust,

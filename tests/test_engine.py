@@ -15,9 +15,9 @@ import pytest
 from sriov_node.config import load_config
 from sriov_node.host import open_host
 from sriov_node.host.observe import observe
-from sriov_node.reconcile import reconcile
+from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel
-from sriov_node.state import read_state
+from sriov_node.engine.state import read_state
 from tests.helpers import run_cli, sim_writes
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
@@ -211,7 +211,7 @@ def test_a_full_disk_is_a_notice_not_a_crash(make_host, write_config, monkeypatc
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("sriov_node.state.os.fsync", full)
+    monkeypatch.setattr("sriov_node.engine.state.os.fsync", full)
     report = apply(host, path)
     assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 2
     assert "no space left on the device" in report.notices[0]

@@ -11,7 +11,7 @@ import yaml
 from sriov_node.config import load_config
 from sriov_node.host import open_host
 from sriov_node.host.observe import observe
-from sriov_node.reconcile import reconcile
+from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.sim.nics import NICS
 from tests import deviceplugin

@@ -12,7 +12,7 @@ import pytest
 
 from sriov_node import generations
 from sriov_node.generations import GenerationError
-from sriov_node.state import ApplyLock
+from sriov_node.engine.state import ApplyLock
 
 CONFIG = b"""version = 1
 

@@ -19,9 +19,9 @@ import pytest
 from sriov_node.config import load_config
 from sriov_node.host import open_host
 from sriov_node.host.observe import observe
-from sriov_node.reconcile import reconcile
+from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import JOURNAL, SimKernel
-from sriov_node.state import read_state
+from sriov_node.engine.state import read_state
 from tests.helpers import CLI
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"

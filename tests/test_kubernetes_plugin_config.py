@@ -11,7 +11,7 @@ import pytest
 
 from sriov_node.config import load_config
 from sriov_node.host import open_host
-from sriov_node.reconcile import reconcile
+from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli
 

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sriov_node.config import load_config
 from sriov_node.host import open_host
-from sriov_node.metrics import FAMILIES, PREFIX, UNIT_TEXTFILE_DIR, textfile_path, write_textfile
+from sriov_node.views.metrics import FAMILIES, PREFIX, UNIT_TEXTFILE_DIR, textfile_path, write_textfile
 from sriov_node.sim.kernel import SimKernel
-from sriov_node.state import read_state
+from sriov_node.engine.state import read_state
 from tests.helpers import CLI, run_cli
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
@@ -187,7 +187,7 @@ def test_a_read_only_textfile_directory_names_the_unit_fix(host, write_config, t
     ro.mkdir()
     path = write_config(CONFIG.replace("/var/lib/node_exporter/textfile/sriov_node.prom", f"{ro}/sriov_node.prom"))
     daemon_write = (f"from sriov_node.config import load_config; from sriov_node.host import open_host; "
-                    f"from sriov_node.metrics import write_textfile; from sriov_node.atomic import OutputError\n"
+                    f"from sriov_node.views.metrics import write_textfile; from sriov_node.atomic import OutputError\n"
                     f"try: write_textfile(open_host({host.root!r}), load_config({path!r}), '{ro}/sriov_node.prom')\n"
                     f"except OutputError as exc: print(exc)")
     script = (f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sriov_node.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs
+from sriov_node.engine.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs
 from sriov_node.model import PfSelector, PfSpec, PfState, VfGroup, VfState
-from sriov_node.plan import PfPlan, plan, plan_pf
-from sriov_node.resolve import Target
+from sriov_node.engine.plan import PfPlan, plan, plan_pf
+from sriov_node.engine.resolve import Target
 
 PF = "0000:3b:00.0"
 LOADED = frozenset({"i40e", "iavf", "vfio-pci"})

@@ -160,7 +160,7 @@ def test_a_second_signal_stops_at_once_with_one_document(make_host, write_config
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signal_while_waiting_for_the_lock_says_so(make_host, write_config, sig):
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.state import ApplyLock
 
     host = make_host()
     config = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from sriov_node.host import open_host
-from sriov_node.uevents import Uevent, route, touched_pf
+from sriov_node.service.uevents import Uevent, route, touched_pf
 
 PF0 = "0000:20:00.0"
 BRIDGE = "/devices/pci0000:00/0000:00:03.0"
@@ -64,7 +64,7 @@ def test_the_kernel_source_receives_a_real_uevent():
     """No udevd here: pyudev's kernel source must hear the kernel itself (a veth pair, in a throw-away netns)."""
     script = (
         "import select, subprocess\n"
-        "from sriov_node.uevents import PyudevSource\n"
+        "from sriov_node.service.uevents import PyudevSource\n"
         "src = PyudevSource('kernel')\n"
         "subprocess.run(['ip', 'link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1'], check=True)\n"
         "seen = []\n"
@@ -98,7 +98,7 @@ def test_the_generations_watch_wakes_on_a_record_and_survives_its_directory_bein
     import select
 
     from sriov_node.atomic import write_atomic
-    from sriov_node.uevents import IN_MOVED_TO, DirectoryWatch
+    from sriov_node.service.uevents import IN_MOVED_TO, DirectoryWatch
 
     folder = tmp_path / "generations"
     watch = DirectoryWatch(str(folder))  # created when missing

@@ -12,13 +12,13 @@ import json
 
 import pytest
 
-from sriov_node.actions import SetEswitchMode, SetNumVfs
+from sriov_node.engine.actions import SetEswitchMode, SetNumVfs
 from sriov_node.config import load_config
 from sriov_node.host import open_host
 from sriov_node.model import PfSelector, PfSpec, PfState, VfState
-from sriov_node.plan import plan_pf
-from sriov_node.reconcile import reconcile, survey
-from sriov_node.resolve import Target
+from sriov_node.engine.plan import plan_pf
+from sriov_node.engine.reconcile import reconcile, survey
+from sriov_node.engine.resolve import Target
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli, sim_writes
 

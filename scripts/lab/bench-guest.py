@@ -138,7 +138,7 @@ def bench_convergence() -> None:
     # the work alone, in a process that has started already: the engine vs the floor's writes
     from sriov_node.config import load_config
     from sriov_node.host import open_host
-    from sriov_node.reconcile import reconcile
+    from sriov_node.engine.reconcile import reconcile
 
     desired = load_config(config.name)
     floor_code = compile(FLOOR, "floor", "exec")
@@ -237,7 +237,7 @@ def bench_udevd(ifname: str, ipr) -> None:
     config = daemon_config(ifname)
     from sriov_node.config import load_config
     from sriov_node.host import open_host
-    from sriov_node.reconcile import reconcile
+    from sriov_node.engine.reconcile import reconcile
 
     desired = load_config(config)
     for _ in range(REPEAT):

@@ -14,7 +14,7 @@ from sriov_node.host.observe import netdev_owners, observe
 from sriov_node.host.paths import PCI_DEVICES
 from sriov_node.host.platform import PlatformState, observe_platform, pci_functions_with_ids, sriov_candidates
 from sriov_node.model import DRIVER_NONE, DesiredState, HostState, PfSpec, is_override_only, is_vfio
-from sriov_node.resolve import ABSENT, NOT_A_PF, resolve
+from sriov_node.engine.resolve import ABSENT, NOT_A_PF, resolve
 
 _IDS = re.compile(r"^(?:0x)?([0-9a-f]{4}):(?:0x)?([0-9a-f]{4})$")
 

@@ -18,9 +18,9 @@ import sys
 
 # (annotations below are never evaluated: builtin generics, and no `typing` import on the way to main)
 
-MODULES = ("engine", "check", "service", "cluster", "day2", "sim")
+MODULES = ("converge", "check", "service", "cluster", "day2", "sim")
 COMMANDS = {
-    "validate": "engine", "apply": "engine", "status": "engine", "check": "check",
+    "validate": "converge", "apply": "converge", "status": "converge", "check": "check",
     "boot": "service", "daemon": "service", "udev-rule": "service",
     "set": "cluster", "unset": "cluster", "capture": "cluster", "export": "cluster", "metrics": "cluster",
     "history": "day2", "commit": "day2", "rollback": "day2",

@@ -28,7 +28,7 @@ def check(
     import os
 
     from sriov_node.checks.run import parse_selector, run_checks
-    from sriov_node.survey import config_path, load_desired
+    from sriov_node.engine.survey import config_path, load_desired
 
     if dry_run and not fix:
         fail(UsageError("--dry-run goes with --fix (check alone never changes anything)"), as_json)

@@ -55,9 +55,9 @@ def export_device_plugin(
 ) -> None:
     """The SR-IOV device plugin's config.json as a ConfigMap, with selectors that match exactly the VFs the config
     gives a `resource`. Exit 0 written, 1 a block with a resource does not fit this host, 2 invalid config or options."""
-    from sriov_node.export import (DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, check_names, check_node, configmap_yaml,
+    from sriov_node.views.export import (DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, check_names, check_node, configmap_yaml,
                                    device_plugin_config, node_configmap_yaml, read_configmap)
-    from sriov_node.reconcile import config_path, load_desired
+    from sriov_node.engine.reconcile import config_path, load_desired
 
     if json_only and (configmap is not None or namespace is not None or node is not None):
         fail(UsageError("--configmap, --namespace and --node make a ConfigMap, and --json-only prints config.json "
@@ -124,7 +124,7 @@ def set_(
     Exit codes as apply: 0 converged, 1 a PF failed (or the PF is not on this host), 2 the edit would make the
     config invalid or lose keys (nothing written), 3 refused (VFs in use), 130/143 stopped by a signal.
     """
-    from sriov_node.edit import parse_assignments
+    from sriov_node.authoring.edit import parse_assignments
 
     try:
         edit = parse_assignments(assignments)
@@ -149,7 +149,7 @@ def unset(
     """Remove KEYs of a PF's block, applied as `set` does; without KEYs, remove the whole block (the PF's VFs
     stay as they are: run `sriov-node set PF num_vfs=0` first to remove them). Exit codes as set; 0 also when
     there is nothing to remove."""
-    from sriov_node.edit import parse_assignments
+    from sriov_node.authoring.edit import parse_assignments
 
     edit = None
     if keys:
@@ -162,9 +162,9 @@ def unset(
 
 def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool, force: bool,
               timeout: float) -> None:
-    """Edit, apply and save under the apply lock (sriov_node.edit.Transaction), and exit with apply's code."""
-    from sriov_node.edit import Transaction
-    from sriov_node.progress import terminal_progress
+    """Edit, apply and save under the apply lock (sriov_node.authoring.edit.Transaction), and exit with apply's code."""
+    from sriov_node.authoring.edit import Transaction
+    from sriov_node.views.progress import terminal_progress
 
     host = open_root(ctx, as_json)
 
@@ -260,7 +260,7 @@ def capture(
 ) -> None:
     """Write the host's current SR-IOV layout as a config: PFs with VFs, their count, VF drivers and settings.
     `apply` of the result changes nothing. Exit 0, 1 the file cannot be written, 2 bad options."""
-    from sriov_node.capture import capture_config
+    from sriov_node.authoring.capture import capture_config
 
     if by not in ("pci", "name"):
         fail(UsageError(f"--by takes pci or name, not {by!r}"), False)
@@ -305,8 +305,8 @@ def metrics(
 
     from sriov_node.atomic import OutputError
     from sriov_node.errors import ConfigError
-    from sriov_node.metrics import read_only_hint, render, textfile_path
-    from sriov_node.reconcile import config_path, load_desired
+    from sriov_node.views.metrics import read_only_hint, render, textfile_path
+    from sriov_node.engine.reconcile import config_path, load_desired
 
     host = open_root(ctx)
     path = config_path(host, ctx.obj.config)
@@ -325,7 +325,7 @@ def metrics(
             raise OutputError(f"{exc}; {hint}") if hint else exc
     except SriovNodeError as exc:
         fail(exc, False)
-    from sriov_node.state import load_state
+    from sriov_node.engine.state import load_state
 
     unusable = load_state(host)[1]  # the last-apply metrics are left out: say why
     if unusable:

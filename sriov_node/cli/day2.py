@@ -85,7 +85,7 @@ def commit(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
                                          help="How long to wait for a run holding the apply lock.")) -> None:
     """Keep the pending checkpoint (apply --checkpoint): it becomes permanent, no rollback follows."""
     from sriov_node import generations
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.state import ApplyLock
 
     host = open_root(ctx, as_json)
     try:
@@ -143,7 +143,7 @@ def rollback(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        from sriov_node.cli.engine import _print_report
+        from sriov_node.cli.converge import _print_report
 
         _print_report(result.report)
         if result.generation is not None:

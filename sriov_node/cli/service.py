@@ -22,9 +22,9 @@ def boot(
 
     Exit 0 all converged, 1 a PF failed or never appeared within --wait, 2 invalid config, 3 refused.
     """
-    from sriov_node.boot import run_boot
-    from sriov_node.journal import setup_logging
-    from sriov_node.survey import config_path
+    from sriov_node.service.boot import run_boot
+    from sriov_node.service.journal import setup_logging
+    from sriov_node.engine.survey import config_path
 
     host = open_root(ctx, as_json)
     log = setup_logging()
@@ -62,9 +62,9 @@ def daemon(
     SIGHUP (systemctl reload) applies the config file now and records it (an invalid one is refused,
     the applied generation kept); SIGTERM stops between actions.
     """
-    from sriov_node.daemon import Daemon
-    from sriov_node.journal import Notifier, setup_logging
-    from sriov_node.survey import config_path
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier, setup_logging
+    from sriov_node.engine.survey import config_path
 
     host = open_root(ctx)
     log = setup_logging()
@@ -82,8 +82,8 @@ def daemon(
 @app.command("udev-rule", epilog=examples("sriov-node udev-rule > /etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules"))
 def udev_rule(ctx: typer.Context) -> None:
     """Print a udev rule that keeps NetworkManager off the VFs of the PFs this config manages."""
-    from sriov_node.survey import config_path, load_desired, survey
-    from sriov_node.udev import managed_vfs_rule
+    from sriov_node.engine.survey import config_path, load_desired, survey
+    from sriov_node.service.udev import managed_vfs_rule
 
     host = open_root(ctx)
     try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.compare import assess, remakes_vfs
+from sriov_node.engine.compare import assess, remakes_vfs
 from sriov_node.host import Host
 from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
-from sriov_node.survey import observe_target
-from sriov_node.resolve import Target, resolve
-from sriov_node.state import read_state
+from sriov_node.engine.survey import observe_target
+from sriov_node.engine.resolve import Target, resolve
+from sriov_node.engine.state import read_state
 
 
 def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:

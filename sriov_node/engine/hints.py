@@ -115,7 +115,7 @@ SETTING_WORDS = {"mac": "a VF MAC", "vlan": "VF VLANs", "rate": "VF tx rate limi
 def vf_setting_error(code: int, attr: str, value: object, *, pf_driver: Optional[str],
                      eswitch: Optional[str]) -> Tuple[str, str]:
     """(what happened, how to fix it) when the PF driver refuses one VF setting."""
-    from sriov_node.compare import show_setting
+    from sriov_node.engine.compare import show_setting
 
     drv = pf_driver or "the PF driver"
     shown = show_setting(attr, value)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from sriov_node.actions import (
+from sriov_node.engine.actions import (
     Action,
     BindDriver,
     LoadDriver,
@@ -35,7 +35,7 @@ from sriov_node.actions import (
     SetVfSetting,
     UnbindDriver,
 )
-from sriov_node.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, is_default_driver, remakes_vfs
+from sriov_node.engine.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, is_default_driver, remakes_vfs
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
@@ -46,7 +46,7 @@ from sriov_node.model import (
     VfState,
     format_ranges,
 )
-from sriov_node.resolve import Target
+from sriov_node.engine.resolve import Target
 
 PHASES = ("modules", "pf", "count", "bindings", "links", "restore", "netdevs")
 

@@ -158,7 +158,7 @@ class SetVfSetting(Action):
         return f"set_vf_{self.attr}"
 
     def describe(self) -> str:
-        from sriov_node.compare import show_setting
+        from sriov_node.engine.compare import show_setting
 
         from sriov_node.model import format_ranges
 

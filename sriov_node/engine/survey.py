@@ -13,7 +13,7 @@ from sriov_node.config import load_config
 from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
 from sriov_node.model import DesiredState, HostState, PfState
-from sriov_node.resolve import Resolution, Target, resolve
+from sriov_node.engine.resolve import Resolution, Target, resolve
 
 
 def config_path(host: Host, explicit: Optional[str]) -> str:

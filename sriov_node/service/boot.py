@@ -24,11 +24,11 @@ from typing import Callable, Dict, List, Optional, Set
 
 from sriov_node.errors import EXIT_INVALID, EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError
 from sriov_node.host import Host
-from sriov_node.journal import fields
+from sriov_node.service.journal import fields
 from sriov_node.model import DesiredState
-from sriov_node.reconcile import PfOutcome, reconcile, survey
-from sriov_node.resolve import ABSENT, NOT_A_PF
-from sriov_node.uevents import UeventSource, open_source
+from sriov_node.engine.reconcile import PfOutcome, reconcile, survey
+from sriov_node.engine.resolve import ABSENT, NOT_A_PF
+from sriov_node.service.uevents import UeventSource, open_source
 
 POLL = 0.25  # seconds between looks when no uevent source could be opened
 
@@ -138,8 +138,8 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
 
 def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: logging.Logger,
              cancelled: Callable[[], bool] = _never, as_json: bool = False) -> "tuple[int, Optional[BootReport]]":
-    from sriov_node.progress import terminal_progress
-    from sriov_node.survey import load_desired
+    from sriov_node.views.progress import terminal_progress
+    from sriov_node.engine.survey import load_desired
 
     from sriov_node import generations
 
@@ -175,7 +175,7 @@ def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, tim
     even if the file cannot be written), or None."""
     from sriov_node import generations
     from sriov_node.atomic import OutputError, write_atomic
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.state import ApplyLock
 
     try:
         host.check_writable()
@@ -201,7 +201,7 @@ def _record_boot(host: Host, desired: DesiredState, report: BootReport, log: log
                  restored: Optional[int]):
     """Record the generation boot converged toward (as apply does); a failure to record is logged."""
     from sriov_node import generations
-    from sriov_node.state import ApplyLock
+    from sriov_node.engine.state import ApplyLock
 
     statuses = {o.status for o in report.outcomes.values()}
     writes = sum(o.writes for o in report.outcomes.values())

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
-from sriov_node import hints
-from sriov_node.actions import (
+from sriov_node.engine import hints
+from sriov_node.engine.actions import (
     Action,
     BindDriver,
     LoadDriver,
@@ -31,12 +31,12 @@ from sriov_node.actions import (
 )
 from sriov_node.errors import HostError
 from sriov_node.host import Host
-from sriov_node.compare import is_default_driver
+from sriov_node.engine.compare import is_default_driver
 from sriov_node.host.observe import default_driver_of, default_drivers_of
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES
 from sriov_node.model import VF_LINK_ATTRS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
-from sriov_node.plan import PfPlan
+from sriov_node.engine.plan import PfPlan
 
 
 class _Skip(Exception):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from sriov_node.actions import BindDriver
+from sriov_node.engine.actions import BindDriver
 from sriov_node.model import format_ranges, is_vfio
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.host import Host
-    from sriov_node.plan import PfPlan
+    from sriov_node.engine.plan import PfPlan
 
 
 def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:

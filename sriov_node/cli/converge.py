@@ -23,7 +23,7 @@ from sriov_node.errors import EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError, Usag
 @app.command(epilog=examples("sriov-node validate", "sriov-node --config /tmp/new.toml validate --json"))
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text.")) -> None:
     """Check the config against its schema and this host's PFs. Exit 0 valid, 1 a block cannot apply here, 2 invalid."""
-    from sriov_node.survey import config_path, load_desired, survey
+    from sriov_node.engine.survey import config_path, load_desired, survey
 
     host = open_root(ctx, as_json)
     try:
@@ -71,8 +71,8 @@ def apply(
     Exit 0 converged, 1 a PF failed, 2 invalid config, 3 refused (VFs in use).
     SIGINT/SIGTERM stop between actions, run the plan's clean-up, and exit 130/143.
     """
-    from sriov_node.progress import terminal_progress
-    from sriov_node.reconcile import config_path, load_desired, reconcile
+    from sriov_node.views.progress import terminal_progress
+    from sriov_node.engine.reconcile import config_path, load_desired, reconcile
 
     from sriov_node import generations
 
@@ -154,7 +154,7 @@ def _detailed_exit_code(report, unapplied: bool) -> int:
 
 
 def _print_report(report, verbose: bool = False) -> None:
-    from sriov_node.render import plan_lines
+    from sriov_node.views.render import plan_lines
 
     if not report.outcomes:
         typer.echo("no PFs selected")
@@ -187,9 +187,9 @@ def status(
     """
     import os
 
-    from sriov_node.state import load_state
-    from sriov_node.status import build_status, generation_status
-    from sriov_node.survey import config_path, load_desired
+    from sriov_node.engine.state import load_state
+    from sriov_node.views.status import build_status, generation_status
+    from sriov_node.engine.survey import config_path, load_desired
 
     host = open_root(ctx, as_json)
     path = config_path(host, ctx.obj.config)
@@ -230,7 +230,7 @@ def _print_status(body, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
-    from sriov_node.render import status_lines, use_colour
+    from sriov_node.views.render import status_lines, use_colour
 
     for line in status_lines(body, verbose=verbose, colour=use_colour()):
         typer.echo(line)

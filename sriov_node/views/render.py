@@ -57,7 +57,7 @@ def _settings_words(vf: Dict[str, Any], alone: bool) -> str:
     wanted = vf.get("desired_settings") or {}
     seen = vf.get("settings") or {}
     words = []
-    from sriov_node.compare import show_setting
+    from sriov_node.engine.compare import show_setting
 
     for attr in wanted:
         if attr == "mac" and not alone:

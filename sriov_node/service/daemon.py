@@ -37,11 +37,11 @@ from typing import Any, Dict, FrozenSet, List, Optional, Set
 from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
-from sriov_node.journal import Notifier, fields
+from sriov_node.service.journal import Notifier, fields
 from sriov_node.model import DesiredState
-from sriov_node.reconcile import Report, load_desired, reconcile
-from sriov_node.state import ApplyLock
-from sriov_node.uevents import BUSES, NETDEVSIM_DEVICES, DirectoryWatch, Uevent, UeventSource, open_sources, route
+from sriov_node.engine.reconcile import Report, load_desired, reconcile
+from sriov_node.engine.state import ApplyLock
+from sriov_node.service.uevents import BUSES, NETDEVSIM_DEVICES, DirectoryWatch, Uevent, UeventSource, open_sources, route
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 # The quiet period that ends a burst of uevents: at most --debounce; once the burst's own rhythm is
@@ -317,7 +317,7 @@ class Daemon:
 
     def _write_metrics(self, desired: Optional[DesiredState]) -> None:
         """Refresh [metrics] textfile (node_exporter's textfile collector) when the config asks for one."""
-        from sriov_node.metrics import textfile_path, write_textfile
+        from sriov_node.views.metrics import textfile_path, write_textfile
 
         path = textfile_path(self.host, desired) or self._metrics_path
         if path is None:

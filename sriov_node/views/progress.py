@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Dict, Iterator, Optional
 
-from sriov_node.compare import compare_driver
+from sriov_node.engine.compare import compare_driver
 from sriov_node.host import Host
 from sriov_node.model import DesiredState, PfSpec
 
@@ -70,7 +70,7 @@ class Progress:
     def _spec(self, pf: str) -> Optional[PfSpec]:
         if self._specs is None:
             from sriov_node.host.observe import observe
-            from sriov_node.resolve import resolve
+            from sriov_node.engine.resolve import resolve
 
             sels = [s.selector for s in self.desired.pfs]
             heads = observe(self.host, vfs_of=(), macs=any(s.mac for s in sels),

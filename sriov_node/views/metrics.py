@@ -80,11 +80,11 @@ class _Family:
 
 def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = True) -> str:
     """The metrics in Prometheus text format (version 0.0.4)."""
-    from sriov_node.compare import compare
+    from sriov_node.engine.compare import compare
     from sriov_node.host.observe import observe
-    from sriov_node.reconcile import observe_target
-    from sriov_node.resolve import resolve
-    from sriov_node.state import read_state
+    from sriov_node.engine.reconcile import observe_target
+    from sriov_node.engine.resolve import resolve
+    from sriov_node.engine.state import read_state
 
     f = {name: _Family(name, text) for name, text in FAMILIES}
     f["config_valid"].add(1 if config_valid else 0)

@@ -30,12 +30,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from sriov_node.compare import compare
+from sriov_node.engine.compare import compare
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.observe import pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
 from sriov_node.model import DesiredState, PfState, format_ranges
-from sriov_node.resolve import Target
+from sriov_node.engine.resolve import Target
 
 DEFAULT_CONFIGMAP = "sriovdp-config"
 DEFAULT_NAMESPACE = "kube-system"
@@ -140,7 +140,7 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
     resourceList), ExportError (exit 1) when a block with a resource cannot be resolved on this host
     or a VF device ID cannot be known.
     """
-    from sriov_node.reconcile import survey
+    from sriov_node.engine.reconcile import survey
 
     names = desired.resources()
     if not names and not allow_empty:

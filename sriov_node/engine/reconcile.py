@@ -14,19 +14,19 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from sriov_node.compare import Finding, assess, compare, unjudged
+from sriov_node.engine.compare import Finding, assess, compare, unjudged
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DRIVERS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
-from sriov_node.resolve import BlockFailure, Target
-from sriov_node.state import ApplyLock, record_run
-from sriov_node.survey import config_path, load_desired, observe_target, survey
+from sriov_node.engine.resolve import BlockFailure, Target
+from sriov_node.engine.state import ApplyLock, record_run
+from sriov_node.engine.survey import config_path, load_desired, observe_target, survey
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sriov_node.execute import Executor
-    from sriov_node.plan import PfPlan
+    from sriov_node.engine.execute import Executor
+    from sriov_node.engine.plan import PfPlan
 
 # The writing side (plan, execute, holders, preflight) is imported when a PF has something to do:
 # a converged host's run, at every boot and on every daemon event, never loads it.
@@ -198,7 +198,7 @@ def reconcile(
             if progress:
                 progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
             if executor is None:
-                from sriov_node.execute import Executor
+                from sriov_node.engine.execute import Executor
 
                 executor = Executor(host, timeout, cancelled)
             _note_unjudged(outcome, _run_pf(host, executor, pf_plan, outcome, force), notices)
@@ -216,7 +216,7 @@ def _plan(target: Target, loaded: FrozenSet[str]) -> Optional[PfPlan]:
     """The PF's plan, or None when the comparison finds nothing (the planner is not even loaded)."""
     if not compare(target.spec, target.pf):
         return None
-    from sriov_node.plan import plan_pf
+    from sriov_node.engine.plan import plan_pf
 
     return plan_pf(target, loaded)
 
@@ -230,7 +230,7 @@ def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: b
     """What refuses a PF's plan (exit 3), judged the same for apply and --dry-run: a platform
     prerequisite the plan needs is missing (vfio-pci without an IOMMU), or (without --force) a VF
     the plan would take from its driver is in use."""
-    from sriov_node.checks.preflight import preflight
+    from sriov_node.engine.preflight import preflight
 
     blocked = preflight(host, pf_plan)
     if blocked is not None:
@@ -337,7 +337,7 @@ def _record(host: Host, desired: DesiredState, report: Report, only: Optional[Fr
 def _write_device_plugin_config(host: Host, desired: DesiredState, report: Report) -> None:
     """[device_plugin] config_file, still under the lock: written only when the whole node reads back converged."""
     from sriov_node.errors import SriovNodeError
-    from sriov_node.export import write_config_file
+    from sriov_node.views.export import write_config_file
 
     try:
         report.device_plugin = write_config_file(host, desired)

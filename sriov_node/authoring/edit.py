@@ -748,7 +748,7 @@ def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs:
     except ConfigError:
         return None  # an invalid file: only a literal selector says which block is meant
     from sriov_node.host.observe import observe
-    from sriov_node.reconcile import survey
+    from sriov_node.engine.reconcile import survey
 
     heads = observe(host, vfs_of=(), macs=ref.kind == "mac", ifnames=[ref.value] if ref.kind == "name" else [])
     pci = next((pf.pci for pf in heads.pfs if ref.is_pf(pf)), None)
@@ -770,7 +770,7 @@ def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs:
 def _check_pf_here(host: Host, ref: PfRef, path: str) -> None:
     """Refuse to add a block for a PF this host does not have (a typo would otherwise be saved)."""
     from sriov_node.host.observe import observe
-    from sriov_node.resolve import resolve
+    from sriov_node.engine.resolve import resolve
 
     spec = PfSpec(key="pf[new]", selector=PfSelector(**{ref.kind: ref.value}), num_vfs=0)
     heads = observe(host, vfs_of=(), macs=ref.kind == "mac", ifnames=[ref.value] if ref.kind == "name" else [],
@@ -832,7 +832,7 @@ class Transaction:
 
     def __init__(self, host: Host, config: Optional[str], *, timeout: float, command: str = "set",
                  cancelled: Callable[[], bool] = _never, on_wait: Optional[Callable[[str], None]] = None):
-        from sriov_node.reconcile import config_path
+        from sriov_node.engine.reconcile import config_path
 
         self.host = host
         self.given = config_path(host, config)
@@ -848,7 +848,7 @@ class Transaction:
 
     def __enter__(self) -> "Transaction":
         from sriov_node.errors import LockTimeout
-        from sriov_node.state import ApplyLock, _read_quiet
+        from sriov_node.engine.state import ApplyLock, _read_quiet
 
         _trusted(self.host, self.path)
         lock = ApplyLock(self.host, 0.0, self.cancelled)  # one try, to say so when another run holds it
@@ -880,7 +880,7 @@ class Transaction:
 
     def prepare(self, pf: str, edit: Edit) -> EditResult:
         """Edit (or add) the PF's block and validate it (schema, then which PF it selects here)."""
-        from sriov_node.reconcile import PfOutcome, survey
+        from sriov_node.engine.reconcile import PfOutcome, survey
 
         ref = parse_pf(pf)
         before, shape, text = self._read_text()
@@ -951,7 +951,7 @@ class Transaction:
 
     def apply(self, *, force: bool = False, progress: Any = None) -> Any:
         """Converge to the edited bytes (the file is not written yet): the edited block's PFs, or every PF."""
-        from sriov_node.reconcile import Report, reconcile
+        from sriov_node.engine.reconcile import Report, reconcile
 
         result = self.result
         assert result is not None and result.desired is not None
@@ -1046,7 +1046,7 @@ class Transaction:
     def _put_back(self) -> Any:
         """After a failed run that wrote: converge the edited PFs to the file as it was (and still is)."""
         from sriov_node.errors import ConfigError
-        from sriov_node.reconcile import reconcile
+        from sriov_node.engine.reconcile import reconcile
 
         result = self.result
         assert result is not None
