@@ -207,3 +207,38 @@ def test_a_signal_landing_where_python_ignores_exceptions_still_stops_the_run(si
     proc = subprocess.run([sys.executable, "-c", SWALLOWED.format(sig=int(sig))], capture_output=True, text=True,
                           timeout=HANG_GUARD)
     assert proc.stdout.strip() == f"stopped {int(sig)}" and proc.stderr == "", proc.stderr
+
+
+WRAPPED = """
+import os, signal, sys
+import sriov_node.cli as cli
+
+class Descriptor:
+    def __set_name__(self, owner, name):  # as a dataclass field's, while a module is imported
+        os.kill(os.getpid(), {sig})
+
+def run(argv, as_json):
+    class Imported:
+        field = Descriptor()
+    return 0
+
+cli._run = run
+sys.argv = ["sriov-node", *{args!r}]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("as_json", (True, False), ids=("json", "text"))
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_that_python_wraps_in_another_error_is_still_the_signals_answer(sig, as_json):
+    """Python turns what a signal raised inside `__set_name__` (a class body, run by an import) into
+    a RuntimeError: the answer is still the signal's, never a traceback."""
+    import sys
+
+    args = ["--json", "status"] if as_json else ["status"]
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPED.format(sig=int(sig), args=args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    body = finish(proc, sig, as_json=as_json)
+    assert proc.returncode == 128 + sig
+    if as_json:
+        assert body["error"]["interrupted"] == signal.Signals(sig).name

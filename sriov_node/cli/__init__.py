@@ -68,6 +68,13 @@ def main() -> None:
             raise signals.Interrupted(signum)
     except signals.Interrupted as exc:
         code = _interrupted(exc, as_json)
+    except Exception as exc:
+        # Python wraps what a signal raised inside some of its own machinery (a class body's
+        # __set_name__ during an import becomes a RuntimeError): still the signal's answer
+        inner = signals.wrapped(exc)
+        if inner is None:
+            raise
+        code = _interrupted(inner, as_json)
     sys.exit(code)
 
 

@@ -62,6 +62,18 @@ class Interrupted(BaseException):
 NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
+
+def wrapped(exc: BaseException) -> "Interrupted | None":
+    """The Interrupted an exception carries as its cause or context (Python turns an exception
+    raised in a class body's `__set_name__`, which an import runs, into a RuntimeError from it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
 def name(signum: int) -> str:
     return NAMES.get(signum) or f"signal {signum}"
 
