@@ -18,7 +18,7 @@ import pytest
 
 from sriov_node.checks.diagnose import Scope
 from sriov_node.checks.fix import plan_fix
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.host.bootloader import replace_file
 from sriov_node.host.platform import observe_platform
 from sriov_node.sim.platform import MACHINE_ID, RELEASES, RHEL_ARGS, SimPlatform

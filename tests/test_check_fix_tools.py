@@ -22,7 +22,7 @@ import pytest
 from sriov_node.checks.diagnose import Scope, next_boot
 from sriov_node.checks import kargs
 from sriov_node.cli.check import fix_boot
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.host.platform import observe_boot, observe_platform
 from sriov_node.sim.platform import SimPlatform
 from tests.helpers import run_cli

@@ -13,6 +13,8 @@ from sriov_node.sim.kernel import UEVENT_SOCKET
 class SimUeventSocket:
     """Bound at <root>/run/sriov-node-sim/uevents.sock; one datagram per uevent, as JSON."""
 
+    description = "the simulated kernel's uevents"
+
     def __init__(self, root: str):
         self.path = os.path.join(os.path.abspath(root), UEVENT_SOCKET)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
