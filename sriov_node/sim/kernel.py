@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
 import shutil
 import time
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+from sriov_node.locks import FileLock
 
 MARKER = ".sriov-node-sim.json"
 LOG = ".sriov-node-sim.log"
@@ -289,12 +290,8 @@ class SimKernel:
         """Roll back a write whose writer died; True if there was one. Cheap when there is none."""
         if not os.path.isdir(self._journal_dir):
             return False
-        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # a live writer holds it: wait for its commit
+        with FileLock(self._p(LOCK)):  # a live writer holds it: wait for its commit
             return self._recover_locked()
-        finally:
-            os.close(lock_fd)
 
     def _recover_locked(self) -> bool:
         undo_path = os.path.join(self._journal_dir, "undo")
@@ -438,9 +435,7 @@ class SimKernel:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """The model's lock, a recovery of any killed writer, and an undo journal for this change."""
-        lock_fd = os.open(self._p(LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with FileLock(self._p(LOCK)):  # waits as long as another writer writes, as the kernel's locks do
             self._recover_locked()
             self._load()
             self._begin()
@@ -448,8 +443,6 @@ class SimKernel:
                 yield  # a kernel error is a finished write too: only a dead writer leaves the journal
             finally:
                 self._commit()
-        finally:
-            os.close(lock_fd)
 
     def _dispatch(self, rel: str, data: bytes) -> None:
         if not data:
