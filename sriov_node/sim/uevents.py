@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Dict, Optional
 
-from sriov_node.sim.kernel import UEVENT_SOCKET
+from sriov_node.sim.tree import UEVENT_SOCKET
 
 
 class SimUeventSocket:
