@@ -53,6 +53,27 @@ def test_no_module_below_the_cli_imports_the_simulator():
     assert sim_imports(PACKAGE) == []
 
 
+def open_host_calls(package: Path) -> List[str]:
+    """Calls of host.open_host outside the host layer and the CLI's opener (cli/root.py): each
+    would open a `sim create` root as a read-only capture."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if rel.parts[0] == "host" or rel.as_posix() == "cli/root.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name == "open_host":
+                    found.append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_roots_are_opened_only_by_the_cli_opener():
+    """Every module that opens a root calls sriov_node.cli.root.open_root (or is handed a Host)."""
+    assert open_host_calls(PACKAGE) == []
+
+
 def test_the_walk_finds_every_form_of_import(tmp_path):
     """The check itself: absolute, from-package and relative imports of sim are all seen."""
     pkg = tmp_path / "sriov_node"

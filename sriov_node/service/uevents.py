@@ -104,7 +104,8 @@ class ListenerSource(UeventSource):
     """The uevents of a kernel that sends its own (the simulator's), from the listener its Host carries."""
 
     def __init__(self, host: Host):
-        assert host.uevents is not None
+        if host.uevents is None:
+            raise OSError(f"{host.root}: its kernel has no uevent listener of its own")
         self.socket = host.uevents()
         self.description = getattr(self.socket, "description", f"the uevents of {host.root}")
 
