@@ -13,14 +13,11 @@ grubenv; grub-mkconfig cannot be pointed at another root's configuration, so it 
 
 from __future__ import annotations
 
-import difflib
-import shlex
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from sriov_node.checks import bootcfg, kargs
 from sriov_node.checks.diagnose import Scope, grub_sources, needed, next_boot, recipe_change, x86
-from sriov_node.host.platform import BLS_ENTRIES, BootFiles, PlatformState
+from sriov_node.platform import BLS_ENTRIES, BootFiles, Command, FileChange, FixPlan, PlatformState
 
 Which = Callable[[str], Optional[str]]
 
@@ -32,50 +29,6 @@ TOOL_PACKAGES = {
     "grub2-mkconfig": "grub2-tools (RHEL, Fedora: dnf install grub2-tools; grub2 on SUSE)",
 }
 GRUB_REGEN = ("update-grub", "grub-mkconfig", "grub2-mkconfig")
-
-
-@dataclass(frozen=True)
-class FileChange:
-    path: str  # as the machine sees it
-    old: str
-    new: str
-
-    def diff(self) -> str:
-        return "".join(difflib.unified_diff(self.old.splitlines(True), self.new.splitlines(True),
-                                            f"{self.path} (now)", f"{self.path} (fixed)"))
-
-
-@dataclass(frozen=True)
-class Command:
-    argv: Tuple[str, ...]  # as shown; argv[0] is the tool's name
-    run: bool  # False: printed for a person to run
-    why_not: Optional[str] = None
-    program: Optional[str] = None  # the tool found on PATH
-    backup: Tuple[str, ...] = ()  # files to copy aside before it runs (it edits them itself)
-    missing: Optional[str] = None  # the tool is nowhere it would be run from: what, where, which package
-
-    def display(self) -> str:
-        return " ".join(shlex.quote(a) for a in self.argv)
-
-
-@dataclass(frozen=True)
-class FixPlan:
-    needed: Tuple[str, ...]
-    changes: Tuple[FileChange, ...] = ()
-    commands: Tuple[Command, ...] = ()
-    problems: Tuple[str, ...] = ()
-    notes: Tuple[str, ...] = ()
-    reboot: bool = False  # the running kernel lacks what the next boot gets
-    summary: str = ""
-    blocked: bool = False  # a tool the next boot depends on is missing: nothing may be written
-
-    @property
-    def tools(self) -> Tuple[str, ...]:
-        return tuple(c.argv[2] if c.argv[0] == "chroot" else c.argv[0] for c in self.commands)
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes and not self.commands
 
 
 def _missing(tools: Sequence[str], where: str, why: str) -> str:

@@ -7,14 +7,11 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import describe_os_error
 from sriov_node.host import Host
-from sriov_node.host.platform import REBOOT_REQUIRED
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sriov_node.checks.fix import FixPlan
+from sriov_node.platform import REBOOT_REQUIRED, FixPlan
 
 TOOL_TIMEOUT = 300.0
 
@@ -128,7 +125,7 @@ def write_reboot_required(host: Host, text: str) -> None:
     atomic_write(full, (text.rstrip("\n") + "\n").encode(), None)
 
 
-def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TOOL_TIMEOUT,
+def apply_fix(host: Host, plan: FixPlan, *, dry_run: bool, timeout: float = TOOL_TIMEOUT,
               verify: Optional[Callable[[FixOutcome], List[str]]] = None) -> FixOutcome:
     """Write the plan's files (each backed up first), run its commands, then `verify` (what the next
     boot now gets, read back: the problems, none when it has the arguments); the reboot is noted
