@@ -101,6 +101,9 @@ class BootFiles:
     bls_problem: Optional[str]  # why /boot/loader/entries could not be listed
     grubenv: Optional[FileRead]
     kernel_cmdline: FileRead  # /etc/kernel/cmdline (kernel-install, new kernels)
+    # grub-mkconfig sources /etc/default/grub.d/*.cfg (a Debian patch: /etc/debian_version, or the
+    # directory is there): check --fix writes its arguments to its own drop-in there
+    dropins_sourced: bool = False
 
     @property
     def flavour(self) -> Optional[str]:
@@ -138,10 +141,13 @@ class FileChange:
     path: str  # as the machine sees it
     old: str
     new: str
+    own: bool = False  # sriov-node's own file (the GRUB drop-in): written whole, never through a link
+    created: bool = False  # such a file, not there yet (old is "")
 
     def diff(self) -> str:
         return "".join(difflib.unified_diff(self.old.splitlines(True), self.new.splitlines(True),
-                                            f"{self.path} (now)", f"{self.path} (fixed)"))
+                                            "/dev/null" if self.created else f"{self.path} (now)",
+                                            f"{self.path} (fixed)"))
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ def fix_boot(host, state, scope, dry_run: bool, which=None, root_which=None) -> 
         "needed": list(plan.needed),
         "summary": plan.summary or None,
         "changed": outcome.changed and not dry_run,
-        "files": [{"path": c.path, "written": c.path in dict(outcome.written),
+        "files": [{"path": c.path, "written": c.path in dict(outcome.written), "created": c.created,
                    "backup": dict(outcome.written).get(c.path), "diff": c.diff()} for c in plan.changes],
         "commands": outcome.commands,
         "problems": outcome.problems,
@@ -174,7 +174,10 @@ def _print(body: Dict[str, Any]) -> None:
     if fix is not None:
         for f in fix["files"]:
             backup = f" (backup {f['backup']})" if f["backup"] else ""
-            verb = "would change" if fix["dry_run"] else ("changed" if f["written"] else "did not change")
+            if f["created"]:
+                verb = "would create" if fix["dry_run"] else ("created" if f["written"] else "did not create")
+            else:
+                verb = "would change" if fix["dry_run"] else ("changed" if f["written"] else "did not change")
             typer.echo(f"fix: {verb} {f['path']}{backup}")
             if fix["dry_run"]:
                 for line in f["diff"].splitlines():

@@ -17,7 +17,7 @@ from sriov_node.files import UnsafeFile, open_regular, read_regular
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of, pci_id
 from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS
-from sriov_node.platform import (BLS_ENTRIES, EXT_SRIOV, FULL_SIZE, GRUB_CFG, GRUB_DEFAULTS,
+from sriov_node.platform import (BLS_ENTRIES, DEBIAN_VERSION, EXT_SRIOV, FULL_SIZE, GRUB_CFG, GRUB_DEFAULTS,
                                  GRUB_DROPINS, GRUBENV, KERNEL_CMDLINE, REBOOT_REQUIRED, BootFiles, FileRead,
                                  IommuState, ModulesState, ModuleState, NetworkManagerState, PciFunction,
                                  PlatformState, find_ext)
@@ -282,6 +282,7 @@ def observe_boot(host: Host) -> BootFiles:
         bls_problem=bls_problem,
         grubenv=_first_existing(host, GRUBENV),
         kernel_cmdline=read_file(host, KERNEL_CMDLINE),
+        dropins_sourced=names is not None or read_file(host, DEBIAN_VERSION).exists,
     )
 
 
