@@ -17,7 +17,8 @@ def check(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
-                                                  "(boot loader only; backups, then update-grub or grubby)."),
+                                                  "(boot loader only: Debian gets /etc/default/grub.d/99-sriov-node.cfg "
+                                                  "then update-grub, BLS grubby; backups of other files)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
     pf: Optional[str] = typer.Option(None, "--pf", metavar="PF", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
                                                          "VENDOR:DEVICE."),
