@@ -19,7 +19,7 @@ import pytest
 from sriov_node.checks.diagnose import Scope
 from sriov_node.checks.fix import plan_fix
 from sriov_node.host import open_host
-from sriov_node.host.bootloader import replace_file
+from sriov_node.host.bootloader import replace_file, restore
 from sriov_node.host.platform import observe_platform
 from sriov_node.sim.platform import MACHINE_ID, RELEASES, RHEL_ARGS, SimPlatform
 from tests.helpers import run_cli
@@ -258,6 +258,17 @@ def test_a_second_fix_changes_nothing(make_host, tools):
     assert "fix: nothing to change: the next boot already has intel_iommu=on iommu=pt" in text.stdout
 
 
+def test_without_debian_or_grub_d_the_effective_assignment_is_edited_in_place(make_host, tools):
+    """grub.d is sourced by Debian's grub-mkconfig only: elsewhere a drop-in would be ignored."""
+    host = make_host(iommu=False)
+    Path(host.root, "etc/debian_version").unlink()
+    code, body, _ = fix(host)
+    assert 'GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in Path(host.root, "etc/default/grub").read_text()
+    assert not Path(host.root, "etc/default/grub.d").exists()
+    (written,) = body["fix"]["files"]
+    assert written["path"] == "/etc/default/grub" and written["backup"] and not written["created"]
+
+
 def test_dry_run_shows_the_diff_and_writes_nothing(make_host, tools):
     host = make_host(iommu=False)
     before = snapshot(host.root)
@@ -374,6 +385,25 @@ def test_replace_file_refuses_a_file_changed_since_it_was_read(tmp_path):
     again = replace_file(host, "/etc/kernel/cmdline", "ro iommu=pt\n", "ro\n", "20260101T000000Z")
     assert again == "/etc/kernel/cmdline.sriov-node-20260101T000000Z-1.bak"  # a backup is never overwritten
     assert not list(tmp_path.glob("etc/kernel/.*tmp"))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_backup_is_read_back_as_a_regular_file_only(tmp_path, kind):
+    """restore() and replace_file() re-read through files.read_regular: never wait on a FIFO, never
+    follow a link put where a backup or the file itself was."""
+    host = open_host(str(tmp_path))
+    path = tmp_path / "etc/kernel/cmdline"
+    path.parent.mkdir(parents=True)
+    path.write_text("ro iommu=pt\n")
+    backup = tmp_path / "etc/kernel/cmdline.sriov-node-20260101T000000Z.bak"
+    if kind == "fifo":
+        os.mkfifo(backup)
+    else:
+        (tmp_path / "elsewhere").write_text("ro\n")
+        backup.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError, match="FIFO|symbolic link"):
+        restore(host, "/etc/kernel/cmdline", "/etc/kernel/cmdline.sriov-node-20260101T000000Z.bak")
+    assert path.read_text() == "ro iommu=pt\n"
 
 
 def test_a_captured_tree_is_not_fixed(tmp_path):
