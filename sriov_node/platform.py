@@ -9,8 +9,6 @@ functions could be SR-IOV PFs) and by the checks (BIOS/firmware SR-IOV, VF BARs,
 
 from __future__ import annotations
 
-import difflib
-import shlex
 import struct
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -145,6 +143,8 @@ class FileChange:
     created: bool = False  # such a file, not there yet (old is "")
 
     def diff(self) -> str:
+        import difflib  # only --fix shows diffs: not on apply's preflight path
+
         return "".join(difflib.unified_diff(self.old.splitlines(True), self.new.splitlines(True),
                                             "/dev/null" if self.created else f"{self.path} (now)",
                                             f"{self.path} (fixed)"))
@@ -160,6 +160,8 @@ class Command:
     missing: Optional[str] = None  # the tool is nowhere it would be run from: what, where, which package
 
     def display(self) -> str:
+        import shlex
+
         return " ".join(shlex.quote(a) for a in self.argv)
 
 
