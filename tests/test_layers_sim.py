@@ -1,4 +1,6 @@
-"""The simulator is chosen where the program starts: below the CLI, no module imports sriov_node.sim."""
+"""The simulator is chosen where the program starts: the CLI opens the root (cli/root.open_root).
+
+(tests/test_layers.py checks that no module below the CLI imports sriov_node.sim.)"""
 
 from __future__ import annotations
 
@@ -7,50 +9,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import sriov_node
 
 PACKAGE = Path(sriov_node.__file__).parent
-# The simulator itself, and the CLI: where a `sim create` root is opened (cli/root.py) and `sim`
-# commands are served (cli/sim.py)
-ALLOWED = ("sim", "cli")
-
-
-def is_sim(name: str) -> bool:
-    return name == "sriov_node.sim" or name.startswith("sriov_node.sim.")
-
-
-def sim_import(node: ast.AST, module: str) -> Optional[str]:
-    """The simulator's module an import statement loads, if any (a relative one resolved against `module`)."""
-    if isinstance(node, ast.Import):
-        return next((a.name for a in node.names if is_sim(a.name)), None)
-    if isinstance(node, ast.ImportFrom):
-        base = node.module or ""
-        if node.level:
-            base = ".".join(module.split(".")[: -node.level] + ([base] if base else []))
-        if is_sim(base):
-            return base
-        return next((f"{base}.{a.name}" for a in node.names if is_sim(f"{base}.{a.name}")), None)  # `from sriov_node import sim`
-    return None
-
-
-def sim_imports(package: Path) -> List[str]:
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        rel = path.relative_to(package)
-        if rel.parts[0] in ALLOWED:
-            continue
-        module = ".".join((package.name,) + rel.with_suffix("").parts)  # __init__ counts as a module below its package
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            name = sim_import(node, module)
-            if name:
-                found.append(f"{rel}:{node.lineno}: imports {name}")
-    return found
-
-
-def test_no_module_below_the_cli_imports_the_simulator():
-    assert sim_imports(PACKAGE) == []
 
 
 def open_host_calls(package: Path) -> List[str]:
@@ -72,25 +35,6 @@ def open_host_calls(package: Path) -> List[str]:
 def test_roots_are_opened_only_by_the_cli_opener():
     """Every module that opens a root calls sriov_node.cli.root.open_root (or is handed a Host)."""
     assert open_host_calls(PACKAGE) == []
-
-
-def test_the_walk_finds_every_form_of_import(tmp_path):
-    """The check itself: absolute, from-package and relative imports of sim are all seen."""
-    pkg = tmp_path / "sriov_node"
-    (pkg / "host").mkdir(parents=True)
-    (pkg / "sim").mkdir()
-    (pkg / "host" / "a.py").write_text("def f():\n    from sriov_node.sim.host import x\n")
-    (pkg / "host" / "b.py").write_text("from sriov_node import sim\n")
-    (pkg / "host" / "c.py").write_text("from ..sim import kernel\n")
-    (pkg / "host" / "d.py").write_text("import sriov_node.sim.kernel as k\n")
-    (pkg / "host" / "e.py").write_text("from sriov_node import simulation, files\n")  # not sim
-    (pkg / "sim" / "f.py").write_text("from sriov_node.sim import kernel\n")  # the simulator itself
-    assert sim_imports(pkg) == [
-        "host/a.py:2: imports sriov_node.sim.host",
-        "host/b.py:1: imports sriov_node.sim",
-        "host/c.py:1: imports sriov_node.sim",
-        "host/d.py:1: imports sriov_node.sim.kernel",
-    ]
 
 
 def test_a_live_or_captured_root_never_loads_the_simulator(tmp_path):
