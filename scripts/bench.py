@@ -166,7 +166,10 @@ for cls, names in ((kernel.SimKernel, ("write", "load_module", "recover")),
 
 KERNEL_TIME = KERNEL_CLOCK + """
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+try:
+    from sriov_node.cli.root import open_root as open_host  # where the program opens a simulated root
+except ImportError:  # a tree from before the CLI opened the root
+    from sriov_node.host import open_host
 from sriov_node.engine.plan import plan_pf
 from sriov_node.engine.reconcile import reconcile, survey
 host, desired = open_host({root!r}), load_config({config!r})
@@ -191,7 +194,10 @@ def write(self, *a):
     finally:
         spent[0] += time.perf_counter() - start
 kernel.SimKernel.write = write
-from sriov_node.host import open_host
+try:
+    from sriov_node.cli.root import open_root as open_host
+except ImportError:
+    from sriov_node.host import open_host
 from sriov_node.host.observe import observe
 host = open_host({root!r}); vfs = {vfs}
 pfs = [pf.pci for pf in observe(host).pfs]
@@ -307,7 +313,7 @@ def sim_reload(work: str, repo: str, label: str, idle: bool) -> None:
     wake-ups and RSS over an idle window too."""
     import threading
 
-    from sriov_node.host import open_host
+    from sriov_node.cli.root import open_root as open_host
 
     root = sim_host(os.path.join(work, f"daemon-{label}"), ["e810:1:64"])
     config = os.path.join(work, "daemon.toml")

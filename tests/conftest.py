@@ -8,7 +8,8 @@ from typing import Callable
 
 import pytest
 
-from sriov_node.host import Host, open_host
+from sriov_node.host import Host
+from tests.helpers import open_host
 from sriov_node.sim.build import create_host
 
 

@@ -29,3 +29,11 @@ def run_cli(*args: str, root: Optional[str] = None, config: Optional[str] = None
         argv += ["--config", config]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
     return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def open_host(root: str) -> Host:
+    """The host at `root`, opened as the program opens it (sriov_node.cli.root.open_root): the
+    simulated kernel for a `sim create` tree, else the host layer's live kernel or captured tree."""
+    from sriov_node.cli.root import open_root
+
+    return open_root(root)

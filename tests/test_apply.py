@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import CLI, run_cli, sim_writes
 from sriov_node.engine.reconcile import reconcile
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.sim.kernel import MARKER, SimKernel
 from sriov_node.engine.state import ApplyLock, read_state
 

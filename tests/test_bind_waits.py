@@ -37,7 +37,7 @@ def test_ebusy_from_every_bind_fails_each_vf_at_once_not_after_the_timeout(make_
 def test_ebusy_while_bound_to_the_wanted_driver_is_success(make_host, write_config, monkeypatch):
     """EBUSY because the VF is bound already: read the driver link once; the wanted driver is fine."""
     from sriov_node.config import load_config
-    from sriov_node.host import open_host
+    from tests.helpers import open_host
     from sriov_node.host.sysfs import Sysfs
     from sriov_node.engine.reconcile import reconcile
 
@@ -58,7 +58,7 @@ def test_ebusy_while_bound_to_the_wanted_driver_is_success(make_host, write_conf
 @pytest.mark.parametrize("bound_to", ["iavf"])
 def test_ebusy_while_bound_to_another_driver_names_it(make_host, write_config, monkeypatch, bound_to):
     from sriov_node.config import load_config
-    from sriov_node.host import open_host
+    from tests.helpers import open_host
     from sriov_node.host.sysfs import Sysfs
     from sriov_node.engine.reconcile import reconcile
 

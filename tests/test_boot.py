@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from tests.helpers import run_cli, sim_writes
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"

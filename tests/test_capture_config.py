@@ -8,7 +8,7 @@ import re
 import pytest
 
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from tests.helpers import run_cli, sim_writes
 
 PF0, PF1, CX5 = "0000:20:00.0", "0000:20:00.1", "0000:30:00.0"

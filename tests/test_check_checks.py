@@ -9,8 +9,8 @@ from typing import Optional, Tuple
 import pytest
 
 from sriov_node.checks import diagnose as d
-from sriov_node.host.platform import (BootFiles, FileRead, IommuState, ModulesState, ModuleState,
-                                      NetworkManagerState, PciFunction, PlatformState)
+from sriov_node.platform import (BootFiles, FileRead, IommuState, ModulesState, ModuleState,
+                                 NetworkManagerState, PciFunction, PlatformState)
 from tests.test_check_pci import lab, load_hex
 
 DATA = Path(__file__).resolve().parent / "data"

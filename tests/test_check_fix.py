@@ -18,8 +18,8 @@ import pytest
 
 from sriov_node.checks.diagnose import Scope
 from sriov_node.checks.fix import plan_fix
-from sriov_node.host import open_host
-from sriov_node.host.bootloader import replace_file
+from tests.helpers import open_host
+from sriov_node.host.bootloader import replace_file, restore
 from sriov_node.host.platform import observe_platform
 from sriov_node.sim.platform import MACHINE_ID, RELEASES, RHEL_ARGS, SimPlatform
 from tests.helpers import run_cli
@@ -90,7 +90,18 @@ def snapshot(root: str) -> dict:
     return out
 
 
-def test_debian_fix_edits_the_defaults_and_backs_up(make_host, tools):
+DROPIN = "etc/default/grub.d/99-sriov-node.cfg"
+DROPIN_TEXT = """\
+# Written by sriov-node check --fix: the kernel arguments vfio-pci needs (IOMMU on, passthrough).
+# grub-mkconfig (update-grub) sources /etc/default/grub, then /etc/default/grub.d/*.cfg in order:
+# this file appends to GRUB_CMDLINE_LINUX after the files before it (50-cloudimg-settings.cfg ...).
+# To undo: delete this file, then run update-grub. sriov-node rewrites it only when the next boot
+# lacks the arguments.
+GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} %s"
+"""
+
+
+def test_debian_fix_writes_its_own_dropin_and_leaves_the_defaults(make_host, tools):
     host = make_host(iommu=False)
     grub = Path(host.root, "etc/default/grub")
     before = grub.read_text()
@@ -98,20 +109,141 @@ def test_debian_fix_edits_the_defaults_and_backs_up(make_host, tools):
     assert code == 1  # the running kernel still lacks the arguments: reboot
     f = body["fix"]
     assert f["changed"] and f["needed"] == ["intel_iommu=on", "iommu=pt"] and f["problems"] == []
-    assert 'GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in grub.read_text()
+    assert grub.read_text() == before  # nothing to remove there: not one byte changed, no backup
+    assert Path(host.root, DROPIN).read_text() == DROPIN_TEXT % "intel_iommu=on iommu=pt"
+    assert stat.S_IMODE(Path(host.root, DROPIN).stat().st_mode) == 0o644
     (written,) = f["files"]
-    assert written["path"] == "/etc/default/grub" and Path(host.root, written["backup"].lstrip("/")).read_text() == before
+    assert written == {"path": "/" + DROPIN, "written": True, "created": True, "backup": None,
+                       "diff": written["diff"]} and written["diff"].startswith("--- /dev/null")
     assert f["commands"] == []  # no grub.cfg under the root: the next boot reads the defaults themselves
-    assert f["notes"] == [f"no grub.cfg under {host.root}: the next boot is read from the defaults themselves "
+    assert f["notes"] == [f"the arguments are in /{DROPIN}, sriov-node's own file: to undo, delete it and run "
+                          "update-grub",
+                          f"no grub.cfg under {host.root}: the next boot is read from the defaults themselves "
                           "(nothing to regenerate)"]
     assert tools() == []  # update-grub and grub-mkconfig are on PATH: neither ran
     assert "reboot to use them" in Path(host.root, "run/sriov-node/reboot-required").read_text()
     assert body["reboot_required"] and body["fix"]["reboot_required"]
     checks = {c["id"]: c for c in body["checks"]}
     assert checks["bootloader"]["status"] == "ok" and "reboot" in checks["bootloader"]["seen"]
+    assert "/etc/default/grub.d" in checks["bootloader"]["seen"]  # read back through the drop-in
     assert checks["kernel_args"]["fix"].startswith("reboot: the next boot already has")
     status = run_cli("status", root=host.root)
     assert "reboot required: " in status.stdout and "sriov-node check --fix changed" in status.stdout
+
+
+def test_the_text_output_says_where_it_wrote_and_how_to_undo(make_host, tools):
+    host = make_host(iommu=False)
+    text = run_cli("check", "--fix", root=host.root)
+    assert f"fix: created /{DROPIN}\n" in text.stdout
+    assert f"fix: the arguments are in /{DROPIN}, sriov-node's own file: to undo, delete it and run update-grub" \
+        in text.stdout
+    Path(host.root, DROPIN).unlink()  # the undo: the next boot is as before the fix
+    undone = json.loads(run_cli("check", "--json", root=host.root).stdout)
+    assert next(c for c in undone["checks"] if c["id"] == "bootloader")["status"] == "fail"
+
+
+def test_a_contradicting_argument_is_removed_where_it_stands(make_host, tools):
+    host = make_host(iommu=False, platform=SimPlatform(cmdline="intel_iommu=off"))
+    grub = Path(host.root, "etc/default/grub")
+    before = grub.read_text()
+    assert 'GRUB_CMDLINE_LINUX="intel_iommu=off"' in before
+    code, body, _ = fix(host)
+    assert grub.read_text() == before.replace('GRUB_CMDLINE_LINUX="intel_iommu=off"', 'GRUB_CMDLINE_LINUX=""')
+    assert Path(host.root, DROPIN).read_text() == DROPIN_TEXT % "intel_iommu=on iommu=pt"
+    by_path = {f["path"]: f for f in body["fix"]["files"]}
+    assert sorted(by_path) == ["/etc/default/grub", "/" + DROPIN]
+    assert Path(host.root, by_path["/etc/default/grub"]["backup"].lstrip("/")).read_text() == before
+    assert body["fix"]["summary"] == "adds intel_iommu=on iommu=pt; removes intel_iommu=off"
+
+
+def test_a_contradicting_argument_in_a_dropin_is_removed_there_only(make_host, tools):
+    host = make_host(iommu=False)
+    site = Path(host.root, "etc/default/grub.d/60-site.cfg")
+    site.parent.mkdir()
+    site.write_text('# site settings\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT  iommu=off nosmt"\n')
+    grub = Path(host.root, "etc/default/grub").read_text()
+    fix(host)
+    assert site.read_text() == '# site settings\nGRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT  nosmt"\n'
+    assert Path(host.root, "etc/default/grub").read_text() == grub
+    assert Path(host.root, DROPIN).read_text() == DROPIN_TEXT % "intel_iommu=on iommu=pt"
+    before = snapshot(host.root)
+    _, body, _ = fix(host)
+    assert snapshot(host.root) == before and body["fix"]["nothing_to_do"]
+
+
+CLOUDIMG = """\
+# Cloud Image specific Grub settings for Generic Cloud Images
+# CLOUD_IMG: This file was created/modified by the Cloud Image build process
+
+# Set the recordfail timeout
+GRUB_RECORDFAIL_TIMEOUT=0
+
+# Do not wait on grub prompt
+GRUB_TIMEOUT=0
+
+# Set the default commandline
+GRUB_CMDLINE_LINUX="console=tty1 console=ttyS0"
+GRUB_CMDLINE_LINUX_DEFAULT="nvme_core.io_timeout=4294967295"
+"""
+
+
+def test_a_cloud_image_override_does_not_hide_the_arguments(make_host, tools):
+    """50-cloudimg-settings.cfg sets GRUB_CMDLINE_LINUX after /etc/default/grub (the reboot loop of
+    sriov-network-operator issue 1016): the drop-in, sourced after it, appends to what it left."""
+    host = make_host(iommu=False, platform=SimPlatform(boot_args="intel_iommu=on iommu=pt"))
+    cloud = Path(host.root, "etc/default/grub.d/50-cloudimg-settings.cfg")
+    cloud.parent.mkdir()
+    cloud.write_text(CLOUDIMG)
+    grub = Path(host.root, "etc/default/grub").read_text()
+    checked = json.loads(run_cli("check", "--json", root=host.root).stdout)
+    assert next(c for c in checked["checks"] if c["id"] == "bootloader")["status"] == "fail"  # the override wins
+    code, body, _ = fix(host)
+    assert cloud.read_text() == CLOUDIMG and Path(host.root, "etc/default/grub").read_text() == grub
+    assert Path(host.root, DROPIN).read_text() == DROPIN_TEXT % "intel_iommu=on iommu=pt"
+    bootloader = next(c for c in body["checks"] if c["id"] == "bootloader")
+    assert bootloader["status"] == "ok"
+    assert "next boot will have intel_iommu=on iommu=pt" in bootloader["seen"]
+    script = ('. ./etc/default/grub; for x in ./etc/default/grub.d/*.cfg; do if [ -e "$x" ]; then . "$x"; fi; done; '
+              'printf "%s|%s" "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT"')
+    import subprocess
+    shell = subprocess.run(["/bin/sh", "-c", script], cwd=host.root, capture_output=True, text=True, timeout=30)
+    assert shell.stdout == "console=tty1 console=ttyS0 intel_iommu=on iommu=pt|nvme_core.io_timeout=4294967295"
+
+
+def test_a_file_sourced_after_the_dropin_that_overrides_it_is_named(make_host, tools):
+    host = make_host(iommu=False)
+    late = Path(host.root, "etc/default/grub.d/99-zz-site.cfg")
+    late.parent.mkdir()
+    late.write_text('GRUB_CMDLINE_LINUX="console=ttyS1"\n')
+    before = snapshot(host.root)
+    code, body, _ = fix(host)
+    assert code == 1 and snapshot(host.root) == before
+    (problem,) = body["fix"]["problems"]
+    assert "/etc/default/grub.d/99-zz-site.cfg:1 sets GRUB_CMDLINE_LINUX after /" + DROPIN in problem
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink", "dangling-symlink"])
+def test_a_dropin_path_that_is_not_a_regular_file_is_refused(make_host, tools, kind):
+    host = make_host(iommu=False, platform=SimPlatform(cmdline="intel_iommu=off"))
+    path = Path(host.root, DROPIN)
+    path.parent.mkdir()
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        Path(host.root, "etc/default/elsewhere.cfg").write_text("# x\n")
+        path.symlink_to("../elsewhere.cfg")
+    else:
+        path.symlink_to("../missing.cfg")
+    before = snapshot(host.root)
+    code, body, result = fix(host)
+    assert code == 1 and snapshot(host.root) == before  # nothing written: not the removal in /etc/default/grub
+    assert not body["fix"]["changed"] and body["fix"]["reboot_required"] is None
+    (problem,) = body["fix"]["problems"]
+    assert problem.startswith(f"/{DROPIN}") and "sriov-node writes only a regular file of its own there; remove " \
+        "what stands in its place" in problem and problem.endswith("nothing was changed")
+    assert ("symbolic link" if "symlink" in kind else kind.replace("fifo", "FIFO")) in problem
 
 
 def test_a_second_fix_changes_nothing(make_host, tools):
@@ -126,16 +258,27 @@ def test_a_second_fix_changes_nothing(make_host, tools):
     assert "fix: nothing to change: the next boot already has intel_iommu=on iommu=pt" in text.stdout
 
 
+def test_without_debian_or_grub_d_the_effective_assignment_is_edited_in_place(make_host, tools):
+    """grub.d is sourced by Debian's grub-mkconfig only: elsewhere a drop-in would be ignored."""
+    host = make_host(iommu=False)
+    Path(host.root, "etc/debian_version").unlink()
+    code, body, _ = fix(host)
+    assert 'GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in Path(host.root, "etc/default/grub").read_text()
+    assert not Path(host.root, "etc/default/grub.d").exists()
+    (written,) = body["fix"]["files"]
+    assert written["path"] == "/etc/default/grub" and written["backup"] and not written["created"]
+
+
 def test_dry_run_shows_the_diff_and_writes_nothing(make_host, tools):
     host = make_host(iommu=False)
     before = snapshot(host.root)
     code, body, _ = fix(host, "--dry-run")
     assert snapshot(host.root) == before and code == 1
     (f,) = body["fix"]["files"]
-    assert f["backup"] is None and '+GRUB_CMDLINE_LINUX="intel_iommu=on iommu=pt"' in f["diff"]
+    assert f["backup"] is None and '+GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} intel_iommu=on iommu=pt"' in f["diff"]
     assert not body["fix"]["changed"] and body["fix"]["reboot_required"] is None
     text = run_cli("check", "--fix", "--dry-run", root=host.root)
-    assert "fix: would change /etc/default/grub" in text.stdout and "fix: run" not in text.stdout
+    assert f"fix: would create /{DROPIN}" in text.stdout and "fix: run" not in text.stdout
 
 
 def test_rhel_fix_runs_grubby_on_the_roots_entries(make_host, tools):
@@ -192,7 +335,8 @@ def test_amd_gets_passthrough_only_and_loses_amd_iommu_off(make_host, tools):
     host = make_host(iommu=False, platform=SimPlatform(cpu="amd", boot_args="amd_iommu=off"))
     code, body, _ = fix(host)
     grub = Path(host.root, "etc/default/grub").read_text()
-    assert 'GRUB_CMDLINE_LINUX="iommu=pt"' in grub and "amd_iommu" not in grub
+    assert 'GRUB_CMDLINE_LINUX=""' in grub and "amd_iommu" not in grub  # removed where it stood
+    assert Path(host.root, DROPIN).read_text() == DROPIN_TEXT % "iommu=pt"
     assert body["fix"]["summary"] == "adds iommu=pt; removes amd_iommu=off"
 
 
@@ -216,14 +360,15 @@ def test_a_configuration_it_cannot_evaluate_is_left_alone(make_host, tools):
 
 
 def test_a_symlinked_defaults_file_is_refused(make_host, tools, tmp_path):
-    host = make_host(iommu=False)
+    host = make_host(iommu=False, platform=SimPlatform(cmdline="intel_iommu=off"))  # to be removed there
     grub = Path(host.root, "etc/default/grub")
     target = Path(host.root, "etc/default/grub.real")
     grub.rename(target)
     grub.symlink_to("grub.real")
     code, body, _ = fix(host)
     assert code == 1 and "is a symbolic link; edit the file it points to" in body["fix"]["problems"][0]
-    assert "intel_iommu" not in target.read_text() and grub.is_symlink()
+    assert "intel_iommu=off" in target.read_text() and grub.is_symlink()
+    assert not Path(host.root, DROPIN).exists()  # nothing written when one file may not be
 
 
 def test_replace_file_refuses_a_file_changed_since_it_was_read(tmp_path):
@@ -240,6 +385,25 @@ def test_replace_file_refuses_a_file_changed_since_it_was_read(tmp_path):
     again = replace_file(host, "/etc/kernel/cmdline", "ro iommu=pt\n", "ro\n", "20260101T000000Z")
     assert again == "/etc/kernel/cmdline.sriov-node-20260101T000000Z-1.bak"  # a backup is never overwritten
     assert not list(tmp_path.glob("etc/kernel/.*tmp"))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_backup_is_read_back_as_a_regular_file_only(tmp_path, kind):
+    """restore() and replace_file() re-read through files.read_regular: never wait on a FIFO, never
+    follow a link put where a backup or the file itself was."""
+    host = open_host(str(tmp_path))
+    path = tmp_path / "etc/kernel/cmdline"
+    path.parent.mkdir(parents=True)
+    path.write_text("ro iommu=pt\n")
+    backup = tmp_path / "etc/kernel/cmdline.sriov-node-20260101T000000Z.bak"
+    if kind == "fifo":
+        os.mkfifo(backup)
+    else:
+        (tmp_path / "elsewhere").write_text("ro\n")
+        backup.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError, match="FIFO|symbolic link"):
+        restore(host, "/etc/kernel/cmdline", "/etc/kernel/cmdline.sriov-node-20260101T000000Z.bak")
+    assert path.read_text() == "ro iommu=pt\n"
 
 
 def test_a_captured_tree_is_not_fixed(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from sriov_node.checks.diagnose import Scope, next_boot
 from sriov_node.checks import kargs
 from sriov_node.cli.check import fix_boot
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.host.platform import observe_boot, observe_platform
 from sriov_node.sim.platform import SimPlatform
 from tests.helpers import run_cli
@@ -183,8 +183,11 @@ def test_grub_shapes_under_a_root_look_for_the_tool_inside_it(make_host, tmp_pat
         assert snapshot(host.root) == before
         assert "none of update-grub, grub-mkconfig, grub2-mkconfig is found under" in body["fix"]["problems"][0]
         return
-    # the defaults are edited; grub.cfg is not (the command is for a person): said so, exit 1
-    assert body["fix"]["files"] and all(f["backup"] for f in body["fix"]["files"])
+    # the drop-in is written (other files backed up where a contradicting argument is removed); grub.cfg is
+    # not (the command is for a person): said so, exit 1
+    files = body["fix"]["files"]
+    assert [f["path"] for f in files if f["created"]] == ["/etc/default/grub.d/99-sriov-node.cfg"]
+    assert all(f["backup"] for f in files if not f["created"])
     (problem,) = body["fix"]["problems"]
     assert "first entry of /boot/grub/grub.cfg" in problem and "still disagrees" in problem
     assert "/etc/default/grub has the arguments but /boot/grub/grub.cfg was not regenerated" in problem

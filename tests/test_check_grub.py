@@ -45,6 +45,30 @@ EXPECTED: Dict[str, Tuple[List[str], str]] = {
 }
 
 
+# Debian (grub-mkconfig sources grub.d): the arguments land in sriov-node's own drop-in; contradicting
+# arguments are removed where they stand (the only edit of the other files)
+DROPIN = "/etc/default/grub.d/99-sriov-node.cfg"
+EXPECTED_DROPIN: Dict[str, Tuple[List[str], str]] = {
+    "debian12": ([DROPIN], " intel_iommu=on iommu=pt|quiet"),
+    "ubuntu2204": ([DROPIN], " intel_iommu=on iommu=pt|quiet splash"),
+    "unquoted": ([DROPIN], "console=ttyS0,115200n8 intel_iommu=on iommu=pt|"),
+    "empty": ([DROPIN], " intel_iommu=on iommu=pt|"),
+    "existing-iommu-pt": ([DROPIN], "iommu=pt hugepagesz=1G hugepages=16 intel_iommu=on|quiet"),
+    "intel-iommu-off": (["/etc/default/grub", DROPIN], "console=tty0 console=ttyS0,115200n8 intel_iommu=on iommu=pt|quiet"),
+    "default-only": ([DROPIN], " intel_iommu=on iommu=pt|quiet splash"),
+    "ubuntu-cloudimg": ([DROPIN], " intel_iommu=on iommu=pt|console=tty1 console=ttyS0 nvme_core.io_timeout=4294967295"),
+    "dropin-overrides": ([DROPIN], "console=ttyS1,115200 intel_iommu=on iommu=pt|quiet"),
+    "dropin-appends": (["/etc/default/grub.d/60-iommu.cfg", DROPIN], "net.ifnames=0 intel_iommu=on iommu=pt|quiet"),
+    "rhel9": ([DROPIN], "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/rhel-swap "
+                        "rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb quiet intel_iommu=on iommu=pt|"),
+    "single-quoted-export": (["/etc/default/grub", DROPIN], "audit=1 intel_iommu=on iommu=pt|quiet"),
+    "continuation": ([DROPIN], "crashkernel=auto   rd.lvm.lv=vg0/root   rd.lvm.lv=vg0/swap intel_iommu=on iommu=pt|quiet"),
+    "amd-off": (["/etc/default/grub", DROPIN], "iommu=soft iommu=pt|quiet"),
+    "command-substitution": ([DROPIN], " net.ifnames=0 intel_iommu=on iommu=pt| quiet"),
+    "conditional": ([], "|quiet"),
+}
+
+
 def sources(root: Path) -> List[bootcfg.GrubSource]:
     dropins = sorted((root / "etc/default/grub.d").glob("*.cfg")) if (root / "etc/default/grub.d").is_dir() else []
     return [bootcfg.GrubSource("/" + str(f.relative_to(root)), f.read_text())
@@ -64,7 +88,7 @@ def needed_for(case: str) -> Tuple[str, ...]:
 
 
 def test_the_corpus_has_every_case_expected():
-    assert sorted(EXPECTED) == CASES
+    assert sorted(EXPECTED) == CASES and sorted(EXPECTED_DROPIN) == CASES
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -102,6 +126,55 @@ def test_the_fix_edits_the_right_files_and_the_shell_agrees(case, tmp_path):
             assert (root / path.lstrip("/")).read_text() == text
     again = bootcfg.edit_grub(sources(root), needed_for(case))
     assert again.texts == {} and again.problem is None
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_dropin_fix_adds_only_its_own_file_and_the_shell_agrees(case, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(DATA / "grub" / case, root)
+    before = {s.path: s.text for s in sources(root)}
+    edit = bootcfg.edit_grub_dropin(sources(root), needed_for(case), DROPIN)
+    files, after = EXPECTED_DROPIN[case]
+    assert sorted(edit.texts) == files
+    for path, text in edit.texts.items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    assert sh(root) == after  # /bin/sh sources the drop-in as grub-mkconfig does
+    if case == "conditional":
+        assert "conditionally" in edit.problem and "edit it by hand" in edit.problem
+        return
+    words = kargs.split_cmdline(after.replace("|", " "))
+    assert not kargs.missing(words, needed_for(case)) and not kargs.contradicting(words)
+    old_words = kargs.split_cmdline(sh(DATA / "grub" / case).replace("|", " "))
+    kept = [w for w in old_words if w not in kargs.CONTRADICTING]
+    assert [w for w in words if w in kept] == kept  # every other argument stays, in order
+    for path, text in before.items():  # another file loses its contradicting arguments, nothing else
+        new = (root / path.lstrip("/")).read_text()
+        removed = "".join(text.split()) != "".join(new.split())
+        assert not removed or kargs.contradicting(kargs.split_cmdline(text.replace('"', " ").replace("'", " ")))
+        for word in sorted(kargs.CONTRADICTING, key=len, reverse=True):
+            new = new.replace(word, "")
+            text = text.replace(word, "")
+        assert "".join(new.split()) == "".join(text.split())
+    assert edit.texts.get(DROPIN, "").startswith(bootcfg.DROPIN_HEADER)
+    again = bootcfg.edit_grub_dropin(sources(root), needed_for(case), DROPIN)
+    assert again.texts == {} and again.problem is None  # a re-run writes nothing
+
+
+def test_the_dropin_is_rewritten_when_the_next_boot_lacks_the_arguments_with_it():
+    grub = bootcfg.GrubSource("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet"\n')
+    stale = bootcfg.GrubSource(DROPIN, bootcfg.dropin_text(["iommu=pt"]))  # written for an AMD machine
+    edit = bootcfg.edit_grub_dropin([grub, stale], INTEL, DROPIN)
+    assert edit.texts == {DROPIN: bootcfg.dropin_text(["intel_iommu=on", "iommu=pt"])}
+    late = bootcfg.GrubSource("/etc/default/grub.d/99-zz.cfg", 'GRUB_CMDLINE_LINUX="x"\n')
+    edit = bootcfg.edit_grub_dropin([grub, late], INTEL, DROPIN)
+    assert edit.texts == {} and "/etc/default/grub.d/99-zz.cfg:1 sets GRUB_CMDLINE_LINUX after " + DROPIN in edit.problem
+    early = bootcfg.GrubSource("/etc/default/grub.d/50-cloudimg-settings.cfg", 'GRUB_CMDLINE_LINUX="console=ttyS0"\n')
+    edit = bootcfg.edit_grub_dropin([grub, early], INTEL, DROPIN)
+    assert list(edit.texts) == [DROPIN]
+    placed = bootcfg.with_dropin([grub, early], DROPIN, edit.texts[DROPIN])
+    assert [s.path for s in placed] == [grub.path, early.path, DROPIN]  # sourced after the cloud image's file
+    assert bootcfg.evaluate_grub(placed).values[bootcfg.LINUX] == "console=ttyS0 intel_iommu=on iommu=pt"
 
 
 def test_quoting_is_kept():

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import run_cli, sim_writes
 from sriov_node.engine.reconcile import load_desired
 from sriov_node.errors import ConfigError
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "etc/sriov-node/config.toml")

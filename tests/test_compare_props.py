@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from sriov_node.engine.compare import compare
 from sriov_node.config import parse_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.engine.plan import plan_pf
 from sriov_node.engine.reconcile import reconcile, survey
 from sriov_node.sim.build import create_host

@@ -23,7 +23,7 @@ from sriov_node.config import (
     parse_range,
 )
 from sriov_node.errors import ConfigError
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.model import DesiredState, PfSelector
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc/sriov-node/config.toml"

@@ -18,7 +18,7 @@ from typing import List
 
 import pytest
 
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import CLI, run_cli, sim_writes
 

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.sim.nics import NICS
 from tests.helpers import run_cli

@@ -12,7 +12,7 @@ import yaml
 
 from sriov_node import config as schema
 from sriov_node.config import load_config, parse_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.model import ESWITCH_MODES, LINK_STATES, VLAN_PROTOS
 from sriov_node.engine.reconcile import survey
 from tests import deviceplugin

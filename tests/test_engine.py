@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.host.observe import observe
 from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel

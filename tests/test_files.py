@@ -23,7 +23,7 @@ from typing import List
 import pytest
 
 from sriov_node.files import CONFIG_LIMIT, STATE_LIMIT
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from tests.helpers import CLI, run_cli
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli
 

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli

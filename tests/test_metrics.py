@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.views.metrics import FAMILIES, PREFIX, UNIT_TEXTFILE_DIR, textfile_path, write_textfile
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import read_state
@@ -186,7 +186,7 @@ def test_a_read_only_textfile_directory_names_the_unit_fix(host, write_config, t
     ro = tmp_path / "ro"
     ro.mkdir()
     path = write_config(CONFIG.replace("/var/lib/node_exporter/textfile/sriov_node.prom", f"{ro}/sriov_node.prom"))
-    daemon_write = (f"from sriov_node.config import load_config; from sriov_node.host import open_host; "
+    daemon_write = (f"from sriov_node.config import load_config; from sriov_node.cli.root import open_root as open_host; "
                     f"from sriov_node.views.metrics import write_textfile; from sriov_node.atomic import OutputError\n"
                     f"try: write_textfile(open_host({host.root!r}), load_config({path!r}), '{ro}/sriov_node.prom')\n"
                     f"except OutputError as exc: print(exc)")

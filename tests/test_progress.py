@@ -9,7 +9,7 @@ import subprocess
 import threading
 
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.views.progress import Progress, terminal_progress
 from sriov_node.engine.reconcile import reconcile
 from tests.helpers import CLI, run_cli

@@ -17,7 +17,7 @@ import pytest
 
 from sriov_node import generations
 from sriov_node.authoring.edit import GROUP_KEYS, SETTABLE, Edit, EditError, GroupEdit, apply_edit, parse_assignments, remove_edit
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.host.observe import observe
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import ApplyLock

@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.sim.kernel import JOURNAL, SimKernel
 from tests.helpers import CLI
 

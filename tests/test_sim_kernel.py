@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 
 import pytest
 
@@ -144,12 +143,42 @@ def held_vfio_vf(make_host, pid: int):
     return host, sim, vf
 
 
+def release_once_writing(host, sim, pid: int, order: list) -> threading.Thread:
+    """A thread that lets `pid` go once a write is under way (the model's lock is taken), and
+    notes "released" in `order` first."""
+    from sriov_node.locks import FileLock, LockTimedOut
+    from sriov_node.sim.tree import LOCK
+
+    def run():
+        writing = threading.Event()
+        while not writing.is_set():
+            try:
+                with FileLock(os.path.join(host.root, LOCK), timeout=0):
+                    pass
+            except LockTimedOut:
+                writing.set()
+            else:
+                writing.wait(0.005)
+        order.append("released")
+        sim.release(pid)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_unbinding_a_held_vfio_vf_blocks_until_released(make_host):
     host, sim, vf = held_vfio_vf(make_host, 99)
-    threading.Timer(0.3, sim.release, args=(99,)).start()
-    start = time.monotonic()
+    sim.hold_blocks_for(0.1)  # while held, the write never completes: the model gives up instead
+    assert errno_of(host.sysfs.unbind, vf, "vfio-pci") == errno.EDEADLK
+    assert host.sysfs.device_driver(vf) == "vfio-pci"
+    sim.hold_blocks_for(60)
+    order: list = []
+    releaser = release_once_writing(host, sim, 99, order)
     host.sysfs.unbind(vf, "vfio-pci")
-    assert time.monotonic() - start >= 0.25 and host.sysfs.device_driver(vf) is None
+    order.append("unbound")
+    releaser.join()
+    assert order == ["released", "unbound"] and host.sysfs.device_driver(vf) is None
 
 
 
@@ -221,16 +250,16 @@ def test_injected_errno_on_nth_write(make_host):
 
 def test_disable_blocks_while_a_vfio_group_is_held(make_host):
     host, sim, _ = held_vfio_vf(make_host, 4242)
-    released = []
-
-    def release_later():
-        time.sleep(0.3)
-        released.append(time.monotonic())
-        sim.release(4242)
-
-    threading.Thread(target=release_later).start()
+    sim.hold_blocks_for(0.1)
+    assert errno_of(write_numvfs, host, "0\n") == errno.EDEADLK  # never while held
+    assert host.sysfs.num_vfs(PF0) == 1
+    sim.hold_blocks_for(60)
+    order: list = []
+    releaser = release_once_writing(host, sim, 4242, order)
     write_numvfs(host, "0\n")  # blocks like vfio-pci's remove until the holder lets go
-    assert released and time.monotonic() >= released[0]
+    order.append("disabled")
+    releaser.join()
+    assert order == ["released", "disabled"]
     assert host.sysfs.num_vfs(PF0) == 0
 
 

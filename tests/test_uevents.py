@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.service.uevents import Uevent, route, touched_pf
 
 PF0 = "0000:20:00.0"

@@ -19,7 +19,8 @@ import shutil
 
 import pytest
 
-from sriov_node.host import PCI_DEVICES, open_host
+from sriov_node.host import PCI_DEVICES
+from tests.helpers import open_host
 from sriov_node.sim.kernel import UEVENT_LOG, SimKernel
 from tests.helpers import run_cli
 

@@ -14,7 +14,7 @@ import pytest
 
 from sriov_node.engine.actions import SetEswitchMode, SetNumVfs
 from sriov_node.config import load_config
-from sriov_node.host import open_host
+from tests.helpers import open_host
 from sriov_node.model import PfSelector, PfSpec, PfState, VfState
 from sriov_node.engine.plan import plan_pf
 from sriov_node.engine.reconcile import reconcile, survey

@@ -3,8 +3,9 @@
 Debian/Ubuntu: grub-mkconfig sources /etc/default/grub, then /etc/default/grub.d/*.cfg in order,
 with /bin/sh, and gives normal entries `${GRUB_CMDLINE_LINUX} ${GRUB_CMDLINE_LINUX_DEFAULT}`.
 Those files are shell: this module reads the assignments to the two variables with a small POSIX
-shell lexer (quotes, escapes, `$VAR`/`${VAR}`, comments, `export`, compound commands) and edits
-them in place, keeping every other byte. What it cannot evaluate (an assignment inside `if`,
+shell lexer (quotes, escapes, `$VAR`/`${VAR}`, comments, `export`, compound commands). On Debian
+the arguments go into sriov-node's own drop-in (/etc/default/grub.d/99-sriov-node.cfg); in the
+other files only a contradicting argument is removed where it stands, keeping every other byte. What it cannot evaluate (an assignment inside `if`,
 after `&&`, in a pipeline) it reports instead of guessing.
 
 RHEL/Fedora: Boot Loader Specification entries (/boot/loader/entries/*.conf, `options` line,
@@ -463,10 +464,84 @@ def _insert_assignment(text: str, after: Optional[Assignment], add: Sequence[str
     return text + line
 
 
+DROPIN_HEADER = """\
+# Written by sriov-node check --fix: the kernel arguments vfio-pci needs (IOMMU on, passthrough).
+# grub-mkconfig (update-grub) sources /etc/default/grub, then /etc/default/grub.d/*.cfg in order:
+# this file appends to GRUB_CMDLINE_LINUX after the files before it (50-cloudimg-settings.cfg ...).
+# To undo: delete this file, then run update-grub. sriov-node rewrites it only when the next boot
+# lacks the arguments.
+"""
+
+
+def dropin_text(add: Sequence[str]) -> str:
+    """sriov-node's own grub.d file: GRUB_CMDLINE_LINUX as the files before it left it, then `add`."""
+    return DROPIN_HEADER + f'{LINUX}="${{{LINUX}}} {" ".join(add)}"\n'
+
+
+def with_dropin(sources: Sequence[GrubSource], dropin: str, text: Optional[str]) -> List[GrubSource]:
+    """The sources as grub-mkconfig would source them with the drop-in `dropin` holding `text`
+    (None: without it): /etc/default/grub first, then the grub.d files in name order."""
+    rest = [s for s in sources if s.path != dropin]
+    if text is None:
+        return rest
+    directory, _, name = dropin.rpartition("/")
+    at = next((i for i, s in enumerate(rest) if s.path.rpartition("/")[0] == directory
+               and s.path.rpartition("/")[2] > name), len(rest))
+    return rest[:at] + [GrubSource(dropin, text)] + rest[at:]
+
+
+def _removals(sources: Sequence[GrubSource], live: Set[Tuple[int, int]]) -> List[str]:
+    """The texts with every contradicting argument removed where it stands (in the assignments
+    that reach the boot entries), and nothing else changed."""
+    texts = []
+    for idx, src in enumerate(sources):
+        edits: List[Tuple[int, int, str]] = []
+        for a in parse_assignments(src.text):
+            if a.name not in GRUB_VARS or (idx, a.start) not in live:
+                continue
+            for word in kargs.CONTRADICTING:
+                edits += [(*_removal(src.text, a, start, end), "") for start, end in _word_spans(src.text, a, word)]
+        texts.append(_apply(src.text, edits))
+    return texts
+
+
+def _overrider(ev: GrubEval, sources: Sequence[GrubSource], dropin: str) -> str:
+    last = ev.last.get(LINUX)
+    if last is not None and sources[last[0]].path != dropin:
+        return f" ({sources[last[0]].path}:{last[1].line} sets {LINUX} after {dropin})"
+    return ""
+
+
+def edit_grub_dropin(sources: Sequence[GrubSource], needed: Sequence[str], dropin: str) -> GrubEdit:
+    """Debian's way (grub-mkconfig sources /etc/default/grub.d/*.cfg after /etc/default/grub):
+    the arguments go into sriov-node's own drop-in `dropin` (appended to GRUB_CMDLINE_LINUX);
+    the contradicting ones are removed where they stand, the only edit of other files. The drop-in
+    is written only when the next boot lacks the arguments with it as it is (a re-run writes nothing)."""
+    before = evaluate_grub(sources)
+    if before.uncertain:
+        return GrubEdit({}, "cannot evaluate " + "; ".join(before.uncertain) + ": edit it by hand")
+    texts = _removals(sources, before.contributors())
+    current = [GrubSource(s.path, t) for s, t in zip(sources, texts)]
+    now = evaluate_grub(current)
+    if kargs.wants_change(now.words, needed):
+        theirs = evaluate_grub(with_dropin(current, dropin, None))
+        add = kargs.missing(theirs.words, needed) or tuple(needed)
+        current = with_dropin(current, dropin, dropin_text(add))
+        now = evaluate_grub(current)
+    left = kargs.missing(now.words, needed) + kargs.contradicting(now.words)
+    if left:
+        return GrubEdit({}, f"could not make {' '.join(left)} right in {', '.join(s.path for s in current)}"
+                            f"{_overrider(now, current, dropin)} (an argument built by an expansion sriov-node "
+                            "does not edit, or a file sourced after its drop-in): edit it by hand", now.words)
+    old = {s.path: s.text for s in sources}
+    return GrubEdit({s.path: s.text for s in current if old.get(s.path) != s.text}, None, now.words)
+
+
 def edit_grub(sources: Sequence[GrubSource], needed: Sequence[str]) -> GrubEdit:
-    """Ensure `needed` and drop the contradicting arguments in the files grub-mkconfig sources
-    (sources[0] is /etc/default/grub). Edits only the assignments that reach the boot entries;
-    arguments are added to the last assignment of GRUB_CMDLINE_LINUX (or a new one)."""
+    """In place (where /etc/default/grub.d is not sourced: RHEL's grub2-mkconfig): ensure `needed`
+    and drop the contradicting arguments in the files grub-mkconfig sources (sources[0] is
+    /etc/default/grub). Edits only the assignments that reach the boot entries; arguments are
+    added to the last assignment of GRUB_CMDLINE_LINUX (or a new one)."""
     before = evaluate_grub(sources)
     if before.uncertain:
         return GrubEdit({}, "cannot evaluate " + "; ".join(before.uncertain) + ": edit it by hand")

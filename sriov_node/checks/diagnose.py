@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sriov_node.checks import bootcfg, kargs, pci
-from sriov_node.host.platform import BootFiles, PciFunction, PlatformState
+from sriov_node import platform as pcicfg
+from sriov_node.checks import bootcfg, kargs
+from sriov_node.platform import BootFiles, PciFunction, PlatformState
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 STATUSES = (OK, WARN, FAIL, SKIP)
@@ -413,18 +414,18 @@ def check_sriov_capability(dev: PciFunction, want: PfWant) -> CheckResult:
     path = f"/sys/bus/pci/devices/{dev.pci}/config"
     if config is None:
         return CheckResult("sriov_capability", SKIP, f"{path} cannot be read", None, dev.pci, want.block)
-    if len(config) < pci.STANDARD_SIZE:
+    if len(config) < pcicfg.STANDARD_SIZE:
         return CheckResult("sriov_capability", SKIP,
                            f"only {len(config)} bytes of {path} are readable (the kernel shows the rest to "
                            "CAP_SYS_ADMIN only): the extended capabilities at 0x100 cannot be seen",
                            "run sriov-node check as root", dev.pci, want.block)
-    if len(config) < pci.FULL_SIZE:
+    if len(config) < pcicfg.FULL_SIZE:
         return CheckResult("sriov_capability", _severity(want),
                            f"{path} has {len(config)} bytes: the kernel has no extended configuration space for "
                            f"PF {who} (a conventional PCI device, or ECAM/MMCONFIG unavailable, e.g. pci=nommconf), "
                            "and SR-IOV lives there", "enable MMCONFIG/ECAM (PCIe) in the BIOS; do not boot with "
                            "pci=nommconf", dev.pci, want.block)
-    cap = pci.sriov_cap(config)
+    cap = pcicfg.sriov_cap(config)
     if cap is None:
         if want.survey:
             kind = "network function" if (dev.pci_class or "").startswith("02") else "function"
@@ -466,7 +467,7 @@ def _total_vfs(dev: PciFunction) -> Optional[int]:
     """What the PF can make at most: sriov_totalvfs, else TotalVFs of its SR-IOV capability."""
     if dev.total_vfs is not None:
         return dev.total_vfs
-    cap = pci.sriov_cap(dev.config) if dev.config and len(dev.config) >= pci.FULL_SIZE else None
+    cap = pcicfg.sriov_cap(dev.config) if dev.config and len(dev.config) >= pcicfg.FULL_SIZE else None
     return cap.total_vfs if cap is not None else None
 
 
@@ -487,20 +488,20 @@ def check_ari(dev: PciFunction, want: PfWant) -> Optional[CheckResult]:
     if dev.upstream is None:
         return CheckResult("ari", SKIP, f"PF {who} ({wanted}) sits on a root bus without a bridge above it (an integrated "
                                         "endpoint): ARI forwarding does not apply", subject=dev.pci, block=want.block)
-    own = pci.find_ext(dev.config, pci.EXT_ARI) is not None if dev.config and len(dev.config) >= pci.FULL_SIZE else None
-    port = pci.pcie_cap(dev.upstream_config) if dev.upstream_config else None
+    own = pcicfg.find_ext(dev.config, pcicfg.EXT_ARI) is not None if dev.config and len(dev.config) >= pcicfg.FULL_SIZE else None
+    port = pcicfg.pcie_cap(dev.upstream_config) if dev.upstream_config else None
     enabled = "" if dev.ari_enabled is None else f"; ari_enabled reads {int(dev.ari_enabled)}"
     if port is None or port.devcap2 is None:
         if dev.ari_enabled:
             return CheckResult("ari", OK, f"PF {who}: the kernel enabled ARI on its bus (ari_enabled 1): "
                                           f"{count} VFs can be routed", subject=dev.pci, block=want.block)
-        short = dev.upstream_config is not None and len(dev.upstream_config) < pci.STANDARD_SIZE
+        short = dev.upstream_config is not None and len(dev.upstream_config) < pcicfg.STANDARD_SIZE
         why = ("its configuration space is cut to 64 bytes without CAP_SYS_ADMIN" if short
                else "it has no PCI Express capability version 2")
         return CheckResult("ari", SKIP, f"PF {who}: cannot read ARI forwarding of the port above it, {dev.upstream}: "
                                         f"{why}{enabled}", "run sriov-node check as root" if short else None,
                            dev.pci, want.block)
-    kind = pci.PORT_TYPES.get(port.port_type, "port")
+    kind = pcicfg.PORT_TYPES.get(port.port_type, "port")
     if port.ari_forwarding_supported:
         own_text = "" if own is None else ("; the PF has the ARI capability" if own else
                                            "; the PF itself has no ARI capability, so it uses its non-ARI VF offsets")
@@ -537,10 +538,10 @@ def _why_no_vfs(dev: PciFunction) -> str:
     """In a few words, what stops this function making VFs (its lines above say it in full)."""
     why = []
     config = dev.config or b""
-    if pci.STANDARD_SIZE <= len(config) < pci.FULL_SIZE:
+    if pcicfg.STANDARD_SIZE <= len(config) < pcicfg.FULL_SIZE:
         why.append("no extended configuration space")
-    cap = pci.sriov_cap(config) if len(config) >= pci.FULL_SIZE else None
-    if len(config) >= pci.FULL_SIZE and cap is None:
+    cap = pcicfg.sriov_cap(config) if len(config) >= pcicfg.FULL_SIZE else None
+    if len(config) >= pcicfg.FULL_SIZE and cap is None:
         why.append("no SR-IOV capability")
     elif cap is not None and cap.total_vfs == 0:
         why.append("TotalVFs 0")

@@ -4,7 +4,10 @@ Pure: from the observed boot files it computes the new file texts and the regene
 sriov_node/host/bootloader.py writes them (backup, atomic replace) and runs the command. Only the
 boot loader, never firmware.
 
-Debian/Ubuntu: the files grub-mkconfig sources, then `update-grub` (or `grub-mkconfig -o`).
+Debian/Ubuntu: the arguments go into sriov-node's own drop-in /etc/default/grub.d/99-sriov-node.cfg
+(sourced after /etc/default/grub and the other grub.d files, so it wins over a cloud image's
+50-cloudimg-settings.cfg); a contradicting argument is removed where it stands, the only edit of
+the files grub-mkconfig sources; then `update-grub` (or `grub-mkconfig -o`).
 RHEL/Fedora: `grubby --update-kernel=ALL --args=... --remove-args=...` edits the BLS entries;
 sriov-node edits /etc/kernel/cmdline (kernels installed later) and GRUB_CMDLINE_LINUX (a later
 grub2-mkconfig) itself. Under a --root other than /, grubby gets that root's entry directory and
@@ -13,14 +16,11 @@ grubenv; grub-mkconfig cannot be pointed at another root's configuration, so it 
 
 from __future__ import annotations
 
-import difflib
-import shlex
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from sriov_node.checks import bootcfg, kargs
 from sriov_node.checks.diagnose import Scope, grub_sources, needed, next_boot, recipe_change, x86
-from sriov_node.host.platform import BLS_ENTRIES, BootFiles, PlatformState
+from sriov_node.platform import BLS_ENTRIES, GRUB_DROPIN, BootFiles, Command, FileChange, FixPlan, PlatformState
 
 Which = Callable[[str], Optional[str]]
 
@@ -32,50 +32,8 @@ TOOL_PACKAGES = {
     "grub2-mkconfig": "grub2-tools (RHEL, Fedora: dnf install grub2-tools; grub2 on SUSE)",
 }
 GRUB_REGEN = ("update-grub", "grub-mkconfig", "grub2-mkconfig")
-
-
-@dataclass(frozen=True)
-class FileChange:
-    path: str  # as the machine sees it
-    old: str
-    new: str
-
-    def diff(self) -> str:
-        return "".join(difflib.unified_diff(self.old.splitlines(True), self.new.splitlines(True),
-                                            f"{self.path} (now)", f"{self.path} (fixed)"))
-
-
-@dataclass(frozen=True)
-class Command:
-    argv: Tuple[str, ...]  # as shown; argv[0] is the tool's name
-    run: bool  # False: printed for a person to run
-    why_not: Optional[str] = None
-    program: Optional[str] = None  # the tool found on PATH
-    backup: Tuple[str, ...] = ()  # files to copy aside before it runs (it edits them itself)
-    missing: Optional[str] = None  # the tool is nowhere it would be run from: what, where, which package
-
-    def display(self) -> str:
-        return " ".join(shlex.quote(a) for a in self.argv)
-
-
-@dataclass(frozen=True)
-class FixPlan:
-    needed: Tuple[str, ...]
-    changes: Tuple[FileChange, ...] = ()
-    commands: Tuple[Command, ...] = ()
-    problems: Tuple[str, ...] = ()
-    notes: Tuple[str, ...] = ()
-    reboot: bool = False  # the running kernel lacks what the next boot gets
-    summary: str = ""
-    blocked: bool = False  # a tool the next boot depends on is missing: nothing may be written
-
-    @property
-    def tools(self) -> Tuple[str, ...]:
-        return tuple(c.argv[2] if c.argv[0] == "chroot" else c.argv[0] for c in self.commands)
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes and not self.commands
+OWN_PROBLEM = (": sriov-node writes only a regular file of its own there; remove what stands in its place and run "
+               "sriov-node check --fix again; nothing was changed")
 
 
 def _missing(tools: Sequence[str], where: str, why: str) -> str:
@@ -174,14 +132,25 @@ def plan_fix(state: PlatformState, scope: Scope, which: Which, root_which: Optio
     notes: List[str] = []
     before = next_boot(boot, want)
     if boot.flavour == "grub":
-        unreadable = [f"{f.path}: {f.problem}" for f in [boot.grub_defaults, *boot.grub_dropins] if f.problem]
+        unreadable = [f"{f.path}: {f.problem.partition(';')[0]}{OWN_PROBLEM}" if f.path == GRUB_DROPIN else
+                      f"{f.path}: {f.problem}"
+                      for f in [boot.grub_defaults, *boot.grub_dropins] if f.problem]
         if unreadable:
             return FixPlan(want, problems=tuple(unreadable))
         sources = grub_sources(boot)
-        edit = bootcfg.edit_grub(sources, want)
+        if boot.dropins_sourced:
+            edit = bootcfg.edit_grub_dropin(sources, want, GRUB_DROPIN)
+        else:
+            edit = bootcfg.edit_grub(sources, want)
         if edit.problem:
             return FixPlan(want, problems=(edit.problem,))
-        changes += [FileChange(s.path, s.text, edit.texts[s.path]) for s in sources if s.path in edit.texts]
+        changes += [FileChange(s.path, s.text, edit.texts[s.path], own=s.path == GRUB_DROPIN)
+                    for s in sources if s.path in edit.texts]
+        if GRUB_DROPIN in edit.texts and all(s.path != GRUB_DROPIN for s in sources):
+            changes.append(FileChange(GRUB_DROPIN, "", edit.texts[GRUB_DROPIN], own=True, created=True))
+        if any(c.path == GRUB_DROPIN for c in changes):
+            notes.append(f"the arguments are in {GRUB_DROPIN}, sriov-node's own file: to undo, delete it and run "
+                         "update-grub")
         stale = before.words is not None and kargs.wants_change(before.words, want)
         if changes or stale:
             regen = _grub_regen(state, which, root_which or (lambda name: None))

@@ -12,7 +12,8 @@ from sriov_node.errors import UsageError
 from sriov_node.host import Host
 from sriov_node.host.observe import netdev_owners, observe
 from sriov_node.host.paths import PCI_DEVICES
-from sriov_node.host.platform import PlatformState, observe_platform, pci_functions_with_ids, sriov_candidates
+from sriov_node.host.platform import observe_platform, pci_functions_with_ids, sriov_candidates
+from sriov_node.platform import PlatformState
 from sriov_node.model import DRIVER_NONE, DesiredState, HostState, PfSpec, is_override_only, is_vfio
 from sriov_node.engine.resolve import ABSENT, NOT_A_PF, resolve
 

@@ -32,12 +32,12 @@ def examples(*lines: str) -> str:
 
 def complete_pf(ctx: typer.Context, incomplete: str) -> "list[str]":
     """Shell completion for a PF argument: this host's PF interface names and PCI addresses."""
-    from sriov_node.host import open_host
+    from sriov_node.cli.root import open_root
     from sriov_node.host.observe import observe
 
     root = (ctx.find_root().params.get("root") if ctx else None) or os.environ.get("SRIOV_NODE_ROOT", "/")
     try:
-        pfs = observe(open_host(root), vfs_of=()).pfs
+        pfs = observe(open_root(root), vfs_of=()).pfs
     except (OSError, ValueError):
         return []
     words = [w for pf in pfs for w in (*pf.netdevs, pf.pci)]
@@ -114,11 +114,11 @@ def finish(code: int, *, as_json: bool, body: Optional[Dict[str, Any]] = None,
 def open_root(ctx: typer.Context, as_json: bool = False):
     import os
 
-    from sriov_node.host import open_host
+    from sriov_node.cli.root import open_root as open_at
 
     if not os.path.isdir(ctx.obj.root):
         fail(UsageError(f"--root {ctx.obj.root}: no such directory"), as_json)
-    return open_host(ctx.obj.root)
+    return open_at(ctx.obj.root)
 
 
 def echo_problems(notices: Iterable[str], outcomes: Iterable[Any]) -> None:

@@ -17,7 +17,8 @@ def check(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
-                                                  "(boot loader only; backups, then update-grub or grubby)."),
+                                                  "(boot loader only: Debian gets /etc/default/grub.d/99-sriov-node.cfg "
+                                                  "then update-grub, BLS grubby; backups of other files)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
     pf: Optional[str] = typer.Option(None, "--pf", metavar="PF", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
                                                          "VENDOR:DEVICE."),
@@ -156,7 +157,7 @@ def fix_boot(host, state, scope, dry_run: bool, which=None, root_which=None) -> 
         "needed": list(plan.needed),
         "summary": plan.summary or None,
         "changed": outcome.changed and not dry_run,
-        "files": [{"path": c.path, "written": c.path in dict(outcome.written),
+        "files": [{"path": c.path, "written": c.path in dict(outcome.written), "created": c.created,
                    "backup": dict(outcome.written).get(c.path), "diff": c.diff()} for c in plan.changes],
         "commands": outcome.commands,
         "problems": outcome.problems,
@@ -174,7 +175,10 @@ def _print(body: Dict[str, Any]) -> None:
     if fix is not None:
         for f in fix["files"]:
             backup = f" (backup {f['backup']})" if f["backup"] else ""
-            verb = "would change" if fix["dry_run"] else ("changed" if f["written"] else "did not change")
+            if f["created"]:
+                verb = "would create" if fix["dry_run"] else ("created" if f["written"] else "did not create")
+            else:
+                verb = "would change" if fix["dry_run"] else ("changed" if f["written"] else "did not change")
             typer.echo(f"fix: {verb} {f['path']}{backup}")
             if fix["dry_run"]:
                 for line in f["diff"].splitlines():

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import stat
-import threading
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from sriov_node.errors import LockTimeout, StateError, describe_os_error
-from sriov_node.files import STATE_LIMIT, UnsafeFile, kind, read_regular
+from sriov_node.files import STATE_LIMIT, UnsafeFile, read_regular
 from sriov_node.host import Host
 
 LOCK_DIR = "run/sriov-node"
@@ -23,98 +18,56 @@ def _never() -> bool:
     return False
 
 
-# (lock path, thread) -> [fd, depth]: the lock is re-entrant within one thread, so a command that
-# holds it across several steps (converge, then record a generation; edit, apply, restore) can call
-# the engine, which takes it too. Another thread or process still waits on flock.
-_HELD: Dict[Tuple[str, int], List[int]] = {}
-
-
 class ApplyLock:
-    """One run at a time, machine-wide: flock on <root>/run/sriov-node/apply.lock.
+    """One run at a time, machine-wide: flock on <root>/run/sriov-node/apply.lock (sriov_node.locks).
 
     The kernel drops the lock when the holder dies, so a killed run never wedges the next one.
-    Re-entrant within a thread: an inner `with ApplyLock(...)` of the holder returns at once.
+    Re-entrant within a thread: an inner `with ApplyLock(...)` of the holder returns at once (a
+    command that holds it across several steps, converge then record a generation, or edit,
+    apply, restore, calls the engine, which takes it too); another thread or process still waits.
     """
 
     def __init__(self, host: Host, timeout: float, cancelled: Callable[[], bool] = _never):
+        from sriov_node.locks import FileLock
+
         self.path = host.path(LOCK_DIR, "apply.lock")
         self.timeout = timeout
         self.cancelled = cancelled
-        self._fd: Optional[int] = None
-        self._nested = False
+        self._lock = FileLock(self.path, timeout, cancelled, reentrant=True, note=f"pid {os.getpid()}\n")
 
-    def _open(self) -> int:
+    def __enter__(self) -> "ApplyLock":
+        from sriov_node.locks import FlockFailed, LockCancelled, LockTimedOut
+
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create the lock directory {directory}: {describe_os_error(exc)}")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+            self._lock.acquire()
+        except LockCancelled as exc:
+            raise LockTimeout(f"stopped while waiting for another sriov-node run ({exc.holder or 'unknown pid'}) "
+                              f"to release {self.path}; nothing was done")
+        except LockTimedOut as exc:
+            raise LockTimeout(f"another sriov-node run ({exc.holder or 'unknown pid'}) has held {self.path} "
+                              f"for more than {self.timeout:g}s; wait for it or raise --timeout")
+        except UnsafeFile as exc:
+            raise StateError(f"the apply lock {self.path} {exc.reason}; remove it")
+        except FlockFailed as exc:
+            raise StateError(f"cannot lock {self.path}: {describe_os_error(exc)}")
         except OSError as exc:
             raise StateError(f"cannot open the apply lock {self.path}: {describe_os_error(exc)}")
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            os.close(fd)
-            raise StateError(f"the apply lock {self.path} is a {kind(mode)}, not a regular file; remove it")
-        return fd
-
-    def __enter__(self) -> "ApplyLock":
-        held = _HELD.get((self.path, threading.get_ident()))
-        if held is not None:
-            held[1] += 1
-            self._nested = True
-            return self
-        fd = self._open()
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise StateError(f"cannot lock {self.path}: {describe_os_error(exc)}")
-                if self.cancelled():
-                    holder = _read_quiet(self.path)
-                    os.close(fd)
-                    raise LockTimeout(f"stopped while waiting for another sriov-node run ({holder or 'unknown pid'}) "
-                                      f"to release {self.path}; nothing was done")
-                if time.monotonic() >= deadline:
-                    holder = _read_quiet(self.path)
-                    os.close(fd)
-                    raise LockTimeout(
-                        f"another sriov-node run ({holder or 'unknown pid'}) has held {self.path} "
-                        f"for more than {self.timeout:g}s; wait for it or raise --timeout"
-                    )
-                time.sleep(0.05)
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}\n".encode())
-        except OSError:
-            pass  # the pid is a courtesy for the next waiter's message
-        self._fd = fd
-        _HELD[(self.path, threading.get_ident())] = [fd, 1]
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        key = (self.path, threading.get_ident())
-        if self._nested:
-            self._nested = False
-            _HELD[key][1] -= 1
-            return
-        _HELD.pop(key, None)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 def _read_quiet(path: str) -> str:
     """The lock holder's "pid N" line, for the next waiter's message ("" when it cannot be read)."""
-    try:
-        return read_regular(path, limit=4096, follow=False).decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
+    from sriov_node.locks import read_holder
+
+    return read_holder(path)
 
 
 def state_path(host: Host) -> str:

@@ -1,13 +1,17 @@
 """The only door to the kernel: small capabilities (sysfs, links, devlink, modules) under one root.
 
 `open_host(root)` chooses, once, what stands behind them: the live kernel (root '/', or a root
-whose sys and proc are the running kernel's sysfs and procfs: a host's / mounted in a pod), the
-simulated kernel (a root made by `sriov-node sim create`), or a captured tree (read-only).
+whose sys and proc are the running kernel's sysfs and procfs: a host's / mounted in a pod) or a
+captured tree (read-only). Another kernel behind the same capabilities (the simulator) is built
+by whoever starts the program (`sriov_node.cli.root.open_root`), never from here: this package
+knows nothing of it beyond what a Host carries (its capabilities and, for a kernel that sends its
+own uevents, `uevents`, the factory of a listener for them).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, Optional
 
 from sriov_node.host.devlink import Devlink
 from sriov_node.host.links import Links
@@ -15,22 +19,28 @@ from sriov_node.host.modules import Modules
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES, PCI_DRIVERS, Root
 from sriov_node.host.sysfs import Sysfs, WriteCount
 
-# A file at the top of a root made by `sriov-node sim create`: writes go through the kernel model.
-SIM_MARKER = ".sriov-node-sim.json"
+__all__ = ["Host", "UeventListener", "open_host", "PCI_DEVICES", "PCI_DRIVERS", "CLASS_NET"]
 
-__all__ = ["Host", "open_host", "SIM_MARKER", "PCI_DEVICES", "PCI_DRIVERS", "CLASS_NET"]
+# A listener for the uevents of a kernel that sends its own (one built outside this package): an
+# object with fileno(), receive() -> one uevent's properties (a dict) or None when none waits, and
+# close(). The factory is called once per listener.
+UeventListener = Callable[[], Any]
 
 
 class Host:
     """One machine's kernel as four capabilities that share a root and a write counter."""
 
-    def __init__(self, root: Root, kind: str, sysfs: Sysfs, links: Links, devlink: Devlink, modules: Modules):
+    def __init__(self, root: Root, kind: str, sysfs: Sysfs, links: Links, devlink: Devlink, modules: Modules,
+                 uevents: Optional[UeventListener] = None):
         self.root_prefix = root
         self.kind = kind  # "live" | "sim" | "capture"
         self.sysfs = sysfs
         self.links = links
         self.devlink = devlink
         self.modules = modules
+        # Where this kernel's uevents are heard when it sends them itself (the simulator's socket);
+        # None: the live kernel's come through udev/netlink, a captured tree sends none.
+        self.uevents = uevents
 
     @property
     def root(self) -> str:
@@ -77,14 +87,10 @@ def is_live_root(root: str) -> bool:
 
 
 def open_host(root: str = "/") -> Host:
-    """The live kernel for '/' (or a live host's / mounted elsewhere, as a pod's /host), the simulated
-    kernel for a `sim create` tree, else a read-only capture."""
+    """The live kernel for '/' (or a live host's / mounted elsewhere, as a pod's /host), else a
+    read-only capture. (A simulated root is opened by `sriov_node.cli.root.open_root`.)"""
     prefix = Root(root)
     counter = WriteCount()
-    if os.path.isfile(os.path.join(prefix.root, SIM_MARKER)):
-        from sriov_node.sim.host import sim_capabilities  # only simulated roots load the model
-
-        return Host(prefix, "sim", *sim_capabilities(prefix, counter))
     if prefix.is_real or is_live_root(prefix.root):
         from sriov_node.host.devlink import NetlinkDevlink
         from sriov_node.host.links import NetlinkLinks

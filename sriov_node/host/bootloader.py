@@ -7,22 +7,21 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sriov_node.errors import describe_os_error
+from sriov_node.files import UnsafeFile, check_replaceable, read_regular
 from sriov_node.host import Host
-from sriov_node.host.platform import REBOOT_REQUIRED
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sriov_node.checks.fix import FixPlan
+from sriov_node.platform import REBOOT_REQUIRED, FileChange, FixPlan
 
 TOOL_TIMEOUT = 300.0
+MAX_BOOT_FILE = 1 << 20  # as host/platform.py reads them
 
 
 @dataclass
 class FixOutcome:
     dry_run: bool
-    written: List[Tuple[str, str]] = field(default_factory=list)  # (file, its backup)
+    written: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup; None: created)
     commands: List[Dict[str, Any]] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     reboot_required: Optional[str] = None
@@ -46,10 +45,14 @@ def backup_name(full: str, stamp: str) -> str:
     return candidate
 
 
+def _read(full: str, *, follow: bool = True) -> bytes:
+    """A boot file, read as every file the agent reads: regular only, never waited on, capped."""
+    return read_regular(full, limit=MAX_BOOT_FILE, follow=follow)
+
+
 def _copy(src: str, dst: str) -> None:
     st = os.stat(src)
-    with open(src, "rb") as fh:
-        data = fh.read()
+    data = _read(src)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, st.st_mode & 0o7777)
     try:
         os.write(fd, data)
@@ -93,6 +96,28 @@ def atomic_write(full: str, data: bytes, like: Optional[os.stat_result]) -> None
     _fsync_dir(directory)
 
 
+def refuse(host: Host, change: FileChange) -> Optional[str]:
+    """Why `change` may not be written (checked for every file before any is): a symbolic link or
+    anything but a regular file in its place, a file of our own that appeared since it was read."""
+    full = _full(host, change.path)
+    if change.own:
+        try:
+            check_replaceable(full)
+        except UnsafeFile as exc:
+            return (f"{change.path} {exc.reason.partition(';')[0]}: sriov-node writes only a regular file of its own "
+                    "there; remove what stands in its place and run sriov-node check --fix again")
+        if change.created and os.path.lexists(full):
+            return f"{change.path} appeared while sriov-node was reading; run sriov-node check --fix again"
+        return None
+    if os.path.islink(full):
+        return f"{change.path} is a symbolic link; edit the file it points to ({os.readlink(full)})"
+    try:
+        check_replaceable(full)
+    except UnsafeFile as exc:
+        return f"{change.path} {exc.reason}"
+    return None
+
+
 def replace_file(host: Host, path: str, old: str, new: str, stamp: str) -> str:
     """Back `path` up, then replace it atomically. Refuses a symbolic link and a file that changed
     since it was read. Returns the backup's path as the machine sees it."""
@@ -100,14 +125,31 @@ def replace_file(host: Host, path: str, old: str, new: str, stamp: str) -> str:
     if os.path.islink(full):
         raise OSError(f"{path} is a symbolic link; edit the file it points to ({os.readlink(full)})")
     st = os.stat(full)
-    with open(full, "rb") as fh:
-        current = fh.read().decode("utf-8", errors="replace")
+    current = _read(full, follow=False).decode("utf-8", errors="replace")
     if current != old:
         raise OSError(f"{path} changed while sriov-node was reading it; run sriov-node check --fix again")
     backup = backup_name(full, stamp)
     _copy(full, backup)
     atomic_write(full, new.encode(), st)
     return path + backup[len(full):]
+
+
+def create_file(host: Host, path: str, text: str) -> None:
+    """A file of sriov-node's own, where there is none (mode 0644, its directory made 0755)."""
+    full = _full(host, path)
+    os.makedirs(os.path.dirname(full), mode=0o755, exist_ok=True)
+    check_replaceable(full)
+    if os.path.lexists(full):
+        raise OSError(f"{path} appeared while sriov-node was reading; run sriov-node check --fix again")
+    atomic_write(full, text.encode(), None)
+
+
+def _write(host: Host, change: FileChange, stamp: str) -> Optional[str]:
+    """Write one change; the backup's path (None for a file of our own created)."""
+    if change.created:
+        create_file(host, change.path, change.new)
+        return None
+    return replace_file(host, change.path, change.old, change.new, stamp)
 
 
 def _run(argv: List[str], timeout: float) -> Tuple[Optional[int], str]:
@@ -128,7 +170,7 @@ def write_reboot_required(host: Host, text: str) -> None:
     atomic_write(full, (text.rstrip("\n") + "\n").encode(), None)
 
 
-def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TOOL_TIMEOUT,
+def apply_fix(host: Host, plan: FixPlan, *, dry_run: bool, timeout: float = TOOL_TIMEOUT,
               verify: Optional[Callable[[FixOutcome], List[str]]] = None) -> FixOutcome:
     """Write the plan's files (each backed up first), run its commands, then `verify` (what the next
     boot now gets, read back: the problems, none when it has the arguments); the reboot is noted
@@ -149,9 +191,12 @@ def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TO
                 entry["why_not"] = "--dry-run"
         return outcome
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for change in plan.changes:
+    refused = [why for why in (refuse(host, change) for change in plan.changes) if why]
+    if refused:  # nothing is written when any file may not be
+        outcome.problems += [f"{why}; nothing was changed" for why in refused]
+    for change in [] if refused else plan.changes:
         try:
-            outcome.written.append((change.path, replace_file(host, change.path, change.old, change.new, stamp)))
+            outcome.written.append((change.path, _write(host, change, stamp)))
         except OSError as exc:
             why = describe_os_error(exc) if exc.errno is not None else str(exc)
             outcome.problems.append(f"{change.path}: not changed: {why}")
@@ -198,6 +243,5 @@ def apply_fix(host: Host, plan: "FixPlan", *, dry_run: bool, timeout: float = TO
 def restore(host: Host, path: str, backup: str) -> None:
     """Put a backup made by apply_fix back in place (atomically)."""
     full = _full(host, path)
-    with open(_full(host, backup), "rb") as fh:
-        data = fh.read()
+    data = _read(_full(host, backup), follow=False)
     atomic_write(full, data, os.stat(full) if os.path.exists(full) else None)

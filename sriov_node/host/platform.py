@@ -1,4 +1,5 @@
-"""What `sriov-node check` reads of the platform, under the root prefix, as one frozen snapshot.
+"""What `sriov-node check` reads of the platform, under the root prefix, as one frozen snapshot
+(the values are in sriov_node/platform.py).
 
 Nothing here judges: the checks (sriov_node/checks/) are pure functions of this snapshot. Every
 file is read through the root prefix; a file that cannot be read says why (absent, permission,
@@ -10,13 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import re
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from sriov_node.files import UnsafeFile, open_regular, read_regular
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of, pci_id
 from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS
+from sriov_node.platform import (BLS_ENTRIES, DEBIAN_VERSION, EXT_SRIOV, FULL_SIZE, GRUB_CFG, GRUB_DEFAULTS,
+                                 GRUB_DROPINS, GRUBENV, KERNEL_CMDLINE, REBOOT_REQUIRED, BootFiles, FileRead,
+                                 IommuState, ModulesState, ModuleState, NetworkManagerState, PciFunction,
+                                 PlatformState, find_ext)
 
 ACPI_TABLES = "sys/firmware/acpi/tables"
 IOMMU_ACPI_TABLES = ("DMAR", "IVRS")  # Intel VT-d, AMD-Vi
@@ -24,123 +28,11 @@ CONFIG_SPACE = 4096
 NETWORK_CLASS = "02"  # PCI base class 0x02: network controllers
 MAX_TEXT = 1 << 20
 
-# Boot-loader files, as the machine sees them
-GRUB_DEFAULTS = "/etc/default/grub"
-GRUB_DROPINS = "/etc/default/grub.d"
-GRUB_CFG = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
-BLS_ENTRIES = "/boot/loader/entries"
-GRUBENV = ("/boot/grub2/grubenv", "/boot/grub/grubenv")
-KERNEL_CMDLINE = "/etc/kernel/cmdline"
-REBOOT_REQUIRED = "/run/sriov-node/reboot-required"
-
 UDEV_RULES = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d")
 NM_CONF = ("/etc/NetworkManager/NetworkManager.conf",)
 NM_CONF_DIRS = ("/usr/lib/NetworkManager/conf.d", "/run/NetworkManager/conf.d", "/etc/NetworkManager/conf.d")
 _VF_HINT = re.compile(r"physfn|virtfn|sriov|\bvfs?\b|iavf|ixgbevf|igbvf|i40evf|_vf\b", re.IGNORECASE)
 _BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-
-
-@dataclass(frozen=True)
-class FileRead:
-    """One file under the root: its text, or why there is none (absent: both None)."""
-
-    path: str  # as the machine sees it, e.g. /etc/default/grub
-    text: Optional[str] = None
-    problem: Optional[str] = None
-
-    @property
-    def exists(self) -> bool:
-        return self.text is not None or self.problem is not None
-
-
-@dataclass(frozen=True)
-class IommuState:
-    units: Tuple[str, ...]  # /sys/class/iommu: dmar0, ivhd0, smmu3.0x...
-    groups: int  # entries of /sys/kernel/iommu_groups
-    group_types: Tuple[str, ...]  # distinct `type` of the groups: identity (passthrough), DMA, DMA-FQ
-    acpi_tables: Optional[Tuple[str, ...]]  # DMAR/IVRS present; None when the ACPI tables cannot be listed
-    noiommu: Optional[bool]  # vfio enable_unsafe_noiommu_mode; None when vfio is not loaded
-
-
-@dataclass(frozen=True)
-class PciFunction:
-    pci: str
-    exists: bool
-    vendor: Optional[str] = None
-    device: Optional[str] = None
-    pci_class: Optional[str] = None
-    driver: Optional[str] = None
-    netdevs: Tuple[str, ...] = ()
-    total_vfs: Optional[int] = None  # sriov_totalvfs (absent: the kernel found no usable SR-IOV capability)
-    num_vfs: Optional[int] = None
-    config: Optional[bytes] = None  # <pci>/config as read (64 bytes without CAP_SYS_ADMIN)
-    upstream: Optional[str] = None  # the bridge above it (its root or downstream port)
-    upstream_config: Optional[bytes] = None
-    ari_enabled: Optional[bool] = None  # <pci>/ari_enabled: ARI in force on its bus
-    default_driver: Optional[str] = None  # what modules.alias names for it (a PF without a driver)
-    vfio_enable_sriov: Optional[bool] = None  # vfio_pci's enable_sriov, when the PF is bound to vfio-pci
-
-
-@dataclass(frozen=True)
-class ModuleState:
-    driver: str  # the PCI driver's name (vfio-pci)
-    module: str  # the module's name (vfio_pci)
-    loaded: bool
-    builtin: Optional[str] = None  # its line in modules.builtin
-    path: Optional[str] = None  # its file in modules.dep
-
-
-@dataclass(frozen=True)
-class ModulesState:
-    release: Optional[str]
-    directory: Optional[str]  # /lib/modules/<release>, when found
-    drivers: Tuple[ModuleState, ...] = ()
-    problem: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class NetworkManagerState:
-    running: Optional[bool]  # None: /proc cannot be read
-    pid: Optional[int] = None
-    unmanaged: Tuple[Tuple[str, str], ...] = ()  # (file, line) telling NetworkManager to keep off VFs
-
-
-@dataclass(frozen=True)
-class BootFiles:
-    grub_defaults: FileRead
-    grub_dropins: Tuple[FileRead, ...]  # /etc/default/grub.d/*.cfg in the order grub-mkconfig sources them
-    grub_cfg: Optional[FileRead]  # the generated configuration, the first one found
-    bls_entries: Tuple[FileRead, ...]
-    bls_problem: Optional[str]  # why /boot/loader/entries could not be listed
-    grubenv: Optional[FileRead]
-    kernel_cmdline: FileRead  # /etc/kernel/cmdline (kernel-install, new kernels)
-
-    @property
-    def flavour(self) -> Optional[str]:
-        """'bls' (RHEL, Fedora: grubby), 'grub' (Debian, Ubuntu: update-grub), or None."""
-        if self.bls_entries or self.bls_problem:
-            return "bls"
-        if self.grub_defaults.exists:
-            return "grub"
-        return None
-
-
-@dataclass(frozen=True)
-class PlatformState:
-    root: str
-    live: bool  # the machine sriov-node runs on (root /)
-    cmdline: FileRead
-    cpu_vendor: Optional[str]  # GenuineIntel, AuthenticAMD; None when /proc/cpuinfo names none
-    iommu: IommuState
-    devices: Tuple[PciFunction, ...] = ()
-    modules: Optional[ModulesState] = None
-    boot: Optional[BootFiles] = None
-    networkmanager: Optional[NetworkManagerState] = None
-    reboot_required: Optional[str] = None
-    cpuinfo_problem: Optional[str] = None  # why /proc/cpuinfo could not be read ("absent", ...); None when it was
-
-    def device(self, pci: str) -> Optional[PciFunction]:
-        return next((d for d in self.devices if d.pci == pci), None)
 
 
 # ---------------------------------------------------------------------------- file reads
@@ -290,8 +182,6 @@ def sriov_candidates(host: Host) -> List[str]:
     """Every PCI function that is, or might be made, an SR-IOV PF, in address order: network
     functions (class 0x02), functions with sriov_totalvfs, and functions whose config space has an
     SR-IOV capability (the kernel shows no sriov_* files when TotalVFs is 0). VFs are left out."""
-    from sriov_node.checks import pci as pcicfg
-
     found = []
     for name in sorted(host.sysfs.listdir(PCI_DEVICES)):
         if host.sysfs.exists(PCI_DEVICES, name, "physfn"):
@@ -301,7 +191,7 @@ def sriov_candidates(host: Host) -> List[str]:
             found.append(name)
             continue
         config = host.sysfs.read_bytes(PCI_DEVICES, name, "config", limit=CONFIG_SPACE)
-        if config and len(config) >= pcicfg.FULL_SIZE and pcicfg.find_ext(config, pcicfg.EXT_SRIOV) is not None:
+        if config and len(config) >= FULL_SIZE and find_ext(config, EXT_SRIOV) is not None:
             found.append(name)
     return found
 
@@ -392,6 +282,7 @@ def observe_boot(host: Host) -> BootFiles:
         bls_problem=bls_problem,
         grubenv=_first_existing(host, GRUBENV),
         kernel_cmdline=read_file(host, KERNEL_CMDLINE),
+        dropins_sourced=names is not None or read_file(host, DEBIAN_VERSION).exists,
     )
 
 

@@ -100,13 +100,14 @@ class PyudevSource(UeventSource):
                 return Uevent.from_properties(dict(device.properties))
 
 
-class SimSource(UeventSource):
-    description = "the simulated kernel's uevents"
+class ListenerSource(UeventSource):
+    """The uevents of a kernel that sends its own (the simulator's), from the listener its Host carries."""
 
-    def __init__(self, root: str):
-        from sriov_node.sim.uevents import SimUeventSocket
-
-        self.socket = SimUeventSocket(root)
+    def __init__(self, host: Host):
+        if host.uevents is None:
+            raise OSError(f"{host.root}: its kernel has no uevent listener of its own")
+        self.socket = host.uevents()
+        self.description = getattr(self.socket, "description", f"the uevents of {host.root}")
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -120,10 +121,11 @@ class SimSource(UeventSource):
 
 
 def open_source(host: Host) -> UeventSource:
-    """One source for both subsystems (boot's wait): the simulated kernel's events for a simulated
-    host; udevd's when it runs, else the kernel's. Raises OSError (or ImportError) with the reason."""
-    if host.is_sim:
-        return SimSource(host.root)
+    """One source for both subsystems (boot's wait): the host's own listener when its kernel sends
+    its uevents itself (the simulated kernel); udevd's when it runs, else the kernel's. Raises
+    OSError (or ImportError) with the reason."""
+    if host.uevents is not None:
+        return ListenerSource(host)
     if not host.is_real_root:
         raise OSError(f"{host.root} is a captured tree: it sends no uevents")
     return PyudevSource("udev" if os.path.isdir("/run/udev") else "kernel")
@@ -132,7 +134,7 @@ def open_source(host: Host) -> UeventSource:
 def open_sources(host: Host) -> List[UeventSource]:
     """Where the daemon hears that something moved.
 
-    Simulated host: the simulated kernel's events. Live host: PCI (and netdevsim) events
+    A host whose kernel sends its own uevents (the simulated kernel): its listener. Live host: PCI (and netdevsim) events
     (add/remove/bind/unbind) straight from the kernel, which need no interface name and arrive before udevd has processed
     them (a PF driver reload is answered at once); netdev events from udevd when it runs, since
     only then does a netdev carry its final name (a config that selects a PF by name needs it).
@@ -140,8 +142,8 @@ def open_sources(host: Host) -> List[UeventSource]:
 
     Raises OSError (or ImportError) with the reason when no source can be opened.
     """
-    if host.is_sim:
-        return [SimSource(host.root)]
+    if host.uevents is not None:
+        return [ListenerSource(host)]
     if not host.is_real_root:
         raise OSError(f"{host.root} is a captured tree: it sends no uevents")
     if not os.path.isdir("/run/udev"):

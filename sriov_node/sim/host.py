@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
+from sriov_node.host import Host
 from sriov_node.host.devlink import Devlink
 from sriov_node.host.links import Links, VfChange
 from sriov_node.host.modules import Modules
@@ -108,4 +109,17 @@ def sim_capabilities(root: Root, counter: WriteCount) -> Tuple[Sysfs, Links, Dev
             SimModules(root, counter, kernel))
 
 
+def _listener(root: str):
+    def listen():
+        from sriov_node.sim.uevents import SimUeventSocket
 
+        return SimUeventSocket(root)
+
+    return listen
+
+
+def open_sim_host(root: str) -> Host:
+    """The Host of a root made by `sriov-node sim create`: the model answers behind every
+    capability, and its uevents are heard on the model's socket."""
+    prefix = Root(root)
+    return Host(prefix, "sim", *sim_capabilities(prefix, WriteCount()), uevents=_listener(prefix.root))

@@ -258,6 +258,7 @@ def build_platform(root: str, spec: SimPlatform, *, iommu: bool, mmio: bool, bio
     _modules(root, release, [d for d in drivers if d not in spec.missing_modules], spec.bootloader == "rhel")
     if spec.bootloader == "debian":
         _write(root, "etc/default/grub", _grub_defaults(boot_args))
+        _write(root, "etc/debian_version", "12.5\n")  # Debian's grub-mkconfig sources /etc/default/grub.d
     elif spec.bootloader == "rhel":
         _rhel_files(root, boot_args)
     if spec.networkmanager:

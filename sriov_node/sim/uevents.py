@@ -7,11 +7,13 @@ import os
 import socket
 from typing import Dict, Optional
 
-from sriov_node.sim.kernel import UEVENT_SOCKET
+from sriov_node.sim.tree import UEVENT_SOCKET
 
 
 class SimUeventSocket:
     """Bound at <root>/run/sriov-node-sim/uevents.sock; one datagram per uevent, as JSON."""
+
+    description = "the simulated kernel's uevents"
 
     def __init__(self, root: str):
         self.path = os.path.join(os.path.abspath(root), UEVENT_SOCKET)

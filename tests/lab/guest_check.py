@@ -5,7 +5,7 @@ Each scenario runs the installed console script and reads the kernel's own view 
 tests/lab/test_check_lab.py asserts on. Steps never raise: a failed step is recorded.
 
 The guest's / is this machine's filesystem under a throw-away tmpfs overlay, so the boot-loader
-files written here (/etc/default/grub, a fake update-grub on PATH) vanish at power-off.
+files written here (/etc/default/grub, the grub.d drop-in, a fake update-grub on PATH) vanish at power-off.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SMALL, BIG = "0000:01:00.0", "0000:02:00.0"  # NVMe PFs: 4 and 64 VFs, behind ro
 CONFIG = "/etc/sriov-node/config.toml"
 FAKEBIN = "/tmp/sriov-node-check-fakebin"
 CALLS = "/tmp/sriov-node-check-calls.log"
+DROPIN = "/etc/default/grub.d/99-sriov-node.cfg"
 results: Dict[str, Any] = {}
 
 
@@ -82,6 +83,7 @@ def fake_boot_loader(grub: str) -> None:
 def fix_round(name: str) -> None:
     step(name, f"PATH={FAKEBIN}:$PATH {BIN} check --json --fix")
     results[name]["grub"] = read("/etc/default/grub")
+    results[name]["dropin"] = read(DROPIN)  # sriov-node's own (the guest is Debian: grub.d is sourced)
     results[name]["backups"] = sorted(n for n in os.listdir("/etc/default") if n.startswith("grub.sriov-node-"))
     results[name]["calls"] = read(CALLS).splitlines()
     results[name]["reboot_required"] = read("/run/sriov-node/reboot-required")

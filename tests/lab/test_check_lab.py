@@ -80,17 +80,19 @@ def test_without_cap_sys_admin_the_config_space_check_skips(check_on):
     assert cap["status"] == "skip" and "only 64 bytes" in cap["seen"] and cap["fix"] == "run sriov-node check as root"
 
 
-def test_fix_on_the_live_root_edits_grub_and_runs_update_grub_once(check_on):
+def test_fix_on_the_live_root_writes_its_dropin_and_runs_update_grub_once(check_on):
     first, again = check_on["fix"], check_on["fix_again"]
     assert first["rc"] == 0, first
-    assert 'GRUB_CMDLINE_LINUX="console=ttyS0 intel_iommu=on iommu=pt"' in first["grub"]
-    assert len(first["backups"]) == 1 and first["calls"] == ["update-grub "]
+    assert 'GRUB_CMDLINE_LINUX="console=ttyS0"' in first["grub"]  # nothing to remove: not edited, no backup
+    assert first["dropin"].endswith('\nGRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} intel_iommu=on iommu=pt"\n')
+    assert first["backups"] == [] and first["calls"] == ["update-grub "]
     fix = body(first)["fix"]
     assert fix["commands"][0]["ran"] and fix["commands"][0]["exit_code"] == 0
     assert first["reboot_required"].startswith("<")  # the running kernel already has them: no reboot
     assert result(first, "bootloader")["status"] == "ok"
     assert again["rc"] == 0 and body(again)["fix"]["nothing_to_do"]
     assert again["grub"] == first["grub"] and again["calls"] == ["update-grub "] and again["backups"] == first["backups"]
+    assert again["dropin"] == first["dropin"]
 
 
 def test_apply_passes_the_preflight_with_the_iommu_on(check_on):
@@ -120,7 +122,9 @@ def test_apply_refuses_vfio_without_an_iommu_and_writes_nothing(check_off):
 
 def test_fix_records_the_pending_reboot_and_status_shows_it(check_off):
     first, again = check_off["fix"], check_off["fix_again"]
-    assert 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"' in first["grub"] and 'GRUB_CMDLINE_LINUX="iommu=pt"' in first["grub"]
+    assert 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"' in first["grub"] and 'GRUB_CMDLINE_LINUX=""' in first["grub"]
+    assert first["dropin"].endswith('\nGRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} iommu=pt"\n')
+    assert len(first["backups"]) == 1  # /etc/default/grub, where intel_iommu=off was removed
     assert "reboot to use them" in first["reboot_required"] and first["calls"] == ["update-grub "]
     assert body(first)["fix"]["summary"] == "adds iommu=pt; removes intel_iommu=off"
     assert body(again)["fix"]["nothing_to_do"] and again["calls"] == ["update-grub "]

@@ -1,0 +1,117 @@
+"""Faults and test hooks of the simulated kernel: the injected failures the rules consult, and what
+a test does to a host that is no kernel write (a process holding a VF, a netdev moved away, a
+consistency check, the model's knobs).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Dict, List, Optional
+
+from sriov_node.sim.tree import SimTree
+
+
+class SimFaults(SimTree):
+    """The faults the model's rules consult, and the hooks tests use."""
+
+    # ------------------------------------------------------------ faults
+
+    def _count(self, key: str) -> int:
+        model = self._model
+        if not model.get("faults"):
+            return 0
+        counters = model.setdefault("counters", {})
+        counters[key] = counters.get(key, 0) + 1
+        self._save()
+        return counters[key]
+
+    def _fault(self, kind: str, **match: Any) -> Optional[Dict[str, Any]]:
+        for fault in self._model.get("faults", []):
+            if fault.get("kind") != kind:
+                continue
+            if all(fault.get(k) in (None, v) for k, v in match.items() if k != "n"):
+                nth = fault.get("nth")
+                if nth is None or nth == match.get("n"):
+                    return fault
+        return None
+
+    # ------------------------------------------------------------ test helpers (not kernel writes)
+
+    def hold_vf(self, vf: str, pid: int, comm: str = "qemu-kvm") -> None:
+        """Pretend process `pid` has the VF's /dev/vfio/<group> open (or its /dev/uioN, when
+        uio_pci_generic drives it)."""
+        uio = self._listdir(f"{self.dev_dir(vf)}/uio")
+        group = self._link_name(f"{self.dev_dir(vf)}/iommu_group")
+        if group is None and not uio:
+            raise ValueError(f"{vf} has no IOMMU group")
+        self._put(f"proc/{pid}/comm", comm + "\n")
+        self._link_abs(f"proc/{pid}/fd/7", f"/dev/{uio[0]}" if uio else f"/dev/vfio/{group}")
+
+    def release(self, pid: int) -> None:
+        self._rmtree(f"proc/{pid}")
+
+    def move_netdev_out(self, vf: str) -> None:
+        """Move the VF's netdev into another network namespace: net/ stays, empty."""
+        d = self.dev_dir(vf)
+        for ifname in self._listdir(f"{d}/net"):
+            self._unlink(f"sys/class/net/{ifname}")
+            self._rmtree(f"{d}/net/{ifname}")
+
+    def show_vf_remove(self) -> None:
+        """VFs made from now on show `remove`, as older kernels' did (current ones hide it on VFs)."""
+        model = self._load()
+        model["vf_remove_attr"] = True
+        self._save()
+
+    def hold_blocks_for(self, seconds: float) -> None:
+        """How long a write waits on a held vfio device before the model gives up with EDEADLK
+        (the kernel waits forever; 30 s on a new host)."""
+        model = self._load()
+        model["hold_block_seconds"] = seconds
+        self._save()
+
+    def forget_module_aliases(self) -> None:
+        """A host whose module aliases (modules.alias) cannot be read: no driver is known as a
+        device's default any more (the model's ID tables still decide what binds)."""
+        model = self._load()
+        model["module_aliases"] = False
+        self._save()
+
+    def add_fault(self, kind: str, **fields: Any) -> None:
+        if kind in ("errno", "probe_fails") and not hasattr(errno, str(fields.get("errno"))):
+            raise ValueError(f"a {kind} fault needs errno=<name>, e.g. errno=\"EINVAL\"")
+        model = self._load()
+        model.setdefault("faults", []).append({"kind": kind, **fields})
+        self._save()
+
+    def clear_faults(self) -> None:
+        model = self._load()
+        model["faults"] = []
+        self._save()
+
+    def consistency_problems(self) -> List[str]:
+        """What a real kernel would never show: a count that disagrees with the links, dangling links."""
+        problems = []
+        if os.path.isdir(self._journal_dir):
+            problems.append("an unfinished write's journal is still there")
+        for bdf in self._listdir("sys/bus/pci/devices"):
+            d = self.dev_dir(bdf)
+            if d is None or not os.path.isdir(self._p(d)):
+                problems.append(f"{bdf}: sys/bus/pci/devices link is dangling")
+                continue
+            links = [n for n in self._listdir(d) if n.startswith("virtfn")]
+            numvfs = self._get(f"{d}/sriov_numvfs")
+            if numvfs is not None and int(numvfs) != len(links):
+                problems.append(f"{bdf}: sriov_numvfs reads {numvfs} with {len(links)} virtfn link(s)")
+            for name in links:
+                vf = self._link_name(f"{d}/{name}")
+                if vf is not None and not os.path.lexists(self._p(f"{d}/{name}/.")) and \
+                        not os.path.lexists(self._p(f"sys/bus/pci/devices/{vf}")):
+                    continue  # dangling: a VF removed by hand (echo 1 > remove), as the kernel shows it
+                if vf is None or self.dev_dir(vf) is None or self._pf_of(vf) != bdf:
+                    problems.append(f"{bdf}/{name} -> {vf}: not a VF of this PF")
+            drv = self.driver_of(bdf)
+            if drv is not None and not os.path.lexists(self._p(f"sys/bus/pci/drivers/{drv}/{bdf}")):
+                problems.append(f"{bdf}: bound to {drv} without the driver's link back")
+        return problems

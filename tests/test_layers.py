@@ -1,0 +1,84 @@
+"""The package's layers, read from every module's imports (top level and inside functions alike).
+
+- `host/` (the machine's capabilities) imports nothing above it: not the checks, the engine, the
+  service, the views, the authoring side or the CLI.
+- The platform's values (sriov_node/platform.py) import only the model, the errors and the stdlib;
+  the pure checks take them from there, not from `host/`.
+- Production code never imports the simulator: only `sim/` itself and the CLI (which opens the root).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+PACKAGE = Path(__file__).resolve().parent.parent / "sriov_node"
+ABOVE_HOST = ("checks", "engine", "service", "views", "authoring", "cli")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> List[Tuple[int, str]]:
+    """(line, module) of every import in the file, relative imports resolved."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{a.name}") for a in node.names]  # from sriov_node import sim
+    return found
+
+
+def modules() -> Dict[str, Path]:
+    return {str(p.relative_to(PACKAGE)): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_the_walk_sees_imports_inside_functions():
+    seen = {name for _, name in imports_of(PACKAGE / "cli" / "check.py")}
+    assert "sriov_node.checks.run" in seen and "sriov_node.checks.fix" in seen  # both imported inside functions
+
+
+def test_host_imports_nothing_above_it():
+    wrong = [f"{rel}:{line} imports {name}" for rel, path in modules().items() if rel.startswith("host/")
+             for line, name in imports_of(path)
+             if any(within(name, f"sriov_node.{up}") for up in ABOVE_HOST)]
+    assert wrong == []
+
+
+def test_the_platform_values_import_only_the_model_and_the_errors():
+    wrong = [f"platform.py:{line} imports {name}" for line, name in imports_of(PACKAGE / "platform.py")
+             if within(name, "sriov_node") and not any(within(name, f"sriov_node.{m}") for m in ("model", "errors"))]
+    assert wrong == []
+
+
+def test_the_pure_checks_take_the_platform_values_from_below():
+    """diagnose, fix, bootcfg, kargs judge values: no host, no engine (run.py is the one that observes)."""
+    pure = ("checks/diagnose.py", "checks/fix.py", "checks/bootcfg.py", "checks/kargs.py")
+    allowed = ("sriov_node.platform", "sriov_node.checks", "sriov_node.model", "sriov_node.errors")
+    wrong = [f"{rel}:{line} imports {name}" for rel in pure for line, name in imports_of(PACKAGE / rel)
+             if within(name, "sriov_node") and name != "sriov_node" and not any(within(name, m) for m in allowed)]
+    assert wrong == []
+
+
+def test_production_code_never_imports_the_simulator():
+    wrong = [f"{rel}:{line} imports {name}" for rel, path in modules().items()
+             if not rel.startswith(("sim/", "cli/"))
+             for line, name in imports_of(path) if within(name, "sriov_node.sim")]
+    assert wrong == []
