@@ -12,30 +12,10 @@ import time
 
 import pytest
 
-from tests.helpers import CLI, run_cli, sim_writes
-from sriov_node.engine.reconcile import reconcile
-from sriov_node.config import load_config
+from tests.helpers import CLI, PF0, PF1, TWO_PFS, apply, run_cli, sim_writes
 from sriov_node.host import open_host
 from sriov_node.sim.kernel import MARKER, SimKernel
 from sriov_node.engine.state import ApplyLock, read_state
-
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
-
-TWO_PFS = """
-    [[pf]]
-    pci = "0000:20:00.0"
-    num_vfs = 4
-      [[pf.vfs]]
-      range = "0-1"
-      driver = "vfio-pci"
-    [[pf]]
-    pci = "0000:20:00.1"
-    num_vfs = 2
-"""
-
-
-def apply(host, path, **kw):
-    return reconcile(host, load_config(path), **kw)
 
 
 def numvfs_writes(host, pf=PF0):

@@ -21,7 +21,7 @@ from sriov_node.host import open_host
 from sriov_node.host.observe import observe
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import ApplyLock
-from tests.helpers import CLI, run_cli, sim_writes
+from tests.helpers import CLI, PF0, PF1, run_cli, sim_writes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc/sriov-node/config.toml"
-PF0, PF1, E810 = "0000:20:00.0", "0000:20:00.1", "0000:30:00.0"
+E810 = "0000:30:00.0"  # the second NIC's first PF
 
 
 @pytest.fixture
