@@ -123,14 +123,30 @@ def test_pf_that_vanishes_mid_apply(make_host, write_config):
     assert by_pf[PF1].status == "changed"
 
 
-def test_vf_that_never_appears_times_out_with_a_bound(make_host, write_config):
+def test_vf_that_never_appears_times_out_with_a_bound(make_host, write_config, monkeypatch):
+    # Counted, not timed: every wait of the run is given a deadline within --timeout, and polls a bounded
+    # number of times (a wait that ignored its deadline would poll on until the guard below stops it).
+    from sriov_node.host.sysfs import Sysfs
+
     host = make_host()
     SimKernel(host.root).add_fault("vf_never_appears", device=PF0, vf=2)
-    start = time.monotonic()
+    waits, polls = [], [0]
+    wait_for = Sysfs.wait_for
+
+    def counted(predicate, deadline, *args, **kw):
+        waits.append(deadline - time.monotonic())
+
+        def poll():
+            polls[0] += 1
+            assert polls[0] <= 200, "the wait polls past its deadline"
+            return predicate()
+        return wait_for(poll, deadline, *args, **kw)
+
+    monkeypatch.setattr(Sysfs, "wait_for", staticmethod(counted))
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'), timeout=0.5)
-    assert time.monotonic() - start < 10
     assert report.outcomes[0].detail["errno"] == "ETIMEDOUT"
-    assert "3 VF(s) exist" in report.outcomes[0].error
+    assert "3 VF(s) exist after 0.5s" in report.outcomes[0].error
+    assert waits and max(waits) <= 0.5 and 0 < polls[0] <= 200
 
 
 def test_vfio_without_iommu_is_refused_naming_the_cause_and_the_fix(make_host, write_config):
