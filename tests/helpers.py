@@ -1,4 +1,5 @@
-"""Helpers the tests import: the console script and the simulated kernel's write log."""
+"""Helpers the tests import: the console script, the simulated kernel's write log, the shared PF addresses and
+configs, and one `apply()`."""
 
 from __future__ import annotations
 
@@ -6,12 +7,30 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from sriov_node.host import Host
 from sriov_node.sim.kernel import SimKernel
 
 CLI = shutil.which("sriov-node", path=os.path.dirname(sys.executable)) or "sriov-node"
+
+# The two ports of a simulated host's first NIC (`sim create` puts NIC k on bus 0x20 + 0x10*k): the
+# default `make_host()` host is one X710 with these two PFs, ens1f0 and ens1f1.
+PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+
+# Both PFs of the first NIC by address: PF0 with 4 VFs, 0-1 on vfio-pci and 2-3 on the default driver;
+# PF1 with 2 VFs on the default driver.
+TWO_PFS = f"""
+    [[pf]]
+    pci = "{PF0}"
+    num_vfs = 4
+      [[pf.vfs]]
+      range = "0-1"
+      driver = "vfio-pci"
+    [[pf]]
+    pci = "{PF1}"
+    num_vfs = 2
+"""
 
 
 def sim_writes(host: Host) -> List[tuple]:
@@ -37,3 +56,12 @@ def open_host(root: str) -> Host:
     from sriov_node.cli.root import open_root
 
     return open_root(root)
+
+
+def apply(host: Host, path: str, **kw: Any) -> Any:
+    """Converge `host` to the config file at `path` as a new `apply` run does (a fresh view of the root, the
+    file read by the config loader); the engine's Report. Keyword arguments go to reconcile (only=, force=, ...)."""
+    from sriov_node.config import load_config
+    from sriov_node.engine.reconcile import reconcile
+
+    return reconcile(open_host(host.root), load_config(path), **kw)

@@ -18,13 +18,12 @@ import pytest
 import yaml
 
 from sriov_node.sim.build import create_host
-from tests.helpers import CLI
+from tests.helpers import CLI, PF0 as PF
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE = REPO / "deploy" / "ansible"
 BIN = Path(sys.executable).parent
 NODES = [f"node{i}" for i in range(1, 6)]
-PF = "0000:20:00.0"
 
 FOUR = '[[pf]]\nname = "ens1f0"\nnum_vfs = 4\n'
 EIGHT = '[[pf]]\nname = "ens1f0"\nnum_vfs = 8\n  [[pf.vfs]]\n  range = "0-7"\n  driver = "vfio-pci"\n'

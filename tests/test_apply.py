@@ -12,30 +12,9 @@ import time
 
 import pytest
 
-from tests.helpers import CLI, run_cli, sim_writes
-from sriov_node.engine.reconcile import reconcile
-from sriov_node.config import load_config
-from tests.helpers import open_host
+from tests.helpers import CLI, PF0, PF1, TWO_PFS, apply, open_host, run_cli, sim_writes
 from sriov_node.sim.kernel import MARKER, SimKernel
 from sriov_node.engine.state import ApplyLock, read_state
-
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
-
-TWO_PFS = """
-    [[pf]]
-    pci = "0000:20:00.0"
-    num_vfs = 4
-      [[pf.vfs]]
-      range = "0-1"
-      driver = "vfio-pci"
-    [[pf]]
-    pci = "0000:20:00.1"
-    num_vfs = 2
-"""
-
-
-def apply(host, path, **kw):
-    return reconcile(host, load_config(path), **kw)
 
 
 def numvfs_writes(host, pf=PF0):
@@ -143,14 +122,30 @@ def test_pf_that_vanishes_mid_apply(make_host, write_config):
     assert by_pf[PF1].status == "changed"
 
 
-def test_vf_that_never_appears_times_out_with_a_bound(make_host, write_config):
+def test_vf_that_never_appears_times_out_with_a_bound(make_host, write_config, monkeypatch):
+    # Counted, not timed: every wait of the run is given a deadline within --timeout, and polls a bounded
+    # number of times (a wait that ignored its deadline would poll on until the guard below stops it).
+    from sriov_node.host.sysfs import Sysfs
+
     host = make_host()
     SimKernel(host.root).add_fault("vf_never_appears", device=PF0, vf=2)
-    start = time.monotonic()
+    waits, polls = [], [0]
+    wait_for = Sysfs.wait_for
+
+    def counted(predicate, deadline, *args, **kw):
+        waits.append(deadline - time.monotonic())
+
+        def poll():
+            polls[0] += 1
+            assert polls[0] <= 200, "the wait polls past its deadline"
+            return predicate()
+        return wait_for(poll, deadline, *args, **kw)
+
+    monkeypatch.setattr(Sysfs, "wait_for", staticmethod(counted))
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'), timeout=0.5)
-    assert time.monotonic() - start < 10
     assert report.outcomes[0].detail["errno"] == "ETIMEDOUT"
-    assert "3 VF(s) exist" in report.outcomes[0].error
+    assert "3 VF(s) exist after 0.5s" in report.outcomes[0].error
+    assert waits and max(waits) <= 0.5 and 0 < polls[0] <= 200
 
 
 def test_vfio_without_iommu_is_refused_naming_the_cause_and_the_fix(make_host, write_config):

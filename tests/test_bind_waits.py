@@ -12,9 +12,7 @@ import json
 import pytest
 
 from sriov_node.sim.kernel import SimKernel
-from tests.helpers import run_cli, sim_writes
-
-PF0 = "0000:20:00.0"
+from tests.helpers import PF0, run_cli, sim_writes
 
 VFIO_4 = f'[[pf]]\npci = "{PF0}"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\ndriver = "vfio-pci"\n'
 

@@ -17,9 +17,8 @@ import pytest
 from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.sim.nics import NICS
-from tests.helpers import run_cli
+from tests.helpers import PF0, run_cli
 
-PF0 = "0000:20:00.0"
 PLAIN = f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n'
 
 

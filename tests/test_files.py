@@ -23,10 +23,8 @@ from typing import List
 import pytest
 
 from sriov_node.files import CONFIG_LIMIT, STATE_LIMIT
-from tests.helpers import open_host
-from tests.helpers import CLI, run_cli
+from tests.helpers import CLI, PF0, PF1, open_host, run_cli
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
 GOOD = f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n'
 HANG_GUARD = 60  # seconds: a run that blocks is killed here and the test fails; no timing is asserted
 

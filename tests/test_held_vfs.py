@@ -11,10 +11,9 @@ import json
 import pytest
 
 from sriov_node.sim.kernel import SimKernel
-from tests.helpers import run_cli, sim_writes
+from tests.helpers import PF0, run_cli, sim_writes
 
-PF0 = "0000:20:00.0"
-CX5 = "0000:20:00.0"  # a host with one NIC puts it on bus 0x20
+CX5 = PF0  # a host with one NIC puts it on bus 0x20
 
 
 def _vfio(n: int, driver: str = "vfio-pci") -> str:

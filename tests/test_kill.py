@@ -22,9 +22,7 @@ from sriov_node.host.observe import observe
 from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import JOURNAL, SimKernel
 from sriov_node.engine.state import read_state
-from tests.helpers import CLI
-
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import CLI, PF0, PF1
 
 CONFIGS = [
     f'[[pf]]\npci = "{PF0}"\nnum_vfs = 6\n[[pf.vfs]]\nrange = "0-2"\ndriver = "vfio-pci"\n'

@@ -18,11 +18,10 @@ import pytest
 
 from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
-from tests.helpers import run_cli
+from tests.helpers import PF0, PF1, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "deploy" / "kubernetes" / "entrypoint.sh"
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
 PLUGIN = "/run/sriov-node/device-plugin/config.json"
 
 

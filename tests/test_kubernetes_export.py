@@ -8,9 +8,8 @@ import json
 import pytest
 import yaml
 
-from tests.helpers import run_cli
+from tests.helpers import PF0, run_cli
 
-PF0 = "0000:20:00.0"
 CONFIG = f"""
 [device_plugin]
 resource_prefix = "example.org"

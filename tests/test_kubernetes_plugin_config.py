@@ -13,9 +13,8 @@ from sriov_node.config import load_config
 from tests.helpers import open_host
 from sriov_node.engine.reconcile import reconcile
 from sriov_node.sim.kernel import SimKernel
-from tests.helpers import run_cli
+from tests.helpers import PF0, PF1, run_cli
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
 PLUGIN_FILE = "/run/sriov-node/device-plugin/config.json"
 
 

@@ -16,9 +16,8 @@ from typing import List
 
 import pytest
 
-from tests.helpers import CLI
+from tests.helpers import CLI, PF0
 
-PF0 = "0000:20:00.0"
 CONFIG = f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n'
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from sriov_node import generations
-from sriov_node.authoring.edit import GROUP_KEYS, SETTABLE, Edit, EditError, GroupEdit, apply_edit, parse_assignments, remove_edit
+from sriov_node.authoring.toml_blocks import GROUP_KEYS, SETTABLE, Edit, EditError, GroupEdit, apply_edit, parse_assignments, remove_edit
 from tests.helpers import open_host
 from sriov_node.host.observe import observe
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import ApplyLock
-from tests.helpers import CLI, run_cli, sim_writes
+from tests.helpers import CLI, PF0, PF1, run_cli, sim_writes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc/sriov-node/config.toml"
-PF0, PF1, E810 = "0000:20:00.0", "0000:20:00.1", "0000:30:00.0"
+E810 = "0000:30:00.0"  # the second NIC's first PF
 
 
 @pytest.fixture
@@ -625,3 +625,18 @@ def test_a_set_stopped_by_sigterm_keeps_the_file_and_the_edit_in_rejected(host, 
     assert "num_vfs = 12" in (config.parent / "config.toml.rejected").read_text()
     assert "left as it was, byte for byte: the run was interrupted" in err
     assert generations.history(host) == history
+
+
+def test_the_block_surgery_module_imports_nothing_from_the_host_or_the_engine():
+    """toml_blocks edits text only: no import of sriov_node.host, engine or sim, at its top or inside a function."""
+    import ast
+
+    from sriov_node.authoring import toml_blocks
+
+    tree = ast.parse(Path(toml_blocks.__file__).read_text())
+    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    names += [("." * node.level) + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert "sriov_node.config" in names  # the walk sees the module's imports
+    below = [n for n in names if n.startswith(".") or n.split(".")[:2] in (["sriov_node", "host"], ["sriov_node", "engine"],
+                                                                          ["sriov_node", "sim"])]
+    assert below == []

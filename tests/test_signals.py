@@ -23,11 +23,8 @@ import pytest
 
 from tests.helpers import open_host
 from sriov_node.sim.kernel import JOURNAL, SimKernel
-from tests.helpers import CLI
+from tests.helpers import CLI, PF0, PF1, TWO_PFS
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
-CONFIG = (f'[[pf]]\npci = "{PF0}"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-1"\ndriver = "vfio-pci"\n'
-          f'[[pf]]\npci = "{PF1}"\nnum_vfs = 2\n')
 HANG_GUARD = 60
 DELAYS_MS = (0, 10, 30, 60, 100, 200)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -92,7 +89,7 @@ def finish(proc: subprocess.Popen, sig: int, *, as_json: bool) -> Dict[str, Any]
                                      ["check", "--json"], ["apply"], ["status"], ["validate"]], ids=" ".join)
 def test_a_signal_at_any_moment_gets_one_answer(make_host, write_config, command, sig):
     host = make_host(vfio_loaded=True)
-    config = write_config(CONFIG)
+    config = write_config(TWO_PFS)
     SimKernel(host.root).add_fault("delay", seconds=0.01)  # every write takes a while: moments inside the run
     outcomes: List[int] = []
     for delay in DELAYS_MS:

@@ -13,8 +13,8 @@ import pytest
 
 from tests.helpers import open_host
 from sriov_node.service.uevents import Uevent, route, touched_pf
+from tests.helpers import PF0
 
-PF0 = "0000:20:00.0"
 BRIDGE = "/devices/pci0000:00/0000:00:03.0"
 
 

@@ -22,9 +22,7 @@ import pytest
 from sriov_node.host import PCI_DEVICES
 from tests.helpers import open_host
 from sriov_node.sim.kernel import UEVENT_LOG, SimKernel
-from tests.helpers import run_cli
-
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1, run_cli
 
 
 def _virtfns(host, pf=PF0):

@@ -17,10 +17,10 @@ from sriov_node.config import load_config
 from tests.helpers import open_host
 from sriov_node.model import PfSelector, PfSpec, PfState, VfState
 from sriov_node.engine.plan import plan_pf
-from sriov_node.engine.reconcile import reconcile, survey
+from sriov_node.engine.reconcile import survey
 from sriov_node.engine.resolve import Target
 from sriov_node.sim.kernel import SimKernel
-from tests.helpers import run_cli, sim_writes
+from tests.helpers import apply, run_cli, sim_writes
 
 X710, E810, CX5, I350 = "0000:20:00.0", "0000:30:00.0", "0000:40:00.0", "0000:50:00.0"
 
@@ -28,10 +28,6 @@ X710, E810, CX5, I350 = "0000:20:00.0", "0000:30:00.0", "0000:40:00.0", "0000:50
 @pytest.fixture
 def host(make_host):
     return make_host(("x710", 1, None), ("e810", 1, None), ("cx5", 1, None), ("i350", 1, None))
-
-
-def apply(host, path, **kw):
-    return reconcile(open_host(host.root), load_config(path), **kw)
 
 
 def netlink_requests(host, ifname=None):

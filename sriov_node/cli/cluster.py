@@ -124,7 +124,7 @@ def set_(
     Exit codes as apply: 0 converged, 1 a PF failed (or the PF is not on this host), 2 the edit would make the
     config invalid or lose keys (nothing written), 3 refused (VFs in use), 130/143 stopped by a signal.
     """
-    from sriov_node.authoring.edit import parse_assignments
+    from sriov_node.authoring.toml_blocks import parse_assignments
 
     try:
         edit = parse_assignments(assignments)
@@ -149,7 +149,7 @@ def unset(
     """Remove KEYs of a PF's block, applied as `set` does; without KEYs, remove the whole block (the PF's VFs
     stay as they are: run `sriov-node set PF num_vfs=0` first to remove them). Exit codes as set; 0 also when
     there is nothing to remove."""
-    from sriov_node.authoring.edit import parse_assignments
+    from sriov_node.authoring.toml_blocks import parse_assignments
 
     edit = None
     if keys:
@@ -162,8 +162,8 @@ def unset(
 
 def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool, force: bool,
               timeout: float) -> None:
-    """Edit, apply and save under the apply lock (sriov_node.authoring.edit.Transaction), and exit with apply's code."""
-    from sriov_node.authoring.edit import Transaction
+    """Edit, apply and save under the apply lock (sriov_node.authoring.transaction.Transaction), and exit with apply's code."""
+    from sriov_node.authoring.transaction import Transaction
     from sriov_node.views.progress import terminal_progress
 
     host = open_root(ctx, as_json)
