@@ -34,6 +34,7 @@ import signal
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Set
 
+from sriov_node.engine.outcome import pf_converged
 from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
@@ -136,7 +137,7 @@ class Daemon:
         if not self.outcomes:
             text = "no configured PF present"
         else:
-            good = [pf for pf, st in self.outcomes.items() if st in ("changed", "unchanged")]
+            good = [pf for pf, st in self.outcomes.items() if pf_converged(st)]
             bad = sorted(pf for pf in self.outcomes if pf not in good)
             text = f"{len(good)} of {len(self.outcomes)} PF(s) converged"
             text += f"; not converged: {', '.join(bad)}" if bad else ""
@@ -462,9 +463,10 @@ class Daemon:
 
     def _remove_pid(self) -> None:
         path = pid_path(self.host)
+        from sriov_node.files import read_regular
+
         try:
-            with open(path) as fh:
-                mine = fh.read().strip() == str(os.getpid())
+            mine = read_regular(path, limit=64, follow=False).strip() == str(os.getpid()).encode()
             if mine:
                 os.unlink(path)
         except OSError:

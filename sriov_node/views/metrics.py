@@ -30,6 +30,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from sriov_node.host import Host
+from sriov_node.engine.outcome import CONVERGED
 from sriov_node.model import DesiredState
 
 PREFIX = "sriov_node_"
@@ -116,7 +117,7 @@ def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = 
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 f[family].add(value)
         if state.get("result"):
-            f["last_apply_success"].add(1 if state.get("result") == "converged" else 0)
+            f["last_apply_success"].add(1 if state.get("result") == CONVERGED else 0)
         for pci, record in sorted((state.get("pfs") or {}).items()):
             if not isinstance(record, dict):
                 continue
