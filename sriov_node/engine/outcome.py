@@ -13,7 +13,7 @@ records keep the words they always had.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Sized
 
 from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED
 
@@ -91,3 +91,9 @@ def merged(statuses: Iterable[Optional[str]], run_result: Optional[str]) -> Outc
     if all(pf_converged(s) for s in statuses):
         return CONVERGED
     return INTERRUPTED if run_result == INTERRUPTED else FAILED
+
+
+def host_converged(findings: Iterable[Sized], failures: Sized) -> bool:
+    """The one definition of "the host is converged": every block resolves here (no failures) and
+    the comparison finds nothing on any PF a block selects (each item: one PF's findings)."""
+    return not failures and all(not f for f in findings)
