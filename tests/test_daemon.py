@@ -496,3 +496,53 @@ def test_sighup_refused_by_the_host_keeps_the_generation(daemon):
                what="the refused reload")
     assert newest(d).number == 1 and open_host(d.host.root).sysfs.num_vfs(PF0) == 4
     d.wait_for(lambda: d.notified("STATUS=2 of 2 PF(s) converged (generation 1)"), what="STATUS after the refusal")
+
+
+# ---------------------------------------------------------------------------- what a run reads
+
+
+def _recording_reads(host):
+    """Every sysfs path the agent reads (or lists) on `host` from now on."""
+    seen: List[str] = []
+    plain = host.sysfs.path
+
+    def path(base, *parts):
+        seen.append("/".join((base,) + parts))
+        return plain(base, *parts)
+
+    host.sysfs.path = path
+    return seen
+
+
+def test_a_run_for_one_pf_reads_nothing_of_the_other_pfs_vfs_for_its_metrics(make_host, write_config):
+    # The metrics after a run of one PF come from that run's report; the other PF's from the
+    # metrics written before: its VFs are not read again on every event of its neighbour.
+    import logging
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sriov_node.engine.survey import load_desired
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+
+    host = make_host(vfio_loaded=True)
+    os.makedirs(os.path.join(host.root, "var/lib/node_exporter/textfile"))
+    path = write_config('[metrics]\ntextfile = "/var/lib/node_exporter/textfile/sriov_node.prom"\n' + CONFIG)
+    d = Daemon(host, path, notifier=Notifier(enabled=False), log=logging.getLogger("sriov-node-test"))
+    d.desired = load_desired(host, path)
+    assert d.run_once(None).exit_code == 0  # every PF: converged, metrics of both written
+    pf0_vfs = {host.sysfs.vf_address(PF0, i) for i in range(4)}
+    pf1_vfs = {host.sysfs.vf_address(PF1, i) for i in range(2)}
+    host.sysfs.unbind(host.sysfs.vf_address(PF0, 0), "vfio-pci")  # PF0 moved: its event's run
+    reads = _recording_reads(host)
+    report = d.run_once(frozenset({PF0}))
+    assert [(o.pci, o.status) for o in report.outcomes] == [(PF0, "changed")]
+    # (every PCI function's sriov_totalvfs is looked at: that is how a PF is told from the rest)
+    touched = {vf for vf in pf0_vfs | pf1_vfs if any(vf in p and not p.endswith("/sriov_totalvfs") for p in reads)}
+    assert touched == pf0_vfs  # PF0's VFs were read (the run's own read back), none of PF1's
+    assert not [p for p in reads if PF1 in p and "virtfn" in p]
+    text = open(os.path.join(host.root, "var/lib/node_exporter/textfile/sriov_node.prom")).read()
+    found = {(s.name, s.labels.get("pf")): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert found[("sriov_node_pf_converged", PF0)] == 1 and found[("sriov_node_pf_converged", PF1)] == 1
+    assert found[("sriov_node_pf_vfs_actual", PF0)] == 4 and found[("sriov_node_pf_vfs_actual", PF1)] == 2
+    assert found[("sriov_node_converged", None)] == 1
