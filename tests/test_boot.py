@@ -65,3 +65,51 @@ def test_an_invalid_config_fails_at_once(make_host, write_config):
     result = run_cli("boot", "--wait", "30", root=host.root, config=write_config('[[pf]]\nname = "ens1f0"\n'))
     assert result.returncode == 2 and "pf[0].num_vfs" in result.stderr
     assert time.monotonic() - start < 10 and sim_writes(host) == []
+
+
+def test_the_readiness_wait_reads_the_pfs_and_their_drivers_not_their_vfs(make_host, write_config, monkeypatch):
+    # While boot waits for a late PF, each look at the host asks which PFs the blocks select and
+    # whether their drivers are bound: no VF is read then (the runs read their own PF's VFs).
+    import logging
+
+    from sriov_node.engine.survey import load_desired
+    from sriov_node.service import boot as boot_module
+
+    host = make_host(vfio_loaded=True)
+    path = write_config(CONFIG)
+    assert run_cli("apply", root=host.root, config=path).returncode == 0
+    vfs = {host.sysfs.vf_address(PF0, i) for i in range(2)}
+    host.sysfs.unbind(PF1, "i40e")  # PF1's driver is late: boot waits for it after running PF0
+    runs: list = []
+    plain_reconcile = boot_module.reconcile
+
+    def reconcile(*args, **kwargs):
+        runs.append("running")
+        try:
+            return plain_reconcile(*args, **kwargs)
+        finally:
+            runs.append("done")
+
+    monkeypatch.setattr(boot_module, "reconcile", reconcile)
+    outside: list = []  # the VF paths read while no run was going on
+    plain_path = host.sysfs.path
+
+    def path_of(base, *parts):
+        text = "/".join((base,) + parts)
+        if (not runs or runs[-1] == "done") and any(vf in text for vf in vfs) and not text.endswith("/sriov_totalvfs"):
+            outside.append(text)
+        return plain_path(base, *parts)
+
+    host.sysfs.path = path_of
+    looks = []
+
+    def cancelled():  # the second look of the wait ends it: PF0 has run, PF1 is still awaited
+        if runs and runs[-1] == "done":
+            looks.append(1)
+        return len(looks) >= 1
+
+    report = boot_module.boot(host, load_desired(host, path), wait=30, timeout=10,
+                              log=logging.getLogger("sriov-node-test"), cancelled=cancelled)
+    assert runs == ["running", "done"] and report.outcomes[PF0].status == "unchanged"
+    assert [m for m in report.missing if PF1 in m]  # still waited for when the wait ended
+    assert outside == []

@@ -27,7 +27,8 @@ from sriov_node.errors import EXIT_INVALID, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.service.journal import fields
 from sriov_node.model import DesiredState
-from sriov_node.engine.reconcile import PfOutcome, reconcile, survey
+from sriov_node.engine.reconcile import PfOutcome, reconcile
+from sriov_node.engine.survey import survey
 from sriov_node.engine.resolve import ABSENT, NOT_A_PF
 from sriov_node.service.uevents import UeventSource, open_source
 
@@ -63,8 +64,9 @@ class BootReport:
 
 
 def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, list]":
-    """(targets ready to run, what is still awaited: [(pci or block, why)])."""
-    _, resolution = survey(host, desired)
+    """(targets ready to run, what is still awaited: [(pci or block, why)]). Reads what readiness
+    needs only: which PF each block selects, and its driver; none of the VFs (the run reads those)."""
+    resolution = survey(host, desired, vfs=False).resolution
     ready, waiting = [], []
     for t in resolution.targets:
         if t.pf.pci in done:
