@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
+import os
+import subprocess
 
 from sriov_node.host import open_host
-from tests.helpers import run_cli, sim_writes
+from tests.helpers import CLI, run_cli, sim_writes
 
 PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
 CONFIG = '[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n[[pf]]\nname = "ens1f1"\nnum_vfs = 3\n  [[pf.vfs]]\n  range = "0"\n  driver = "vfio-pci"\n'
@@ -26,17 +26,25 @@ def test_a_late_driver_does_not_delay_the_other_pf(make_host, write_config):
     host = make_host(vfio_loaded=True)
     host.sysfs.unbind(PF1, "i40e")  # its driver is still loading: no netdev, no name yet
 
-    def late_driver():
-        time.sleep(1.0)
-        open_host(host.root).sysfs.drivers_probe(PF1)
-
-    loader = threading.Thread(target=late_driver)
-    loader.start()
-    start = time.monotonic()
-    result = run_cli("boot", "--wait", "20", root=host.root, config=write_config(CONFIG))
-    loader.join()
+    # boot runs as a user would start it; its driver comes when boot says it waits for it (after PF0 ran)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
+    proc = subprocess.Popen([CLI, "--root", host.root, "--config", write_config(CONFIG), "boot", "--wait", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "waiting" in line:
+                open_host(host.root).sysfs.drivers_probe(PF1)
+                break
+        out, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(lines) + rest)
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - start < 15
+    assert "gave up" not in result.stderr  # the late PF came within the wait
     log = [(p, v) for p, v, _ in sim_writes(host)]
     first_pf0 = log.index((f"sys/bus/pci/devices/{PF0}/sriov_numvfs", "'2\\n'"))
     pf1_back = log.index(("sys/bus/pci/drivers_probe", f"'{PF1}\\n'"))
@@ -49,10 +57,8 @@ def test_a_late_driver_does_not_delay_the_other_pf(make_host, write_config):
 def test_a_pf_that_never_appears_is_reported_and_the_wait_is_bounded(make_host, write_config):
     host = make_host(vfio_loaded=True)
     config = write_config(CONFIG + '[[pf]]\npci = "0000:99:00.0"\nnum_vfs = 1\n')
-    start = time.monotonic()
     result = run_cli("boot", "--wait", "1.5", "--json", root=host.root, config=config)
-    elapsed = time.monotonic() - start
-    assert result.returncode == 1 and elapsed < 10
+    assert result.returncode == 1
     body = json.loads(result.stdout)
     assert [m for m in body["missing"] if "0000:99:00.0" in m]
     assert sorted(p["status"] for p in body["pfs"]) == ["changed", "changed"]
@@ -61,10 +67,9 @@ def test_a_pf_that_never_appears_is_reported_and_the_wait_is_bounded(make_host, 
 
 def test_an_invalid_config_fails_at_once(make_host, write_config):
     host = make_host()
-    start = time.monotonic()
     result = run_cli("boot", "--wait", "30", root=host.root, config=write_config('[[pf]]\nname = "ens1f0"\n'))
     assert result.returncode == 2 and "pf[0].num_vfs" in result.stderr
-    assert time.monotonic() - start < 10 and sim_writes(host) == []
+    assert "waiting" not in result.stderr and sim_writes(host) == []  # no wait began: it failed at once
 
 
 def test_the_readiness_wait_reads_the_pfs_and_their_drivers_not_their_vfs(make_host, write_config, monkeypatch):
