@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from sriov_node.engine.outcome import CONVERGED, FAILED, INTERRUPTED, RECORDED, recorded
+from sriov_node.engine.outcome import CONVERGED, RECORDED, recorded
 from sriov_node.errors import StateError, describe_os_error
 from sriov_node.host import Host
 from sriov_node.model import _sha256  # CPython's own: hashlib loads OpenSSL on every start
@@ -43,7 +43,7 @@ GENERATIONS_DIR = "var/lib/sriov-node/generations"
 _NAME_RE = re.compile(r"^(\d{8,})\.json\Z")
 FORMAT = 1
 
-# Generation.outcome: CONVERGED, FAILED or INTERRUPTED, the words of engine/outcome.py
+# Generation.outcome: converged, failed or interrupted (engine/outcome.py RECORDED)
 # Generation.checkpoint["state"]
 PENDING, COMMITTED, EXPIRED, SUPERSEDED, KEPT = "pending", "committed", "expired", "superseded", "kept"
 
