@@ -20,6 +20,8 @@ def test_boot_converges_every_present_pf(make_host, write_config):
     body = json.loads(result.stdout)
     assert sorted((p["pci"], p["status"]) for p in body["pfs"]) == [(PF0, "changed"), (PF1, "changed")]
     assert body["missing"] == []
+    again = run_cli("boot", root=host.root, config=write_config(CONFIG))  # the journal's words: the outcomes' own
+    assert again.returncode == 0 and f"{PF0} (pf[0]): unchanged, 0 write(s)" in again.stderr, again.stderr
 
 
 def test_a_late_driver_does_not_delay_the_other_pf(make_host, write_config):
