@@ -120,3 +120,21 @@ def test_the_readiness_wait_reads_the_pfs_and_their_drivers_not_their_vfs(make_h
     assert runs == ["running", "done"] and report.outcomes[PF0].status == "unchanged"
     assert [m for m in report.missing if PF1 in m]  # still waited for when the wait ended
     assert outside == []
+
+
+def test_boot_and_apply_answer_a_refused_run_with_the_same_exit_code(make_host, write_config):
+    # One outcome vocabulary: a PF refused (a VF it would take is in use) exits 3 from apply and
+    # from boot alike, and neither records a generation for a run that wrote nothing.
+    host = make_host(vfio_loaded=True)
+    path = write_config(CONFIG)
+    assert run_cli("apply", root=host.root, config=path).returncode == 0
+    held = host.sysfs.vf_address(PF1, 0)  # on vfio-pci: a VM holds it
+    assert run_cli("sim", "hold", host.root, held).returncode == 0
+    changed = write_config(CONFIG.replace('driver = "vfio-pci"', 'driver = "default"'))
+    applied = run_cli("apply", "--json", root=host.root, config=changed)
+    booted = run_cli("boot", "--json", root=host.root, config=changed)
+    assert applied.returncode == booted.returncode == 3, (applied.stdout, booted.stdout, booted.stderr)
+    assert json.loads(applied.stdout)["result"] == "refused"
+    statuses = {p["pci"]: p["status"] for p in json.loads(booted.stdout)["pfs"]}
+    assert statuses == {PF0: "unchanged", PF1: "refused"}
+    assert json.loads(booted.stdout)["generation"] is None  # refused before writing: nothing recorded
