@@ -6,6 +6,8 @@ import errno as _errno
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
+# A run's result (converged, planned, failed, interrupted, refused) maps onto these in one place:
+# sriov_node/engine/outcome.py EXIT_CODES. EXIT_INVALID is the config's (nothing runs).
 EXIT_OK = 0
 EXIT_PF_FAILED = 1
 EXIT_INVALID = 2

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
+from sriov_node.engine.outcome import CONVERGED, RECORDED, recorded
 from sriov_node.errors import StateError, describe_os_error
 from sriov_node.host import Host
 from sriov_node.model import _sha256  # CPython's own: hashlib loads OpenSSL on every start
@@ -42,8 +43,7 @@ GENERATIONS_DIR = "var/lib/sriov-node/generations"
 _NAME_RE = re.compile(r"^(\d{8,})\.json\Z")
 FORMAT = 1
 
-# Generation.outcome
-CONVERGED, FAILED, INTERRUPTED = "converged", "failed", "interrupted"
+# Generation.outcome: converged, failed or interrupted (engine/outcome.py RECORDED)
 # Generation.checkpoint["state"]
 PENDING, COMMITTED, EXPIRED, SUPERSEDED, KEPT = "pending", "committed", "expired", "superseded", "kept"
 
@@ -219,7 +219,7 @@ def record(host: Host, config: bytes, config_path: str, *, command: str, outcome
     gets the state `ends_checkpoint`: "superseded" (a later apply or set: the new generation is the
     desired state), "expired" (its deadline restored the previous one), "rolled-back".
     """
-    if outcome not in (CONVERGED, FAILED, INTERRUPTED):
+    if outcome not in RECORDED:
         raise ValueError(f"a generation's outcome is converged, failed or interrupted, not {outcome!r}")
     now = time.time() if now is None else now
     numbers = _numbers(host)
@@ -322,12 +322,7 @@ AGENT_PID = ("run/sriov-node", "agent.pid")
 
 def outcome_of(report: "Report") -> Optional[str]:
     """The outcome a run records, or None when it must record nothing (a dry run; refused before writing)."""
-    if report.dry_run:
-        return None
-    result = report.result
-    if result == "refused":
-        return FAILED if report.writes else None  # refused after another PF was written: the host moved
-    return result if result in (CONVERGED, FAILED, INTERRUPTED) else None
+    return None if report.dry_run else recorded(report.result, report.writes)
 
 
 def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:

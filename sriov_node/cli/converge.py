@@ -18,7 +18,7 @@ from sriov_node.cli.app import (
     finish,
     open_root,
 )
-from sriov_node.errors import EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError, UsageError
+from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError, UsageError
 
 @app.command(epilog=examples("sriov-node validate", "sriov-node --config /tmp/new.toml validate --json"))
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text.")) -> None:
@@ -143,14 +143,11 @@ def _file_not_applied(host, desired) -> Optional[str]:
 
 def _detailed_exit_code(report, unapplied: bool) -> int:
     """terraform plan's convention: 0 nothing to do, 2 changes pending, 1 an error; 3 apply would refuse."""
-    statuses = {o.status for o in report.outcomes}
-    if statuses & {"failed", "interrupted"} or report.interrupted:
-        return EXIT_PF_FAILED
-    if "refused" in statuses:
-        return EXIT_REFUSED
-    if "planned" in statuses or unapplied:
-        return 2
-    return 0
+    from sriov_node.engine.outcome import PLANNED
+
+    if report.exit_code:  # what apply would exit with: failed (1), refused (3)
+        return report.exit_code
+    return 2 if unapplied or any(o.status == PLANNED for o in report.outcomes) else 0
 
 
 def _print_report(report, verbose: bool = False) -> None:

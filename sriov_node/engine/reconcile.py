@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from sriov_node.engine.compare import Finding, assess, compare, unjudged
-from sriov_node.errors import EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, InUseError, StateError
+from sriov_node.engine.outcome import CHANGED, FAILED, INTERRUPTED, PLANNED, REFUSED, UNCHANGED, Outcome
+from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, verdict as verdict_of
+from sriov_node.errors import InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DRIVERS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
@@ -32,10 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # a converged host's run, at every boot and on every daemon event, never loads it.
 __all__ = ["reconcile", "Report", "PfOutcome", "config_path", "load_desired", "survey", "observe_target"]
 
-# PfOutcome.status
-UNCHANGED, CHANGED, FAILED, REFUSED, PLANNED, INTERRUPTED = (
-    "unchanged", "changed", "failed", "refused", "planned", "interrupted")
-CONVERGED = frozenset({UNCHANGED, CHANGED})
+# PfOutcome.status and Report.result speak the one vocabulary of engine/outcome.py
 
 
 def _never() -> bool:
@@ -47,7 +46,7 @@ class PfOutcome:
     pci: Optional[str]  # None for a block that matched no PF
     name: Optional[str]
     key: str  # the config block, e.g. "pf[0]"
-    status: str
+    status: Outcome
     actions: List[Dict[str, Any]] = field(default_factory=list)
     writes: int = 0
     error: Optional[str] = None  # what a person reads first
@@ -63,7 +62,7 @@ class PfOutcome:
 
     @property
     def converged(self) -> bool:
-        return self.status in CONVERGED
+        return pf_converged(self.status)
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
@@ -85,21 +84,20 @@ class Report:
                 "on_failure": [a.to_dict() for p in self.plans for a in p.on_failure]}
 
     @property
-    def exit_code(self) -> int:
-        statuses = {o.status for o in self.outcomes}
-        if statuses & {FAILED, INTERRUPTED} or self.interrupted:
-            return EXIT_PF_FAILED
-        if REFUSED in statuses:
-            return EXIT_REFUSED
-        return EXIT_OK
+    def verdict(self) -> Outcome:
+        """What the run came to (a dry run: what the real run would come to)."""
+        return verdict_of((o.status for o in self.outcomes), interrupted=self.interrupted)
 
     @property
-    def result(self) -> str:
-        if self.interrupted:
-            return "interrupted"
-        if self.dry_run and self.exit_code == EXIT_OK and any(p.actions for p in self.plans):
-            return "planned"  # what the real run would do; its exit code is predicted by exit_code
-        return {EXIT_OK: "converged", EXIT_PF_FAILED: "failed", EXIT_REFUSED: "refused"}[self.exit_code]
+    def exit_code(self) -> int:
+        return exit_code_of(self.verdict)
+
+    @property
+    def result(self) -> Outcome:
+        result = self.verdict
+        if self.dry_run and result == Outcome.CONVERGED and any(p.actions for p in self.plans):
+            return PLANNED  # what the real run would do; its exit code is predicted by exit_code
+        return result
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -293,7 +291,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
                      + ". Fix: re-run sriov-node apply; if it persists, check dmesg")
     lines += [f"PF {pf_plan.pf}: {note}" for note in result.cleanup_notes]
     if result.interrupted:
-        outcome.status = "interrupted"
+        outcome.status = INTERRUPTED
         lines.insert(0, f"PF {pf_plan.pf}: interrupted between actions; clean-up ran"
                      + ("" if not after else f", {len(after)} difference(s) remain"))
     elif result.errors or after or not result.completed:

@@ -110,8 +110,9 @@ def record_run(host: Host, run: Dict[str, Any], pfs: Dict[str, Dict[str, Any]], 
     record["pfs"] = merged
     if partial and previous.get("result"):
         # the node-wide verdict stays that of the last full run, updated for the PFs just seen
-        record["result"] = "converged" if all(p.get("status") in ("changed", "unchanged") for p in merged.values()) \
-            else ("interrupted" if run.get("result") == "interrupted" else "failed")
+        from sriov_node.engine.outcome import merged as merged_result
+
+        record["result"] = merged_result((p.get("status") for p in merged.values()), run.get("result"))
     return write_state(host, record)
 
 

@@ -1,5 +1,7 @@
-"""What the engine and the read-only commands share: the config's path, loading it, and observing the
-host as far as resolution needs, then each target PF with everything its block asks about.
+"""What the engine and the read-only commands share: the config's path, loading it, and the survey:
+observing the host as far as resolution needs, then each target PF with everything its block asks
+about, and what the comparison finds there. `status`, `metrics`, `export` and the progress lines
+render a Survey; none of them observes, resolves or compares on its own.
 
 Kept apart from the engine so that `validate` and `status` import none of the writing side.
 """
@@ -7,13 +9,18 @@ Kept apart from the engine so that `validate` and `status` import none of the wr
 from __future__ import annotations
 
 import os
-from typing import FrozenSet, Mapping, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple
 
 from sriov_node.config import load_config
 from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
+from sriov_node.engine.compare import Finding, assess
+from sriov_node.engine.outcome import host_converged
 from sriov_node.model import DesiredState, HostState, PfState
 from sriov_node.engine.resolve import Resolution, Target, resolve
+
+__all__ = ["Survey", "Judged", "survey", "observe_target", "config_path", "load_desired"]
 
 
 def config_path(host: Host, explicit: Optional[str]) -> str:
@@ -27,23 +34,82 @@ def load_desired(host: Host, path: str) -> DesiredState:
     return load_config(path, enforce_trust=enforce)
 
 
-def survey(host: Host, desired: DesiredState, only: Optional[FrozenSet[str]] = None,
-           *, vfs: bool = True) -> Tuple[HostState, Resolution]:
+@dataclass(frozen=True)
+class Judged:
+    """One target (a PF and the block that selects it) with what the comparison found."""
+
+    target: Target
+    findings: Tuple[Finding, ...]  # every difference; none: the PF is as its block wants it
+    unjudged: Tuple[Finding, ...]  # what could not be judged either way (never a difference, never "ok")
+
+    @property
+    def converged(self) -> bool:
+        return not self.findings
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the host has against what the config wants, read once: the PFs (`heads`, as resolution
+    needs them), which block selects which PF (`resolution`), and per target its findings (`judged`,
+    compared when first asked). `heads, resolution = survey(...)` still unpacks."""
+
+    heads: HostState
+    resolution: Resolution
+    judged_now: bool = field(default=True, repr=False, compare=False)  # False: the targets carry no VFs
+    _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[Any]:  # the (heads, resolution) pair survey() returned before
+        return iter((self.heads, self.resolution))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.heads, self.resolution)[index]
+
+    def __len__(self) -> int:
+        return 2
+
+    @property
+    def targets(self) -> Tuple[Target, ...]:
+        return self.resolution.targets
+
+    @property
+    def judged(self) -> Tuple[Judged, ...]:
+        if not self.judged_now:
+            raise ValueError("a survey taken without the VFs judges nothing")
+        if not self._judged:
+            self._judged.append(tuple(Judged(t, *assess(t.spec, t.pf)) for t in self.resolution.targets))
+        return self._judged[0]
+
+    def judged_by_pci(self) -> Dict[str, Judged]:
+        return {j.target.pf.pci: j for j in self.judged}
+
+    @property
+    def converged(self) -> bool:
+        """The host is converged: every block resolves here and every PF is as its block wants it."""
+        return host_converged((j.findings for j in self.judged), self.resolution.failures)
+
+
+def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet[str]] = None,
+           *, vfs: bool = True, detail: bool = False, every_vf: bool = False) -> Survey:
     """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs
-    (unless `vfs` is False: `validate` needs only to know which PFs the blocks select)."""
-    sels = [s.selector for s in desired.pfs]
+    (unless `vfs` is False: `validate` and boot's readiness wait need only to know which PFs the
+    blocks select, and their drivers). `detail`: each target VF's netdevs and IOMMU group too;
+    `every_vf`: the VFs of the PFs no block selects as well (what `status` shows). No config
+    (`desired` None): the PFs only, nothing resolved."""
+    sels = [s.selector for s in desired.pfs] if desired is not None else []
     heads = observe(
         host,
-        vfs_of=(),
+        vfs_of=None if every_vf else (),
         macs=any(s.mac is not None for s in sels),
         ifnames=[s.name for s in sels if s.name is not None],
         devices=[s.pci for s in sels if s.pci is not None],
     )
+    if desired is None:
+        return Survey(heads, Resolution(()))
     resolution = resolve(desired, heads).only(only)
     if not vfs:
-        return heads, resolution
-    targets = tuple(Target(t.spec, observe_target(host, t)) for t in resolution.targets)
-    return heads, Resolution(targets, resolution.failures, resolution.notices)
+        return Survey(heads, resolution, judged_now=False)
+    targets = tuple(Target(t.spec, observe_target(host, t, detail=detail)) for t in resolution.targets)
+    return Survey(heads, Resolution(targets, resolution.failures, resolution.notices))
 
 
 def observe_target(host: Host, target: Target, *, detail: bool = False,

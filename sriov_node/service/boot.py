@@ -22,11 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set
 
-from sriov_node.errors import EXIT_INVALID, EXIT_OK, EXIT_PF_FAILED, EXIT_REFUSED, SriovNodeError
+from sriov_node.engine.outcome import INTERRUPTED, Outcome, exit_code, recorded, verdict
+from sriov_node.errors import EXIT_INVALID, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.service.journal import fields
 from sriov_node.model import DesiredState
-from sriov_node.engine.reconcile import PfOutcome, reconcile, survey
+from sriov_node.engine.reconcile import PfOutcome, reconcile
+from sriov_node.engine.survey import survey
 from sriov_node.engine.resolve import ABSENT, NOT_A_PF
 from sriov_node.service.uevents import UeventSource, open_source
 
@@ -46,13 +48,14 @@ class BootReport:
     generation: Optional[object] = None  # the generation recorded (generations.Generation), if any
 
     @property
+    def verdict(self) -> Outcome:
+        """A PF that never came fails the boot run as a failed PF does."""
+        return verdict((o.status for o in self.outcomes.values()), interrupted=self.interrupted,
+                       missing=bool(self.missing))
+
+    @property
     def exit_code(self) -> int:
-        statuses = {o.status for o in self.outcomes.values()}
-        if self.missing or statuses & {"failed", "interrupted"} or self.interrupted:
-            return EXIT_PF_FAILED
-        if "refused" in statuses:
-            return EXIT_REFUSED
-        return EXIT_OK
+        return exit_code(self.verdict)
 
     def to_dict(self) -> Dict[str, object]:
         return {"pfs": [o.to_dict() for o in self.outcomes.values()], "missing": self.missing,
@@ -61,8 +64,9 @@ class BootReport:
 
 
 def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, list]":
-    """(targets ready to run, what is still awaited: [(pci or block, why)])."""
-    _, resolution = survey(host, desired)
+    """(targets ready to run, what is still awaited: [(pci or block, why)]). Reads what readiness
+    needs only: which PF each block selects, and its driver; none of the VFs (the run reads those)."""
+    resolution = survey(host, desired, vfs=False).resolution
     ready, waiting = [], []
     for t in resolution.targets:
         if t.pf.pci in done:
@@ -203,17 +207,15 @@ def _record_boot(host: Host, desired: DesiredState, report: BootReport, log: log
     from sriov_node import generations
     from sriov_node.engine.state import ApplyLock
 
-    statuses = {o.status for o in report.outcomes.values()}
+    statuses = [o.status for o in report.outcomes.values()]
     writes = sum(o.writes for o in report.outcomes.values())
-    if report.exit_code == EXIT_OK:
-        outcome = generations.CONVERGED
-    elif report.interrupted or "interrupted" in statuses:
-        outcome = generations.INTERRUPTED
-    elif report.exit_code == EXIT_REFUSED and not writes and restored is None:
-        return None  # refused before writing: nothing moved toward this config (after an expired checkpoint,
-        # the restored config is recorded all the same: the checkpoint's must not stay the desired state)
-    else:
-        outcome = generations.FAILED
+    # a PF interrupted in one of boot's runs makes the boot interrupted, whatever came after it
+    result = verdict(statuses, interrupted=report.interrupted or INTERRUPTED in statuses, missing=bool(report.missing))
+    # refused before writing: nothing moved toward this config (after an expired checkpoint, the
+    # restored config is recorded all the same: the checkpoint's must not stay the desired state)
+    outcome = recorded(result, writes if restored is None else 1)
+    if outcome is None:
+        return None
     try:
         with ApplyLock(host, timeout):
             now = generations.current(host)

@@ -34,6 +34,7 @@ import signal
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Set
 
+from sriov_node.engine.outcome import pf_converged
 from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
@@ -91,6 +92,8 @@ class Daemon:
         self._wake_r, self._wake_w = -1, -1
         self._next_watchdog: Optional[float] = None
         self._metrics_path: Optional[str] = None  # the last [metrics] textfile, kept through an invalid reload
+        # what the metrics last said, toward which desired state (its digest): a per-PF run updates its PFs
+        self._metrics: Optional["tuple[str, Any]"] = None
 
     # ------------------------------------------------------------------ signals
 
@@ -136,7 +139,7 @@ class Daemon:
         if not self.outcomes:
             text = "no configured PF present"
         else:
-            good = [pf for pf, st in self.outcomes.items() if st in ("changed", "unchanged")]
+            good = [pf for pf, st in self.outcomes.items() if pf_converged(st)]
             bad = sorted(pf for pf in self.outcomes if pf not in good)
             text = f"{len(good)} of {len(self.outcomes)} PF(s) converged"
             text += f"; not converged: {', '.join(bad)}" if bad else ""
@@ -304,7 +307,7 @@ class Daemon:
         self._learn_vfs(report)
         if report.device_plugin:  # [device_plugin] config_file, written by the run once the node converged
             self.log.info("%s", report.device_plugin)
-        self._write_metrics(self.desired)
+        self._write_metrics(self.desired, report, only)
         scope = "every PF" if only is None else "only " + ",".join(sorted(only))
         if self._burst and only is not None:
             scope += f" ({self._burst})"
@@ -315,16 +318,29 @@ class Daemon:
         self.notifier.status(self.summary())
         return report
 
-    def _write_metrics(self, desired: Optional[DesiredState]) -> None:
-        """Refresh [metrics] textfile (node_exporter's textfile collector) when the config asks for one."""
-        from sriov_node.views.metrics import textfile_path, write_textfile
+    def _write_metrics(self, desired: Optional[DesiredState], report: Optional[Report] = None,
+                       only: Optional[FrozenSet[str]] = None) -> None:
+        """Refresh [metrics] textfile (node_exporter's textfile collector) when the config asks for one.
+
+        After a run of some PFs (`only`), their values come from the run's report and the other
+        PFs' from the metrics written before (toward the same desired state): nothing of the
+        other PFs is read again. Otherwise every PF is surveyed."""
+        from sriov_node.views.metrics import after_run, survey_values, textfile_path, write_textfile
 
         path = textfile_path(self.host, desired) or self._metrics_path
         if path is None:
             return
         self._metrics_path = path
+        kept = self._metrics
+        values = None
+        if report is not None and only is not None and desired is not None and kept is not None \
+                and kept[0] == desired.digest:
+            values = after_run(kept[1], self.host, desired, report, only)
+        if values is None:
+            values = survey_values(self.host, desired)
+        self._metrics = (desired.digest, values) if desired is not None else None
         try:
-            write_textfile(self.host, desired, path, config_valid=self.config_valid)
+            write_textfile(self.host, desired, path, config_valid=self.config_valid, values=values)
         except SriovNodeError as exc:
             self.log.warning("metrics not written: %s", exc)
 
@@ -462,9 +478,10 @@ class Daemon:
 
     def _remove_pid(self) -> None:
         path = pid_path(self.host)
+        from sriov_node.files import read_regular
+
         try:
-            with open(path) as fh:
-                mine = fh.read().strip() == str(os.getpid())
+            mine = read_regular(path, limit=64, follow=False).strip() == str(os.getpid()).encode()
             if mine:
                 os.unlink(path)
         except OSError:

@@ -30,7 +30,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from sriov_node.engine.compare import compare
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.observe import pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
@@ -140,14 +139,16 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
     resourceList), ExportError (exit 1) when a block with a resource cannot be resolved on this host
     or a VF device ID cannot be known.
     """
-    from sriov_node.engine.reconcile import survey
+    from sriov_node.engine.survey import survey
 
     names = desired.resources()
     if not names and not allow_empty:
         raise ConfigError(desired.source, [ConfigProblem("", "no [[pf.vfs]] group names a resource; add resource = "
                                                              "\"intel_sriov_netdevice\" (and a driver) to the groups "
                                                              "the device plugin should expose")])
-    heads, resolution = survey(host, desired)
+    seen = survey(host, desired)
+    heads, resolution = seen.heads, seen.resolution
+    judged = seen.judged_by_pci()
     with_resources = {spec.key for spec in desired.pfs if any(g.resource for g in spec.vfs)}
     problems = [f"{desired.source}: {f.render()}; its VFs would be missing from the selectors"
                 for f in resolution.failures if f.key in with_resources]
@@ -155,7 +156,7 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
     notes: List[str] = []
     differs = [f"{desired.source}: {f.render()}" for f in resolution.failures]
     for target in resolution.targets:
-        findings = compare(target.spec, target.pf)
+        findings = judged[target.pf.pci].findings
         if findings:
             differs.append(f"{target.pf.label}: {len(findings)} difference(s), e.g. {findings[0].describe()}")
     per_resource: Dict[str, List[Tuple[Target, Tuple[int, ...]]]] = {n: [] for n in names}
@@ -189,7 +190,7 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
                 problems.append(f"{desired.source}: {spec.key}: resource {name!r} is an accelerator resource, "
                                 "which the device plugin selects by VF PCI address, and VF(s) "
                                 f"{format_ranges(missing)} of {pf.label} do not exist yet; run sriov-node apply first")
-        findings = compare(spec, pf)
+        findings = judged[pf.pci].findings
         if findings:
             notes.append(f"{pf.label} differs from the config ({len(findings)} difference(s), e.g. "
                          f"{findings[0].describe()}): the device plugin counts its VFs once they are as configured; "

@@ -3,8 +3,9 @@
     write_textfile(host, desired, path)     # the daemon, after each reconcile (path: textfile_path(...))
     render(host, desired) -> str            # `sriov-node metrics` without a file
 
-Every value is read when the metrics are made: the PFs and VFs from the kernel (reads only, the
-same comparison as `status`), the last apply from the state file. The file is replaced
+The PF values come from a survey (the same comparison as `status`): taken when the metrics are
+made, or, in the daemon after a run of some PFs, those PFs' values from the run's report (the
+others kept from the survey before); the last apply from the state file. The file is replaced
 atomically under a hidden name that does not end in .prom, so the collector never reads half of it.
 
 Metrics (gauges; labels pf = PCI address, name = netdev, block = the config block):
@@ -27,10 +28,16 @@ Metrics (gauges; labels pf = PCI address, name = netdev, block = the config bloc
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Tuple
 
 from sriov_node.host import Host
+from sriov_node.engine.outcome import CONVERGED, host_converged
 from sriov_node.model import DesiredState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sriov_node.engine.reconcile import Report
+    from sriov_node.engine.survey import Survey
 
 PREFIX = "sriov_node_"
 
@@ -78,36 +85,83 @@ class _Family:
         return "\n".join(lines) + "\n"
 
 
-def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = True) -> str:
-    """The metrics in Prometheus text format (version 0.0.4)."""
-    from sriov_node.engine.compare import compare
-    from sriov_node.host.observe import observe
-    from sriov_node.engine.reconcile import observe_target
-    from sriov_node.engine.resolve import resolve
+@dataclass
+class Values:
+    """What the PF metrics say, taken from a survey (or kept from one and updated from a run's report)."""
+
+    pfs: Dict[str, Tuple[Optional[str], Optional[int], Optional[int]]]  # PF -> (name, sriov_totalvfs, sriov_numvfs)
+    targets: Dict[str, Tuple[Optional[str], str, int, int]]  # PF -> (name, block, num_vfs wanted, differences)
+    failures: Tuple[Tuple[str, str], ...]  # (block, kind) of each block that cannot apply here
+    configured: bool  # a config was given: the target, block and node-wide metrics are written
+
+    @property
+    def converged(self) -> bool:
+        return host_converged((t[3] for t in self.targets.values()), self.failures)
+
+
+def values_of(seen: Survey, configured: bool = True) -> Values:
+    """The metrics of a survey (taken with the targets' VFs)."""
+    pfs = {pf.pci: (pf.name, pf.total_vfs, pf.num_vfs) for pf in seen.heads.pfs}
+    if not configured:
+        return Values(pfs, {}, (), False)
+    targets = {j.target.pf.pci: (j.target.pf.name, j.target.spec.key, j.target.spec.num_vfs, len(j.findings))
+               for j in seen.judged}
+    return Values(pfs, targets, tuple((f.key, f.kind) for f in seen.resolution.failures), True)
+
+
+def survey_values(host: Host, desired: Optional[DesiredState]) -> Values:
+    """Every PF read now (what `sriov-node metrics` and a run of every PF write)."""
+    from sriov_node.engine.survey import survey
+
+    return values_of(survey(host, desired), desired is not None)
+
+
+def after_run(kept: Values, host: Host, desired: DesiredState, report: "Report",
+              only: FrozenSet[str]) -> Optional[Values]:
+    """`kept` with the PFs of a per-PF run (`only`) taken from its report (reading the PF's own
+    counts again, nothing of the other PFs); None when the report cannot say (a PF that is no
+    target, a block that failed, a PF that vanished mid-run): survey every PF then."""
+    from sriov_node.host.observe import observe_pf
+
+    outcomes = {o.pci: o for o in report.outcomes if o.pci is not None}
+    if not kept.configured or len(outcomes) != len(report.outcomes) or set(outcomes) != set(only):
+        return None
+    specs = {spec.key: spec for spec in desired.pfs}
+    values = Values(dict(kept.pfs), dict(kept.targets), kept.failures, True)
+    for pci, o in outcomes.items():
+        spec = specs.get(o.key)
+        if spec is None or pci not in kept.targets or (not o.converged and not o.findings):
+            return None
+        if not host.sysfs.pf_exists(pci):
+            return None
+        head = observe_pf(host, pci, with_vfs=False)
+        values.pfs[pci] = (head.name, head.total_vfs, head.num_vfs)
+        values.targets[pci] = (head.name, spec.key, spec.num_vfs, 0 if o.converged else len(o.findings))
+    return values
+
+
+def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = True,
+           values: Optional[Values] = None) -> str:
+    """The metrics in Prometheus text format (version 0.0.4): `values`, else every PF read now."""
     from sriov_node.engine.state import read_state
 
+    if values is None:
+        values = survey_values(host, desired)
     f = {name: _Family(name, text) for name, text in FAMILIES}
     f["config_valid"].add(1 if config_valid else 0)
-    sels = [s.selector for s in desired.pfs] if desired else []
-    heads = observe(host, vfs_of=(), macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],
-                    devices=[s.pci for s in sels if s.pci])
-    for pf in heads.pfs:
-        if pf.total_vfs is not None:
-            f["pf_vfs_max"].add(pf.total_vfs, pf=pf.pci, name=pf.name)
-        f["pf_vfs_actual"].add(pf.num_vfs or 0, pf=pf.pci, name=pf.name)
-    if desired is not None:
-        resolution = resolve(desired, heads)
-        all_converged = not resolution.failures
-        for target in resolution.targets:
-            findings = compare(target.spec, observe_target(host, target))
-            labels = {"pf": target.pf.pci, "name": target.pf.name, "block": target.spec.key}
-            f["pf_vfs_desired"].add(target.spec.num_vfs, **labels)
-            f["pf_converged"].add(0 if findings else 1, **labels)
-            f["pf_differences"].add(len(findings), **labels)
-            all_converged = all_converged and not findings
-        for failure in resolution.failures:
-            f["block_failed"].add(1, block=failure.key, kind=failure.kind)
-        f["converged"].add(1 if all_converged else 0)
+    for pci, (name, total, actual) in values.pfs.items():
+        if total is not None:
+            f["pf_vfs_max"].add(total, pf=pci, name=name)
+        f["pf_vfs_actual"].add(actual or 0, pf=pci, name=name)
+    if values.configured:
+        for pci, (name, block, want, differences) in values.targets.items():
+            labels = {"pf": pci, "name": name, "block": block}
+            f["pf_vfs_desired"].add(want, **labels)
+            f["pf_converged"].add(0 if differences else 1, **labels)
+            f["pf_differences"].add(differences, **labels)
+        for block, kind in values.failures:
+            f["block_failed"].add(1, block=block, kind=kind)
+        f["converged"].add(1 if values.converged else 0)
     state = read_state(host)
     if state:
         for key, family in (("unix_time", "last_apply_timestamp_seconds"),
@@ -116,7 +170,7 @@ def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = 
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 f[family].add(value)
         if state.get("result"):
-            f["last_apply_success"].add(1 if state.get("result") == "converged" else 0)
+            f["last_apply_success"].add(1 if state.get("result") == CONVERGED else 0)
         for pci, record in sorted((state.get("pfs") or {}).items()):
             if not isinstance(record, dict):
                 continue
@@ -156,7 +210,8 @@ def read_only_hint(path: str) -> Optional[str]:
             "sriov-node-agent.service) and restart the agent")
 
 
-def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, config_valid: bool = True) -> str:
+def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, config_valid: bool = True,
+                   values: Optional[Values] = None) -> str:
     """Render and atomically replace `path` (its directory must exist: node_exporter's). Returns `path`.
 
     Raises sriov_node.atomic.OutputError when the file cannot be written (with the unit's fix when
@@ -165,7 +220,7 @@ def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, co
     from sriov_node.atomic import OutputError, write_atomic
 
     try:
-        write_atomic(path, render(host, desired, config_valid=config_valid).encode(), mode=0o644)
+        write_atomic(path, render(host, desired, config_valid=config_valid, values=values).encode(), mode=0o644)
     except OutputError as exc:
         hint = read_only_hint(path)
         if hint is None:

@@ -68,14 +68,10 @@ class Progress:
     # -- what the kernel shows
 
     def _spec(self, pf: str) -> Optional[PfSpec]:
-        if self._specs is None:
-            from sriov_node.host.observe import observe
-            from sriov_node.engine.resolve import resolve
+        if self._specs is None:  # which block selects which PF: the survey's, without the VFs
+            from sriov_node.engine.survey import survey
 
-            sels = [s.selector for s in self.desired.pfs]
-            heads = observe(self.host, vfs_of=(), macs=any(s.mac for s in sels),
-                            ifnames=[s.name for s in sels if s.name], devices=[s.pci for s in sels if s.pci])
-            self._specs = {t.pf.pci: t.spec for t in resolve(self.desired, heads).targets}
+            self._specs = {t.pf.pci: t.spec for t in survey(self.host, self.desired, vfs=False).targets}
         return self._specs.get(pf)
 
     def snapshot(self, pf: str) -> Optional[PfProgress]:

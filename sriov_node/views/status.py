@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from sriov_node.engine.compare import assess, remakes_vfs
+from sriov_node.engine.compare import remakes_vfs
 from sriov_node.host import Host
-from sriov_node.host.observe import observe
 from sriov_node.model import VF_LINK_ATTRS, DesiredState, describe_driver
-from sriov_node.engine.survey import observe_target
-from sriov_node.engine.resolve import Target, resolve
+from sriov_node.engine.survey import Survey, survey
 from sriov_node.engine.state import read_state
 
 
 def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
     """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
-    sels = [s.selector for s in desired.pfs] if desired else []
-    observed = observe(host, macs=any(s.mac for s in sels), ifnames=[s.name for s in sels if s.name],
-                       devices=[s.pci for s in sels if s.pci])
-    resolution = resolve(desired, observed) if desired is not None else None
-    targets = {t.pf.pci: Target(t.spec, observe_target(host, t, detail=True)) for t in resolution.targets} \
-        if resolution else {}
+    return render_status(host, survey(host, desired, detail=True, every_vf=True), desired is not None)
+
+
+def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, Any]:
+    """The status document of a survey taken with `detail` and `every_vf` (plus the last run and
+    whether a reboot is pending, read now)."""
+    observed, resolution = seen_now.heads, seen_now.resolution if configured else None
+    judged = seen_now.judged_by_pci() if configured else {}
     failed_pfs = {f.pf: f for f in resolution.failures if f.pf} if resolution else {}
     pfs = []
     for seen in observed.pfs:
-        target = targets.get(seen.pci)
+        judgement = judged.get(seen.pci)
+        target = judgement.target if judgement else None
         pf = target.pf if target else seen
-        findings, caveats = assess(target.spec, pf) if target else ((), ())
+        findings, caveats = (judgement.findings, judgement.unjudged) if judgement else ((), ())
         unjudged = {f.vf: f.describe(where_too=False) for f in caveats}
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
@@ -94,8 +95,7 @@ def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
         "blocks": [f.to_dict() for f in resolution.failures] if resolution else [],
         "notices": list(resolution.notices) if resolution else [],
         "iommu_groups": observed.iommu_groups,
-        "converged": None if desired is None else bool(all(p["converged"] is not False for p in pfs)
-                                                      and not (resolution and resolution.failures)),
+        "converged": seen_now.converged if configured else None,
         "last_apply": None if state is None else {
             k: state.get(k) for k in ("time", "result", "writes", "duration_seconds", "config")},
     }
