@@ -15,7 +15,8 @@ kernel shows for them:
   defaults: MAC (one VF per group), VLAN, QoS and protocol, spoof checking off, trust on, link
   state, tx rates. The eswitch mode is kept when it is switchdev, sriov_drivers_autoprobe when 0.
 
-`apply` of the result plans nothing on the same host: every value in it is the value observed.
+`apply` of the result plans nothing on the same host: every value in it is the value observed (the
+`driver` key is `compare.driver_key`, the inverse of the comparison of VF drivers).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from sriov_node.config import parse_config
 from sriov_node.errors import SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.observe import default_driver_of, observe, observe_pf
-from sriov_node.model import DRIVER_ANY, DRIVER_NONE, PfState, VfLinks, VfState, format_ranges, is_override_only
+from sriov_node.engine.compare import driver_key
+from sriov_node.model import PfState, VfLinks, format_ranges
 
 ZERO_MAC = "00:00:00:00:00:00"
 COMMENT_COLUMN = 28
@@ -48,28 +50,6 @@ def _line(indent: str, key: str, value: Any, comment: Optional[str] = None) -> s
     if comment:
         text = f"{text:<{COMMENT_COLUMN - 1}} # {comment}"
     return text + "\n"
-
-
-def vf_driver(vf: VfState, default: Optional[str], autoprobe: Optional[bool]) -> Tuple[Optional[str], Optional[str]]:
-    """(the group's `driver` value, None for the kernel's default; a comment when it is "any")."""
-    override = vf.driver_override
-    if vf.driver is None:
-        if override == DRIVER_NONE:
-            return DRIVER_NONE, None
-        why = f"unbound, driver_override {override}" if override else "unbound, no driver_override"
-        return DRIVER_ANY, f"{why}: \"any\" leaves them so (write driver = \"none\" to keep them unbound)"
-    if override == vf.driver:
-        return vf.driver, None
-    if override is not None:
-        return DRIVER_ANY, (f"bound to {vf.driver} but driver_override says {override}: \"any\" leaves them so "
-                            f"(write the driver they should have)")
-    if is_override_only(vf.driver) or (default is not None and vf.driver != default):
-        return DRIVER_ANY, (f"bound to {vf.driver} by hand (no driver_override): \"any\" leaves them so "
-                            f"(write driver = \"{vf.driver}\" to pin them)")
-    if autoprobe is False:
-        return DRIVER_ANY, (f"bound to {vf.driver}, the kernel's default, while sriov_drivers_autoprobe is 0: "
-                            f"\"any\" leaves them so (write driver = \"{vf.driver}\" to pin them)")
-    return None, None
 
 
 def vf_settings(links: Optional[VfLinks]) -> Tuple[Tuple[str, Any], ...]:
@@ -121,7 +101,7 @@ def _pf_block(host: Host, pf: PfState, by: str) -> List[str]:
     for vf in pf.vfs:
         if vf.index >= (pf.num_vfs or 0):
             continue
-        driver, comment = vf_driver(vf, default, pf.autoprobe)
+        driver, comment = driver_key(vf, default, pf.autoprobe)
         settings = vf_settings(links.get(vf.index))
         if driver is None and not settings:
             continue  # the kernel's default, nothing set: what a VF no group names gets
