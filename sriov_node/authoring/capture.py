@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from sriov_node.config import parse_config
 from sriov_node.errors import SriovNodeError
 from sriov_node.host import Host
-from sriov_node.host.observe import default_driver_of, observe, observe_pf
+from sriov_node.host.observe import Wanted, observe, observe_pf
 from sriov_node.engine.compare import driver_key
 from sriov_node.model import PfState, VfLinks, format_ranges
 
@@ -77,32 +77,22 @@ def vf_settings(links: Optional[VfLinks]) -> Tuple[Tuple[str, Any], ...]:
     return tuple(out)
 
 
-def _pf_block(host: Host, pf: PfState, by: str) -> List[str]:
-    links: Dict[int, VfLinks] = {}
+def _pf_block(pf: PfState, by: str) -> List[str]:
+    """One PF's block, from its observation with VF settings and eswitch mode (`_observe`)."""
     links_note = None
-    if pf.netdevs:
-        try:
-            links = host.links.vf_links(pf.netdevs[0])
-        except OSError as exc:
-            links_note = f"VF settings not read ({exc.strerror or exc}): only drivers are captured"
-    else:
+    if not pf.netdevs:
         links_note = "VF settings not read: the PF has no netdev"
-    eswitch = None
-    try:
-        eswitch = host.devlink.eswitch_mode(pf.devlink_handle)
-    except OSError:
-        pass
-    default = None
-    probe = next((vf for vf in pf.vfs if vf.driver is not None and vf.driver_override is None), None)
-    if probe is not None:
-        default = default_driver_of(host, probe.pci)
+    elif pf.links_error:
+        links_note = f"VF settings not read ({pf.links_error}): only drivers are captured"
+    eswitch = pf.eswitch_mode
+    default = pf.vf_default_driver
 
     groups: Dict[Tuple[Any, ...], List[int]] = {}
     for vf in pf.vfs:
         if vf.index >= (pf.num_vfs or 0):
             continue
         driver, comment = driver_key(vf, default, pf.autoprobe)
-        settings = vf_settings(links.get(vf.index))
+        settings = vf_settings(vf.links)
         if driver is None and not settings:
             continue  # the kernel's default, nothing set: what a VF no group names gets
         key: Tuple[Any, ...] = (driver, comment, settings)
@@ -137,6 +127,12 @@ def _pf_block(host: Host, pf: PfState, by: str) -> List[str]:
     return lines
 
 
+def _observe(host: Host, pci: str) -> PfState:
+    """The PF, its VFs' bindings and settings (one RTM_GETLINK), its eswitch mode: all through the
+    host's capabilities, as the engine observes."""
+    return observe_pf(host, pci, want=Wanted(vfs=True, links=True, eswitch=True, vf_detail=False))
+
+
 def capture_config(host: Host, *, by: str = "pci") -> str:
     """The TOML text of the host's current layout (validated before it is returned)."""
     heads = observe(host, vfs_of=())
@@ -154,7 +150,7 @@ def capture_config(host: Host, *, by: str = "pci") -> str:
         if not head.num_vfs:
             skipped.append(head.label)
             continue
-        lines += _pf_block(host, observe_pf(host, head.pci), by)
+        lines += _pf_block(_observe(host, head.pci), by)
     if skipped:
         lines += ["\n", f"# Not captured (no VFs): {', '.join(skipped)}. A block with num_vfs = 0 would keep them so.\n"]
     text = "".join(lines)
