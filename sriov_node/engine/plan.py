@@ -2,7 +2,7 @@
 
 Phases run in order:
 
-    modules   drivers to load
+    modules   drivers to load (named ones, and the kernel's default when a probe needs it)
     pf        the PF netdev's MTU (before VFs are created: VF drivers size buffers from it)
     count     sriov_numvfs (through 0) and the eswitch mode, in the order the PF driver needs
     bindings  driver_override, unbind, bind
@@ -200,9 +200,21 @@ class _Builder:
                     self.unbinds.append(UnbindDriver(pf, vf=index, driver=f.have))
                 if f.default:
                     if not fresh:
-                        self.probes.append(ProbeVf(pf, vf=index))
+                        self.probes.append(self.probe(index))
                 elif f.want is not None:
                     self.binds.append(BindDriver(pf, vf=index, driver=f.want))
+
+    def probe(self, index: int) -> ProbeVf:
+        """A probe of the VF's default driver: loading that driver is planned (`default_load`) when the
+        observation named it (modules.alias, VFs present); else the probe carries the LOAD_DEFAULT rule."""
+        return ProbeVf(self.pf.pci, vf=index, load_default=self.pf.vf_default_drivers is None)
+
+    def default_load(self, loaded: FrozenSet[str]) -> Optional[str]:
+        """The kernel's default driver for these VFs, when a probe needs it and none of them is loaded."""
+        defaults = self.pf.vf_default_drivers
+        if not defaults or not any(isinstance(a, ProbeVf) for a in self.probes):
+            return None
+        return None if any(_loaded(d, loaded) for d in defaults) else defaults[0]
 
     def fresh_vf(self, want: VfSpec) -> None:
         """A VF this plan creates: the findings of its spec against a VF as the kernel makes it."""
@@ -289,7 +301,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
                 on_failure = [SetDriverOverride(pf.pci, vf=v.index, driver=v.driver) for v in wants
                               if v.driver not in (DRIVER_DEFAULT, DRIVER_ANY)]
                 on_failure.append(SetAutoprobe(pf.pci, value=want_auto if want_auto is not None else True))
-                on_failure += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
+                on_failure += [b.probe(v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
             b.count.append(SetNumVfs(pf.pci, value=spec.num_vfs, current=0))
             if mode is not None:  # vfs_unbound: the VFs exist and nothing is bound to them
                 b.count.append(mode)
@@ -299,7 +311,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
                     b.fresh_vf(want)
                 b.settings(want)
             if pci and not autoprobe:  # created unprobed: the VFs the kernel would have probed need a probe
-                b.probes += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
+                b.probes += [b.probe(v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
     else:
         vfs = list(pf.vfs)
         bindings: Dict[Optional[int], List[Finding]] = {}
@@ -335,9 +347,12 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     for want in wants:
         if want.mtu is not None and (recreate or want.index in mtus):
             b.netdevs.append(SetVfMtu(pf.pci, vf=want.index, value=want.mtu))
-    needed = sorted({a.driver for a in b.binds if isinstance(a, BindDriver) and not _loaded(a.driver, loaded_drivers)})
+    needed = {a.driver for a in b.binds if isinstance(a, BindDriver) and not _loaded(a.driver, loaded_drivers)}
+    default = b.default_load(loaded_drivers)
+    if default is not None:
+        needed.add(default)  # the probes' default driver, known from modules.alias and not loaded
     phases = (
-        ("modules", tuple(LoadDriver(pf.pci, driver=d) for d in needed)),
+        ("modules", tuple(LoadDriver(pf.pci, driver=d) for d in sorted(needed))),
         ("pf", tuple(b.pf_phase)),
         ("count", tuple(b.count)),
         ("bindings", b.bindings()),

@@ -193,6 +193,7 @@ def plan_lines(plan: Any, *, verbose: bool = False) -> List[str]:
             out.extend(f"    [{phase}] {a.describe()}" for a in actions)
         else:
             out.extend(f"    [{phase}] {line}" for line in fold_actions(actions))
+    out.extend(f"    [retry] {line}" for line in retry_lines(plan.actions))
     if plan.on_failure:
         if verbose:
             out.extend(f"    [if it stops early] {a.describe()}" for a in plan.on_failure)
@@ -200,6 +201,29 @@ def plan_lines(plan: Any, *, verbose: bool = False) -> List[str]:
             out.append(f"    [if it stops early] {len(plan.on_failure)} clean-up step(s): VFs pinned to their "
                        "drivers, autoprobe restored (--verbose lists them)")
     return out
+
+
+def retry_lines(actions: Iterable[Any]) -> List[str]:
+    """The retry rules the actions carry: the writes the executor may make again within an action,
+    beyond the actions listed; one line per kind of action and its rules, its VFs folded
+    ('sriov_numvfs 0 -> 4: once more if ...', 'bind_driver VFs 0-3: if a probe raced ...; if ...')."""
+    by_rules: Dict[Tuple[str, str], List[Any]] = {}
+    for action in actions:
+        text = action.retry_text()
+        if text:
+            by_rules.setdefault((action.op, text), []).append(action)
+    out = []
+    for (op, text), acts in by_rules.items():
+        vfs = [a.vf for a in acts if getattr(a, "vf", None) is not None]
+        if vfs:
+            label = f"VF {vfs[0]}" if len(vfs) == 1 else f"VFs {format_ranges(sorted(set(vfs)))}"
+            out.append(f"{op} {label}: {text}")
+        elif op.startswith("set_vf_"):
+            out.append(f"VF settings through {acts[0].ifname}: {text}")
+        else:
+            out.extend(f"{a.describe()}: {text}" for a in acts)
+    seen = set()
+    return [line for line in out if not (line in seen or seen.add(line))]
 
 
 def _fold_findings(findings: Sequence[Any]) -> List[str]:
