@@ -24,6 +24,7 @@ from sriov_node.engine.actions import (
     LOAD_DEFAULT,
     NUMVFS_AGAIN,
     PROBE_RACE,
+    SEND_REST,
     Action,
     BindDriver,
     Retry,
@@ -562,7 +563,8 @@ class Executor:
                     errors.append(HostError(pf, message, vf=vf, attr=failed, errno=code, hint=hint))
                     later = VF_LINK_ATTRS[VF_LINK_ATTRS.index(failed) + 1:]
                     rest = {attr: change[attr] for attr in later if attr in change}
-                    pending = ([(vf, rest)] if rest else []) + pending[n + 1:]
+                    # the rest again, in a new request, under the rule the settings carry
+                    pending = ([(vf, rest)] if rest else []) + pending[n + 1:] if self._may(batch[0], SEND_REST) else []
                     break
                 else:  # everything reads as asked, yet the request failed: say so once, stop
                     message, hint = hints.netlink_error(f"setting VF settings through {ifname}", code)
