@@ -193,7 +193,9 @@ def test_the_second_numvfs_write_is_the_rule_set_num_vfs_carries(make_host, writ
     (numvfs,) = [a for a in json.loads(dry.stdout)["actions"] if a["op"] == "set_num_vfs"]
     assert numvfs["retry"] == NUMVFS_AGAIN.text
     text = run_cli("apply", "--dry-run", root=host.root, config=path).stdout
-    assert f"[retry] sriov_numvfs 0 -> 4: {NUMVFS_AGAIN.text}" in text
+    assert f"[retry] sriov_numvfs: {NUMVFS_AGAIN.short} (--verbose spells them out)" in text
+    verbose = run_cli("apply", "--dry-run", "--verbose", root=host.root, config=path).stdout
+    assert f"[retry] sriov_numvfs 0 -> 4: {NUMVFS_AGAIN.text}" in verbose
     _, actions, seen = run(open_host(host.root), path)
     assert seen["sriov_numvfs"] == 2 == own_writes(actions)["sriov_numvfs"] + 1  # the rule fired
     assert _within(seen, actions) == []
@@ -235,13 +237,13 @@ def test_every_rule_is_shown_by_the_dry_run_in_json_and_text(make_host, write_co
     path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-1"\ndriver = "vfio-pci"\n'
                         '[[pf.vfs]]\nrange = "2"\nvlan = 10\n')
     body = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=path).stdout)
-    text = run_cli("apply", "--dry-run", root=host.root, config=path).stdout
-    rules = {rule.text for rule in (NUMVFS_AGAIN, PROBE_RACE, BIND_FILE, DEFAULT_TAKEN, LOAD_DEFAULT,
-                                     DEFAULT_BIND_FILE, SEND_REST)}
+    every = (NUMVFS_AGAIN, PROBE_RACE, BIND_FILE, DEFAULT_TAKEN, LOAD_DEFAULT, DEFAULT_BIND_FILE, SEND_REST)
     shown = {part for a in body["actions"] if "retry" in a for part in a["retry"].split("; ")}
-    assert shown == rules
-    retry_lines = [line for line in text.splitlines() if line.strip().startswith("[retry]")]
-    assert all(any(rule in line for line in retry_lines) for rule in rules), text
+    assert shown == {rule.text for rule in every}
+    for flags, words in (((), "short"), (("--verbose",), "text")):  # in a few words, or spelt out
+        text = run_cli("apply", "--dry-run", *flags, root=host.root, config=path).stdout
+        lines = [line for line in text.splitlines() if line.strip().startswith("[retry]")]
+        assert all(any(getattr(rule, words) in line for line in lines) for rule in every), text
 
 
 def test_a_write_no_action_or_rule_declares_is_caught(make_host, write_config, monkeypatch):

@@ -27,22 +27,25 @@ class Retry:
     name: str
     text: str
     writes: Tuple[str, ...]  # the kinds of write the rule may add
+    short: str = ""  # the rule in a few words, for a plan folded to fit a terminal
 
 
 NUMVFS_AGAIN = Retry("numvfs_again", "once more if the PF reads 0 VFs after 1 s (NVMe right after probe)",
-                     ("sriov_numvfs",))
+                     ("sriov_numvfs",), "once more if 0 VFs after 1 s")
 PROBE_RACE = Retry("probe_race", "if a probe raced it to another driver: unbind that one and probe again",
-                   ("unbind", "drivers_probe"))
+                   ("unbind", "drivers_probe"), "unbind a racing driver, probe again")
 BIND_FILE = Retry("bind_file", "if the probe left it unbound: write the driver's bind file, which reports "
-                  "the probe's error", ("bind",))
+                  "the probe's error", ("bind",), "its bind file if left unbound")
 DEFAULT_TAKEN = Retry("default_taken", "if a driver with a dynamic ID (new_id) takes it: unbind that one and "
-                      "write the default driver's bind file", ("unbind", "bind"))
+                      "write the default driver's bind file", ("unbind", "bind"),
+                      "a new_id driver unbound for the default")
 LOAD_DEFAULT = Retry("load_default", "if nothing binds and its default driver (modules.alias) is not loaded: "
-                     "modprobe it and probe again", ("modprobe", "drivers_probe"))
+                     "modprobe it and probe again", ("modprobe", "drivers_probe"),
+                     "modprobe the default")
 DEFAULT_BIND_FILE = Retry("default_bind_file", "if nothing binds: write the default driver's bind file, which "
-                          "reports the probe's error", ("bind",))
+                          "reports the probe's error", ("bind",), "the default's bind file")
 SEND_REST = Retry("send_rest", "after a refusal: read back, name the VF and setting refused, send the rest "
-                  "in a new request", ("vf_links",))
+                  "in a new request", ("vf_links",), "the rest after a refusal")
 
 
 @dataclass(frozen=True)
