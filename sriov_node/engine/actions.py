@@ -63,8 +63,7 @@ class Action:
         return ()
 
     def retry_text(self) -> Optional[str]:
-        rules = self.retries()
-        return "; ".join(r.text for r in rules) if rules else None
+        return _joined(self.retries())
 
     @property
     def target_vf(self) -> Optional[int]:
@@ -79,6 +78,11 @@ class Action:
         for name in _field_names(type(self)):
             out[name] = getattr(self, name)
         return _with_retry(self, out)
+
+
+@lru_cache(maxsize=None)  # a handful of rule combinations, asked for every action of a plan
+def _joined(rules: Tuple[Retry, ...]) -> Optional[str]:
+    return "; ".join(r.text for r in rules) if rules else None
 
 
 def _with_retry(action: Action, out: Dict[str, Any]) -> Dict[str, Any]:

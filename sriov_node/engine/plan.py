@@ -186,6 +186,7 @@ class _Builder:
         self.restore: List[Action] = []
         self.probes: List[Action] = []
         self.links: Dict[str, List[Tuple[int, Any]]] = {}
+        self._fresh: Dict[Optional[str], List[Finding]] = {}
         self.netdevs: List[Action] = []
 
     def vf(self, index: int, findings: Sequence[Finding], fresh: bool = False) -> None:
@@ -217,9 +218,13 @@ class _Builder:
         return None if any(_loaded(d, loaded) for d in defaults) else defaults[0]
 
     def fresh_vf(self, want: VfSpec) -> None:
-        """A VF this plan creates: the findings of its spec against a VF as the kernel makes it."""
-        new = VfState(index=want.index, pci="", driver=None, driver_override=None)
-        self.vf(want.index, compare_driver(want, new, None, self.pf.vf_default_drivers), fresh=True)
+        """A VF this plan creates: the findings of its spec against a VF as the kernel makes it (the
+        same for every VF that wants the same driver: compared once per driver)."""
+        findings = self._fresh.get(want.driver)
+        if findings is None:
+            new = VfState(index=want.index, pci="", driver=None, driver_override=None)
+            findings = self._fresh[want.driver] = compare_driver(want, new, None, self.pf.vf_default_drivers)
+        self.vf(want.index, findings, fresh=True)
 
     def settings(self, want: VfSpec, only: Optional[Set[str]] = None) -> None:
         """The VF's wanted settings (those in `only`, when given: the ones that differ)."""
