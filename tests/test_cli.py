@@ -46,8 +46,9 @@ def test_dry_run_json_lists_actions_and_writes_nothing(demo_host):
     assert (body["result"], body["exit_code"]) == ("planned", 0)
     actions = body["actions"]
     assert all({"pf", "op", "phase"} <= set(a) for a in actions)
-    assert {"pf": "0000:20:00.0", "op": "set_num_vfs", "value": 8, "current": 0, "phase": "count"} in actions
-    assert {"pf": "0000:30:00.0", "op": "set_num_vfs", "value": 16, "current": 0, "phase": "count"} in actions
+    again = "once more if the PF reads 0 VFs after 1 s (NVMe right after probe)"  # its retry rule
+    assert {"pf": "0000:20:00.0", "op": "set_num_vfs", "value": 8, "current": 0, "phase": "count", "retry": again} in actions
+    assert {"pf": "0000:30:00.0", "op": "set_num_vfs", "value": 16, "current": 0, "phase": "count", "retry": again} in actions
     assert {"pf": "0000:20:00.0", "op": "set_autoprobe", "value": True} in body["on_failure"]
     assert [p["status"] for p in body["pfs"]] == ["planned", "planned"]
     binds = [a for a in actions if a["op"] == "bind_driver"]

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from sriov_node.engine.actions import (
+    BIND_FILE,
+    DEFAULT_BIND_FILE,
+    DEFAULT_TAKEN,
+    LOAD_DEFAULT,
+    NUMVFS_AGAIN,
+    PROBE_RACE,
+)
 from sriov_node.engine.actions import BindDriver, LoadDriver, ProbeVf, SetAutoprobe, SetDriverOverride, SetNumVfs
 from sriov_node.model import PfSelector, PfSpec, PfState, VfGroup, VfState
 from sriov_node.engine.plan import PfPlan, plan, plan_pf
@@ -182,8 +190,12 @@ def test_unloaded_driver_is_loaded_first():
 def test_plan_json_shape():
     target = Target(spec(2, ("0", "vfio-pci")), pf(0))
     body = plan([target], LOADED).to_dict()
-    assert body["actions"][1] == {"pf": PF, "op": "set_num_vfs", "value": 2, "current": 0, "phase": "count"}
+    assert body["actions"][1] == {"pf": PF, "op": "set_num_vfs", "value": 2, "current": 0, "phase": "count",
+                                  "retry": NUMVFS_AGAIN.text}
     binds = [a for a in body["actions"] if a["op"] == "bind_driver"]
-    assert binds == [{"pf": PF, "op": "bind_driver", "vf": 0, "driver": "vfio-pci", "phase": "bindings"}]
+    assert binds == [{"pf": PF, "op": "bind_driver", "vf": 0, "driver": "vfio-pci", "phase": "bindings",
+                      "retry": f"{PROBE_RACE.text}; {BIND_FILE.text}"}]
     assert all({"pf", "op", "phase"} <= set(a) for a in body["actions"])
-    assert body["on_failure"][-1] == {"pf": PF, "op": "probe_default_driver", "vf": 1}
+    # a VF created by this run: its default driver was not known when planning, so it may be loaded
+    assert body["on_failure"][-1] == {"pf": PF, "op": "probe_default_driver", "vf": 1,
+                                      "retry": f"{DEFAULT_TAKEN.text}; {LOAD_DEFAULT.text}; {DEFAULT_BIND_FILE.text}"}

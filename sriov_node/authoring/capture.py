@@ -15,7 +15,8 @@ kernel shows for them:
   defaults: MAC (one VF per group), VLAN, QoS and protocol, spoof checking off, trust on, link
   state, tx rates. The eswitch mode is kept when it is switchdev, sriov_drivers_autoprobe when 0.
 
-`apply` of the result plans nothing on the same host: every value in it is the value observed.
+`apply` of the result plans nothing on the same host: every value in it is the value observed (the
+`driver` key is `compare.driver_key`, the inverse of the comparison of VF drivers).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from sriov_node.config import parse_config
 from sriov_node.errors import SriovNodeError
 from sriov_node.host import Host
-from sriov_node.host.observe import default_driver_of, observe, observe_pf
-from sriov_node.model import DRIVER_ANY, DRIVER_NONE, PfState, VfLinks, VfState, format_ranges, is_override_only
+from sriov_node.host.observe import Wanted, observe, observe_pf
+from sriov_node.engine.compare import driver_key
+from sriov_node.model import PfState, VfLinks, format_ranges
 
 ZERO_MAC = "00:00:00:00:00:00"
 COMMENT_COLUMN = 28
@@ -48,28 +50,6 @@ def _line(indent: str, key: str, value: Any, comment: Optional[str] = None) -> s
     if comment:
         text = f"{text:<{COMMENT_COLUMN - 1}} # {comment}"
     return text + "\n"
-
-
-def vf_driver(vf: VfState, default: Optional[str], autoprobe: Optional[bool]) -> Tuple[Optional[str], Optional[str]]:
-    """(the group's `driver` value, None for the kernel's default; a comment when it is "any")."""
-    override = vf.driver_override
-    if vf.driver is None:
-        if override == DRIVER_NONE:
-            return DRIVER_NONE, None
-        why = f"unbound, driver_override {override}" if override else "unbound, no driver_override"
-        return DRIVER_ANY, f"{why}: \"any\" leaves them so (write driver = \"none\" to keep them unbound)"
-    if override == vf.driver:
-        return vf.driver, None
-    if override is not None:
-        return DRIVER_ANY, (f"bound to {vf.driver} but driver_override says {override}: \"any\" leaves them so "
-                            f"(write the driver they should have)")
-    if is_override_only(vf.driver) or (default is not None and vf.driver != default):
-        return DRIVER_ANY, (f"bound to {vf.driver} by hand (no driver_override): \"any\" leaves them so "
-                            f"(write driver = \"{vf.driver}\" to pin them)")
-    if autoprobe is False:
-        return DRIVER_ANY, (f"bound to {vf.driver}, the kernel's default, while sriov_drivers_autoprobe is 0: "
-                            f"\"any\" leaves them so (write driver = \"{vf.driver}\" to pin them)")
-    return None, None
 
 
 def vf_settings(links: Optional[VfLinks]) -> Tuple[Tuple[str, Any], ...]:
@@ -97,32 +77,22 @@ def vf_settings(links: Optional[VfLinks]) -> Tuple[Tuple[str, Any], ...]:
     return tuple(out)
 
 
-def _pf_block(host: Host, pf: PfState, by: str) -> List[str]:
-    links: Dict[int, VfLinks] = {}
+def _pf_block(pf: PfState, by: str) -> List[str]:
+    """One PF's block, from its observation with VF settings and eswitch mode (`_observe`)."""
     links_note = None
-    if pf.netdevs:
-        try:
-            links = host.links.vf_links(pf.netdevs[0])
-        except OSError as exc:
-            links_note = f"VF settings not read ({exc.strerror or exc}): only drivers are captured"
-    else:
+    if not pf.netdevs:
         links_note = "VF settings not read: the PF has no netdev"
-    eswitch = None
-    try:
-        eswitch = host.devlink.eswitch_mode(pf.devlink_handle)
-    except OSError:
-        pass
-    default = None
-    probe = next((vf for vf in pf.vfs if vf.driver is not None and vf.driver_override is None), None)
-    if probe is not None:
-        default = default_driver_of(host, probe.pci)
+    elif pf.links_error:
+        links_note = f"VF settings not read ({pf.links_error}): only drivers are captured"
+    eswitch = pf.eswitch_mode
+    default = pf.vf_default_driver
 
     groups: Dict[Tuple[Any, ...], List[int]] = {}
     for vf in pf.vfs:
         if vf.index >= (pf.num_vfs or 0):
             continue
-        driver, comment = vf_driver(vf, default, pf.autoprobe)
-        settings = vf_settings(links.get(vf.index))
+        driver, comment = driver_key(vf, default, pf.autoprobe)
+        settings = vf_settings(vf.links)
         if driver is None and not settings:
             continue  # the kernel's default, nothing set: what a VF no group names gets
         key: Tuple[Any, ...] = (driver, comment, settings)
@@ -157,6 +127,12 @@ def _pf_block(host: Host, pf: PfState, by: str) -> List[str]:
     return lines
 
 
+def _observe(host: Host, pci: str) -> PfState:
+    """The PF, its VFs' bindings and settings (one RTM_GETLINK), its eswitch mode: all through the
+    host's capabilities, as the engine observes."""
+    return observe_pf(host, pci, want=Wanted(vfs=True, links=True, eswitch=True, vf_detail=False))
+
+
 def capture_config(host: Host, *, by: str = "pci") -> str:
     """The TOML text of the host's current layout (validated before it is returned)."""
     heads = observe(host, vfs_of=())
@@ -174,7 +150,7 @@ def capture_config(host: Host, *, by: str = "pci") -> str:
         if not head.num_vfs:
             skipped.append(head.label)
             continue
-        lines += _pf_block(host, observe_pf(host, head.pci), by)
+        lines += _pf_block(_observe(host, head.pci), by)
     if skipped:
         lines += ["\n", f"# Not captured (no VFs): {', '.join(skipped)}. A block with num_vfs = 0 would keep them so.\n"]
     text = "".join(lines)

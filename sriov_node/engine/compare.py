@@ -88,6 +88,11 @@ class Finding:
     have: Any
     vf: Optional[int] = None
     text: Optional[str] = None  # the difference in words, when want/have alone say too little
+    # A DRIVER finding that wants the kernel's default driver (its `want` is then words, not a name).
+    # DRIVER and OVERRIDE findings carry what the plan needs: OVERRIDE's `want` is the driver_override
+    # to write (None clears it); DRIVER's `have` the driver to unbind, its `want` the one to bind
+    # (None: none), or the default to probe.
+    default: bool = False
 
     def describe(self, where_too: bool = True) -> str:
         where = f"VF {self.vf}: " if self.vf is not None and where_too else ""
@@ -117,14 +122,14 @@ def compare_driver(want: VfSpec, vf: VfState, default: Optional[str] = None,
                                f"driver_override is {vf.driver_override}, want it cleared (the kernel's default driver)"))
         if vf.driver is None:
             out.append(Finding(DRIVER, describe_driver(DRIVER_DEFAULT), None, vf.index,
-                               "no driver bound, want the kernel's default driver" + shown))
+                               "no driver bound, want the kernel's default driver" + shown, default=True))
             return out
         verdict = is_default_driver(vf.driver, vf.driver_override, defaults)
         if verdict is False:
             why = " (by request)" if is_override_only(vf.driver) or vf.driver == vf.driver_override else ""
             none = " (no driver of this kernel takes it by its IDs)" if defaults == () else shown
             out.append(Finding(DRIVER, describe_driver(DRIVER_DEFAULT), vf.driver, vf.index,
-                               f"bound to {vf.driver}{why}, want the kernel's default driver{none}"))
+                               f"bound to {vf.driver}{why}, want the kernel's default driver{none}", default=True))
         elif verdict is None and caveats is not None:
             caveats.append(Finding(DRIVER_UNJUDGED, describe_driver(DRIVER_DEFAULT), vf.driver, vf.index,
                                    f"bound to {vf.driver}: cannot tell whether that is the kernel's default driver "
@@ -142,6 +147,31 @@ def compare_driver(want: VfSpec, vf: VfState, default: Optional[str] = None,
     if vf.driver != driver:
         out.append(Finding(DRIVER, driver, vf.driver, vf.index, f"bound to {vf.driver or 'no driver'}, want {driver}"))
     return out
+
+
+def driver_key(vf: VfState, default: Optional[str], autoprobe: Optional[bool]) -> Tuple[Optional[str], Optional[str]]:
+    """The inverse of `compare_driver`: the `driver` key under which this VF, as it is, shows no
+    difference (None: the key left out, the kernel's default), and a comment when that key is
+    "any" (what to write to pin it). `default`: the kernel's pick for the VF, if known; `autoprobe`:
+    the PF's sriov_drivers_autoprobe (a default driver bound while it is 0 was not the kernel's doing)."""
+    override = vf.driver_override
+    if vf.driver is None:
+        if override == DRIVER_NONE:
+            return DRIVER_NONE, None
+        why = f"unbound, driver_override {override}" if override else "unbound, no driver_override"
+        return DRIVER_ANY, f"{why}: \"any\" leaves them so (write driver = \"none\" to keep them unbound)"
+    if override == vf.driver:
+        return vf.driver, None
+    if override is not None:
+        return DRIVER_ANY, (f"bound to {vf.driver} but driver_override says {override}: \"any\" leaves them so "
+                            f"(write the driver they should have)")
+    if is_override_only(vf.driver) or (default is not None and vf.driver != default):
+        return DRIVER_ANY, (f"bound to {vf.driver} by hand (no driver_override): \"any\" leaves them so "
+                            f"(write driver = \"{vf.driver}\" to pin them)")
+    if autoprobe is False:
+        return DRIVER_ANY, (f"bound to {vf.driver}, the kernel's default, while sriov_drivers_autoprobe is 0: "
+                            f"\"any\" leaves them so (write driver = \"{vf.driver}\" to pin them)")
+    return None, None
 
 
 def compare_settings(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:

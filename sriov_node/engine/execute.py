@@ -1,6 +1,9 @@
 """Run one PF's plan; confirm each write by reading the kernel back; bounded waits; clean up on a stop.
 
-The executor decides nothing: it runs the planner's actions in order. A failing PF-wide action
+The executor decides nothing: it runs the planner's actions in order, and writes nothing the plan
+does not show: each action's own writes (`Action.writes()`), and a write again only under a retry
+rule the action carries (`Action.retries()`: the second sriov_numvfs write, the unbind after a
+probe race, the default driver's modprobe or bind file), which `apply --dry-run` prints. A failing PF-wide action
 (sriov_numvfs, autoprobe) stops the plan; a failing VF action stops only that VF's remaining
 actions, so the other VFs still converge. When the plan stops early (a PF-wide failure, or a
 cancellation between actions) its `on_failure` clean-up runs, best effort.
@@ -15,8 +18,16 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 from sriov_node.engine import hints
 from sriov_node.engine.actions import (
+    BIND_FILE,
+    DEFAULT_BIND_FILE,
+    DEFAULT_TAKEN,
+    LOAD_DEFAULT,
+    NUMVFS_AGAIN,
+    PROBE_RACE,
+    SEND_REST,
     Action,
     BindDriver,
+    Retry,
     LoadDriver,
     ProbeVf,
     ReplugPf,
@@ -198,8 +209,17 @@ class Executor:
 
     # ------------------------------------------------------------------ actions
 
+    @staticmethod
+    def _may(a: Action, rule: Retry) -> bool:
+        """Whether the action carries this retry rule (what the plan shows is all the executor does)."""
+        return rule in a.retries()
+
+    def _has_driver(self, name: str) -> bool:
+        """A PCI driver by a module's name (modules name it with "_", some drivers register with "-")."""
+        return self.sysfs.has_pci_driver(name) or self.sysfs.has_pci_driver(name.replace("_", "-"))
+
     def _load_driver(self, a: LoadDriver) -> None:
-        if self.sysfs.has_pci_driver(a.driver):
+        if self._has_driver(a.driver):
             return
         try:
             self.host.modules.load(a.driver)
@@ -207,7 +227,7 @@ class Executor:
             message, hint = hints.load_error(a.driver, exc.strerror or str(exc))
             raise HostError(a.pf, message, errno=exc.errno, hint=hint)
         # modprobe returns once the module's init ran (its PCI driver registered): a short grace, not --timeout
-        if not self._wait(lambda: self.sysfs.has_pci_driver(a.driver), self._deadline(self.sysfs.probe_grace)):
+        if not self._wait(lambda: self._has_driver(a.driver), self._deadline(self.sysfs.probe_grace)):
             raise HostError(a.pf, f"the module loaded but registered no PCI driver named {a.driver!r}",
                             hint="check the driver name: ls /sys/bus/pci/drivers")
 
@@ -275,7 +295,7 @@ class Executor:
         deadline = self._deadline()
         grace = min(deadline, time.monotonic() + 1.0)
         done = self._wait(settled, grace)
-        if not done and a.value and untouched() and not self.cancelled():
+        if not done and self._may(a, NUMVFS_AGAIN) and untouched() and not self.cancelled():
             # Seen on NVMe right after its driver bound: the write succeeded, nothing was
             # enabled. The kernel's state says "0": writing N once more is still a 0 -> N step.
             self._write_num_vfs(a)
@@ -352,7 +372,9 @@ class Executor:
     def _bind(self, a: BindDriver) -> None:
         """drivers_probe (the override names the driver), then read the driver link: one write, one read.
 
-        A VF found bound to another driver (a probe raced us) is unbound and probed again.
+        Its retry rules: a VF found bound to another driver (a probe raced us) is unbound and probed
+        again (PROBE_RACE); one the probe left unbound is bound through the driver's bind file
+        (BIND_FILE), which answers with the probe's errno.
         """
         sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
@@ -361,7 +383,7 @@ class Executor:
         except OSError as exc:
             raise self._bind_failed(a, vf, exc.errno or E.EIO)
         bound = sysfs.device_driver(vf)
-        if bound is not None and bound != a.driver:
+        if bound is not None and bound != a.driver and self._may(a, PROBE_RACE):
             self._unbind_pci(a.pf, a.vf, vf, bound)
             try:
                 sysfs.drivers_probe(vf)
@@ -369,7 +391,7 @@ class Executor:
                 raise self._bind_failed(a, vf, exc.errno or E.EIO)
             bound = sysfs.device_driver(vf)
         if bound is None:
-            if not sysfs.has_pci_driver(a.driver):
+            if not sysfs.has_pci_driver(a.driver) or not self._may(a, BIND_FILE):
                 raise self._bind_failed(a, vf, E.ENODEV)  # nothing can bind it: say so now, never wait
             # drivers_probe swallows probe errors; an explicit bind reports them. The bind runs the
             # probe inside the write: when it returns, the driver link is there or it never will be.
@@ -399,7 +421,10 @@ class Executor:
         return HostError(a.pf, f"{vf}: {message}", vf=a.vf, attr="bind", errno=code, hint=hint)
 
     def _probe_default(self, a: ProbeVf) -> None:
-        """drivers_probe; if nothing binds, load the module the VF's modalias names (as udev would), probe again."""
+        """drivers_probe; under the action's rules: a driver with a dynamic ID that took it is replaced by
+        the default (DEFAULT_TAKEN); if nothing binds, the module the VF's modalias names is loaded, as
+        udev would (LOAD_DEFAULT, when the plan could not know it), and the VF probed again; then the
+        default driver's bind file says why not (DEFAULT_BIND_FILE)."""
         sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
         if sysfs.device_driver(vf) is not None:
@@ -425,7 +450,8 @@ class Executor:
         if probe():
             taken = sysfs.device_driver(vf)
             defaults = default_drivers_of(self.host, vf)
-            if taken is None or is_default_driver(taken, sysfs.driver_override(vf), defaults) is not False:
+            if taken is None or is_default_driver(taken, sysfs.driver_override(vf), defaults) is not False \
+                    or not self._may(a, DEFAULT_TAKEN):
                 return
             # A driver with a dynamic ID for it (new_id) came first: take the VF back from it and
             # bind the default through its own bind file, which no other driver can answer.
@@ -436,7 +462,7 @@ class Executor:
                 raise error
             return
         default = default_driver_of(self.host, vf)
-        if default is not None and not sysfs.has_pci_driver(default) and not sysfs.has_pci_driver(default.replace("_", "-")):
+        if default is not None and not self._has_driver(default) and self._may(a, LOAD_DEFAULT):
             try:
                 self.host.modules.load(default)
             except OSError as exc:
@@ -445,6 +471,8 @@ class Executor:
                                 vf=a.vf, errno=exc.errno, hint=hint)
             if probe():
                 return
+        if not self._may(a, DEFAULT_BIND_FILE):
+            default = None  # no bind file to write: say that nothing bound
         error = self._bind_default(a, vf, default)
         if error is not None:
             raise error
@@ -535,7 +563,8 @@ class Executor:
                     errors.append(HostError(pf, message, vf=vf, attr=failed, errno=code, hint=hint))
                     later = VF_LINK_ATTRS[VF_LINK_ATTRS.index(failed) + 1:]
                     rest = {attr: change[attr] for attr in later if attr in change}
-                    pending = ([(vf, rest)] if rest else []) + pending[n + 1:]
+                    # the rest again, in a new request, under the rule the settings carry
+                    pending = ([(vf, rest)] if rest else []) + pending[n + 1:] if self._may(batch[0], SEND_REST) else []
                     break
                 else:  # everything reads as asked, yet the request failed: say so once, stop
                     message, hint = hints.netlink_error(f"setting VF settings through {ifname}", code)

@@ -2,7 +2,7 @@
 
 Phases run in order:
 
-    modules   drivers to load
+    modules   drivers to load (named ones, and the kernel's default when a probe needs it)
     pf        the PF netdev's MTU (before VFs are created: VF drivers size buffers from it)
     count     sriov_numvfs (through 0) and the eswitch mode, in the order the PF driver needs
     bindings  driver_override, unbind, bind
@@ -35,11 +35,21 @@ from sriov_node.engine.actions import (
     SetVfSetting,
     UnbindDriver,
 )
-from sriov_node.engine.compare import ESWITCH, PF_MTU, VF_LINKS, VF_MTU, Finding, compare, is_default_driver, remakes_vfs
+from sriov_node.engine.compare import (
+    DRIVER,
+    ESWITCH,
+    OVERRIDE,
+    PF_MTU,
+    VF_LINKS,
+    VF_MTU,
+    Finding,
+    compare,
+    compare_driver,
+    remakes_vfs,
+)
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
-    DRIVER_NONE,
     VF_LINK_ATTRS,
     PfState,
     VfSpec,
@@ -176,34 +186,45 @@ class _Builder:
         self.restore: List[Action] = []
         self.probes: List[Action] = []
         self.links: Dict[str, List[Tuple[int, Any]]] = {}
+        self._fresh: Dict[Optional[str], List[Finding]] = {}
         self.netdevs: List[Action] = []
 
-    def vf(self, want: VfSpec, have: Optional[VfState]) -> None:
-        """Actions that take one VF's binding (None: freshly created, unbound, no override) to its spec."""
-        pf, i, driver = self.pf.pci, want.index, want.driver
-        override = have.driver_override if have else None
-        bound = have.driver if have else None
-        if driver == DRIVER_ANY:
-            return
-        if driver is DRIVER_DEFAULT:
-            if override is not None:
-                self.overrides.append(SetDriverOverride(pf, vf=i, driver=None))
-            # bound by request, or to a driver the kernel's ID tables do not give it (one bound
-            # through new_id, or by a tool that cleared the override after): unbind, probe the default
-            if bound is not None and is_default_driver(bound, override, self.pf.vf_default_drivers) is False:
-                self.unbinds.append(UnbindDriver(pf, vf=i, driver=bound))
-                bound = None
-            if bound is None and have is not None:
-                self.probes.append(ProbeVf(pf, vf=i))
-            return
-        if override != driver:
-            self.overrides.append(SetDriverOverride(pf, vf=i, driver=driver))
-        if bound == (None if driver == DRIVER_NONE else driver):
-            return
-        if bound is not None:
-            self.unbinds.append(UnbindDriver(pf, vf=i, driver=bound))
-        if driver != DRIVER_NONE:
-            self.binds.append(BindDriver(pf, vf=i, driver=driver))
+    def vf(self, index: int, findings: Sequence[Finding], fresh: bool = False) -> None:
+        """The actions that fix one VF's DRIVER and OVERRIDE findings, as the comparison stated them
+        (`fresh`: a VF this plan creates, unbound, no override, probed by the kernel or by `probes`)."""
+        pf = self.pf.pci
+        for f in findings:
+            if f.attr == OVERRIDE:
+                self.overrides.append(SetDriverOverride(pf, vf=index, driver=f.want))
+            elif f.attr == DRIVER:
+                if f.have is not None:
+                    self.unbinds.append(UnbindDriver(pf, vf=index, driver=f.have))
+                if f.default:
+                    if not fresh:
+                        self.probes.append(self.probe(index))
+                elif f.want is not None:
+                    self.binds.append(BindDriver(pf, vf=index, driver=f.want))
+
+    def probe(self, index: int) -> ProbeVf:
+        """A probe of the VF's default driver: loading that driver is planned (`default_load`) when the
+        observation named it (modules.alias, VFs present); else the probe carries the LOAD_DEFAULT rule."""
+        return ProbeVf(self.pf.pci, vf=index, load_default=self.pf.vf_default_drivers is None)
+
+    def default_load(self, loaded: FrozenSet[str]) -> Optional[str]:
+        """The kernel's default driver for these VFs, when a probe needs it and none of them is loaded."""
+        defaults = self.pf.vf_default_drivers
+        if not defaults or not any(isinstance(a, ProbeVf) for a in self.probes):
+            return None
+        return None if any(_loaded(d, loaded) for d in defaults) else defaults[0]
+
+    def fresh_vf(self, want: VfSpec) -> None:
+        """A VF this plan creates: the findings of its spec against a VF as the kernel makes it (the
+        same for every VF that wants the same driver: compared once per driver)."""
+        findings = self._fresh.get(want.driver)
+        if findings is None:
+            new = VfState(index=want.index, pci="", driver=None, driver_override=None)
+            findings = self._fresh[want.driver] = compare_driver(want, new, None, self.pf.vf_default_drivers)
+        self.vf(want.index, findings, fresh=True)
 
     def settings(self, want: VfSpec, only: Optional[Set[str]] = None) -> None:
         """The VF's wanted settings (those in `only`, when given: the ones that differ)."""
@@ -285,25 +306,32 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
                 on_failure = [SetDriverOverride(pf.pci, vf=v.index, driver=v.driver) for v in wants
                               if v.driver not in (DRIVER_DEFAULT, DRIVER_ANY)]
                 on_failure.append(SetAutoprobe(pf.pci, value=want_auto if want_auto is not None else True))
-                on_failure += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
+                on_failure += [b.probe(v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
             b.count.append(SetNumVfs(pf.pci, value=spec.num_vfs, current=0))
             if mode is not None:  # vfs_unbound: the VFs exist and nothing is bound to them
                 b.count.append(mode)
                 mode = None
             for want in wants:
                 if pci:
-                    b.vf(want, None)
+                    b.fresh_vf(want)
                 b.settings(want)
             if pci and not autoprobe:  # created unprobed: the VFs the kernel would have probed need a probe
-                b.probes += [ProbeVf(pf.pci, vf=v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
+                b.probes += [b.probe(v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
     else:
         vfs = list(pf.vfs)
+        bindings: Dict[Optional[int], List[Finding]] = {}
+        for f in findings:
+            if f.attr in (DRIVER, OVERRIDE):
+                bindings.setdefault(f.vf, []).append(f)
         if mode is not None:  # vfs_unbound, or no_vfs with no VFs: unbind what is bound, then switch
             for vf in vfs:
                 if vf.driver is not None:
                     b.count.append(UnbindDriver(pf.pci, vf=vf.index, driver=vf.driver))
             b.count.append(mode)
             vfs = [_unbound(vf) for vf in vfs]
+            # the bindings are judged again for the VFs as the switch leaves them: unbound
+            bindings = {vf.index: compare_driver(spec.vf(vf.index), vf, pf.vf_default_driver, pf.vf_default_drivers)
+                        for vf in vfs if vf.index < spec.num_vfs}
         redo: Dict[int, Optional[Set[str]]] = {}
         for f in findings:
             if f.vf is not None and f.attr == VF_LINKS:
@@ -315,7 +343,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
             if vf.index >= spec.num_vfs:
                 continue
             if pci:
-                b.vf(want, vf)
+                b.vf(vf.index, bindings.get(vf.index, ()))
             if vf.index in redo:
                 b.settings(want, redo[vf.index])
     if want_auto is not None and autoprobe != want_auto and pci and pf.autoprobe is not None:
@@ -324,9 +352,12 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
     for want in wants:
         if want.mtu is not None and (recreate or want.index in mtus):
             b.netdevs.append(SetVfMtu(pf.pci, vf=want.index, value=want.mtu))
-    needed = sorted({a.driver for a in b.binds if isinstance(a, BindDriver) and not _loaded(a.driver, loaded_drivers)})
+    needed = {a.driver for a in b.binds if isinstance(a, BindDriver) and not _loaded(a.driver, loaded_drivers)}
+    default = b.default_load(loaded_drivers)
+    if default is not None:
+        needed.add(default)  # the probes' default driver, known from modules.alias and not loaded
     phases = (
-        ("modules", tuple(LoadDriver(pf.pci, driver=d) for d in needed)),
+        ("modules", tuple(LoadDriver(pf.pci, driver=d) for d in sorted(needed))),
         ("pf", tuple(b.pf_phase)),
         ("count", tuple(b.count)),
         ("bindings", b.bindings()),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
     """Why this PF's plan cannot work on this platform (refused, exit 3), or None."""
     binds = [a for a in pf_plan.actions if isinstance(a, BindDriver) and is_vfio(a.driver)]
-    if not binds or host.sysfs.listdir("sys/kernel/iommu_groups"):
+    if not binds or host.sysfs.iommu_enabled():
         return None  # nothing needs an IOMMU group, or the IOMMU is on (every device has a group)
     # The IOMMU is off: only now is the platform read, to say why and how to turn it on.
     from sriov_node.checks.diagnose import FAIL, check_iommu

@@ -11,7 +11,8 @@ nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from sriov_node.engine.compare import Finding, assess, compare, unjudged
@@ -19,7 +20,6 @@ from sriov_node.engine.outcome import CHANGED, FAILED, INTERRUPTED, PLANNED, REF
 from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, verdict as verdict_of
 from sriov_node.errors import InUseError, StateError
 from sriov_node.host import Host
-from sriov_node.host.paths import PCI_DRIVERS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
 from sriov_node.engine.resolve import BlockFailure, Target
@@ -137,73 +137,58 @@ def reconcile(
     cancelled: Callable[[], bool] = _never,
     progress: Optional[Callable[[str, str], None]] = None,
 ) -> Report:
-    """Converge the PFs `desired` selects (all, or those in `only`); never raises for a PF's failure."""
-    start = time.monotonic()
-    if dry_run:
-        heads, resolution = survey(host, desired, only)
-        outcomes: List[PfOutcome] = []
-        plans: List[PfPlan] = []
-        notices = list(resolution.notices)
-        for target in resolution.targets:
-            p = _plan(target, heads.pci_drivers)
-            if p is None:
-                outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED))
-                _note_unjudged(outcomes[-1], unjudged(target.spec, target.pf), notices)
-                continue
-            plans.append(p)
-            outcome = PfOutcome(p.pf, p.target.pf.name, p.target.spec.key,
-                                PLANNED if p.actions else (FAILED if p.findings else UNCHANGED),
-                                p.action_dicts(), findings=_finding_dicts(p.findings),
-                                error=None if p.actions or not p.findings else _unactionable(p))
-            if p.actions:
-                _refuse_if_blocked(host, p, outcome, force)  # what apply would refuse, the dry run says
-            _note_unjudged(outcome, unjudged(target.spec, target.pf), notices)
-            outcomes.append(outcome)
-        outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        return Report(outcomes, notices, 0, True, tuple(plans), duration=time.monotonic() - start)
+    """Converge the PFs `desired` selects (all, or those in `only`); never raises for a PF's failure.
 
-    host.check_writable()  # before the lock: a captured tree gets no run/ directory either
-    with ApplyLock(host, timeout, cancelled):
+    One route for both: survey, then per PF plan and judge it (refused, or nothing we may do);
+    a dry run stops there, a real run executes the plan and verifies by reading the kernel again.
+    """
+    start = time.monotonic()
+    if not dry_run:
+        host.check_writable()  # before the lock: a captured tree gets no run/ directory either
+    with nullcontext() if dry_run else ApplyLock(host, timeout, cancelled):
         before = host.writes
-        seqnum = host.sysfs.uevent_seqnum()
+        seqnum = None if dry_run else host.sysfs.uevent_seqnum()
         heads, resolution = survey(host, desired, only)
+        loaded = heads.pci_drivers
         executor: Optional[Executor] = None
-        plans = []
-        outcomes = []
+        plans: List[PfPlan] = []
+        outcomes: List[PfOutcome] = []
         notices = list(resolution.notices)
         interrupted = False
         for target in resolution.targets:
-            # listed again for each PF: an earlier PF's run may have loaded a driver
-            pf_plan = _plan(target, frozenset(host.sysfs.listdir(PCI_DRIVERS)))
-            if pf_plan is None:  # converged: nothing to plan
-                outcomes.append(PfOutcome(target.pf.pci, target.pf.name, target.spec.key, UNCHANGED, seqnum=seqnum))
-                _note_unjudged(outcomes[-1], unjudged(target.spec, target.pf), notices)
-                continue
-            plans.append(pf_plan)
-            outcome = PfOutcome(pf_plan.pf, target.pf.name, target.spec.key, UNCHANGED, pf_plan.action_dicts(),
-                                seqnum=seqnum)
-            outcomes.append(outcome)
-            if not pf_plan.actions:
-                if pf_plan.findings:  # differences no action of ours can fix (an externally managed count)
-                    outcome.status, outcome.error = FAILED, _unactionable(pf_plan)
-                    outcome.findings = _finding_dicts(pf_plan.findings)
-                continue
-            if interrupted or cancelled():
+            pf_plan = _plan(target, loaded)
+            outcome = _planned(target, pf_plan, seqnum)
+            caveats: Tuple[Finding, ...] = ()
+            if pf_plan is not None:
+                plans.append(pf_plan)
+            if pf_plan is None or outcome.status != PLANNED:
+                caveats = unjudged(target.spec, target.pf)
+            elif not dry_run and (interrupted or cancelled()):
                 interrupted = True
-                outcome.status, outcome.error = INTERRUPTED, f"PF {pf_plan.pf}: not started: the run was interrupted"
-                outcome.findings = _finding_dicts(pf_plan.findings)
-                continue
-            if progress:
-                progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
-            if executor is None:
-                from sriov_node.engine.execute import Executor
+                outcome = replace(outcome, status=INTERRUPTED,
+                                  error=f"PF {pf_plan.pf}: not started: the run was interrupted")
+            else:
+                if progress and not dry_run:
+                    progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
+                refused = _refuse_if_blocked(host, pf_plan, outcome, force)
+                if refused is not None or dry_run:  # a dry run: plan, judge, then stop
+                    outcome = refused or outcome
+                    caveats = unjudged(target.spec, target.pf)
+                else:
+                    if executor is None:
+                        from sriov_node.engine.execute import Executor
 
-                executor = Executor(host, timeout, cancelled)
-            _note_unjudged(outcome, _run_pf(host, executor, pf_plan, outcome, force), notices)
-            interrupted = interrupted or outcome.status == INTERRUPTED
+                        executor = Executor(host, timeout, cancelled)
+                    outcome, caveats = _run_pf(host, executor, pf_plan, outcome)
+                    interrupted = interrupted or outcome.status == INTERRUPTED
+                    loaded = host.sysfs.pci_drivers()  # this PF's run may have loaded a driver
+            _note_unjudged(outcome, caveats, notices)
+            outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
-        report = Report(outcomes, notices, host.writes - before, False, tuple(plans),
+        report = Report(outcomes, notices, host.writes - before, dry_run, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start)
+        if dry_run:
+            return report
         _record(host, desired, report, only)
         if desired.device_plugin_file is not None and not interrupted:
             _write_device_plugin_config(host, desired, report)
@@ -219,67 +204,69 @@ def _plan(target: Target, loaded: FrozenSet[str]) -> Optional[PfPlan]:
     return plan_pf(target, loaded)
 
 
+def _planned(target: Target, pf_plan: Optional[PfPlan], seqnum: Optional[int]) -> PfOutcome:
+    """The PF's outcome as planned: unchanged (nothing differs), failed (differences no action of
+    ours can fix, as an externally managed count), or planned (actions to run)."""
+    pf = target.pf
+    if pf_plan is None:
+        return PfOutcome(pf.pci, pf.name, target.spec.key, UNCHANGED, seqnum=seqnum)
+    return PfOutcome(pf.pci, pf.name, target.spec.key, PLANNED if pf_plan.actions else FAILED,
+                     pf_plan.action_dicts(), findings=_finding_dicts(pf_plan.findings),
+                     error=None if pf_plan.actions else _unactionable(pf_plan), seqnum=seqnum)
+
+
 def _unactionable(pf_plan: PfPlan) -> str:
     return (f"PF {pf_plan.pf}: differs, and sriov-node may not change it: "
             + "; ".join(f.describe() for f in pf_plan.findings))
 
 
-def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> bool:
+def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> Optional[PfOutcome]:
     """What refuses a PF's plan (exit 3), judged the same for apply and --dry-run: a platform
     prerequisite the plan needs is missing (vfio-pci without an IOMMU), or (without --force) a VF
-    the plan would take from its driver is in use."""
+    the plan would take from its driver is in use. Returns the refused outcome, or None."""
     from sriov_node.engine.preflight import preflight
 
     blocked = preflight(host, pf_plan)
     if blocked is not None:
-        outcome.status, outcome.error = REFUSED, f"PF {pf_plan.pf}: {blocked}"
-        outcome.findings = _finding_dicts(pf_plan.findings)
-        outcome.detail = {"check": blocked}
-        return True
+        return replace(outcome, status=REFUSED, error=f"PF {pf_plan.pf}: {blocked}",
+                       findings=_finding_dicts(pf_plan.findings), detail={"check": blocked})
     disturbed = pf_plan.disturbed_vfs()
     if not disturbed or force:
-        return False
+        return None
     from sriov_node.host.holders import holders_by_vf
     from sriov_node.host.observe import observe_vf
 
     # who holds them is read now, for these VFs only (the comparison did not need it)
     held = holders_by_vf(host, [observe_vf(host, vf.index, vf.pci) for vf in disturbed])
     if not held:
-        return False
+        return None
     what = pf_plan.disturbances()
     pci = {vf.index: vf.pci for vf in disturbed}
     holders = [f"VF {i} ({pci[i]}) {what.get(i, 'would be unbound')}, but " + " and ".join(why)
                for i, why in sorted(held.items())]
-    outcome.status = REFUSED
-    outcome.error = str(InUseError(pf_plan.pf, holders, pf_plan.disturbance_summary()))
-    outcome.detail = {"holders": holders, "held_vfs": sorted(held)}
-    outcome.findings = _finding_dicts(pf_plan.findings)
-    return True
+    return replace(outcome, status=REFUSED, error=str(InUseError(pf_plan.pf, holders, pf_plan.disturbance_summary())),
+                   detail={"holders": holders, "held_vfs": sorted(held)}, findings=_finding_dicts(pf_plan.findings))
 
 
 def _note_unjudged(outcome: PfOutcome, caveats: Tuple[Finding, ...], notices: List[str]) -> None:
-    """A converged PF with VFs that could not be judged says so, in its outcome and in the notices."""
+    """A PF with VFs that could not be judged says so, in its outcome and in the notices."""
     if not caveats:
         return
     outcome.unjudged = _finding_dicts(caveats)
     notices += [f"PF {outcome.pci}: not judged: {f.describe()}" for f in caveats]
 
 
-def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
-            force: bool) -> Tuple[Finding, ...]:
-    """Run one PF's plan, verify, fill `outcome`; returns what the verification could not judge."""
-    if _refuse_if_blocked(host, pf_plan, outcome, force):  # nothing is written
-        return ()
+def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
+            planned: PfOutcome) -> Tuple[PfOutcome, Tuple[Finding, ...]]:
+    """Run one PF's plan and verify it: (its outcome, what the verification could not judge)."""
     before = host.writes
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)
-    outcome.writes = host.writes - before
+    writes = host.writes - before
     gone = not host.sysfs.pf_exists(pf_plan.pf)
-    outcome.seqnum = host.sysfs.uevent_seqnum()
+    seqnum = host.sysfs.uevent_seqnum()
     after, caveats = ((), ()) if gone else assess(
         pf_plan.target.spec, observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
-    outcome.errors = [e.to_dict() for e in result.errors]
-    outcome.findings = _finding_dicts(after)
     lines = [str(e) for e in result.errors]
     explained = {e.vf for e in result.errors}
     if None in explained and result.errors:
@@ -291,17 +278,17 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan, outcome: PfOutcome,
                      + ". Fix: re-run sriov-node apply; if it persists, check dmesg")
     lines += [f"PF {pf_plan.pf}: {note}" for note in result.cleanup_notes]
     if result.interrupted:
-        outcome.status = INTERRUPTED
+        status = INTERRUPTED
         lines.insert(0, f"PF {pf_plan.pf}: interrupted between actions; clean-up ran"
                      + ("" if not after else f", {len(after)} difference(s) remain"))
     elif result.errors or after or not result.completed:
-        outcome.status = FAILED
+        status = FAILED
     else:
-        outcome.status = CHANGED
-    outcome.error = "\n".join(lines) or None
-    if result.errors:
-        outcome.detail = result.errors[0].to_dict()
-    return caveats
+        status = CHANGED
+    outcome = replace(planned, status=status, writes=writes, seqnum=seqnum, findings=_finding_dicts(after),
+                      errors=[e.to_dict() for e in result.errors], error="\n".join(lines) or None,
+                      detail=result.errors[0].to_dict() if result.errors else None)
+    return outcome, caveats
 
 
 def _record(host: Host, desired: DesiredState, report: Report, only: Optional[FrozenSet[str]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from sriov_node.errors import ReadOnlyRoot
 from sriov_node.host.paths import PCI_DEVICES, PCI_DRIVERS, Root, check_part
@@ -230,6 +230,14 @@ class Sysfs:
 
     def has_pci_driver(self, name: str) -> bool:
         return self.isdir(PCI_DRIVERS, name)
+
+    def pci_drivers(self) -> FrozenSet[str]:
+        """The PCI drivers registered now (/sys/bus/pci/drivers)."""
+        return frozenset(self.listdir(PCI_DRIVERS))
+
+    def iommu_enabled(self) -> bool:
+        """The IOMMU is on: the kernel made IOMMU groups (/sys/kernel/iommu_groups is not empty)."""
+        return bool(self.listdir("sys/kernel/iommu_groups"))
 
     # ------------------------------------------------------------------ writes
 

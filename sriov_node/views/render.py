@@ -193,6 +193,12 @@ def plan_lines(plan: Any, *, verbose: bool = False) -> List[str]:
             out.extend(f"    [{phase}] {a.describe()}" for a in actions)
         else:
             out.extend(f"    [{phase}] {line}" for line in fold_actions(actions))
+    if verbose:
+        out.extend(f"    [retry] {line}" for line in retry_lines(plan.actions))
+    else:
+        line = retry_summary(plan.actions)
+        if line:
+            out.append(f"    [retry] {line} (--verbose spells them out)")
     if plan.on_failure:
         if verbose:
             out.extend(f"    [if it stops early] {a.describe()}" for a in plan.on_failure)
@@ -200,6 +206,43 @@ def plan_lines(plan: Any, *, verbose: bool = False) -> List[str]:
             out.append(f"    [if it stops early] {len(plan.on_failure)} clean-up step(s): VFs pinned to their "
                        "drivers, autoprobe restored (--verbose lists them)")
     return out
+
+
+def retry_lines(actions: Iterable[Any]) -> List[str]:
+    """The retry rules the actions carry: the writes the executor may make again within an action,
+    beyond the actions listed; one line per kind of action and its rules, its VFs folded
+    ('sriov_numvfs 0 -> 4: once more if ...', 'bind_driver VFs 0-3: if a probe raced ...; if ...')."""
+    by_rules: Dict[Tuple[str, str], List[Any]] = {}
+    for action in actions:
+        text = action.retry_text()
+        if text:
+            by_rules.setdefault((action.op, text), []).append(action)
+    out = []
+    for (op, text), acts in by_rules.items():
+        vfs = [a.vf for a in acts if getattr(a, "vf", None) is not None]
+        if vfs:
+            label = f"VF {vfs[0]}" if len(vfs) == 1 else f"VFs {format_ranges(sorted(set(vfs)))}"
+            out.append(f"{op} {label}: {text}")
+        elif op.startswith("set_vf_"):
+            out.append(f"VF settings through {acts[0].ifname}: {text}")
+        else:
+            out.extend(f"{a.describe()}: {text}" for a in acts)
+    seen = set()
+    return [line for line in out if not (line in seen or seen.add(line))]
+
+
+def retry_summary(actions: Iterable[Any]) -> str:
+    """Every retry rule of a PF's plan in one line, each in a few words with what it is for
+    ('sriov_numvfs: once more if 0 VFs after 1 s; bind_driver: unbind a racing driver, ...')."""
+    by_op: Dict[str, List[str]] = {}
+    for action in actions:
+        op = "VF settings" if action.op.startswith("set_vf_") and action.op != "set_vf_mtu" else action.op
+        op = "sriov_numvfs" if op == "set_num_vfs" else op
+        for rule in action.retries():
+            shorts = by_op.setdefault(op, [])
+            if rule.short not in shorts:
+                shorts.append(rule.short)
+    return "; ".join(f"{op}: {', '.join(shorts)}" for op, shorts in by_op.items())
 
 
 def _fold_findings(findings: Sequence[Any]) -> List[str]:
