@@ -52,7 +52,7 @@ def within(name: str, package: str) -> bool:
 
 def test_the_walk_sees_imports_inside_functions():
     seen = {name for _, name in imports_of(PACKAGE / "cli" / "check.py")}
-    assert "sriov_node.checks.run" in seen and "sriov_node.checks.fix" in seen  # both imported inside functions
+    assert "sriov_node.views.check_report" in seen and "sriov_node.checks.fix" in seen  # both imported inside functions
 
 
 def test_host_imports_nothing_above_it():
@@ -69,7 +69,7 @@ def test_the_platform_values_import_only_the_model_and_the_errors():
 
 
 def test_the_pure_checks_take_the_platform_values_from_below():
-    """diagnose, fix, bootcfg, kargs judge values: no host, no engine (run.py is the one that observes)."""
+    """diagnose, fix, bootcfg, kargs judge values: no host, no engine (views/check_report.py is the one that observes)."""
     pure = ("checks/diagnose.py", "checks/fix.py", "checks/bootcfg.py", "checks/kargs.py")
     allowed = ("sriov_node.platform", "sriov_node.checks", "sriov_node.model", "sriov_node.errors")
     wrong = [f"{rel}:{line} imports {name}" for rel in pure for line, name in imports_of(PACKAGE / rel)
@@ -82,3 +82,58 @@ def test_production_code_never_imports_the_simulator():
              if not rel.startswith(("sim/", "cli/"))
              for line, name in imports_of(path) if within(name, "sriov_node.sim")]
     assert wrong == []
+
+
+# Every part of the package and the parts it may import: the house docs/design.md draws. A part is a
+# sub-package (`engine`) or a top-level module (`config`); its own modules may import each other.
+FOUNDATION = ("__init__", "errors", "model", "files", "platform", "locks", "atomic", "config")
+MAY_IMPORT = {
+    **{m: FOUNDATION for m in FOUNDATION},
+    "host": FOUNDATION,
+    "checks": FOUNDATION,
+    "engine": FOUNDATION + ("host", "checks"),
+    "generations": FOUNDATION + ("host", "engine"),
+    "authoring": FOUNDATION + ("host", "engine", "generations"),
+    "views": FOUNDATION + ("host", "checks", "engine", "generations"),
+    "service": FOUNDATION + ("host", "engine", "generations", "views"),
+    "sim": FOUNDATION + ("host",),
+    "cli": FOUNDATION + ("host", "checks", "engine", "generations", "authoring", "views", "service", "sim"),
+}
+
+
+def part_of(name: str) -> str:
+    """The part a module (`sriov_node.engine.plan`, or `sriov_node.__version__` imported by name) is in."""
+    rest = name.split(".")[1:]
+    if not rest:
+        return "__init__"
+    return rest[0] if (PACKAGE / rest[0]).is_dir() or (PACKAGE / f"{rest[0]}.py").exists() else "__init__"
+
+
+def test_every_part_imports_only_the_parts_below_it():
+    parts = {part_of("sriov_node." + rel[:-3].replace("/", ".")) for rel in modules() if rel != "__main__.py"}
+    assert parts - {"__init__"} <= set(MAY_IMPORT), f"a part the layer table does not know: {parts - set(MAY_IMPORT)}"
+    wrong = []
+    for rel, path in modules().items():
+        if rel == "__main__.py":
+            continue
+        mine = part_of("sriov_node." + rel[:-3].replace("/", "."))
+        for line, name in imports_of(path):
+            if not within(name, "sriov_node") or name == "sriov_node":
+                continue
+            theirs = part_of(name)
+            if theirs != mine and theirs not in MAY_IMPORT[mine]:
+                wrong.append(f"{rel}:{line} imports {name} ({mine} may import {', '.join(MAY_IMPORT[mine])})")
+    assert wrong == []
+
+
+def test_the_design_document_draws_the_same_house():
+    """docs/design.md's layer table names every part with what it may import, as MAY_IMPORT says."""
+    text = (PACKAGE.parent / "docs" / "design.md").read_text()
+    for part, allowed in MAY_IMPORT.items():
+        if part in FOUNDATION:
+            continue
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{part}")), None)
+        assert row is not None, f"docs/design.md has no layer row for {part}"
+        cell = row.split("|")[3]
+        named = {p for p in MAY_IMPORT if f"`{p}" in cell} | ({"foundation"} if "foundation" in cell else set())
+        assert named - {"foundation"} == set(allowed) - set(FOUNDATION), (part, cell)

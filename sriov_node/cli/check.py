@@ -28,7 +28,7 @@ def check(
     Exit 0 all ok (warnings allowed), 1 a check failed, 2 invalid config."""
     import os
 
-    from sriov_node.checks.run import parse_selector, run_checks
+    from sriov_node.views.check_report import parse_selector, run_checks
     from sriov_node.engine.survey import config_path, load_desired
 
     if dry_run and not fix:

@@ -55,8 +55,9 @@ def export_device_plugin(
 ) -> None:
     """The SR-IOV device plugin's config.json as a ConfigMap, with selectors that match exactly the VFs the config
     gives a `resource`. Exit 0 written, 1 a block with a resource does not fit this host, 2 invalid config or options."""
+    from sriov_node.engine.device_plugin import device_plugin_config
     from sriov_node.views.export import (DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, check_names, check_node, configmap_yaml,
-                                   device_plugin_config, node_configmap_yaml, read_configmap)
+                                         node_configmap_yaml, read_configmap)
     from sriov_node.engine.reconcile import config_path, load_desired
 
     if json_only and (configmap is not None or namespace is not None or node is not None):

@@ -23,7 +23,8 @@ def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
         return None  # nothing needs an IOMMU group, or the IOMMU is on (every device has a group)
     # The IOMMU is off: only now is the platform read, to say why and how to turn it on.
     from sriov_node.checks.diagnose import FAIL, check_iommu
-    from sriov_node.host.platform import PlatformState, observe_boot, observe_iommu, read_cmdline, read_cpu_vendor
+    from sriov_node.platform import PlatformState
+    from sriov_node.host.platform import observe_boot, observe_iommu, read_cmdline, read_cpu_vendor
 
     state = PlatformState(host.root, host.is_real_root, read_cmdline(host), read_cpu_vendor(host),
                           observe_iommu(host, group_types=False), boot=observe_boot(host))

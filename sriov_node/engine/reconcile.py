@@ -322,7 +322,7 @@ def _record(host: Host, desired: DesiredState, report: Report, only: Optional[Fr
 def _write_device_plugin_config(host: Host, desired: DesiredState, report: Report) -> None:
     """[device_plugin] config_file, still under the lock: written only when the whole node reads back converged."""
     from sriov_node.errors import SriovNodeError
-    from sriov_node.views.export import write_config_file
+    from sriov_node.engine.device_plugin import write_config_file
 
     try:
         report.device_plugin = write_config_file(host, desired)
