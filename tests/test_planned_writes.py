@@ -30,7 +30,8 @@ from sriov_node.engine.actions import (
     SetVfSetting,
 )
 from sriov_node.engine.reconcile import reconcile
-from sriov_node.host import PCI_DEVICES, open_host
+from sriov_node.host import PCI_DEVICES
+from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli
 
