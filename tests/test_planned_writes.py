@@ -178,7 +178,7 @@ def test_a_known_default_driver_that_is_not_loaded_is_a_planned_load(make_host, 
     probes = [a for a in body["actions"] if a["op"] == "probe_default_driver"]
     assert len(probes) == 2 and all(LOAD_DEFAULT.text not in a["retry"] for a in probes)  # planned, no rule
     _, actions, seen = run(open_host(host.root), write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n'))
-    assert LoadDriver(PF0, driver="iavf") in actions and seen["modprobe"] == 1
+    assert LoadDriver(PF0, driver="iavf", default=True) in actions and seen["modprobe"] == 1
 
 
 def _within(seen: Counter, actions) -> List[str]:
@@ -260,3 +260,22 @@ def test_a_write_no_action_or_rule_declares_is_caught(make_host, write_config, m
     assert _within(seen, actions) == ["sriov_numvfs: 2 written, 1 allowed"]
     monkeypatch.setattr(SetNumVfs, "retries", real)
     assert _within(seen, actions) == []
+
+
+@pytest.mark.parametrize("num_vfs", (2, 4), ids=("same count", "resize"))
+def test_a_default_driver_that_fails_to_load_fails_its_vfs_and_the_rest_of_the_plan_goes_on(
+        make_host, write_config, num_vfs):
+    """The default driver is known (modules.alias) but its module is gone: the planned load fails,
+    and that is the default-driver VFs' failure, with modprobe's reason, not the whole PF's."""
+    host = _setup(make_host, write_config, "unloaded")  # 2 VFs, iavf known from modules.alias, not loaded
+    SimKernel(host.root).add_fault("module_missing", module="iavf")  # its file went missing since depmod
+    text = f'[[pf]]\npci = "{PF0}"\nnum_vfs = {num_vfs}\n[[pf.vfs]]\nrange = "0"\ndriver = "vfio-pci"\n'
+    report = reconcile(open_host(host.root), load_config(write_config(text)), timeout=5)
+    (outcome,) = report.outcomes
+    assert outcome.status == "failed" and "iavf" in outcome.error and "not found" in outcome.error, outcome.error
+    host = open_host(host.root)
+    assert host.sysfs.num_vfs(PF0) == num_vfs  # the count went on
+    vf0 = host.sysfs.vf_address(PF0, 0)
+    assert host.sysfs.device_driver(vf0) == "vfio-pci"  # and so did the named driver's VF
+    failed = {e.get("vf") for e in outcome.errors}
+    assert failed - {None} == set(range(1, num_vfs)), outcome.errors  # each default-driver VF says why

@@ -100,6 +100,9 @@ def _field_names(cls: type) -> Tuple[str, ...]:
 @dataclass(frozen=True)
 class LoadDriver(Action):
     driver: str = ""
+    # the kernel's default for VFs probed later in the plan, named by no block: its failure is
+    # those VFs' (each fails with the reason), not the PF's, so the rest of the plan goes on
+    default: bool = field(default=False, metadata={"shown": False})
     op: ClassVar[str] = "load_driver"
     own_writes: ClassVar[Tuple[str, ...]] = ("modprobe",)  # none when the driver is there already
 

@@ -126,6 +126,8 @@ class Executor:
                 if not self._present(action.pf, result):
                     break
                 result.errors.append(exc)
+                if isinstance(action, LoadDriver) and action.default:
+                    continue  # the default driver's VFs fail at their probe, with this reason; the rest goes on
                 if vf is None:
                     result.completed = False
                     break

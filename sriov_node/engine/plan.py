@@ -353,11 +353,10 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
         if want.mtu is not None and (recreate or want.index in mtus):
             b.netdevs.append(SetVfMtu(pf.pci, vf=want.index, value=want.mtu))
     needed = {a.driver for a in b.binds if isinstance(a, BindDriver) and not _loaded(a.driver, loaded_drivers)}
-    default = b.default_load(loaded_drivers)
-    if default is not None:
-        needed.add(default)  # the probes' default driver, known from modules.alias and not loaded
+    default = b.default_load(loaded_drivers)  # the probes' default driver, known from modules.alias and not loaded
     phases = (
-        ("modules", tuple(LoadDriver(pf.pci, driver=d) for d in sorted(needed))),
+        ("modules", tuple(LoadDriver(pf.pci, driver=d, default=d == default and d not in needed)
+                          for d in sorted(needed | ({default} if default is not None else set())))),
         ("pf", tuple(b.pf_phase)),
         ("count", tuple(b.count)),
         ("bindings", b.bindings()),

@@ -635,7 +635,8 @@ class PciRules(SimFaults):
                 model["drivers"][name] = dict(GENERIC_DRIVERS[name])
                 self._save()
             spec = model["drivers"].get(name) or model["drivers"].get(name.replace("_", "-"))
-            if spec is None:
+            # fault module_missing: the module's file is gone though modules.alias still names it
+            if spec is None or self._fault("module_missing", module=name):
                 self._log("modprobe", name.encode(), "ENOENT")
                 raise _err(errno.ENOENT, f"modprobe: FATAL: Module {name} not found")
             self.register_driver(name if name in model["drivers"] else name.replace("_", "-"))
