@@ -190,7 +190,8 @@ def test_grub_shapes_under_a_root_look_for_the_tool_inside_it(make_host, tmp_pat
     assert all(f["backup"] for f in files if not f["created"])
     (problem,) = body["fix"]["problems"]
     assert "first entry of /boot/grub/grub.cfg" in problem and "still disagrees" in problem
-    assert "/etc/default/grub has the arguments but /boot/grub/grub.cfg was not regenerated" in problem
+    assert ("/etc/default/grub (with /etc/default/grub.d) has the arguments but /boot/grub/grub.cfg was not "
+            "regenerated") in problem  # the drop-in is where they are
     assert "the next boot gets the arguments from them only once update-grub regenerates" in problem
 
 

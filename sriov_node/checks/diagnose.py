@@ -298,7 +298,8 @@ def next_boot(boot: BootFiles, want: Sequence[str]) -> NextBoot:
             if entry is not None:
                 pending = None
                 if kargs.wants_change(entry[1], want) and not kargs.wants_change(ev.words, want):
-                    pending = (f"/etc/default/grub has the arguments but {cfg.path} was not regenerated since "
+                    sources = "/etc/default/grub" + (" (with /etc/default/grub.d)" if boot.grub_dropins else "")
+                    pending = (f"{sources} has the arguments but {cfg.path} was not regenerated since "
                                "(run update-grub)")
                 return NextBoot(entry[1], f"first entry of {cfg.path}, {entry[0]}", pending=pending)
         note = f"; {cfg.path}: {cfg.problem}" if cfg is not None and cfg.problem else ""
