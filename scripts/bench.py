@@ -261,7 +261,10 @@ def bench_scale(work: str) -> None:
 
 
 DAEMON = KERNEL_CLOCK + """
-from sriov_node.service import daemon
+try:
+    from sriov_node.service import daemon
+except ImportError:  # a tree from before the service/ package (--before REV)
+    from sriov_node import daemon
 run_once = daemon.Daemon.run_once
 def measured(self, *a, **k):
     k0, t0 = spent[0], time.perf_counter()
