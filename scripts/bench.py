@@ -173,7 +173,7 @@ except ImportError:  # a tree from before the CLI opened the root
 from sriov_node.engine.plan import plan_pf
 from sriov_node.engine.reconcile import reconcile, survey
 host, desired = open_host({root!r}), load_config({config!r})
-start = time.perf_counter(); _, res = survey(host, desired)
+start = time.perf_counter(); res = survey(host, desired); res = res[1] if isinstance(res, tuple) else res.resolution
 plans = [plan_pf(t, frozenset()) for t in res.targets]; planned = time.perf_counter() - start
 k0 = spent[0]; start = time.perf_counter(); report = reconcile(host, desired); total = time.perf_counter() - start
 assert report.exit_code == 0, [o.error for o in report.outcomes]

@@ -71,7 +71,7 @@ def config_text(s) -> str:
 
 def views(host, desired):
     """(status says converged, the comparison is empty, the plan is empty)."""
-    _, resolution = survey(host, desired)
+    resolution = survey(host, desired).resolution
     (target,) = resolution.targets
     pf_status = build_status(host, desired)["pfs"][0]
     return (pf_status["converged"], compare(target.spec, target.pf) == (),

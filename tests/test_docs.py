@@ -75,7 +75,7 @@ def test_each_example_applies_on_its_nic_and_exports_exact_selectors(example, ma
 
     exported = run_cli("export", "device-plugin", "--json-only", root=host.root, config=str(example))
     assert exported.returncode == 0, exported.stderr
-    _, resolution = survey(open_host(host.root), desired)
+    resolution = survey(open_host(host.root), desired).resolution
     expected = {}
     for target in resolution.targets:
         for group in target.spec.vfs:

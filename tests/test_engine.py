@@ -282,3 +282,24 @@ def test_a_capture_never_asks_this_machines_netlink(make_host, write_config, mon
     assert unknown.outcomes[0].status == "failed" and "permanent MAC" in unknown.outcomes[0].error
     known = reconcile(captured, load_config(write_config(f'[[pf]]\nmac = "{other}"\nnum_vfs = 1\n')), dry_run=True)
     assert [(o.pci, o.status) for o in known.outcomes] == [(PF1, "planned")]
+
+
+@pytest.mark.parametrize("dry_run", (False, True), ids=("apply", "dry-run"))
+def test_each_target_is_compared_once_by_the_survey_and_once_more_only_to_verify(
+        make_host, write_config, monkeypatch, dry_run):
+    """One survey, one verdict: the plan and the caveats come from the survey's findings; the only
+    other comparison is the verification after a PF's plan ran."""
+    from sriov_node.engine import compare
+
+    host = make_host()
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n[[pf]]\npci = "{PF1}"\nnum_vfs = 0\n')
+    calls = []
+    real = compare._compare
+    monkeypatch.setattr(compare, "_compare", lambda spec, pf, caveats: calls.append(pf.pci) or real(spec, pf, caveats))
+    report = reconcile(open_host(host.root), load_config(path), dry_run=dry_run)
+    assert report.exit_code == 0
+    # PF0 has work: the survey's comparison, then (apply only) the verification; PF1 is converged
+    assert sorted(calls) == sorted([PF0, PF1] + ([] if dry_run else [PF0]))
+    calls.clear()
+    report = reconcile(open_host(host.root), load_config(path), dry_run=dry_run)  # converged (or still planned)
+    assert sorted(calls) == sorted([PF0, PF1]) and report.writes == 0

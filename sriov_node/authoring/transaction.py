@@ -208,7 +208,7 @@ def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs:
     pci = next((pf.pci for pf in heads.pfs if ref.is_pf(pf)), None)
     if pci is None:
         return None
-    _, resolution = survey(host, desired)
+    resolution = survey(host, desired).resolution
     for target in resolution.targets:
         if target.pf.pci == pci:
             spec = target.spec
@@ -346,7 +346,7 @@ class Transaction:
         after = shape.dress(apply_edit(text, index, (ref.kind, ref.value), edit).encode("utf-8"))
         desired = parse_config(after, self.path)  # a ConfigError here: exit 2, the file untouched
         block = f"pf[{index if index is not None else len(raw_pfs)}]"
-        _, resolution = survey(self.host, desired)
+        resolution = survey(self.host, desired).resolution
         only = frozenset(t.pf.pci for t in resolution.targets if t.spec.key == block)
         unresolved = tuple(PfOutcome(f.pf, None, f.key, "failed", error=f"{self.path}: {f.render()}",
                                      detail={"kind": f.kind, "key": f"{f.key}.{f.attr}" if f.attr else f.key})

@@ -28,7 +28,7 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     host = open_root(ctx, as_json)
     try:
         desired = load_desired(host, config_path(host, ctx.obj.config))
-        _, resolution = survey(host, desired, vfs=False)
+        resolution = survey(host, desired, vfs=False).resolution
     except SriovNodeError as exc:
         fail(exc, as_json)
     failures = list(resolution.failures)

@@ -88,7 +88,7 @@ def udev_rule(ctx: typer.Context) -> None:
     host = open_root(ctx)
     try:
         desired = load_desired(host, config_path(host, ctx.obj.config))
-        _, resolution = survey(host, desired)
+        resolution = survey(host, desired).resolution
     except SriovNodeError as exc:
         fail(exc, False)
     typer.echo(managed_vfs_rule(sorted(t.pf.pci for t in resolution.targets if t.pf.bus == "pci")), nl=False)

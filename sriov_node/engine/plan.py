@@ -242,10 +242,12 @@ class _Builder:
                      for attr in VF_LINK_ATTRS if attr in self.links)
 
 
-def plan_pf(target: Target, loaded_drivers: FrozenSet[str]) -> PfPlan:
-    """The actions that take one PF to its spec; none when the comparison finds nothing."""
+def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
+            findings: Optional[Tuple[Finding, ...]] = None) -> PfPlan:
+    """The actions that take one PF to its spec; none when the comparison finds nothing.
+    `findings`: the comparison of this target already made (the survey's), else it is made here."""
     spec, pf = target.spec, target.pf
-    reported = findings = compare(spec, pf)
+    reported = findings = compare(spec, pf) if findings is None else findings
     if not findings:
         return PfPlan(target)
     replug = None

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from sriov_node.engine.compare import Finding, assess, compare, unjudged
+from sriov_node.engine.compare import Finding, assess
 from sriov_node.engine.outcome import CHANGED, FAILED, INTERRUPTED, PLANNED, REFUSED, UNCHANGED, Outcome
 from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, verdict as verdict_of
 from sriov_node.errors import InUseError, StateError
@@ -24,7 +24,7 @@ from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
 from sriov_node.engine.resolve import BlockFailure, Target
 from sriov_node.engine.state import ApplyLock, record_run
-from sriov_node.engine.survey import config_path, load_desired, observe_target, survey
+from sriov_node.engine.survey import Judged, config_path, load_desired, observe_target, survey
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.engine.execute import Executor
@@ -148,21 +148,23 @@ def reconcile(
     with nullcontext() if dry_run else ApplyLock(host, timeout, cancelled):
         before = host.writes
         seqnum = None if dry_run else host.sysfs.uevent_seqnum()
-        heads, resolution = survey(host, desired, only)
+        seen = survey(host, desired, only)
+        heads, resolution = seen.heads, seen.resolution
         loaded = heads.pci_drivers
         executor: Optional[Executor] = None
         plans: List[PfPlan] = []
         outcomes: List[PfOutcome] = []
         notices = list(resolution.notices)
         interrupted = False
-        for target in resolution.targets:
-            pf_plan = _plan(target, loaded)
+        for judged in seen.judged:  # each target as the survey found it: compared once
+            target = judged.target
+            pf_plan = _plan(judged, loaded)
             outcome = _planned(target, pf_plan, seqnum)
             caveats: Tuple[Finding, ...] = ()
             if pf_plan is not None:
                 plans.append(pf_plan)
             if pf_plan is None or outcome.status != PLANNED:
-                caveats = unjudged(target.spec, target.pf)
+                caveats = judged.unjudged
             elif not dry_run and (interrupted or cancelled()):
                 interrupted = True
                 outcome = replace(outcome, status=INTERRUPTED,
@@ -173,7 +175,7 @@ def reconcile(
                 refused = _refuse_if_blocked(host, pf_plan, outcome, force)
                 if refused is not None or dry_run:  # a dry run: plan, judge, then stop
                     outcome = refused or outcome
-                    caveats = unjudged(target.spec, target.pf)
+                    caveats = judged.unjudged
                 else:
                     if executor is None:
                         from sriov_node.engine.execute import Executor
@@ -195,13 +197,13 @@ def reconcile(
         return report
 
 
-def _plan(target: Target, loaded: FrozenSet[str]) -> Optional[PfPlan]:
-    """The PF's plan, or None when the comparison finds nothing (the planner is not even loaded)."""
-    if not compare(target.spec, target.pf):
+def _plan(judged: Judged, loaded: FrozenSet[str]) -> Optional[PfPlan]:
+    """The PF's plan from the survey's findings, or None when there are none (the planner is not even loaded)."""
+    if judged.converged:
         return None
     from sriov_node.engine.plan import plan_pf
 
-    return plan_pf(target, loaded)
+    return plan_pf(judged.target, loaded, findings=judged.findings)
 
 
 def _planned(target: Target, pf_plan: Optional[PfPlan], seqnum: Optional[int]) -> PfOutcome:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from sriov_node.config import load_config
 from sriov_node.host import Host
@@ -51,21 +51,12 @@ class Judged:
 class Survey:
     """What the host has against what the config wants, read once: the PFs (`heads`, as resolution
     needs them), which block selects which PF (`resolution`), and per target its findings (`judged`,
-    compared when first asked). `heads, resolution = survey(...)` still unpacks."""
+    compared when first asked)."""
 
     heads: HostState
     resolution: Resolution
     judged_now: bool = field(default=True, repr=False, compare=False)  # False: the targets carry no VFs
     _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
-
-    def __iter__(self) -> Iterator[Any]:  # the (heads, resolution) pair survey() returned before
-        return iter((self.heads, self.resolution))
-
-    def __getitem__(self, index: int) -> Any:
-        return (self.heads, self.resolution)[index]
-
-    def __len__(self) -> int:
-        return 2
 
     @property
     def targets(self) -> Tuple[Target, ...]:
