@@ -224,7 +224,7 @@ def test_old_mlx5_creates_unbound_vfs_then_switches_then_binds(host, write_confi
     assert report.exit_code == 0, report.outcomes[0].error
     ops = [(a["op"], a.get("value")) for a in report.outcomes[0].actions]
     assert ops[:3] == [("set_autoprobe", False), ("set_num_vfs", 2), ("set_eswitch_mode", "switchdev")]
-    assert [vf.driver for vf in survey(open_host(host.root), load_config(path))[1].targets[0].pf.vfs] == ["mlx5_core"] * 2
+    assert [vf.driver for vf in survey(open_host(host.root), load_config(path)).resolution.targets[0].pf.vfs] == ["mlx5_core"] * 2
     assert apply(host, path).writes == 0
 
 
