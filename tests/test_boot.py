@@ -8,7 +8,7 @@ import subprocess
 
 from tests.helpers import CLI, open_host, run_cli, sim_writes
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1  # noqa: E402  (the first NIC's two ports)
 CONFIG = '[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n[[pf]]\nname = "ens1f1"\nnum_vfs = 3\n  [[pf.vfs]]\n  range = "0"\n  driver = "vfio-pci"\n'
 
 

@@ -12,7 +12,7 @@ from sriov_node.sim.platform import SimPlatform
 from tests.helpers import run_cli, sim_writes
 from tests.test_apply import TWO_PFS as MIXED  # PF0: VFs 0-1 on vfio-pci, 2-3 the default; PF1: 2 VFs
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1  # noqa: E402  (the first NIC's two ports)
 
 
 def test_vfio_without_iommu_is_refused_before_any_write(make_host, write_config):

@@ -12,7 +12,7 @@ from sriov_node.sim.platform import SimPlatform
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1  # noqa: E402  (the first NIC's two ports)
 MGMT = "0000:02:00.0"  # eno1: a network function without SR-IOV
 VFIO = '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\ndriver = "vfio-pci"\n'
 IAVF = '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\ndriver = "iavf"\n'

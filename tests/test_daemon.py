@@ -22,7 +22,7 @@ from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import CLI, run_cli, sim_writes
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1  # noqa: E402  (the first NIC's two ports)
 CONFIG = f"""
 [[pf]]
 pci = "{PF0}"

@@ -20,7 +20,7 @@ from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import read_state
 from tests.helpers import run_cli, sim_writes
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1  # noqa: E402  (the first NIC's two ports)
 VF = ["0000:20:02.0", "0000:20:02.1", "0000:20:02.2", "0000:20:02.3"]  # PF0's VFs, as the X710 lays them out
 
 

@@ -17,7 +17,7 @@ from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import read_state
 from tests.helpers import CLI, run_cli
 
-PF0, PF1 = "0000:20:00.0", "0000:20:00.1"
+from tests.helpers import PF0, PF1  # noqa: E402  (the first NIC's two ports)
 CONFIG = f"""
 [metrics]
 textfile = "/var/lib/node_exporter/textfile/sriov_node.prom"
