@@ -27,8 +27,9 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterator, List, Optional
 
 from sriov_node.engine.outcome import CONVERGED, RECORDED, recorded
 from sriov_node.errors import StateError, describe_os_error
@@ -68,6 +69,12 @@ class Generation:
     pfs: Dict[str, Dict[str, Any]]  # per-PF result, as state.json's "pfs"
     checkpoint: Optional[Dict[str, Any]] = None  # {"deadline", "previous", "state"}
     restored_from: Optional[int] = None  # the generation whose config a rollback (or expiry) restored
+    # what each value this generation manages was before sriov-node first took it over, per PF
+    # (engine/preimages.py): a change that stops managing one puts it back
+    preimages: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # values this generation must still put back (no block manages them; a restore that did not read
+    # back, or a PF that was not here): part of its desired state until a run reads them back
+    restores: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def pending(self) -> bool:
@@ -88,6 +95,8 @@ class Generation:
             "pfs": self.pfs,
             "checkpoint": self.checkpoint,
             "restored_from": self.restored_from,
+            "preimages": self.preimages,
+            "restores": self.restores,
         }
         if config:
             try:
@@ -137,7 +146,8 @@ def _load(host: Host, number: int) -> Generation:
             number=int(body["number"]), sha256=str(body["sha256"]), config=config,
             config_path=str(body["config_path"]), time=float(body["time"]), command=str(body["command"]),
             outcome=str(body["outcome"]), pfs=dict(body.get("pfs") or {}), checkpoint=body.get("checkpoint"),
-            restored_from=body.get("restored_from"),
+            restored_from=body.get("restored_from"), preimages=dict(body.get("preimages") or {}),
+            restores=dict(body.get("restores") or {}),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GenerationError(f"generation record {path} is damaged ({exc}); remove it or restore it from a backup")
@@ -211,7 +221,8 @@ def _replace(gen: Generation, **changes: Any) -> Generation:
 def record(host: Host, config: bytes, config_path: str, *, command: str, outcome: str,
            pfs: Dict[str, Dict[str, Any]], checkpoint_seconds: Optional[float] = None,
            restored_from: Optional[int] = None, now: Optional[float] = None,
-           ends_checkpoint: str = SUPERSEDED) -> Generation:
+           ends_checkpoint: str = SUPERSEDED, preimages: Optional[Dict[str, Dict[str, Any]]] = None,
+           restores: Optional[Dict[str, Dict[str, Any]]] = None) -> Generation:
     """Append a generation (call it under the ApplyLock, after a run that wrote toward `config`).
 
     With `checkpoint_seconds`, the generation is a pending checkpoint falling back to the current
@@ -243,6 +254,8 @@ def record(host: Host, config: bytes, config_path: str, *, command: str, outcome
         pfs=pfs,
         checkpoint=checkpoint,
         restored_from=restored_from,
+        preimages=dict(preimages or {}),
+        restores=dict(restores or {}),
     )
     _write(host, gen, replace=False)
     if previous is not None and previous.pending:  # after the new record: never a checkpoint lost without one
@@ -286,11 +299,12 @@ def commit(host: Host, *, now: Optional[float] = None) -> Generation:
         if last is not None and last.checkpoint and last.checkpoint.get("state") in (EXPIRED, ROLLED_BACK):
             raise GenerationError(f"generation {last.number}'s checkpoint {last.checkpoint['state']}: its previous "
                                   f"generation was restored (now generation {gen.number}); apply the change again")
-        raise GenerationError("no checkpoint to commit: the current generation "
-                              + (f"{gen.number} ({gen.command}) is already permanent" if gen else "does not exist"))
+        raise GenerationError("no checkpoint to commit: " + (
+            f"the current generation {gen.number} ({gen.command}) is already permanent" if gen
+            else "no generation applied yet (sriov-node apply --checkpoint S makes one)"))
     state = gen.checkpoint.get("state")
     if state == COMMITTED:
-        return gen
+        raise GenerationError(f"no checkpoint pending: generation {gen.number}'s was committed already")
     if state != PENDING:
         raise GenerationError(f"generation {gen.number}'s checkpoint is {state}; nothing to commit")
     now = time.time() if now is None else now
@@ -313,11 +327,13 @@ def mark_checkpoint(host: Host, gen: Generation, state: str, **extra: Any) -> Ge
     return changed
 
 
-# ---------------------------------------------------------------------------- runs that record
+# ---------------------------------------------------------------------------- the one write path
 
 
 ROLLED_BACK = "rolled-back"
 AGENT_PID = ("run/sriov-node", "agent.pid")
+RECORD_MARGIN = 64 * 1024  # what a record needs beyond its config's bytes (each PF's result, pre-images)
+UNAPPLIED = ".unapplied-"  # <config>.unapplied-YYYYmmdd-HHMMSS: an edit that was never applied, kept
 
 
 def outcome_of(report: "Report") -> Optional[str]:
@@ -333,41 +349,209 @@ def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> 
             and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
 
 
-def record_report(host: Host, desired: "DesiredState", report: "Report", *, command: str,
-                  checkpoint_seconds: Optional[float] = None, restored_from: Optional[int] = None,
-                  ends_checkpoint: str = SUPERSEDED) -> Optional[Generation]:
-    """Record the generation a run converged toward (under the ApplyLock); None if it records nothing.
+def undo_values(now: Optional[Generation], desired: "DesiredState") -> Dict[str, Dict[str, Any]]:
+    """What a run toward `desired` puts back where no block manages it any more: what the applied
+    generation `now` still has to put back and, when `desired` is another config than `now`'s, the
+    pre-images of everything `now` manages (engine/preimages.py keeps what `desired` manages)."""
+    from sriov_node.engine.preimages import merge
 
-    A converged run of exactly the current generation's bytes and path (no checkpoint involved)
-    records nothing new: the current generation is returned, history holds changes, not re-runs.
-    A failure to record is added to the run's notices and returns None.
-    """
-    outcome = outcome_of(report)
-    if outcome is None:
-        return None
+    if now is None:
+        return {}
+    if now.sha256 == desired.digest:
+        return merge(now.restores)
+    return merge(now.restores, now.preimages)
+
+
+def check_room(folder: str, size: int, what: str) -> None:
+    """`size` bytes can be written in `folder` (made if missing): OSError's reason as a GenerationError
+    naming `what` otherwise (a full or read-only file system, a directory that is not one). A test
+    write, fsynced and removed: called before the host is touched, so that what must be written after
+    the run (a record, the config and its backup) is not refused once the host has changed."""
     try:
-        now = current(host)
-        if checkpoint_seconds is None and restored_from is None and reruns(now, desired, outcome):
-            return now
-        return record(host, desired.raw, desired.source, command=command, outcome=outcome, pfs=pfs_of(report),
-                      checkpoint_seconds=checkpoint_seconds, restored_from=restored_from,
-                      ends_checkpoint=ends_checkpoint)
-    except GenerationError as exc:
-        report.notices.append(f"the run was not recorded as a generation: {exc}")
-        return None
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        probe = os.path.join(folder, f".probe.{os.getpid()}.tmp")
+        try:
+            os.unlink(probe)  # left by a killed run of the same pid
+        except FileNotFoundError:
+            pass
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            chunk = b"\0" * 65536
+            left = size
+            while left > 0:
+                left -= os.write(fd, chunk[:left])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise GenerationError(f"cannot write {what} in {folder}: {describe_os_error(exc)}; nothing was written "
+                              "to the host: make room there (or fix it), then run the command again")
 
 
-def converge(host: Host, desired: "DesiredState", *, command: str, checkpoint_seconds: Optional[float] = None,
-             force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
-             progress: Optional[Callable[[str, str], None]] = None) -> "tuple[Report, Optional[Generation]]":
-    """Lock, reconcile to `desired`, record its generation; the lock is held from the run to the record."""
-    from sriov_node.engine.reconcile import reconcile
+def check_recordable(host: Host, size: int) -> None:
+    """A record of `size` bytes can be written in the generations directory (see check_room)."""
+    check_room(directory(host), size, "a generation record")
+
+
+@contextmanager
+def locked(host: Host, timeout: float, cancelled: Callable[[], bool] = _never) -> Iterator[Optional[Generation]]:
+    """The apply lock, and the applied generation read under it (None before the first apply). Every
+    command that converges the host reads its desired state inside this: nothing is read before the
+    lock is had. A damaged newest record is a GenerationError: nothing is converged on a guess."""
     from sriov_node.engine.state import ApplyLock
 
     host.check_writable()
     with ApplyLock(host, timeout, cancelled):
-        report = reconcile(host, desired, force=force, timeout=timeout, cancelled=cancelled, progress=progress)
-        return report, record_report(host, desired, report, command=command, checkpoint_seconds=checkpoint_seconds)
+        yield current(host)
+
+
+class Change:
+    """The one write path: a run toward `desired` from the applied generation `now`, and its record.
+
+        with generations.locked(host, timeout) as now:       # lock, then the newest generation
+            desired = <read the file, or a generation>        # inside the lock
+            change = Change(host, desired, now, command="apply")
+            report = change.run()                             # reconcile; what `now` set and
+                                                              # `desired` leaves puts back
+            gen = change.record()                             # pre-images carried, or None
+
+    `apply`, `boot`, the daemon, `set`/`unset`, `rollback` and checkpoint expiry all go through it.
+    Before its first write a run checks that its record can be written (a full disk refuses the run,
+    nothing written); a record that still cannot be written fails the run (`Report.unrecorded`,
+    exit 1). Several runs (boot's, one per PF as it comes) make one record.
+    """
+
+    def __init__(self, host: Host, desired: "DesiredState", now: Optional[Generation], *, command: str,
+                 record: bool = True, checkpoint_seconds: Optional[float] = None,
+                 restored_from: Optional[int] = None, ends_checkpoint: str = SUPERSEDED, force: bool = False,
+                 timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
+                 progress: Optional[Callable[[str, str], None]] = None):
+        self.host = host
+        self.desired = desired
+        self.now = now
+        self.command = command
+        self.recording = record
+        self.checkpoint_seconds = checkpoint_seconds
+        self.restored_from = restored_from
+        self.ends_checkpoint = ends_checkpoint
+        self.force = force
+        self.timeout = timeout
+        self.cancelled = cancelled
+        self.progress = progress
+        self.restore = undo_values(now, desired)
+        self.reports: List["Report"] = []
+
+    def _check(self) -> None:
+        check_recordable(self.host, len(self.desired.raw) + RECORD_MARGIN)
+
+    def run(self, only: Optional[FrozenSet[str]] = None, *, dry_run: bool = False) -> "Report":
+        from sriov_node.engine.reconcile import reconcile
+
+        report = reconcile(self.host, self.desired, only=only, dry_run=dry_run, force=self.force,
+                           timeout=self.timeout, cancelled=self.cancelled, progress=self.progress,
+                           restore=self.restore or None, restore_all=not self.reports,
+                           before_writes=self._check if self.recording else None)
+        if not dry_run:
+            self.reports.append(report)
+        return report
+
+    def _specs(self) -> Dict[str, Any]:
+        specs: Dict[str, Any] = {}
+        for r in self.reports:
+            specs.update(r.specs)
+        return specs
+
+    def preimages(self) -> Dict[str, Dict[str, Any]]:
+        """The new generation's pre-images (engine/preimages.carry)."""
+        from sriov_node.engine.preimages import carry
+
+        found: Dict[str, Dict[str, Any]] = {}
+        put_back = set()
+        for r in self.reports:
+            found.update(r.found)
+            put_back |= set(r.restoring)
+        specs = self._specs()
+        old = {pci: e for pci, e in (self.now.preimages if self.now else {}).items()
+               if pci in specs or pci not in put_back}
+        return carry(old, found, specs)
+
+    def restores(self) -> Dict[str, Dict[str, Any]]:
+        """What the new generation must still put back: what this change put back and did not read
+        back, and what its predecessor still had to put back on PFs this change did not reach."""
+        from sriov_node.engine.preimages import _managed_keys, keys_of, pick
+
+        done: set = set()
+        for r in self.reports:
+            done |= set(r.restored())
+        specs = self._specs()
+        pending = self.now.restores if self.now else {}
+        tried = set().union(*(set(r.restoring) for r in self.reports)) if self.reports else set()
+        out: Dict[str, Dict[str, Any]] = {}
+        for pci, entry in self.restore.items():
+            if pci in done:
+                continue
+            if pci in specs:
+                keys = keys_of(entry) - _managed_keys(specs[pci])
+                if keys and pci in tried:
+                    out[pci] = pick(entry, keys)
+            elif pci in tried or pci in pending:
+                out[pci] = dict(entry)
+        return out
+
+    def record(self, *, outcome: Optional[str] = None,
+               pfs: Optional[Dict[str, Dict[str, Any]]] = None) -> Optional[Generation]:
+        """Record the change (under the lock, after its runs); None when it records nothing: a dry run,
+        a run refused before it wrote, a record that could not be written (the last report says why).
+        A converged re-run of the current generation's exact config adds nothing (its pre-images are
+        completed in place when the run took over a value it had not seen, a PF that came)."""
+        if not self.recording or not self.reports:
+            return None
+        last = self.reports[-1]
+        if any(r.unrecorded for r in self.reports):
+            return None  # stopped before the first write: nothing moved toward this config
+        if outcome is None:
+            from sriov_node.engine.outcome import verdict
+
+            result = verdict((o.status for r in self.reports for o in r.outcomes),
+                             interrupted=any(r.interrupted for r in self.reports))
+            outcome = recorded(result, sum(r.writes for r in self.reports))
+        if outcome is None:
+            return None
+        if pfs is None:
+            pfs = {}
+            for r in self.reports:
+                pfs.update(pfs_of(r))
+        preimages, restores = self.preimages(), self.restores()
+        try:
+            now = current(self.host)
+            same = self.restored_from is None or (now is not None and now.sha256 == self.desired.digest)
+            if self.checkpoint_seconds is None and same and reruns(now, self.desired, outcome):
+                assert now is not None
+                if (preimages, restores) != (now.preimages, now.restores):
+                    now = _replace(now, preimages=preimages, restores=restores)
+                    _write(self.host, now, replace=True)
+                return now
+            return record(self.host, self.desired.raw, self.desired.source, command=self.command, outcome=outcome,
+                          pfs=pfs, checkpoint_seconds=self.checkpoint_seconds, restored_from=self.restored_from,
+                          ends_checkpoint=self.ends_checkpoint, preimages=preimages, restores=restores)
+        except GenerationError as exc:
+            last.unrecorded = (f"the run was not recorded as a generation: {exc}; the host follows the last "
+                               "recorded generation again at the daemon's next run: fix it, then run the "
+                               "command again")
+            last.notices.append(last.unrecorded)
+            return None
+
+
+def record_report(host: Host, desired: "DesiredState", report: "Report", *, command: str,
+                  checkpoint_seconds: Optional[float] = None, restored_from: Optional[int] = None,
+                  ends_checkpoint: str = SUPERSEDED, now: Optional[Generation] = None) -> Optional[Generation]:
+    """Record a run made without a Change (its pre-images as a Change would carry them)."""
+    change = Change(host, desired, now if now is not None else current(host), command=command,
+                    checkpoint_seconds=checkpoint_seconds, restored_from=restored_from,
+                    ends_checkpoint=ends_checkpoint)
+    change.reports.append(report)
+    return change.record()
 
 
 @dataclass
@@ -378,6 +562,8 @@ class Restored:
     target: Generation  # the generation whose config was restored
     generation: Optional[Generation] = None  # the new one it recorded (None: refused before writing)
     config_path: Optional[str] = None  # the file that now holds the target's bytes (None: not written)
+    saved: Optional[str] = None  # an edit of the file that was never applied, kept under this name
+    already: bool = False  # the target's config was the current one: nothing new recorded
 
     @property
     def exit_code(self) -> int:
@@ -398,7 +584,7 @@ class Restored:
     def to_dict(self) -> Dict[str, Any]:
         body = self.report.to_dict()
         body.update({"restored": self.target.number, "generation": self.generation.number if self.generation else None,
-                     "config": self.config_path})
+                     "config": self.config_path, "saved_edit": self.saved, "already_current": self.already})
         return body
 
 
@@ -420,37 +606,77 @@ def rollback_target(host: Host, number: Optional[int] = None) -> Generation:
                           "(see sriov-node history)")
 
 
+def save_unapplied(path: str, now: Optional[Generation], replacing: bytes) -> Optional[str]:
+    """Before `path` is overwritten with `replacing`: an edit in it that no generation applied is kept
+    beside it as <path>.unapplied-YYYYmmdd-HHMMSS (its mode kept); that name, or None (nothing to keep).
+    GenerationError when it cannot be kept: then the file must not be overwritten."""
+    from sriov_node.atomic import OutputError, write_atomic
+
+    on_disk = _read_quiet(path)
+    if on_disk is None or on_disk == replacing or (now is not None and on_disk == now.config):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+    keep = f"{os.path.realpath(path)}{UNAPPLIED}{stamp}"
+    n = 1
+    while os.path.lexists(keep):
+        n += 1
+        keep = f"{os.path.realpath(path)}{UNAPPLIED}{stamp}.{n}"
+    try:
+        mode = os.stat(path).st_mode & 0o777
+        write_atomic(keep, on_disk, mode=mode)
+    except (OSError, OutputError) as exc:
+        raise GenerationError(f"{path} holds an edit never applied, and it cannot be kept as {keep} ({exc}); "
+                              "nothing was overwritten")
+    return keep
+
+
+def _put_file(path: str, now: Optional[Generation], data: bytes, report: "Report") -> "tuple[Optional[str], Optional[str]]":
+    """Write `data` to the config file, an unapplied edit kept first: (the file's real path or None, the
+    kept edit's name or None); a failure is a notice of the report (the generation stays the truth)."""
+    from sriov_node.atomic import OutputError, write_atomic
+
+    try:
+        saved = save_unapplied(path, now, data)
+    except GenerationError as exc:
+        report.notices.append(f"{exc}; the daemon and status follow the recorded generation, not the file")
+        return None, None
+    if saved:
+        report.notices.append(f"{path} held an edit that was never applied: kept as {saved}")
+    try:
+        if _read_quiet(path) != data:
+            write_atomic(path, data)
+    except OutputError as exc:
+        report.notices.append(f"the host was restored, but {exc}; the daemon and status follow the recorded "
+                              "generation, not the file")
+        return None, saved
+    return os.path.realpath(path), saved
+
+
 def restore(host: Host, target: Generation, *, command: str = "rollback", config_path: Optional[str] = None,
             force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
             progress: Optional[Callable[[str, str], None]] = None, ends_checkpoint: str = ROLLED_BACK) -> Restored:
     """Converge the host to `target`'s config, put those bytes back in the config file, record a new generation.
 
-    Under the ApplyLock. The file written is `config_path`, else the current generation's (a
-    symlinked config keeps its link: the file it names is replaced). A run refused before it wrote
-    (VFs in use, without `force`) changes nothing: neither the file nor the history.
+    Under the ApplyLock. What the current generation set and `target` does not manage is put back
+    (pre-images), read back and verified. The file written is `config_path`, else the current
+    generation's (a symlinked config keeps its link: the file it names is replaced); an edit in it
+    that was never applied is kept beside it first (<config>.unapplied-...). A run refused before it
+    wrote (VFs in use, without `force`) changes nothing: neither the file nor the history. A target
+    whose config is the current one records nothing new (`already`).
     """
-    from sriov_node.atomic import OutputError, write_atomic
-    from sriov_node.engine.reconcile import reconcile
-    from sriov_node.engine.state import ApplyLock
-
-    host.check_writable()
-    with ApplyLock(host, timeout, cancelled):
-        now = current(host)
+    with locked(host, timeout, cancelled) as now:
         path = config_path or (now.config_path if now is not None else target.config_path)
         desired = desired_of(target, path)
-        report = reconcile(host, desired, force=force, timeout=timeout, cancelled=cancelled, progress=progress)
+        change = Change(host, desired, now, command=command, restored_from=target.number,
+                        ends_checkpoint=ends_checkpoint, force=force, timeout=timeout, cancelled=cancelled,
+                        progress=progress)
+        report = change.run()
         result = Restored(report, target)
-        if outcome_of(report) is None:
+        if outcome_of(report) is None or report.unrecorded:
             return result
-        try:
-            if _read_quiet(path) != target.config:
-                write_atomic(path, target.config)
-            result.config_path = os.path.realpath(path)
-        except OutputError as exc:
-            report.notices.append(f"the host was restored to generation {target.number}, but {exc}; the daemon "
-                                  "and status follow the recorded generation, not the file")
-        result.generation = record_report(host, desired, report, command=command, restored_from=target.number,
-                                          ends_checkpoint=ends_checkpoint)
+        result.config_path, result.saved = _put_file(path, now, target.config, report)
+        result.generation = change.record()
+        result.already = result.generation is not None and now is not None and result.generation.number == now.number
         return result
 
 
@@ -463,6 +689,37 @@ def _read_quiet(path: str) -> Optional[bytes]:
         return None
 
 
+@dataclass
+class Discarded:
+    """A bare `rollback` with nothing pending and a file that differs from the applied generation."""
+
+    current: Generation
+    config_path: str
+    saved: Optional[str]
+
+
+def discard_edit(host: Host, config_path: Optional[str], *, timeout: float = 60.0,
+                 cancelled: Callable[[], bool] = _never) -> Optional[Discarded]:
+    """`rollback` without N when no checkpoint is pending and the file holds an edit never applied:
+    the edit is what is taken back (kept beside the file), the file gets the applied generation's
+    bytes again, the host is not touched. None when there is no such edit (rollback goes on as usual)."""
+    from sriov_node.atomic import OutputError, write_atomic
+
+    with locked(host, timeout, cancelled) as now:
+        if now is None or now.pending:
+            return None
+        path = config_path or now.config_path
+        on_disk = _read_quiet(path)
+        if on_disk is None or on_disk == now.config:
+            return None
+        saved = save_unapplied(path, now, now.config)
+        try:
+            write_atomic(path, now.config)
+        except OutputError as exc:
+            raise GenerationError(f"the edit in {path} was kept as {saved}, but the file cannot be written: {exc}")
+        return Discarded(now, os.path.realpath(path), saved)
+
+
 def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
                       force: bool = False, command: str = "checkpoint-expired") -> Optional[Restored]:
     """Roll back checkpoint generation `number` to its previous one, if it is still current and pending.
@@ -471,11 +728,7 @@ def expire_checkpoint(host: Host, number: int, *, timeout: float = 60.0, cancell
     because VFs are in use leaves the checkpoint's config in place and marks it "kept" (so the
     daemon does not retry it in a loop); the returned result says why.
     """
-    from sriov_node.engine.state import ApplyLock
-
-    host.check_writable()
-    with ApplyLock(host, timeout, cancelled):
-        gen = current(host)
+    with locked(host, timeout, cancelled) as gen:
         if gen is None or gen.number != number or not gen.pending:
             return None
         result = restore(host, get(host, gen.checkpoint["previous"]), command=command, force=force,

@@ -299,6 +299,8 @@ class Transaction:
         self.whole = False  # run every PF of the edited file, not only the edited block's
         self.notice: Optional[str] = None
         self._lock: Any = None
+        self.change: Any = None  # the generations.Change of the edit (apply, record)
+        self.removed_from: FrozenSet[str] = frozenset()  # the PFs a removed block selected
 
     def __enter__(self) -> "Transaction":
         from sriov_node.errors import LockTimeout
@@ -386,7 +388,10 @@ class Transaction:
             return self.result
         after = shape.dress(remove_edit(text, index).encode("utf-8"))
         desired = parse_config(after, self.path)
-        self.result = EditResult(self.path, before, after, f"pf[{index}]", removed=True, desired=desired)
+        block = f"pf[{index}]"
+        self.removed_from = _selected_by(self.host, before, self.path, block)
+        self.result = EditResult(self.path, before, after, block, removed=True, desired=desired,
+                                 only=self.removed_from)
         self._scope(before)
         return self.result
 
@@ -394,7 +399,7 @@ class Transaction:
 
     @property
     def runs(self) -> bool:
-        """Whether there is anything to converge (a removed block leaves its PFs as they are)."""
+        """Whether there is anything to converge (a removed block: its PFs, put back as they were found)."""
         result = self.result
         return result is not None and result.desired is not None and (self.whole or bool(result.only))
 
@@ -404,16 +409,25 @@ class Transaction:
         return () if self.whole or self.result is None else self.result.unresolved
 
     def apply(self, *, force: bool = False, progress: Any = None) -> Any:
-        """Converge to the edited bytes (the file is not written yet): the edited block's PFs, or every PF."""
-        from sriov_node.engine.reconcile import Report, reconcile
+        """Converge to the edited bytes (the file is not written yet): the edited block's PFs, or every PF.
+        What the applied generation set there and the edit no longer manages is put back (a removed
+        block's PF too). Before any write: room for the file, its backup and the record, or nothing."""
+        from sriov_node import generations
+        from sriov_node.engine.reconcile import Report
 
         result = self.result
         assert result is not None and result.desired is not None
+        self.change = generations.Change(self.host, result.desired, generations.current(self.host),
+                                         command=self.command, force=force, timeout=self.timeout,
+                                         cancelled=self.cancelled, progress=progress)
         if not self.runs:
             report = Report([], [], 0, False)
+            self.change.reports.append(report)
         else:
-            report = reconcile(self.host, result.desired, only=None if self.whole else result.only, force=force,
-                               timeout=self.timeout, cancelled=self.cancelled, progress=progress)
+            if result.changed:
+                generations.check_room(os.path.dirname(self.path), len(result.after) + len(result.before or b"") + 4096,
+                                       f"{os.path.basename(self.path)} and its backup")  # exit 1, nothing written
+            report = self.change.run(only=None if self.whole else result.only)
         if self.notice:
             report.notices.insert(0, self.notice)
         return report
@@ -443,7 +457,10 @@ class Transaction:
 
         result = self.result
         assert result is not None and result.desired is not None
-        gen = generations.record_report(self.host, result.desired, report, command=self.command)
+        if self.change is None:
+            gen = generations.record_report(self.host, result.desired, report, command=self.command)
+        else:
+            gen = self.change.record()
         return gen.number if gen is not None else None
 
     def finish(self, report: Any) -> Done:
@@ -510,8 +527,26 @@ class Transaction:
             old = parse_config(result.before, self.path)
         except ConfigError:
             return None
+        from sriov_node.engine.preimages import merge
+
+        # what the failed run took over goes back as it found it; what the file manages, to the file
+        now = self.change.now if self.change is not None else None
+        undo = merge(now.restores if now else {}, self.change.preimages() if self.change is not None else {})
         return reconcile(self.host, old, only=None if self.whole else result.only, timeout=self.timeout,
-                         cancelled=self.cancelled)
+                         cancelled=self.cancelled, restore=undo or None, restore_all=True)
+
+
+def _selected_by(host: Host, data: Optional[bytes], path: str, block: str) -> FrozenSet[str]:
+    """The PFs block `block` of the config `data` selects on this host."""
+    if data is None:
+        return frozenset()
+    try:
+        desired = parse_config(data, path)
+    except ConfigError:
+        return frozenset()
+    from sriov_node.engine.survey import survey
+
+    return frozenset(t.pf.pci for t in survey(host, desired, vfs=False).resolution.targets if t.spec.key == block)
 
 
 def _restore_words(restore: Any, report: Any, cancelled: bool) -> str:

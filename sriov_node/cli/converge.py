@@ -72,7 +72,7 @@ def apply(
     SIGINT/SIGTERM stop between actions, run the plan's clean-up, and exit 130/143.
     """
     from sriov_node.views.progress import terminal_progress
-    from sriov_node.engine.reconcile import config_path, load_desired, reconcile
+    from sriov_node.engine.reconcile import config_path, load_desired
 
     from sriov_node import generations
 
@@ -84,24 +84,31 @@ def apply(
     gen = None
     with Interrupts() as interrupts:
         try:
-            desired = load_desired(host, config_path(host, ctx.obj.config))
-            if checkpoint is not None and generations.current(host) is None:
-                raise UsageError("--checkpoint: no applied generation to fall back to; run sriov-node apply first")
-            with terminal_progress(host, None if dry_run else desired, as_json=as_json) as progress:
-                if dry_run:
-                    report = reconcile(host, desired, dry_run=True, force=force, timeout=timeout,
-                                       cancelled=interrupts.cancelled, progress=progress)
-                else:
-                    report, gen = generations.converge(host, desired, command="apply", checkpoint_seconds=checkpoint,
-                                                       force=force, timeout=timeout, cancelled=interrupts.cancelled,
-                                                       progress=progress)
+            if dry_run:  # reads only: no lock; what apply would do, from the same generation
+                now = generations.current(host)
+                desired = load_desired(host, config_path(host, ctx.obj.config))
+                change = generations.Change(host, desired, now, command="apply", record=False, force=force,
+                                            timeout=timeout, cancelled=interrupts.cancelled)
+                report = change.run(dry_run=True)
+            else:
+                with generations.locked(host, timeout, interrupts.cancelled) as now:
+                    desired = load_desired(host, config_path(host, ctx.obj.config))  # read under the lock
+                    if checkpoint is not None and now is None:
+                        raise UsageError("--checkpoint: no applied generation to fall back to; run sriov-node "
+                                         "apply first")
+                    change = generations.Change(host, desired, now, command="apply", checkpoint_seconds=checkpoint,
+                                                force=force, timeout=timeout, cancelled=interrupts.cancelled)
+                    with terminal_progress(host, desired, as_json=as_json) as progress:
+                        change.progress = progress
+                        report = change.run()
+                    gen = change.record()
         except SriovNodeError as exc:
             if detailed_exitcode:
                 exc.exit_code = EXIT_PF_FAILED  # an invalid config is an error (1), not "changes pending" (2)
             fail(exc, as_json)
         # still inside the signal region: a signal from here until finish() decides the exit is
         # the report's "interrupted", never an exception between the run and its report
-        unapplied = _file_not_applied(host, desired) if dry_run else None
+        unapplied = _file_not_applied(now, desired) if dry_run else None
         if unapplied:
             report.notices.append(unapplied)
         armed = generations.arm_expiry(host, gen, config=ctx.obj.config) if gen is not None and gen.pending else None
@@ -123,16 +130,10 @@ def apply(
         finish(code, as_json=as_json, body=body, text=text, notes=lambda: echo_problems(report.notices, report.outcomes))
 
 
-def _file_not_applied(host, desired) -> Optional[str]:
-    """A dry run's note when the file is not the applied generation (apply would record it)."""
+def _file_not_applied(gen, desired) -> Optional[str]:
+    """A dry run's note when the file is not the applied generation `gen` (apply would record it)."""
     import os
 
-    from sriov_node import generations
-
-    try:
-        gen = generations.current(host)
-    except SriovNodeError:
-        return None
     if gen is not None and gen.sha256 == desired.digest:
         return None
     name = os.path.basename(desired.source)
@@ -166,6 +167,14 @@ def _print_report(report, verbose: bool = False) -> None:
                 typer.echo(line)
         else:
             typer.echo((head + (f" {o.writes} write(s)" if o.writes else "")).rstrip())
+    if report.restoring:
+        from sriov_node.engine.preimages import describe
+
+        verb = "puts back" if report.dry_run else "put back"
+        typer.echo(f"what sriov-node set and the config no longer manages, {verb} as it was found:")
+        for pci, entry in sorted(report.restoring.items()):
+            for line in describe(pci, entry):
+                typer.echo(f"  {line}")
 
 
 @app.command(epilog=examples("sriov-node status", "sriov-node status --verbose", "sriov-node status --exit-code || sriov-node status --json"))

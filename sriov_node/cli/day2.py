@@ -135,6 +135,17 @@ def rollback(
                     typer.echo(json.dumps({"restored": None, "message": words}, indent=2) if as_json else words)
                     raise typer.Exit(0)
             else:
+                if number is None:
+                    discarded = generations.discard_edit(host, ctx.obj.config, timeout=timeout,
+                                                         cancelled=interrupts.cancelled)
+                    if discarded is not None:
+                        words = (f"{discarded.config_path} held an edit that was never applied: it is taken back "
+                                 f"(kept as {discarded.saved}); the file is generation {discarded.current.number} "
+                                 "again and the host was not touched")
+                        typer.echo(json.dumps({"restored": None, "discarded_edit": discarded.saved,
+                                               "generation": discarded.current.number, "message": words}, indent=2)
+                                   if as_json else words)
+                        raise typer.Exit(0)
                 target = generations.rollback_target(host, number)
                 result = generations.restore(host, target, config_path=ctx.obj.config, force=force, timeout=timeout,
                                              cancelled=interrupts.cancelled)
@@ -146,7 +157,10 @@ def rollback(
         from sriov_node.cli.converge import _print_report
 
         _print_report(result.report)
-        if result.generation is not None:
+        if result.already:
+            typer.echo(f"generation {result.target.number}'s config is already the current one: nothing new "
+                       f"recorded ({result.result})")
+        elif result.generation is not None:
             typer.echo(f"restored generation {result.target.number} as generation {result.generation.number}"
                        + (f"; {result.config_path} holds its config" if result.config_path else ""))
         else:

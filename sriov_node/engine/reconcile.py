@@ -78,6 +78,12 @@ class Report:
     interrupted: bool = False
     duration: float = 0.0
     device_plugin: Optional[str] = None  # what became of [device_plugin] config_file after the run, if anything
+    # before the run, what each PF's block manages as the kernel showed it (engine/preimages.py
+    # `found`), and the block each PF ran under as the config says it
+    found: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    specs: Dict[str, Any] = field(default_factory=dict)
+    restoring: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # what the run put back, per PF
+    unrecorded: Optional[str] = None  # why the run's generation could not be recorded (the run then fails)
 
     def plan_dict(self) -> Dict[str, Any]:
         return {"actions": [a for p in self.plans for a in p.action_dicts()],
@@ -90,7 +96,13 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return exit_code_of(self.verdict)
+        code = exit_code_of(self.verdict)
+        return 1 if code == 0 and self.unrecorded else code
+
+    def restored(self) -> Dict[str, Dict[str, Any]]:
+        """What the run put back and read back (the PFs that converged)."""
+        done = {o.pci for o in self.outcomes if o.pci is not None and o.converged}
+        return {pci: entry for pci, entry in self.restoring.items() if pci in done}
 
     @property
     def result(self) -> Outcome:
@@ -110,6 +122,8 @@ class Report:
             "writes": self.writes,
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
+            "restoring": self.restoring,
+            "unrecorded": self.unrecorded,
         }
 
 
@@ -136,11 +150,20 @@ def reconcile(
     timeout: float = DEFAULT_TIMEOUT,
     cancelled: Callable[[], bool] = _never,
     progress: Optional[Callable[[str, str], None]] = None,
+    restore: Optional[Dict[str, Dict[str, Any]]] = None,
+    restore_all: bool = False,
+    before_writes: Optional[Callable[[], None]] = None,
 ) -> Report:
     """Converge the PFs `desired` selects (all, or those in `only`); never raises for a PF's failure.
 
     One route for both: survey, then per PF plan and judge it (refused, or nothing we may do);
     a dry run stops there, a real run executes the plan and verifies by reading the kernel again.
+
+    `restore`: values to put back where no block manages them any more (see survey and
+    engine/preimages.py). `before_writes`: called once, before the first write (a generation
+    record's test write); its StateError stops the run there, nothing written, every PF failed.
+    `only`: those PFs, and any other whose block is not the one the last run recorded for it
+    (resolution is of the whole host: a PF that leaves or comes moves `index` rules to others).
     """
     start = time.monotonic()
     if not dry_run:
@@ -148,8 +171,14 @@ def reconcile(
     with nullcontext() if dry_run else ApplyLock(host, timeout, cancelled):
         before = host.writes
         seqnum = None if dry_run else host.sysfs.uevent_seqnum()
-        seen = survey(host, desired, only)
+        last_blocks = _last_blocks(host, desired) if only is not None else None
+        seen = survey(host, desired, only, restore=restore, restore_all=restore_all, last_blocks=last_blocks)
         heads, resolution = seen.heads, seen.resolution
+        from sriov_node.engine.preimages import found as found_of
+
+        found = {j.target.pf.pci: found_of(seen.specs[j.target.pf.pci], j.target.pf)
+                 for j in seen.judged if j.target.pf.pci in seen.specs}
+        blocked: Optional[str] = None
         loaded = heads.pci_drivers
         executor: Optional[Executor] = None
         plans: List[PfPlan] = []
@@ -176,6 +205,9 @@ def reconcile(
                 if refused is not None or dry_run:  # a dry run: plan, judge, then stop
                     outcome = refused or outcome
                     caveats = judged.unjudged
+                elif blocked is not None or not _may_write(before_writes, executor is None, outcome, notices):
+                    blocked = blocked or outcome.error
+                    outcome = replace(outcome, status=FAILED, error=f"PF {pf_plan.pf}: not started: {blocked}")
                 else:
                     if executor is None:
                         from sriov_node.engine.execute import Executor
@@ -188,13 +220,44 @@ def reconcile(
             outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         report = Report(outcomes, notices, host.writes - before, dry_run, tuple(plans),
-                        interrupted=interrupted, duration=time.monotonic() - start)
+                        interrupted=interrupted, duration=time.monotonic() - start, found=found,
+                        specs=dict(seen.specs), restoring=dict(seen.restoring), unrecorded=blocked)
         if dry_run:
             return report
         _record(host, desired, report, only)
         if desired.device_plugin_file is not None and not interrupted:
             _write_device_plugin_config(host, desired, report)
         return report
+
+
+def _may_write(before_writes: Optional[Callable[[], None]], first: bool, outcome: PfOutcome,
+               notices: List[str]) -> bool:
+    """Before the first write of the run: the caller's check (a record that can be written). False,
+    with the reason in `outcome.error`, stops every write of the run."""
+    if before_writes is None or not first:
+        return True
+    try:
+        before_writes()
+    except StateError as exc:
+        outcome.error = str(exc)
+        notices.append(f"nothing was written: {exc}")
+        return False
+    return True
+
+
+def _last_blocks(host: Host, desired: DesiredState) -> Optional[Dict[str, str]]:
+    """The block each PF ran under in the last recorded run, when `index` rules make it matter."""
+    from sriov_node.engine.state import read_state
+
+    if not any(s.selector.index is not None for s in desired.pfs):
+        return None
+    try:
+        last = (read_state(host) or {}).get("pfs") or {}
+    except StateError:
+        return None
+    if not isinstance(last, dict):
+        return None
+    return {pci: str(pf.get("block")) for pci, pf in last.items() if isinstance(pf, dict)}
 
 
 def _plan(judged: Judged, loaded: FrozenSet[str]) -> Optional[PfPlan]:

@@ -17,7 +17,7 @@ from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
 from sriov_node.engine.compare import Finding, assess
 from sriov_node.engine.outcome import host_converged
-from sriov_node.model import DesiredState, HostState, PfState
+from sriov_node.model import DesiredState, HostState, PfSpec, PfState
 from sriov_node.engine.resolve import Resolution, Target, resolve
 
 __all__ = ["Survey", "Judged", "survey", "observe_target", "config_path", "load_desired"]
@@ -56,6 +56,10 @@ class Survey:
     heads: HostState
     resolution: Resolution
     judged_now: bool = field(default=True, repr=False, compare=False)  # False: the targets carry no VFs
+    # what the targets put back (engine/preimages.py), per PF: values no block manages any more
+    restoring: Dict[str, Dict[str, object]] = field(default_factory=dict, repr=False, compare=False)
+    # each target's block as the config says it, before anything to put back was merged in
+    specs: Dict[str, PfSpec] = field(default_factory=dict, repr=False, compare=False)
     _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -80,12 +84,21 @@ class Survey:
 
 
 def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet[str]] = None,
-           *, vfs: bool = True, detail: bool = False, every_vf: bool = False) -> Survey:
+           *, vfs: bool = True, detail: bool = False, every_vf: bool = False,
+           restore: Optional[Mapping[str, Mapping[str, object]]] = None, restore_all: bool = False,
+           last_blocks: Optional[Mapping[str, str]] = None) -> Survey:
     """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs
     (unless `vfs` is False: `validate` and boot's readiness wait need only to know which PFs the
     blocks select, and their drivers). `detail`: each target VF's netdevs and IOMMU group too;
     `every_vf`: the VFs of the PFs no block selects as well (what `status` shows). No config
-    (`desired` None): the PFs only, nothing resolved."""
+    (`desired` None): the PFs only, nothing resolved.
+
+    `restore`: values to put back where no block manages them any more (engine/preimages.py), merged
+    into the targets' blocks; a PF no block selects gets a block of its own, run when `only` names it
+    (or every time with `restore_all`). What is put back is in `Survey.restoring`.
+
+    `last_blocks` (PF -> the block it last ran under): with `only`, a PF whose block is another now
+    is surveyed too (an `index` rule moved to it when a PF left or came)."""
     sels = [s.selector for s in desired.pfs] if desired is not None else []
     heads = observe(
         host,
@@ -96,11 +109,25 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
     )
     if desired is None:
         return Survey(heads, Resolution(()))
-    resolution = resolve(desired, heads).only(only)
+    resolution = resolve(desired, heads)
+    if only is not None and last_blocks is not None:
+        only = frozenset(only) | {t.pf.pci for t in resolution.targets if last_blocks.get(t.pf.pci) != t.spec.key}
+    specs = {t.pf.pci: t.spec for t in resolution.targets if only is None or t.pf.pci in only}
+    restoring: Dict[str, Dict[str, object]] = {}
+    if restore:
+        from sriov_node.engine.preimages import RESTORE_KEY, overlay
+
+        resolution, restoring, _ = overlay(resolution, restore, {pf.pci: pf for pf in heads.pfs})
+        if only is not None and restore_all:
+            only = frozenset(only) | {t.pf.pci for t in resolution.targets if t.spec.key.startswith(RESTORE_KEY)}
+        if only is not None:
+            restoring = {pci: entry for pci, entry in restoring.items() if pci in only}
+    resolution = resolution.only(only)
     if not vfs:
-        return Survey(heads, resolution, judged_now=False)
+        return Survey(heads, resolution, judged_now=False, restoring=restoring, specs=specs)
     targets = tuple(Target(t.spec, observe_target(host, t, detail=detail)) for t in resolution.targets)
-    return Survey(heads, Resolution(targets, resolution.failures, resolution.notices))
+    return Survey(heads, Resolution(targets, resolution.failures, resolution.notices), restoring=restoring,
+                  specs=specs)
 
 
 def observe_target(host: Host, target: Target, *, detail: bool = False,

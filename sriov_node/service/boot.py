@@ -83,7 +83,9 @@ def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, 
 
 def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log: logging.Logger,
          cancelled: Callable[[], bool] = _never, source: Optional[UeventSource] = None,
-         progress: Optional[Callable[[str, str], None]] = None) -> BootReport:
+         progress: Optional[Callable[[str, str], None]] = None, change: Optional[object] = None) -> BootReport:
+    """`change` (a generations.Change): its runs, so that what the applied generation set and `desired`
+    leaves is put back, and one record follows them."""
     report = BootReport()
     start = time.monotonic()
     deadline = start + wait
@@ -99,7 +101,11 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
             ready, waiting = _pending(desired, host, done)
             if ready:
                 only = frozenset(t.pf.pci for t in ready)
-                run = reconcile(host, desired, only=only, timeout=timeout, cancelled=cancelled, progress=progress)
+                if change is not None:
+                    change.progress = progress  # type: ignore[attr-defined]
+                    run = change.run(only=only)  # type: ignore[attr-defined]
+                else:
+                    run = reconcile(host, desired, only=only, timeout=timeout, cancelled=cancelled, progress=progress)
                 done |= only  # one run each; the daemon reacts to what happens later
                 for o in run.outcomes:
                     if o.pci is None:
@@ -147,6 +153,10 @@ def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: loggi
 
     from sriov_node import generations
 
+    try:
+        expired = generations.pending_checkpoint(host)
+    except SriovNodeError:
+        expired = None
     restored = _expire_checkpoint_at_boot(host, config, log, timeout)
     invalid = 0
     try:
@@ -166,10 +176,19 @@ def run_boot(host: Host, config: str, *, wait: float, timeout: float, log: loggi
             return exc.exit_code or EXIT_INVALID, None
         log.error("%s cannot be used: converging to the applied generation %d instead", config, fallback.number)
         invalid = exc.exit_code or EXIT_INVALID
+    try:
+        now = expired if restored is not None else generations.current(host)
+    except SriovNodeError as exc:
+        log.error("the applied generation cannot be read: %s; nothing is converged on a guess", exc)
+        return 1, None
+    change = generations.Change(host, desired, now, command="boot", timeout=timeout, cancelled=cancelled,
+                                restored_from=restored.number if restored is not None else None,
+                                ends_checkpoint=generations.EXPIRED)
     with terminal_progress(host, desired, as_json=as_json) as progress:  # only when run by hand, on a terminal
-        report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled, progress=progress)
+        report = boot(host, desired, wait=wait, timeout=timeout, log=log, cancelled=cancelled, progress=progress,
+                      change=change)
     report.generation = _record_boot(host, desired, report, log, timeout,
-                                     restored.number if restored is not None else None)
+                                     restored.number if restored is not None else None, change)
     return invalid or report.exit_code, report
 
 
@@ -192,6 +211,13 @@ def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, tim
                         "generation %d", gen.number, previous.number)
             generations.mark_checkpoint(host, gen, generations.EXPIRED, by="boot")
             try:
+                saved = generations.save_unapplied(config, gen, previous.config)
+            except generations.GenerationError as exc:
+                log.error("%s", exc)
+                return previous
+            if saved:
+                log.warning("%s held an edit that was never applied: kept as %s", config, saved)
+            try:
                 write_atomic(config, previous.config)
             except OutputError as exc:
                 log.error("generation %d is restored on the host, but not in the file: %s", previous.number, exc)
@@ -202,7 +228,7 @@ def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, tim
 
 
 def _record_boot(host: Host, desired: DesiredState, report: BootReport, log: logging.Logger, timeout: float,
-                 restored: Optional[int]):
+                 restored: Optional[int], change: Optional[object] = None):
     """Record the generation boot converged toward (as apply does); a failure to record is logged."""
     from sriov_node import generations
     from sriov_node.engine.state import ApplyLock
@@ -223,8 +249,17 @@ def _record_boot(host: Host, desired: DesiredState, report: BootReport, log: log
                 return now  # the same config, converged again: no new generation
             pfs = {pci: {"name": o.name, "block": o.key, "status": o.status, "error": o.error,
                          "findings": [f.get("text") for f in o.findings]} for pci, o in report.outcomes.items()}
-            gen = generations.record(host, desired.raw, desired.source, command="boot", outcome=outcome, pfs=pfs,
-                                     restored_from=restored, ends_checkpoint=generations.EXPIRED)
+            if change is not None and change.reports:  # type: ignore[attr-defined]
+                gen = change.record(outcome=outcome, pfs=pfs)  # type: ignore[attr-defined]
+                if gen is None:
+                    log.error("the boot run was not recorded as a generation: %s",
+                              change.reports[-1].unrecorded)  # type: ignore[attr-defined]
+                    return None
+                if now is not None and gen.number == now.number:
+                    return now
+            else:
+                gen = generations.record(host, desired.raw, desired.source, command="boot", outcome=outcome, pfs=pfs,
+                                         restored_from=restored, ends_checkpoint=generations.EXPIRED)
     except SriovNodeError as exc:
         log.error("the boot run was not recorded as a generation: %s", exc)
         return None

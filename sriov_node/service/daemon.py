@@ -74,6 +74,8 @@ class Daemon:
         self.desired: Optional[DesiredState] = None
         self.generation: Optional[int] = None  # the applied generation `desired` comes from (None: the file)
         self.config_valid = True  # False after a reload found the file invalid, until a generation is taken
+        self.unreadable: Optional[str] = None  # why the newest generation record cannot be read, if it cannot
+        self.restores: Dict[str, Any] = {}  # what the followed generation must still put back
         self.checkpoint: Optional["tuple[int, float]"] = None  # a pending checkpoint: (generation, wall-clock deadline)
         self._expiry_tried: Set[int] = set()  # checkpoints whose restore failed: not retried in a loop
         self.sources: List[UeventSource] = []
@@ -156,9 +158,13 @@ class Daemon:
         try:
             gen = _generations().current(self.host)
         except (SriovNodeError, OSError) as exc:
+            self.unreadable = str(exc)
             self.log.error("the applied generations cannot be read: %s; keeping generation %s", exc,
-                           self.generation if self.generation is not None else "none (the config file)")
+                           self.generation if self.generation is not None else "none (nothing is converged)")
+            self.notifier.status(f"the applied generation cannot be read: {exc}")
             return False
+        self.unreadable = None
+        self.restores = dict(gen.restores) if gen is not None else {}
         if gen is None or gen.number == self.generation:
             return False
         try:
@@ -270,7 +276,7 @@ class Daemon:
                 if record is None and self._follow():
                     only = None  # the new generation may change any PF
                 report = reconcile(self.host, self.desired, only=only, timeout=self.timeout,
-                                   cancelled=self._cancelled)
+                                   cancelled=self._cancelled, restore=self.restores or None)
                 if record is not None:
                     self._record(record, report)
         except SriovNodeError as exc:  # the lock held too long by a manual run, a state problem
@@ -488,8 +494,13 @@ class Daemon:
             pass
 
     def _start(self) -> int:
-        """The desired state at start: the newest generation, else the config file. 0 or an exit code."""
+        """The desired state at start: the newest generation, else the config file. 0 or an exit code.
+        A newest record that cannot be read is never guessed past (neither an older one nor the file)."""
         self._follow()
+        if self.unreadable is not None:
+            self.log.error("not converging anything: the newest applied generation cannot be read (%s)",
+                           self.unreadable)
+            return 1
         if self.desired is not None:
             from sriov_node.files import CONFIG_LIMIT, read_regular
 
