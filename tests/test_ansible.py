@@ -1,8 +1,12 @@
-"""The Ansible role and playbook (deploy/ansible/) against a fleet of five simulated nodes
-(connection local, each node a simulated host under its own root prefix): a clean canary-first
-roll-out, a second run with nothing changed, check mode writing nothing, a node whose probe fails
-rolled back with the roll-out stopped and the nodes not yet reached untouched, a node whose config
-does not fit failing at validate with nothing written; and ansible-lint's production profile."""
+"""The Ansible role and playbook (deploy/ansible/) against fleets of simulated nodes (connection
+local, each node a simulated host under its own root prefix): a clean canary-first roll-out, a
+second run with nothing changed, check mode writing nothing, a node whose probe fails rolled back
+(the message naming the probe) with the roll-out stopped and the nodes not yet reached untouched,
+a node whose config does not fit failing at validate with nothing written; the failure budget
+within batches of several hosts, the batches and budget from the group's variables, the rescue's
+rollback to the generation read before the apply (after an expired checkpoint, on a first roll-out,
+when the rollback fails), a checkpoint shorter than the batch's slowest probe, the example
+inventory, the docs' recipe; and ansible-lint's production profile."""
 
 from __future__ import annotations
 
@@ -134,8 +138,7 @@ def test_a_clean_roll_out_then_a_second_run_changes_nothing(fleet):
         assert [g["command"] for g in fleet.history(node)] == ["apply"]
     assert all(r["changed"] > 0 and r["failed"] == 0 for r in recap(first.stdout).values())
     # canary first: the first batch is one host
-    batches = re.findall(r"^PLAY \[.*?\]", first.stdout, re.M)
-    assert len(batches) >= 3, batches
+    assert batches(first.stdout)[0] == ["node1"] and len(batches(first.stdout)) >= 3, batches(first.stdout)
     writes = {n: fleet.writes(n) for n in NODES}
     again = fleet.play(inventory)
     assert again.returncode == 0, again.stdout[-4000:]
@@ -284,6 +287,60 @@ def test_a_config_that_does_not_fit_fails_at_validate_with_nothing_written(tmp_p
     for node in NODES:
         assert fleet.writes(node) == 0 and fleet.config(node) == "" and fleet.history(node) == []
     assert set(recap(run.stdout)) == {"node1"}  # the roll-out stopped at the canary
+
+
+def test_a_fast_host_whose_checkpoint_does_not_cover_the_batch_s_slowest_probe_rolls_back(tmp_path):
+    # docs/fleet.md, "The checkpoint and the batch": a batch runs in step, so node1's commit waits for
+    # node2's 12 s probe and comes after node1's 8 s checkpoint ran out, though node1's own probe took
+    # no time: node1 is rolled back and fails (safe); node2's own probe outlasts its checkpoint as well.
+    nodes = NODES[:2]
+    fleet = Fleet(tmp_path, nodes)
+    fleet.seed(FOUR)
+    run = fleet.play(fleet.inventory({n: EIGHT for n in nodes}, {"node1": ["true"], "node2": ["sleep 12"]},
+                                     group={"sriov_node_serial": [2], "sriov_node_checkpoint_seconds": 8}))
+    assert run.returncode != 0
+    said = failure(run.stdout, "node1")
+    assert "Commit the checkpoint failed" in said and "ran out" in said and "rolled back to generation 1 " in said, said
+    assert fleet.numvfs("node1") == 4 and fleet.config("node1") == FOUR
+    # and both places an operator reads say so
+    defaults = (ANSIBLE / "roles/sriov_node/defaults/main.yml").read_text()
+    assert "slowest host of its batch" in defaults and "ceil(batch size / forks)" in defaults
+    doc = " ".join((REPO / "docs/fleet.md").read_text().split())
+    assert "**The checkpoint and the batch.**" in doc and "slowest host of its batch" in doc
+
+
+def test_the_example_inventory_names_files_that_exist_and_fit(tmp_path):
+    # inventory/example.yml as shipped, in check mode, its two workers pointed at one simulated host
+    example = ANSIBLE / "inventory/example.yml"
+    files = [h["sriov_node_config_file"] for h in yaml.safe_load(example.read_text())["sriov_nodes"]["hosts"].values()]
+    assert files and all((ANSIBLE / f).is_file() for f in files), files
+    fleet = Fleet(tmp_path, ["sim"])
+    run = fleet.play(example, "--check", "--diff", "-e", json.dumps({
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "sriov_node_install": "none",
+        "sriov_node_bin": CLI, "sriov_node_root": str(fleet.roots["sim"])}))
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert set(recap(run.stdout)) == {"worker-1", "worker-2"}
+    assert "+num_vfs = 8" in run.stdout and '+name = "ens1f1"' in run.stdout  # worker-1's and worker-2's files
+    assert fleet.writes("sim") == 0 and fleet.config("sim") == "" and fleet.history("sim") == []
+
+
+def test_the_docs_recipe_for_simulated_nodes_runs_as_written(tmp_path):
+    doc = (REPO / "docs/fleet.md").read_text()
+    recipe = re.search(r"### Try it on simulated nodes\n.*?```sh\n(.*?)```", doc, re.S).group(1)
+    assert "FLEET=/tmp/sriov-fleet\n" in recipe
+    recipe = recipe.replace("FLEET=/tmp/sriov-fleet\n", f"FLEET={tmp_path}/fleet\n")
+    env = {**os.environ, "ANSIBLE_HOME": str(tmp_path / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible/tmp"),
+           "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    env = {k: v for k, v in env.items() if not k.startswith("SRIOV_NODE_")}
+    run = subprocess.run(["bash", "-c", recipe], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    out = run.stdout
+    assert out.count("PLAY RECAP") == 3, out[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, run.stderr[-2000:]  # the last command, history, succeeds
+    assert "rolled back to generation 1 " in " ".join(out.split()), out[-4000:]
+    worker1, worker2 = ((ANSIBLE / f"nodes/worker-{i}.toml").read_text() for i in (1, 2))
+    fleet_dir = tmp_path / "fleet"
+    config = {n: (fleet_dir / n / "etc/sriov-node/config.toml").read_text() for n in ("node1", "node2", "node3", "node4")}
+    assert config == {"node1": worker2, "node2": worker2, "node3": worker1, "node4": worker2}
 
 
 def test_ansible_lint_production_profile_is_clean():
