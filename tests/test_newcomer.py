@@ -185,3 +185,48 @@ def test_status_without_a_config_says_to_create_it_before_apply(make_host):
     Path(path).write_text(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 1\n')
     proc = run_cli("status", root=host.root)
     assert f"compared with {path}: no generation applied yet; run sriov-node apply" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- man pages: lint-clean, tables as tables
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    out = tmp_path_factory.mktemp("man")
+    import subprocess
+
+    subprocess.run([sys.executable, str(REPO / "scripts/manpages.py"), str(out)], check=True)
+    return out
+
+
+def _man(page: Path, width: int):
+    import subprocess
+
+    return subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True, text=True,
+                          env={**os.environ, "MANWIDTH": str(width), "LC_ALL": "C.UTF-8", "MAN_KEEP_FORMATTING": ""})
+
+
+@pytest.mark.parametrize("name", ["sriov-node.8", "sriov-node.toml.5"])
+def test_every_man_page_is_lint_clean(pages, name):
+    import shutil
+    import subprocess
+
+    if not shutil.which("mandoc"):
+        pytest.fail("mandoc is missing: scripts/setup installs it with the test extra")
+    proc = subprocess.run(["mandoc", "-T", "lint", "-W", "style", str(pages / name)], capture_output=True, text=True)
+    assert proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    for width in (80, 100):
+        shown = _man(pages / name, width)
+        assert shown.returncode == 0 and not shown.stderr.strip(), (width, shown.stderr)
+
+
+def test_the_desired_driver_table_renders_as_a_table(pages):
+    text = _man(pages / "sriov-node.toml.5", 80).stdout
+    section = text[text.index("DESIRED DRIVER OF A VF"):text.index("SEE ALSO")]
+    rows = [line.strip() for line in section.splitlines()[1:] if line.strip()]
+    assert rows[0].startswith("┌") and rows[-1].startswith("└") and rows[2].startswith("├"), section
+    assert re.match(r"│the group's driver +the VF is converged when +│", rows[1]), section
+    assert re.match(r"│\"any\" +always +│", rows[-2]), section
+    assert "Type:" not in section
+    # a cell with an escaped pipe stays one cell: the eswitch modes are the type, not the default
+    assert re.search(r'Type: "legacy" \| "switchdev"\.\s+Default: not managed\.', text), text
