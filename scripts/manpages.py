@@ -5,10 +5,10 @@
 
 sriov-node(8) is built from the CLI itself (every command, argument and option with its help
 text, as `--help` prints it); sriov-node.toml(5) from docs/config-reference.md, the page a test
-holds to the config schema key by key. tests/test_manpages.py regenerates both and checks them
-with groff; the Debian package builds them with this script. The markdown tables of the
-reference become tbl(1) tables (the page starts with the `'\\" t` line that asks man(1) for tbl);
-tests/test_newcomer.py lints both pages with `mandoc -T lint` and reads the tables as man renders them.
+holds to the config schema key by key. The Debian package builds them with this script. The
+markdown tables of the reference become tbl(1) tables (the page starts with the `'\\" t` line that
+asks man(1) for tbl), its key tables lists of keys; tests/test_newcomer.py lints both pages with
+`mandoc -T lint` and reads the tables as man renders them, tests/test_package.py the packaged pages.
 """
 
 from __future__ import annotations
