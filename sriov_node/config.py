@@ -471,7 +471,7 @@ class _Validator:
         parts = path.split("/")
         if not path.startswith("/") or "\0" in path or any(p in (".", "..") for p in parts) or path.endswith("/"):
             self.error(key, f"{path!r} must be an absolute file path without '.' or '..' components, e.g. "
-                            "\"/var/lib/node_exporter/textfile/sriov_node.prom\"")
+                            "\"/var/lib/prometheus/node-exporter/sriov_node.prom\"")
             return None
         if not path.endswith(".prom") or parts[-1].startswith("."):
             self.error(key, f"{path!r}: node_exporter's textfile collector reads only files named *.prom "

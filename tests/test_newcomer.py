@@ -230,3 +230,31 @@ def test_the_desired_driver_table_renders_as_a_table(pages):
     assert "Type:" not in section
     # a cell with an escaped pipe stays one cell: the eswitch modes are the type, not the default
     assert re.search(r'Type: "legacy" \| "switchdev"\.\s+Default: not managed\.', text), text
+
+
+# ---------------------------------------------------------------------------- metrics where the distribution reads them
+
+DEBIAN_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # prometheus-node-exporter 1.5 (Debian 12): --help's default
+
+
+def test_metrics_without_a_textfile_write_where_the_node_exporter_reads(make_host, write_config):
+    host = make_host()
+    config = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 1\n')
+    proc = run_cli("metrics", root=host.root, config=config)
+    assert proc.returncode == 0 and proc.stdout.startswith("# HELP")  # no node exporter: printed
+    directory = os.path.join(host.root, DEBIAN_TEXTFILE_DIR.lstrip("/"))
+    os.makedirs(directory)
+    proc = run_cli("metrics", root=host.root, config=config)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    assert open(os.path.join(directory, "sriov_node.prom")).read().startswith("# HELP")
+
+
+def test_the_agent_unit_and_the_examples_use_the_distributions_directory():
+    unit = (REPO / "systemd/sriov-node-agent.service").read_text()
+    writable = [p for line in unit.splitlines() if line.startswith("ReadWritePaths=") for p in line.split("=", 1)[1].split()]
+    assert f"-{DEBIAN_TEXTFILE_DIR}" in writable
+    assert "-/var/lib/node_exporter/textfile" in writable  # nodes configured for the old guide's directory keep theirs
+    for doc in ("README.md", "docs/guide.md", "docs/examples/intel-x710.toml", "docs/config-reference.md"):
+        text = (REPO / doc).read_text()
+        assert f"{DEBIAN_TEXTFILE_DIR}/sriov_node.prom" in text, doc
+        assert 'textfile = "/var/lib/node_exporter' not in text, doc
