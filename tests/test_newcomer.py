@@ -258,3 +258,5 @@ def test_the_agent_unit_and_the_examples_use_the_distributions_directory():
         text = (REPO / doc).read_text()
         assert f"{DEBIAN_TEXTFILE_DIR}/sriov_node.prom" in text, doc
         assert 'textfile = "/var/lib/node_exporter' not in text, doc
+    control = (REPO / "debian/control").read_text()
+    assert "Suggests: prometheus-node-exporter" in control and DEBIAN_TEXTFILE_DIR in control
