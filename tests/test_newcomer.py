@@ -260,3 +260,30 @@ def test_the_agent_unit_and_the_examples_use_the_distributions_directory():
         assert 'textfile = "/var/lib/node_exporter' not in text, doc
     control = (REPO / "debian/control").read_text()
     assert "Suggests: prometheus-node-exporter" in control and DEBIAN_TEXTFILE_DIR in control
+
+
+# ---------------------------------------------------------------------------- scripts/demo installs what it needs, once
+
+
+def test_the_demo_installs_only_what_it_runs_and_only_once(tmp_path):
+    """A cold demo makes its own venv (sriov-node and its run-time dependencies: ~47 MB, where the test
+    toolchain's .venv is ~285 MB); a warm one runs no pip (with no index reachable, pip would fail)."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SRIOV_NODE_", "VIRTUAL_ENV"))}
+    env.update(DEMO_VENV=str(venv), DEMO_ROOT=str(tmp_path / "host"))
+    cold = subprocess.run([str(REPO / "scripts/demo")], capture_output=True, text=True, env=env, timeout=600)
+    assert cold.returncode == 0, cold.stdout + cold.stderr
+    assert "demo: installing sriov-node" in cold.stderr and "generation 1 (apply, converged)" in cold.stdout
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+    assert size < 80 * 2**20, f"{size / 2**20:.0f} MB"
+    site = next(venv.glob("lib/python3*/site-packages"))
+    for tool in ("ansible", "ansible_lint", "black", "pytest", "kubernetes_validate", "systemd"):
+        assert not (site / tool).exists(), tool
+    assert not (venv / "bin/promtool").exists()
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path / "nothing"))
+    warm = subprocess.run([str(REPO / "scripts/demo")], capture_output=True, text=True, env=env, timeout=600)
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert "installing" not in warm.stderr and "converged" in warm.stdout
+    assert f'export PATH="{venv}/bin:$PATH"' in warm.stdout
