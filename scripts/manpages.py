@@ -5,35 +5,98 @@
 
 sriov-node(8) is built from the CLI itself (every command, argument and option with its help
 text, as `--help` prints it); sriov-node.toml(5) from docs/config-reference.md, the page a test
-holds to the config schema key by key. tests/test_manpages.py regenerates both and checks them
-with groff; the Debian package builds them with this script.
+holds to the config schema key by key. The Debian package builds them with this script. The
+markdown tables of the reference become tbl(1) tables (the page starts with the `'\\" t` line that
+asks man(1) for tbl), its key tables lists of keys; tests/test_newcomer.py lints both pages with
+`mandoc -T lint` and reads the tables as man renders them, tests/test_package.py the packaged pages.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Iterable, List
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DATE = "2026"  # kept fixed so that builds are reproducible
+WIDTH = 80  # input lines longer than this are wrapped (mandoc -T lint's style rule); roff fills them again
 
 
-def roff(text: str) -> str:
-    """Plain text (with `code` spans) as roff: escapes, code in bold, no line starting with a dot."""
+def _date() -> str:
+    """The newest debian/changelog entry's date (YYYY-MM-DD): fixed per release, so builds are reproducible."""
+    import email.utils
+
+    try:
+        for line in (REPO / "debian" / "changelog").read_text().splitlines():
+            if line.startswith(" -- ") and "  " in line[4:]:
+                return email.utils.parsedate_to_datetime(line[4:].split("  ", 1)[1].strip()).strftime("%Y-%m-%d")
+    except (OSError, ValueError, TypeError):
+        pass
+    return "2026-01-01"
+
+
+DATE = _date()
+
+
+def roff(text: str, wrap: bool = True) -> str:
+    """Plain text (with `code` spans) as roff: escapes, code in bold, no line starting with a dot;
+    wrapped at WIDTH unless `wrap` is false (a macro's argument, a tag: one line)."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
     text = re.sub(r"`([^`]+)`", lambda m: "\\fB" + m.group(1) + "\\fR", text)
     text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)  # markdown links: their words
     text = re.sub(r"\*\*([^*]+)\*\*", r"\\fB\1\\fR", text)
     lines = []
     for line in text.splitlines():
-        if line.startswith((".", "'")):
-            line = "\\&" + line
-        lines.append(line)
+        parts = textwrap.wrap(line, WIDTH, break_long_words=False, break_on_hyphens=False) if wrap else [line]
+        for part in parts or [""]:
+            lines.append("\\&" + part if part.startswith((".", "'")) else part)
     return "\n".join(lines)
+
+
+def _verbatim(text: str) -> str:
+    """A line of a code block (no-fill mode: not wrapped): escapes, no line starting with a dot."""
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\\&" + text if text.startswith((".", "'")) else text
+
+
+def _cells(line: str) -> List[str]:
+    """A markdown table row's cells (an escaped pipe, `\\|`, belongs to its cell)."""
+    row = line.strip()
+    row = row[1:] if row.startswith("|") else row
+    row = row[:-1] if row.endswith("|") and not row.endswith("\\|") else row
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)]
+
+
+def reference(rows: List[List[str]]) -> List[str]:
+    """A key table (key | type | default | meaning) as a list of tagged paragraphs, one per key: its
+    meaning, then the other columns named by their headers ("Type: ...", "Default: ..."). Four
+    columns with sentences in the last do not fit a terminal's 80 columns as a tbl table."""
+    names = [h.strip().capitalize() for h in rows[0]]
+    out: List[str] = []
+    for row in rows[1:]:
+        row = row + [""] * (len(names) - len(row))
+        words = " ".join([row[-1]] + [f"{name}: {cell}." for name, cell in zip(names[1:-1], row[1:-1]) if cell])
+        out += [".TP", roff(row[0], wrap=False), roff(words)]
+    return out
+
+
+def table(rows: List[List[str]]) -> List[str]:
+    """A markdown table (its header row first) as a tbl(1) table: a boxed header in bold, each cell a
+    text block (T{ ... T}) so that long cells wrap within their column; the last column takes the
+    width left over."""
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    spec = ["lB" for _ in range(width)]
+    body = ["lx" if k == width - 1 else "l" for k in range(width)]
+    out = [".TS", "box tab(\t);", " ".join(spec), " ".join(body) + "."]
+    for n, row in enumerate(rows):
+        out.append("\t".join("T{\n" + roff(cell) + "\nT}" for cell in row))
+        if n == 0:
+            out.append("_")
+    return out + [".TE"]
 
 
 def header(name: str, section: str, title: str) -> List[str]:
@@ -67,7 +130,7 @@ def _options(command, ctx) -> Iterable[str]:
         if opts in ("--install-completion", "--show-completion"):
             continue
         yield ".TP"
-        yield "\\fB" + roff(opts) + "\\fR"
+        yield "\\fB" + roff(opts, wrap=False) + "\\fR"
         yield roff(help_text or "")
 
 
@@ -81,7 +144,8 @@ def sriov_node_8() -> str:
     root = typer.main.get_command(app)
     root_ctx = typer.Context(root, info_name="sriov-node")
     out = header("sriov-node", "8", "System Administration")
-    out += [".SH NAME", "sriov\\-node \\- provision SR\\-IOV Virtual Functions from a declarative desired state",
+    out += [".SH NAME", "sriov\\-node \\- provision SR\\-IOV Virtual Functions",
+            "from a declarative desired state",
             ".SH SYNOPSIS", "\\fBsriov\\-node\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIOPTIONS\\fR] [\\fIARGUMENTS\\fR]",
             ".SH DESCRIPTION",
             roff("sriov-node creates SR-IOV Virtual Functions on a Linux node, binds them to the drivers the "
@@ -100,7 +164,7 @@ def sriov_node_8() -> str:
         if hasattr(command, "commands"):
             continue  # a group: its commands follow
         ctx = typer.Context(command, info_name=name, parent=root_ctx)
-        out.append(".SS " + roff(f"sriov-node {name} {_usage_words(command, ctx)}".rstrip()))
+        out.append(".SS " + roff(f"sriov-node {name} {_usage_words(command, ctx)}".rstrip(), wrap=False))
         out.append(roff((command.help or "").strip()))
         options = list(_options(command, ctx))
         if options:
@@ -126,17 +190,24 @@ def sriov_node_8() -> str:
 
 
 def sriov_node_toml_5() -> str:
-    """docs/config-reference.md as roff: headings, paragraphs, tables as tagged paragraphs."""
-    out = header("sriov-node.toml", "5", "File Formats")
-    out += [".SH NAME", "sriov\\-node.toml \\- the desired state of sriov\\-node (/etc/sriov\\-node/config.toml)"]
+    """docs/config-reference.md as roff: headings, paragraphs, code blocks, tables as tbl(1) tables."""
+    out = ["'\\\" t"] + header("sriov-node.toml", "5", "File Formats")  # the first line asks man(1) for tbl
+    out += [".SH NAME", "sriov\\-node.toml \\- the desired state of sriov\\-node",
+            "(/etc/sriov\\-node/config.toml)"]
     lines = (REPO / "docs" / "config-reference.md").read_text().splitlines()
     in_code = False
     paragraph: List[str] = []
+    rows: List[List[str]] = []
 
     def flush() -> None:
         if paragraph:
-            out.extend([".PP", roff(" ".join(paragraph))])
+            if not out[-1].startswith((".SH", ".SS")):  # a heading starts a paragraph itself
+                out.append(".PP")
+            out.append(roff(" ".join(paragraph)))
             paragraph.clear()
+        if rows:
+            out.extend(reference(rows) if rows[0][0] == "key" else table(rows))
+            rows.clear()
 
     for line in lines[1:]:
         if line.startswith("```"):
@@ -144,21 +215,19 @@ def sriov_node_toml_5() -> str:
             out.append(".EX" if not in_code else ".EE")
             in_code = not in_code
         elif in_code:
-            out.append(roff(line) if line else "")
+            out.append(_verbatim(line))
         elif line.startswith("## "):
             flush()
-            out.append(".SH " + roff(line[3:].upper().replace("`", "")))
+            out.append(".SH " + roff(line[3:].upper().replace("`", ""), wrap=False))
         elif line.startswith("### "):
             flush()
-            out.append(".SS " + roff(line[4:]))
+            out.append(".SS " + roff(line[4:], wrap=False))
         elif line.startswith("|"):
-            flush()
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-: ") or cells[0] == "key":
-                continue  # the table's rule and header
-            key, kind, default, meaning = (cells + ["", "", ""])[:4]
-            words = meaning + (f" Type: {kind}." if kind else "") + (f" Default: {default}." if default else "")
-            out += [".TP", roff(key), roff(words)]
+            if paragraph:
+                flush()
+            cells = _cells(line)
+            if not (rows and set("".join(cells)) <= set("-: ")):  # the rule under the header
+                rows.append(cells)
         elif not line.strip():
             flush()
         else:

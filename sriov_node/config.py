@@ -32,6 +32,8 @@ else:  # pragma: no cover - exercised on Python < 3.11
     import tomli as tomllib
 
 DEFAULT_CONFIG = "/etc/sriov-node/config.toml"
+# where an installed node finds example configs (debian/sriov-node.examples; etc/ and docs/examples/ in the source)
+EXAMPLES_DIR = "/usr/share/doc/sriov-node/examples/"
 BOM = "\ufeff"
 SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
@@ -469,7 +471,7 @@ class _Validator:
         parts = path.split("/")
         if not path.startswith("/") or "\0" in path or any(p in (".", "..") for p in parts) or path.endswith("/"):
             self.error(key, f"{path!r} must be an absolute file path without '.' or '..' components, e.g. "
-                            "\"/var/lib/node_exporter/textfile/sriov_node.prom\"")
+                            "\"/var/lib/prometheus/node-exporter/sriov_node.prom\"")
             return None
         if not path.endswith(".prom") or parts[-1].startswith("."):
             self.error(key, f"{path!r}: node_exporter's textfile collector reads only files named *.prom "
@@ -613,7 +615,7 @@ def read_config(path: str) -> Tuple[bytes, os.stat_result]:
         finally:
             os.close(fd)
     except FileNotFoundError:
-        raise ConfigError(path, [ConfigProblem("", "no such file; create it (see etc/sriov-node/config.toml) or pass --config PATH")])
+        raise ConfigError(path, [ConfigProblem("", f"no such file; create it (examples: {EXAMPLES_DIR}) or pass --config PATH")])
     except UnsafeFile as exc:
         if exc.reason.startswith("is a directory"):
             raise ConfigError(path, [ConfigProblem("", "is a directory; pass the path of a .toml file")])

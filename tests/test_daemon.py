@@ -285,6 +285,24 @@ def test_the_daemon_refreshes_the_metrics_textfile(daemon):
                or "sriov_node_converged 0" in open(prom).read(), what="metrics after a failure")
 
 
+def test_without_a_textfile_the_metrics_go_where_debians_node_exporter_reads(daemon, make_host):
+    """No [metrics] textfile: /var/lib/prometheus/node-exporter/sriov_node.prom (prometheus-node-exporter's
+    --collector.textfile.directory on Debian and Ubuntu) when that directory exists; else no file, no complaint."""
+    host = make_host(vfio_loaded=True)
+    os.makedirs(os.path.join(host.root, "var/lib/prometheus/node-exporter"))
+    d = daemon(CONFIG, host=host)
+    prom = os.path.join(host.root, "var/lib/prometheus/node-exporter/sriov_node.prom")
+    d.wait_for(lambda: os.path.exists(prom) and "sriov_node_converged 1" in open(prom).read(), what="metrics")
+
+
+def test_without_a_textfile_nor_a_node_exporter_no_metrics_and_no_complaint(daemon):
+    bare = daemon(CONFIG)
+    bare.wait_for(lambda: bare.notified("READY=1"), what="READY=1")
+    assert bare.stop() == 0
+    assert not any("metrics" in line for line in bare.log), bare.log
+    assert not os.path.exists(os.path.join(bare.host.root, "var/lib/prometheus"))
+
+
 # ---------------------------------------------------------------------------- applied generations
 #
 # The daemon repairs toward the newest applied generation, never toward the file on disk until it

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sriov_node.config import load_config
 from tests.helpers import open_host
-from sriov_node.views.metrics import FAMILIES, PREFIX, UNIT_TEXTFILE_DIR, textfile_path, write_textfile
+from sriov_node.views.metrics import FAMILIES, PREFIX, UNIT_TEXTFILE_DIR, UNIT_TEXTFILE_DIRS, textfile_path, write_textfile
 from sriov_node.sim.kernel import SimKernel
 from sriov_node.engine.state import read_state
 from tests.helpers import CLI, run_cli
@@ -198,4 +198,4 @@ def test_a_read_only_textfile_directory_names_the_unit_fix(host, write_config, t
     assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
     for text in (proc.stderr, proc.stdout.split("rc=1", 1)[1]):  # the CLI's error, the daemon's message
         assert f"{ro} is read-only to sriov-node" in text, proc.stdout + proc.stderr
-        assert f"makes only {UNIT_TEXTFILE_DIR} writable" in text and f"ReadWritePaths={ro}" in text
+        assert f"makes only {' and '.join(UNIT_TEXTFILE_DIRS)} writable" in text and f"ReadWritePaths={ro}" in text

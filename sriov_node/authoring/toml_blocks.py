@@ -470,9 +470,9 @@ def apply_edit(text: str, index: Optional[int], selector: Tuple[str, str], edit:
         lines = ["\n", "[[pf]]\n"] + [f"{k} = {_toml_value(v)}\n" for k, v in table.items()]
         for slot in slots:
             lines += _group_lines(slot.table, indent, key_indent, blank)
-        new = text if text.endswith("\n") or not text else text + "\n"
+        new = text.rstrip("\r\n\t ") + "\n" if text.strip() else ""  # one blank line before the block, however the file ended
         new = (new or NEW_FILE_HEAD) + "".join(lines)
-        if not text:
+        if not text.strip():
             expected = {"version": 1}
         groups = [slot.table for slot in slots]
         expected.setdefault("pf", []).append({**table, **({"vfs": groups} if groups else {})})
@@ -501,14 +501,17 @@ def apply_edit(text: str, index: Optional[int], selector: Tuple[str, str], edit:
             want.pop("vfs", None)
         dropped = {block.vfs[k] for k in gone}
         last = max(k for k in block.segments if k not in dropped)
-        _, block_tail = segments[block.segments[-1]].split_tail()
-        if block.segments[-1] in dropped and not segments[last].split_tail()[1]:
-            segments[last].lines += block_tail  # keep the blank lines that separated the block from the next
-        if block.segments[-1] in dropped and block.segments[-1] == len(segments) - 1 and not new_slots:
-            while len(segments[last].lines) > 1 and segments[last].lines[-1].strip() == "":
-                segments[last].lines.pop()  # the file ended with the group: no blank line left at its end
-        if new_slots:
+        if last != block.segments[-1] or new_slots:
+            # The block now ends with `last` (its groups after it dropped) and/or new groups: whatever
+            # it ends with is followed by the lines that separated the block from what comes next
+            # (nothing at the end of the file), never also by the blank lines that separated `last`
+            # from a dropped group: repeated edits keep the file's blank lines as they are.
+            _, block_tail = segments[block.segments[-1]].split_tail()
             head, tail = segments[last].split_tail()
+            if last != block.segments[-1]:
+                while tail and not tail[-1].strip():
+                    tail = tail[:-1]  # comment lines stay; the blank lines before the dropped group go
+                tail = tail + block_tail
             if head and not head[-1].endswith("\n"):
                 head[-1] += "\n"
             extra: List[str] = []

@@ -291,12 +291,14 @@ def capture(
 # ---------------------------------------------------------------------------- metrics
 
 
-@app.command(epilog=examples("sriov-node metrics -o -", "sriov-node metrics -o /var/lib/node_exporter/textfile/sriov_node.prom"))
+@app.command(epilog=examples("sriov-node metrics -o -", "sriov-node metrics -o /var/lib/prometheus/node-exporter/sriov_node.prom"))
 def metrics(
     ctx: typer.Context,
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to FILE (atomically; '-' or a pipe or "
                                                                        "device such as /dev/stdout: written through) "
                                                                        "[default: the config's [metrics] textfile, "
+                                                                       "else /var/lib/prometheus/node-exporter/"
+                                                                       "sriov_node.prom when that directory exists, "
                                                                        "else stdout]."),
 ) -> None:
     """Prometheus metrics for node_exporter's textfile collector: VFs desired and present per PF, convergence,

@@ -70,15 +70,57 @@ def sim_hold(
         raise typer.Exit(EXIT_INVALID)
 
 
-@sim_app.command("release", epilog=examples("sriov-node sim release /tmp/node"))
+@sim_app.command("release", epilog=examples("sriov-node sim release /tmp/node 0000:20:02.0",
+                                             "sriov-node sim release /tmp/node 0000:20:02.0 --pid 4242"))
 def sim_release(
     directory: str = typer.Argument(..., metavar="DIR", help="The simulated host."),
-    pid: int = typer.Option(4242, "--pid", metavar="PID", help="The holder to let go."),
+    vf: Optional[str] = typer.Argument(None, metavar="VF", help="The held VF's PCI address (as given to sim hold); "
+                                                                "omitted: the holder --pid names, whatever it holds."),
+    pid: Optional[int] = typer.Option(None, "--pid", metavar="PID", help="Only this holder [default: every holder of "
+                                                                         "VF; without VF: 4242, sim hold's default]."),
 ) -> None:
-    """Undo `sim hold`."""
+    """Undo `sim hold`: the same shape, DIR VF [--pid PID]."""
     from sriov_node.sim.kernel import SimKernel
 
-    SimKernel(directory).release(pid)
+    sim = SimKernel(directory)
+    if vf is None:
+        sim.release(4242 if pid is None else pid)
+        return
+    try:
+        holders = _holders(directory, vf)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    chosen = [p for p in holders if pid is None or p == pid]
+    if not chosen:
+        held = f"held by pid {', '.join(map(str, holders))}, not {pid}" if holders else "not held"
+        typer.echo(f"note: {vf} is {held}: nothing released", err=True)
+    for p in chosen:
+        sim.release(p)
+
+
+def _holders(directory: str, vf: str) -> "list[int]":
+    """The simulated processes that hold `vf` open as `sim hold` makes them: its /dev/vfio group or /dev/uioN."""
+    import os
+
+    dev = os.path.join(directory, "sys/bus/pci/devices", vf)
+    if not os.path.lexists(dev):
+        raise ValueError(f"{vf}: no such PCI device in {directory} (a VF's address, e.g. 0000:20:02.0)")
+    nodes = {f"/dev/{name}" for name in (os.listdir(os.path.join(dev, "uio")) if os.path.isdir(os.path.join(dev, "uio")) else [])}
+    group = os.path.join(dev, "iommu_group")
+    if os.path.lexists(group):
+        name = os.path.basename(os.readlink(group))
+        nodes |= {f"/dev/vfio/{name}", f"/dev/vfio/noiommu-{name}"}
+    found = []
+    proc = os.path.join(directory, "proc")
+    for entry in sorted(os.listdir(proc) if os.path.isdir(proc) else [], key=lambda n: (len(n), n)):
+        fds = os.path.join(proc, entry, "fd")
+        if not entry.isdigit() or not os.path.isdir(fds):
+            continue
+        if any(os.path.islink(os.path.join(fds, fd)) and os.readlink(os.path.join(fds, fd)) in nodes
+               for fd in os.listdir(fds)):
+            found.append(int(entry))
+    return found
 
 
 # click's UsageError (typer vendors click from 0.28 on; earlier versions import it): BadParameter's base

@@ -1,6 +1,7 @@
 """Prometheus metrics for node_exporter's textfile collector: what the node has, what it should have, the last apply.
 
-    write_textfile(host, desired, path)     # the daemon, after each reconcile (path: textfile_path(...))
+    write_textfile(host, desired, path)     # the daemon, after each reconcile (path: textfile_path(...):
+                                            # [metrics] textfile, else DEFAULT_TEXTFILE when its directory exists)
     render(host, desired) -> str            # `sriov-node metrics` without a file
 
 The PF values come from a survey (the same comparison as `status`): taken when the metrics are
@@ -182,17 +183,32 @@ def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = 
     return "".join(family.render() for family in f.values() if family.samples)
 
 
+# The directory Debian's and Ubuntu's prometheus-node-exporter reads: its compiled-in
+# --collector.textfile.directory (the package creates it; /etc/default/prometheus-node-exporter adds
+# no other). Without [metrics] textfile, the metrics go there when it exists.
+DISTRO_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+DEFAULT_TEXTFILE = DISTRO_TEXTFILE_DIR + "/sriov_node.prom"
+
+
 def textfile_path(host: Host, desired: Optional[DesiredState]) -> Optional[str]:
-    """The config's [metrics] textfile, under the host's root (None when the config names none)."""
-    if desired is None or desired.metrics_textfile is None:
+    """Where the metrics file goes, under the host's root: the config's [metrics] textfile; without
+    one, DEFAULT_TEXTFILE when the distribution's node exporter directory exists (else None: a node
+    without the exporter gets no file and no complaint)."""
+    if desired is None:
         return None
+    if desired.metrics_textfile is None:
+        rel = DEFAULT_TEXTFILE.lstrip("/")
+        return host.path(os.path.dirname(rel), os.path.basename(rel)) \
+            if os.path.isdir(host.path(DISTRO_TEXTFILE_DIR.lstrip("/"))) else None
     rel = desired.metrics_textfile.lstrip("/")
     return host.path(os.path.dirname(rel), os.path.basename(rel))
 
 
-# node_exporter's textfile directory as docs/guide.md sets it up; sriov-node-agent.service makes it
-# writable (ReadWritePaths=-...), everything else under ProtectSystem=strict stays read-only
-UNIT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile"
+# The textfile directories sriov-node-agent.service makes writable (ReadWritePaths=-...), everything
+# else under ProtectSystem=strict stays read-only: the distribution's, then the one the guide named
+# before 0.1 (/var/lib/node_exporter/textfile), so that a node configured for it keeps its metrics.
+UNIT_TEXTFILE_DIRS = (DISTRO_TEXTFILE_DIR, "/var/lib/node_exporter/textfile")
+UNIT_TEXTFILE_DIR = UNIT_TEXTFILE_DIRS[0]
 
 
 def read_only_hint(path: str) -> Optional[str]:
@@ -205,7 +221,7 @@ def read_only_hint(path: str) -> Optional[str]:
     except OSError:
         return None
     return (f"{directory} is read-only to sriov-node: sriov-node-agent.service (ProtectSystem=strict) makes only "
-            f"{UNIT_TEXTFILE_DIR} writable for metrics (it must exist before the agent starts); for another "
+            f"{' and '.join(UNIT_TEXTFILE_DIRS)} writable for metrics (when they exist as the agent starts); for another "
             f"directory add `[Service]` `ReadWritePaths={directory}` in a drop-in (systemctl edit "
             "sriov-node-agent.service) and restart the agent")
 

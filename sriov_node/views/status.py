@@ -129,7 +129,13 @@ def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]
         return {"desired": None, "body": body}, lines
     if gen is None:
         body["compared_with"] = {"file": path}
-        lines.append(f"compared with {path}: no generation applied yet; run sriov-node apply")
+        if os.path.exists(path):
+            lines.append(f"compared with {path}: no generation applied yet; run sriov-node apply")
+        else:
+            from sriov_node.config import EXAMPLES_DIR
+
+            lines.append(f"{path} does not exist and no generation is applied yet: create it (examples: "
+                         f"{EXAMPLES_DIR}), then run sriov-node apply")
         return {"desired": None, "body": body}, lines
     try:
         data: Optional[bytes] = read_regular(path, limit=CONFIG_LIMIT)
