@@ -27,8 +27,12 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
         judgement = judged.get(seen.pci)
         target = judgement.target if judgement else None
         pf = target.pf if target else seen
-        findings, caveats = (judgement.findings, judgement.unjudged) if judgement else ((), ())
+        findings, caveats, held = (judgement.findings, judgement.unjudged, judgement.held) if judgement else ((), (), ())
         unjudged = {f.vf: f.describe(where_too=False) for f in caveats}
+        held_by: Dict[Optional[int], str] = {f.vf: f.held_by or "" for f in held}
+        held_vf: Dict[Optional[int], List[str]] = {}
+        for f in held:
+            held_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
             by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
@@ -44,6 +48,8 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
                 note = "not compared: the next apply makes the VFs anew"
             elif target is not None and not managed:
                 note = "beyond num_vfs: left as it is (externally managed)"
+            elif vf.index in held_vf and not by_vf.get(vf.index):  # the holder's: neither "ok" nor a difference
+                note = f"held ({held_by[vf.index]}): " + "; ".join(held_vf[vf.index])
             elif vf.index in unjudged and not by_vf.get(vf.index):
                 note = f"not judged: {unjudged[vf.index]}"  # neither "ok" nor a difference
             vfs.append({
@@ -63,6 +69,9 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
                 "mtu": vf.mtu,
                 "matches": None if note or not managed else not by_vf.get(vf.index),
                 "findings": by_vf.get(vf.index, []),
+                # settings that differ while the VF is in use: its holder's, left as they are
+                "held": held_vf.get(vf.index, []),
+                "held_by": held_by.get(vf.index),
                 "note": note,
             })
         failure = failed_pfs.get(pf.pci)
@@ -83,6 +92,7 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
             "converged": None if target is None else not findings,
             "findings": [f.describe() for f in findings],
             "unjudged": [f.describe() for f in caveats],
+            "held": [f"{f.describe()} (held: {f.held_by})" for f in held],
             "pf_findings": by_vf.get(None, []),
             "error": failure.render() if failure else None,
             "vfs": vfs,
