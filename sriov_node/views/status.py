@@ -155,9 +155,29 @@ def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]
         lines.append(f"{name} cannot be read; the applied generation {gen.number} is what the node converges to")
     elif body["config_differs"]:
         lines.append(f"{name} differs from the applied generation {gen.number}: run sriov-node apply")
-    if gen.pending:
-        cp = gen.checkpoint
-        body["checkpoint"] = dict(cp, generation=gen.number)
-        lines.append(f"checkpoint: generation {gen.number} is restored to generation {cp['previous']} at "
-                     f"{time.strftime('%H:%M:%S', time.localtime(cp['deadline']))} unless sriov-node commit runs")
+    view = checkpoint_view(gen)
+    if view is not None:
+        body["checkpoint"] = dict(gen.checkpoint or {}, generation=gen.number, overdue=view["overdue"])
+        lines.append(f"checkpoint: generation {gen.number} is {view['words']}")
     return {"desired": desired, "body": body}, lines
+
+
+def checkpoint_view(gen: Any, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    """A generation's pending checkpoint as status, history and metrics show it (None: none pending):
+    {"overdue": its deadline passed and it is still pending (nobody restored it: no daemon ran at
+    the deadline, its timer did not fire), "words": what happens next, or what to do ("restored to
+    generation 6 at 12:14:00 unless ...", "overdue since 12:14:00: run ...")}."""
+    import time
+
+    if gen is None or not gen.pending:
+        return None
+    cp = gen.checkpoint
+    deadline = float(cp["deadline"])
+    at = time.strftime("%H:%M:%S", time.localtime(deadline))
+    overdue = (time.time() if now is None else now) > deadline
+    if overdue:
+        words = (f"overdue since {at}: run sriov-node rollback --if-uncommitted {gen.number} to restore "
+                 f"generation {cp['previous']} (sriov-node commit is refused past the deadline)")
+    else:
+        words = f"restored to generation {cp['previous']} at {at} unless sriov-node commit runs"
+    return {"overdue": overdue, "deadline": deadline, "previous": cp["previous"], "words": words}
