@@ -381,3 +381,29 @@ def test_boot_with_a_file_broken_while_the_node_was_down_converges_to_the_applie
     assert "converging to the applied generation 1 instead" in proc.stderr
     assert read_host(host, X710) == a_host  # ... and the node comes up as it was
     assert [g[0] for g in gens(host)] == [1]
+
+
+def test_an_overdue_checkpoint_says_so_and_fails_the_exit_code(host, config):
+    applied(host, config, A)
+    applied(host, config, B, "--checkpoint", "600")
+    pending = cli(host, "status")
+    assert "checkpoint: generation 2 is restored to generation 1 at " in pending.stdout and "overdue" not in pending.stdout
+    assert cli(host, "status", "--exit-code").returncode == 0  # pending, not yet due
+    applied(host, config, A)
+    applied(host, config, B, "--checkpoint", "0.001")  # generation 4, its deadline passed; nobody restored it
+
+    text = cli(host, "status")
+    body = json.loads(cli(host, "status", "--json").stdout)
+    history = cli(host, "history")
+
+    assert "checkpoint: generation 4 is overdue since " in text.stdout, text.stdout
+    assert "run sriov-node rollback --if-uncommitted 4 to restore generation 3" in text.stdout
+    assert "unless sriov-node commit runs" not in text.stdout
+    assert body["checkpoint"]["overdue"] is True and body["checkpoint"]["generation"] == 4
+    assert body["converged"] is True and body["config_differs"] is False  # all else is as it should be ...
+    assert cli(host, "status", "--exit-code").returncode == 1  # ... but a rollback is due
+    line = [x for x in history.stdout.splitlines() if x.lstrip("* ").startswith("4 ")][0]
+    assert "checkpoint overdue since " in line and "rollback --if-uncommitted 4" in line, history.stdout
+    assert "pending until" not in line
+    assert cli(host, "rollback", "--if-uncommitted", "4").returncode == 0
+    assert cli(host, "status", "--exit-code").returncode == 0

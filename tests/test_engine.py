@@ -295,7 +295,7 @@ def test_each_target_is_compared_once_by_the_survey_and_once_more_only_to_verify
     path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n[[pf]]\npci = "{PF1}"\nnum_vfs = 0\n')
     calls = []
     real = compare._compare
-    monkeypatch.setattr(compare, "_compare", lambda spec, pf, caveats: calls.append(pf.pci) or real(spec, pf, caveats))
+    monkeypatch.setattr(compare, "_compare", lambda spec, pf, *rest: calls.append(pf.pci) or real(spec, pf, *rest))
     report = reconcile(open_host(host.root), load_config(path), dry_run=dry_run)
     assert report.exit_code == 0
     # PF0 has work: the survey's comparison, then (apply only) the verification; PF1 is converged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -199,3 +200,65 @@ def test_a_read_only_textfile_directory_names_the_unit_fix(host, write_config, t
     for text in (proc.stderr, proc.stdout.split("rc=1", 1)[1]):  # the CLI's error, the daemon's message
         assert f"{ro} is read-only to sriov-node" in text, proc.stdout + proc.stderr
         assert f"makes only {' and '.join(UNIT_TEXTFILE_DIRS)} writable" in text and f"ReadWritePaths={ro}" in text
+
+
+def _promtool_ok(text, tmp_path):
+    out = tmp_path / "lint.prom"
+    out.write_text(text)
+    with open(out) as fh:
+        proc = subprocess.run([promtool(), "check", "metrics"], stdin=fh, capture_output=True, text=True)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+def test_metrics_compare_the_host_with_the_applied_generation_as_status_does(host, tmp_path):
+    config = os.path.join(host.root, "etc/sriov-node/config.toml")
+    os.makedirs(os.path.dirname(config))
+    a = f'[[pf]]\npci = "{PF0}"\nnum_vfs = 4\n'
+    with open(config, "w") as fh:
+        fh.write(a)
+    found = samples(run_cli("metrics", "-o", "-", root=host.root).stdout)
+    assert (value(found, "applied_generation"), value(found, "config_differs")) == (0, 1)  # nothing applied yet
+    assert value(found, "converged") == 0
+    assert run_cli("apply", root=host.root).returncode == 0
+    with open(config, "w") as fh:
+        fh.write(a.replace("num_vfs = 4", "num_vfs = 2"))  # edited, not applied
+
+    text = run_cli("metrics", "-o", "-", root=host.root).stdout
+    status = json.loads(run_cli("status", "--json", root=host.root).stdout)
+
+    found = samples(text)
+    assert status["converged"] is True and status["config_differs"] is True
+    assert value(found, "converged") == 1  # as status: the host is what generation 1 wants
+    assert value(found, "pf_vfs_desired", pf=PF0, name="ens1f0", block="pf[0]") == 4
+    assert (value(found, "applied_generation"), value(found, "config_differs")) == (1, 1)
+    assert (value(found, "checkpoint_pending"), value(found, "checkpoint_overdue")) == (0, 0)
+    _promtool_ok(text, tmp_path)
+
+    assert run_cli("apply", "--checkpoint", "0.001", root=host.root).returncode == 0  # generation 2, overdue at once
+    text = run_cli("metrics", "-o", "-", root=host.root).stdout
+    found = samples(text)
+    assert (value(found, "applied_generation"), value(found, "config_differs")) == (2, 0)
+    assert (value(found, "checkpoint_pending"), value(found, "checkpoint_overdue")) == (1, 1)
+    assert value(found, "converged") == 1 and value(found, "pf_vfs_desired", pf=PF0, name="ens1f0", block="pf[0]") == 2
+    _promtool_ok(text, tmp_path)
+
+
+def test_the_daemons_textfile_carries_the_generation_families(host, write_config):
+    import logging
+
+    from sriov_node.engine.survey import load_desired
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+
+    path = write_config(CONFIG.split('[[pf]]\nname = "ens9f0"')[0])
+    prom = os.path.join(host.root, "var/lib/node_exporter/textfile/sriov_node.prom")
+    os.makedirs(os.path.dirname(prom))
+    assert run_cli("apply", root=host.root, config=path).returncode == 0
+    assert run_cli("apply", "--checkpoint", "0.001", root=host.root, config=write_config(CONFIG.split(
+        '[[pf]]\nname = "ens9f0"')[0].replace("num_vfs = 4", "num_vfs = 3"))).returncode == 0
+    d = Daemon(host, path, notifier=Notifier(enabled=False), log=logging.getLogger("sriov-node-test"))
+    d.desired = load_desired(host, path)
+    d._write_metrics(d.desired)
+    found = samples(open(prom).read())
+    assert value(found, "applied_generation") == 2 and value(found, "config_differs") == 1
+    assert (value(found, "checkpoint_pending"), value(found, "checkpoint_overdue")) == (1, 1)

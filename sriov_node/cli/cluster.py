@@ -322,7 +322,7 @@ def metrics(
     target = output or (textfile_path(host, desired) if desired is not None else None)
     try:
         try:
-            _emit(render(host, desired, config_valid=problem is None), target, "metrics")
+            _emit(render(host, desired, config_valid=problem is None, config_file=path), target, "metrics")
         except OutputError as exc:
             hint = read_only_hint(target) if target and target != "-" else None
             raise OutputError(f"{exc}; {hint}") if hint else exc

@@ -184,7 +184,8 @@ def status(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="One line per VF (VFs alike are folded into ranges otherwise)."),
     exit_code: bool = typer.Option(False, "--exit-code",
                                    help="Exit 0 when the host is converged to the applied generation and the "
-                                        "config file is that generation, else 1."),
+                                        "config file is that generation, else 1 (also while a checkpoint is "
+                                        "overdue: its deadline passed and nothing restored it)."),
 ) -> None:
     """Per PF and VF: what the kernel shows, what the applied generation wants, and every difference.
 
@@ -225,8 +226,9 @@ def status(
             typer.echo(f"error: {line}", err=True)
 
     if exit_code:
+        overdue = bool((body.get("checkpoint") or {}).get("overdue"))  # a rollback is due and nobody ran it
         code = 0 if body["applied_generation"] is not None and body["converged"] is True \
-            and body["config_differs"] is False and problem is None else 1
+            and body["config_differs"] is False and problem is None and not overdue else 1
     else:
         code = problem.exit_code if problem is not None else 0
     finish(code, as_json=as_json, body=body, text=text, notes=errors)

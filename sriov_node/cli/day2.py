@@ -17,12 +17,17 @@ def _when(t: float) -> str:
 
 
 def _checkpoint_words(gen) -> str:
+    from sriov_node.views.status import checkpoint_view
+
     cp = gen.checkpoint
     if not cp:
         return ""
-    if cp.get("state") == "pending":
-        return f"checkpoint pending until {time.strftime('%H:%M:%S', time.localtime(cp['deadline']))} " \
-               f"(else back to {cp['previous']})"
+    view = checkpoint_view(gen)
+    if view is not None and view["overdue"]:
+        return f"checkpoint {view['words']}"
+    if view is not None:
+        return f"checkpoint pending until {time.strftime('%H:%M:%S', time.localtime(view['deadline']))} " \
+               f"(else back to {view['previous']})"
     return f"checkpoint {cp.get('state')}"
 
 

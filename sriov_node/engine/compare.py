@@ -6,13 +6,14 @@ The plan is built from its findings, verification is "observe again and find not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
     DRIVER_NONE,
+    VF_LINK_ATTRS,
     PfSpec,
     PfState,
     VfSpec,
@@ -37,6 +38,9 @@ VF_LINKS = "vf_links"  # VF settings could not be read at all
 DRIVER_UNJUDGED = "driver_unjudged"  # a caveat, not a difference: the kernel's default cannot be known here
 
 RECREATE = frozenset({NUM_VFS, VFS_PRESENT})  # findings only a disable + enable can fix
+# A VF's own settings: while the VF is in use (a VM or DPDK has its vfio group or uio device open,
+# a CNI moved its netdev into a pod) they are its holder's, "held", neither a difference nor "ok"
+HOLDABLE = frozenset(VF_LINK_ATTRS) | {VF_MTU}
 
 
 def _norm(driver: str) -> str:
@@ -93,6 +97,8 @@ class Finding:
     # to write (None clears it); DRIVER's `have` the driver to unbind, its `want` the one to bind
     # (None: none), or the default to probe.
     default: bool = False
+    # Who holds the VF, for a setting left to its holder ("pid 4242 (qemu-kvm)"): see `hold`
+    held_by: Optional[str] = None
 
     def describe(self, where_too: bool = True) -> str:
         where = f"VF {self.vf}: " if self.vf is not None and where_too else ""
@@ -101,7 +107,28 @@ class Finding:
         return f"{where}{self.attr} is {_show(self.have)}, want {_show(self.want)}"
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"attr": self.attr, "vf": self.vf, "want": self.want, "have": self.have, "text": self.describe()}
+        out = {"attr": self.attr, "vf": self.vf, "want": self.want, "have": self.have, "text": self.describe()}
+        if self.held_by is not None:
+            out["held_by"] = self.held_by
+        return out
+
+
+def holdable(finding: Finding) -> bool:
+    """A difference in a VF's own settings (what a holder of the VF owns while it holds it)."""
+    return finding.vf is not None and finding.attr in HOLDABLE
+
+
+def hold(findings: Tuple[Finding, ...], held: Mapping[int, str]) -> Tuple[Tuple[Finding, ...], Tuple[Finding, ...]]:
+    """(the differences, the settings left to their holders): each VF setting of a VF in `held`
+    (VF index -> who holds it) is its holder's while it holds it; nothing else is."""
+    kept: List[Finding] = []
+    left: List[Finding] = []
+    for f in findings:
+        if holdable(f) and f.vf in held:
+            left.append(replace(f, held_by=held[f.vf]))
+        else:
+            kept.append(f)
+    return tuple(kept), tuple(left)
 
 
 def compare_driver(want: VfSpec, vf: VfState, default: Optional[str] = None,
@@ -174,8 +201,9 @@ def driver_key(vf: VfState, default: Optional[str], autoprobe: Optional[bool]) -
     return None, None
 
 
-def compare_settings(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
-    """The VF's settings held by the PF driver (MAC, VLAN, rates, ...) and its netdev's MTU."""
+def compare_settings(want: VfSpec, vf: VfState, pf: PfState, held: Optional[List[Finding]] = None) -> List[Finding]:
+    """The VF's settings held by the PF driver (MAC, VLAN, rates, ...) and its netdev's MTU. A netdev
+    in another network namespace shows no MTU here: its holder's (to `held`, when given)."""
     out: List[Finding] = []
     wanted = want.links.wanted()
     if wanted:
@@ -189,7 +217,11 @@ def compare_settings(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
                 if have != value:
                     out.append(Finding(attr, value, have, vf.index,
                                        f"{show_setting(attr, have)}, want {show_setting(attr, value)}"))
-    if want.mtu is not None and not vf.netdev_elsewhere:  # in a pod, the CNI owns the netdev
+    if want.mtu is not None and vf.netdev_elsewhere:  # in a pod, the CNI owns the netdev
+        if held is not None:
+            held.append(Finding(VF_MTU, want.mtu, None, vf.index, f"MTU not visible here, want {want.mtu}",
+                                held_by="netdev in another network namespace"))
+    elif want.mtu is not None:
         if not vf.netdevs:
             out.append(Finding(VF_MTU, want.mtu, None, vf.index,
                                f"no netdev to set MTU {want.mtu} on (bound to {vf.driver or 'no driver'})"))
@@ -221,6 +253,9 @@ def remakes_vfs(spec: PfSpec, findings: Tuple[Finding, ...]) -> bool:
     return not spec.externally_managed and any(f.attr in RECREATE for f in findings)
 
 
+Assessment = Tuple[Tuple[Finding, ...], Tuple[Finding, ...], Tuple[Finding, ...]]
+
+
 def compare(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
     """Everything about `pf` that differs from `spec`; empty means converged.
 
@@ -236,13 +271,16 @@ def unjudged(spec: PfSpec, pf: PfState) -> Tuple[Finding, ...]:
     return assess(spec, pf)[1]
 
 
-def assess(spec: PfSpec, pf: PfState) -> Tuple[Tuple[Finding, ...], Tuple[Finding, ...]]:
-    """(differences, what could not be judged)."""
+def assess(spec: PfSpec, pf: PfState) -> Assessment:
+    """(differences, what could not be judged, what is held): held here are only settings that
+    cannot even be read while held (the MTU of a netdev in another namespace); the survey's `judge`
+    asks who holds the VFs whose settings differ and moves those settings there too (`hold`)."""
     caveats: List[Finding] = []
-    return _compare(spec, pf, caveats), tuple(caveats)
+    held: List[Finding] = []
+    return _compare(spec, pf, caveats, held), tuple(caveats), tuple(held)
 
 
-def _compare(spec: PfSpec, pf: PfState, caveats: List[Finding]) -> Tuple[Finding, ...]:
+def _compare(spec: PfSpec, pf: PfState, caveats: List[Finding], held: List[Finding]) -> Tuple[Finding, ...]:
     out = compare_pf(spec, pf)
     want = spec.num_vfs
     have = pf.num_vfs or 0
@@ -275,5 +313,5 @@ def _compare(spec: PfSpec, pf: PfState, caveats: List[Finding]) -> Tuple[Finding
         vf_spec = spec.vf(vf.index)
         if pci:  # VFs without PCI functions (netdevsim) have no driver to bind
             out += compare_driver(vf_spec, vf, pf.vf_default_driver, pf.vf_default_drivers, caveats)
-        out += compare_settings(vf_spec, vf, pf)
+        out += compare_settings(vf_spec, vf, pf, held)
     return tuple(out)

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from sriov_node.engine.compare import Finding, assess
+from sriov_node.engine.compare import Finding
 from sriov_node.engine.outcome import CHANGED, FAILED, INTERRUPTED, PLANNED, REFUSED, UNCHANGED, Outcome
 from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, verdict as verdict_of
 from sriov_node.errors import InUseError, StateError
@@ -24,7 +24,7 @@ from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
 from sriov_node.engine.resolve import BlockFailure, Target
 from sriov_node.engine.state import ApplyLock, record_run
-from sriov_node.engine.survey import Judged, config_path, load_desired, observe_target, survey
+from sriov_node.engine.survey import Judged, config_path, judge, load_desired, observe_target, survey
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.engine.execute import Executor
@@ -59,6 +59,9 @@ class PfOutcome:
     # What could not be judged either way (a VF's driver when the kernel's default is not known
     # here): never a difference, never silently "converged" either
     unjudged: List[Dict[str, Any]] = field(default_factory=list)
+    # VF settings that differ on a VF in use (its vfio group or uio device open, its netdev in a pod):
+    # the holder's, left as they are (never a difference; the next run after the release sets them)
+    held: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -190,6 +193,7 @@ def reconcile(
             pf_plan = _plan(judged, loaded)
             outcome = _planned(target, pf_plan, seqnum)
             caveats: Tuple[Finding, ...] = ()
+            held = judged.held
             if pf_plan is not None:
                 plans.append(pf_plan)
             if pf_plan is None or outcome.status != PLANNED:
@@ -213,10 +217,11 @@ def reconcile(
                         from sriov_node.engine.execute import Executor
 
                         executor = Executor(host, timeout, cancelled)
-                    outcome, caveats = _run_pf(host, executor, pf_plan, outcome)
+                    outcome, caveats, held = _run_pf(host, executor, pf_plan, outcome)
                     interrupted = interrupted or outcome.status == INTERRUPTED
                     loaded = host.sysfs.pci_drivers()  # this PF's run may have loaded a driver
             _note_unjudged(outcome, caveats, notices)
+            _note_held(outcome, held, notices)
             outcomes.append(outcome)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         report = Report(outcomes, notices, host.writes - before, dry_run, tuple(plans),
@@ -321,17 +326,35 @@ def _note_unjudged(outcome: PfOutcome, caveats: Tuple[Finding, ...], notices: Li
     notices += [f"PF {outcome.pci}: not judged: {f.describe()}" for f in caveats]
 
 
+def _note_held(outcome: PfOutcome, held: Tuple[Finding, ...], notices: List[str]) -> None:
+    """A PF with VF settings left to the VFs' holders says so, naming them."""
+    if not held:
+        return
+    outcome.held = _finding_dicts(held)
+    by_vf: Dict[Optional[int], List[Finding]] = {}
+    for f in held:
+        by_vf.setdefault(f.vf, []).append(f)
+    notices += [f"PF {outcome.pci}: VF {vf} is in use ({fs[0].held_by}): its settings are left to it: "
+                + "; ".join(f.describe(where_too=False) for f in fs) for vf, fs in by_vf.items()]
+
+
 def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
-            planned: PfOutcome) -> Tuple[PfOutcome, Tuple[Finding, ...]]:
-    """Run one PF's plan and verify it: (its outcome, what the verification could not judge)."""
+            planned: PfOutcome) -> Tuple[PfOutcome, Tuple[Finding, ...], Tuple[Finding, ...]]:
+    """Run one PF's plan and verify it: (its outcome, what the verification could not judge, the
+    settings it found held), judged as the survey judges."""
     before = host.writes
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)
     writes = host.writes - before
     gone = not host.sysfs.pf_exists(pf_plan.pf)
     seqnum = host.sysfs.uevent_seqnum()
-    after, caveats = ((), ()) if gone else assess(
-        pf_plan.target.spec, observe_target(host, pf_plan.target, known_vfs=executor.addresses(pf_plan.pf)))
+    after: Tuple[Finding, ...] = ()
+    caveats: Tuple[Finding, ...] = ()
+    held: Tuple[Finding, ...] = ()
+    if not gone:
+        target = pf_plan.target
+        again = judge(host, Target(target.spec, observe_target(host, target, known_vfs=executor.addresses(pf_plan.pf))))
+        after, caveats, held = again.findings, again.unjudged, again.held
     lines = [str(e) for e in result.errors]
     explained = {e.vf for e in result.errors}
     if None in explained and result.errors:
@@ -353,7 +376,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
     outcome = replace(planned, status=status, writes=writes, seqnum=seqnum, findings=_finding_dicts(after),
                       errors=[e.to_dict() for e in result.errors], error="\n".join(lines) or None,
                       detail=result.errors[0].to_dict() if result.errors else None)
-    return outcome, caveats
+    return outcome, caveats, held
 
 
 def _record(host: Host, desired: DesiredState, report: Report, only: Optional[FrozenSet[str]]) -> None:

@@ -15,12 +15,12 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 from sriov_node.config import load_config
 from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
-from sriov_node.engine.compare import Finding, assess
+from sriov_node.engine.compare import Finding, assess, hold, holdable
 from sriov_node.engine.outcome import host_converged
 from sriov_node.model import DesiredState, HostState, PfSpec, PfState
 from sriov_node.engine.resolve import Resolution, Target, resolve
 
-__all__ = ["Survey", "Judged", "survey", "observe_target", "config_path", "load_desired"]
+__all__ = ["Survey", "Judged", "judge", "survey", "observe_target", "config_path", "load_desired"]
 
 
 def config_path(host: Host, explicit: Optional[str]) -> str:
@@ -41,6 +41,9 @@ class Judged:
     target: Target
     findings: Tuple[Finding, ...]  # every difference; none: the PF is as its block wants it
     unjudged: Tuple[Finding, ...]  # what could not be judged either way (never a difference, never "ok")
+    # VF settings that differ on a VF in use: its holder's (a VM, DPDK, a pod's CNI) while it holds
+    # the VF, each naming who (`Finding.held_by`); never a difference, never written, never "ok"
+    held: Tuple[Finding, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -60,6 +63,7 @@ class Survey:
     restoring: Dict[str, Dict[str, object]] = field(default_factory=dict, repr=False, compare=False)
     # each target's block as the config says it, before anything to put back was merged in
     specs: Dict[str, PfSpec] = field(default_factory=dict, repr=False, compare=False)
+    host: Optional[Host] = field(default=None, repr=False, compare=False)  # who holds a VF is asked there
     _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -71,7 +75,7 @@ class Survey:
         if not self.judged_now:
             raise ValueError("a survey taken without the VFs judges nothing")
         if not self._judged:
-            self._judged.append(tuple(Judged(t, *assess(t.spec, t.pf)) for t in self.resolution.targets))
+            self._judged.append(tuple(judge(self.host, t) for t in self.resolution.targets))
         return self._judged[0]
 
     def judged_by_pci(self) -> Dict[str, Judged]:
@@ -127,7 +131,26 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
         return Survey(heads, resolution, judged_now=False, restoring=restoring, specs=specs)
     targets = tuple(Target(t.spec, observe_target(host, t, detail=detail)) for t in resolution.targets)
     return Survey(heads, Resolution(targets, resolution.failures, resolution.notices), restoring=restoring,
-                  specs=specs)
+                  specs=specs, host=host)
+
+
+def judge(host: Optional[Host], target: Target) -> Judged:
+    """The one judgement of a target (the survey's, and the verification's after a run): compare,
+    then, for the VFs whose own settings differ (only those: a converged PF asks nobody), ask who
+    holds them (`holders.held_by`: a netdev moved out, a vfio group or uio device open); a held
+    VF's settings are its holder's, set aside as `held` and never planned. Without a host
+    (`host` None) nobody is asked."""
+    findings, caveats, held = assess(target.spec, target.pf)
+    asked = {f.vf for f in findings if holdable(f)}
+    if asked and host is not None:
+        from sriov_node.host.holders import held_by
+        from sriov_node.host.observe import observe_vf
+
+        who = held_by(host, [observe_vf(host, vf.index, vf.pci) for vf in target.pf.vfs if vf.index in asked])
+        if who:
+            findings, more = hold(findings, who)
+            held += more
+    return Judged(target, findings, caveats, held)
 
 
 def observe_target(host: Host, target: Target, *, detail: bool = False,

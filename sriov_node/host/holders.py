@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
 from sriov_node.host import Host
 from sriov_node.host.paths import PCI_DEVICES
@@ -20,12 +21,30 @@ def _vfio_nodes(host: Host, vf: VfState) -> List[str]:
     return nodes
 
 
-def holders_by_vf(host: Host, vfs: Sequence[VfState]) -> Dict[int, List[str]]:
-    """VF index -> why it is in use, one clause each ("/dev/vfio/12 is open by pid 4242 (qemu-kvm)").
+@dataclass(frozen=True)
+class Holder:
+    """One reason a VF is in use: a process with its device node open, or its netdev moved away."""
 
-    Disabling or unbinding would block on (or yank) each of them.
-    """
-    found: Dict[int, List[str]] = {}
+    vf: int
+    node: Optional[str] = None  # "/dev/vfio/12", "/dev/uio0"; None: the netdev left the host namespace
+    pid: Optional[str] = None
+    comm: Optional[str] = None
+
+    def clause(self) -> str:
+        """In a sentence: "/dev/vfio/12 is open by pid 4242 (qemu-kvm)"."""
+        if self.node is None:
+            return "its netdev is not in the host network namespace (moved into a pod or container)"
+        return f"{self.node} is open by pid {self.pid} ({self.comm})"
+
+    def who(self) -> str:
+        """As short as a status line wants it: "pid 4242 (qemu-kvm)", "netdev in another network namespace"."""
+        return "netdev in another network namespace" if self.node is None else f"pid {self.pid} ({self.comm})"
+
+
+def holders_of(host: Host, vfs: Sequence[VfState]) -> List[Holder]:
+    """Who holds each of `vfs` (observed with their netdevs and IOMMU group). Cheap for VFs on a
+    netdev driver (two directory reads each); /proc is read only when one is on vfio or uio."""
+    found: List[Holder] = []
     watched: Dict[str, VfState] = {}
     for vf in vfs:
         if is_override_only(vf.driver) or host.sysfs.isdir(PCI_DEVICES, vf.pci, "vfio-dev"):
@@ -34,8 +53,7 @@ def holders_by_vf(host: Host, vfs: Sequence[VfState]) -> Dict[int, List[str]]:
         for name in host.sysfs.listdir(PCI_DEVICES, vf.pci, "uio"):  # uio_pci_generic: DPDK opens /dev/uioN
             watched[f"/dev/{name}"] = vf
         if vf.netdev_elsewhere:
-            found.setdefault(vf.index, []).append(
-                "its netdev is not in the host network namespace (moved into a pod or container)")
+            found.append(Holder(vf.index))
     if watched:
         for pid in host.sysfs.listdir("proc"):
             if not pid.isdigit():
@@ -48,8 +66,28 @@ def holders_by_vf(host: Host, vfs: Sequence[VfState]) -> Dict[int, List[str]]:
                 vf = watched.get(target)
                 if vf is not None:
                     comm = host.sysfs.read("proc", pid, "comm") or "?"
-                    found.setdefault(vf.index, []).append(f"{target} is open by pid {pid} ({comm})")
+                    found.append(Holder(vf.index, target, pid, comm))
     return found
+
+
+def holders_by_vf(host: Host, vfs: Sequence[VfState]) -> Dict[int, List[str]]:
+    """VF index -> why it is in use, one clause each ("/dev/vfio/12 is open by pid 4242 (qemu-kvm)").
+
+    Disabling or unbinding would block on (or yank) each of them.
+    """
+    found: Dict[int, List[str]] = {}
+    for holder in holders_of(host, vfs):
+        found.setdefault(holder.vf, []).append(holder.clause())
+    return found
+
+
+def held_by(host: Host, vfs: Sequence[VfState]) -> Dict[int, str]:
+    """VF index -> who holds it, shortly ("pid 4242 (qemu-kvm)"; "netdev in another network namespace")."""
+    found: Dict[int, List[str]] = {}
+    for holder in holders_of(host, vfs):
+        if holder.who() not in found.setdefault(holder.vf, []):
+            found[holder.vf].append(holder.who())
+    return {vf: " and ".join(who) for vf, who in found.items()}
 
 
 def vf_holders(host: Host, vfs: Sequence[VfState]) -> List[str]:

@@ -346,7 +346,8 @@ class Daemon:
             values = survey_values(self.host, desired)
         self._metrics = (desired.digest, values) if desired is not None else None
         try:
-            write_textfile(self.host, desired, path, config_valid=self.config_valid, values=values)
+            write_textfile(self.host, desired, path, config_valid=self.config_valid, values=values,
+                           config_file=self.config)
         except SriovNodeError as exc:
             self.log.warning("metrics not written: %s", exc)
 

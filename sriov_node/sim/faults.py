@@ -58,6 +58,12 @@ class SimFaults(SimTree):
             self._unlink(f"sys/class/net/{ifname}")
             self._rmtree(f"{d}/net/{ifname}")
 
+    def move_netdev_back(self, vf: str) -> None:
+        """The VF's netdev returns to the host namespace (the pod is gone: the CNI moves it back)."""
+        self._load()
+        if not self._listdir(f"{self.dev_dir(vf)}/net"):
+            self._add_netdev(vf)  # type: ignore[attr-defined]  # PciRules makes netdevs
+
     def show_vf_remove(self) -> None:
         """VFs made from now on show `remove`, as older kernels' did (current ones hide it on VFs)."""
         model = self._load()

@@ -24,6 +24,14 @@ Metrics (gauges; labels pf = PCI address, name = netdev, block = the config bloc
     sriov_node_last_apply_success                      1 when it converged, else 0
     sriov_node_last_apply_writes                       writes it made
     sriov_node_last_apply_errors{pf,name,errno}        the kernel's refusals in the last run, by errno
+    sriov_node_applied_generation                      the applied generation's number (0: none yet)
+    sriov_node_config_differs                          1 when the config file is not the applied generation
+    sriov_node_checkpoint_pending                      1 while a checkpoint waits for commit or its deadline
+    sriov_node_checkpoint_overdue                      1 when its deadline passed and nothing restored it
+
+With the config file named (`config_file`), the PFs are compared with the applied generation, as
+`status` compares them (before the first apply: with the file), and the generation families are
+written; the daemon converges to that generation, so its values are already taken against it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,11 @@ FAMILIES: Tuple[Tuple[str, str], ...] = (
     ("last_apply_success", "1 when the last apply converged every PF it handled, else 0."),
     ("last_apply_writes", "Writes the last apply made to the kernel."),
     ("last_apply_errors", "Kernel refusals in the last apply, per PF and errno."),
+    ("applied_generation", "The applied generation (sriov-node history), what the node converges to; 0 before the first."),
+    ("config_differs", "1 when the config file is not the applied generation (edited, not applied), else 0."),
+    ("checkpoint_pending", "1 while a checkpoint (apply --checkpoint) waits for sriov-node commit, else 0."),
+    ("checkpoint_overdue", "1 when a pending checkpoint's deadline passed and nothing restored the previous "
+                           "generation (sriov-node status says what to run), else 0."),
 )
 
 
@@ -142,14 +155,32 @@ def after_run(kept: Values, host: Host, desired: DesiredState, report: "Report",
 
 
 def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = True,
-           values: Optional[Values] = None) -> str:
-    """The metrics in Prometheus text format (version 0.0.4): `values`, else every PF read now."""
+           values: Optional[Values] = None, config_file: Optional[str] = None) -> str:
+    """The metrics in Prometheus text format (version 0.0.4): `values`, else every PF read now,
+    compared with the applied generation when there is one and `config_file` (the config file's
+    path) is given, as `status` compares them; then the generation families too."""
     from sriov_node.engine.state import read_state
 
+    applied = None
+    if config_file is not None:
+        from sriov_node.views.status import generation_status
+
+        applied = generation_status(host, config_file)[0]
+        if values is None and applied["desired"] is not None:
+            desired = applied["desired"]  # what the node converges to, not the file (status does the same)
     if values is None:
         values = survey_values(host, desired)
     f = {name: _Family(name, text) for name, text in FAMILIES}
     f["config_valid"].add(1 if config_valid else 0)
+    if applied is not None and "generation_error" not in applied["body"]:
+        body = applied["body"]
+        checkpoint = body.get("checkpoint") or {}
+        f["applied_generation"].add(body["applied_generation"] or 0)
+        # before the first apply the file is not applied (apply would record it), when there is one
+        f["config_differs"].add(1 if body["config_differs"] or (
+            body["applied_generation"] is None and desired is not None) else 0)
+        f["checkpoint_pending"].add(1 if checkpoint else 0)
+        f["checkpoint_overdue"].add(1 if checkpoint.get("overdue") else 0)
     for pci, (name, total, actual) in values.pfs.items():
         if total is not None:
             f["pf_vfs_max"].add(total, pf=pci, name=name)
@@ -227,7 +258,7 @@ def read_only_hint(path: str) -> Optional[str]:
 
 
 def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, config_valid: bool = True,
-                   values: Optional[Values] = None) -> str:
+                   values: Optional[Values] = None, config_file: Optional[str] = None) -> str:
     """Render and atomically replace `path` (its directory must exist: node_exporter's). Returns `path`.
 
     Raises sriov_node.atomic.OutputError when the file cannot be written (with the unit's fix when
@@ -236,7 +267,8 @@ def write_textfile(host: Host, desired: Optional[DesiredState], path: str, *, co
     from sriov_node.atomic import OutputError, write_atomic
 
     try:
-        write_atomic(path, render(host, desired, config_valid=config_valid, values=values).encode(), mode=0o644)
+        write_atomic(path, render(host, desired, config_valid=config_valid, values=values,
+                                  config_file=config_file).encode(), mode=0o644)
     except OutputError as exc:
         hint = read_only_hint(path)
         if hint is None:

@@ -72,7 +72,8 @@ def _verdict(vf: Dict[str, Any]) -> Tuple[str, Optional[bool]]:
     if vf["matches"]:
         named = vf.get("driver") if vf.get("driver") in (vf.get("default_drivers") or ()) else None
         return f"ok ({vf['desired_driver']}" + (f", {named})" if named else ")"), True
-    return "DIFFERS: " + "; ".join(vf.get("findings") or []), False
+    held = f"; held ({vf.get('held_by')}): " + "; ".join(vf["held"]) if vf.get("held") else ""
+    return "DIFFERS: " + "; ".join(vf.get("findings") or []) + held, False
 
 
 def _vf_signature(vf: Dict[str, Any]) -> Tuple:
@@ -111,8 +112,10 @@ def _pf_line(pf: Dict[str, Any], colour: bool) -> str:
     mark = {None: "", True: "converged", False: "DIFFERS"}[pf["converged"]]
     if pf.get("error"):
         mark = "NOT APPLIED"
-    elif pf["converged"] and pf.get("unjudged"):
-        mark = f"converged, {len(pf['unjudged'])} VF(s) not judged"
+    elif pf["converged"] and (pf.get("unjudged") or pf.get("held")):
+        held = sum(1 for vf in pf.get("vfs") or () if vf.get("held"))
+        mark = ", ".join(["converged"] + ([f"{len(pf['unjudged'])} VF(s) not judged"] if pf.get("unjudged") else [])
+                         + ([f"{held} VF(s) held"] if held else []))
     mark = _paint(mark, GREEN if mark.startswith("converged") else RED, colour)
     extra = "".join(f"  {k} {pf[k]}" for k in ("eswitch_mode",) if pf.get(k) is not None) \
         + (f"  mtu {pf['mtu']}" if pf.get("mtu") not in (None, 1500) else "")

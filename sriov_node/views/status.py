@@ -27,8 +27,12 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
         judgement = judged.get(seen.pci)
         target = judgement.target if judgement else None
         pf = target.pf if target else seen
-        findings, caveats = (judgement.findings, judgement.unjudged) if judgement else ((), ())
+        findings, caveats, held = (judgement.findings, judgement.unjudged, judgement.held) if judgement else ((), (), ())
         unjudged = {f.vf: f.describe(where_too=False) for f in caveats}
+        held_by: Dict[Optional[int], str] = {f.vf: f.held_by or "" for f in held}
+        held_vf: Dict[Optional[int], List[str]] = {}
+        for f in held:
+            held_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
         by_vf: Dict[Optional[int], List[str]] = {}
         for f in findings:
             by_vf.setdefault(f.vf, []).append(f.describe(where_too=False))
@@ -44,6 +48,8 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
                 note = "not compared: the next apply makes the VFs anew"
             elif target is not None and not managed:
                 note = "beyond num_vfs: left as it is (externally managed)"
+            elif vf.index in held_vf and not by_vf.get(vf.index):  # the holder's: neither "ok" nor a difference
+                note = f"held ({held_by[vf.index]}): " + "; ".join(held_vf[vf.index])
             elif vf.index in unjudged and not by_vf.get(vf.index):
                 note = f"not judged: {unjudged[vf.index]}"  # neither "ok" nor a difference
             vfs.append({
@@ -63,6 +69,9 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
                 "mtu": vf.mtu,
                 "matches": None if note or not managed else not by_vf.get(vf.index),
                 "findings": by_vf.get(vf.index, []),
+                # settings that differ while the VF is in use: its holder's, left as they are
+                "held": held_vf.get(vf.index, []),
+                "held_by": held_by.get(vf.index),
                 "note": note,
             })
         failure = failed_pfs.get(pf.pci)
@@ -83,6 +92,7 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
             "converged": None if target is None else not findings,
             "findings": [f.describe() for f in findings],
             "unjudged": [f.describe() for f in caveats],
+            "held": [f"{f.describe()} (held: {f.held_by})" for f in held],
             "pf_findings": by_vf.get(None, []),
             "error": failure.render() if failure else None,
             "vfs": vfs,
@@ -151,9 +161,29 @@ def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]
         lines.append(f"{name} cannot be read; the applied generation {gen.number} is what the node converges to")
     elif body["config_differs"]:
         lines.append(f"{name} differs from the applied generation {gen.number}: run sriov-node apply")
-    if gen.pending:
-        cp = gen.checkpoint
-        body["checkpoint"] = dict(cp, generation=gen.number)
-        lines.append(f"checkpoint: generation {gen.number} is restored to generation {cp['previous']} at "
-                     f"{time.strftime('%H:%M:%S', time.localtime(cp['deadline']))} unless sriov-node commit runs")
+    view = checkpoint_view(gen)
+    if view is not None:
+        body["checkpoint"] = dict(gen.checkpoint or {}, generation=gen.number, overdue=view["overdue"])
+        lines.append(f"checkpoint: generation {gen.number} is {view['words']}")
     return {"desired": desired, "body": body}, lines
+
+
+def checkpoint_view(gen: Any, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    """A generation's pending checkpoint as status, history and metrics show it (None: none pending):
+    {"overdue": its deadline passed and it is still pending (nobody restored it: no daemon ran at
+    the deadline, its timer did not fire), "words": what happens next, or what to do ("restored to
+    generation 6 at 12:14:00 unless ...", "overdue since 12:14:00: run ...")}."""
+    import time
+
+    if gen is None or not gen.pending:
+        return None
+    cp = gen.checkpoint
+    deadline = float(cp["deadline"])
+    at = time.strftime("%H:%M:%S", time.localtime(deadline))
+    overdue = (time.time() if now is None else now) > deadline
+    if overdue:
+        words = (f"overdue since {at}: run sriov-node rollback --if-uncommitted {gen.number} to restore "
+                 f"generation {cp['previous']} (sriov-node commit is refused past the deadline)")
+    else:
+        words = f"restored to generation {cp['previous']} at {at} unless sriov-node commit runs"
+    return {"overdue": overdue, "deadline": deadline, "previous": cp["previous"], "words": words}
