@@ -12,7 +12,7 @@ Each row cites the functions it was read from. Pure: no host access here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Tuple
 
 from sriov_node.model import SETTING_ATTR, VF_SETTING_KEYS
 
@@ -200,36 +200,43 @@ def setting_refusals(row: Driver, vf: int, settings: Dict[str, Any], *, pf_id: O
     return out
 
 
-def implied_refusals(row: Driver) -> Iterator[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
-    """Every kind of refusal this row implies, as (label, PF keys, VF settings) that trigger it: the
-    domain the tests walk (a new row is tested by being here)."""
+class Case(NamedTuple):
+    """A config (PF keys, one VF group's keys) and host facts that make the driver refuse a step."""
+
+    label: str
+    pf: Dict[str, Any]
+    vf: Dict[str, Any]
+    link_speed: Optional[int] = None  # the PF's link: Mbit/s, -1 down; None as the host has it
+
+
+def implied_refusals(row: Driver) -> Iterator[Case]:
+    """Every kind of refusal this row implies, with a config that triggers it: the domain the tests
+    walk (a new row is tested by being here)."""
     if row.role == "vf":
         if row.mtu:
-            yield "vf_mtu", {}, {"mtu": row.mtu[1] + 1}
+            yield Case("vf_mtu", {}, {"mtu": row.mtu[1] + 1})
         return
     if row.eswitch is None:
-        yield "eswitch_mode", {"eswitch_mode": "switchdev"}, {}
-    if row.mtu is not None:
-        yield "pf_mtu", {"mtu": row.mtu[1] + 1}, {}
+        yield Case("eswitch_mode", {"eswitch_mode": "switchdev"}, {})
     if row.mtu is None:
-        return  # no netdev: no VF settings to send either
+        return  # no netdev: no MTU, no VF settings either
+    yield Case("pf_mtu", {"mtu": row.mtu[1] + 1}, {})
     for key, sample in (("mac", "02:00:00:00:00:01"), ("vlan", 10), ("spoofchk", False), ("link_state", "enable"),
-                        ("trust", True)):
+                        ("trust", True), ("max_tx_rate", 100)):
         if not row.has_ndo(key):
-            yield key, {}, {key: sample}
+            yield Case(key, {}, {key: sample})
     if row.has_ndo("vlan") and "vlan_proto" not in row.settings:
-        yield "vlan_proto", {}, {"vlan": 10, "vlan_proto": "802.1ad"}
-    if row.has_ndo("max_tx_rate"):
-        if "min_tx_rate" not in row.settings:
-            yield "min_tx_rate", {}, {"min_tx_rate": 10, "max_tx_rate": 100}
-        if row.rate_devices is not None:
-            yield "rate_device", {}, {"max_tx_rate": 100}
-        if row.rate_link:
-            yield "rate_link_down", {"link_speed": -1}, {"max_tx_rate": 100}
-            yield "rate_above_link", {"link_speed": 1000}, {"max_tx_rate": 2000}
-        if row.max_rate_floor:
-            yield "max_tx_rate_floor", {}, {"max_tx_rate": row.max_rate_floor - 1}
-        if row.eswitch is not None and not row.rates_in_switchdev:
-            yield "rate_switchdev", {"eswitch_mode": "switchdev"}, {"max_tx_rate": 100}
-    elif row.settings and "max_tx_rate" not in row.settings:
-        yield "max_tx_rate", {}, {"max_tx_rate": 100}
+        yield Case("vlan_proto", {}, {"vlan": 10, "vlan_proto": "802.1ad"})
+    if not row.has_ndo("max_tx_rate"):
+        return
+    if "min_tx_rate" not in row.settings:
+        yield Case("min_tx_rate", {}, {"min_tx_rate": 10, "max_tx_rate": 100})
+    if row.rate_devices is not None:
+        yield Case("rate_device", {}, {"max_tx_rate": 100})
+    if row.rate_link:
+        yield Case("rate_link_down", {}, {"max_tx_rate": 100}, link_speed=-1)
+        yield Case("rate_above_link", {}, {"max_tx_rate": 2000}, link_speed=1000)
+    if row.max_rate_floor:
+        yield Case("max_tx_rate_floor", {}, {"max_tx_rate": row.max_rate_floor - 1})
+    if row.eswitch is not None and not row.rates_in_switchdev:
+        yield Case("rate_switchdev", {"eswitch_mode": "switchdev"}, {"max_tx_rate": 100})

@@ -48,7 +48,7 @@ def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
 
 def _link_speed(host: "Host", ifname: Optional[str]) -> Optional[int]:
     """The PF netdev's `speed` (Mbit/s; -1 or less: no link), None when it cannot be read."""
-    return host.sysfs.read_int("sys/class/net", ifname, "speed") if ifname else None
+    return host.sysfs.link_speed(ifname) if ifname else None
 
 
 def _vf_driver(pf_plan: "PfPlan", index: int) -> Optional[str]:
@@ -73,7 +73,7 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
     switchdev = (spec.eswitch_mode or pf.eswitch_mode) == "switchdev"
     for action in pf_plan.actions:
         if isinstance(action, LoadDriver) and not action.default:
-            if host.modules.exists(action.driver) is False:
+            if host.modules.has_module(action.driver) is False:
                 refused.append(drivers.Refusal(
                     "driver", "ENOENT", f"this kernel has no module {action.driver} (not loaded, not in "
                     "modules.dep, modules.builtin or modules.alias)",

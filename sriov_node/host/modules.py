@@ -117,7 +117,7 @@ class Modules:
         found = self.default_drivers(modalias, vendor, device)
         return found[0] if found else None
 
-    def exists(self, name: str) -> Optional[bool]:
+    def has_module(self, name: str) -> Optional[bool]:
         """Can `modprobe NAME` find a module of that name here: loaded (/sys/module), a module file
         (modules.dep), built in (modules.builtin), or an alias naming one (`alias NAME module` in
         modules.alias)? None when this kernel's module lists cannot be read (then it is tried)."""

@@ -138,12 +138,11 @@ class SimNet:
         with self.k._transaction():
             bdf = self._device_of(ifname)
             drv = self.k.driver_of(bdf) or ""
-            pf = self.k._pf_of(bdf)
-            row = table.driver(drv) or NO_DRIVER
+            row = table.driver(drv) or NO_DRIVER  # the netdev's driver: the PF's, or the VF's
             low, top = row.mtu or NO_DRIVER.mtu  # type: ignore[misc]
             if not low <= mtu <= top:
                 self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "EINVAL")
-                raise _err(errno.EINVAL, f"{ifname}: MTU {mtu} outside 68-{top} ({drv})")
+                raise _err(errno.EINVAL, f"{ifname}: MTU {mtu} outside {low}-{top} ({drv})")
             self.k._put(f"{self.k.dev_dir(bdf)}/net/{ifname}/mtu", f"{mtu}\n")
             self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "ok")
 
