@@ -43,6 +43,9 @@ class Driver:
     rates_in_switchdev: bool = True  # False: ndo_set_vf_rate answers EOPNOTSUPP in switchdev (devlink rate)
     mtu: Optional[Tuple[int, int]] = None  # the netdev's (min_mtu, max_mtu); None: no netdev
     unreported: FrozenSet[str] = frozenset()  # settings ndo_get_vf_config does not report
+    # what sets its sriov_totalvfs, when not the PCI capability alone: "firmware" (mlx5: the firmware's
+    # NUM_OF_VFS, changed with mstconfig/mlxconfig and a power cycle), or the driver's own cap
+    totalvfs_from: Optional[str] = None
     sources: str = ""
 
     def has_ndo(self, key: str) -> bool:
@@ -104,6 +107,7 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
                    "MAX_STD_JUMBO_FRAME_SIZE"),
     Driver("igbvf", "vf", mtu=(68, 9216), sources="igbvf netdev.c: a VF driver"),
     Driver("mlx5_core", "pf+vf", "vfs_unbound", ALL_SETTINGS, rates_in_switchdev=False, mtu=(68, 9978),
+           totalvfs_from="firmware",
            sources="en_main.c mlx5e_set_vf_mac/_vlan/_rate/_spoofchk/_trust/_link_state -> eswitch.c "
                    "mlx5_eswitch_set_vport_mac, __mlx5_eswitch_set_vport_vlan (802.1ad too), "
                    "mlx5_eswitch_set_vport_rate (min and max; legacy rates refused in switchdev: use devlink "
@@ -117,6 +121,24 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
     Driver("nvme", "pf+vf",
            sources="drivers/nvme/host/pci.c: nvme_pci_sriov_configure; no netdev, no devlink, no VF settings"),
 )}
+
+
+FIRMWARE_TOOLS = ("mstconfig", "mlxconfig")  # mstflint's and MFT's: the same query and set
+
+
+def firmware_fix(pci: str, num_vfs: int) -> str:
+    """How to raise an mlx5 PF's firmware VF limit (read-only for sriov-node: it needs a power cycle)."""
+    return (f"mstconfig -d {pci} set SRIOV_EN=1 NUM_OF_VFS={num_vfs} (or mlxconfig), then power cycle the host "
+            "(the firmware reads it at power-on: a warm reboot is not enough)")
+
+
+def capacity_words(name: Optional[str], pci: str, num_vfs: int, total: int) -> str:
+    """Why a PF has only `total` VFs, and the fix, in the words of its driver's row."""
+    row = driver(name)
+    if row is not None and row.totalvfs_from == "firmware":
+        return (f"the firmware's limit ({row.name}: sriov_totalvfs is its NUM_OF_VFS), not the kernel's; "
+                f"use at most {total}, or raise it: {firmware_fix(pci, num_vfs)}")
+    return f"use at most {total} (the PF driver or firmware sets the limit)"
 
 
 def driver(name: Optional[str]) -> Optional[Driver]:
