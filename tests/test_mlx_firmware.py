@@ -60,3 +60,21 @@ def test_num_vfs_above_the_firmware_limit_is_named_as_such(make_host, write_conf
         assert f"mstconfig -d {PF0} set SRIOV_EN=1 NUM_OF_VFS=8" in text and "power cycle" in text
     body = json.loads(run_cli("validate", "--json", root=host.root, config=config).stdout)
     assert body["failures"][0]["kind"] == "capacity"
+
+
+def test_check_reads_the_firmware_through_the_hosts_mstconfig(make_host, write_config):
+    import subprocess
+
+    host = make_host(("cx5", 1, None))
+    config = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 8\n')
+    body = json.loads(run_cli("check", "--json", root=host.root, config=config).stdout)
+    (fw,) = [c for c in body["checks"] if c["id"] == "firmware_sriov"]
+    assert fw["status"] == "ok" and "NUM_OF_VFS 16" in fw["seen"]
+    before = open(f"{host.root}/sys/bus/pci/devices/{PF0}/sriov_totalvfs").read()
+    # the operator lowers it for the next boot (the tool's own `set`): check warns, writes nothing
+    subprocess.run([f"{host.root}/usr/bin/mstconfig", "-d", PF0, "set", "NUM_OF_VFS=4"], check=True,
+                   capture_output=True)
+    body = json.loads(run_cli("check", "--json", root=host.root, config=config).stdout)
+    (fw,) = [c for c in body["checks"] if c["id"] == "firmware_sriov"]
+    assert fw["status"] == "warn" and "next boot" in fw["seen"] and "power cycle" in fw["fix"]
+    assert open(f"{host.root}/sys/bus/pci/devices/{PF0}/sriov_totalvfs").read() == before
