@@ -16,6 +16,7 @@ from sriov_node.model import (
     DRIVER_NONE,
     ESWITCH_MODES,
     LINK_STATES,
+    VF_SETTING_KEYS,
     VLAN_PROTOS,
     DesiredState,
     PfSelector,
@@ -41,7 +42,7 @@ MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 TOP_KEYS = ("version", "pf", "device_plugin", "metrics", "history")
 PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
            "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
-VF_LINK_KEYS = ("mac", "vlan", "qos", "vlan_proto", "spoofchk", "trust", "link_state", "min_tx_rate", "max_tx_rate")
+VF_LINK_KEYS = VF_SETTING_KEYS  # model.VF_SETTINGS lists them once
 VF_KEYS = ("range", "driver", "resource") + VF_LINK_KEYS + ("mtu",)
 DEVICE_PLUGIN_KEYS = ("resource_prefix", "config_file")
 METRICS_KEYS = ("textfile",)

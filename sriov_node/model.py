@@ -63,8 +63,32 @@ def describe_driver(driver: Optional[str]) -> str:
 VLAN_PROTOS = {"802.1Q": 0x8100, "802.1ad": 0x88A8}
 LINK_STATES = ("auto", "enable", "disable")  # IFLA_VF_LINK_STATE 0, 1, 2
 ESWITCH_MODES = ("legacy", "switchdev")
-# VF link attributes in the order the kernel applies them inside one IFLA_VF_INFO (do_setvfinfo)
-VF_LINK_ATTRS = ("mac", "vlan", "rate", "spoofchk", "link_state", "trust")
+# The VF settings the PF driver holds, listed once: (config key, the netlink attribute that carries it
+# and the driver's ndo that sets it), in the order the kernel applies the attributes inside one
+# IFLA_VF_INFO (do_setvfinfo). Every other list of them derives from this one.
+VF_SETTINGS = (
+    ("mac", "mac"),  # IFLA_VF_MAC, ndo_set_vf_mac
+    ("vlan", "vlan"),  # IFLA_VF_VLAN_LIST, ndo_set_vf_vlan(vf, vlan, qos, proto)
+    ("qos", "vlan"),
+    ("vlan_proto", "vlan"),
+    ("min_tx_rate", "rate"),  # IFLA_VF_RATE, ndo_set_vf_rate(vf, min, max)
+    ("max_tx_rate", "rate"),
+    ("spoofchk", "spoofchk"),  # IFLA_VF_SPOOFCHK, ndo_set_vf_spoofchk
+    ("link_state", "link_state"),  # IFLA_VF_LINK_STATE, ndo_set_vf_link_state
+    ("trust", "trust"),  # IFLA_VF_TRUST, ndo_set_vf_trust
+)
+VF_SETTING_KEYS = tuple(key for key, _ in VF_SETTINGS)  # the config's keys
+# the netlink attributes (the plan's and the comparison's unit), in the kernel's order
+VF_LINK_ATTRS = tuple(dict.fromkeys(attr for _, attr in VF_SETTINGS))
+SETTING_ATTR = dict(VF_SETTINGS)  # config key -> its netlink attribute
+
+
+def split_setting(attr: str, value: Any) -> Dict[str, Any]:
+    """One netlink attribute's value by config key: ("vlan", (10, 0, "802.1Q")) -> {vlan: 10, qos: 0, vlan_proto: ...}."""
+    keys = [key for key, a in VF_SETTINGS if a == attr]
+    if len(keys) == 1:
+        return {keys[0]: value}
+    return dict(zip(keys, value))
 
 
 @dataclass(frozen=True)
@@ -90,9 +114,16 @@ class VfLinks:
             out["vlan"] = (self.vlan, self.qos or 0, self.vlan_proto or "802.1Q")
         if self.min_tx_rate is not None or self.max_tx_rate is not None:
             out["rate"] = (self.min_tx_rate or 0, self.max_tx_rate or 0)
-        for name in ("spoofchk", "link_state", "trust"):
-            if getattr(self, name) is not None:
+        for name in VF_LINK_ATTRS:
+            if name not in out and name not in ("vlan", "rate") and getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        return {attr: out[attr] for attr in VF_LINK_ATTRS if attr in out}  # the kernel's order
+
+    def settings(self) -> Dict[str, Any]:
+        """The managed settings by config key (qos and vlan_proto with their defaults when vlan is set)."""
+        out: Dict[str, Any] = {}
+        for attr, value in self.wanted().items():
+            out.update(split_setting(attr, value))
         return out
 
     def observed(self, attr: str) -> Any:

@@ -161,8 +161,20 @@ def test_missing_driver_module_is_reported(make_host, write_config):
     host = make_host()
     report = apply(host, write_config(
         '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 1\n[[pf.vfs]]\nrange = "0"\ndriver = "nosuchdrv"\n'))
+    # this kernel has no such module (modules.dep, modules.builtin, modules.alias): refused before any write
+    assert report.outcomes[0].status == "refused" and report.exit_code == 1 and report.writes == 0
+    assert 'pf[0].vfs[0].driver = "nosuchdrv": this kernel has no module nosuchdrv' in report.outcomes[0].error
+
+
+def test_a_module_that_fails_to_load_at_apply_is_reported(make_host, write_config):
+    from sriov_node.sim.kernel import SimKernel
+
+    host = make_host()
+    SimKernel(host.root).add_fault("module_missing", module="vfio-pci")  # modules.dep lists it, its file is gone
+    report = apply(host, write_config(
+        '[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 1\n[[pf.vfs]]\nrange = "0"\ndriver = "vfio-pci"\n'))
     assert report.outcomes[0].status == "failed"
-    assert "could not load the nosuchdrv driver" in report.outcomes[0].error
+    assert "could not load the vfio-pci driver" in report.outcomes[0].error
 
 
 def _vfio_host(make_host, write_config):

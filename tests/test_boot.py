@@ -129,7 +129,7 @@ def test_boot_and_apply_answer_a_refused_run_with_the_same_exit_code(make_host, 
     assert run_cli("apply", root=host.root, config=path).returncode == 0
     held = host.sysfs.vf_address(PF1, 0)  # on vfio-pci: a VM holds it
     assert run_cli("sim", "hold", host.root, held).returncode == 0
-    changed = write_config(CONFIG.replace('driver = "vfio-pci"', 'driver = "default"'))
+    changed = write_config(CONFIG.replace('driver = "vfio-pci"', 'driver = "iavf"'))
     applied = run_cli("apply", "--json", root=host.root, config=changed)
     booted = run_cli("boot", "--json", root=host.root, config=changed)
     assert applied.returncode == booted.returncode == 3, (applied.stdout, booted.stdout, booted.stderr)

@@ -86,7 +86,7 @@ def test_production_code_never_imports_the_simulator():
 
 # Every part of the package and the parts it may import: the house docs/design.md draws. A part is a
 # sub-package (`engine`) or a top-level module (`config`); its own modules may import each other.
-FOUNDATION = ("__init__", "errors", "model", "files", "platform", "locks", "atomic", "config")
+FOUNDATION = ("__init__", "errors", "model", "files", "platform", "locks", "atomic", "config", "drivers")
 MAY_IMPORT = {
     **{m: FOUNDATION for m in FOUNDATION},
     "host": FOUNDATION,

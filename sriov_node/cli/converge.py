@@ -22,29 +22,43 @@ from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError, UsageError
 
 @app.command(epilog=examples("sriov-node validate", "sriov-node --config /tmp/new.toml validate --json"))
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text.")) -> None:
-    """Check the config against its schema and this host's PFs. Exit 0 valid, 1 a block cannot apply here, 2 invalid."""
+    """Check the config against its schema, this host's PFs and what their drivers can do.
+
+    Exit 0 valid, 1 a block cannot apply here (or a step its PF's driver is known to refuse), 2 invalid.
+    """
+    from sriov_node.engine.reconcile import reconcile, unsupported
     from sriov_node.engine.survey import config_path, load_desired, survey
 
     host = open_root(ctx, as_json)
     try:
         desired = load_desired(host, config_path(host, ctx.obj.config))
         resolution = survey(host, desired, vfs=False).resolution
+        # the plans judged as apply judges them before its first write (a dry run: nothing written)
+        planned = reconcile(host, desired, dry_run=True) if resolution.targets else None
     except SriovNodeError as exc:
         fail(exc, as_json)
     failures = list(resolution.failures)
+    refused = [o for o in planned.outcomes if unsupported(o)] if planned is not None else []
+    notices = list(planned.notices if planned is not None else resolution.notices)
 
     def text() -> None:
-        for notice in resolution.notices:
+        for notice in notices:
             typer.echo(f"note: {notice}", err=True)
         for f in failures:
             typer.echo(f"error: {desired.source}: {f.render()}", err=True)
-        verdict = "valid" if not failures else f"valid, but {len(failures)} block problem(s) on this host"
+        for o in refused:
+            for line in (o.error or "").splitlines():
+                typer.echo(f"error: {desired.source}: {line}", err=True)
+        problems = len(failures) + len(refused)
+        verdict = "valid" if not problems else f"valid, but {problems} block problem(s) on this host"
         typer.echo(f"{desired.source}: {verdict}; {len(desired.pfs)} [[pf]] block(s) select "
                    f"{len(resolution.targets)} PF(s)")
 
-    finish(EXIT_PF_FAILED if failures else 0, as_json=as_json, text=text,
-           body={"valid": not failures, "pfs": [t.pf.pci for t in resolution.targets],
-                 "failures": [f.to_dict() for f in failures], "notices": list(resolution.notices)})
+    finish(EXIT_PF_FAILED if failures or refused else 0, as_json=as_json, text=text,
+           body={"valid": not failures and not refused, "pfs": [t.pf.pci for t in resolution.targets],
+                 "failures": [f.to_dict() for f in failures], "notices": notices,
+                 "refused": [{"pf": o.pci, "block": o.key, "error": o.error, "refusals": (o.detail or {})["refusals"]}
+                             for o in refused]})
 
 
 def _check_checkpoint(value: Optional[float]) -> Optional[float]:

@@ -47,6 +47,7 @@ from sriov_node.engine.compare import (
     compare_driver,
     remakes_vfs,
 )
+from sriov_node import drivers
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
@@ -60,21 +61,16 @@ from sriov_node.engine.resolve import Target
 
 PHASES = ("modules", "pf", "count", "bindings", "links", "restore", "netdevs")
 
-# When a PF driver lets its eswitch mode change:
-#   no_vfs       only while no VF exists (ice): 0 VFs -> mode -> N VFs
-#   vfs_unbound  with VFs created and unbound (mlx5 before ~5.3 refused without VFs): N -> unbind -> mode -> rebind
-#   any          at any time (netdevsim; modern mlx5 too, but the order above is safe on every version)
-ESWITCH_ORDER = {"ice": "no_vfs", "mlx5_core": "vfs_unbound", "netdevsim": "any"}
-ESWITCH_DEFAULT_ORDER = "no_vfs"  # the order that is safe on a driver we know nothing of
-# A disable (sriov_numvfs -> 0) can take the eswitch back to legacy: netdevsim does
-# (nsim_drv_configure_vfs -> nsim_esw_legacy_enable), mlx5 did before 6.0 (the eswitch went to
+# The order a PF driver needs for its eswitch mode (no_vfs, vfs_unbound, any) is its row of
+# sriov_node/drivers.py. A disable (sriov_numvfs -> 0) can take the eswitch back to legacy: netdevsim
+# does (nsim_drv_configure_vfs -> nsim_esw_legacy_enable), mlx5 did before 6.0 (the eswitch went to
 # NONE, then LEGACY on the next enable), Intel's out-of-tree ice does (in-tree ice keeps it).
 # So a count change that passes through 0 is always followed by the wanted mode, on every
 # driver, whether or not the mode differs before it: a no-op where the driver kept it.
 
 
 def eswitch_order(pf: PfState) -> str:
-    return ESWITCH_ORDER.get(pf.driver or "", ESWITCH_DEFAULT_ORDER)
+    return drivers.eswitch_order(pf.driver)
 
 
 @dataclass(frozen=True)
@@ -285,7 +281,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
             recreate = True
     through_zero = recreate and bool(have or pf.vfs)
     if through_zero and mode is None and spec.eswitch_mode is not None:
-        # the disable may reset the mode (ESWITCH_ORDER's note): set it again after it
+        # the disable may reset the mode (the note above eswitch_order): set it again after it
         mode = SetEswitchMode(pf.pci, handle=pf.devlink_handle, value=spec.eswitch_mode, current=pf.eswitch_mode)
     if mode is not None and order == "any" and not through_zero:
         b.count.append(mode)

@@ -1,15 +1,23 @@
-"""The checks `apply` runs before a PF's plan: what would make its actions fail for a platform reason.
+"""The checks `apply`, its dry run and `validate` run on a PF's plan before its first write.
 
 Cheap by design (it runs before every PF plan that has actions): it looks only at what the plan's
-actions need. Today that is vfio-pci's IOMMU: a VF bound to vfio-pci needs an IOMMU group.
+actions need.
+
+- `capabilities`: a step this host is known to refuse, from the driver table (sriov_node/drivers.py)
+  and the host's own answers (a mode devlink reports, the PF's link speed, the kernel's module
+  lists): the eswitch mode on a driver without one, a VF setting the PF driver lacks or a value it
+  refuses, an MTU out of the driver's range, a driver module this kernel does not have. Refused
+  whole (exit 1, nothing written); a driver not in the table is not judged ("not known: tried at apply").
+- `preflight`: vfio-pci's IOMMU: a VF bound to vfio-pci needs an IOMMU group (exit 3).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from sriov_node.engine.actions import BindDriver
-from sriov_node.model import format_ranges, is_vfio
+from sriov_node import drivers
+from sriov_node.engine.actions import BindDriver, LoadDriver, SetEswitchMode, SetPfMtu, SetVfMtu, SetVfSetting
+from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.host import Host
@@ -35,3 +43,99 @@ def preflight(host: "Host", pf_plan: "PfPlan") -> Optional[str]:
     vfs = format_ranges([a.vf for a in binds])
     return (f"VF(s) {vfs} must bind to {', '.join(drivers)}, but the IOMMU is {result.seen}; nothing was written. "
             f"Fix: {result.fix}")
+
+
+
+def _link_speed(host: "Host", ifname: Optional[str]) -> Optional[int]:
+    """The PF netdev's `speed` (Mbit/s; -1 or less: no link), None when it cannot be read."""
+    return host.sysfs.link_speed(ifname) if ifname else None
+
+
+def _vf_driver(pf_plan: "PfPlan", index: int) -> Optional[str]:
+    """The driver a VF's netdev will have: the one its group names, else the kernel's default."""
+    want = pf_plan.target.spec.vf(index).driver
+    if want not in (DRIVER_DEFAULT, DRIVER_ANY, DRIVER_NONE):
+        return want
+    pf = pf_plan.target.pf
+    vf = pf.vf(index)
+    if vf is not None and vf.driver:
+        return vf.driver
+    return (pf.vf_default_drivers or (None,))[0]
+
+
+def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal], List[str]]:
+    """(the plan's steps this host is known to refuse, notes on what is not known here)."""
+    target = pf_plan.target
+    spec, pf = target.spec, target.pf
+    row = drivers.driver(pf.driver)
+    refused: List[drivers.Refusal] = []
+    unknown: List[str] = []
+    switchdev = (spec.eswitch_mode or pf.eswitch_mode) == "switchdev"
+    for action in pf_plan.actions:
+        if isinstance(action, LoadDriver) and not action.default:
+            if host.modules.has_module(action.driver) is False:
+                refused.append(drivers.Refusal(
+                    "driver", "ENOENT", f"this kernel has no module {action.driver} (not loaded, not in "
+                    "modules.dep, modules.builtin or modules.alias)",
+                    "fix the driver name (a typo? ls /sys/bus/pci/drivers; modinfo NAME), or install the "
+                    "package that ships the module", value=action.driver))
+        elif isinstance(action, SetEswitchMode):
+            if row is None:
+                unknown.append("eswitch_mode")
+            elif pf.eswitch_mode is None:  # a mode devlink reports wins over the table
+                found = drivers.eswitch_refusal(row, action.value)
+                refused += [found] if found else []
+        elif isinstance(action, SetPfMtu):
+            if row is None:
+                unknown.append("mtu")
+            else:
+                found = drivers.mtu_refusal(row, action.value)
+                refused += [found] if found else []
+        elif isinstance(action, SetVfMtu):
+            vf_row = drivers.driver(_vf_driver(pf_plan, action.vf))
+            if vf_row is None:
+                unknown.append("the VFs' mtu")
+            else:
+                found = drivers.mtu_refusal(vf_row, action.value, vf=action.vf)
+                refused += [found] if found else []
+        elif isinstance(action, SetVfSetting):
+            if row is None:
+                unknown.append(action.attr)
+                continue
+            speed = _link_speed(host, pf.name) if row.rate_link and action.attr == "rate" else None
+            for vf, value in action.values:
+                refused += drivers.setting_refusals(row, vf, split_setting(action.attr, value),
+                                                    pf_id=f"{pf.vendor}:{pf.device}", switchdev=switchdev,
+                                                    link_speed=speed)
+    notes = []
+    if unknown:
+        notes.append(f"{pf.driver or 'no driver'} is not in sriov-node's driver table: its "
+                     f"{', '.join(dict.fromkeys(unknown))} not known: tried at apply")
+    return refused, notes
+
+
+def describe_refusals(pf_plan: "PfPlan", refused: List[drivers.Refusal]) -> List[str]:
+    """One line per refusal, VFs alike folded into ranges, each naming the key and the fix."""
+    spec, pf = pf_plan.target.spec, pf_plan.target.pf
+    merged: Dict[Tuple[str, str, str, str, str], List[int]] = {}
+    order: List[Tuple[str, str, str, str, str]] = []
+    for r in refused:
+        if r.vf is not None:
+            where = spec.vf(r.vf).group or f"{spec.key}.vfs"
+        elif r.key == "driver":
+            where = next((g.key for g in spec.vfs if g.driver == r.value), spec.key)
+        else:
+            where = spec.key
+        item = (f"{where}.{r.key}", repr(r.value) if isinstance(r.value, str) else str(r.value), r.why, r.errno, r.fix)
+        if item not in merged:
+            merged[item] = []
+            order.append(item)
+        if r.vf is not None:
+            merged[item].append(r.vf)
+    lines = []
+    for key, value, why, code, fix in order:
+        vfs = merged[(key, value, why, code, fix)]
+        on = f"VF(s) {format_ranges(vfs)}: " if vfs else ""
+        value = value.replace("'", '"')
+        lines.append(f"PF {pf.label}: {on}{key} = {value}: {why} (it would fail: {code}). Fix: {fix}")
+    return lines

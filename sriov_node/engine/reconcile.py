@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional
 from sriov_node.engine.compare import Finding
 from sriov_node.engine.outcome import CHANGED, FAILED, INTERRUPTED, PLANNED, REFUSED, UNCHANGED, Outcome
 from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, verdict as verdict_of
-from sriov_node.errors import InUseError, StateError
+from sriov_node.errors import EXIT_PF_FAILED, InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
@@ -99,8 +99,11 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        code = exit_code_of(self.verdict)
-        return 1 if code == 0 and self.unrecorded else code
+        verdict = self.verdict
+        if verdict == REFUSED and any(unsupported(o) for o in self.outcomes):
+            return EXIT_PF_FAILED  # a step this host cannot do is an error in the file, not "in use, try later"
+        code = exit_code_of(verdict)
+        return EXIT_PF_FAILED if code == 0 and self.unrecorded else code
 
     def restored(self) -> Dict[str, Dict[str, Any]]:
         """What the run put back and read back (the PFs that converged)."""
@@ -205,7 +208,7 @@ def reconcile(
             else:
                 if progress and not dry_run:
                     progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
-                refused = _refuse_if_blocked(host, pf_plan, outcome, force)
+                refused = _refuse_if_blocked(host, pf_plan, outcome, force, notices)
                 if refused is not None or dry_run:  # a dry run: plan, judge, then stop
                     outcome = refused or outcome
                     caveats = judged.unjudged
@@ -290,11 +293,32 @@ def _unactionable(pf_plan: PfPlan) -> str:
             + "; ".join(f.describe() for f in pf_plan.findings))
 
 
-def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: bool) -> Optional[PfOutcome]:
-    """What refuses a PF's plan (exit 3), judged the same for apply and --dry-run: a platform
-    prerequisite the plan needs is missing (vfio-pci without an IOMMU), or (without --force) a VF
-    the plan would take from its driver is in use. Returns the refused outcome, or None."""
-    from sriov_node.engine.preflight import preflight
+UNSUPPORTED = "unsupported"  # a refused outcome's detail kind: a step this host is known to refuse
+
+
+def unsupported(outcome: PfOutcome) -> bool:
+    """A PF refused because its plan has a step this host cannot do (exit 1, not 3)."""
+    return outcome.status == REFUSED and (outcome.detail or {}).get("kind") == UNSUPPORTED
+
+
+def _refuse_if_blocked(host: Host, pf_plan: PfPlan, outcome: PfOutcome, force: bool,
+                       notices: List[str]) -> Optional[PfOutcome]:
+    """What refuses a PF's plan, judged the same for apply, --dry-run and validate: a step this host
+    is known to refuse (the driver table and the host's answers: exit 1, the whole plan, before its
+    first write), a platform prerequisite the plan needs is missing (vfio-pci without an IOMMU, exit 3),
+    or (without --force) a VF the plan would take from its driver is in use (exit 3). Returns the
+    refused outcome, or None. What the table does not know goes to `notices`."""
+    from sriov_node.engine.preflight import capabilities, describe_refusals, preflight
+
+    impossible, unknown = capabilities(host, pf_plan)
+    notices += [f"PF {pf_plan.target.pf.label}: {note}" for note in unknown]
+    if impossible:
+        lines = describe_refusals(pf_plan, impossible)
+        lines[-1] += "; nothing was written"
+        return replace(outcome, status=REFUSED, error="\n".join(lines), findings=_finding_dicts(pf_plan.findings),
+                       errors=[dict(r.to_dict(), pf=pf_plan.pf, attr=r.key, message=r.why, hint=r.fix)
+                               for r in impossible],
+                       detail={"kind": UNSUPPORTED, "refusals": [r.to_dict() for r in impossible]})
 
     blocked = preflight(host, pf_plan)
     if blocked is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from sriov_node.drivers import capacity_words
 from sriov_node.model import DesiredState, HostState, PfSpec, PfState
 
 # BlockFailure kinds
@@ -134,8 +135,8 @@ def resolve(desired: DesiredState, host: HostState) -> Resolution:
         if pf.total_vfs is not None and spec.num_vfs > pf.total_vfs:
             failures.append(BlockFailure(
                 spec.key, CAPACITY,
-                f"{spec.num_vfs} exceeds sriov_totalvfs = {pf.total_vfs} of {pf.label}; use at most {pf.total_vfs} "
-                "(the PF driver or firmware sets the limit; mlx5: mlxconfig NUM_OF_VFS)", pf.pci, "num_vfs"))
+                f"{spec.num_vfs} exceeds sriov_totalvfs = {pf.total_vfs} of {pf.label}; "
+                + capacity_words(pf.driver, pf.pci, spec.num_vfs, pf.total_vfs), pf.pci, "num_vfs"))
             continue
         targets.append(Target(spec, pf))
     return Resolution(tuple(targets), tuple(failures), tuple(notices))

@@ -117,6 +117,38 @@ class Modules:
         found = self.default_drivers(modalias, vendor, device)
         return found[0] if found else None
 
+    def has_module(self, name: str) -> Optional[bool]:
+        """Can `modprobe NAME` find a module of that name here: loaded (/sys/module), a module file
+        (modules.dep), built in (modules.builtin), or an alias naming one (`alias NAME module` in
+        modules.alias)? None when this kernel's module lists cannot be read (then it is tried)."""
+        norm = name.replace("-", "_")
+        if os.path.isdir(self.root.path("sys/module", norm)):
+            return True
+        directory = self._modules_dir()
+        if not directory:
+            return None
+        from sriov_node.files import read_regular
+
+        names = set()
+        read = False
+        for listing in ("modules.dep", "modules.builtin"):
+            try:
+                text = read_regular(os.path.join(directory, listing), limit=_ALIAS_LIMIT).decode("utf-8", "replace")
+            except OSError:
+                continue
+            read = read or listing == "modules.dep"
+            for line in text.splitlines():
+                path = line.split(":", 1)[0].strip()
+                if path:
+                    base = os.path.basename(path)
+                    names.add(base.split(".ko", 1)[0].replace("-", "_"))
+        if not read:
+            return None
+        if norm in names:
+            return True
+        aliases = self._alias_text() or b""
+        return re.search(rb"\nalias " + re.escape(name.encode()) + rb" \S+", aliases) is not None
+
 
 class Modprobe(Modules):
     """The live kernel: `modprobe NAME`, with a deadline.

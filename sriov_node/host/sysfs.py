@@ -218,6 +218,11 @@ class Sysfs:
     def virtfn_count(self, pf: str) -> int:
         return sum(1 for name in self.listdir(PCI_DEVICES, pf) if name.startswith("virtfn"))
 
+    def link_speed(self, ifname: str) -> Optional[int]:
+        """A netdev's link speed in Mbit/s (its `speed`; -1: no link); None when it cannot be read
+        (an interface that is down answers EINVAL, a driver may have no such answer)."""
+        return self.read_int("sys/class/net", ifname, "speed")
+
     def vf_address(self, pf: str, index: int) -> Optional[str]:
         name = self.link_name(PCI_DEVICES, pf, f"virtfn{index}")
         if name is None and self.isdir(PCI_DEVICES, pf, f"virtfn{index}"):

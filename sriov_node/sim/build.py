@@ -153,6 +153,9 @@ def create_host(
     for drv in sorted(drivers):
         if drv != "vfio-pci" or vfio_loaded:
             sim.register_driver(drv)
+    from sriov_node.sim.mlxconfig import install
+
+    install(root)  # mlx5 firmware settings and the host's mstconfig
     return root
 
 

@@ -11,25 +11,18 @@ import errno
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from sriov_node.model import VF_LINK_ATTRS, VfLinks
+from sriov_node import drivers as table
+from sriov_node.model import SETTING_ATTR, VF_LINK_ATTRS, VfLinks, split_setting
 from sriov_node.sim.kernel import SimKernel, _err
 
-ALL = frozenset(VF_LINK_ATTRS)
-
-# PF driver -> what its VF ndo ops and devlink ops do. "eswitch": when the mode may change
-# (plan.ESWITCH_ORDER's words). On a disable (sriov_numvfs -> 0) in-tree 6.1 ice (ice_free_vfs ->
-# ice_eswitch_release only stops the switchdev environment) and mlx5 since 6.0 keep their mode;
-# the fault "eswitch_resets" (device=PF) models the drivers that put it back to legacy: mlx5
-# before 6.0, Intel's out-of-tree ice, and netdevsim (which the simulated host has no model of).
-DRIVERS: Dict[str, Dict[str, Any]] = {
-    "i40e": {"attrs": ALL, "qinq": False, "min_rate": False, "max_mtu": 9702, "eswitch": None},
-    "ice": {"attrs": ALL, "qinq": False, "min_rate": True, "max_mtu": 9702, "eswitch": "no_vfs"},
-    "mlx5_core": {"attrs": ALL, "qinq": True, "min_rate": True, "max_mtu": 9978, "eswitch": "any"},
-    "igb": {"attrs": frozenset({"mac", "vlan", "rate", "spoofchk"}), "qinq": False, "min_rate": False,
-            "max_mtu": 9216, "eswitch": None, "unreported": frozenset({"trust"})},
-    "ixgbe": {"attrs": ALL, "qinq": False, "min_rate": False, "rate_floor": 11, "max_mtu": 9710, "eswitch": None},
-}
-VF_DRIVER_MAX_MTU = {"iavf": 9706, "igbvf": 9216, "ixgbevf": 9710, "mlx5_core": 9978}
+# The PF drivers' VF ndo ops and devlink ops are sriov_node/drivers.py's rows (one table for the
+# preflight and this model; tests/test_driver_table.py holds the two to each other). On a disable
+# (sriov_numvfs -> 0) in-tree 6.1 ice (ice_free_vfs -> ice_eswitch_release only stops the switchdev
+# environment) and mlx5 since 6.0 keep their mode; the fault "eswitch_resets" (device=PF) models the
+# drivers that put it back to legacy: mlx5 before 6.0, Intel's out-of-tree ice, and netdevsim.
+# mlx5's row says "vfs_unbound" (the order safe on every version): the model is modern mlx5, which
+# switches at any time, and the fault "eswitch_needs_vfs" is the old one.
+NO_DRIVER = table.Driver("", "pf", mtu=(68, 1500))
 DEFAULT = {"mac": "00:00:00:00:00:00", "vlan": [0, 0, "802.1Q"], "rate": [0, 0], "spoofchk": True,
            "link_state": "auto", "trust": False}
 
@@ -46,9 +39,17 @@ class SimNet:
             raise _err(errno.ENODEV, f"no network interface {ifname!r}")
         return bdf
 
-    def _pf_driver(self, pf: str) -> Dict[str, Any]:
-        drv = self.k.driver_of(pf)
-        return DRIVERS.get(drv or "", {"attrs": frozenset(), "qinq": False, "max_mtu": 1500, "eswitch": None})
+    def _pf_driver(self, pf: str) -> table.Driver:
+        return table.driver(self.k.driver_of(pf)) or NO_DRIVER
+
+    def _link_speed(self, pf: str) -> Optional[int]:
+        """The PF netdev's `speed` attribute (-1: link down), as the drivers read their link."""
+        d = self.k.dev_dir(pf)
+        for name in self.k._listdir(f"{d}/net") if d else []:
+            text = self.k._get(f"{d}/net/{name}/speed")
+            if text is not None:
+                return int(text.strip())
+        return None
 
     def _vfs(self, pf: str) -> Dict[str, Dict[str, Any]]:
         return self.k._model.setdefault("net", {}).setdefault(pf, {})
@@ -67,7 +68,7 @@ class SimNet:
         pf = self._device_of(ifname)
         spec = self._pf_driver(pf)
         count = self.k._num_vfs(pf) if os.path.exists(self.k._p(f"{self.k.dev_dir(pf)}/sriov_numvfs")) else 0
-        unreported = spec.get("unreported", frozenset())
+        unreported = spec.unreported
         out = {}
         for i in range(count):
             s = self.vf_state(pf, i)
@@ -99,21 +100,30 @@ class SimNet:
                 self.k._save()  # what was applied stays applied: the kernel does not roll back
                 self.k._log("netlink", what, result)
 
-    def _set(self, pf: str, vf: int, attr: str, value: Any, spec: Dict[str, Any], drv: Optional[str], mode: str) -> None:
-        if attr not in spec["attrs"]:
+    def _set(self, pf: str, vf: int, attr: str, value: Any, spec: table.Driver, drv: Optional[str], mode: str) -> None:
+        keys = split_setting(attr, value)
+        if not any(SETTING_ATTR[k] == attr for k in spec.settings):
             raise _err(errno.EOPNOTSUPP, f"{drv} has no ndo_set_vf_{attr}")
         if attr == "vlan":
-            vlan, qos, proto = value
-            if proto != "802.1Q" and not spec["qinq"]:
-                raise _err(errno.EPROTONOSUPPORT, f"{drv}: VF VLAN protocol {proto} not supported")
+            if keys["vlan_proto"] != "802.1Q" and "vlan_proto" not in spec.settings:
+                raise _err(errno.EPROTONOSUPPORT, f"{drv}: VF VLAN protocol {keys['vlan_proto']} not supported")
         if attr == "rate":
             low, high = value
-            if mode == "switchdev":
+            vendor = (self.k._get(f"{self.k.dev_dir(pf)}/vendor") or "").strip()[2:]
+            device = (self.k._get(f"{self.k.dev_dir(pf)}/device") or "").strip()[2:]
+            if spec.rate_devices is not None and f"{vendor}:{device}" not in spec.rate_devices:
+                raise _err(errno.EOPNOTSUPP, f"{drv}: no VF rate limits on {vendor}:{device}")
+            if mode == "switchdev" and not spec.rates_in_switchdev:
                 raise _err(errno.EOPNOTSUPP, "legacy VF rate in switchdev mode (use devlink rate)")
-            if low and not spec.get("min_rate"):
+            if low and "min_tx_rate" not in spec.settings:
                 raise _err(errno.EINVAL, f"{drv}: Invalid min tx rate ({low}) specified for VF {vf}")
-            if high and high < spec.get("rate_floor", 0):
-                raise _err(errno.EINVAL, f"{drv}: max tx rate {high} below the {spec['rate_floor']} Mbit/s floor")
+            if high and high < spec.max_rate_floor:
+                raise _err(errno.EINVAL, f"{drv}: max tx rate {high} below the {spec.max_rate_floor} Mbit/s floor")
+            speed = self._link_speed(pf) if spec.rate_link else None
+            if speed is not None and speed <= 0 and (high or spec.rate_link == "up"):
+                raise _err(errno.EINVAL, f"{drv}: the link is down")
+            if speed is not None and high > speed > 0:
+                raise _err(errno.EINVAL, f"{drv}: max tx rate {high} above the link speed {speed}")
         if attr == "mac" and int(value[:2], 16) & 1:
             raise _err(errno.EINVAL, "multicast MAC")
         entry = self._vfs(pf).setdefault(str(vf), {})
@@ -128,17 +138,17 @@ class SimNet:
         with self.k._transaction():
             bdf = self._device_of(ifname)
             drv = self.k.driver_of(bdf) or ""
-            pf = self.k._pf_of(bdf)
-            top = VF_DRIVER_MAX_MTU.get(drv, 1500) if pf else self._pf_driver(bdf)["max_mtu"]
-            if not 68 <= mtu <= top:
+            row = table.driver(drv) or NO_DRIVER  # the netdev's driver: the PF's, or the VF's
+            low, top = row.mtu or NO_DRIVER.mtu  # type: ignore[misc]
+            if not low <= mtu <= top:
                 self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "EINVAL")
-                raise _err(errno.EINVAL, f"{ifname}: MTU {mtu} outside 68-{top} ({drv})")
+                raise _err(errno.EINVAL, f"{ifname}: MTU {mtu} outside {low}-{top} ({drv})")
             self.k._put(f"{self.k.dev_dir(bdf)}/net/{ifname}/mtu", f"{mtu}\n")
             self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "ok")
 
     # ------------------------------------------------------------------ devlink
 
-    def _devlink_pf(self, handle: str) -> Tuple[str, Dict[str, Any]]:
+    def _devlink_pf(self, handle: str) -> Tuple[str, table.Driver]:
         bus, _, dev = handle.partition("/")
         if bus != "pci" or self.k.dev_dir(dev) is None or self.k.driver_of(dev) is None:
             raise _err(errno.ENODEV, f"no devlink instance {handle}")
@@ -147,7 +157,7 @@ class SimNet:
     def eswitch_mode(self, handle: str) -> str:
         self.k._load()
         pf, spec = self._devlink_pf(handle)
-        if spec.get("eswitch") is None:
+        if spec.eswitch is None:
             raise _err(errno.EOPNOTSUPP, f"{self.k.driver_of(pf)} has no eswitch_mode_get")
         if self.k._fault("eswitch_needs_vfs", device=pf) and not self.k._num_vfs(pf):
             raise _err(errno.EOPNOTSUPP, "eswitch mode is NONE while SR-IOV is off (old mlx5)")
@@ -156,7 +166,7 @@ class SimNet:
     def set_eswitch_mode(self, handle: str, mode: str) -> None:
         with self.k._transaction():
             pf, spec = self._devlink_pf(handle)
-            rule = spec.get("eswitch")
+            rule = spec.eswitch
             result = "ok"
             try:
                 if rule is None:

@@ -24,6 +24,7 @@ class NicModel:
     pf_ids: Tuple[str, ...] = ()  # other PF device IDs the PF driver binds
     pci_class: str = "020000"  # the `class` file (PF and VFs): base class, subclass, prog-if
     netdev: bool = True  # whether the driver makes a network interface (not for storage or accelerators)
+    speed: int = 10000  # the PF netdev's link speed (Mbit/s): `speed` reads it, the link is up
 
     def offset(self, function: int, total: int, pfs: int) -> int:
         """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the last PF."""
@@ -36,9 +37,9 @@ NICS: Dict[str, NicModel] = {
     m.key: m
     for m in (
         NicModel("x710", "Intel X710 SFP+", "8086", "1572", "154c", "i40e", "iavf", 64, None, 16, 1, 2, "3c:fd:fe"),
-        NicModel("e810", "Intel E810-XXV SFP", "8086", "159b", "1889", "ice", "iavf", 128, None, 8, 1, 2, "b4:96:91"),
-        NicModel("cx5", "Mellanox ConnectX-5", "15b3", "1017", "1018", "mlx5_core", "mlx5_core", 16, None, 2, 1, 2, "0c:42:a1"),
-        NicModel("i350", "Intel I350", "8086", "1521", "1520", "igb", "igbvf", 8, 7, 128, 4, 2, "a0:36:9f"),
+        NicModel("e810", "Intel E810-XXV SFP", "8086", "159b", "1889", "ice", "iavf", 128, None, 8, 1, 2, "b4:96:91", speed=25000),
+        NicModel("cx5", "Mellanox ConnectX-5", "15b3", "1017", "1018", "mlx5_core", "mlx5_core", 16, None, 2, 1, 2, "0c:42:a1", speed=25000),
+        NicModel("i350", "Intel I350", "8086", "1521", "1520", "igb", "igbvf", 8, 7, 128, 4, 2, "a0:36:9f", speed=1000),
         NicModel("82599", "Intel 82599ES SFP+", "8086", "10fb", "10ed", "ixgbe", "ixgbevf", 64, 63, 128, 2, 2, "90:e2:ba"),
         # not network functions: QEMU's NVMe controller (mass storage, 0x0108; the lab's), and HiSilicon's
         # ZIP engine (processing accelerator, 0x1200); one driver for the PF and its VFs, no netdev

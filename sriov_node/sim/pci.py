@@ -351,6 +351,10 @@ class PciRules(SimFaults):
             return
         self._put(f"{d}/net/{ifname}/address", mac + "\n", 0o444)
         self._put(f"{d}/net/{ifname}/mtu", "1500\n")
+        if hw is not None and hw.get("model"):  # a PF's link: up, at the NIC's speed (-1 would be down)
+            from sriov_node.sim.nics import NICS
+
+            self._put(f"{d}/net/{ifname}/speed", f"{NICS[hw['model']].speed}\n", 0o444)
         self._put(f"{d}/net/{ifname}/addr_assign_type", ("0" if hw is not None else "1") + "\n", 0o444)
         self._link_abs(f"{d}/net/{ifname}/device", f"../../../{bdf}")  # as the kernel writes it
         self._link(f"sys/class/net/{ifname}", f"{d}/net/{ifname}")

@@ -28,6 +28,7 @@ MODULE_DIRS = {
     "igbvf": "drivers/net/ethernet/intel/igbvf", "ixgbe": "drivers/net/ethernet/intel/ixgbe",
     "ixgbevf": "drivers/net/ethernet/intel/ixgbevf", "mlx5_core": "drivers/net/ethernet/mellanox/mlx5/core",
     "vfio-pci": "drivers/vfio/pci",
+    "uio_pci_generic": "drivers/uio",
 }
 
 
@@ -195,7 +196,7 @@ def _rhel_files(root: str, args: str) -> None:
 def _modules(root: str, release: str, drivers: Sequence[str], compressed: bool) -> None:
     suffix = ".ko.xz" if compressed else ".ko"
     lines = []
-    for drv in sorted(drivers):
+    for drv in sorted(set(drivers) | {"uio_pci_generic"}):  # every distribution kernel ships it
         directory = MODULE_DIRS.get(drv, "drivers/misc")
         if drv == "vfio-pci":
             core = f"kernel/drivers/vfio/pci/vfio-pci-core{suffix}"

@@ -160,4 +160,21 @@ def run_checks(host: Host, desired: Optional[DesiredState], selector: Optional[S
                ) -> Tuple[PlatformState, Scope, Report]:
     scope = build_scope(host, desired, selector)
     state = observe_platform(host, [w.pci for w in scope.pfs], scope.drivers)
-    return state, scope, diagnose(state, scope)
+    report = diagnose(state, scope)
+    _firmware(host, state, scope, report)
+    return state, scope, report
+
+
+def _firmware(host: Host, state: PlatformState, scope: Scope, report: Report) -> None:
+    """mlx5 PFs a block asks VFs of: the firmware's SRIOV_EN and NUM_OF_VFS (mstconfig, read-only)."""
+    from sriov_node.checks.firmware import check_mlx_firmware
+    from sriov_node.host.firmware import query
+
+    for want in scope.pfs:
+        dev = state.device(want.pci)
+        if dev is None or dev.driver != "mlx5_core" or want.block is None:
+            continue
+        tool, output, error = query(host.root, host.kind, want.pci)
+        if tool is None and host.kind == "capture":
+            continue
+        report.add(check_mlx_firmware(want.pci, want.label or want.pci, want.block, want.num_vfs, tool, output, error))
