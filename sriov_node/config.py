@@ -626,8 +626,21 @@ def read_config(path: str) -> Tuple[bytes, os.stat_result]:
         raise ConfigError(path, [ConfigProblem("", f"cannot be read: {exc.strerror}")])
 
 
+def check_directory_trust(path: str) -> Optional[str]:
+    """Why a root daemon must not obey (nor write) the config at `path` because of its directory, or None:
+    the directory (and a symlink's target's) must be root's and writable by nobody else, as the file."""
+    from sriov_node.files import config_directory_problem
+
+    return config_directory_problem(path, (0,))
+
+
 def load_config(path: str, *, enforce_trust: bool = False) -> DesiredState:
-    """Read and validate `path`. With enforce_trust, refuse a file non-root users could edit."""
+    """Read and validate `path`. With enforce_trust, refuse a file (or a directory holding it) non-root
+    users could edit."""
+    if enforce_trust:
+        why = check_directory_trust(path)
+        if why:
+            raise ConfigError(path, [ConfigProblem("", why)])
     data, st = read_config(path)
     if enforce_trust:
         why = check_file_trust(path, st)

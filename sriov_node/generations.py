@@ -9,8 +9,12 @@ with and what the daemon repairs toward. An edited file is not desired state unt
     <root>/var/lib/sriov-node/generations/00000001.json, 00000002.json, ...
 
 Records are written atomically (write, fsync, rename, fsync the directory) and read with
-`files.read_regular(follow=False)`: a symlink or a FIFO planted in their place is refused, never
-followed. History is append-only (a rollback records a new generation holding the old bytes) and
+`files.read_regular(follow=False)`, all through the directory's fd (`files.open_own_directory`):
+a symlink or a FIFO planted in a record's place, or a symlink in the place of `generations/` or
+`var/lib/sriov-node`, is refused by name, never followed. Each record (FORMAT 2) carries
+`record_sha256`, the sha256 of the whole record (config bytes, config_path, number,
+restored_from, checkpoint, ...) without that field: an edited record is refused by name.
+Records of FORMAT 1 are still read, with their own check (number and the config's sha256). History is append-only (a rollback records a new generation holding the old bytes) and
 bounded: the oldest beyond `[history] keep` (default 20) are removed, never the current one nor
 the generation a pending checkpoint falls back to.
 
@@ -26,6 +30,7 @@ import base64
 import json
 import os
 import re
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 GENERATIONS_DIR = "var/lib/sriov-node/generations"
 _NAME_RE = re.compile(r"^(\d{8,})\.json\Z")
-FORMAT = 1
+FORMAT = 2  # 1: `sha256` covers the config bytes only; 2: `record_sha256` covers the whole record
 
 # Generation.outcome: converged, failed or interrupted (engine/outcome.py RECORDED)
 # Generation.checkpoint["state"]
@@ -83,7 +88,7 @@ class Generation:
     def describe_time(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
 
-    def to_dict(self, *, config: bool = True) -> Dict[str, Any]:
+    def to_dict(self, *, config: bool = True, sealed: bool = False) -> Dict[str, Any]:
         body: Dict[str, Any] = {
             "format": FORMAT,
             "number": self.number,
@@ -103,7 +108,16 @@ class Generation:
                 body["config"] = self.config.decode("utf-8")
             except UnicodeDecodeError:  # kept exact all the same
                 body["config_base64"] = base64.b64encode(self.config).decode("ascii")
+            if sealed:  # the record as written: its checksum covers every field, the config included
+                body["record_sha256"] = _record_sha256(json.loads(json.dumps(body)))
         return body
+
+
+def _record_sha256(body: Dict[str, Any]) -> str:
+    """The sha256 of a record's fields (all but `record_sha256`), as canonical JSON."""
+    fields = {k: v for k, v in body.items() if k != "record_sha256"}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return _sha256(text.encode("ascii")).hexdigest()
 
 
 def directory(host: Host) -> str:
@@ -114,13 +128,35 @@ def _path(host: Host, number: int) -> str:
     return os.path.join(directory(host), f"{number:08d}.json")
 
 
-def _numbers(host: Host) -> List[int]:
-    try:
-        names = os.listdir(directory(host))
+def _open_directory(host: Host, *, create: bool = False) -> Optional[int]:
+    """An fd on the generations directory, `var/lib/sriov-node` and `generations/` each refused when it
+    is a symlink or not a directory (never followed); None when it does not exist (and not `create`)."""
+    from sriov_node.files import UnsafeFile, open_own_directory
+
+    try:  # var/lib is the system's; sriov-node/generations are the agent's own
+        return open_own_directory(host.path("var/lib"), "sriov-node", "generations", create=create)
     except FileNotFoundError:
+        if create:
+            raise GenerationError(f"cannot create the generations directory {directory(host)}: a directory on "
+                                  "the path does not exist")
+        return None
+    except UnsafeFile as exc:
+        raise GenerationError(f"the generations directory: {exc}")
+    except OSError as exc:
+        verb = "create" if create else "open"
+        raise GenerationError(f"cannot {verb} the generations directory {directory(host)}: {describe_os_error(exc)}")
+
+
+def _numbers(host: Host) -> List[int]:
+    fd = _open_directory(host)
+    if fd is None:
         return []
+    try:
+        names = os.listdir(fd)
     except OSError as exc:
         raise GenerationError(f"cannot list the generations in {directory(host)}: {describe_os_error(exc)}")
+    finally:
+        os.close(fd)
     return sorted(int(m.group(1)) for m in map(_NAME_RE.match, names) if m)
 
 
@@ -128,16 +164,29 @@ def _load(host: Host, number: int) -> Generation:
     from sriov_node.files import STATE_LIMIT, UnsafeFile, read_regular
 
     path = _path(host, number)
+    fd = _open_directory(host)
+    if fd is None:
+        raise GenerationError(f"generation {number} does not exist; see sriov-node history")
     try:
-        data = read_regular(path, limit=STATE_LIMIT, follow=False)
+        data = read_regular(path, limit=STATE_LIMIT, follow=False, dir_fd=fd)
     except FileNotFoundError:
         raise GenerationError(f"generation {number} does not exist; see sriov-node history")
     except UnsafeFile as exc:
         raise GenerationError(f"generation record {exc}")
     except OSError as exc:
         raise GenerationError(f"cannot read generation record {path}: {describe_os_error(exc)}")
+    finally:
+        os.close(fd)
     try:
         body = json.loads(data.decode("utf-8"))
+        fmt = body.get("format", 1)
+        if fmt not in (1, FORMAT):
+            raise GenerationError(f"generation record {path} has format {fmt!r}, which this sriov-node does not "
+                                  "know (written by a newer version?); upgrade sriov-node, or remove the record")
+        if fmt != 1 and body.get("record_sha256") != _record_sha256(body):
+            raise GenerationError(f"generation record {path} is damaged or was edited (its record_sha256 does not "
+                                  "match its fields: config, config_path, number, restored_from, checkpoint, ...); "
+                                  "remove it or restore it from a backup")
         if "config_base64" in body:
             config = base64.b64decode(body["config_base64"].encode("ascii"), validate=True)
         else:
@@ -194,22 +243,29 @@ def pfs_of(report: "Report") -> Dict[str, Dict[str, Any]]:
 
 
 def _write(host: Host, gen: Generation, *, replace: bool) -> None:
-    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.atomic import OutputError, replace_at
 
-    folder = directory(host)
+    fd = _open_directory(host, create=True)
+    assert fd is not None
     try:
-        os.makedirs(folder, mode=0o755, exist_ok=True)
-    except OSError as exc:
-        raise GenerationError(f"cannot create the generations directory {folder}: {describe_os_error(exc)}")
-    path = _path(host, gen.number)
-    if os.path.islink(path) or (not replace and os.path.lexists(path)):
-        # write_atomic would write through a symlink; a new record's name must be free
-        raise GenerationError(f"generation record {path} is in the way (a symlink or a stray file); remove it")
-    data = (json.dumps(gen.to_dict(), indent=2, sort_keys=True) + "\n").encode()
-    try:
-        write_atomic(path, data, mode=0o644)
-    except OutputError as exc:
-        raise GenerationError(f"cannot record generation {gen.number}: {exc}")
+        path = _path(host, gen.number)
+        name = os.path.basename(path)
+        try:
+            here = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            here = None
+        except OSError as exc:
+            raise GenerationError(f"cannot record generation {gen.number}: {path}: {describe_os_error(exc)}")
+        if here is not None and (not replace or not stat.S_ISREG(here.st_mode)):
+            # a new record's name must be free; a record is replaced only by a record, never through a symlink
+            raise GenerationError(f"generation record {path} is in the way (a symlink or a stray file); remove it")
+        data = (json.dumps(gen.to_dict(sealed=True), indent=2, sort_keys=True) + "\n").encode()
+        try:
+            replace_at(fd, path, data, mode=0o644)
+        except OutputError as exc:
+            raise GenerationError(f"cannot record generation {gen.number}: {exc}")
+    finally:
+        os.close(fd)
 
 
 def _replace(gen: Generation, **changes: Any) -> Generation:
@@ -274,19 +330,27 @@ def _prune(host: Host, newest: Generation) -> None:
     if newest.checkpoint and newest.pending:
         protected.add(newest.checkpoint["previous"])
     excess = len(numbers) - keep
-    for n in numbers:
-        if excess <= 0:
-            break
-        if n in protected:
-            continue
-        try:
-            os.unlink(_path(host, n))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise GenerationError(f"cannot remove the old generation record {_path(host, n)}: "
-                                  f"{describe_os_error(exc)}")
-        excess -= 1
+    if excess <= 0:
+        return
+    fd = _open_directory(host)
+    if fd is None:
+        return
+    try:
+        for n in numbers:
+            if excess <= 0:
+                break
+            if n in protected:
+                continue
+            try:
+                os.unlink(os.path.basename(_path(host, n)), dir_fd=fd)  # through the directory's fd: never a link
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise GenerationError(f"cannot remove the old generation record {_path(host, n)}: "
+                                      f"{describe_os_error(exc)}")
+            excess -= 1
+    finally:
+        os.close(fd)
 
 
 def commit(host: Host, *, now: Optional[float] = None) -> Generation:
@@ -633,7 +697,7 @@ def save_unapplied(path: str, now: Optional[Generation], replacing: bytes) -> Op
 def _put_file(path: str, now: Optional[Generation], data: bytes, report: "Report") -> "tuple[Optional[str], Optional[str]]":
     """Write `data` to the config file, an unapplied edit kept first: (the file's real path or None, the
     kept edit's name or None); a failure is a notice of the report (the generation stays the truth)."""
-    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.atomic import OutputError, write_config
 
     try:
         saved = save_unapplied(path, now, data)
@@ -644,7 +708,9 @@ def _put_file(path: str, now: Optional[Generation], data: bytes, report: "Report
         report.notices.append(f"{path} held an edit that was never applied: kept as {saved}")
     try:
         if _read_quiet(path) != data:
-            write_atomic(path, data)
+            notice = write_config(path, data)[1]
+            if notice:
+                report.notices.append(notice)
     except OutputError as exc:
         report.notices.append(f"the host was restored, but {exc}; the daemon and status follow the recorded "
                               "generation, not the file")
@@ -666,6 +732,7 @@ def restore(host: Host, target: Generation, *, command: str = "rollback", config
     """
     with locked(host, timeout, cancelled) as now:
         path = config_path or (now.config_path if now is not None else target.config_path)
+        check_config_writable(path)  # before anything is written, to the host or the file
         desired = desired_of(target, path)
         change = Change(host, desired, now, command=command, restored_from=target.number,
                         ends_checkpoint=ends_checkpoint, force=force, timeout=timeout, cancelled=cancelled,
@@ -678,6 +745,16 @@ def restore(host: Host, target: Generation, *, command: str = "rollback", config
         result.generation = change.record()
         result.already = result.generation is not None and now is not None and result.generation.number == now.number
         return result
+
+
+def check_config_writable(path: str) -> None:
+    """Refuse (GenerationError) to restore into a config whose directory others could write: whoever
+    can, can put a symlink in the config's place and have root overwrite the file it names."""
+    from sriov_node.files import config_directory_problem, writer_owners
+
+    why = config_directory_problem(path, writer_owners())
+    if why:
+        raise GenerationError(f"cannot write {path}: {why}; nothing was written (neither the host nor the file)")
 
 
 def _read_quiet(path: str) -> Optional[bytes]:
@@ -703,7 +780,7 @@ def discard_edit(host: Host, config_path: Optional[str], *, timeout: float = 60.
     """`rollback` without N when no checkpoint is pending and the file holds an edit never applied:
     the edit is what is taken back (kept beside the file), the file gets the applied generation's
     bytes again, the host is not touched. None when there is no such edit (rollback goes on as usual)."""
-    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.atomic import OutputError, write_config
 
     with locked(host, timeout, cancelled) as now:
         if now is None or now.pending:
@@ -712,9 +789,10 @@ def discard_edit(host: Host, config_path: Optional[str], *, timeout: float = 60.
         on_disk = _read_quiet(path)
         if on_disk is None or on_disk == now.config:
             return None
+        check_config_writable(path)
         saved = save_unapplied(path, now, now.config)
         try:
-            write_atomic(path, now.config)
+            write_config(path, now.config)
         except OutputError as exc:
             raise GenerationError(f"the edit in {path} was kept as {saved}, but the file cannot be written: {exc}")
         return Discarded(now, os.path.realpath(path), saved)
@@ -755,10 +833,14 @@ def disarm_expiry(host: Host, gen: Generation) -> None:
 
 def agent_pid(host: Host) -> Optional[int]:
     """The pid of a running agent daemon (from <root>/run/sriov-node/agent.pid), or None."""
-    from sriov_node.files import read_regular
+    from sriov_node.files import open_own_directory, read_regular
 
     try:
-        pid = int(read_regular(host.path(*AGENT_PID), limit=64, follow=False).split()[0])
+        fd = open_own_directory(host.path("run"), "sriov-node")  # a symlink there is not followed
+        try:
+            pid = int(read_regular(host.path(*AGENT_PID), limit=64, follow=False, dir_fd=fd).split()[0])
+        finally:
+            os.close(fd)
         os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None

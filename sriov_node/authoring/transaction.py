@@ -235,6 +235,14 @@ def _check_pf_here(host: Host, ref: PfRef, path: str) -> None:
 
 
 def _trusted(host: Host, path: str) -> None:
+    """Before the edit, the run and the save: a config directory others can write is refused on any
+    root (the file is written on this machine's file system all the same); the file itself, as the
+    engine's loader does, on the real root."""
+    from sriov_node.files import config_directory_problem, writer_owners
+
+    why = config_directory_problem(path, writer_owners())
+    if why:
+        raise EditError(f"cannot write {path}: {why}; nothing was written")
     if host.is_real_root and os.geteuid() == 0:
         try:
             st = os.stat(path)
@@ -298,6 +306,7 @@ class Transaction:
         self.result: Optional[EditResult] = None
         self.whole = False  # run every PF of the edited file, not only the edited block's
         self.notice: Optional[str] = None
+        self.mode_notice: Optional[str] = None  # the file's mode was narrowed when it was saved
         self._lock: Any = None
         self.change: Any = None  # the generations.Change of the edit (apply, record)
         self.removed_from: FrozenSet[str] = frozenset()  # the PFs a removed block selected
@@ -306,7 +315,7 @@ class Transaction:
         from sriov_node.errors import LockTimeout
         from sriov_node.engine.state import ApplyLock, _read_quiet
 
-        _trusted(self.host, self.path)
+        _trusted(self.host, self.given)  # the link's directory and the real file's
         lock = ApplyLock(self.host, 0.0, self.cancelled)  # one try, to say so when another run holds it
         try:
             lock.__enter__()
@@ -433,8 +442,10 @@ class Transaction:
         return report
 
     def save(self) -> Optional[str]:
-        """Replace the file with the edited bytes (the old one kept as .bak); the backup's path."""
-        from sriov_node.atomic import write_atomic
+        """Replace the file with the edited bytes (the old one kept as .bak); the backup's path.
+        (atomic.write_config: never through a symlink put there, mode at most 0644: `mode_notice` says
+        when a wider mode was narrowed.)"""
+        from sriov_node.atomic import write_config
 
         result = self.result
         assert result is not None
@@ -442,13 +453,14 @@ class Transaction:
             return None
         if _read(self.path) != result.before:
             raise Conflict(f"{self.path} changed while it was being edited; nothing was written: run the command again")
-        owner, mode = None, None
+        owner = None
         if result.before is not None:
             st = os.stat(self.path)
-            owner, mode = (st.st_uid, st.st_gid), st.st_mode & 0o7777
+            owner = (st.st_uid, st.st_gid)
         else:
             _make_directory(os.path.dirname(self.path))
-        return write_atomic(self.path, result.after, mode=mode, owner=owner, backup=result.before)
+        backup, self.mode_notice = write_config(self.path, result.after, owner=owner, backup=result.before)
+        return backup
 
     def record(self, report: Any) -> Optional[int]:
         """The edited config as the node's new generation (the one the daemon converges to); its number.
@@ -487,7 +499,8 @@ class Transaction:
             done.message = (f"{result.path}: " + (f"{result.summary()}: {applied}"
                                                   if result.changed else "unchanged; applied")
                             + (f"; previous version in {done.backup}" if done.backup else "")
-                            + (f"; generation {done.generation}" if done.generation is not None else ""))
+                            + (f"; generation {done.generation}" if done.generation is not None else "")
+                            + (f"; {self.mode_notice}" if self.mode_notice else ""))
             return done
         done.rejected = self._reject() if result.changed else None
         why = {EXIT_REFUSED: "the host refused the edit"}.get(code, "the edit did not converge")
@@ -507,9 +520,9 @@ class Transaction:
         assert result is not None
         rejected = self.path + ".rejected"
         try:
-            mode = os.stat(self.path).st_mode & 0o7777 if result.before is not None else None
+            mode = os.stat(self.path).st_mode & 0o644 if result.before is not None else 0o644
             _make_directory(os.path.dirname(self.path))
-            write_atomic(rejected, result.after, mode=mode)
+            write_atomic(rejected, result.after, mode=mode, follow=False)  # a symlink there is refused
         except (OSError, OutputError):
             return None
         return rejected

@@ -7,7 +7,7 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from sriov_node.errors import LockTimeout, StateError, describe_os_error
-from sriov_node.files import STATE_LIMIT, UnsafeFile, read_regular
+from sriov_node.files import STATE_LIMIT, UnsafeFile, open_own_directory as own_directory, read_regular
 from sriov_node.host import Host
 
 LOCK_DIR = "run/sriov-node"
@@ -31,6 +31,7 @@ class ApplyLock:
         from sriov_node.locks import FileLock
 
         self.path = host.path(LOCK_DIR, "apply.lock")
+        self._host = host
         self.timeout = timeout
         self.cancelled = cancelled
         self._lock = FileLock(self.path, timeout, cancelled, reentrant=True, note=f"pid {os.getpid()}\n")
@@ -40,7 +41,9 @@ class ApplyLock:
 
         directory = os.path.dirname(self.path)
         try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
+            os.close(own_directory(self._host.path("run"), "sriov-node", create=True))
+        except UnsafeFile as exc:
+            raise StateError(f"the lock directory {exc}")
         except OSError as exc:
             raise StateError(f"cannot create the lock directory {directory}: {describe_os_error(exc)}")
         try:
@@ -82,10 +85,16 @@ def load_state(host: Host) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """
     path = state_path(host)
     try:
-        data = json.loads(read_regular(path, limit=STATE_LIMIT, follow=False).decode("utf-8"))
+        fd = own_directory(host.path("var/lib"), "sriov-node")  # a symlink in its place is not followed
+        try:
+            data = json.loads(read_regular(path, limit=STATE_LIMIT, follow=False, dir_fd=fd).decode("utf-8"))
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return None, None
     except UnsafeFile as exc:
+        if exc.path != path:
+            return None, f"the state directory {exc}; the last run is unknown"
         return None, f"the state file {exc}; the last run is unknown"
     except OSError as exc:
         return None, f"the state file {path} cannot be read: {describe_os_error(exc)}; the last run is unknown"
@@ -118,17 +127,20 @@ def record_run(host: Host, run: Dict[str, Any], pfs: Dict[str, Dict[str, Any]], 
 
 def write_state(host: Host, record: Dict[str, Any]) -> str:
     """Atomically replace <root>/var/lib/sriov-node/state.json (write, fsync, rename)."""
-    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.atomic import OutputError, replace_at
 
     directory = host.path(STATE_DIR)
     path = os.path.join(directory, "state.json")
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd = own_directory(host.path("var/lib"), "sriov-node", create=True)  # never through a symlink
+    except UnsafeFile as exc:
+        raise StateError(f"the state directory {exc}")
     except OSError as exc:
         raise StateError(f"cannot create the state directory {directory}: {describe_os_error(exc)}")
     try:
-        write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), mode=0o644,
-                     follow=False)
+        replace_at(fd, path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), mode=0o644)
     except OutputError as exc:
         raise StateError(f"the state file: {exc}")
+    finally:
+        os.close(fd)
     return path

@@ -197,7 +197,7 @@ def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, tim
     generation's bytes back in the config file. That previous generation (boot converges to it,
     even if the file cannot be written), or None."""
     from sriov_node import generations
-    from sriov_node.atomic import OutputError, write_atomic
+    from sriov_node.atomic import OutputError, write_config
     from sriov_node.engine.state import ApplyLock
 
     try:
@@ -218,7 +218,9 @@ def _expire_checkpoint_at_boot(host: Host, config: str, log: logging.Logger, tim
             if saved:
                 log.warning("%s held an edit that was never applied: kept as %s", config, saved)
             try:
-                write_atomic(config, previous.config)
+                notice = write_config(config, previous.config)[1]
+                if notice:
+                    log.warning("%s", notice)
             except OutputError as exc:
                 log.error("generation %d is restored on the host, but not in the file: %s", previous.number, exc)
             return previous

@@ -479,7 +479,7 @@ class Daemon:
         path = pid_path(self.host)
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            write_atomic(path, f"{os.getpid()}\n".encode(), mode=0o644)
+            write_atomic(path, f"{os.getpid()}\n".encode(), mode=0o644, follow=False)
         except (SriovNodeError, OSError) as exc:
             self.log.warning("%s not written: %s (`apply --checkpoint` will arm its own timer)", path, exc)
 
