@@ -222,7 +222,11 @@ def status(
     except SriovNodeError as exc:
         problem = exc  # show the host anyway, then the error
     applied, lines = generation_status(host, path)
-    body = build_status(host, applied["desired"] if applied["desired"] is not None else desired)
+    unreadable = "generation_error" in applied["body"]  # never judged against a guess (an older one, the file)
+    body = build_status(host, None if unreadable else
+                        applied["desired"] if applied["desired"] is not None else desired)
+    if unreadable:
+        body["converged"] = None
     body.update(applied["body"])
     _, unusable = load_state(host)
     if unusable:
