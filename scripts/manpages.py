@@ -84,19 +84,28 @@ def reference(rows: List[List[str]]) -> List[str]:
 
 
 def table(rows: List[List[str]]) -> List[str]:
-    """A markdown table (its header row first) as a tbl(1) table: a boxed header in bold, each cell a
-    text block (T{ ... T}) so that long cells wrap within their column; the last column takes the
-    width left over."""
+    """A markdown table (its header row first) as a tbl(1) table: a boxed header in bold. A column of
+    short cells (none over SHORT characters) is written as plain entries, so it takes its own width;
+    any other column's cells are text blocks (T{ ... T}) that wrap within it, and the column with
+    the longest cell takes the width left over (the last one on a tie). Text blocks are filled
+    ragged-right: a narrow block cannot always be justified, and troff would warn "cannot adjust
+    line" (the driver table's sentences sit in its third column, before "MTU up to")."""
     width = max(len(r) for r in rows)
     rows = [r + [""] * (width - len(r)) for r in rows]
+    longest = [max(len(r[k]) for r in rows) for k in range(width)]
+    wide = max(range(width), key=lambda k: (longest[k], k))
     spec = ["lB" for _ in range(width)]
-    body = ["lx" if k == width - 1 else "l" for k in range(width)]
-    out = [".TS", "box tab(\t);", " ".join(spec), " ".join(body) + "."]
+    body = ["lx" if k == wide else "l" for k in range(width)]
+    out = [".na", ".TS", "box tab(\t);", " ".join(spec), " ".join(body) + "."]
     for n, row in enumerate(rows):
-        out.append("\t".join("T{\n" + roff(cell) + "\nT}" for cell in row))
+        out.append("\t".join(roff(cell, wrap=False) if longest[k] <= SHORT and k != wide
+                              else "T{\n" + roff(cell) + "\nT}" for k, cell in enumerate(row)))
         if n == 0:
             out.append("_")
-    return out + [".TE"]
+    return out + [".TE", ".ad"]
+
+
+SHORT = 12  # a table column whose cells are all this short is not wrapped
 
 
 def header(name: str, section: str, title: str) -> List[str]:

@@ -177,14 +177,18 @@ def test_a_missing_root_is_named(tmp_path):
     assert result.returncode == 2 and "no such directory" in result.stderr
 
 
-def test_unwritable_state_dir_is_reported_without_losing_the_outcome(make_host, write_config):
+def test_an_unwritable_state_dir_refuses_the_run_before_any_write(make_host, write_config):
+    """A generation that cannot be recorded is a failed run: found before the first write, nothing written."""
+    from tests.helpers import sim_writes
+
     host = make_host()
     Path(host.root, "var").mkdir()
     Path(host.root, "var/lib").write_text("not a directory")
     result = run_cli("apply", "--json", root=host.root, config=write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n'))
-    assert result.returncode == 0 and "Traceback" not in result.stderr
-    body = json.loads(result.stdout)
-    assert body["pfs"][0]["status"] == "changed" and "not recorded" in body["notices"][0]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    body = json.loads(result.stdout) if result.stdout.strip() else {"error": {"message": result.stderr}}
+    assert "not a directory" in json.dumps(body), body
+    assert sim_writes(host) == []
 
 
 def complete(words: str, root: str = None) -> list:

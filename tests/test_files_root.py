@@ -219,8 +219,8 @@ def test_a_symlink_in_place_of_the_generations_directory_is_refused_for_reads_re
         proc = cli(host, *args)
         assert proc.returncode == 1 and f"{Path(host.root) / which}: is a symbolic link; refused" in proc.stderr, args
     config.write_text(B + "[history]\nkeep = 1\n")
-    proc = cli(host, "apply")
-    assert "not recorded as a generation" in proc.stderr and str(Path(host.root) / which) in proc.stderr
+    proc = cli(host, "apply")  # refused before any write: a run that cannot be recorded does not run
+    assert proc.returncode == 1 and str(Path(host.root) / which) in proc.stderr
     assert sorted(p.name for p in elsewhere.rglob("*")) == before  # nothing recorded there, nothing pruned
 
 

@@ -115,7 +115,8 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
         return Survey(heads, Resolution(()))
     resolution = resolve(desired, heads)
     if only is not None and last_blocks is not None:
-        only = frozenset(only) | {t.pf.pci for t in resolution.targets if last_blocks.get(t.pf.pci) != t.spec.key}
+        only = frozenset(only) | {t.pf.pci for t in resolution.targets
+                                 if last_blocks.get(t.pf.pci) not in (None, t.spec.key)}
     specs = {t.pf.pci: t.spec for t in resolution.targets if only is None or t.pf.pci in only}
     restoring: Dict[str, Dict[str, object]] = {}
     if restore:
