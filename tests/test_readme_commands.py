@@ -34,7 +34,7 @@ def test_demo_then_test_setup_in_a_fresh_clone(tmp_path):
     assert (host / ".sriov-node-sim.json").exists()
     # the newcomer is told how to go on, and the demo host holds the config it applied
     assert f'SRIOV_NODE_ROOT="{host}"' in demo.stdout and "/.venv-demo/bin" in demo.stdout  # the demo's own venv
-    status = subprocess.run([str(clone / ".venv/bin/sriov-node"), "status"], capture_output=True, text=True,
+    status = subprocess.run([str(clone / ".venv-demo/bin/sriov-node"), "status"], capture_output=True, text=True,
                             env={**env, "SRIOV_NODE_ROOT": str(host)}, timeout=120)
     assert status.returncode == 0 and "converged" in status.stdout and "no config" not in status.stdout, status.stderr
     setup = subprocess.run(["bash", "scripts/setup", "test,systemd"], cwd=clone, capture_output=True, text=True,
