@@ -119,7 +119,11 @@ def write_config(path: str, data: bytes, *, backup: Optional[bytes] = None, owne
     real = os.path.realpath(path)
     dir_fd = open_directory(real)
     try:
-        why = directory_trust(os.path.dirname(real), os.fstat(dir_fd), owners)
+        try:
+            entry_uid: Optional[int] = os.stat(os.path.basename(real), dir_fd=dir_fd, follow_symlinks=False).st_uid
+        except OSError:
+            entry_uid = None
+        why = directory_trust(os.path.dirname(real), os.fstat(dir_fd), owners, entry_uid)
         if why:
             raise OutputError(f"cannot write {path}: {why}; nothing was written")
         st = _look(dir_fd, real)

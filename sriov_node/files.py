@@ -175,12 +175,15 @@ def open_own_directory(base: str, *names: str, create: bool = False) -> int:
     return fd
 
 
-def directory_trust(directory: str, st: os.stat_result, owners: Iterable[int] = (0,)) -> Optional[str]:
+def directory_trust(directory: str, st: os.stat_result, owners: Iterable[int] = (0,),
+                    entry_uid: Optional[int] = None) -> Optional[str]:
     """Why the config's directory cannot be trusted (a sentence naming it and the fix), or None.
 
     Whoever can write to the directory can replace the config with a symlink to any file, which a
     root writer (rollback, checkpoint expiry, `set`) would then overwrite: the directory must be
-    owned by root (or one of `owners`) and writable by nobody else, like the file itself.
+    owned by root (or one of `owners`) and writable by nobody else, like the file itself. A
+    sticky directory (/tmp: mode 1777) is trusted for an entry a trusted owner owns (`entry_uid`):
+    there nobody else may remove or rename it, so nobody can put a symlink in its place.
     """
     owners = tuple(owners)
     fix = f"run: chmod go-w {directory}; chown root {directory}"
@@ -189,7 +192,7 @@ def directory_trust(directory: str, st: os.stat_result, owners: Iterable[int] = 
     if st.st_uid not in owners:
         return (f"{directory}: the config's directory is owned by uid {st.st_uid}, not root, so its owner could "
                 f"put a symlink in the config's place; {fix}")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (st.st_mode & stat.S_ISVTX and entry_uid in owners):
         return (f"{directory}: the config's directory is writable by group or others (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}), so anyone could put a symlink in the config's place; {fix}")
     return None
@@ -219,7 +222,13 @@ def config_directory_problem(path: str, owners: Iterable[int] = (0,)) -> Optiona
             except OSError:
                 st = None
                 break
-        why = directory_trust(directory, st, owners) if st is not None else None
+        try:
+            entry = os.lstat(os.path.join(directory, os.path.basename(path) if directory == os.path.dirname(
+                os.path.abspath(path)) else os.path.basename(os.path.realpath(path))))
+            entry_uid: Optional[int] = entry.st_uid
+        except OSError:
+            entry_uid = None
+        why = directory_trust(directory, st, owners, entry_uid) if st is not None else None
         if why:
             return why
     return None

@@ -331,3 +331,21 @@ def test_temporary_files_a_killed_writer_left_are_removed_by_the_next_writer(hos
     assert proc.returncode == 0, proc.stderr
     assert not any(path.exists() for path in left) and not stale_record.exists()
     assert live.exists() and other.exists()
+
+
+def test_a_sticky_directory_is_trusted_for_a_file_root_owns(tmp_path):
+    """/tmp (mode 1777): nobody but its owner may remove or rename root's file there, so a candidate
+    config in /tmp is no symlink risk; a file someone else owns there still is."""
+    from sriov_node.files import config_directory_problem
+
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    mine = sticky / "candidate.toml"
+    mine.write_text("version = 1\n")
+    assert config_directory_problem(str(mine), (0, os.geteuid())) is None
+    os.chown(mine, 4242, 4242)
+    assert "writable by group or others" in config_directory_problem(str(mine), (0, os.geteuid()))
+    os.chmod(sticky, 0o777)  # not sticky: refused whoever owns the file
+    os.chown(mine, 0, 0)
+    assert "writable by group or others" in config_directory_problem(str(mine), (0, os.geteuid()))
