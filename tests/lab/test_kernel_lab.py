@@ -119,7 +119,10 @@ def test_pf_without_driver_is_explained(iommu_on):
     run = iommu_on["apply_nodriver"]
     assert run["rc"] == 1, run
     body = json.loads(run["stdout"])
-    (pf,) = body["pfs"]
+    # pf[0] is the small PF; the big one the config no longer names is put back as it was found
+    # (engine/preimages.py), and with nvme unloaded it has no driver either
+    pf = next(p for p in body["pfs"] if p["key"] == "pf[0]")
+    assert all(p["key"] == "pf[0]" or p["key"].startswith("restore(") for p in body["pfs"]), body["pfs"]
     assert pf["detail"]["errno"] == "ENOENT"
     assert "no driver is bound to the PF" in pf["error"]
     assert iommu_on["after_nodriver"]["driver"] is None
