@@ -75,7 +75,7 @@ class Daemon:
         self.generation: Optional[int] = None  # the applied generation `desired` comes from (None: the file)
         self.config_valid = True  # False after a reload found the file invalid, until a generation is taken
         self.unreadable: Optional[str] = None  # why the newest generation record cannot be read, if it cannot
-        self.restores: Dict[str, Any] = {}  # what the followed generation must still put back
+        self.followed: Any = None  # the generations.Generation followed (None: none yet)
         self.checkpoint: Optional["tuple[int, float]"] = None  # a pending checkpoint: (generation, wall-clock deadline)
         self._expiry_tried: Set[int] = set()  # checkpoints whose restore failed: not retried in a loop
         self.sources: List[UeventSource] = []
@@ -164,7 +164,7 @@ class Daemon:
             self.notifier.status(f"the applied generation cannot be read: {exc}")
             return False
         self.unreadable = None
-        self.restores = dict(gen.restores) if gen is not None else {}
+        self.followed = gen
         if gen is None or gen.number == self.generation:
             return False
         try:
@@ -251,7 +251,7 @@ class Daemon:
         """Record the run toward self.desired as a generation (under the lock, after the run), unless
         it was refused before writing anything (or re-ran the current generation's exact bytes)."""
         assert self.desired is not None
-        gen = _generations().record_report(self.host, self.desired, report, command=command)
+        gen = _generations().record_report(self.host, self.desired, report, command=command, now=self.followed)
         for notice in report.notices:
             self.log.warning("%s: %s", command, notice)
         if gen is None:
@@ -276,7 +276,10 @@ class Daemon:
                 if record is None and self._follow():
                     only = None  # the new generation may change any PF
                 report = reconcile(self.host, self.desired, only=only, timeout=self.timeout,
-                                   cancelled=self._cancelled, restore=self.restores or None)
+                                   cancelled=self._cancelled,
+                                   # as apply does: what the followed generation still has to put back,
+                                   # and on a reload of another config what it set and that one drops
+                                   restore=_generations().undo_values(self.followed, self.desired) or None)
                 if record is not None:
                     self._record(record, report)
         except SriovNodeError as exc:  # the lock held too long by a manual run, a state problem
