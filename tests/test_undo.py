@@ -53,7 +53,7 @@ def vf(host, ifname: str, index: int):
 def pf_state(host, pci: str):
     from sriov_node.host.observe import Wanted, observe_pf
 
-    return observe_pf(open_host(host.root), pci, want=Wanted(links=True, eswitch=True))
+    return observe_pf(open_host(host.root), pci, want=Wanted(links=True, eswitch=True, vf_mtu=True))
 
 
 def exit_code_status(host) -> int:
@@ -86,6 +86,40 @@ def test_rollback_puts_back_every_vf_setting_a_newer_generation_set(host, assign
     assert exit_code_status(host) == 0
     # the generation it recorded manages nothing more: a second rollback target is the set
     assert generations.current(host).preimages.get(CX5, {}).get("vfs", {}).get("2", {}).get(attr) is None
+
+
+@pytest.mark.parametrize("assignment,attr,_", SETTINGS, ids=[s[1] for s in SETTINGS])
+@pytest.mark.parametrize("before", [0, 2], ids=["made", "resized"])
+def test_a_setting_on_a_vf_the_change_created_is_put_back_to_what_the_kernel_gave_it(host, assignment, attr, _,
+                                                                                     before):
+    """A VF the same change created (from nothing, or by a resize: the kernel only writes a count from
+    0) has no value found before the run: its pre-image is what the kernel gave it, read before the
+    run first set it. An edit that keeps the VF and drops the setting puts that back."""
+    key, value = assignment.split("=")
+    value = value if value in ("true", "false") or value.isdigit() else f'"{value}"'
+    if before:
+        put(host, BASE.replace("num_vfs = 4", f"num_vfs = {before}"))
+        cli(host, "apply")
+    put(host, BASE + f'  [[pf.vfs]]\n  range = "3"\n  {key} = {value}\n')
+    cli(host, "apply")
+    given = getattr(vf(host, "ens3f0", 2), attr)  # a VF the change left alone
+    assert getattr(vf(host, "ens3f0", 3), attr) != given  # the setting took effect
+    put(host, BASE)
+    out = cli(host, "apply").stdout
+    assert getattr(vf(host, "ens3f0", 3), attr) == given, out
+    assert "put back" in out
+    assert exit_code_status(host) == 0
+
+
+def test_a_vf_mtu_on_a_vf_the_change_created_is_put_back(host):
+    put(host, BASE + '  [[pf.vfs]]\n  range = "1"\n  mtu = 9000\n')
+    cli(host, "apply")
+    assert pf_state(host, CX5).vfs[1].mtu == 9000
+    given = pf_state(host, CX5).vfs[0].mtu
+    put(host, BASE)
+    out = cli(host, "apply").stdout
+    assert pf_state(host, CX5).vfs[1].mtu == given, out
+    assert exit_code_status(host) == 0
 
 
 def test_rollback_of_vlan_and_trust_is_whole_and_status_agrees(host):
@@ -319,3 +353,24 @@ def test_a_full_config_disk_refuses_set_before_any_write(host, small_disk):
     assert len(sim_writes(host)) == before, proc.stdout + proc.stderr
     assert pf_state(host, CX5).num_vfs == 4
     assert open(config_path(host)).read() == BASE
+
+
+def test_a_daemon_reload_that_drops_a_key_puts_it_back_as_apply_does(host):
+    """The daemon's reload (SIGHUP) is one more way in: it puts back what the followed generation set
+    and the reloaded file drops, exactly as `apply` of that file does."""
+    import logging
+
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+
+    put(host, BASE + "  [[pf.vfs]]\n  range = \"2\"\n  vlan = 20\n  trust = true\n")
+    cli(host, "apply")
+    assert (vf(host, "ens3f0", 2).vlan, vf(host, "ens3f0", 2).trust) == (20, True)
+    put(host, BASE)
+    d = Daemon(open_host(host.root), config_path(host), notifier=Notifier(enabled=False),
+               log=logging.getLogger("sriov-node-test"))
+    assert d._start() == 0
+    d._reload_config()
+    assert (vf(host, "ens3f0", 2).vlan, vf(host, "ens3f0", 2).trust) == (0, False)
+    assert generations.current(host).command == "reload"
+    assert exit_code_status(host) == 0

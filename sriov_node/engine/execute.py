@@ -79,6 +79,10 @@ class Executor:
         self._probed: Dict[Tuple[str, int], Tuple[str, str, float]] = {}
         self._created: Dict[str, float] = {}  # PF -> when VFs were created with autoprobe on
         self._addresses: Dict[Tuple[str, int], str] = {}  # (PF, VF index) -> VF address, until the count changes
+        self._made: Set[str] = set()  # PFs whose VFs this run created (a count is only ever written from 0)
+        # what the kernel gave a VF this run created, read just before the run first set it: PF ->
+        # {VF index as a string: {key: value}}, the pre-images of those keys (engine/preimages.py)
+        self.fresh: Dict[str, Dict[str, Dict[str, Any]]] = {}
         self._handlers: Dict[Type[Action], Callable] = {
             LoadDriver: self._load_driver,
             SetNumVfs: self._set_num_vfs,
@@ -274,6 +278,11 @@ class Executor:
         sysfs = self.sysfs
         self._addresses = {k: v for k, v in self._addresses.items() if k[0] != a.pf}
         self._write_num_vfs(a)
+        if a.value:
+            self._made.add(a.pf)
+        else:
+            self._made.discard(a.pf)
+            self.fresh.pop(a.pf, None)
 
         pci = sysfs.is_pci(a.pf)
 
@@ -544,6 +553,8 @@ class Executor:
         pending: List[Tuple[int, Dict[str, Any]]] = sorted(merged.items())
         errors: List[HostError] = []
         links = self.host.links
+        if pf in self._made:
+            self._note_fresh(pf, ifname, merged)
         while pending and not self.cancelled():
             try:
                 links.set_vf_links(ifname, pending)
@@ -574,6 +585,23 @@ class Executor:
                     break
         return errors
 
+    def _note_fresh(self, pf: str, ifname: str, merged: Dict[int, Dict[str, Any]]) -> None:
+        """The settings the kernel gave the VFs this run created, before the run changes them: what
+        undoing the change puts back if a later desired state keeps the VFs but drops the setting."""
+        try:
+            now = self.host.links.vf_links(ifname)
+        except OSError:
+            return  # the request that follows fails too, and says why
+        fresh = self.fresh.setdefault(pf, {})
+        for vf, change in merged.items():
+            current = now.get(vf)
+            if current is None:
+                continue
+            for attr in change:
+                have = current.observed(attr)
+                if have is not None:
+                    fresh.setdefault(str(vf), {}).setdefault(attr, list(have) if isinstance(have, tuple) else have)
+
     def _mode_quiet(self, pf: str) -> Optional[str]:
         handle = f"pci/{pf}" if self.sysfs.is_pci(pf) else f"{self.sysfs.pf_bus(pf)}/{pf}"
         try:
@@ -594,6 +622,10 @@ class Executor:
                             f"{sysfs.device_driver(vf) or 'no driver'})", vf=a.vf, attr="mtu", errno=E.ENODEV,
                             hint="a VF MTU needs a network driver on the VF (iavf, mlx5_core, ...)")
         ifname = netdev() or ""
+        if a.pf in self._made:
+            had = sysfs.read_int(CLASS_NET, ifname, "mtu")
+            if had is not None:
+                self.fresh.setdefault(a.pf, {}).setdefault(str(a.vf), {}).setdefault("mtu", had)
         try:
             self.host.links.set_mtu(ifname, a.value)
         except OSError as exc:

@@ -20,8 +20,10 @@ Values are JSON (they live in the generation records): per PF address
 
 A VF's `driver` is the config's own key for it (null: the kernel's default, "none", or a name:
 what `compare.driver_key` says of the VF as it was); a VF whose driver can only be written "any"
-gets no driver pre-image. A VF the change itself created has no pre-image: it goes away with the
-count that made it.
+gets no driver pre-image. A VF the change itself created was not there to be found: its settings
+and netdev MTU get what the kernel gave it, read by the executor just before the run first changes
+them (`Executor.fresh`, added to `found` by the reconcile); its driver goes with the count that
+made it.
 """
 
 from __future__ import annotations

@@ -221,6 +221,7 @@ def reconcile(
 
                         executor = Executor(host, timeout, cancelled)
                     outcome, caveats, held = _run_pf(host, executor, pf_plan, outcome)
+                    _add_fresh(found, pf_plan.pf, executor.fresh.get(pf_plan.pf))
                     interrupted = interrupted or outcome.status == INTERRUPTED
                     loaded = host.sysfs.pci_drivers()  # this PF's run may have loaded a driver
             _note_unjudged(outcome, caveats, notices)
@@ -236,6 +237,18 @@ def reconcile(
         if desired.device_plugin_file is not None and not interrupted:
             _write_device_plugin_config(host, desired, report)
         return report
+
+
+def _add_fresh(found: Dict[str, Dict[str, Any]], pf: str, fresh: Optional[Dict[str, Dict[str, Any]]]) -> None:
+    """Into what the run found on `pf`: the values the kernel gave the VFs this run created, for
+    the keys the run then set (a VF that did not exist before the run has no other pre-image)."""
+    if not fresh or pf not in found:
+        return
+    vfs = found[pf].setdefault("vfs", {})
+    for index, values in fresh.items():
+        mine = vfs.setdefault(index, {})
+        for key, value in values.items():
+            mine.setdefault(key, value)
 
 
 def _may_write(before_writes: Optional[Callable[[], None]], first: bool, outcome: PfOutcome,
