@@ -528,7 +528,7 @@ class Change:
 
     def preimages(self) -> Dict[str, Dict[str, Any]]:
         """The new generation's pre-images (engine/preimages.carry)."""
-        from sriov_node.engine.preimages import carry
+        from sriov_node.engine.preimages import carry, merge
 
         found: Dict[str, Dict[str, Any]] = {}
         put_back = set()
@@ -536,8 +536,10 @@ class Change:
             found.update(r.found)
             put_back |= set(r.restoring)
         specs = self._specs()
-        old = {pci: e for pci, e in (self.now.preimages if self.now else {}).items()
-               if pci in specs or pci not in put_back}
+        # what the applied generation still had to put back is as much a pre-image as its own: a
+        # key this change takes over again keeps the value from before sriov-node ever set it
+        older = merge(self.now.preimages, self.now.restores) if self.now else {}
+        old = {pci: e for pci, e in older.items() if pci in specs or pci not in put_back}
         return carry(old, found, specs)
 
     def restores(self) -> Dict[str, Dict[str, Any]]:
@@ -545,22 +547,22 @@ class Change:
         back, and what its predecessor still had to put back on PFs this change did not reach."""
         from sriov_node.engine.preimages import _managed_keys, keys_of, pick
 
-        done: set = set()
+        done: Dict[str, set] = {}  # PF -> the keys put back and read back
         for r in self.reports:
-            done |= set(r.restored())
+            for pci, entry in r.restored().items():
+                done.setdefault(pci, set()).update(keys_of(entry))
         specs = self._specs()
         pending = self.now.restores if self.now else {}
-        tried = set().union(*(set(r.restoring) for r in self.reports)) if self.reports else set()
+        tried = set().union(*(set(r.restoring) | set(r.waiting) for r in self.reports)) if self.reports else set()
         out: Dict[str, Dict[str, Any]] = {}
         for pci, entry in self.restore.items():
-            if pci in done:
-                continue
+            keys = keys_of(entry) - done.get(pci, set())
             if pci in specs:
-                keys = keys_of(entry) - _managed_keys(specs[pci])
+                keys -= _managed_keys(specs[pci])
                 if keys and pci in tried:
                     out[pci] = pick(entry, keys)
-            elif pci in tried or pci in pending:
-                out[pci] = dict(entry)
+            elif keys and (pci in tried or pci in pending):
+                out[pci] = pick(entry, keys)
         return out
 
     def record(self, *, outcome: Optional[str] = None,

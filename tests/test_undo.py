@@ -374,3 +374,44 @@ def test_a_daemon_reload_that_drops_a_key_puts_it_back_as_apply_does(host):
     assert (vf(host, "ens3f0", 2).vlan, vf(host, "ens3f0", 2).trust) == (0, False)
     assert generations.current(host).command == "reload"
     assert exit_code_status(host) == 0
+
+
+def test_a_put_back_the_driver_refuses_in_the_new_mode_waits_and_never_refuses_the_change(host):
+    """A value to put back is never what refuses the operator's desired state: dropping VF rates while
+    going to switchdev (mlx5 takes no legacy VF rate there) applies, names the rate it could not put
+    back yet, keeps it in the generation's restores, and puts it back once the PF is legacy again."""
+    put(host, BASE + '  [[pf.vfs]]\n  range = "0"\n  max_tx_rate = 100\n')
+    cli(host, "apply")
+    assert vf(host, "ens3f0", 0).max_tx_rate == 100
+    put(host, BASE.replace("num_vfs = 4", 'num_vfs = 4\neswitch_mode = "switchdev"'))
+    cli(host, "validate")
+    proc = cli(host, "apply", "--dry-run", ok=(0, 2))
+    assert "not put back yet" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    out = cli(host, "apply")
+    assert "max_tx_rate not put back yet" in out.stdout + out.stderr
+    assert pf_state(host, CX5).eswitch_mode == "switchdev"
+    gen = generations.current(host)
+    assert gen.outcome == "converged"
+    assert gen.restores[CX5]["vfs"]["0"]["rate"] == [0, 0]
+    assert exit_code_status(host) == 0
+    put(host, BASE.replace("num_vfs = 4", 'num_vfs = 4\neswitch_mode = "legacy"'))
+    cli(host, "apply")
+    assert vf(host, "ens3f0", 0).max_tx_rate == 0  # put back now that it can be
+    assert CX5 not in generations.current(host).restores
+
+
+def test_a_key_taken_over_again_while_its_put_back_waits_keeps_the_first_value(host):
+    """Legacy -> switchdev dropping a rate (it waits), then legacy again setting the rate: the rate's
+    pre-image is still the value from before sriov-node ever set it, so a later drop puts that back."""
+    rated = BASE + '  [[pf.vfs]]\n  range = "0"\n  max_tx_rate = 100\n'
+    put(host, rated)
+    cli(host, "apply")
+    put(host, BASE.replace("num_vfs = 4", 'num_vfs = 4\neswitch_mode = "switchdev"'))
+    cli(host, "apply")
+    put(host, rated.replace("num_vfs = 4", 'num_vfs = 4\neswitch_mode = "legacy"'))
+    cli(host, "apply")
+    assert vf(host, "ens3f0", 0).max_tx_rate == 100
+    assert generations.current(host).preimages[CX5]["vfs"]["0"]["rate"] == [0, 0]
+    put(host, BASE)
+    cli(host, "apply")
+    assert vf(host, "ens3f0", 0).max_tx_rate == 0

@@ -313,29 +313,68 @@ def unmanaged(values: Mapping[str, Mapping[str, Any]], resolution: Resolution) -
     return out
 
 
+def writable(entry: Mapping[str, Any], pf: PfState, spec: Optional[PfSpec]) -> Tuple[Dict[str, Any], Dict[str, Any], List[str]]:
+    """(the part of `entry` the PF's driver takes in the mode it will be in, the part it is known to
+    refuse there, one notice per VF refused). A value to put back is never what refuses the operator's
+    desired state: a legacy VF rate under switchdev (the eswitch change the new state asks for, or the
+    PF's mode) waits in the generation's `restores` until it can be written."""
+    from sriov_node import drivers
+    from sriov_node.model import split_setting
+
+    row = drivers.driver(pf.driver)
+    if row is None or not entry.get("vfs"):
+        return dict(entry), {}, []
+    mode = (spec.eswitch_mode if spec is not None else None) or entry.get("eswitch_mode") or pf.eswitch_mode
+    ok: Dict[str, Any] = {k: v for k, v in entry.items() if k != "vfs"}
+    refused: Dict[str, Any] = {}
+    notices: List[str] = []
+    for index, values in entry["vfs"].items():
+        keep: Dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in VF_LINK_ATTRS:
+                keep[key] = value
+                continue
+            no = drivers.setting_refusals(row, int(index), split_setting(key, tuple(value) if isinstance(value, list) else value),
+                                          pf_id=f"{pf.vendor}:{pf.device}", switchdev=mode == "switchdev")
+            if no:
+                refused.setdefault("vfs", {}).setdefault(index, {})[key] = value
+                notices.append(f"PF {pf.label} VF {index}: {no[0].key} not put back yet: {no[0].why} ({no[0].errno}); "
+                               f"it stays to put back when it can be. Fix: {no[0].fix}")
+            else:
+                keep[key] = value
+        if keep:
+            ok.setdefault("vfs", {})[index] = keep
+    return ok, refused, notices
+
+
 def overlay(resolution: Resolution, restore: Mapping[str, Mapping[str, Any]],
-            pfs: Mapping[str, PfState]) -> Tuple[Resolution, Values, List[str]]:
+            pfs: Mapping[str, PfState]) -> Tuple[Resolution, Values, List[str], Values]:
     """Merge the values to put back into the targets: (the resolution with them, what is put back,
-    notices). A PF that no block selects gets a block of its own, unless a block of the desired
+    notices, what waits: values the PF's driver is known to refuse in the mode it will be in, see
+    `writable`). A PF that no block selects gets a block of its own, unless a block of the desired
     state could not be placed (it may be that very PF, under a name it does not have yet: nothing
     is put back on a guess), or the PF is not here."""
     todo = unmanaged(restore, resolution)
     if not todo:
-        return resolution, {}, []
+        return resolution, {}, [], {}
     targets = []
     done: Values = {}
+    waiting: Values = {}
     notices: List[str] = []
     for t in resolution.targets:
-        entry = todo.get(t.pf.pci)
+        entry = todo.pop(t.pf.pci, None)
+        if entry:
+            entry, refused, why = writable(entry, t.pf, t.spec)
+            notices += why
+            if refused:
+                waiting[t.pf.pci] = refused
         if entry:
             targets.append(Target(_restored_spec(t.spec, entry), t.pf))
             done[t.pf.pci] = entry
         else:
             targets.append(t)
     unplaced = [f for f in resolution.failures if f.kind in (ABSENT, NOT_A_PF)]
-    for pci, entry in sorted(todo.items()):
-        if pci in done:
-            continue
+    for pci, entry in sorted(todo.items()):  # the PFs no target selects
         pf = pfs.get(pci)
         if pf is None:
             notices.append(f"PF {pci} is not here: what sriov-node set on it is put back when it is "
@@ -345,6 +384,12 @@ def overlay(resolution: Resolution, restore: Mapping[str, Mapping[str, Any]],
             notices.append(f"PF {pf.label}: not put back, because block(s) "
                            + ", ".join(f.key for f in unplaced) + " select no PF here and may mean it")
             continue
-        targets.append(Target(_own_spec(pf, entry), pf))
-        done[pci] = entry
-    return Resolution(tuple(targets), resolution.failures, resolution.notices + tuple(notices)), done, notices
+        entry, refused, why = writable(entry, pf, None)
+        notices += why
+        if refused:
+            waiting[pci] = refused
+        if entry:
+            targets.append(Target(_own_spec(pf, entry), pf))
+            done[pci] = entry
+    return (Resolution(tuple(targets), resolution.failures, resolution.notices + tuple(notices)), done, notices,
+            waiting)

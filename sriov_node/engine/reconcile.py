@@ -86,6 +86,7 @@ class Report:
     found: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     specs: Dict[str, Any] = field(default_factory=dict)
     restoring: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # what the run put back, per PF
+    waiting: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # what it could not put back yet (survey)
     unrecorded: Optional[str] = None  # why the run's generation could not be recorded (the run then fails)
 
     def plan_dict(self) -> Dict[str, Any]:
@@ -230,7 +231,8 @@ def reconcile(
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         report = Report(outcomes, notices, host.writes - before, dry_run, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start, found=found,
-                        specs=dict(seen.specs), restoring=dict(seen.restoring), unrecorded=blocked)
+                        specs=dict(seen.specs), restoring=dict(seen.restoring), unrecorded=blocked,
+                        waiting=dict(seen.waiting))
         if dry_run:
             return report
         _record(host, desired, report, only)

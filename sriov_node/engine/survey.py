@@ -63,6 +63,8 @@ class Survey:
     restoring: Dict[str, Dict[str, object]] = field(default_factory=dict, repr=False, compare=False)
     # each target's block as the config says it, before anything to put back was merged in
     specs: Dict[str, PfSpec] = field(default_factory=dict, repr=False, compare=False)
+    # values to put back that the PF's driver is known to refuse in its mode: they wait (restores)
+    waiting: Dict[str, Dict[str, object]] = field(default_factory=dict, repr=False, compare=False)
     host: Optional[Host] = field(default=None, repr=False, compare=False)  # who holds a VF is asked there
     _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
 
@@ -119,20 +121,22 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
                                  if last_blocks.get(t.pf.pci) not in (None, t.spec.key)}
     specs = {t.pf.pci: t.spec for t in resolution.targets if only is None or t.pf.pci in only}
     restoring: Dict[str, Dict[str, object]] = {}
+    waiting: Dict[str, Dict[str, object]] = {}
     if restore:
         from sriov_node.engine.preimages import RESTORE_KEY, overlay
 
-        resolution, restoring, _ = overlay(resolution, restore, {pf.pci: pf for pf in heads.pfs})
+        resolution, restoring, _, waiting = overlay(resolution, restore, {pf.pci: pf for pf in heads.pfs})
         if only is not None and restore_all:
             only = frozenset(only) | {t.pf.pci for t in resolution.targets if t.spec.key.startswith(RESTORE_KEY)}
         if only is not None:
             restoring = {pci: entry for pci, entry in restoring.items() if pci in only}
+            waiting = {pci: entry for pci, entry in waiting.items() if pci in only}
     resolution = resolution.only(only)
     if not vfs:
-        return Survey(heads, resolution, judged_now=False, restoring=restoring, specs=specs)
+        return Survey(heads, resolution, judged_now=False, restoring=restoring, specs=specs, waiting=waiting)
     targets = tuple(Target(t.spec, observe_target(host, t, detail=detail)) for t in resolution.targets)
     return Survey(heads, Resolution(targets, resolution.failures, resolution.notices), restoring=restoring,
-                  specs=specs, host=host)
+                  specs=specs, host=host, waiting=waiting)
 
 
 def judge(host: Optional[Host], target: Target) -> Judged:

@@ -198,6 +198,11 @@ def scenario_netdevsim() -> None:
     time.sleep(0.5)
     nets = os.listdir(f"/sys/bus/netdevsim/devices/{NSIM}/net") if os.path.isdir(f"/sys/bus/netdevsim/devices/{NSIM}/net") else []
     ifname = results["ifname"] = nets[0] if nets else "missing"
+    # what the kernel gives a new VF, read with iproute2 before sriov-node ever ran (what undo puts back)
+    numvfs = f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs"
+    results["fresh_make"] = sh(f"echo 8 > {numvfs}")
+    results["ip_fresh"] = ip_vfs(ifname)
+    results["fresh_remove"] = sh(f"echo 0 > {numvfs}")
     every = f"""[[pf]]
 name = "{ifname}"
 num_vfs = 8
@@ -243,6 +248,31 @@ mtu = 9000
     configure(every.replace("mtu = 9000", 'mtu = 9000\neswitch_mode = "legacy"'))
     step("apply_legacy", f"{BIN} apply --json", timeout=180)
     results["ip_legacy"] = ip_vfs(ifname)
+    undo_netdevsim(ifname, every.replace("mtu = 9000", 'mtu = 9000\neswitch_mode = "legacy"'))
+
+
+def undo_netdevsim(ifname: str, legacy: str) -> None:
+    """Undo that is whole, on the real kernel: a checkpoint that changes VLANs and adds a rate is
+    taken back by what its timer runs (`rollback --if-uncommitted N`), every value read back; then an
+    applied edit that drops every VF setting and the PF's MTU puts back what the kernel first gave."""
+    risky = legacy.replace("  range = \"1-7\"\n  vlan = 200\n", "  range = \"1-7\"\n  vlan = 300\n  max_tx_rate = 50\n")
+    configure(risky)
+    step("undo_checkpoint", f"{BIN} apply --checkpoint 600 --json", timeout=180)
+    results["ip_checkpoint"] = ip_vfs(ifname)
+    try:
+        number = int(json.loads(results["undo_checkpoint"]["stdout"])["generation"])
+    except (ValueError, KeyError, TypeError):
+        number = -1
+    results["undo_number"] = number
+    step("undo_expire", f"{BIN} rollback --if-uncommitted {number}", timeout=180)
+    results["ip_expired"] = ip_vfs(ifname)
+    step("undo_status_expired", f"{BIN} status --exit-code", timeout=180)
+    configure(f'[[pf]]\nname = "{ifname}"\nnum_vfs = 8\n')
+    step("undo_drop_all", f"{BIN} apply", timeout=180)
+    results["ip_dropped"] = ip_vfs(ifname)
+    results["mtu_dropped"] = read(f"/sys/class/net/{ifname}/mtu")
+    step("undo_status_dropped", f"{BIN} status --exit-code", timeout=180)
+    step("undo_again", f"{BIN} apply --json", timeout=180)
 
 
 if __name__ == "__main__":

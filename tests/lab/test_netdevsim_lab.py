@@ -92,3 +92,44 @@ def test_every_eswitch_transition_converges_in_one_apply_then_writes_nothing(esw
         assert step["kernel_again"] == step["kernel"], where
     issue = eswitch["steps"][1]  # 4 VFs in legacy -> 2 in switchdev
     assert issue["apply"]["actions"] == [["set_num_vfs", 0], ["set_eswitch_mode", "switchdev"], ["set_num_vfs", 2]]
+
+
+SETTINGS = ("vlan_list", "spoofchk", "trust", "link_state", "rate", "address")
+
+
+def _setting(vf, key):
+    if key == "vlan_list":  # iproute2 lists no VLAN when there is none
+        return [(v.get("vlan", 0), v.get("qos", 0)) for v in vf.get(key, []) if v.get("vlan", 0) or v.get("qos", 0)]
+    return vf.get(key)
+
+
+def test_an_expired_checkpoint_takes_back_every_vf_value_it_set(netdevsim):
+    """What the checkpoint's timer runs (`rollback --if-uncommitted N`) puts back the VLAN it changed
+    and the rate it added, read back by iproute2; status then agrees."""
+    assert netdevsim["undo_checkpoint"]["rc"] == 0, netdevsim["undo_checkpoint"]
+    changed = netdevsim["ip_checkpoint"]
+    assert [vf["vlan_list"][0]["vlan"] for vf in changed[1:]] == [300] * 7
+    assert [vf["rate"]["max_tx"] for vf in changed[1:]] == [50] * 7
+    assert netdevsim["undo_expire"]["rc"] == 0, netdevsim["undo_expire"]
+    assert "put back" in netdevsim["undo_expire"]["stdout"], netdevsim["undo_expire"]
+    back = netdevsim["ip_expired"]
+    assert [vf["vlan_list"][0]["vlan"] for vf in back[1:]] == [200] * 7
+    assert [vf["rate"]["max_tx"] for vf in back[1:]] == [0] * 7  # the rate the checkpoint added is gone
+    assert back[0] == netdevsim["ip_legacy"][0]  # VF 0, which it did not change, is as it was
+    assert netdevsim["undo_status_expired"]["rc"] == 0, netdevsim["undo_status_expired"]
+
+
+def test_an_edit_that_drops_every_setting_puts_back_what_the_kernel_first_gave(netdevsim):
+    """VFs sriov-node created and then set (MAC, 802.1ad VLAN, trust, spoofchk, link state, rates)
+    and the PF's MTU go back to what the kernel gave them before sriov-node ran, when the config
+    stops naming them; a second apply writes nothing."""
+    fresh = netdevsim["ip_fresh"]
+    assert netdevsim["fresh_make"]["rc"] == 0 and len(fresh) == 8, netdevsim["fresh_make"]
+    assert netdevsim["undo_drop_all"]["rc"] == 0, netdevsim["undo_drop_all"]
+    dropped = netdevsim["ip_dropped"]
+    for key in SETTINGS:
+        assert [_setting(vf, key) for vf in dropped] == [_setting(vf, key) for vf in fresh], key
+    assert netdevsim["mtu_dropped"] == "1500"
+    assert netdevsim["undo_status_dropped"]["rc"] == 0, netdevsim["undo_status_dropped"]
+    again = json.loads(netdevsim["undo_again"]["stdout"])
+    assert again["writes"] == 0, again
