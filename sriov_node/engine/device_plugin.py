@@ -28,13 +28,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.observe import pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
 from sriov_node.model import DesiredState, PfState, format_ranges
 from sriov_node.engine.resolve import Target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sriov_node.engine.survey import Survey
 
 
 
@@ -128,8 +131,11 @@ def _name_is_exact(pf: PfState, names: List[str]) -> bool:
     return sum(1 for n in names if n.casefold() == pf.netdevs[0].casefold()) == 1
 
 
-def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool = False) -> Export:
+def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool = False,
+                         seen: Optional["Survey"] = None) -> Export:
     """The config.json whose selectors match exactly the VFs that the config gives a resource on this host.
+
+    `seen`: the host as a run left it, read back (`Report.view`); else it is surveyed now.
 
     Raises ConfigError (exit 2) when no group names a resource (unless `allow_empty`: then an empty
     resourceList), ExportError (exit 1) when a block with a resource cannot be resolved on this host
@@ -142,7 +148,8 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
         raise ConfigError(desired.source, [ConfigProblem("", "no [[pf.vfs]] group names a resource; add resource = "
                                                              "\"intel_sriov_netdevice\" (and a driver) to the groups "
                                                              "the device plugin should expose")])
-    seen = survey(host, desired)
+    if seen is None:
+        seen = survey(host, desired)
     heads, resolution = seen.heads, seen.resolution
     judged = seen.judged_by_pci()
     with_resources = {spec.key for spec in desired.pfs if any(g.resource for g in spec.vfs)}
@@ -243,8 +250,9 @@ def config_file_path(host: Host, desired: Optional[DesiredState]) -> Optional[st
     return host.path(os.path.dirname(rel), os.path.basename(rel))
 
 
-def write_config_file(host: Host, desired: DesiredState) -> Optional[str]:
-    """After a run: write [device_plugin] config_file when the node is converged, read back now.
+def write_config_file(host: Host, desired: DesiredState, seen: Optional["Survey"] = None) -> Optional[str]:
+    """After a run: write [device_plugin] config_file when the node is converged, read back (by the
+    run: `seen`, its `Report.view`; else surveyed now).
 
     The device plugin reads its config once, at start, and advertises what it finds then: a file
     written before the VFs exist (or while they differ) would make it advertise VFs pods cannot
@@ -261,7 +269,7 @@ def write_config_file(host: Host, desired: DesiredState) -> Optional[str]:
     if path is None:
         return None
     try:
-        export = device_plugin_config(host, desired, allow_empty=True)
+        export = device_plugin_config(host, desired, allow_empty=True, seen=seen)
     except ExportError as exc:
         return f"device plugin config {desired.device_plugin_file} not written: {str(exc).splitlines()[0]}"
     if export.differs:

@@ -22,9 +22,9 @@ from sriov_node.errors import EXIT_PF_FAILED, InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState
-from sriov_node.engine.resolve import BlockFailure, Target
+from sriov_node.engine.resolve import BlockFailure, Resolution, Target
 from sriov_node.engine.state import ApplyLock, record_run
-from sriov_node.engine.survey import Judged, config_path, judge, load_desired, observe_target, survey
+from sriov_node.engine.survey import Judged, Survey, config_path, judge, load_desired, observe_target, survey
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.engine.execute import Executor
@@ -88,6 +88,10 @@ class Report:
     restoring: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # what the run put back, per PF
     waiting: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # what it could not put back yet (survey)
     unrecorded: Optional[str] = None  # why the run's generation could not be recorded (the run then fails)
+    # the whole host as the run left it, read back (the survey's judgement of each PF it did not
+    # change, the verification's of each it changed): what the views build from, without reading
+    # again. None after a per-PF run, or when a PF left during the run.
+    view: Optional["Survey"] = field(default=None, repr=False, compare=False)
 
     def plan_dict(self) -> Dict[str, Any]:
         return {"actions": [a for p in self.plans for a in p.action_dicts()],
@@ -192,6 +196,7 @@ def reconcile(
         outcomes: List[PfOutcome] = []
         notices = list(resolution.notices)
         interrupted = False
+        verified: List[Optional[Judged]] = []  # each target as the run left it
         for judged in seen.judged:  # each target as the survey found it: compared once
             target = judged.target
             pf_plan = _plan(judged, loaded)
@@ -221,13 +226,14 @@ def reconcile(
                         from sriov_node.engine.execute import Executor
 
                         executor = Executor(host, timeout, cancelled)
-                    outcome, caveats, held = _run_pf(host, executor, pf_plan, outcome)
+                    outcome, caveats, held, judged = _run_pf(host, executor, pf_plan, outcome)
                     _add_fresh(found, pf_plan.pf, executor.fresh.get(pf_plan.pf))
                     interrupted = interrupted or outcome.status == INTERRUPTED
                     loaded = host.sysfs.pci_drivers()  # this PF's run may have loaded a driver
             _note_unjudged(outcome, caveats, notices)
             _note_held(outcome, held, notices)
             outcomes.append(outcome)
+            verified.append(judged)
         outcomes += [_failure_outcome(f, heads, desired.source) for f in resolution.failures]
         report = Report(outcomes, notices, host.writes - before, dry_run, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start, found=found,
@@ -235,6 +241,10 @@ def reconcile(
                         waiting=dict(seen.waiting))
         if dry_run:
             return report
+        if only is None and all(v is not None for v in verified):
+            report.view = Survey(heads, Resolution(tuple(v.target for v in verified if v is not None),
+                                                   resolution.failures, resolution.notices),
+                                 host=host, _judged=[tuple(v for v in verified if v is not None)])
         _record(host, desired, report, only)
         if desired.device_plugin_file is not None and not interrupted:
             _write_device_plugin_config(host, desired, report)
@@ -378,9 +388,10 @@ def _note_held(outcome: PfOutcome, held: Tuple[Finding, ...], notices: List[str]
 
 
 def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
-            planned: PfOutcome) -> Tuple[PfOutcome, Tuple[Finding, ...], Tuple[Finding, ...]]:
+            planned: PfOutcome) -> Tuple[PfOutcome, Tuple[Finding, ...], Tuple[Finding, ...], Optional[Judged]]:
     """Run one PF's plan and verify it: (its outcome, what the verification could not judge, the
-    settings it found held), judged as the survey judges."""
+    settings it found held, the verification's judgement: None when the PF left), judged as the
+    survey judges."""
     before = host.writes
     result = executor.run(pf_plan)
     result.errors += executor.settle(pf_plan.pf)
@@ -390,6 +401,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
     after: Tuple[Finding, ...] = ()
     caveats: Tuple[Finding, ...] = ()
     held: Tuple[Finding, ...] = ()
+    again: Optional[Judged] = None
     if not gone:
         target = pf_plan.target
         again = judge(host, Target(target.spec, observe_target(host, target, known_vfs=executor.addresses(pf_plan.pf))))
@@ -415,7 +427,7 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
     outcome = replace(planned, status=status, writes=writes, seqnum=seqnum, findings=_finding_dicts(after),
                       errors=[e.to_dict() for e in result.errors], error="\n".join(lines) or None,
                       detail=result.errors[0].to_dict() if result.errors else None)
-    return outcome, caveats, held
+    return outcome, caveats, held, again
 
 
 def _record(host: Host, desired: DesiredState, report: Report, only: Optional[FrozenSet[str]]) -> None:
@@ -452,7 +464,7 @@ def _write_device_plugin_config(host: Host, desired: DesiredState, report: Repor
     from sriov_node.engine.device_plugin import write_config_file
 
     try:
-        report.device_plugin = write_config_file(host, desired)
+        report.device_plugin = write_config_file(host, desired, seen=report.view)
     except SriovNodeError as exc:
         report.device_plugin = f"device plugin config not written: {exc}"
     if report.device_plugin:
