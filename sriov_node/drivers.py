@@ -229,6 +229,7 @@ class Case(NamedTuple):
     pf: Dict[str, Any]
     vf: Dict[str, Any]
     link_speed: Optional[int] = None  # the PF's link: Mbit/s, -1 down; None as the host has it
+    pf_down: bool = False  # the PF netdev administratively down: its `speed` answers EINVAL, `flags` lack IFF_UP
 
 
 def implied_refusals(row: Driver) -> Iterator[Case]:
@@ -257,6 +258,7 @@ def implied_refusals(row: Driver) -> Iterator[Case]:
         yield Case("rate_device", {}, {"max_tx_rate": 100})
     if row.rate_link:
         yield Case("rate_link_down", {}, {"max_tx_rate": 100}, link_speed=-1)
+        yield Case("rate_pf_down", {}, {"max_tx_rate": 100}, pf_down=True)
         yield Case("rate_above_link", {}, {"max_tx_rate": 2000}, link_speed=1000)
     if row.max_rate_floor:
         yield Case("max_tx_rate_floor", {}, {"max_tx_rate": row.max_rate_floor - 1})

@@ -96,9 +96,17 @@ def hosts(tmp_path_factory):
     _HOSTS.clear()
 
 
-def _set_speed(root: str, speed: Optional[int]) -> Optional[str]:
-    """The PF's link as the kernel shows it (`speed`, -1: down); returns what it was."""
+def _set_speed(root: str, speed: Optional[int], pf_down: bool = False) -> Optional[str]:
+    """The PF's link as the kernel shows it (`speed`, -1: down; `pf_down`: the netdev administratively
+    down, which the kernel shows as a `speed` it cannot read and `flags` without IFF_UP); returns
+    what `speed` was."""
     path = os.path.join(root, "sys/class/net/ens1f0/speed")
+    if pf_down:
+        old = open(path).read()
+        os.unlink(path)
+        with open(os.path.join(root, "sys/class/net/ens1f0/flags"), "w") as fh:
+            fh.write("0x1002\n")
+        return old
     if speed is None:
         return None
     old = open(path).read()
@@ -117,7 +125,7 @@ def test_each_refusal_the_table_implies_is_refused_whole(hosts, tmp_path, name, 
         assert name in NOT_SIMULATED
         pytest.skip(f"{name}: no simulated NIC (judged from the table in test_unsimulated_rows_refuse)")
     root = hosts(nic)
-    old = _set_speed(root, case.link_speed)
+    old = _set_speed(root, case.link_speed, case.pf_down)
     config = tmp_path / "config.toml"
     config.write_text(_config(case, row))
     try:
@@ -133,7 +141,9 @@ def test_each_refusal_the_table_implies_is_refused_whole(hosts, tmp_path, name, 
         history = json.loads(run_cli("history", "--json", root=root, config=str(config)).stdout)
         assert history["generations"] == [], history  # apply recorded nothing
     finally:
-        if case.link_speed is not None:
+        if case.pf_down:
+            os.unlink(os.path.join(root, "sys/class/net/ens1f0/flags"))
+        if case.link_speed is not None or case.pf_down:
             with open(os.path.join(root, "sys/class/net/ens1f0/speed"), "w") as fh:
                 fh.write(old or "")
 
@@ -154,7 +164,7 @@ def test_the_simulated_driver_refuses_what_the_table_predicts(tmp_path, name, ca
     nic = _nic_for(row)
     root = str(tmp_path / "host")
     create_host(root, ((nic, 1, None),))
-    _set_speed(root, case.link_speed)
+    _set_speed(root, case.link_speed, case.pf_down)
     host = open_host(root)
     pf = PF0
     if case.pf.get("eswitch_mode") and row.eswitch is None:
@@ -181,7 +191,8 @@ def test_the_simulated_driver_refuses_what_the_table_predicts(tmp_path, name, ca
     change = _links(case)
     predicted = drivers.setting_refusals(row, 0, {k: v for k, v in case.vf.items()}, pf_id=f"{NICS[nic].vendor}:"
                                          f"{NICS[nic].device}", switchdev=case.pf.get("eswitch_mode") == "switchdev",
-                                         link_speed=case.link_speed if case.link_speed is not None else NICS[nic].speed)
+                                         link_speed=-1 if case.pf_down else
+                                         case.link_speed if case.link_speed is not None else NICS[nic].speed)
     assert predicted, case
     with pytest.raises(OSError) as exc:
         host.links.set_vf_links("ens1f0", [(0, change)])

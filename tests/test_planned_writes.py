@@ -235,6 +235,7 @@ def test_the_unbind_after_a_probe_race_is_the_rule_bind_driver_carries(make_host
 
 def test_every_rule_is_shown_by_the_dry_run_in_json_and_text(make_host, write_config):
     host = make_host(vfio_loaded=True)
+    SimKernel(host.root).forget_module_aliases()  # the VFs' default driver is not known: LOAD_DEFAULT's case
     path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-1"\ndriver = "vfio-pci"\n'
                         '[[pf.vfs]]\nrange = "2"\nvlan = 10\n')
     body = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=path).stdout)
@@ -279,3 +280,27 @@ def test_a_default_driver_that_fails_to_load_fails_its_vfs_and_the_rest_of_the_p
     assert host.sysfs.device_driver(vf0) == "vfio-pci"  # and so did the named driver's VF
     failed = {e.get("vf") for e in outcome.errors}
     assert failed - {None} == set(range(1, num_vfs)), outcome.errors  # each default-driver VF says why
+
+
+VF_OWN_DRIVER = sorted(k for k, m in __import__("sriov_node.sim.nics", fromlist=["NICS"]).NICS.items()
+                       if m.vf_driver != m.pf_driver)
+
+
+@pytest.mark.parametrize("nic", VF_OWN_DRIVER)
+def test_vfs_a_run_creates_get_their_default_driver_when_it_is_not_loaded(make_host, write_config, nic):
+    """The kernel's autoprobe binds only a loaded driver (loading it on the VF's modalias is udev's):
+    VFs created on a node whose VF driver is not loaded (no udevd yet, or rmmod) are bound by the
+    first run, which loads the driver (modules.alias names it) before it writes the count."""
+    from sriov_node.sim.nics import NICS
+
+    host = make_host((nic, 1, None))
+    vf_driver = NICS[nic].vf_driver
+    _unload(host, vf_driver)
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')
+    body = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=path).stdout)
+    ops = [a["op"] for a in body["actions"]]
+    assert ops.index("load_driver") < ops.index("set_num_vfs"), ops
+    done = run_cli("apply", root=host.root, config=path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = open_host(host.root)
+    assert [again.sysfs.device_driver(again.sysfs.vf_address(PF0, i)) for i in range(2)] == [vf_driver] * 2

@@ -183,6 +183,7 @@ class _Builder:
         self.probes: List[Action] = []
         self.links: Dict[str, List[Tuple[int, Any]]] = {}
         self._fresh: Dict[Optional[str], List[Finding]] = {}
+        self.fresh_default = False  # a VF this plan creates wants the kernel's default driver
         self.netdevs: List[Action] = []
 
     def vf(self, index: int, findings: Sequence[Finding], fresh: bool = False) -> None:
@@ -198,6 +199,8 @@ class _Builder:
                 if f.default:
                     if not fresh:
                         self.probes.append(self.probe(index))
+                    else:  # the kernel's autoprobe binds it at creation, if its driver is loaded by then
+                        self.fresh_default = True
                 elif f.want is not None:
                     self.binds.append(BindDriver(pf, vf=index, driver=f.want))
 
@@ -207,9 +210,11 @@ class _Builder:
         return ProbeVf(self.pf.pci, vf=index, load_default=self.pf.vf_default_drivers is None)
 
     def default_load(self, loaded: FrozenSet[str]) -> Optional[str]:
-        """The kernel's default driver for these VFs, when a probe needs it and none of them is loaded."""
+        """The kernel's default driver for these VFs, when a probe needs it, or VFs created with
+        autoprobe on want it (the kernel binds only a driver that is loaded: loading it on a modalias
+        is udev's, and a node without udevd at that moment gets unbound VFs), and none is loaded."""
         defaults = self.pf.vf_default_drivers
-        if not defaults or not any(isinstance(a, ProbeVf) for a in self.probes):
+        if not defaults or not (self.fresh_default or any(isinstance(a, ProbeVf) for a in self.probes)):
             return None
         return None if any(_loaded(d, loaded) for d in defaults) else defaults[0]
 

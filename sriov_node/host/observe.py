@@ -112,6 +112,33 @@ def default_drivers_of(host: Host, vf_pci: str) -> Optional[Tuple[str, ...]]:
     return tuple(names)
 
 
+def future_default_drivers(host: Host, pf_pci: str) -> Optional[Tuple[str, ...]]:
+    """What `default_drivers_of` will say of the PF's VFs once they exist (None: not known): their
+    modalias is the PF's with the VF device ID (`sriov_vf_device`) in place of the PF's; the VF
+    drivers' ID tables match on vendor and device (their subsystem, class: any)."""
+    ids = {name: pci_id(host, pf_pci, name) for name in
+           ("vendor", "sriov_vf_device", "subsystem_vendor", "subsystem_device", "class")}
+    try:
+        vendor, device = int(ids["vendor"] or "", 16), int(ids["sriov_vf_device"] or "", 16)
+        sub_vendor, sub_device = int(ids["subsystem_vendor"] or "0", 16), int(ids["subsystem_device"] or "0", 16)
+        klass = int(ids["class"] or "0", 16)
+    except ValueError:
+        return None
+    modalias = (f"pci:v{vendor:08X}d{device:08X}sv{sub_vendor:08X}sd{sub_device:08X}"
+                f"bc{klass >> 16 & 0xff:02X}sc{klass >> 8 & 0xff:02X}i{klass & 0xff:02X}")
+    modules = host.modules.default_drivers(modalias, ids["vendor"], ids["sriov_vf_device"])
+    if modules is None:
+        return None
+    names: List[str] = []
+    for module in modules:
+        registered = [n[4:] for n in host.sysfs.listdir("sys/module", module.replace("-", "_"), "drivers")
+                      if n.startswith("pci:")]
+        for name in registered or [module]:
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class Wanted:
     """What a PF's observation must include beyond its PCI state (only what the comparison needs)."""
@@ -168,6 +195,9 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
                         for index, vf_pci in present)
             if vfs:  # which driver the kernel picks for them: what "the default driver" is judged against
                 defaults = default_drivers_of(host, vfs[0].pci)
+                default = defaults[0] if defaults else None
+            else:  # none yet: the VFs to come, by the modalias they will have
+                defaults = future_default_drivers(host, pci)
                 default = defaults[0] if defaults else None
         else:  # netdevsim: VFs are indices on the PF, with no PCI function, driver or netdev
             vfs = tuple(VfState(i, f"{pci}-vf{i}", None, None) for i in range(num_vfs or 0))

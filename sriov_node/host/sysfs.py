@@ -220,8 +220,18 @@ class Sysfs:
 
     def link_speed(self, ifname: str) -> Optional[int]:
         """A netdev's link speed in Mbit/s (its `speed`; -1: no link); None when it cannot be read
-        (an interface that is down answers EINVAL, a driver may have no such answer)."""
-        return self.read_int("sys/class/net", ifname, "speed")
+        (a driver may have no such answer). An interface that is administratively down answers
+        EINVAL to `speed` (net-sysfs speed_show: not running); its `flags` lack IFF_UP, and its link is
+        down for the drivers that need one (igb's VF rates): -1."""
+        speed = self.read_int("sys/class/net", ifname, "speed")
+        if speed is None:
+            flags = self.read("sys/class/net", ifname, "flags")
+            try:
+                if flags is not None and not int(flags.strip(), 16) & 0x1:  # IFF_UP
+                    return -1
+            except ValueError:
+                pass
+        return speed
 
     def vf_address(self, pf: str, index: int) -> Optional[str]:
         name = self.link_name(PCI_DEVICES, pf, f"virtfn{index}")

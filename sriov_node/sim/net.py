@@ -49,6 +49,9 @@ class SimNet:
             text = self.k._get(f"{d}/net/{name}/speed")
             if text is not None:
                 return int(text.strip())
+            flags = self.k._get(f"{d}/net/{name}/flags")  # administratively down: no `speed`, no IFF_UP
+            if flags is not None and not int(flags.strip(), 16) & 0x1:
+                return -1
         return None
 
     def _vfs(self, pf: str) -> Dict[str, Dict[str, Any]]:

@@ -75,9 +75,6 @@ def test_vfs_on_the_default_driver_igbvf_loaded_from_modules_alias(igb):
     assert all(vf["netdev"] for vf in again["kernel"]["vfs"])
 
 
-@pytest.mark.xfail(strict=True, reason="VFs an apply creates are left to the kernel's autoprobe, which binds "
-                   "nothing while igbvf is not loaded (no udev): the plan loads the default driver only for VFs "
-                   "that existed before (sriov_node/engine/plan.py _Builder.vf, fresh=True); a re-run converges")
 def test_the_first_apply_already_binds_igbvf(igb):
     assert igb["by_name"]["rc"] == 0 and drivers(igb["by_name"]["kernel"]) == ["igbvf"] * 4, igb["by_name"]["stdout"][-2000:]
 
@@ -159,9 +156,6 @@ def test_max_tx_rate_with_the_pf_down_is_refused_by_the_kernel_and_changes_nothi
     assert igb["rate_down"]["ip_after"][0]["rate"]["max_tx"] == 100  # unchanged
 
 
-@pytest.mark.xfail(strict=True, reason="an igb PF that is administratively down answers EINVAL to a read of its "
-                   "`speed`, so the preflight (engine/preflight.py _link_speed) has no link to judge and the igb "
-                   "row's rate_link='up' is never applied: the refusal comes from the kernel, after the write")
 def test_max_tx_rate_with_the_pf_down_is_refused_before_any_write(igb):
     runs = igb["rate_down"]
     assert runs["validate"]["rc"] == 1 and runs["dry_run"]["rc"] == 1, runs
