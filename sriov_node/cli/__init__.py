@@ -5,6 +5,10 @@ app. A run that names its command loads that command's module alone (typer build
 every registered command at each start: fewer is faster on the boot path); help, completion
 and anything unrecognised load them all.
 
+The hot commands (apply, status, boot, daemon) do without typer when their command line is one
+`sriov_node.cli.hot.parse` understands completely; anything else (help, completion, a bad option)
+is typer's, as before.
+
 `main` catches SIGINT/SIGTERM before it imports anything heavy (sriov_node.cli.signals): a
 signal at any moment gets one answer (one JSON document with --json, a sentence otherwise, never
 a traceback) and an exit of 128 + the signal. This module imports only the standard library at
@@ -79,12 +83,24 @@ def main() -> None:
 
 
 def _run(argv: list[str], as_json: bool) -> int:
+    from sriov_node.cli import hot
+
+    call = hot.parse(argv)
+    if call is None:
+        return _run_typer(argv, as_json)
+    from sriov_node.cli.app import DOCUMENT
+
+    DOCUMENT[0] = as_json
+    return hot.run(*call)
+
+
+def _run_typer(argv: list[str], as_json: bool) -> int:
     import json
 
     import typer
 
     from sriov_node.cli import signals
-    from sriov_node.cli.app import app
+    from sriov_node.cli.app import Exit, app
     from sriov_node.errors import EXIT_INVALID
 
     register(argv)
@@ -103,6 +119,8 @@ def _run(argv: list[str], as_json: bool) -> int:
                                         "exit_code": EXIT_INVALID}}, indent=2))
         exc.show()
         return EXIT_INVALID
+    except Exit as exc:  # the end of a command whose body is typer's and ours (sriov_node.cli.hot)
+        return exc.exit_code
     except typer.Abort:
         return 130
     except BrokenPipeError:  # e.g. `sriov-node status | head`
@@ -117,6 +135,9 @@ def _decide_at_the_document(typer, signals) -> None:
     A signal received before it and not handled by a run replaces the document by main's
     "interrupted" one; after it, no signal can cut the document or add a second one.
     """
+    from sriov_node.cli.app import DOCUMENT
+
+    DOCUMENT[0] = True  # the same for the commands' own echo (sriov_node.cli.app.echo)
     echo = typer.echo
 
     def echo_once_decided(message=None, file=None, nl=True, err=False, color=None):

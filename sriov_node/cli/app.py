@@ -1,4 +1,9 @@
-"""The typer application, global options, and what every command shares: errors, JSON, the host, signals."""
+"""What every command shares: errors, JSON, the host, signals, output; and the typer application.
+
+Importing this module does not import typer: the hot commands (apply, status, boot, daemon) run
+through `sriov_node.cli.hot` without it. The typer application (`app`, `sim_app`) is built on first
+use (`from sriov_node.cli.app import app`), by the command modules and for --help and completion.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,93 @@ import json
 import math
 import os
 import signal
-from dataclasses import dataclass
+import sys
 from typing import Any, Callable, Dict, Iterable, NoReturn, Optional
-
-import typer
 
 from sriov_node.cli import signals
 from sriov_node.errors import ConfigError, HostError, SriovNodeError, UsageError
 
-app = typer.Typer(
-    add_completion=True,  # typer's own: --install-completion / --show-completion
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    help="Provision SR-IOV Virtual Functions from /etc/sriov-node/config.toml.",
-)
-sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulated hosts for tests and demos.")
-app.add_typer(sim_app, name="sim")
+
+class Exit(Exception):
+    """The end of a command with its exit code (typer's Exit without typer: sriov_node.cli returns the code)."""
+
+    def __init__(self, code: int = 0) -> None:
+        super().__init__(code)
+        self.exit_code = code
+
+
+DOCUMENT = [False]  # --json: stdout's first write is the decision point (see sriov_node.cli._decide_at_the_document)
+_ANSI = "\x1b"
+
+
+def echo(message: Optional[str] = None, err: bool = False, nl: bool = True) -> None:
+    """A line on stdout (or stderr), as typer.echo writes it: flushed at once, terminal escape
+    sequences stripped when the stream is not a terminal."""
+    if not err and DOCUMENT[0] and not signals.settled():
+        signum = signals.settle()
+        if signum is not None and not signals.taken():
+            raise signals.Interrupted(signum)
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:
+        return
+    out = "" if message is None else str(message)
+    if nl:
+        out += "\n"
+    if not out:
+        stream.flush()
+        return
+    if _ANSI in out and not _isatty(stream):
+        import re
+
+        out = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", out)
+    if (getattr(stream, "encoding", None) or "").lower() in ("ascii", "us-ascii", "ansi_x3.4-1968") \
+            and hasattr(stream, "buffer"):  # as click: a stream misconfigured for ASCII gets UTF-8
+        stream.flush()
+        stream.buffer.write(out.encode("utf-8", "replace"))
+        stream.buffer.flush()
+        return
+    stream.write(out)
+    stream.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def __getattr__(name: str) -> Any:
+    """`app` and `sim_app`: the typer application, built (and typer imported) on first use."""
+    if name in ("app", "sim_app"):
+        _build()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _build() -> None:
+    global typer, app, sim_app
+    import typer
+
+    app = typer.Typer(
+        add_completion=True,  # typer's own: --install-completion / --show-completion
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        help="Provision SR-IOV Virtual Functions from /etc/sriov-node/config.toml.",
+    )
+    sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulated hosts for tests and demos.")
+    app.add_typer(sim_app, name="sim")
+
+    def _global(
+        ctx: typer.Context,
+        root: str = typer.Option("/", "--root", metavar="DIR", envvar="SRIOV_NODE_ROOT", help="Root prefix for /sys, /proc, /dev, /run, /var/lib, /etc."),
+        config: Optional[str] = typer.Option(None, "--config", metavar="PATH", envvar="SRIOV_NODE_CONFIG", help="Desired state [default: ROOT/etc/sriov-node/config.toml]."),
+        version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
+    ) -> None:
+        ctx.obj = Options(root=root, config=config)
+
+    app.callback()(_global)
 
 
 def examples(*lines: str) -> str:
@@ -44,10 +119,20 @@ def complete_pf(ctx: typer.Context, incomplete: str) -> "list[str]":
     return [w for w in words if w.startswith(incomplete)]
 
 
-@dataclass
 class Options:
-    root: str
-    config: Optional[str]
+    """The global options: --root and --config (ctx.obj under typer)."""
+
+    __slots__ = ("root", "config")
+
+    def __init__(self, root: str, config: Optional[str]) -> None:
+        self.root = root
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"Options(root={self.root!r}, config={self.config!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Options) and (self.root, self.config) == (other.root, other.config)
 
 
 def error_body(exc: SriovNodeError) -> Dict[str, Any]:
@@ -72,12 +157,12 @@ def fail(exc: SriovNodeError, as_json: bool) -> NoReturn:
         code = body["exit_code"] = 128 + signum
         body["interrupted"] = signals.name(signum)
     if as_json:
-        typer.echo(json.dumps({"error": body}, indent=2))
+        echo(json.dumps({"error": body}, indent=2))
     for line in str(exc).splitlines():
-        typer.echo(f"error: {line}", err=True)
+        echo(f"error: {line}", err=True)
     if signum is not None:
-        typer.echo(f"sriov-node: stopped by {signals.name(signum)}", err=True)
-    raise typer.Exit(code)
+        echo(f"sriov-node: stopped by {signals.name(signum)}", err=True)
+    raise Exit(code)
 
 
 def finish(code: int, *, as_json: bool, body: Optional[Dict[str, Any]] = None,
@@ -100,38 +185,44 @@ def finish(code: int, *, as_json: bool, body: Optional[Dict[str, Any]] = None,
                 body["result"] = "interrupted"
         body["exit_code"] = code
     if as_json:
-        typer.echo(json.dumps(body, indent=2))
+        echo(json.dumps(body, indent=2))
     elif text is not None:
         text()
     if notes is not None:
         notes()
     if signum is not None and not signals.taken():
-        typer.echo(f"sriov-node: {signals.name(signum)} received after the work was done: "
+        echo(f"sriov-node: {signals.name(signum)} received after the work was done: "
                    f"exit {code} (the report above is complete)", err=True)
-    raise typer.Exit(code)
+    raise Exit(code)
 
 
-def open_root(ctx: typer.Context, as_json: bool = False):
-    import os
-
+def open_root(ctx: Any, as_json: bool = False):
+    """The host at --root (`ctx`: typer's context, or the Options themselves)."""
     from sriov_node.cli.root import open_root as open_at
 
-    if not os.path.isdir(ctx.obj.root):
-        fail(UsageError(f"--root {ctx.obj.root}: no such directory"), as_json)
-    return open_at(ctx.obj.root)
+    opts = getattr(ctx, "obj", ctx)
+    if not os.path.isdir(opts.root):
+        fail(UsageError(f"--root {opts.root}: no such directory"), as_json)
+    return open_at(opts.root)
 
 
 def echo_problems(notices: Iterable[str], outcomes: Iterable[Any]) -> None:
     """A run's notices, then each outcome's error lines, on stderr."""
     for notice in notices:
-        typer.echo(f"note: {notice}", err=True)
+        echo(f"note: {notice}", err=True)
     for outcome in outcomes:
         for line in (outcome.error or "").splitlines():
-            typer.echo(f"error: {line}", err=True)
+            echo(f"error: {line}", err=True)
+
+
+def valid_timeout(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def check_timeout(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
+    if not valid_timeout(value):
+        import typer
+
         raise typer.BadParameter(f"must be a finite number of seconds above 0, not {value}")
     return value
 
@@ -160,9 +251,9 @@ class Interrupts:
         signum = signals.settle()
         return 128 + signum if signum is not None else code
 
-    def exit(self, code: int) -> "typer.Exit":
+    def exit(self, code: int) -> Exit:
         """The exit to raise at the end of a run (see decide: call that before printing the report)."""
-        return typer.Exit(self.decide(code))
+        return Exit(self.decide(code))
 
     def __enter__(self) -> "Interrupts":
         for sig in signals.SIGNALS:
@@ -182,15 +273,7 @@ def _version(value: bool) -> None:
     if value:
         from sriov_node import __version__
 
+        import typer
+
         typer.echo(f"sriov-node {__version__}")
         raise typer.Exit(0)
-
-
-@app.callback()
-def _global(
-    ctx: typer.Context,
-    root: str = typer.Option("/", "--root", metavar="DIR", envvar="SRIOV_NODE_ROOT", help="Root prefix for /sys, /proc, /dev, /run, /var/lib, /etc."),
-    config: Optional[str] = typer.Option(None, "--config", metavar="PATH", envvar="SRIOV_NODE_CONFIG", help="Desired state [default: ROOT/etc/sriov-node/config.toml]."),
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
-) -> None:
-    ctx.obj = Options(root=root, config=config)

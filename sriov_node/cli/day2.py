@@ -159,7 +159,7 @@ def rollback(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        from sriov_node.cli.converge import _print_report
+        from sriov_node.cli.hot import _print_report
 
         _print_report(result.report)
         if result.already:

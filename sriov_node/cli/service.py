@@ -1,12 +1,10 @@
-"""boot and daemon: the systemd entry points (a oneshot at boot, a udev-driven daemon); udev-rule."""
+"""boot and daemon: the systemd entry points (a oneshot at boot, a udev-driven daemon; their bodies: sriov_node.cli.hot); udev-rule."""
 
 from __future__ import annotations
 
-import json
-
 import typer
 
-from sriov_node.cli.app import Interrupts, app, check_timeout, examples, fail, open_root
+from sriov_node.cli.app import app, check_timeout, examples, fail, open_root
 from sriov_node.errors import SriovNodeError
 
 
@@ -22,29 +20,9 @@ def boot(
 
     Exit 0 all converged, 1 a PF failed or never appeared within --wait, 2 invalid config, 3 refused.
     """
-    from sriov_node.service.boot import run_boot
-    from sriov_node.service.journal import setup_logging
-    from sriov_node.engine.survey import config_path
+    from sriov_node.cli import hot
 
-    host = open_root(ctx, as_json)
-    log = setup_logging()
-    with Interrupts() as interrupts:
-        code, report = run_boot(host, config_path(host, ctx.obj.config), wait=wait, timeout=timeout, log=log,
-                                cancelled=interrupts.cancelled, as_json=as_json)
-    code = interrupts.decide(code)  # a signal before the report: 130/143, in the document too
-    if as_json:
-        if report is None:
-            body = {"error": {"exit_code": code}}
-        else:
-            body = {**report.to_dict(), "exit_code": code}
-            body["interrupted"] = body["interrupted"] or interrupts.signum is not None
-        typer.echo(json.dumps(body, indent=2))
-    elif report is not None:
-        for pci, o in report.outcomes.items():
-            typer.echo(f"{pci}  {o.name or '-'}  {o.key}  {o.status}" + (f" {o.writes} write(s)" if o.writes else ""))
-        for why in report.missing:
-            typer.echo(f"not there after {report.waited:.0f} s: {why}")
-    raise typer.Exit(code)
+    hot.boot(ctx.obj, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @app.command(epilog=examples("sriov-node daemon --no-notify", "systemctl reload sriov-node-agent.service"))
@@ -62,21 +40,9 @@ def daemon(
     SIGHUP (systemctl reload) applies the config file now and records it (an invalid one is refused,
     the applied generation kept); SIGTERM stops between actions.
     """
-    from sriov_node.service.daemon import Daemon
-    from sriov_node.service.journal import Notifier, setup_logging
-    from sriov_node.engine.survey import config_path
+    from sriov_node.cli import hot
 
-    host = open_root(ctx)
-    log = setup_logging()
-    try:
-        notifier = Notifier(enabled=not no_notify)
-    except RuntimeError as exc:
-        log.error(str(exc))
-        raise typer.Exit(1)
-    if not no_notify and not notifier.enabled:
-        log.info("not started by systemd as a notify service (no NOTIFY_SOCKET): running in the foreground")
-    raise typer.Exit(Daemon(host, config_path(host, ctx.obj.config), notifier=notifier, log=log,
-                            debounce=debounce, timeout=timeout).run())
+    hot.daemon(ctx.obj, no_notify=no_notify, debounce=debounce, timeout=timeout)
 
 
 @app.command("udev-rule", epilog=examples("sriov-node udev-rule > /etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules"))
