@@ -57,3 +57,41 @@ def test_a_per_pf_run_has_no_whole_host_view(host, write_config):
     report = reconcile_module.reconcile(open_host(host.root), load_config(path),
                                         only=frozenset({PF0}))
     assert report.view is None
+
+
+def _daemon(host, path):
+    import logging
+
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+
+    d = Daemon(open_host(host.root), path, notifier=Notifier(enabled=False), log=logging.getLogger("sriov-node-test"))
+    assert d._start() == 0
+    return d
+
+
+def test_the_daemon_writes_metrics_from_its_runs_without_surveying_again(host, write_config, monkeypatch):
+    """Every PF run (the daemon's start): the metrics come from the run's view; a per-PF run (an
+    event): from its report's read-back states and the metrics kept; no survey of its own either way."""
+    # no [device_plugin] config_file: after a per-PF run that one still surveys the host (docs/design.md)
+    text = layout().replace(f'config_file = "{PLUGIN_FILE}"\n', "")
+    text += '\n[metrics]\ntextfile = "/var/lib/prometheus/node-exporter/sriov_node.prom"\n'
+    path = write_config(text)
+    os.makedirs(os.path.join(host.root, "var/lib/prometheus/node-exporter"))  # the exporter's package makes it
+    d = _daemon(host, path)
+    calls = count_surveys(monkeypatch)
+    d.run_once(None)
+    assert len(calls) == 1, calls
+    prom = os.path.join(host.root, "var/lib/prometheus/node-exporter/sriov_node.prom")
+    with open(prom) as f:
+        first = f.read()
+    assert "sriov_node_converged 1" in first
+    open_host(host.root).sysfs.set_num_vfs(PF0, 0)  # by hand: the event's run puts the VFs back
+    calls.clear()
+    d.run_once(frozenset({PF0}))
+    assert len(calls) == 1, calls
+    with open(prom) as f:
+        again = f.read()
+    assert "sriov_node_converged 1" in again
+    assert [line for line in again.splitlines() if "numvfs" in line] == \
+           [line for line in first.splitlines() if "numvfs" in line]

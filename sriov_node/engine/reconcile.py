@@ -21,7 +21,7 @@ from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, v
 from sriov_node.errors import EXIT_PF_FAILED, InUseError, StateError
 from sriov_node.host import Host
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
-from sriov_node.model import DesiredState, HostState
+from sriov_node.model import DesiredState, HostState, PfState
 from sriov_node.engine.resolve import BlockFailure, Resolution, Target
 from sriov_node.engine.state import ApplyLock, record_run
 from sriov_node.engine.survey import Judged, Survey, config_path, judge, load_desired, observe_target, survey
@@ -92,6 +92,8 @@ class Report:
     # change, the verification's of each it changed): what the views build from, without reading
     # again. None after a per-PF run, or when a PF left during the run.
     view: Optional["Survey"] = field(default=None, repr=False, compare=False)
+    # each PF the run looked at, as it left it (read back), per PCI address; a PF that left is absent
+    states: Dict[str, PfState] = field(default_factory=dict, repr=False, compare=False)
 
     def plan_dict(self) -> Dict[str, Any]:
         return {"actions": [a for p in self.plans for a in p.action_dicts()],
@@ -241,8 +243,10 @@ def reconcile(
                         waiting=dict(seen.waiting))
         if dry_run:
             return report
+        report.states = {v.target.pf.pci: v.target.pf for v in verified if v is not None}
         if only is None and all(v is not None for v in verified):
-            report.view = Survey(heads, Resolution(tuple(v.target for v in verified if v is not None),
+            left = replace(heads, pfs=tuple(report.states.get(pf.pci, pf) for pf in heads.pfs))
+            report.view = Survey(left, Resolution(tuple(v.target for v in verified if v is not None),
                                                    resolution.failures, resolution.notices),
                                  host=host, _judged=[tuple(v for v in verified if v is not None)])
         _record(host, desired, report, only)

@@ -345,6 +345,10 @@ class Daemon:
         if report is not None and only is not None and desired is not None and kept is not None \
                 and kept[0] == desired.digest:
             values = after_run(kept[1], self.host, desired, report, only)
+        if values is None and report is not None and report.view is not None:
+            from sriov_node.views.metrics import values_of
+
+            values = values_of(report.view, desired is not None)  # the whole host, as the run read it back
         if values is None:
             values = survey_values(self.host, desired)
         self._metrics = (desired.digest, values) if desired is not None else None

@@ -132,11 +132,9 @@ def survey_values(host: Host, desired: Optional[DesiredState]) -> Values:
 
 def after_run(kept: Values, host: Host, desired: DesiredState, report: "Report",
               only: FrozenSet[str]) -> Optional[Values]:
-    """`kept` with the PFs of a per-PF run (`only`) taken from its report (reading the PF's own
-    counts again, nothing of the other PFs); None when the report cannot say (a PF that is no
-    target, a block that failed, a PF that vanished mid-run): survey every PF then."""
-    from sriov_node.host.observe import observe_pf
-
+    """`kept` with the PFs of a per-PF run (`only`) taken from its report (the PF as the run read
+    it back: nothing is read here); None when the report cannot say (a PF that is no target, a block
+    that failed, a PF that vanished mid-run): survey every PF then."""
     outcomes = {o.pci: o for o in report.outcomes if o.pci is not None}
     if not kept.configured or len(outcomes) != len(report.outcomes) or set(outcomes) != set(only):
         return None
@@ -146,9 +144,9 @@ def after_run(kept: Values, host: Host, desired: DesiredState, report: "Report",
         spec = specs.get(o.key)
         if spec is None or pci not in kept.targets or (not o.converged and not o.findings):
             return None
-        if not host.sysfs.pf_exists(pci):
+        head = report.states.get(pci)
+        if head is None:
             return None
-        head = observe_pf(host, pci, with_vfs=False)
         values.pfs[pci] = (head.name, head.total_vfs, head.num_vfs)
         values.targets[pci] = (head.name, spec.key, spec.num_vfs, 0 if o.converged else len(o.findings))
     return values
