@@ -490,7 +490,7 @@ class Change:
                  record: bool = True, checkpoint_seconds: Optional[float] = None,
                  restored_from: Optional[int] = None, ends_checkpoint: str = SUPERSEDED, force: bool = False,
                  timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
-                 progress: Optional[Callable[[str, str], None]] = None):
+                 progress: Optional[Callable[..., None]] = None):
         self.host = host
         self.desired = desired
         self.now = now
@@ -722,7 +722,7 @@ def _put_file(path: str, now: Optional[Generation], data: bytes, report: "Report
 
 def restore(host: Host, target: Generation, *, command: str = "rollback", config_path: Optional[str] = None,
             force: bool = False, timeout: float = 60.0, cancelled: Callable[[], bool] = _never,
-            progress: Optional[Callable[[str, str], None]] = None, ends_checkpoint: str = ROLLED_BACK) -> Restored:
+            progress: Optional[Callable[..., None]] = None, ends_checkpoint: str = ROLLED_BACK) -> Restored:
     """Converge the host to `target`'s config, put those bytes back in the config file, record a new generation.
 
     Under the ApplyLock. What the current generation set and `target` does not manage is put back

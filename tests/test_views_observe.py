@@ -95,3 +95,25 @@ def test_the_daemon_writes_metrics_from_its_runs_without_surveying_again(host, w
     assert "sriov_node_converged 1" in again
     assert [line for line in again.splitlines() if "numvfs" in line] == \
            [line for line in first.splitlines() if "numvfs" in line]
+
+
+def test_progress_on_a_terminal_surveys_nothing_of_its_own(host, write_config, monkeypatch):
+    """The progress lines take each PF's block from the engine (the target it judged): an apply
+    drawn on a terminal surveys the host once, as one that is not drawn."""
+    import io
+
+    from sriov_node.views.progress import terminal_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    desired = load_config(write_config(layout().replace(f'config_file = "{PLUGIN_FILE}"\n', "")))
+    calls = count_surveys(monkeypatch)
+    screen = Terminal()
+    h = open_host(host.root)
+    with terminal_progress(h, desired, stream=screen) as progress:
+        report = reconcile_module.reconcile(h, desired, progress=progress)
+    assert report.exit_code == 0
+    assert len(calls) == 1, calls
+    assert "VFs 4/4 created, 4/4 bound as configured" in screen.getvalue()

@@ -162,7 +162,7 @@ def reconcile(
     force: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     cancelled: Callable[[], bool] = _never,
-    progress: Optional[Callable[[str, str], None]] = None,
+    progress: Optional[Callable[..., None]] = None,
     restore: Optional[Dict[str, Dict[str, Any]]] = None,
     restore_all: bool = False,
     before_writes: Optional[Callable[[], None]] = None,
@@ -215,7 +215,7 @@ def reconcile(
                                   error=f"PF {pf_plan.pf}: not started: the run was interrupted")
             else:
                 if progress and not dry_run:
-                    progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)")
+                    progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)", pf_plan.target.spec)
                 refused = _refuse_if_blocked(host, pf_plan, outcome, force, notices)
                 if refused is not None or dry_run:  # a dry run: plan, judge, then stop
                     outcome = refused or outcome

@@ -83,7 +83,7 @@ def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, 
 
 def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log: logging.Logger,
          cancelled: Callable[[], bool] = _never, source: Optional[UeventSource] = None,
-         progress: Optional[Callable[[str, str], None]] = None, change: Optional[object] = None) -> BootReport:
+         progress: Optional[Callable[..., None]] = None, change: Optional[object] = None) -> BootReport:
     """`change` (a generations.Change): its runs, so that what the applied generation set and `desired`
     leaves is put back, and one record follows them."""
     report = BootReport()

@@ -4,8 +4,9 @@
         report = reconcile(host, desired, progress=progress)
 
 Nothing is drawn (the context yields None) unless the stream (stderr) is a terminal and --json is
-off. The engine calls `progress(pf, message)` before each PF's plan runs; between calls a ticker
-thread reads that PF's sysfs state (reads only) and redraws its line in place; when the engine
+off. The engine calls `progress(pf, message, spec)` before each PF's plan runs (`spec`: the block
+the engine judged it against: progress surveys nothing); between calls a ticker thread reads that
+PF's sysfs state (reads only: what the kernel has made so far) and redraws its line in place; when the engine
 moves on to the next PF, or the run ends, the PF's last state is printed as a line of its own.
 """
 
@@ -68,11 +69,7 @@ class Progress:
     # -- what the kernel shows
 
     def _spec(self, pf: str) -> Optional[PfSpec]:
-        if self._specs is None:  # which block selects which PF: the survey's, without the VFs
-            from sriov_node.engine.survey import survey
-
-            self._specs = {t.pf.pci: t.spec for t in survey(self.host, self.desired, vfs=False).targets}
-        return self._specs.get(pf)
+        return (self._specs or {}).get(pf)  # the block the engine named for it
 
     def snapshot(self, pf: str) -> Optional[PfProgress]:
         """The PF's progress now (None when it is not a configured PF here)."""
@@ -111,7 +108,9 @@ class Progress:
             with self._lock:
                 self._draw(final=False)
 
-    def __call__(self, pf: str, message: str) -> None:
+    def __call__(self, pf: str, message: str, spec: Optional[PfSpec] = None) -> None:
+        if spec is not None:
+            self._specs = {**(self._specs or {}), pf: spec}
         with self._lock:
             self._draw(final=True)
             self._current, self._started = pf, time.monotonic()
