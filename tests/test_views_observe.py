@@ -117,3 +117,20 @@ def test_progress_on_a_terminal_surveys_nothing_of_its_own(host, write_config, m
     assert report.exit_code == 0
     assert len(calls) == 1, calls
     assert "VFs 4/4 created, 4/4 bound as configured" in screen.getvalue()
+
+
+def test_the_daemon_learns_each_vfs_pf_from_the_runs_read_back(host, write_config, monkeypatch):
+    """Which PF a VF belongs to (for its uevents once it is gone) comes from the run's read-back states."""
+    path = write_config(layout().replace(f'config_file = "{PLUGIN_FILE}"\n', ""))
+    d = _daemon(host, path)
+    report = d.run_once(None)
+    reads = []
+    for name in ("listdir", "link_name", "read", "exists"):
+        real = getattr(d.host.sysfs, name)
+        monkeypatch.setattr(d.host.sysfs, name, lambda *a, _real=real, _name=name, **k: reads.append(_name) or _real(*a, **k))
+    d.known_vfs.clear()
+    d._learn_vfs(report)
+    assert reads == []
+    h = open_host(host.root)
+    expected = {h.sysfs.vf_address(pf, i): pf for pf, n in ((PF0, 4), ("0000:20:00.1", 2)) for i in range(n)}
+    assert d.known_vfs == expected

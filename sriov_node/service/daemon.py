@@ -371,14 +371,13 @@ class Daemon:
         self.log.info("%s: next attempt in %.0f s (failure %d in a row)", pf, delay, n, extra=fields(pf))
 
     def _learn_vfs(self, report: Report) -> None:
-        for o in report.outcomes:
-            if o.pci is None or not self.host.sysfs.is_pci(o.pci):
+        """Each VF's PF, from the run's read-back (a VF's later uevent may come when it is gone)."""
+        for pci, state in report.states.items():
+            if state.bus != "pci":
                 continue
-            for entry in self.host.sysfs.listdir(PCI_DEVICES, o.pci):
-                if entry.startswith("virtfn"):
-                    vf = self.host.sysfs.link_name(PCI_DEVICES, o.pci, entry)
-                    if vf:
-                        self.known_vfs[vf] = o.pci
+            for vf in state.vfs:
+                if vf.pci:
+                    self.known_vfs[vf.pci] = pci
 
     # ------------------------------------------------------------------ loop
 
