@@ -134,3 +134,16 @@ def test_the_daemon_learns_each_vfs_pf_from_the_runs_read_back(host, write_confi
     h = open_host(host.root)
     expected = {h.sysfs.vf_address(pf, i): pf for pf, n in ((PF0, 4), ("0000:20:00.1", 2)) for i in range(n)}
     assert d.known_vfs == expected
+
+
+def test_validate_surveys_the_host_once(host, write_config, monkeypatch):
+    """`validate` judges the plans as apply's dry run does, on that run's one survey."""
+    from sriov_node.cli import main
+
+    path = write_config(layout())
+    calls = count_surveys(monkeypatch)
+    monkeypatch.setattr("sys.argv", ["sriov-node", "--root", host.root, "--config", path, "validate"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    assert len(calls) == 1, calls

@@ -16,19 +16,21 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     Exit 0 valid, 1 a block cannot apply here (or a step its PF's driver is known to refuse), 2 invalid.
     """
     from sriov_node.engine.reconcile import reconcile, unsupported
-    from sriov_node.engine.survey import config_path, load_desired, survey
+    from sriov_node.engine.survey import config_path, load_desired
 
     host = open_root(ctx, as_json)
     try:
         desired = load_desired(host, config_path(host, ctx.obj.config))
-        resolution = survey(host, desired, vfs=False).resolution
-        # the plans judged as apply judges them before its first write (a dry run: nothing written)
-        planned = reconcile(host, desired, dry_run=True) if resolution.targets else None
+        # the plans judged as apply judges them before its first write (a dry run: nothing written),
+        # on the one survey that run takes
+        planned = reconcile(host, desired, dry_run=True)
     except SriovNodeError as exc:
         fail(exc, as_json)
+    assert planned.view is not None
+    resolution = planned.view.resolution
     failures = list(resolution.failures)
-    refused = [o for o in planned.outcomes if unsupported(o)] if planned is not None else []
-    notices = list(planned.notices if planned is not None else resolution.notices)
+    refused = [o for o in planned.outcomes if unsupported(o)]
+    notices = list(planned.notices)
 
     def text() -> None:
         for notice in notices:

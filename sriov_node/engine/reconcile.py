@@ -89,8 +89,8 @@ class Report:
     waiting: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # what it could not put back yet (survey)
     unrecorded: Optional[str] = None  # why the run's generation could not be recorded (the run then fails)
     # the whole host as the run left it, read back (the survey's judgement of each PF it did not
-    # change, the verification's of each it changed): what the views build from, without reading
-    # again. None after a per-PF run, or when a PF left during the run.
+    # change, the verification's of each it changed; a dry run's: the survey): what the views build
+    # from, without reading again. None after a per-PF run, or when a PF left during the run.
     view: Optional["Survey"] = field(default=None, repr=False, compare=False)
     # each PF the run looked at, as it left it (read back), per PCI address; a PF that left is absent
     states: Dict[str, PfState] = field(default_factory=dict, repr=False, compare=False)
@@ -242,6 +242,8 @@ def reconcile(
                         specs=dict(seen.specs), restoring=dict(seen.restoring), unrecorded=blocked,
                         waiting=dict(seen.waiting))
         if dry_run:
+            if only is None:
+                report.view = seen  # nothing written: the host as the survey found it
             return report
         report.states = {v.target.pf.pci: v.target.pf for v in verified if v is not None}
         if only is None and all(v is not None for v in verified):
