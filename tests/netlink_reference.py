@@ -4,16 +4,18 @@ and the "before" of scripts/bench.py's netlink row.
 
 - `pyroute2_setlink(index, changes)`: the RTM_SETLINK built from pyroute2's nested objects (its
   ifinfmsg, with IFLA_VF_VLAN_INFO sized as the kernel's 16-byte struct);
+- `newlink(vfs)`: an RTM_NEWLINK as the kernel answers RTEXT_FILTER_VF, from VfLinks;
 - `lookup_vf_info(info)`: one decoded IFLA_VF_INFO read attribute by attribute (`info.get()`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from sriov_node.model import LINK_STATES, VLAN_PROTOS, VfLinks
 
 NOT_REPORTED = 0xFFFFFFFF
+RTM_NEWLINK = 16
 _CLASS: list = []
 
 
@@ -78,6 +80,44 @@ def pyroute2_setlink(index: int, changes) -> bytes:
     msg["index"] = index
     msg["attrs"] = [("IFLA_VFINFO_LIST", {"attrs": [
         ("IFLA_VF_INFO", {"attrs": vf_info_attrs(vf, change)}) for vf, change in changes]})]
+    msg.encode()
+    return bytes(msg.data)
+
+
+def newlink(vfs: Dict[int, VfLinks], index: int = 7, count: Optional[int] = None, no_vlan_proto: int = 0,
+            vlan_list: bool = True, stats: bool = False) -> bytes:
+    """An RTM_NEWLINK as the kernel's rtnl_fill_vfinfo answers it (encoded by pyroute2): every VF
+    with MAC, VLAN, TX_RATE, SPOOFCHK, LINK_STATE, RATE, RSS_QUERY_EN, TRUST, VLAN_LIST (and STATS).
+    None stands for what a driver does not report."""
+    msg = vf_info_class()()
+    msg["header"]["type"] = RTM_NEWLINK
+    msg["index"] = index
+    attrs = [("IFLA_IFNAME", f"if{index}"), ("IFLA_MTU", 1500)]
+    if count is not None or vfs:
+        attrs.append(("IFLA_NUM_VF", len(vfs) if count is None else count))
+    infos = []
+    for vf, s in sorted(vfs.items()):
+        proto = VLAN_PROTOS[s.vlan_proto] if s.vlan else no_vlan_proto
+        info = [("IFLA_VF_MAC", {"vf": vf, "mac": s.mac}),
+                ("IFLA_VF_VLAN", {"vf": vf, "vlan": s.vlan, "qos": s.qos}),
+                ("IFLA_VF_TX_RATE", {"vf": vf, "tx_rate": s.max_tx_rate or 0}),
+                ("IFLA_VF_SPOOFCHK", {"vf": vf, "spoofchk": NOT_REPORTED if s.spoofchk is None else int(s.spoofchk)}),
+                ("IFLA_VF_LINK_STATE", {"vf": vf, "link_state": 3 if s.link_state is None
+                                        else LINK_STATES.index(s.link_state)}),
+                ("IFLA_VF_RSS_QUERY_EN", {"vf": vf, "rss_query_en": 0}),
+                ("IFLA_VF_TRUST", {"vf": vf, "trust": NOT_REPORTED if s.trust is None else int(s.trust)})]
+        if s.min_tx_rate is not None:
+            info.insert(3, ("IFLA_VF_RATE", {"vf": vf, "min_tx_rate": s.min_tx_rate, "max_tx_rate": s.max_tx_rate}))
+        if vlan_list:
+            info.append(("IFLA_VF_VLAN_LIST", {"attrs": [("IFLA_VF_VLAN_INFO", {
+                "vf": vf, "vlan": s.vlan, "qos": s.qos, "proto": proto})]}))
+        if stats:
+            info.append(("IFLA_VF_STATS", {"attrs": [("IFLA_VF_STATS_RX_PACKETS", 5), ("IFLA_VF_STATS_TX_BYTES", 9)]}))
+        infos.append(("IFLA_VF_INFO", {"attrs": info}))
+    if vfs:
+        attrs.append(("IFLA_VFINFO_LIST", {"attrs": infos}))
+    attrs.append(("IFLA_TXQLEN", 1000))
+    msg["attrs"] = attrs
     msg.encode()
     return bytes(msg.data)
 
