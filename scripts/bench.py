@@ -11,6 +11,8 @@ same run, written to docs/benchmarks.md. No absolute timing is asserted anywhere
   4 VF settings   64 netdevsim VFs: one batched request vs an `ip link` loop; 4b udevd's .link anchor
   5 daemon        PF driver reload -> VFs restored: agent time (simulated kernel)
   6 idle daemon   wake-ups per minute, RSS
+  7 netlink       64 VFs' IFLA_VFINFO_LIST: the RTM_SETLINK encoded and the RTM_NEWLINK read (host/vfinfo.py)
+                  vs pyroute2's nested objects and attribute lookups (tests/netlink_reference.py), in one process
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="also measure the daemon of git revision REV (simulated and lab daemon rows): "
                              "the before/after of a change, in the same run")
     parser.add_argument("--only", metavar="SECTIONS", default="",
-                        help="comma-separated sections to run: startup, scale, daemon, lab (the lab's daemon rows: "
+                        help="comma-separated sections to run: startup, scale, daemon, netlink, lab (the lab's daemon rows: "
                              "lab-daemon); docs/benchmarks.md keeps the other sections' rows from its last run")
     return parser.parse_args(argv)
 
@@ -465,7 +467,8 @@ def reload_rows(data: Dict[str, Any]) -> None:
             "netdev's event, then 50 ms of quiet); what remains is the engine's run, Python under emulation "
             "against udevd's C, on the guest's one vCPU, shared with udevd's own processing of the new netdev "
             "that runs at the same time (so starting early gains little here: the previous daemon, which waited "
-            "for udevd, is the next row). Profiled in the guest (64 VFs): the one batched RTM_SETLINK 0.14-0.35 s, "
+            "for udevd, is the next row). Profiled in the guest (64 VFs) before host/vfinfo.py packed and read the VF "
+            "list itself (the netlink rows measure that work now): the one batched RTM_SETLINK 0.14-0.35 s, "
             "mostly pyroute2 encoding its 64 nested IFLA_VF_INFO; the read-back RTM_GETLINK 0.26-0.56 s, of "
             "which 0.2-0.28 s is links.parse_vf_info looking attributes up one by one (`info.get()` scans "
             "every attribute of the VF each time; one dict per VF takes 0.02 s for all 64); the rest is the "
@@ -473,6 +476,61 @@ def reload_rows(data: Dict[str, Any]) -> None:
     if "before" in rl:
         row("PF reload", f"64 VFs + settings after a PF driver reload: the daemon of {ARGS.before}", rl["before"],
             "s", anchor)
+
+
+# ---------------------------------------------------------------------------- 7 netlink
+
+
+def bench_netlink() -> None:
+    """The daemon's netlink work after a PF driver reload, 64 VFs, without a socket: the batched
+    RTM_SETLINK encoded, and the RTM_GETLINK answer (as the kernel writes it) parsed by pyroute2's
+    marshal and read into VfLinks. Before: pyroute2's nested objects and `info.get()` per attribute."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    from sriov_node.host import vfinfo
+    from sriov_node.host.links import _setlink_class, newlink_vf_links
+    from sriov_node.model import LINK_STATES, VfLinks
+    from tests.netlink_reference import lookup_vf_info, newlink, pyroute2_setlink
+
+    vfs = 64
+    changes = [(i, {"mac": f"02:00:00:00:00:{i:02x}", "vlan": (100, 0, "802.1ad" if i % 2 else "802.1Q"),
+                    "spoofchk": False, "link_state": LINK_STATES[i % 3], "trust": True}) for i in range(vfs)]
+    state = {i: VfLinks(mac=f"02:00:00:00:00:{i:02x}", vlan=100, qos=0, vlan_proto="802.1Q", spoofchk=False,
+                        trust=True, link_state="auto", min_tx_rate=0, max_tx_rate=0) for i in range(vfs)}
+    answer = newlink(state)
+
+    def encode_after() -> None:
+        msg = _setlink_class()()
+        msg["header"]["type"], msg["header"]["flags"], msg["index"] = 19, 5, 7
+        msg["attrs"] = [("IFLA_VFINFO_LIST", vfinfo.encode_vfinfo_list(changes))]
+        msg.encode()
+
+    def parse_after() -> None:
+        (msg,) = MarshalRtnl().parse(answer)
+        assert newlink_vf_links(msg)[1] == state
+
+    def parse_before() -> None:
+        (msg,) = MarshalRtnl().parse(answer)
+        assert dict(lookup_vf_info(i) for i in msg.get("IFLA_VFINFO_LIST").get_attrs("IFLA_VF_INFO")) == state
+
+    figures = {"encode_before": lambda: pyroute2_setlink(7, changes), "encode_after": encode_after,
+               "parse_before": parse_before, "parse_after": parse_after}
+    samples: Dict[str, List[float]] = {name: [] for name in figures}
+    for fn in figures.values():
+        fn()  # warm-up: imports, pyroute2's compiled attribute maps
+    for _ in range(REPEAT * 3):
+        for name, fn in figures.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    t = {name: median(s) for name, s in samples.items()}
+    before, after = t["encode_before"] + t["parse_before"], t["encode_after"] + t["parse_after"]
+    row("netlink", f"encode RTM_SETLINK, {vfs} VFs x 5 settings", t["encode_after"], "s",
+        ("pyroute2 nested objects", t["encode_before"]))
+    row("netlink", f"parse RTM_NEWLINK, {vfs} VFs (pyroute2's marshal included)", t["parse_after"], "s",
+        ("pyroute2 attribute lookups", t["parse_before"]))
+    row("netlink", f"encode + parse, {vfs} VFs", after, "s", ("before (pyroute2 objects + lookups)", before),
+        "<= 0.25x", after <= 0.25 * before, note=f"{before / after:.0f}x faster")
 
 
 # ---------------------------------------------------------------------------- report
@@ -489,7 +547,7 @@ def machine() -> str:
 
 
 # --only SECTIONS: the table sections each one writes
-SECTIONS = {"startup": {"start-up"}, "scale": {"scale"}, "daemon": {"daemon", "idle daemon"},
+SECTIONS = {"startup": {"start-up"}, "scale": {"scale"}, "daemon": {"daemon", "idle daemon"}, "netlink": {"netlink"},
             "lab": {"real kernel", "VF settings", "PF reload"}, "lab-daemon": {"PF reload"}}
 
 
@@ -567,6 +625,8 @@ def main() -> None:
             bench_startup(work)
         if wanted("scale"):
             bench_scale(work)
+        if wanted("netlink"):
+            bench_netlink()
         before = before_checkout(work)
         if wanted("daemon"):
             bench_daemon(work, before)

@@ -169,11 +169,11 @@ def nsim_ifname() -> str:
 
 
 def nsim_vlans(ifname: str, ipr) -> List[int]:
-    from sriov_node.host.links import RTEXT_FILTER_SKIP_STATS, RTEXT_FILTER_VF, parse_vf_info
+    from sriov_node.host.links import RTEXT_FILTER_SKIP_STATS, RTEXT_FILTER_VF, newlink_vf_links
 
     (msg,) = ipr.link("get", index=ipr.link_lookup(ifname=ifname)[0], ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS)
-    vflist = msg.get("IFLA_VFINFO_LIST")
-    return [parse_vf_info(i)[1].vlan for i in vflist.get_attrs("IFLA_VF_INFO")] if vflist is not None else []
+    _, vfs = newlink_vf_links(msg)
+    return [vfs[i].vlan for i in sorted(vfs)] if vfs is not None else []
 
 
 def setup_nsim() -> str:

@@ -3,24 +3,27 @@
 VF settings live in the PF's driver and travel as IFLA_VF_* attributes on the PF's netdev:
 one RTM_GETLINK with RTEXT_FILTER_VF reads every VF; one RTM_SETLINK whose IFLA_VFINFO_LIST
 carries one IFLA_VF_INFO per VF sets many (the kernel applies them in order and stops at the
-first error, keeping what it applied).
+first error, keeping what it applied). pyroute2 is the transport; the IFLA_VFINFO_LIST inside
+both messages is packed and read by `vfinfo.py`.
 """
 
 from __future__ import annotations
 
 import errno
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import struct
+from typing import Any, Dict, Optional, Sequence, Tuple
 
+from sriov_node.host import vfinfo
 from sriov_node.host.sysfs import WriteCount
-from sriov_node.model import LINK_STATES, VLAN_PROTOS, VfLinks
+from sriov_node.host.vfinfo import VfChange
+from sriov_node.model import VfLinks
 
-# One VF's wanted changes: {"mac": str, "vlan": (vlan, qos, proto), "rate": (min, max),
+# VfChange, one VF's wanted changes: {"mac": str, "vlan": (vlan, qos, proto), "rate": (min, max),
 # "spoofchk": bool, "link_state": "auto"|..., "trust": bool}
-VfChange = Tuple[int, Dict[str, Any]]
+__all__ = ["Links", "NetlinkLinks", "VfChange", "newlink_vf_links"]
 
 RTEXT_FILTER_VF = 1
 RTEXT_FILTER_SKIP_STATS = 8  # without it 64+ VFs overflow the 16-bit nest length and the list comes back short
-NOT_REPORTED = 0xFFFFFFFF  # spoofchk/trust when the driver does not report them
 
 
 class Links:
@@ -47,91 +50,32 @@ class Links:
         raise OSError(errno.EROFS, "no netlink: this root is a captured tree")
 
 
-def _vf_info_class():
-    """pyroute2's ifinfmsg with IFLA_VF_VLAN_INFO sized as the kernel's struct (16 bytes).
-
-    pyroute2 0.9 encodes struct ifla_vf_vlan_info {u32 vf, vlan, qos; __be16 proto} as 14
-    bytes, and the kernel's policy refuses anything under 16 with EINVAL. pyroute2 caches
-    compiled attribute maps on each class, so every level of the nest is subclassed with its
-    cache reset.
-    """
-    from pyroute2.netlink import nla
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    class ifinfmsg_vf(ifinfmsg):
-        _nlmsg_base__compiled_nla = False
-
-        class vflist(ifinfmsg.vflist):
-            _nlmsg_base__compiled_nla = False
-
-            class vfinfo(ifinfmsg.vflist.vfinfo):
-                _nlmsg_base__compiled_nla = False
-
-                class vf_vlist(ifinfmsg.vflist.vfinfo.vf_vlist):
-                    _nlmsg_base__compiled_nla = False
-
-                    class ivvi(nla):
-                        fields = (("vf", "I"), ("vlan", "I"), ("qos", "I"), ("proto", ">H"), ("__pad", "2x"))
-
-    return ifinfmsg_vf
+_SETLINK: list = []  # the message class, made on first use
 
 
-def vf_info_attrs(vf: int, change: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
-    """One IFLA_VF_INFO's attributes, in the kernel's processing order."""
-    attrs: List[Tuple[str, Dict[str, Any]]] = []
-    if "mac" in change:
-        attrs.append(("IFLA_VF_MAC", {"vf": vf, "mac": change["mac"]}))
-    if "vlan" in change:
-        vlan, qos, proto = change["vlan"]
-        # IFLA_VF_VLAN_LIST carries the protocol (IFLA_VF_VLAN is 802.1Q only)
-        attrs.append(("IFLA_VF_VLAN_LIST", {"attrs": [("IFLA_VF_VLAN_INFO", {
-            "vf": vf, "vlan": vlan, "qos": qos, "proto": VLAN_PROTOS[proto]})]}))
-    if "rate" in change:
-        low, high = change["rate"]
-        attrs.append(("IFLA_VF_RATE", {"vf": vf, "min_tx_rate": low, "max_tx_rate": high}))
-    if "spoofchk" in change:
-        attrs.append(("IFLA_VF_SPOOFCHK", {"vf": vf, "spoofchk": int(change["spoofchk"])}))
-    if "link_state" in change:
-        attrs.append(("IFLA_VF_LINK_STATE", {"vf": vf, "link_state": LINK_STATES.index(change["link_state"])}))
-    if "trust" in change:
-        attrs.append(("IFLA_VF_TRUST", {"vf": vf, "trust": int(change["trust"])}))
-    return attrs
+def _setlink_class():
+    """An RTM_SETLINK for pyroute2 to send: ifinfomsg and one IFLA_VFINFO_LIST whose payload is
+    already packed (`vfinfo.encode_vfinfo_list`); pyroute2 writes the headers, the sequence number
+    and reads the kernel's answer."""
+    if not _SETLINK:
+        from pyroute2.netlink import nlmsg
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+        class vf_setlink(nlmsg):
+            fields = ifinfmsg.fields
+            nla_map = ((vfinfo.IFLA_VFINFO_LIST, "IFLA_VFINFO_LIST", "cdata"),)
+
+        _SETLINK.append(vf_setlink)
+    return _SETLINK[0]
 
 
-def _reported(info: Any, attr: str, field: str) -> Optional[int]:
-    value = info.get(attr)
-    if value is None:
-        return None
-    got = value[field]
-    return None if got == NOT_REPORTED else got
-
-
-def parse_vf_info(info: Any) -> Tuple[int, VfLinks]:
-    """(VF index, settings) from one IFLA_VF_INFO of an RTM_NEWLINK reply."""
-    mac = info.get("IFLA_VF_MAC")
-    vlan = info.get("IFLA_VF_VLAN")
-    vlan_list = info.get("IFLA_VF_VLAN_LIST")
-    proto = None
-    if vlan_list is not None:
-        entries = vlan_list.get_attrs("IFLA_VF_VLAN_INFO")
-        if entries:
-            proto = next((name for name, code in VLAN_PROTOS.items() if code == entries[0]["proto"]), None)
-    rate = info.get("IFLA_VF_RATE")
-    state = info.get("IFLA_VF_LINK_STATE")
-    spoof, trust = _reported(info, "IFLA_VF_SPOOFCHK", "spoofchk"), _reported(info, "IFLA_VF_TRUST", "trust")
-    vid = vlan["vlan"] if vlan is not None else 0
-    return mac["vf"], VfLinks(
-        mac=mac["mac"].lower() if mac is not None else None,
-        vlan=vid,
-        qos=vlan["qos"] if vlan is not None else 0,
-        # a VF without a VLAN reports protocol 0; "no VLAN" compares as 802.1Q
-        vlan_proto=proto if (proto and vid) else "802.1Q",
-        spoofchk=None if spoof is None else bool(spoof),
-        trust=None if trust is None else bool(trust),
-        link_state=LINK_STATES[state["link_state"]] if state is not None and state["link_state"] < 3 else None,
-        min_tx_rate=rate["min_tx_rate"] if rate is not None else None,
-        max_tx_rate=rate["max_tx_rate"] if rate is not None else None,
-    )
+def newlink_vf_links(msg: Any) -> Tuple[Optional[int], Optional[Dict[int, VfLinks]]]:
+    """IFLA_NUM_VF and every VF's settings (None: no IFLA_VFINFO_LIST) of an RTM_NEWLINK as pyroute2
+    received it, read from the message's bytes: pyroute2 decodes an attribute only when asked, and
+    IFLA_VFINFO_LIST is never asked."""
+    data = msg.data if isinstance(msg.data, bytes) else bytes(msg.data)
+    count, span = vfinfo.newlink_vf_list(data, msg.offset)
+    return count, (None if span is None else vfinfo.parse_vfinfo_list(data, *span))
 
 
 class NetlinkLinks(Links):
@@ -177,13 +121,14 @@ class NetlinkLinks(Links):
                                         ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS)
         except Exception as exc:
             raise self._oserror(exc)
-        count = msg.get("IFLA_NUM_VF")
-        vflist = msg.get("IFLA_VFINFO_LIST")
-        if vflist is None:
+        try:
+            count, found = newlink_vf_links(msg)
+        except (ValueError, struct.error) as exc:
+            raise OSError(errno.EPROTO, f"{ifname}: an RTM_NEWLINK whose VF list cannot be read: {exc}")
+        if found is None:
             if count:
                 raise OSError(errno.EOPNOTSUPP, f"the driver of {ifname} does not report VF settings")
             return {}
-        found = dict(parse_vf_info(info) for info in vflist.get_attrs("IFLA_VF_INFO"))
         if count is not None and len(found) != count:
             raise OSError(errno.EMSGSIZE, f"{ifname} reported {len(found)} of {count} VFs (a list too long for "
                                           "one netlink attribute, or a VF its driver could not describe)")
@@ -193,12 +138,15 @@ class NetlinkLinks(Links):
         from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
         from pyroute2.netlink.rtnl import RTM_SETLINK
 
-        msg = _vf_info_class()()
+        try:
+            payload = vfinfo.encode_vfinfo_list(changes)
+        except ValueError as exc:
+            raise OSError(errno.EMSGSIZE, f"{ifname}: {exc}; set fewer VFs' settings per run")
+        msg = _setlink_class()()
         msg["header"]["type"] = RTM_SETLINK
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
         msg["index"] = self._index(ifname)
-        msg["attrs"] = [("IFLA_VFINFO_LIST", {"attrs": [
-            ("IFLA_VF_INFO", {"attrs": vf_info_attrs(vf, change)}) for vf, change in changes]})]
+        msg["attrs"] = [("IFLA_VFINFO_LIST", payload)]
         self.counter.count += 1
         try:
             # nlm_request_batch: IPRoute.nlm_request of pyroute2 0.9.7 fails on a plain request
