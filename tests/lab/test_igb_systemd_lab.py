@@ -153,3 +153,12 @@ def test_the_plugins_pools_hold_exactly_the_configured_vfs(lab):
         (blue,) = [r for r in plugin["config"]["resourceList"] if r["resourceName"] == "igb_blue"]
         assert red["selectors"]["pfNames"] == [f"{NAME1}#0-1"] and blue["selectors"]["pfNames"] == [f"{NAME1}#2-3"]
         assert plugin["pools"] == {"example.org/igb_red": PF1_VFS[:2], "example.org/igb_blue": PF1_VFS[2:]}
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "a race on udev's rename: sriov_node/host/observe.py observe() reads the PF's netdevs (eth0, or none yet) "
+    "before netdev_owners() reads 'enp3s0' -> 0000:03:00.0, and sriov_node/engine/resolve.py _select() then "
+    "calls that PF 'not an SR-IOV PF (no sriov_totalvfs)' (_not_a_pf() does not look in host.pfs); the next "
+    "run selects it, so only the message and one run are wrong (seen in 1 of 1 boots)"))
+def test_no_run_during_the_reload_calls_the_pf_not_an_sriov_pf(lab):
+    assert "is not an SR-IOV PF" not in lab["agent_journal"], lab["agent_journal"][-3000:]
