@@ -272,3 +272,21 @@ def test_an_nvme_pf_whose_driver_leaves_sriov_on_is_replugged_cleanly(make_host,
     assert _virtfns(host) == ["virtfn0", "virtfn1", "virtfn2"]
     assert json.loads(run_cli("apply", "--json", root=host.root, config=path).stdout)["writes"] == 0
     assert SimKernel(host.root).consistency_problems() == []
+
+
+@pytest.mark.parametrize("listed", [(), ("eth0",)], ids=["net-empty", "before-rename"])
+def test_a_name_that_leads_to_a_pf_selects_it_while_its_netdev_comes(listed):
+    """A driver reload or udev's rename: the PF's net/ was read a moment before the name resolved to
+    it (empty, or still the kernel's ethN). The name leads to a PF: that PF is selected, never
+    diagnosed as SR-IOV disabled in the BIOS."""
+    from sriov_node.engine.resolve import resolve
+    from sriov_node.model import DesiredState, HostState, PfSelector, PfSpec, PfState
+
+    pci = "0000:03:00.0"
+    pf = PfState(pci=pci, vendor="8086", device="10c9", driver="igb", netdevs=listed, mac=None, total_vfs=7,
+                 num_vfs=0, autoprobe=True, vf_device="10ca", vfs_observed=False)
+    host = HostState(pfs=(pf,), pci_devices=frozenset({pci}), netdev_owners={"enp3s0": pci})
+    spec = PfSpec(key="pf[0]", selector=PfSelector(name="enp3s0"), num_vfs=4)
+    resolution = resolve(DesiredState(source="config.toml", raw=b"", pfs=(spec,)), host)
+    assert resolution.failures == ()
+    assert [t.pf.pci for t in resolution.targets] == [pci]

@@ -86,6 +86,11 @@ def _select(spec: PfSpec, host: HostState, failures: List[BlockFailure], notices
         found = [pf for pf in host.pfs if sel.name in pf.netdevs]
         if not found:
             owner = host.netdev_owners.get(sel.name)
+            known = host.pf(owner) if owner else None
+            if known is not None:
+                # the PF's net/ was listed a moment before the name came (udev's rename of a netdev
+                # that just appeared, a driver reload): the name leads to a PF, so it is that PF
+                return [known]
             if owner and owner in host.pci_devices:
                 failures.append(BlockFailure(key, NOT_A_PF, f"{sel.name!r} ({owner}) {_not_a_pf(host, owner)}", owner, "name"))
             else:

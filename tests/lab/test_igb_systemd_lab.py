@@ -155,11 +155,5 @@ def test_the_plugins_pools_hold_exactly_the_configured_vfs(lab):
         assert plugin["pools"] == {"example.org/igb_red": PF1_VFS[:2], "example.org/igb_blue": PF1_VFS[2:]}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a race while igb's netdev goes or comes: sriov_node/host/observe.py observe() lists the PF's net/ "
-    "(empty, or eth0 before udev's rename) a moment before netdev_owners() resolves /sys/class/net/enp3s0 "
-    "to 0000:03:00.0, and sriov_node/engine/resolve.py _select() then calls that PF 'not an SR-IOV PF "
-    "(no sriov_totalvfs)' (_not_a_pf() does not look in host.pfs); a later run selects it, so only the "
-    "message and one run are wrong (seen in 2 of 2 boots)"))
 def test_no_run_during_the_reload_calls_the_pf_not_an_sriov_pf(lab):
     assert "is not an SR-IOV PF" not in lab["agent_journal"], lab["agent_journal"][-3000:]
