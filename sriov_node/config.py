@@ -40,10 +40,13 @@ SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 
 TOP_KEYS = ("version", "pf", "device_plugin", "metrics", "history")
-PF_KEYS = ("name", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
+PF_KEYS = ("name", "altname", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
            "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
 VF_LINK_KEYS = VF_SETTING_KEYS  # model.VF_SETTINGS lists them once
-VF_KEYS = ("range", "driver", "resource") + VF_LINK_KEYS + ("mtu",)
+# the device plugin's options of a group's resource (its selectors' isRdma, needVhostNet; excludeTopology)
+RESOURCE_OPTION_KEYS = ("rdma", "vhost_net", "exclude_topology")
+VF_KEYS = ("range", "driver", "resource") + RESOURCE_OPTION_KEYS + VF_LINK_KEYS + ("mtu",)
+MAX_ALTNAME = 127  # ALTIFNAMSIZ (128) with its NUL
 DEVICE_PLUGIN_KEYS = ("resource_prefix", "config_file")
 METRICS_KEYS = ("textfile",)
 HISTORY_KEYS = ("keep",)
@@ -78,12 +81,14 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def check_ifname(name: str) -> Optional[str]:
-    """Why `name` cannot be a Linux interface name, or None (mirrors dev_valid_name)."""
+def check_ifname(name: str, most: int = 15) -> Optional[str]:
+    """Why `name` cannot be a Linux interface name, or None (mirrors dev_valid_name); `most`: 15 for a
+    name, MAX_ALTNAME for an alternative name (ALTIFNAMSIZ)."""
     if not name:
         return "is empty"
-    if len(name) > 15:
-        return f"is {len(name)} characters long; Linux interface names have at most 15"
+    if len(name) > most:
+        return (f"is {len(name)} characters long; Linux interface names have at most 15" if most == 15 else
+                f"is {len(name)} characters long; alternative interface names have at most {most}")
     if name in (".", "..") or ".." in name:
         return "must not contain '..'"
     if "/" in name or ":" in name or any(c.isspace() for c in name) or "\0" in name:
@@ -173,12 +178,14 @@ class _Validator:
     # -- blocks
 
     def selector(self, key: str, table: Dict[str, Any]) -> Optional[PfSelector]:
-        given = [k for k in ("name", "pci", "mac") if k in table]
+        given = [k for k in ("name", "altname", "pci", "mac") if k in table]
         has_vd = "vendor" in table or "device" in table
-        count = len(given) + (1 if has_vd else 0)
+        # name and altname together are one selector: the PF that has both
+        count = len(given) + (1 if has_vd else 0) - (1 if "name" in given and "altname" in given else 0)
         if count != 1:
             what = "none" if count == 0 else ", ".join(given + (["vendor/device"] if has_vd else []))
-            self.error(key, f"needs exactly one selector: name, pci, mac, or vendor+device (got {what})")
+            self.error(key, f"needs exactly one selector: name, pci, mac, or vendor+device; or altname, alone or "
+                            f"with name (got {what})")
             return None
         fields: Dict[str, Any] = {}
         ok = True
@@ -190,6 +197,19 @@ class _Validator:
                     self.error(f"{key}.name", f"{name!r} {why}")
                     ok = False
             fields["name"] = name
+        if "altname" in table:
+            alt = self.string(f"{key}.altname", table["altname"])
+            if alt is not None:
+                why = check_ifname(alt, MAX_ALTNAME)
+                if why:
+                    self.error(f"{key}.altname", f"{alt!r} {why}")
+                    ok = False
+                elif alt == fields.get("name"):
+                    self.error(f"{key}.altname", f"{alt!r} is the name itself: an alternative name is another "
+                                                 "name of the interface (ip link show lists it as altname); "
+                                                 "drop altname, or write the PF's alternative name")
+                    ok = False
+            fields["altname"] = alt
         if "pci" in table:
             raw = self.string(f"{key}.pci", table["pci"])
             pci = normalize_pci(raw) if raw is not None else None
@@ -364,6 +384,32 @@ class _Validator:
             return False, None
         return True, name
 
+    def group_resource_options(self, gkey: str, table: Dict[str, Any], resource: Optional[str],
+                               driver: Optional[str]) -> Optional[Dict[str, bool]]:
+        """rdma, vhost_net, exclude_topology: what the device plugin does with the group's resource; None
+        when one of them is wrong."""
+        before = len(self.problems)
+        got: Dict[str, bool] = {}
+        for flag in RESOURCE_OPTION_KEYS:
+            if flag not in table:
+                continue
+            value = self.boolean(f"{gkey}.{flag}", table[flag])
+            if value is None:
+                continue
+            if "resource" not in table:
+                self.error(f"{gkey}.{flag}", "is an option of the group's device plugin resource, and the group "
+                                             "names none: add resource = \"...\" or drop " + flag)
+                continue
+            got[flag] = value
+        if got.get("rdma") and (driver == DRIVER_NONE or is_override_only(driver)):
+            self.error(f"{gkey}.rdma", f"true with driver = {driver!r}: a VF's RDMA device (what the device plugin's "
+                                       "isRdma looks for, <VF>/infiniband/) belongs to its network driver "
+                                       "(mlx5_core with mlx5_ib, ...), and a VF bound to "
+                                       f"{driver} has none; use the VF's network driver, or drop rdma")
+        if len(self.problems) != before or (resource is None and "resource" in table):
+            return None
+        return got
+
     def vf_groups(self, key: str, value: Any, num_vfs: Optional[int]) -> Tuple[VfGroup, ...]:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             self.error(key, f"must be an array of tables ([[{key.split('[')[0]}.vfs]]), got {_type_name(value)}")
@@ -379,10 +425,11 @@ class _Validator:
             links = self.group_links(gkey, table, len(indices) if indices else 1)
             mtu_ok, mtu = self.group_mtu(gkey, table, driver if driver_ok else None)
             resource_ok, resource = self.group_resource(gkey, table, driver_ok, driver)
-            if indices is None or not driver_ok or links is None or not mtu_ok or not resource_ok:
+            options = self.group_resource_options(gkey, table, resource, driver if driver_ok else None)
+            if indices is None or not driver_ok or links is None or not mtu_ok or not resource_ok or options is None:
                 continue
             groups.append(VfGroup(key=gkey, range_text=table["range"], indices=indices, driver=driver,
-                                  links=links, mtu=mtu, resource=resource))
+                                  links=links, mtu=mtu, resource=resource, **options))
         return tuple(groups)
 
     def pf(self, key: str, table: Any) -> Optional[PfSpec]:
@@ -500,6 +547,13 @@ class _Validator:
                                f"{group.resource!r} has driver {group.driver!r} here but {seen.driver!r} in "
                                f"{seen.key}; a resource's VFs share one driver: use one driver, or name a second "
                                f"resource (e.g. \"{group.resource}_{(group.driver or '').replace('-', '_')}\")")
+                    continue
+                for flag in RESOURCE_OPTION_KEYS:
+                    if getattr(seen, flag) != getattr(group, flag):
+                        self.error(f"{group.key}.{flag}",
+                                   f"{str(getattr(group, flag)).lower()} here but {str(getattr(seen, flag)).lower()} in {seen.key} (resource "
+                                   f"{group.resource!r}): the device plugin gives a resource one {flag}; write "
+                                   f"{flag} = {str(getattr(seen, flag)).lower()} in both, or name a second resource")
 
     def document(self, doc: Dict[str, Any]) -> Tuple[Optional[int], List[PfSpec]]:
         self.unknown_keys("", doc, TOP_KEYS)
@@ -522,7 +576,7 @@ class _Validator:
         for spec in specs:
             sel = spec.selector
             ident = next(
-                ((k, getattr(sel, k)) for k in ("name", "pci", "mac") if getattr(sel, k) is not None),
+                ((k, getattr(sel, k)) for k in ("name", "altname", "pci", "mac") if getattr(sel, k) is not None),
                 ("vendor:device", f"{sel.vendor}:{sel.device}:{sel.index}"),
             )
             if ident in seen:

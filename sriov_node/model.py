@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 # ---------------------------------------------------------------------------- desired
 
@@ -146,13 +146,19 @@ class VfGroup:
     links: VfLinks = VfLinks()
     mtu: Optional[int] = None  # the VF netdev's MTU
     resource: Optional[str] = None  # the device plugin's resourceName for these VFs (`sriov-node export`)
+    # the resource's options in the device plugin's config (one value per resource; config.py checks)
+    rdma: bool = False  # selector isRdma: only VFs with an RDMA device, their /dev/infiniband nodes mounted
+    vhost_net: bool = False  # selector needVhostNet: /dev/vhost-net and /dev/net/tun mounted with each VF
+    exclude_topology: bool = False  # resource excludeTopology: no NUMA node reported to kubelet
 
 
 @dataclass(frozen=True)
 class PfSelector:
-    """Which PF(s) a [[pf]] block is about: exactly one of name | pci | mac | vendor+device."""
+    """Which PF(s) a [[pf]] block is about: exactly one of name | altname | pci | mac | vendor+device
+    (name and altname together: one PF that has both)."""
 
     name: Optional[str] = None
+    altname: Optional[str] = None  # an alternative interface name (IFLA_ALT_IFNAME, `ip link property add`)
     pci: Optional[str] = None
     mac: Optional[str] = None
     vendor: Optional[str] = None
@@ -164,8 +170,12 @@ class PfSelector:
         return self.vendor is not None
 
     def describe(self) -> str:
+        if self.name is not None and self.altname is not None:
+            return f"name={self.name} altname={self.altname}"
         if self.name is not None:
             return f"name={self.name}"
+        if self.altname is not None:
+            return f"altname={self.altname}"
         if self.pci is not None:
             return f"pci={self.pci}"
         if self.mac is not None:
@@ -333,6 +343,25 @@ class HostState:
     pci_devices: FrozenSet[str] = field(default_factory=frozenset)  # every PCI function, PF or not
     netdev_owners: Dict[str, str] = field(default_factory=dict)  # netdev name -> PCI address (names asked about)
     physfn: Dict[str, str] = field(default_factory=dict)  # VF PCI address -> its PF (addresses asked about)
+    # netdev name -> its alternative names (None: unknown here), asked only when a selector needs them
+    # (netlink: on a live host the first question imports pyroute2)
+    altname_reader: Optional[Callable[[str], Optional[Tuple[str, ...]]]] = field(
+        default=None, compare=False, repr=False)
+    _altnames: Dict[str, Optional[Tuple[str, ...]]] = field(default_factory=dict, compare=False, repr=False)
+
+    def altnames(self, pf: PfState) -> Optional[Tuple[str, ...]]:
+        """The alternative names of the PF's netdev(s), read once; () none, None when they cannot be read."""
+        if self.altname_reader is None:
+            return None
+        names: list = []
+        for ifname in pf.netdevs:
+            if ifname not in self._altnames:
+                self._altnames[ifname] = self.altname_reader(ifname)
+            found = self._altnames[ifname]
+            if found is None:
+                return None
+            names += [n for n in found if n not in names]
+        return tuple(names)
 
     def pf(self, pci: str) -> Optional[PfState]:
         for pf in self.pfs:

@@ -11,6 +11,14 @@ exact, case-sensitive string matches; pfNames/rootDevices take the FIRST entry w
 '#' equals the VF's PF name/address case-insensitively, then its comma list of Go-Atoi indices and
 inclusive ranges (the first unparsable item rejects), and never accept a device without a PF; the
 first resource in config order claims a device; resourceName must match ^[a-zA-Z0-9_-]+$.
+
+The netDevice selectors beyond those: `linkTypes` compares exactly with the device's link type, netlink's
+EncapType of the VF's first netdev, else of its PF's (pkg/devices GenNetDevice; "" when neither has one);
+`isRdma` keeps only devices rdmamap finds an RDMA device for (/sys/bus/pci/devices/<VF>/infiniband/
+not empty; the plugin's fallback, devlink's enable_rdma param, is for VFs already in a pod);
+`needVhostNet` filters nothing (it mounts /dev/vhost-net and /dev/net/tun); the resource's
+`excludeTopology` changes what is reported, not the pool. Booleans must be JSON booleans and lists
+lists (Go's decoder refuses the config otherwise).
 """
 
 from __future__ import annotations
@@ -37,6 +45,21 @@ class Device:
     pci_class: int
     sriov_capable: bool
     sriov_numvfs: int
+    link_type: str = ""  # "ether", "infiniband", "" (no netdev to ask)
+    rdma: bool = False  # an RDMA device under it
+
+
+ENCAP_TYPES = {"1": "ether", "32": "infiniband"}  # vishvananda/netlink encapTypeToString (ARPHRD_*)
+
+
+def _link_type(root: str, vf_pci: str, pf_name: str) -> str:
+    vf_net = os.path.join(root, PCI, vf_pci, "net")
+    names = sorted(os.listdir(vf_net)) if os.path.isdir(vf_net) else []
+    ifname = names[0] if names else pf_name
+    if not ifname:
+        return ""
+    number = _read(root, "sys/class/net", ifname, "type") or ""
+    return ENCAP_TYPES.get(number, "unknown")
 
 
 def _read(root: str, *parts: str) -> Optional[str]:
@@ -83,13 +106,17 @@ def devices(root: str) -> List[Device]:
             pci_class=int(_read(root, PCI, pci, "class") or "0", 16) >> 16,
             sriov_capable=_read(root, PCI, pci, "sriov_totalvfs") is not None,
             sriov_numvfs=int(_read(root, PCI, pci, "sriov_numvfs") or "0"),
+            link_type=_link_type(root, pci, pf_name),
+            rdma=bool(os.path.isdir(os.path.join(root, PCI, pci, "infiniband"))
+                      and os.listdir(os.path.join(root, PCI, pci, "infiniband"))),
         ))
     return out
 
 
 DEVICE_CLASSES = {"netDevice": 0x02, "accelerator": 0x12}  # pkg/types SupportedDevices (auxNetDevice: not VFs)
 _KEYS = {
-    "netDevice": ("vendors", "devices", "drivers", "pciaddresses", "pfnames", "rootdevices"),
+    "netDevice": ("vendors", "devices", "drivers", "pciaddresses", "pfnames", "rootdevices", "linktypes", "isrdma",
+                  "needvhostnet"),
     "accelerator": ("vendors", "devices", "drivers", "pciaddresses"),
 }
 
@@ -149,7 +176,22 @@ def selector_matches(sel: Dict[str, Any], d: Device, device_type: str = "netDevi
         return False
     if s.get("rootdevices") and not pf_entry_matches(s["rootdevices"], d.pf_pci, d.vf_index):
         return False
+    if s.get("linktypes") and d.link_type not in s["linktypes"]:
+        return False
+    if s.get("isrdma") and not d.rdma:
+        return False
     return True
+
+
+def _check_types(rc: Dict[str, Any], selectors: List[Dict[str, Any]]) -> None:
+    """What Go's decoder refuses (a bool as a string, a list as a string): the plugin would not start."""
+    assert isinstance(rc.get("excludetopology", False), bool), "excludeTopology must be a JSON boolean"
+    for sel in selectors:
+        for key, value in _keys(sel).items():
+            if key in ("isrdma", "needvhostnet"):
+                assert isinstance(value, bool), f"{key} must be a JSON boolean"
+            else:
+                assert isinstance(value, list) and all(isinstance(v, str) for v in value), f"{key} must be strings"
 
 
 def match(config_json: str, devs: List[Device], default_prefix: str = "intel.com") -> Dict[str, List[str]]:
@@ -170,6 +212,7 @@ def match(config_json: str, devs: List[Device], default_prefix: str = "intel.com
         raw = rc["selectors"]
         selectors = [raw] if isinstance(raw, dict) else list(raw)
         assert selectors and all(isinstance(s, dict) for s in selectors)
+        _check_types(rc, selectors)
         pool = []
         for sel in selectors:
             for d in devs:

@@ -15,6 +15,21 @@ Each resource gets one selector object whose keys are ANDed by the plugin:
 pfNames and rootDevices only match devices that have a `physfn`, so a PF is never selected; the
 VF index ranges leave out every VF of the PF that the resource does not name.
 
+A group's resource options (one value per resource, config.py checks) become the plugin's:
+`rdma = true` -> selector `isRdma` (pkg/netdevice: a VF is kept only when rdmamap finds an RDMA
+device under it, /sys/bus/pci/devices/<VF>/infiniband/; its /dev/infiniband nodes are mounted): a
+present VF bound as configured without one is refused (the pool would leave it out), one whose
+netdev is in a pod's namespace is not judged (exclusive RDMA mode moves its RDMA device there too);
+`vhost_net = true` -> `needVhostNet` (the plugin mounts /dev/vhost-net and /dev/net/tun where they
+exist: a note when this host has no /dev/vhost-net); `exclude_topology = true` -> the resource's
+`excludeTopology` (no NUMA node reported to kubelet's topology manager). `linkTypes` (pkg/devices
+GenNetDevice: netlink's encapsulation type of the VF's netdev, else of its PF's) is written for an
+InfiniBand resource, `["infiniband"]`, when each of its PFs has one netdev whose `type` reads 32
+(ARPHRD_INFINIBAND): what IB consumers (ib-sriov-cni, the plugin's pKeys) expect; an Ethernet
+resource gets none (the selectors are exact without it, and a PF whose netdev left the namespace
+would read as no link type and empty the pool). A resource whose PFs are of two link types is
+refused: one CNI serves one link type.
+
 The plugin discovers a device by its PCI base class (pkg/types SupportedDevices): network controllers
 (0x02) for `netDevice` resources, processing accelerators (0x12) for `accelerator` ones. A resource
 whose VFs are of any other class (NVMe 0x0108, QAT 0x0b40, ...) would stay empty: refused, naming the
@@ -31,9 +46,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
-from sriov_node.host import Host
+from sriov_node.host import CLASS_NET, PCI_DEVICES, Host
 from sriov_node.host.observe import pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
-from sriov_node.model import DesiredState, PfState, format_ranges
+from sriov_node.model import DesiredState, PfState, VfGroup, format_ranges
 from sriov_node.engine.resolve import Target
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,6 +139,38 @@ def _device_type(host: Host, pf: PfState) -> Tuple[Optional[str], str]:
     return kind, ""
 
 
+# /sys/class/net/<netdev>/type (ARPHRD_*) -> netlink's EncapType string, as the plugin compares linkTypes
+LINK_TYPES = {1: "ether", 32: "infiniband"}
+
+
+def _link_type(host: Host, pf: PfState) -> Optional[str]:
+    """The PF's link type as the plugin names it, when the PF has exactly one netdev whose type is known."""
+    if len(pf.netdevs) != 1:
+        return None
+    number = host.sysfs.read(CLASS_NET, pf.netdevs[0], "type")
+    try:
+        return LINK_TYPES.get(int(number or ""))
+    except ValueError:
+        return None
+
+
+def _without_rdma(host: Host, pf: PfState, indices: Tuple[int, ...], driver: str) -> List[int]:
+    """The VFs of `indices` that are there, bound to `driver`, and show no RDMA device (the plugin's
+    isRdma: rdmamap lists /sys/bus/pci/devices/<VF>/infiniband/). A VF whose netdev is in another
+    namespace is in a pod's hands (exclusive RDMA mode moved its RDMA device with it): not judged."""
+    missing = []
+    for i in indices:
+        vf = pf.vf(i)
+        if vf is None or not vf.pci or vf.driver != driver:
+            continue
+        if host.sysfs.listdir(PCI_DEVICES, vf.pci, "infiniband"):
+            continue
+        if host.sysfs.isdir(PCI_DEVICES, vf.pci, "net") and not host.sysfs.listdir(PCI_DEVICES, vf.pci, "net"):
+            continue  # its netdev went to a pod's namespace
+        missing.append(i)
+    return missing
+
+
 def _name_is_exact(pf: PfState, names: List[str]) -> bool:
     """Whether `pfNames` can name this PF without doubt (the plugin compares names case-insensitively)."""
     if len(pf.netdevs) != 1 or "#" in pf.netdevs[0]:
@@ -198,12 +245,52 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
             notes.append(f"{pf.label} differs from the config ({len(findings)} difference(s), e.g. "
                          f"{findings[0].describe()}): the device plugin counts its VFs once they are as configured; "
                          "run sriov-node apply")
+    options: Dict[str, VfGroup] = {}  # resource -> its first group (the options are one per resource)
+    for spec in desired.pfs:
+        for group in spec.vfs:
+            if group.resource:
+                options.setdefault(group.resource, group)
+    link_types: Dict[str, Optional[str]] = {}  # resource -> the one link type of its PFs, when known for all
     for name in names:
         found = {kinds[t.pf.pci]: t.pf.label for t, _ in per_resource[name]}
         if len(found) > 1:
             problems.append(f"{desired.source}: resource {name!r} has both network VFs (of "
                             f"{found[NET_DEVICE]}) and accelerator VFs (of {found[ACCELERATOR]}): the device plugin "
                             "gives a resource one deviceType; give them different resource names")
+            continue
+        group = options.get(name)
+        if group is None or not per_resource[name]:
+            continue
+        if found and ACCELERATOR in found and (group.rdma or group.vhost_net):
+            flag = "rdma" if group.rdma else "vhost_net"
+            problems.append(f"{desired.source}: {group.key}.{flag}: resource {name!r} is an accelerator resource "
+                            f"(the VFs of {found[ACCELERATOR]}), and {flag} is a network device selector the "
+                            f"plugin's accelerator resources do not read; drop {flag}")
+            continue
+        types = {t.pf.pci: _link_type(host, t.pf) for t, _ in per_resource[name]}
+        by_type: Dict[str, str] = {}
+        for t, _ in per_resource[name]:
+            if types[t.pf.pci]:
+                by_type.setdefault(str(types[t.pf.pci]), t.pf.label)
+        if len(by_type) > 1:
+            problems.append(f"{desired.source}: resource {name!r} has VFs of two link types: "
+                            + " and ".join(f"{kind} (of {label})" for kind, label in sorted(by_type.items()))
+                            + "; one CNI serves one link type (sriov-cni Ethernet, ib-sriov-cni InfiniBand): give "
+                              "them different resource names")
+            continue
+        link_types[name] = next(iter(by_type)) if by_type and all(types.values()) else None
+        if group.rdma:
+            for t, indices in per_resource[name]:
+                missing = _without_rdma(host, t.pf, indices, str(group.driver))
+                if missing:
+                    problems.append(f"{desired.source}: {group.key}.rdma: resource {name!r} has rdma = true, and "
+                                    f"VF(s) {format_ranges(missing)} of {t.pf.label} (bound to {group.driver}) have "
+                                    "no RDMA device (no <VF>/infiniband/): the device plugin's isRdma would leave "
+                                    "them out of the pool; load the VFs' RDMA driver (mlx5_ib for mlx5_core; "
+                                    "then rebind them: sriov-node apply) or drop rdma")
+        if group.vhost_net and not host.sysfs.exists("dev", "vhost-net"):
+            notes.append(f"resource {name!r}: vhost_net = true, and this host has no /dev/vhost-net: the device "
+                         "plugin mounts it (and /dev/net/tun) only where it exists; load it: modprobe vhost_net")
     if problems:
         raise ExportError("\n".join(problems))
 
@@ -222,6 +309,9 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
             "drivers": [driver],
         }
         resource: Dict[str, Any] = {"resourceName": name, "resourcePrefix": desired.resource_prefix}
+        group = options[name]
+        if group.exclude_topology:
+            resource["excludeTopology"] = True
         if kind == ACCELERATOR:
             # pkg/accelerator: no pfNames/rootDevices, and PFs are candidates too: the VFs by address
             resource["deviceType"] = ACCELERATOR
@@ -231,6 +321,12 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
             key = "pfNames" if by_name else "rootDevices"
             selectors[key] = [f"{t.pf.netdevs[0] if by_name else t.pf.pci}#{format_ranges(list(indices))}"
                               for t, indices in entries]
+            if link_types.get(name) == "infiniband":
+                selectors["linkTypes"] = ["infiniband"]
+            if group.rdma:
+                selectors["isRdma"] = True
+            if group.vhost_net:
+                selectors["needVhostNet"] = True
         resource["selectors"] = selectors
         resource_list.append(resource)
         vfs = []

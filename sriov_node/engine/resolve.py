@@ -18,6 +18,7 @@ ABSENT = "absent"  # the selector matches no PF here (yet: a late driver, a NIC 
 NOT_A_PF = "not_a_pf"  # it names a device that exists but is not an SR-IOV PF
 CONFLICT = "conflict"  # two blocks select the same PF
 CAPACITY = "capacity"  # num_vfs above the PF's sriov_totalvfs
+MISMATCH = "mismatch"  # name and altname name two different PFs (or altname is not the named PF's)
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,55 @@ def _not_a_pf(host: HostState, pci: str) -> str:
     )
 
 
+def _altnames_text(names: Tuple[str, ...]) -> str:
+    return f"alternative names {', '.join(names)}" if names else "no alternative names"
+
+
+def _by_altname(spec: PfSpec, host: HostState, failures: List[BlockFailure],
+                named: Optional[List[PfState]] = None) -> List[PfState]:
+    """The PF whose netdev has the alternative name `altname` (with `name` too: `named`, the PF that
+    name selected, must be the one)."""
+    sel, key = spec.selector, spec.key
+    alt = sel.altname
+    unknown = [pf for pf in host.pfs if pf.netdevs and host.altnames(pf) is None]
+    found = [pf for pf in host.pfs if alt in (host.altnames(pf) or ())]
+    if named is not None:  # name and altname: one PF must have both
+        pf = named[0]
+        if pf in found:
+            return named
+        if unknown:
+            failures.append(BlockFailure(key, ABSENT, f"the alternative names of {pf.label} cannot be read here "
+                                         "(no netlink: a captured tree), so altname cannot be checked; drop altname",
+                                         pf.pci, "altname"))
+            return []
+        where = (f"it is an alternative name of {found[0].label}" if found else
+                 "no SR-IOV PF here has it")
+        failures.append(BlockFailure(key, MISMATCH, f"name {sel.name!r} is {pf.label}, which has "
+                                     f"{_altnames_text(host.altnames(pf) or ())}, but altname is {alt!r} ({where}); "
+                                     "name and altname must name the same PF: fix one, or keep only one of them",
+                                     pf.pci, "altname"))
+        return []
+    if not found:
+        if unknown:
+            why = (f"the alternative names of {', '.join(pf.label for pf in unknown)} cannot be read here (no "
+                   "netlink: a captured tree); select the PF by name, pci or mac")
+        else:
+            have = [f"{pf.label}: {', '.join(host.altnames(pf) or ())}" for pf in host.pfs if host.altnames(pf)]
+            why = ("no SR-IOV PF has the alternative name " + repr(alt) + "; "
+                   + ("alternative names here: " + "; ".join(have) if have else "no PF here has alternative names")
+                   + " (udev gives them from the PF's path and slot; `ip link property add dev PF altname NAME`)")
+        failures.append(BlockFailure(key, ABSENT, why, None, "altname"))
+    return found
+
+
 def _select(spec: PfSpec, host: HostState, failures: List[BlockFailure], notices: List[str]) -> List[PfState]:
     sel, key = spec.selector, spec.key
+    if sel.name is None and sel.altname is not None:
+        return _by_altname(spec, host, failures)
     if sel.name is not None:
         found = [pf for pf in host.pfs if sel.name in pf.netdevs]
+        if found and sel.altname is not None:
+            return _by_altname(spec, host, failures, found)
         if not found:
             owner = host.netdev_owners.get(sel.name)
             known = host.pf(owner) if owner else None

@@ -42,6 +42,10 @@ class Links:
         """Every VF's settings, read in one request. Raises OSError when they cannot be read."""
         raise OSError(errno.EOPNOTSUPP, "no netlink: this root is a captured tree")
 
+    def altnames(self, ifname: str) -> Optional[Tuple[str, ...]]:
+        """The alternative names of `ifname` (IFLA_PROP_LIST's IFLA_ALT_IFNAME), () none, None unknown."""
+        return None
+
     def set_vf_links(self, ifname: str, changes: Sequence[VfChange]) -> None:
         """All changes in one request; raises OSError(errno) at the kernel's first refusal."""
         raise OSError(errno.EROFS, "no netlink: this root is a captured tree")
@@ -76,6 +80,12 @@ def newlink_vf_links(msg: Any) -> Tuple[Optional[int], Optional[Dict[int, VfLink
     data = msg.data if isinstance(msg.data, bytes) else bytes(msg.data)
     count, span = vfinfo.newlink_vf_list(data, msg.offset)
     return count, (None if span is None else vfinfo.parse_vfinfo_list(data, *span))
+
+
+def altnames_of(msg: Any) -> Tuple[str, ...]:
+    """The alternative names in one RTM_NEWLINK (IFLA_PROP_LIST, one IFLA_ALT_IFNAME each; kernel 5.5+)."""
+    props = msg.get("IFLA_PROP_LIST")
+    return tuple(props.get_attrs("IFLA_ALT_IFNAME")) if props is not None else ()
 
 
 class NetlinkLinks(Links):
@@ -114,6 +124,13 @@ class NetlinkLinks(Links):
             return mac.lower() if mac else None
         except Exception:  # netlink errors: the MAC is simply unknown
             return None
+
+    def altnames(self, ifname: str) -> Optional[Tuple[str, ...]]:
+        try:
+            links = self._route().link("get", ifname=ifname)
+        except Exception:  # gone, or netlink refused: unknown
+            return None
+        return altnames_of(links[0]) if links else None
 
     def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
         try:

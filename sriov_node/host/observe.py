@@ -282,4 +282,5 @@ def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool 
         physfn=physfn,
         pci_drivers=frozenset(host.sysfs.listdir(PCI_DRIVERS)),
         iommu_groups=bool(host.sysfs.listdir("sys/kernel/iommu_groups")),
+        altname_reader=host.links.altnames,  # asked only when a selector names an altname
     )

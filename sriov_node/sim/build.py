@@ -107,7 +107,10 @@ def create_host(
             limit = nic.driver_limit if total_override is None else None
             devices[bdf] = {
                 "model": key,
-                "ifname": f"ens{k + 1}f{f}",
+                "ifname": f"{'ibs' if nic.link_type == 'infiniband' else 'ens'}{k + 1}f{f}",
+                # udev's alternative name from the path (ID_NET_NAME_PATH), as systemd's default
+                # AlternativeNamesPolicy gives it beside the slot name
+                "altnames": [f"{'ibp' if nic.link_type == 'infiniband' else 'enp'}{bus}s0f{f}"],
                 "mac": f"{nic.oui}:{k:02x}:{bus:02x}:{f:02x}",
                 "vendor": nic.vendor,
                 "vf_device": nic.vf_device,

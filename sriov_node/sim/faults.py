@@ -51,6 +51,38 @@ class SimFaults(SimTree):
     def release(self, pid: int) -> None:
         self._rmtree(f"proc/{pid}")
 
+    def add_altname(self, ifname: str, altname: str) -> None:
+        """`ip link property add dev IFNAME altname ALTNAME` (RTM_NEWLINKPROP): EEXIST when any netdev
+        has that name or alternative name, EINVAL past ALTIFNAMSIZ; kept with the device."""
+        with self._transaction():
+            bdf = self._link_name(f"sys/class/net/{ifname}/device")
+            if bdf is None:
+                raise OSError(errno.ENODEV, f"no network interface {ifname!r}")
+            if not altname or len(altname) > 127 or "/" in altname or ":" in altname:
+                raise OSError(errno.EINVAL, f"invalid alternative name {altname!r}")
+            devices = self._model.setdefault("devices", {})
+            taken = set(self._listdir("sys/class/net")) | {n for hw in devices.values() for n in hw.get("altnames", ())}
+            if altname in taken:
+                raise OSError(errno.EEXIST, f"{altname!r} is taken")
+            devices.setdefault(bdf, {}).setdefault("altnames", []).append(altname)
+            self._save()
+
+    def del_altname(self, ifname: str, altname: str) -> None:
+        """`ip link property del dev IFNAME altname ALTNAME`."""
+        with self._transaction():
+            bdf = self._link_name(f"sys/class/net/{ifname}/device")
+            names = self._model.get("devices", {}).get(bdf or "", {}).get("altnames", [])
+            if altname not in names:
+                raise OSError(errno.ENOENT, f"{ifname} has no alternative name {altname!r}")
+            names.remove(altname)
+            self._save()
+
+    def rdma_driver_loaded(self, loaded: bool) -> None:
+        """Whether mlx5_ib is loaded: RDMA devices appear on mlx5_core functions bound from now on."""
+        with self._transaction():
+            self._model["rdma"] = loaded
+            self._save()
+
     def move_netdev_out(self, vf: str) -> None:
         """Move the VF's netdev into another network namespace: net/ stays, empty."""
         d = self.dev_dir(vf)

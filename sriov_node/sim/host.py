@@ -59,6 +59,9 @@ class SimLinks(_SimNetUser, Links):
     def permanent_mac(self, ifname: str) -> Optional[str]:
         return self.kernel.permanent_mac(ifname)
 
+    def altnames(self, ifname: str) -> Optional[Tuple[str, ...]]:
+        return self.kernel.altnames(ifname)
+
     def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
         return self.net.vf_links(ifname)
 

@@ -25,6 +25,7 @@ class NicModel:
     pci_class: str = "020000"  # the `class` file (PF and VFs): base class, subclass, prog-if
     netdev: bool = True  # whether the driver makes a network interface (not for storage or accelerators)
     speed: int = 10000  # the PF netdev's link speed (Mbit/s): `speed` reads it, the link is up
+    link_type: str = "ether"  # the netdevs' link layer: "ether" (ARPHRD_ETHER, type 1) or "infiniband" (IPoIB, 32)
 
     def offset(self, function: int, total: int, pfs: int) -> int:
         """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the last PF."""
@@ -39,6 +40,10 @@ NICS: Dict[str, NicModel] = {
         NicModel("x710", "Intel X710 SFP+", "8086", "1572", "154c", "i40e", "iavf", 64, None, 16, 1, 2, "3c:fd:fe"),
         NicModel("e810", "Intel E810-XXV SFP", "8086", "159b", "1889", "ice", "iavf", 128, None, 8, 1, 2, "b4:96:91", speed=25000),
         NicModel("cx5", "Mellanox ConnectX-5", "15b3", "1017", "1018", "mlx5_core", "mlx5_core", 16, None, 2, 1, 2, "0c:42:a1", speed=25000),
+        # a ConnectX-6 port in InfiniBand mode (LINK_TYPE_P1=IB): an Infiniband controller (class 0x0207),
+        # its PF and VF netdevs IPoIB (type 32, 20-byte addresses)
+        NicModel("cx6-ib", "Mellanox ConnectX-6 InfiniBand", "15b3", "101b", "101c", "mlx5_core", "mlx5_core", 16, None, 1,
+                 1, 1, "0c:42:a1", pci_class="020700", speed=200000, link_type="infiniband"),
         NicModel("i350", "Intel I350", "8086", "1521", "1520", "igb", "igbvf", 8, 7, 128, 4, 2, "a0:36:9f", speed=1000),
         NicModel("82599", "Intel 82599ES SFP+", "8086", "10fb", "10ed", "ixgbe", "ixgbevf", 64, 63, 128, 2, 2, "90:e2:ba"),
         # not network functions: QEMU's NVMe controller (mass storage, 0x0108; the lab's), and HiSilicon's
@@ -55,7 +60,7 @@ VF_DRIVER_IDS: Dict[str, Tuple[str, ...]] = {
     "iavf": ("8086:154c", "8086:1889", "8086:37cd"),
     "igbvf": ("8086:10ca", "8086:1520"),
     "ixgbevf": ("8086:10ed", "8086:1515", "8086:1565"),
-    "mlx5_core": ("15b3:1018", "15b3:101e"),
+    "mlx5_core": ("15b3:1018", "15b3:101c", "15b3:101e"),
     "nvme": ("1b36:0010",),
     "hisi_zip": ("19e5:a251",),
 }

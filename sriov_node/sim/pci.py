@@ -289,6 +289,8 @@ class PciRules(SimFaults):
             self._add_netdev(bdf)
             for ifname in self._listdir(f"{d}/net"):
                 self._emit("add", "net", f"{d}/net/{ifname}", INTERFACE=ifname)
+        if drv == "mlx5_core":
+            self._add_rdma_device(bdf)
         self._pci_event("bind", bdf, DRIVER=drv)
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
@@ -319,6 +321,7 @@ class PciRules(SimFaults):
             self._emit("remove", "net", f"{d}/net/{ifname}", INTERFACE=ifname)
             self._unlink(f"sys/class/net/{ifname}")
         self._rmtree(f"{d}/net")
+        self._remove_rdma_device(bdf)
         self._pci_event("unbind", bdf, DRIVER=drv)
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
@@ -349,8 +352,13 @@ class PciRules(SimFaults):
                 + f":{index >> 8:02x}:{index & 0xff:02x}")
         else:
             return
+        link_type = self._link_type(bdf)
+        if link_type == "infiniband":  # IPoIB: a 20-byte address, QPN and port GID (a VF's GUID: 0 until set)
+            guid = "00:00:00:00:00:00:00:00" if hw is None else f"{mac[:8]}:03:00:{mac[9:]}"
+            mac = f"00:00:10:87:fe:80:00:00:00:00:00:00:{guid}"
         self._put(f"{d}/net/{ifname}/address", mac + "\n", 0o444)
-        self._put(f"{d}/net/{ifname}/mtu", "1500\n")
+        self._put(f"{d}/net/{ifname}/type", ("32" if link_type == "infiniband" else "1") + "\n", 0o444)
+        self._put(f"{d}/net/{ifname}/mtu", ("2044" if link_type == "infiniband" else "1500") + "\n")
         if hw is not None and hw.get("model"):  # a PF's link: up, at the NIC's speed (-1 would be down)
             from sriov_node.sim.nics import NICS
 
@@ -358,6 +366,34 @@ class PciRules(SimFaults):
         self._put(f"{d}/net/{ifname}/addr_assign_type", ("0" if hw is not None else "1") + "\n", 0o444)
         self._link_abs(f"{d}/net/{ifname}/device", f"../../../{bdf}")  # as the kernel writes it
         self._link(f"sys/class/net/{ifname}", f"{d}/net/{ifname}")
+
+    def _link_type(self, bdf: str) -> str:
+        """The link layer of the function's netdevs: its NIC model's (a VF's: its PF's)."""
+        from sriov_node.sim.nics import NICS
+
+        pf = self._pf_of(bdf)
+        hw = self._model.get("devices", {}).get(pf or bdf, {})
+        model = NICS.get(hw.get("model", ""))
+        return model.link_type if model else "ether"
+
+    def _add_rdma_device(self, bdf: str) -> None:
+        """mlx5_ib's RDMA device for an mlx5_core function: <dev>/infiniband/mlx5_N and
+        /sys/class/infiniband/mlx5_N (what rdmamap and the device plugin's isRdma read). Not while the
+        model says mlx5_ib is not loaded (`rdma_driver_loaded`)."""
+        if not self._model.get("rdma", True):
+            return
+        n = self._model.get("next_rdma", 0)
+        self._model["next_rdma"] = n + 1
+        d = self.dev_dir(bdf)
+        name = f"mlx5_{n}"
+        self._put(f"{d}/infiniband/{name}/node_type", "1: CA\n", 0o444)
+        self._link(f"sys/class/infiniband/{name}", f"{d}/infiniband/{name}")
+
+    def _remove_rdma_device(self, bdf: str) -> None:
+        d = self.dev_dir(bdf)
+        for name in self._listdir(f"{d}/infiniband"):
+            self._unlink(f"sys/class/infiniband/{name}")
+        self._rmtree(f"{d}/infiniband")
 
     def _drivers_probe(self, data: bytes) -> None:
         bdf = self._device_name(data)
@@ -658,6 +694,15 @@ class PciRules(SimFaults):
         """The driver whose ID table names `pci_id` (vendor:device), loaded or not."""
         found = self.default_drivers(pci_id)
         return found[0] if found else None
+
+    def altnames(self, ifname: str) -> Optional[Tuple[str, ...]]:
+        """RTM_GETLINK's IFLA_PROP_LIST: the alternative names of `ifname` (None: no such netdev here).
+        They are kept per device: udev gives a netdev its predictable names again each time it appears."""
+        self._load()
+        bdf = self._link_name(f"sys/class/net/{ifname}/device")
+        if bdf is None:
+            return None
+        return tuple(self._model.get("devices", {}).get(bdf, {}).get("altnames", ()))
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         for hw in self._load().get("devices", {}).values():
