@@ -37,6 +37,7 @@ def test_a_pf_is_selected_by_its_path_altname_and_reapplying_writes_nothing(make
     status = json.loads(run_cli("status", "--json", root=host.root, config=path).stdout)
     pf = next(p for p in status["pfs"] if p["pci"] == PF1)
     assert pf["block"] == "pf[0]" and pf["converged"] is True
+    assert "enp32s0f1" in pf["altnames"]  # status shows the name the block selects it by
 
 
 def test_an_added_altname_selects_and_follows_the_pf(make_host, write_config):

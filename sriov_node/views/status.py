@@ -23,6 +23,8 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
     judged = seen_now.judged_by_pci() if configured else {}
     failed_pfs = {f.pf: f for f in resolution.failures if f.pf} if resolution else {}
     pfs = []
+    # alternative names cost a netlink read (pyroute2): shown when a block selects by one
+    altnames = bool(resolution) and any(t.spec.selector.altname is not None for t in resolution.targets)
     for seen in observed.pfs:
         judgement = judged.get(seen.pci)
         target = judgement.target if judgement else None
@@ -78,6 +80,7 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
         pfs.append({
             "pci": pf.pci,
             "name": pf.name,
+            **({"altnames": list(observed.altnames(seen) or ())} if altnames else {}),
             "vendor": pf.vendor,
             "device": pf.device,
             "driver": pf.driver,
