@@ -6,7 +6,6 @@ import errno
 import fnmatch
 import os
 import re
-import subprocess
 from typing import Dict, List, Optional, Tuple
 
 from sriov_node.host.paths import Root
@@ -168,6 +167,8 @@ class Modprobe(Modules):
         where = [] if self.root.is_real else ["-d", self.root.root]
         argv = (["systemctl", "start", f"modprobe@{name}.service"] if self.through_systemd
                 else ["modprobe", *where, "--", name])
+        import subprocess  # only a run that loads a module pays for it (and threading) at start-up
+
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         except FileNotFoundError:
