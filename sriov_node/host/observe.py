@@ -99,7 +99,13 @@ def default_drivers_of(host: Host, vf_pci: str) -> Optional[Tuple[str, ...]]:
     (/sys/module/<module>/drivers/pci:<driver>), else the module's name stands for its driver.
     """
     modalias = host.sysfs.read(PCI_DEVICES, vf_pci, "modalias")
-    modules = host.modules.default_drivers(modalias, pci_id(host, vf_pci, "vendor"), pci_id(host, vf_pci, "device"))
+    return _driver_names(host, host.modules.default_drivers(modalias, pci_id(host, vf_pci, "vendor"),
+                                                            pci_id(host, vf_pci, "device")))
+
+
+def _driver_names(host: Host, modules: Optional[Tuple[str, ...]]) -> Optional[Tuple[str, ...]]:
+    """The drivers these modules register (a loaded module's /sys/module/<module>/drivers/pci:<driver>),
+    else the modules' own names."""
     if modules is None:
         return None
     names: List[str] = []
@@ -126,17 +132,7 @@ def future_default_drivers(host: Host, pf_pci: str) -> Optional[Tuple[str, ...]]
         return None
     modalias = (f"pci:v{vendor:08X}d{device:08X}sv{sub_vendor:08X}sd{sub_device:08X}"
                 f"bc{klass >> 16 & 0xff:02X}sc{klass >> 8 & 0xff:02X}i{klass & 0xff:02X}")
-    modules = host.modules.default_drivers(modalias, ids["vendor"], ids["sriov_vf_device"])
-    if modules is None:
-        return None
-    names: List[str] = []
-    for module in modules:
-        registered = [n[4:] for n in host.sysfs.listdir("sys/module", module.replace("-", "_"), "drivers")
-                      if n.startswith("pci:")]
-        for name in registered or [module]:
-            if name not in names:
-                names.append(name)
-    return tuple(names)
+    return _driver_names(host, host.modules.default_drivers(modalias, ids["vendor"], ids["sriov_vf_device"]))
 
 
 @dataclass(frozen=True)
