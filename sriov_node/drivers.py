@@ -46,6 +46,7 @@ class Driver:
     # what sets its sriov_totalvfs, when not the PCI capability alone: "firmware" (mlx5: the firmware's
     # NUM_OF_VFS, changed with mstconfig/mlxconfig and a power cycle), or the driver's own cap
     totalvfs_from: Optional[str] = None
+    devlink: bool = True  # False: it registers no devlink instance, so devlink answers ENODEV to its PF
     sources: str = ""
 
     def has_ndo(self, key: str) -> bool:
@@ -99,7 +100,7 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
     Driver("igb", "pf", None, frozenset({"mac", "vlan", "qos", "max_tx_rate", "spoofchk", "trust"}),
            rate_link="up", rate_devices=frozenset({"8086:10c9", "8086:10e6", "8086:10e7", "8086:10e8",
                                                          "8086:150a", "8086:150d", "8086:1518", "8086:1526"}),
-           mtu=(68, 9216),
+           mtu=(68, 9216), devlink=False,
            sources="igb_main.c igb_netdev_ops: igb_ndo_set_vf_mac, igb_ndo_set_vf_vlan (vlan_proto != 802.1Q: "
                    "EPROTONOSUPPORT), igb_ndo_set_vf_bw (not an 82576: EOPNOTSUPP; min_tx_rate: EINVAL; link "
                    "down (E1000_STATUS_LU) or max above igb_link_mbps: EINVAL), igb_ndo_set_vf_spoofchk, "
@@ -118,7 +119,7 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
                    "('Not supported in switchdev mode. Please use devlink API.': EOPNOTSUPP), "
                    "nsim_set_vf_spoofchk, nsim_set_vf_link_state, nsim_set_vf_trust; dev.c "
                    "nsim_devlink_eswitch_mode_set: any time; max_mtu ETH_MAX_MTU"),
-    Driver("nvme", "pf+vf",
+    Driver("nvme", "pf+vf", devlink=False,
            sources="drivers/nvme/host/pci.c: nvme_pci_sriov_configure; no netdev, no devlink, no VF settings"),
 )}
 
@@ -159,7 +160,9 @@ def eswitch_order(name: Optional[str]) -> EswitchOrder:
 def eswitch_refusal(row: Driver, mode: str) -> Optional[Refusal]:
     if row.eswitch is not None:
         return None
-    return Refusal("eswitch_mode", "EOPNOTSUPP", f"{row.name} has no eswitch mode ({_NO_ESWITCH}); "
+    why = _NO_ESWITCH if row.devlink else "it registers no devlink instance: devlink answers ENODEV"
+    return Refusal("eswitch_mode", "EOPNOTSUPP" if row.devlink else "ENODEV",
+                   f"{row.name} has no eswitch mode ({why}); "
                    "switchdev needs mlx5_core, ice or netdevsim", "drop eswitch_mode from this block", value=mode)
 
 
@@ -243,7 +246,10 @@ def implied_refusals(row: Driver) -> Iterator[Case]:
         yield Case("eswitch_mode", {"eswitch_mode": "switchdev"}, {})
     if row.mtu is None:
         return  # no netdev: no MTU, no VF settings either
-    yield Case("pf_mtu", {"mtu": row.mtu[1] + 1}, {})
+    from sriov_node.config import MAX_MTU
+
+    if row.mtu[1] < MAX_MTU:  # above the config's own bound the config refuses it (exit 2), not the driver
+        yield Case("pf_mtu", {"mtu": row.mtu[1] + 1}, {})
     for key, sample in (("mac", "02:00:00:00:00:01"), ("vlan", 10), ("spoofchk", False), ("link_state", "enable"),
                         ("trust", True), ("max_tx_rate", 100)):
         if not row.has_ndo(key):

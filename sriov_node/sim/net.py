@@ -155,7 +155,10 @@ class SimNet:
         bus, _, dev = handle.partition("/")
         if bus != "pci" or self.k.dev_dir(dev) is None or self.k.driver_of(dev) is None:
             raise _err(errno.ENODEV, f"no devlink instance {handle}")
-        return dev, self._pf_driver(dev)
+        spec = self._pf_driver(dev)
+        if not spec.devlink:
+            raise _err(errno.ENODEV, f"{self.k.driver_of(dev)} registers no devlink instance ({handle})")
+        return dev, spec
 
     def eswitch_mode(self, handle: str) -> str:
         self.k._load()
