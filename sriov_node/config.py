@@ -15,6 +15,9 @@ from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_NONE,
     ESWITCH_MODES,
+    GUID_AUTO,
+    MAX_AUTO_GUID_VF,
+    GuidSpec,
     LINK_STATES,
     VF_SETTING_KEYS,
     VLAN_PROTOS,
@@ -46,6 +49,9 @@ VF_LINK_KEYS = VF_SETTING_KEYS  # model.VF_SETTINGS lists them once
 # the device plugin's options of a group's resource (its selectors' isRdma, needVhostNet; excludeTopology)
 RESOURCE_OPTION_KEYS = ("rdma", "vhost_net", "exclude_topology")
 VF_KEYS = ("range", "driver", "resource") + RESOURCE_OPTION_KEYS + VF_LINK_KEYS + ("mtu",)
+# InfiniBand VF GUIDs (see group_guids)
+GUID_CONFIG_KEYS = ("guid", "node_guid", "port_guid")
+VF_KEYS += GUID_CONFIG_KEYS
 MAX_ALTNAME = 127  # ALTIFNAMSIZ (128) with its NUL
 DEVICE_PLUGIN_KEYS = ("resource_prefix", "config_file")
 METRICS_KEYS = ("textfile",)
@@ -56,6 +62,7 @@ MAX_RATE = 0xFFFFFFFF  # Mbit/s, a u32 in IFLA_VF_RATE
 
 _PCI_RE = re.compile(r"^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+_GUID_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){7}\Z")
 _HEX4_RE = re.compile(r"^(?:0x)?([0-9a-f]{4})$")
 _DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
 # Module names that differ from the PCI driver name they register (driver_override wants the latter).
@@ -410,6 +417,48 @@ class _Validator:
             return None
         return got
 
+    # ------------------------------------------------------------ InfiniBand VF GUIDs
+
+    def group_guids(self, gkey: str, table: Dict[str, Any],
+                    indices: Optional[Tuple[int, ...]]) -> Tuple[bool, Optional[GuidSpec]]:
+        """(ok, GUIDs): guid = "auto" (derived from the PF's GUID and the VF index), or node_guid /
+        port_guid given for a one-VF group. Whether the PF is InfiniBand is the host's to say (preflight)."""
+        if not any(k in table for k in GUID_CONFIG_KEYS):
+            return True, None
+        before = len(self.problems)
+        given = {}
+        for key in ("node_guid", "port_guid"):
+            if key not in table:
+                continue
+            raw = self.string(f"{gkey}.{key}", table[key])
+            if raw is None:
+                continue
+            text = raw.lower()
+            if not _GUID_RE.match(text):
+                self.error(f"{gkey}.{key}", f"{raw!r} is not a GUID; write it as 8 bytes in hex, "
+                                            "xx:xx:xx:xx:xx:xx:xx:xx (e.g. 02:00:00:00:00:00:00:01)")
+            elif text in ("00:00:00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff:ff:ff"):
+                self.error(f"{gkey}.{key}", f"{raw!r} is not a valid GUID (the subnet manager refuses all zeros "
+                                            "and all ones); use a unique one, or guid = \"auto\"")
+            elif indices is not None and len(indices) > 1:
+                self.error(f"{gkey}.{key}", f"one {key} for {len(indices)} VFs: each VF needs its own; give each "
+                                            "its own group (range = \"3\"), or use guid = \"auto\"")
+            else:
+                given[key] = text
+        if "guid" in table:
+            value = self.choice(f"{gkey}.guid", table["guid"], (GUID_AUTO,))
+            if value is not None and any(k in table for k in ("node_guid", "port_guid")):
+                self.error(f"{gkey}.guid", "\"auto\" derives node_guid and port_guid: drop node_guid/port_guid, "
+                                           "or drop guid to give them yourself")
+            elif value is not None and indices and max(indices) > MAX_AUTO_GUID_VF:
+                self.error(f"{gkey}.guid", f"\"auto\" derives GUIDs for VF indices up to {MAX_AUTO_GUID_VF}; "
+                                           "give these VFs node_guid/port_guid")
+        if len(self.problems) != before:
+            return False, None
+        if "guid" in table:
+            return True, GuidSpec(auto=True)
+        return True, GuidSpec(node_guid=given.get("node_guid"), port_guid=given.get("port_guid"))
+
     def vf_groups(self, key: str, value: Any, num_vfs: Optional[int]) -> Tuple[VfGroup, ...]:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             self.error(key, f"must be an array of tables ([[{key.split('[')[0]}.vfs]]), got {_type_name(value)}")
@@ -426,10 +475,13 @@ class _Validator:
             mtu_ok, mtu = self.group_mtu(gkey, table, driver if driver_ok else None)
             resource_ok, resource = self.group_resource(gkey, table, driver_ok, driver)
             options = self.group_resource_options(gkey, table, resource, driver if driver_ok else None)
+            guids_ok, guids = self.group_guids(gkey, table, indices)
             if indices is None or not driver_ok or links is None or not mtu_ok or not resource_ok or options is None:
                 continue
+            if not guids_ok:
+                continue
             groups.append(VfGroup(key=gkey, range_text=table["range"], indices=indices, driver=driver,
-                                  links=links, mtu=mtu, resource=resource, **options))
+                                  links=links, mtu=mtu, resource=resource, guids=guids, **options))
         return tuple(groups)
 
     def pf(self, key: str, table: Any) -> Optional[PfSpec]:

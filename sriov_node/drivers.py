@@ -47,6 +47,9 @@ class Driver:
     # NUM_OF_VFS, changed with mstconfig/mlxconfig and a power cycle), or the driver's own cap
     totalvfs_from: Optional[str] = None
     devlink: bool = True  # False: it registers no devlink instance, so devlink answers ENODEV to its PF
+    # ndo_set_vf_guid/ndo_get_vf_guid on its InfiniBand netdev (IPoIB over the driver's RDMA device):
+    # InfiniBand VF node/port GUIDs (IFLA_VF_IB_NODE_GUID/PORT_GUID); only while the PF is in IB mode
+    ib_guids: bool = False
     sources: str = ""
 
     def has_ndo(self, key: str) -> bool:
@@ -108,12 +111,14 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
                    "MAX_STD_JUMBO_FRAME_SIZE"),
     Driver("igbvf", "vf", mtu=(68, 9216), sources="igbvf netdev.c: a VF driver"),
     Driver("mlx5_core", "pf+vf", "vfs_unbound", ALL_SETTINGS, rates_in_switchdev=False, mtu=(68, 9978),
-           totalvfs_from="firmware",
+           totalvfs_from="firmware", ib_guids=True,
            sources="en_main.c mlx5e_set_vf_mac/_vlan/_rate/_spoofchk/_trust/_link_state -> eswitch.c "
                    "mlx5_eswitch_set_vport_mac, __mlx5_eswitch_set_vport_vlan (802.1ad too), "
                    "mlx5_eswitch_set_vport_rate (min and max; legacy rates refused in switchdev: use devlink "
                    "rate), mlx5_eswitch_set_vport_spoofchk, _trust, _state; mlx5_devlink_eswitch_mode_set "
-                   "(any time on 6.x; before ~5.3 only with VFs, unbound)"),
+                   "(any time on 6.x; before ~5.3 only with VFs, unbound); InfiniBand: ipoib_set_vf_guid -> "
+                   "ib_set_vf_guid -> mlx5_ib_set_vf_guid (ib_virt.c: modify_hca_vport_context, kept in "
+                   "vfs_ctx and restored on the next SR-IOV enable), mlx5_ib_get_vf_guid (0 until set)"),
     Driver("netdevsim", "pf", "any", ALL_SETTINGS, rates_in_switchdev=False, mtu=(68, 65535),
            sources="netdevsim/netdev.c: nsim_set_vf_mac, nsim_set_vf_vlan (any proto), nsim_set_vf_rate "
                    "('Not supported in switchdev mode. Please use devlink API.': EOPNOTSUPP), "

@@ -104,6 +104,10 @@ class VfLinks:
     link_state: Optional[str] = None  # "auto" | "enable" | "disable"
     min_tx_rate: Optional[int] = None  # Mbit/s, 0 = no limit
     max_tx_rate: Optional[int] = None
+    # observed only (IFLA_VF_IB_NODE_GUID/PORT_GUID, reported through ndo_get_vf_guid since 5.5):
+    # an InfiniBand VF's GUIDs, "xx:xx:xx:xx:xx:xx:xx:xx"; None where the PF's driver reports none
+    node_guid: Optional[str] = None
+    port_guid: Optional[str] = None
 
     def wanted(self) -> Dict[str, Any]:
         """The managed attributes, grouped as the kernel sets them: vlan = (vlan, qos, proto), rate = (min, max)."""
@@ -150,6 +154,7 @@ class VfGroup:
     rdma: bool = False  # selector isRdma: only VFs with an RDMA device, their /dev/infiniband nodes mounted
     vhost_net: bool = False  # selector needVhostNet: /dev/vhost-net and /dev/net/tun mounted with each VF
     exclude_topology: bool = False  # resource excludeTopology: no NUMA node reported to kubelet
+    guids: Optional["GuidSpec"] = None  # InfiniBand VF GUIDs (guid = "auto", or node_guid/port_guid)
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,7 @@ class VfSpec:
     group: Optional[str] = None  # the group's key, None for VFs no group names
     links: VfLinks = VfLinks()
     mtu: Optional[int] = None
+    guids: Optional["GuidSpec"] = None
 
 
 @dataclass(frozen=True)
@@ -213,12 +219,16 @@ class PfSpec:
     def vf(self, index: int) -> VfSpec:
         for group in self.vfs:
             if index in group.indices:
-                return VfSpec(index, group.driver, group.key, group.links, group.mtu)
+                return VfSpec(index, group.driver, group.key, group.links, group.mtu, group.guids)
         return VfSpec(index)
 
     @property
     def wants_vf_links(self) -> bool:
         return any(g.links.wanted() for g in self.vfs)
+
+    @property
+    def wants_guids(self) -> bool:
+        return any(g.guids is not None for g in self.vfs)
 
     @property
     def wants_vf_mtu(self) -> bool:
@@ -269,6 +279,56 @@ class DesiredState:
         return tuple(seen)
 
 
+# ---------------------------------------------------------------------------- InfiniBand VF GUIDs
+
+GUID_AUTO = "auto"
+GUID_KEYS = ("node_guid", "port_guid")  # the netlink attributes IFLA_VF_IB_NODE_GUID, IFLA_VF_IB_PORT_GUID
+MAX_AUTO_GUID_VF = 0x7FFF  # the derived GUID's last 16 bits hold (VF index << 1) | port
+
+
+@dataclass(frozen=True)
+class GuidSpec:
+    """A VF group's InfiniBand GUIDs: derived (`auto`) or given (one VF's node and/or port GUID)."""
+
+    auto: bool = False
+    node_guid: Optional[str] = None
+    port_guid: Optional[str] = None
+
+    def wanted(self, vf: int, pf_guid: Optional[str]) -> Optional[Dict[str, str]]:
+        """{"node_guid": ..., "port_guid": ...} for VF `vf`; None when derived and the PF has no GUID."""
+        if not self.auto:
+            return {k: v for k, v in (("node_guid", self.node_guid), ("port_guid", self.port_guid)) if v}
+        if pf_guid is None:
+            return None
+        return {"node_guid": derive_vf_guid(pf_guid, vf, port=False),
+                "port_guid": derive_vf_guid(pf_guid, vf, port=True)}
+
+
+def guid_int(text: str) -> int:
+    return int(text.replace(":", ""), 16)
+
+
+def guid_text(value: int) -> str:
+    return value.to_bytes(8, "big").hex(":")
+
+
+def derive_vf_guid(pf_guid: str, vf: int, port: bool) -> str:
+    """The rule `guid = "auto"` follows (docs/config-reference.md, "InfiniBand VF GUIDs"):
+
+        byte 0      the PF GUID's byte 0 with the locally administered bit (0x02) set
+        bytes 1-2   the PF GUID's bytes 1-2 (with byte 0: the PF's OUI)
+        bytes 3-5   the PF GUID's bytes 5-7 (what makes the PF's GUID unique within its OUI)
+        bytes 6-7   (VF index << 1) | 1 for the port GUID, 0 for the node GUID
+
+    Vendors' GUIDs are universally administered (bit 0x02 of byte 0 clear): no derived GUID can be
+    any HCA's, switch's or PF's own. Two derived GUIDs are equal only for the same PF's OUI and last
+    24 bits (ConnectX GUIDs are the port MAC with 03:00 inserted: those 24 bits are the MAC's own,
+    unique within the OUI), the same VF and the same kind."""
+    raw = guid_int(pf_guid).to_bytes(8, "big")
+    tail = (vf << 1) | int(port)
+    return guid_text(int.from_bytes(bytes([raw[0] | 0x02, raw[1], raw[2], raw[5], raw[6], raw[7]]), "big") << 16 | tail)
+
+
 # ---------------------------------------------------------------------------- observed
 
 
@@ -315,6 +375,10 @@ class PfState:
     eswitch_mode: Optional[str] = None  # read only when a block wants one
     links_error: Optional[str] = None  # why the VF settings could not be read, when they could not
     eswitch_error: Optional[str] = None  # why the eswitch mode could not be read
+    # InfiniBand, read only when a block wants VF GUIDs: the PF netdev's `type` (32: ARPHRD_INFINIBAND)
+    # and the node GUID of its RDMA device (<PF>/infiniband/<dev>/node_guid), "xx:...:xx"
+    link_type: Optional[int] = None
+    ib_guid: Optional[str] = None
 
     @property
     def devlink_handle(self) -> str:

@@ -35,7 +35,7 @@ from tests.helpers import open_host
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import run_cli
 
-PF0, CX5 = "0000:20:00.0", "0000:30:00.0"
+PF0, CX5, IB = "0000:20:00.0", "0000:30:00.0", "0000:40:00.0"
 
 
 def record_writes(host) -> Counter:
@@ -102,7 +102,7 @@ def _unload(host, driver):
 
 
 def _create(make_host):
-    return make_host(("x710", 1, None), ("cx5", 1, None))
+    return make_host(("x710", 1, None), ("cx5", 1, None), ("cx6-ib", 1, None))
 
 
 def _prepared(host, write_config):
@@ -125,6 +125,8 @@ SCENARIOS = {
     "eswitch back to legacy with VFs bound": (_prepared, EVERYTHING.replace('"switchdev"', '"legacy"')),
     "a stale virtfn link: replug": ("stale", f'[[pf]]\npci = "{PF0}"\nnum_vfs = 4\n'),
     "the known default driver is not loaded: planned load": ("unloaded", f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n'),
+    "InfiniBand GUIDs for bound VFs: unbind, set, bind again": (
+        "ib", f'[[pf]]\npci = "{IB}"\nnum_vfs = 2\n[[pf.vfs]]\nrange = "0-1"\nguid = "auto"\n'),
 }
 
 
@@ -136,6 +138,8 @@ def _setup(make_host, write_config, how):
         SimKernel(host.root).show_vf_remove()
         host.sysfs.set_num_vfs(PF0, 4)
         host.sysfs.write(PCI_DEVICES, (host.sysfs.vf_address(PF0, 1), "remove"), "1\n")
+    elif how == "ib":
+        host.sysfs.set_num_vfs(IB, 2)  # bound to mlx5_core by the kernel, no GUIDs yet
     elif how == "unloaded":
         host.sysfs.set_num_vfs(PF0, 2)
         _unload(host, "iavf")

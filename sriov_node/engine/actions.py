@@ -268,6 +268,30 @@ class SetVfSetting(Action):
 
 
 @dataclass(frozen=True)
+class SetVfGuids(Action):
+    """InfiniBand VF GUIDs (IFLA_VF_IB_NODE_GUID/PORT_GUID) through the PF's IPoIB netdev, one request
+    for every VF of the plan; planned while the VFs are unbound (mlx5_ib reads a VF's GUIDs when it
+    probes it), their drivers bound after it."""
+
+    ifname: str = ""
+    values: Tuple[Tuple[int, str, str], ...] = ()  # (VF index, "node_guid" | "port_guid", GUID)
+    op: ClassVar[str] = "set_vf_guids"
+    own_writes: ClassVar[Tuple[str, ...]] = ("vf_links",)
+
+    def describe(self) -> str:
+        from sriov_node.model import format_ranges
+
+        vfs = sorted({vf for vf, _, _ in self.values})
+        shown = "; ".join(f"VF {vf} {key} {guid}" for vf, key, guid in self.values[:4])
+        more = f"; ... ({len(self.values)} GUIDs)" if len(self.values) > 4 else ""
+        return f"InfiniBand GUIDs of VF(s) {format_ranges(vfs)}: {shown}{more} (through {self.ifname})"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _with_retry(self, {"pf": self.pf, "op": self.op, "ifname": self.ifname,
+                                  "vfs": [{"vf": i, "attr": k, "value": v} for i, k, v in self.values]})
+
+
+@dataclass(frozen=True)
 class SetVfMtu(Action):
     """A VF netdev's MTU, once the VF's driver has made its netdev."""
 

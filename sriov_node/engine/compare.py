@@ -33,6 +33,8 @@ PF_MTU = "mtu"  # the PF netdev's MTU
 ESWITCH = "eswitch_mode"  # devlink
 VF_MTU = "vf_mtu"  # a VF netdev's MTU
 VF_LINKS = "vf_links"  # VF settings could not be read at all
+GUIDS = ("node_guid", "port_guid")  # an InfiniBand VF's GUIDs (IFLA_VF_IB_NODE_GUID/PORT_GUID)
+GUID_SOURCE = "guid"  # guid = "auto" on a PF with no InfiniBand GUID to derive from
 # and one per VF setting, named as VfLinks.wanted() names them: "mac", "vlan", "rate", "spoofchk", ...
 
 DRIVER_UNJUDGED = "driver_unjudged"  # a caveat, not a difference: the kernel's default cannot be known here
@@ -230,6 +232,23 @@ def compare_settings(want: VfSpec, vf: VfState, pf: PfState, held: Optional[List
     return out
 
 
+def compare_guids(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
+    """An InfiniBand VF's node and port GUIDs, as the PF's driver reports them (netlink's VF info)."""
+    if want.guids is None:
+        return []
+    wanted = want.guids.wanted(vf.index, pf.ib_guid)
+    if wanted is None:
+        return [Finding(GUID_SOURCE, "auto", None, vf.index,
+                        "guid = \"auto\" and the PF has no InfiniBand GUID to derive from")]
+    out: List[Finding] = []
+    for key, value in wanted.items():
+        have = None if vf.links is None else getattr(vf.links, key)
+        if have != value:
+            shown = have or f"not reported ({pf.links_error or 'the PF driver reports no VF GUIDs'})"
+            out.append(Finding(key, value, have, vf.index, f"{key} is {shown}, want {value}"))
+    return out
+
+
 def compare_pf(spec: PfSpec, pf: PfState) -> List[Finding]:
     out: List[Finding] = []
     autoprobe = spec.autoprobe_wanted
@@ -314,4 +333,5 @@ def _compare(spec: PfSpec, pf: PfState, caveats: List[Finding], held: List[Findi
         if pci:  # VFs without PCI functions (netdevsim) have no driver to bind
             out += compare_driver(vf_spec, vf, pf.vf_default_driver, pf.vf_default_drivers, caveats)
         out += compare_settings(vf_spec, vf, pf, held)
+        out += compare_guids(vf_spec, vf, pf)
     return tuple(out)

@@ -37,6 +37,7 @@ from sriov_node.engine.actions import (
     SetNumVfs,
     SetPfMtu,
     SetVfMtu,
+    SetVfGuids,
     SetVfSetting,
     UnbindDriver,
 )
@@ -114,6 +115,13 @@ class Executor:
                     batch.append(actions[i])
                 i += 1
                 errors = self._set_vf_settings(batch)
+                if errors and not self._present(action.pf, result):
+                    break
+                result.errors += errors
+                continue
+            if isinstance(action, SetVfGuids):  # a refusal fails its VFs; their drivers are bound again all the same
+                i += 1
+                errors = self._set_vf_guids(action)
                 if errors and not self._present(action.pf, result):
                     break
                 result.errors += errors
@@ -584,6 +592,22 @@ class Executor:
                     errors.append(HostError(pf, message, attr="vf_settings", errno=code, hint=hint))
                     break
         return errors
+
+    def _set_vf_guids(self, a: SetVfGuids) -> List[HostError]:
+        """Every GUID of the action in one RTM_SETLINK (each GUID its own IFLA_VF_INFO: vfinfo.py); read
+        back by the verification that ends the run (netlink's VF info, ndo_get_vf_guid)."""
+        merged: Dict[int, Dict[str, Any]] = {}
+        for vf, key, guid in a.values:
+            merged.setdefault(vf, {})[key] = guid
+        try:
+            self.host.links.set_vf_links(a.ifname, sorted(merged.items()))
+        except OSError as exc:
+            code = exc.errno or E.EIO
+            return [HostError(a.pf, f"setting the InfiniBand GUIDs of VF(s) through {a.ifname} failed: "
+                                    f"{exc.strerror or exc}", attr="node_guid", errno=code,
+                              hint="GUIDs are taken only by an InfiniBand PF's IPoIB netdev (mlx5_core with "
+                                   "ib_ipoib); check `ip -d link show " + a.ifname + "` and dmesg")]
+        return []
 
     def _note_fresh(self, pf: str, ifname: str, merged: Dict[int, Dict[str, Any]]) -> None:
         """The settings the kernel gave the VFs this run created, before the run changes them: what

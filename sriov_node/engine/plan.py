@@ -5,6 +5,8 @@ Phases run in order:
     modules   drivers to load (named ones, and the kernel's default when a probe needs it)
     pf        the PF netdev's MTU (before VFs are created: VF drivers size buffers from it)
     count     sriov_numvfs (through 0) and the eswitch mode, in the order the PF driver needs
+    guids     InfiniBand VF GUIDs, set while the VFs are unbound (unbinds first; the bindings and
+              probes after it bind them again: mlx5_ib takes a VF's GUIDs when it probes the VF)
     bindings  driver_override, unbind, bind
     links     VF settings held by the PF driver (MAC, VLAN, rates...), one request per PF
     restore   autoprobe back, default drivers probed
@@ -31,6 +33,7 @@ from sriov_node.engine.actions import (
     SetEswitchMode,
     SetNumVfs,
     SetPfMtu,
+    SetVfGuids,
     SetVfMtu,
     SetVfSetting,
     UnbindDriver,
@@ -38,6 +41,8 @@ from sriov_node.engine.actions import (
 from sriov_node.engine.compare import (
     DRIVER,
     ESWITCH,
+    GUID_SOURCE,
+    GUIDS,
     OVERRIDE,
     PF_MTU,
     VF_LINKS,
@@ -59,7 +64,7 @@ from sriov_node.model import (
 )
 from sriov_node.engine.resolve import Target
 
-PHASES = ("modules", "pf", "count", "bindings", "links", "restore", "netdevs")
+PHASES = ("modules", "pf", "count", "guids", "bindings", "links", "restore", "netdevs")
 
 # The order a PF driver needs for its eswitch mode (no_vfs, vfs_unbound, any) is its row of
 # sriov_node/drivers.py. A disable (sriov_numvfs -> 0) can take the eswitch back to legacy: netdevsim
@@ -185,6 +190,24 @@ class _Builder:
         self._fresh: Dict[Optional[str], List[Finding]] = {}
         self.fresh_default = False  # a VF this plan creates wants the kernel's default driver
         self.netdevs: List[Action] = []
+        self.guid_unbinds: List[Action] = []
+        self.guids: List[Tuple[int, str, str]] = []
+
+    def guid_values(self, want: VfSpec) -> None:
+        """The VF's wanted GUIDs (derived from the PF's GUID, or given); "auto" when the PF has none
+        (the plan is then refused by preflight, naming the PF)."""
+        if want.guids is None:
+            return
+        wanted = want.guids.wanted(want.index, self.pf.ib_guid)
+        if wanted is None:
+            self.guids.append((want.index, "node_guid", "auto"))
+            return
+        self.guids += [(want.index, key, value) for key, value in wanted.items()]
+
+    def guid_actions(self) -> Tuple[Action, ...]:
+        if not self.guids:
+            return ()
+        return tuple(self.guid_unbinds) + (SetVfGuids(self.pf.pci, ifname=self.pf.name or "", values=tuple(self.guids)),)
 
     def vf(self, index: int, findings: Sequence[Finding], fresh: bool = False) -> None:
         """The actions that fix one VF's DRIVER and OVERRIDE findings, as the comparison stated them
@@ -302,7 +325,8 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
         if spec.num_vfs:
             # With drivers to choose (or an eswitch that wants its VFs unbound), create the VFs
             # unprobed so the default driver never grabs them.
-            gate = any(v.driver not in (DRIVER_DEFAULT, DRIVER_ANY) for v in wants) or mode is not None
+            gate = any(v.driver not in (DRIVER_DEFAULT, DRIVER_ANY) for v in wants) or mode is not None \
+                or spec.wants_guids  # VFs must be unbound while their GUIDs are set
             if pci and pf.autoprobe is not None and autoprobe and gate:
                 b.count.append(SetAutoprobe(pf.pci, value=False))
                 autoprobe = False
@@ -318,6 +342,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
                 if pci:
                     b.fresh_vf(want)
                 b.settings(want)
+                b.guid_values(want)
             if pci and not autoprobe:  # created unprobed: the VFs the kernel would have probed need a probe
                 b.probes += [b.probe(v.index) for v in wants if v.driver in (DRIVER_DEFAULT, DRIVER_ANY)]
     else:
@@ -341,10 +366,20 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
                 redo[f.vf] = None  # unreadable: send them all
             elif f.vf is not None and f.attr in VF_LINK_ATTRS and redo.get(f.vf, set()) is not None:
                 redo.setdefault(f.vf, set()).add(f.attr)  # type: ignore[union-attr]
+        guid_vfs = {f.vf for f in findings if f.vf is not None and (f.attr in GUIDS or f.attr == GUID_SOURCE)}
         for vf in vfs:
             want = spec.vf(vf.index)
             if vf.index >= spec.num_vfs:
                 continue
+            if vf.index in guid_vfs:
+                b.guid_values(want)
+                if vf.driver is not None and pci:
+                    # unbound for the GUIDs, then judged again as unbound: the bindings bind it back
+                    b.guid_unbinds.append(UnbindDriver(pf.pci, vf=vf.index, driver=vf.driver))
+                    if want.driver == DRIVER_ANY:
+                        b.binds.append(BindDriver(pf.pci, vf=vf.index, driver=vf.driver))
+                    vf = _unbound(vf)
+                    bindings[vf.index] = compare_driver(want, vf, pf.vf_default_driver, pf.vf_default_drivers)
             if pci:
                 b.vf(vf.index, bindings.get(vf.index, ()))
             if vf.index in redo:
@@ -362,6 +397,7 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
                           for d in sorted(needed | ({default} if default is not None else set())))),
         ("pf", tuple(b.pf_phase)),
         ("count", tuple(b.count)),
+        ("guids", b.guid_actions()),
         ("bindings", b.bindings()),
         ("links", b.link_actions() if pf.name else ()),
         ("restore", tuple(b.restore + b.probes)),

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from sriov_node import drivers
-from sriov_node.engine.actions import BindDriver, LoadDriver, SetEswitchMode, SetPfMtu, SetVfMtu, SetVfSetting
+from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetPfMtu, SetVfGuids, SetVfMtu,
+                                      SetVfSetting)
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,6 +99,8 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
             else:
                 found = drivers.mtu_refusal(vf_row, action.value, vf=action.vf)
                 refused += [found] if found else []
+        elif isinstance(action, SetVfGuids):
+            refused += _guid_refusals(pf, action)
         elif isinstance(action, SetVfSetting):
             if row is None:
                 unknown.append(action.attr)
@@ -112,6 +115,30 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
         notes.append(f"{pf.driver or 'no driver'} is not in sriov-node's driver table: its "
                      f"{', '.join(dict.fromkeys(unknown))} not known: tried at apply")
     return refused, notes
+
+
+def _guid_refusals(pf, action: SetVfGuids) -> List[drivers.Refusal]:
+    """InfiniBand VF GUIDs: only through an InfiniBand PF's netdev (rtnetlink's handle_vf_guid refuses
+    any other type, EOPNOTSUPP) whose driver has ndo_set_vf_guid (the driver table's `ib_guids`), and
+    `guid = "auto"` needs the PF's own GUID to derive from."""
+    row = drivers.driver(pf.driver)
+    vfs = sorted({vf for vf, _, _ in action.values})
+    first = vfs[0] if vfs else None
+    if pf.link_type != 32:
+        kind = {1: "an Ethernet", None: "no"}.get(pf.link_type, f"a type {pf.link_type}")
+        return [drivers.Refusal("guid", "EOPNOTSUPP", f"VF GUIDs are InfiniBand's, and PF {pf.label} has {kind} netdev "
+                                f"(type {pf.link_type}; InfiniBand is 32)",
+                                "drop guid/node_guid/port_guid from this PF's VF groups, or put the port in InfiniBand "
+                                "mode (mstconfig LINK_TYPE_P1=1) and power cycle", vf=first, value="guid")]
+    if row is None or not row.ib_guids:
+        return [drivers.Refusal("guid", "EOPNOTSUPP", f"{pf.driver or 'no driver'} has no ndo_set_vf_guid",
+                                "drop guid/node_guid/port_guid (VF GUIDs need mlx5_core)", vf=first, value="guid")]
+    if any(guid == "auto" for _, _, guid in action.values):
+        return [drivers.Refusal("guid", "ENODEV", f"guid = \"auto\" derives from the PF's InfiniBand GUID, and "
+                                f"PF {pf.label} has no RDMA device with a node GUID (<PF>/infiniband/*/node_guid)",
+                                "load mlx5_ib (modprobe mlx5_ib), or give node_guid/port_guid per VF",
+                                vf=first, value="auto")]
+    return []
 
 
 def describe_refusals(pf_plan: "PfPlan", refused: List[drivers.Refusal]) -> List[str]:

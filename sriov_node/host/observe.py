@@ -148,11 +148,23 @@ class Wanted:
     # is sent, none compared); None: always
     links_at_count: Optional[int] = None
     vf_detail: bool = True  # each VF's netdevs and IOMMU group (status; not what the comparison needs)
+    guids: bool = False  # InfiniBand VF GUIDs: the PF's link type and GUID (the VFs' come with `links`)
 
     @classmethod
     def for_spec(cls, spec: PfSpec, macs: bool = False, detail: bool = False) -> "Wanted":
-        return cls(True, macs, spec.wants_vf_links, spec.eswitch_mode is not None, spec.wants_vf_mtu,
-                   None if spec.externally_managed else spec.num_vfs, detail)
+        return cls(True, macs, spec.wants_vf_links or spec.wants_guids, spec.eswitch_mode is not None,
+                   spec.wants_vf_mtu, None if spec.externally_managed else spec.num_vfs, detail, spec.wants_guids)
+
+
+def ib_guid(host: Host, pci: str) -> Optional[str]:
+    """The node GUID of the PF's RDMA device (<PF>/infiniband/<dev>/node_guid, "0c42:a103:0012:3456"),
+    as "0c:42:a1:03:00:12:34:56"; None without one."""
+    for name in sorted(host.sysfs.listdir(PCI_DEVICES, pci, "infiniband")):
+        text = host.sysfs.read(PCI_DEVICES, pci, "infiniband", name, "node_guid")
+        raw = (text or "").strip().replace(":", "").lower()
+        if len(raw) == 16 and all(c in "0123456789abcdef" for c in raw) and int(raw, 16):
+            return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
+    return None
 
 
 def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
@@ -227,6 +239,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         eswitch_mode=eswitch,
         links_error=links_error,
         eswitch_error=eswitch_error,
+        link_type=sysfs.read_int(CLASS_NET, netdevs[0], "type") if want.guids and netdevs else None,
+        ib_guid=ib_guid(host, pci) if want.guids and pcifn else None,
     )
 
 

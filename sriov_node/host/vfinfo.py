@@ -19,6 +19,15 @@ the order of the attributes; rtnl_fill_vfinfo answers the same structs):
     IFLA_VF_VLAN_LIST 12 { IFLA_VF_VLAN_INFO 1:
     struct ifla_vf_vlan_info  { __u32 vf, vlan, qos; __be16 vlan_proto; }  16 bytes with its padding
                                                          (the policy refuses fewer with EINVAL) }
+    struct ifla_vf_guid       { __u32 vf; __u64 guid; }                          IFLA_VF_IB_NODE_GUID 10,
+                                                                                 IFLA_VF_IB_PORT_GUID 11
+
+InfiniBand GUIDs: do_setvfinfo *returns* after IFLA_VF_IB_NODE_GUID (`return handle_vf_guid(...)`),
+so a port GUID in the same IFLA_VF_INFO is never applied: each GUID travels in an IFLA_VF_INFO of
+its own (node first). The u64 is host-endian, the number the text `xx:..:xx` reads big-endian (as
+iproute2's `ip link set ... vf N node_guid` parses it); sent as pyroute2 packs it (the vf, then the
+GUID in a 32-byte field at offset 8: the kernel's policy wants at least its 16-byte struct),
+reported by rtnl_fill_vfinfo through ndo_get_vf_guid (5.5+) as the 16-byte struct.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ IFLA_VFINFO_LIST = 22
 IFLA_VF_INFO = 1
 IFLA_VF_MAC, IFLA_VF_VLAN, IFLA_VF_SPOOFCHK, IFLA_VF_LINK_STATE, IFLA_VF_RATE = 1, 2, 4, 5, 6
 IFLA_VF_TRUST, IFLA_VF_VLAN_LIST = 9, 12
+IFLA_VF_IB_NODE_GUID, IFLA_VF_IB_PORT_GUID = 10, 11
 IFLA_VF_VLAN_INFO = 1
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 NLA_MAX_LEN = 0xFFFF  # an attribute's length is 16 bits, header included
@@ -43,6 +53,8 @@ _U32 = struct.Struct("=I")
 _U32x2 = struct.Struct("=II")
 _U32x3 = struct.Struct("=III")
 _BE16 = struct.Struct(">H")
+_GUID = struct.Struct("=I4xQ")  # struct ifla_vf_guid
+_GUID_ATTRS = {"node_guid": IFLA_VF_IB_NODE_GUID, "port_guid": IFLA_VF_IB_PORT_GUID}
 _PROTO_NAMES = {code: name for name, code in VLAN_PROTOS.items()}
 # the smallest payload each struct attribute may have (shorter ones are not read)
 _SIZES = {IFLA_VF_MAC: 36, IFLA_VF_VLAN: 12, IFLA_VF_SPOOFCHK: 8, IFLA_VF_LINK_STATE: 8, IFLA_VF_RATE: 12,
@@ -80,7 +92,12 @@ def encode_vf_info(vf: int, change: Dict[str, Any]) -> bytes:
         out.append(_nla(IFLA_VF_LINK_STATE, _U32x2.pack(vf, LINK_STATES.index(change["link_state"]))))
     if "trust" in change:
         out.append(_nla(IFLA_VF_TRUST, _U32x2.pack(vf, int(change["trust"]))))
-    return _nla(IFLA_VF_INFO, b"".join(out))
+    infos = [_nla(IFLA_VF_INFO, b"".join(out))] if out else []
+    for key, kind in _GUID_ATTRS.items():  # one IFLA_VF_INFO each: the kernel applies one GUID per info
+        if key in change:
+            guid = _GUID.pack(vf, int(change[key].replace(":", ""), 16)).ljust(36, b"\0")
+            infos.append(_nla(IFLA_VF_INFO, _nla(kind, guid)))
+    return b"".join(infos) if infos else _nla(IFLA_VF_INFO, b"")
 
 
 def encode_vfinfo_list(changes: Sequence[VfChange]) -> bytes:
@@ -160,8 +177,13 @@ def vf_links(data: bytes, attrs: Dict[int, Tuple[int, int]]) -> Tuple[int, VfLin
     if IFLA_VF_LINK_STATE in attrs:
         (_, code) = _U32x2.unpack_from(data, attrs[IFLA_VF_LINK_STATE][0])
         state = LINK_STATES[code] if code < len(LINK_STATES) else None
+    guids = {}
+    for key, kind in _GUID_ATTRS.items():
+        if kind in attrs and attrs[kind][1] - attrs[kind][0] >= _GUID.size:
+            guids[key] = _GUID.unpack_from(data, attrs[kind][0])[1].to_bytes(8, "big").hex(":")
     vid = vid or 0
     return index, VfLinks(
+        **guids,
         mac=mac,
         vlan=vid,
         qos=qos or 0,

@@ -12,7 +12,7 @@ import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from sriov_node import drivers as table
-from sriov_node.model import SETTING_ATTR, VF_LINK_ATTRS, VfLinks, split_setting
+from sriov_node.model import GUID_KEYS, SETTING_ATTR, VF_LINK_ATTRS, VfLinks, split_setting
 from sriov_node.sim.kernel import SimKernel, _err
 
 # The PF drivers' VF ndo ops and devlink ops are sriov_node/drivers.py's rows (one table for the
@@ -73,12 +73,39 @@ class SimNet:
         count = self.k._num_vfs(pf) if os.path.exists(self.k._p(f"{self.k.dev_dir(pf)}/sriov_numvfs")) else 0
         unreported = spec.unreported
         out = {}
+        ib = self._has_vf_guid_ops(pf, ifname)
         for i in range(count):
             s = self.vf_state(pf, i)
+            guids = {k: self.vf_guid(pf, i, k) for k in GUID_KEYS} if ib else {}
             out[i] = VfLinks(mac=s["mac"], vlan=s["vlan"][0], qos=s["vlan"][1], vlan_proto=s["vlan"][2],
                              spoofchk=s["spoofchk"], trust=None if "trust" in unreported else s["trust"],
-                             link_state=s["link_state"], min_tx_rate=s["rate"][0], max_tx_rate=s["rate"][1])
+                             link_state=s["link_state"], min_tx_rate=s["rate"][0], max_tx_rate=s["rate"][1],
+                             **guids)
         return out
+
+    # ------------------------------------------------------------------ InfiniBand VF GUIDs
+
+    def _has_vf_guid_ops(self, pf: str, ifname: str) -> bool:
+        """ndo_set_vf_guid/ndo_get_vf_guid: IPoIB's netdev ops (ipoib_set_vf_guid -> ib_set_vf_guid ->
+        mlx5_ib_set_vf_guid), on an mlx5 function in InfiniBand mode; mlx5e's Ethernet ops have none."""
+        netdev_type = (self.k._get(f"{self.k.dev_dir(pf)}/net/{ifname}/type") or "").strip()
+        return self.k.driver_of(pf) == "mlx5_core" and netdev_type == "32"
+
+    def _guids(self, pf: str) -> Dict[str, Dict[str, str]]:
+        # mlx5's vfs_ctx: kept across a disable and restored on the next enable (sriov_restore_guids),
+        # lost with the PF driver (a reload, a reboot)
+        return self.k._model.setdefault("ib_guids", {}).setdefault(pf, {})
+
+    def vf_guid(self, pf: str, index: int, key: str) -> str:
+        """mlx5_ib_get_vf_guid: the GUID set for the VF, 0 when none was (node_guid_valid unset)."""
+        return self._guids(pf).get(str(index), {}).get(key, "00:00:00:00:00:00:00:00")
+
+    def _set_guid(self, pf: str, ifname: str, vf: int, key: str, value: str, drv: Optional[str]) -> None:
+        """do_setvfinfo: no ndo_set_vf_guid (mlx5e, every Ethernet driver) EOPNOTSUPP; handle_vf_guid: a
+        netdev whose type is not ARPHRD_INFINIBAND EOPNOTSUPP; mlx5_ib: modify_hca_vport_context."""
+        if not self._has_vf_guid_ops(pf, ifname):
+            raise _err(errno.EOPNOTSUPP, f"{drv}: {ifname} has no ndo_set_vf_guid (not an InfiniBand netdev)")
+        self._guids(pf).setdefault(str(vf), {})[key] = value
 
     def set_vf_links(self, ifname: str, changes: Sequence[Tuple[int, Dict[str, Any]]]) -> None:
         with self.k._transaction():
@@ -96,6 +123,9 @@ class SimNet:
                     for attr in VF_LINK_ATTRS:  # the kernel's order inside one IFLA_VF_INFO
                         if attr in change:
                             self._set(pf, vf, attr, change[attr], spec, drv, mode)
+                    for key in GUID_KEYS:  # each in an IFLA_VF_INFO of its own (vfinfo.encode_vf_info)
+                        if key in change:
+                            self._set_guid(pf, ifname, vf, key, change[key], drv)
             except OSError as exc:
                 result = errno.errorcode.get(exc.errno or 0, "?")
                 raise

@@ -387,7 +387,28 @@ class PciRules(SimFaults):
         d = self.dev_dir(bdf)
         name = f"mlx5_{n}"
         self._put(f"{d}/infiniband/{name}/node_type", "1: CA\n", 0o444)
+        guid = self._ib_node_guid(bdf)
+        if guid is not None:  # sysfs shows it as four groups of 16 bits
+            raw = guid.replace(":", "")
+            self._put(f"{d}/infiniband/{name}/node_guid", ":".join(raw[i:i + 4] for i in range(0, 16, 4)) + "\n", 0o444)
         self._link(f"sys/class/infiniband/{name}", f"{d}/infiniband/{name}")
+
+    def _ib_node_guid(self, bdf: str) -> Optional[str]:
+        """The node GUID an InfiniBand function's RDMA device reports: a PF's from its MAC (ConnectX:
+        OUI, 03:00, the MAC's last 3 bytes); a VF's is what its PF held for it when mlx5_ib probed it
+        (mlx5_ib reads the vport context at probe: a GUID set later shows after a rebind), 0 if none."""
+        if self._link_type(bdf) != "infiniband":
+            return None
+        hw = self._model.get("devices", {}).get(bdf)
+        if hw is not None:
+            mac = hw["mac"]
+            return f"{mac[:8]}:03:00:{mac[9:]}"
+        pf = self._pf_of(bdf)
+        if pf is None:
+            return None
+        index = self._vf_index(pf, bdf)
+        return self._model.get("ib_guids", {}).get(pf, {}).get(str(index), {}).get("node_guid",
+                                                                                     "00:00:00:00:00:00:00:00")
 
     def _remove_rdma_device(self, bdf: str) -> None:
         d = self.dev_dir(bdf)
@@ -551,6 +572,7 @@ class PciRules(SimFaults):
     def _forget_vf_settings(self, pf: str) -> None:
         """VF MAC, VLAN, trust... live in the PF driver: gone with the VFs or the driver."""
         changed = bool(self._model.get("net", {}).pop(pf, None))
+        changed = bool(self._model.get("ib_guids", {}).pop(pf, None)) or changed  # mlx5's vfs_ctx
         hw = self._model.get("devices", {}).get(pf)
         changed = bool(hw and hw.pop("eswitch", None)) or changed
         if changed:

@@ -1,0 +1,205 @@
+"""InfiniBand VF GUIDs (`guid = "auto"`, `node_guid`/`port_guid`) on the simulated ConnectX-6 in
+InfiniBand mode, through the CLI: derived the same on every apply and every rebuild of the node, unique
+across VFs and PFs, set while the VFs are unbound (mlx5_ib takes a VF's GUID when it probes it), read
+back through netlink's VF info, zero writes on re-apply; refused before any write where they cannot be."""
+
+from __future__ import annotations
+
+import os
+import struct
+import textwrap
+
+import pytest
+
+from sriov_node.host import vfinfo
+from sriov_node.model import derive_vf_guid
+from sriov_node.sim.build import create_host
+from tests.helpers import open_host, run_cli, sim_writes
+
+PF0, PF1, CX5 = "0000:20:00.0", "0000:20:00.1", "0000:30:00.0"
+
+AUTO = """\
+version = 1
+[[pf]]
+pci = "0000:20:00.0"
+num_vfs = 4
+[[pf.vfs]]
+range = "0-3"
+driver = "mlx5_core"
+guid = "auto"
+[[pf]]
+pci = "0000:20:00.1"
+num_vfs = 4
+[[pf.vfs]]
+range = "0-3"
+guid = "auto"
+"""
+
+
+def _host(root):
+    create_host(str(root), (("cx6-ib", 2, None), ("cx5", 1, None)))
+    return open_host(str(root))
+
+
+def _config(tmp_path, text, name="config.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def _guids(host, ifname):
+    return {i: (links.node_guid, links.port_guid) for i, links in open_host(host.root).links.vf_links(ifname).items()}
+
+
+def _rdma_node_guid(host, vf_pci):
+    """The node GUID the VF's RDMA device shows: what mlx5_ib read when it probed the VF."""
+    d = os.path.join(host.root, "sys/bus/pci/devices", vf_pci, "infiniband")
+    (name,) = os.listdir(d)
+    raw = open(os.path.join(d, name, "node_guid")).read().strip().replace(":", "")
+    return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
+
+
+def _vf_pci(host, pf, index):
+    return os.path.basename(os.readlink(os.path.join(host.root, "sys/bus/pci/devices", pf, f"virtfn{index}")))
+
+
+def test_auto_guids_are_derived_unique_stable_and_taken_by_the_vfs(tmp_path):
+    host = _host(tmp_path / "a")
+    cfg = _config(tmp_path, AUTO)
+    proc = run_cli("apply", root=host.root, config=cfg)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = {pf: _guids(host, name) for pf, name in ((PF0, "ibs1f0"), (PF1, "ibs1f1"))}
+    every = [g for pf in first.values() for pair in pf.values() for g in pair]
+    assert len(every) == 16 and len(set(every)) == 16  # unique across VFs, kinds and PFs
+    assert all(int(g[:2], 16) & 0x02 for g in every)  # locally administered: never a vendor's GUID
+    pf_guid = "0c:42:a1:03:00:" + open(os.path.join(host.root, "sys/class/net/ibs1f0/address")).read().strip()[-8:]
+    assert first[PF0][2] == (derive_vf_guid(pf_guid, 2, False), derive_vf_guid(pf_guid, 2, True))
+    # each VF's driver took its GUID: it was set while the VF was unbound, the VF bound after
+    for i in range(4):
+        assert _rdma_node_guid(host, _vf_pci(host, PF0, i)) == first[PF0][i][0]
+        assert _rdma_node_guid(host, _vf_pci(host, PF1, i)) == first[PF1][i][0]
+    # re-apply: nothing to write
+    before = len(sim_writes(host))
+    proc = run_cli("apply", root=host.root, config=cfg)
+    assert proc.returncode == 0 and "unchanged" in proc.stdout
+    assert len(sim_writes(host)) == before
+    # the node rebuilt (a reboot: the PF driver's VF GUIDs are gone): the same GUIDs again
+    again = _host(tmp_path / "b")
+    assert run_cli("apply", root=again.root, config=cfg).returncode == 0
+    assert {pf: _guids(again, name) for pf, name in ((PF0, "ibs1f0"), (PF1, "ibs1f1"))} == first
+
+
+def test_guids_added_to_bound_vfs_unbind_set_and_bind_again(tmp_path):
+    host = _host(tmp_path / "a")
+    plain = _config(tmp_path, """\
+        version = 1
+        [[pf]]
+        pci = "0000:20:00.0"
+        num_vfs = 2
+        [[pf.vfs]]
+        range = "0-1"
+        driver = "mlx5_core"
+        """, "plain.toml")
+    assert run_cli("apply", root=host.root, config=plain).returncode == 0
+    assert _rdma_node_guid(host, _vf_pci(host, PF0, 0)) == "00:00:00:00:00:00:00:00"
+    explicit = _config(tmp_path, """\
+        version = 1
+        [[pf]]
+        pci = "0000:20:00.0"
+        num_vfs = 2
+        [[pf.vfs]]
+        range = "0"
+        driver = "mlx5_core"
+        node_guid = "02:11:22:33:44:55:66:77"
+        port_guid = "02:11:22:33:44:55:66:78"
+        [[pf.vfs]]
+        range = "1"
+        driver = "mlx5_core"
+        """, "explicit.toml")
+    dry = run_cli("apply", "--dry-run", "--json", root=host.root, config=explicit)
+    ops = [(a["phase"], a["op"]) for a in __import__("json").loads(dry.stdout)["pfs"][0]["actions"]]
+    assert ops == [("guids", "unbind_driver"), ("guids", "set_vf_guids"), ("bindings", "bind_driver")], ops
+    assert run_cli("apply", root=host.root, config=explicit).returncode == 0
+    assert _guids(host, "ibs1f0")[0] == ("02:11:22:33:44:55:66:77", "02:11:22:33:44:55:66:78")
+    assert _rdma_node_guid(host, _vf_pci(host, PF0, 0)) == "02:11:22:33:44:55:66:77"
+    # a VF rebound by hand reads back the same; nothing to write
+    vf = _vf_pci(host, PF0, 0)
+    host.sysfs.unbind(vf, "mlx5_core")
+    host.sysfs.bind(vf, "mlx5_core")
+    assert _rdma_node_guid(host, vf) == "02:11:22:33:44:55:66:77"
+    before = len(sim_writes(host))
+    proc = run_cli("apply", root=host.root, config=explicit)
+    assert proc.returncode == 0 and "unchanged" in proc.stdout and len(sim_writes(host)) == before
+
+
+@pytest.mark.parametrize("command", [("validate",), ("apply", "--dry-run"), ("apply",)])
+def test_guids_on_an_ethernet_pf_are_refused_naming_it_before_any_write(tmp_path, command):
+    host = _host(tmp_path / "a")
+    cfg = _config(tmp_path, """\
+        version = 1
+        [[pf]]
+        pci = "0000:30:00.0"
+        num_vfs = 2
+        [[pf.vfs]]
+        range = "0-1"
+        guid = "auto"
+        """)
+    before = len(sim_writes(host))
+    proc = run_cli(*command, root=host.root, config=cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert CX5 in out and "InfiniBand" in out and "Ethernet" in out and "guid" in out
+    assert len(sim_writes(host)) == before
+
+
+@pytest.mark.parametrize("group,words", [
+    ('node_guid = "02:11:22:33:44:55:66"', ["pf[0].vfs[0].node_guid", "xx:xx:xx:xx:xx:xx:xx:xx"]),
+    ('port_guid = "00:00:00:00:00:00:00:00"', ["pf[0].vfs[0].port_guid", "all zeros"]),
+    ('range = "0-1"\nnode_guid = "02:11:22:33:44:55:66:77"', ["pf[0].vfs[0].node_guid", "each VF needs its own"]),
+    ('guid = "random"', ["pf[0].vfs[0].guid", "auto"]),
+    ('guid = "auto"\nnode_guid = "02:11:22:33:44:55:66:77"', ["pf[0].vfs[0].guid", "drop node_guid"]),
+], ids=["short", "zero", "multi-vf", "not-auto", "auto-and-explicit"])
+def test_bad_guid_keys_are_config_errors_naming_the_key(tmp_path, group, words):
+    host = _host(tmp_path / "a")
+    body = group if group.startswith("range") else 'range = "0"\n' + group
+    cfg = _config(tmp_path, 'version = 1\n[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n[[pf.vfs]]\n' + body + "\n")
+    before = len(sim_writes(host))
+    proc = run_cli("validate", root=host.root, config=cfg)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    for word in words:
+        assert word in proc.stdout + proc.stderr
+    assert len(sim_writes(host)) == before
+
+
+def _infos(data):
+    out, at = [], 0
+    while at + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, at)
+        out.append((kind, data[at + 4:at + length]))
+        at += (length + 3) & ~3
+    return out
+
+
+def test_each_guid_travels_in_an_ifla_vf_info_of_its_own_as_pyroute2_encodes_it():
+    """do_setvfinfo returns after IFLA_VF_IB_NODE_GUID: a port GUID beside it would never be applied."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    payload = vfinfo.encode_vfinfo_list([(3, {"node_guid": "02:11:22:33:44:55:66:77",
+                                              "port_guid": "02:11:22:33:44:55:66:78"})])
+    infos = _infos(payload)
+    assert [kind for kind, _ in infos] == [1, 1]
+    (node,), (port,) = (_infos(body) for _, body in infos)
+    assert (node[0], port[0]) == (vfinfo.IFLA_VF_IB_NODE_GUID, vfinfo.IFLA_VF_IB_PORT_GUID)
+    # the same bytes pyroute2 encodes for the attribute, and its parser reads ours back as its own
+    theirs = ifinfmsg.vflist.vfinfo.vf_ib_node_guid()
+    theirs["vf"], theirs["ib_node_guid"] = 3, "02:11:22:33:44:55:66:77"
+    theirs.encode()
+    assert bytes(theirs.data[4:theirs.length]) == node[1]
+    parsed = ifinfmsg.vflist.vfinfo.vf_ib_port_guid(bytearray(vfinfo._nla(11, port[1])))
+    parsed.decode()
+    assert parsed["vf"] == 3 and parsed["ib_port_guid"] == "02:11:22:33:44:55:66:78"
+    # and the kernel's 16-byte answer reads back
+    answer = vfinfo._nla(vfinfo.IFLA_VF_MAC, struct.pack("=I", 3) + bytes(32)) + \
+        vfinfo._nla(10, struct.pack("=I4xQ", 3, 0x0211223344556677))
+    (attrs,) = vfinfo.vf_attributes(vfinfo._nla(1, answer), 0, len(answer) + 4)
+    assert vfinfo.vf_links(vfinfo._nla(1, answer), attrs)[1].node_guid == "02:11:22:33:44:55:66:77"
