@@ -18,13 +18,15 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
                                                   "(boot loader only: Debian gets /etc/default/grub.d/99-sriov-node.cfg "
-                                                  "then update-grub, BLS grubby; backups of other files)."),
+                                                  "then update-grub, BLS grubby; backups of other files); and ib_core's "
+                                                  "netns mode when the config has rdma_netns."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
     pf: Optional[str] = typer.Option(None, "--pf", metavar="PF", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
                                                          "VENDOR:DEVICE."),
 ) -> None:
     """Diagnose the platform for SR-IOV: CPU and IOMMU, kernel arguments now and at the next boot, SR-IOV
-    in each PF's config space (BIOS/firmware, VF BARs, ARI), PF drivers, modules, NetworkManager.
+    in each PF's config space (BIOS/firmware, VF BARs, ARI), PF drivers, modules, NetworkManager, and the
+    RDMA namespace mode (rdma_netns).
     Exit 0 all ok (warnings allowed), 1 a check failed, 2 invalid config."""
     import os
 
