@@ -19,6 +19,7 @@ from sriov_node.model import (
     MAX_AUTO_GUID_VF,
     GuidSpec,
     LINK_STATES,
+    RDMA_NETNS_MODES,
     VF_SETTING_KEYS,
     VLAN_PROTOS,
     DesiredState,
@@ -42,9 +43,9 @@ BOM = "\ufeff"
 SUPPORTED_VERSIONS = (1,)
 MAX_NUM_VFS = 65535  # the kernel parses sriov_numvfs as u16
 
-TOP_KEYS = ("version", "pf", "device_plugin", "metrics", "history")
+TOP_KEYS = ("version", "pf", "device_plugin", "metrics", "history", "rdma_netns")
 PF_KEYS = ("name", "altname", "pci", "mac", "vendor", "device", "index", "num_vfs", "vfs",
-           "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
+           "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed", "representor_name")
 VF_LINK_KEYS = VF_SETTING_KEYS  # model.VF_SETTINGS lists them once
 # the device plugin's options of a group's resource (its selectors' isRdma, needVhostNet; excludeTopology)
 RESOURCE_OPTION_KEYS = ("rdma", "vhost_net", "exclude_topology")
@@ -505,6 +506,8 @@ class _Validator:
         for flag in ("drivers_autoprobe", "externally_managed"):
             if flag in table:
                 extra[flag] = self.boolean(f"{key}.{flag}", table[flag])
+        if "representor_name" in table:
+            extra["representor_name"] = self.representor_name(key, table)
         if extra.get("drivers_autoprobe") is False and num_vfs:
             named = {i for g in groups if g.driver is not None for i in g.indices}
             left = [i for i in range(num_vfs) if i not in named]
@@ -515,6 +518,39 @@ class _Validator:
         if len(self.problems) != before or selector is None or num_vfs is None:
             return None
         return PfSpec(key=key, selector=selector, num_vfs=num_vfs, vfs=groups, **extra)
+
+    # -- switchdev representors and the RDMA namespace mode (kept apart from the blocks' other keys)
+
+    def representor_name(self, key: str, table: Dict[str, Any]) -> Optional[str]:
+        """[[pf]] representor_name: a template with {vf} (the VF index) and optionally {pf} (the PF's name)."""
+        rkey = f"{key}.representor_name"
+        text = self.string(rkey, table["representor_name"])
+        if text is None:
+            return None
+        if str(table.get("eswitch_mode", "")).lower() != "switchdev":
+            self.error(rkey, "names switchdev representors: it needs eswitch_mode = \"switchdev\" in this block")
+            return None
+        fields = re.findall(r"\{([^{}]*)\}", text)
+        wrong = [f for f in fields if f not in ("pf", "vf")]
+        rest = re.sub(r"\{(pf|vf)\}", "", text)
+        if wrong or "{" in rest or "}" in rest:
+            self.error(rkey, f"{text!r}: the only fields are {{pf}} (the PF's name) and {{vf}} (the VF index), "
+                             "e.g. \"{pf}_{vf}\"")
+            return None
+        if "vf" not in fields:
+            self.error(rkey, f"{text!r} has no {{vf}}: every representor needs its own name, e.g. \"{{pf}}_{{vf}}\"")
+            return None
+        why = check_ifname(rest or "x")
+        if why and "characters long" not in why:
+            self.error(rkey, f"{text!r}: an interface name made from it {why}")
+            return None
+        return text
+
+    def rdma_netns(self, doc: Dict[str, Any]) -> Optional[str]:
+        """rdma_netns: ib_core's network namespace mode (rdma system set netns), or None (left alone)."""
+        if "rdma_netns" not in doc:
+            return None
+        return self.choice("rdma_netns", doc["rdma_netns"], RDMA_NETNS_MODES)
 
     def table(self, key: str, doc: Dict[str, Any], allowed: Tuple[str, ...]) -> Dict[str, Any]:
         """An optional top-level [table]; {} when absent or not a table (that is reported)."""
@@ -673,6 +709,7 @@ def parse_config(data: bytes, source: str) -> DesiredState:
     plugin_file = v.device_plugin_file(doc)
     textfile = v.metrics(doc)
     v.history(doc)
+    rdma_netns = v.rdma_netns(doc)
     if v.problems:
         raise ConfigError(source, v.problems)
     return DesiredState(
@@ -683,6 +720,7 @@ def parse_config(data: bytes, source: str) -> DesiredState:
         resource_prefix=prefix,
         device_plugin_file=plugin_file,
         metrics_textfile=textfile,
+        rdma_netns=rdma_netns,
     )
 
 

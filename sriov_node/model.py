@@ -63,6 +63,8 @@ def describe_driver(driver: Optional[str]) -> str:
 VLAN_PROTOS = {"802.1Q": 0x8100, "802.1ad": 0x88A8}
 LINK_STATES = ("auto", "enable", "disable")  # IFLA_VF_LINK_STATE 0, 1, 2
 ESWITCH_MODES = ("legacy", "switchdev")
+RDMA_NETNS_MODES = ("exclusive", "shared")  # ib_core's netns_mode: 0 exclusive, 1 shared (the default)
+DEFAULT_REPRESENTOR_NAME = "{pf}_{vf}"
 # The VF settings the PF driver holds, listed once: (config key, the netlink attribute that carries it
 # and the driver's ndo that sets it), in the order the kernel applies the attributes inside one
 # IFLA_VF_INFO (do_setvfinfo). Every other list of them derives from this one.
@@ -215,6 +217,8 @@ class PfSpec:
     mtu: Optional[int] = None  # the PF netdev's MTU
     eswitch_mode: Optional[str] = None  # "legacy" | "switchdev"
     externally_managed: bool = False  # another tool owns sriov_numvfs: only check it and configure the VFs
+    # switchdev: the representors' names, "{pf}" the PF's netdev name, "{vf}" the VF index (sriov-node udev-rule)
+    representor_name: Optional[str] = None
 
     def vf(self, index: int) -> VfSpec:
         for group in self.vfs:
@@ -263,6 +267,7 @@ class DesiredState:
     # [device_plugin] config_file: where the node's device-plugin config.json is written once converged
     device_plugin_file: Optional[str] = None
     metrics_textfile: Optional[str] = None  # [metrics] textfile: where the daemon writes Prometheus metrics
+    rdma_netns: Optional[str] = None  # "exclusive" | "shared": ib_core's netns mode (check --fix); None: untouched
 
     @property
     def digest(self) -> str:

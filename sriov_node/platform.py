@@ -355,3 +355,35 @@ def pcie_cap(config: bytes) -> Optional[PcieCap]:
     return PcieCap(off, version, port_type,
                    _u32(config, off + 0x24) if has2 else None,
                    _u16(config, off + 0x28) if has2 else None)
+
+
+# ---------------------------------------------------------------------------- the RDMA namespace mode
+
+IB_CORE_NETNS_MODE = "/sys/module/ib_core/parameters/netns_mode"  # bool: Y shared, N exclusive (device.c)
+RDMA_MODPROBE_FILE = "/etc/modprobe.d/sriov-node-rdma.conf"  # sriov-node's own: `options ib_core netns_mode=0|1`
+RDMA_NETNS_RECORD = "/var/lib/sriov-node/rdma-netns.json"  # a mode left for the next boot, and that boot's id
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+@dataclass(frozen=True)
+class RdmaNetnsState:
+    """ib_core's network namespace mode as `check` reads it.
+
+    now: the running ib_core's mode ("shared" | "exclusive"; None: ib_core is not loaded, it takes
+    next_load when it loads); next_load: what the modprobe.d options give it at its next load (no
+    option: "shared", the module's default), from option_file; pending: the record `check --fix` left
+    when the mode could only be given to the next boot ({"wanted", "boot_id", "time"}); boot_id: this
+    boot's; tool: the rdma tool that sets it at run time, or None."""
+
+    wanted: Optional[str]
+    now: Optional[str]
+    next_load: str = "shared"
+    option_file: Optional[str] = None
+    pending: Optional[dict] = None
+    boot_id: Optional[str] = None
+    tool: Optional[str] = None
+
+    @property
+    def rebooted_since(self) -> bool:
+        """The pending record is from an earlier boot (the reboot it asked for happened)."""
+        return bool(self.pending) and self.pending.get("boot_id") != self.boot_id

@@ -18,13 +18,15 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text."),
     fix: bool = typer.Option(False, "--fix", help="Give the next boot the IOMMU arguments vfio-pci needs "
                                                   "(boot loader only: Debian gets /etc/default/grub.d/99-sriov-node.cfg "
-                                                  "then update-grub, BLS grubby; backups of other files)."),
+                                                  "then update-grub, BLS grubby; backups of other files); and ib_core's "
+                                                  "netns mode when the config has rdma_netns."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: show the edits and commands, change nothing."),
     pf: Optional[str] = typer.Option(None, "--pf", metavar="PF", autocompletion=complete_pf, help="Only this PF: a PCI address, an interface name or "
                                                          "VENDOR:DEVICE."),
 ) -> None:
     """Diagnose the platform for SR-IOV: CPU and IOMMU, kernel arguments now and at the next boot, SR-IOV
-    in each PF's config space (BIOS/firmware, VF BARs, ARI), PF drivers, modules, NetworkManager.
+    in each PF's config space (BIOS/firmware, VF BARs, ARI), PF drivers, modules, NetworkManager, and the
+    RDMA namespace mode (rdma_netns).
     Exit 0 all ok (warnings allowed), 1 a check failed, 2 invalid config."""
     import os
 
@@ -47,21 +49,128 @@ def check(
     body: Dict[str, Any] = {"root": host.root, "config": desired.source if desired else None,
                             "vfio": scope.vfio, "assumed": None if scope.has_config else
                             "no config: checked for VFs bound to vfio-pci (the recipe --fix applies)"}
+    wanted_rdma = desired.rdma_netns if desired is not None else None
     if fix:
         outcome = fix_boot(host, state, scope, dry_run)
         body["fix"] = outcome
-        if outcome["changed"]:
+        if wanted_rdma is not None:
+            body["fix"]["rdma_netns"] = fix_rdma_netns(host, wanted_rdma, dry_run)
+        if outcome["changed"] or (wanted_rdma is not None and body["fix"]["rdma_netns"]["changed"]):
             state, scope, report = run_checks(host, desired, selector)
-    exit_code = EXIT_PF_FAILED if report.failed or (fix and body["fix"]["problems"]) else EXIT_OK
+    _check_rdma_netns(host, wanted_rdma, report)
+    rdma_problems = (body["fix"].get("rdma_netns") or {}).get("problems") if fix else None
+    exit_code = EXIT_PF_FAILED if report.failed or (fix and (body["fix"]["problems"] or rdma_problems)) else EXIT_OK
     counts = report.counts
     body.update(result="fail" if exit_code else ("warn" if counts["warn"] else "ok"), exit_code=exit_code,
                 counts=counts, checks=[r.to_dict() for r in report.results],
-                reboot_required=state.reboot_required)
+                reboot_required=_reboot_note(host) if fix else state.reboot_required)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
     else:
         _print(body)
     raise typer.Exit(exit_code)
+
+
+def _reboot_note(host) -> Optional[str]:
+    """/run/sriov-node/reboot-required as the fixes left it (read back)."""
+    from sriov_node.host.platform import read_file
+    from sriov_node.platform import REBOOT_REQUIRED
+
+    return (read_file(host, REBOOT_REQUIRED).text or "").strip() or None
+
+
+def _check_rdma_netns(host, wanted: Optional[str], report) -> None:
+    """The rdma_netns check (only when the config names a mode): ib_core's mode now and at its next load."""
+    from sriov_node.checks.rdma import check_rdma_netns
+    from sriov_node.host.rdma import observe_rdma_netns
+
+    if wanted is None:
+        return
+    result = check_rdma_netns(observe_rdma_netns(host, wanted))
+    if result is not None:
+        report.add(result)
+
+
+def fix_rdma_netns(host, wanted: str, dry_run: bool) -> Dict[str, Any]:
+    """check --fix for rdma_netns: read first, change only what differs. The modprobe.d option first (the
+    mode survives a reboot either way), then `rdma system set netns` when the running ib_core differs;
+    refused (another network namespace: EBUSY), the mode is left for the next boot, recorded with this
+    boot's id and noted in /run/sriov-node/reboot-required. A recorded mode a reboot did not give is named
+    and not tried again."""
+    from sriov_node.checks import rdma as judge
+    from sriov_node.errors import describe_os_error
+    from sriov_node.files import UnsafeFile
+    from sriov_node.host import rdma
+    from sriov_node.platform import RDMA_MODPROBE_FILE
+
+    state = rdma.observe_rdma_netns(host, wanted)
+    action = judge.decide(state)
+    out: Dict[str, Any] = {"wanted": wanted, "before": state.now, "after": state.now, "action": action,
+                           "changed": False, "problems": [], "notes": [], "reboot_required": None}
+    if action == judge.FAILED:
+        out["problems"].append(judge.failure_words(state))
+        if not dry_run and not (state.pending or {}).get("failed"):
+            try:
+                rdma.write_record(host, dict(state.pending or {}, failed=True))
+            except (OSError, UnsafeFile) as exc:
+                out["problems"].append(f"the record: {describe_os_error(exc)}")
+        return out
+    if action == judge.NOTHING:
+        if state.pending and not dry_run:  # the boot gave ib_core the mode: the record has done its work
+            why = rdma.clear_record_quietly(host)
+            if why:
+                out["problems"].append(why)
+        return out
+    if action == judge.PENDING:
+        out["notes"].append(f"rdma_netns: {state.now} until the next boot, which gives ib_core {wanted} "
+                            "(reboot required, recorded before)")
+        return out
+    option = f"{RDMA_MODPROBE_FILE} (options ib_core netns_mode={1 if wanted == 'shared' else 0})"
+    if dry_run:
+        out["notes"].append(f"rdma_netns: would write {option}" if state.next_load != wanted else
+                            f"rdma_netns: {RDMA_MODPROBE_FILE} already gives ib_core's next load {wanted}")
+        if action == judge.RUNTIME:
+            out["notes"].append(f"rdma_netns: would run rdma system set netns {wanted} (ib_core is {state.now}; "
+                                "refused while another network namespace exists: then a reboot)")
+        return out
+    try:
+        if rdma.write_option(host, wanted):
+            out["changed"] = True
+            out["notes"].append(f"rdma_netns: wrote {option}")
+    except (OSError, SriovNodeError) as exc:
+        out["problems"].append(f"rdma_netns: {RDMA_MODPROBE_FILE} not written: "
+                               f"{describe_os_error(exc) if isinstance(exc, OSError) else exc}")
+        return out
+    next_load, source = rdma.read_next_load(host)
+    if next_load != wanted:
+        out["problems"].append(f"rdma_netns: {source or 'modprobe.d'} gives ib_core netns_mode for {next_load} after "
+                               f"{RDMA_MODPROBE_FILE}; remove that option (modprobe takes the last one)")
+        return out
+    if action == judge.PERSIST:
+        if state.now is None:
+            out["notes"].append(f"rdma_netns: ib_core is not loaded; it loads {wanted}")
+        return out
+    said = rdma.set_now(host, wanted)
+    now = rdma.read_now(host)
+    out["after"] = now
+    if now == wanted:
+        out["changed"] = True
+        out["notes"].append(f"rdma_netns: ran rdma system set netns {wanted}: ib_core is {wanted} (read back)")
+        why = rdma.clear_record_quietly(host) if state.pending else None
+        if why:
+            out["problems"].append(why)
+        return out
+    text = (f"{rdma.stamp()}: sriov-node check --fix (rdma_netns): ib_core stays {now} until the next boot, "
+            f"which loads it {wanted} ({RDMA_MODPROBE_FILE}); rdma system set netns {wanted}: "
+            f"{said or 'no change read back'}; reboot to use it")
+    try:
+        rdma.write_record(host, {"wanted": wanted, "boot_id": state.boot_id, "time": rdma.stamp()})
+        rdma.note_reboot(host, text)
+    except (OSError, UnsafeFile) as exc:
+        out["problems"].append(f"rdma_netns: {describe_os_error(exc)}")
+        return out
+    out["reboot_required"] = text
+    return out
 
 
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -197,6 +306,14 @@ def _print(body: Dict[str, Any]) -> None:
             typer.echo(f"error: {problem}", err=True)
         if fix["reboot_required"]:
             typer.echo(f"fix: reboot required (not rebooting): {fix['reboot_required']}")
+        rdma = fix.get("rdma_netns")
+        if rdma:
+            for note in rdma["notes"]:
+                typer.echo(f"fix: {note}")
+            for problem in rdma["problems"]:
+                typer.echo(f"error: {problem}", err=True)
+            if rdma["reboot_required"]:
+                typer.echo(f"fix: reboot required (not rebooting): {rdma['reboot_required']}")
     if body["assumed"]:
         typer.echo(f"note: {body['assumed']}", err=True)
     width = max([len(r["id"]) + (len(r["subject"]) + 1 if r["subject"] else 0) for r in body["checks"]] + [10])

@@ -47,14 +47,39 @@ def daemon(
 
 @app.command("udev-rule", epilog=examples("sriov-node udev-rule > /etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules"))
 def udev_rule(ctx: typer.Context) -> None:
-    """Print a udev rule that keeps NetworkManager off the VFs of the PFs this config manages."""
+    """Print a udev rule that keeps NetworkManager off the VFs of the PFs this config manages.
+
+    For each block with eswitch_mode = "switchdev" it also names the representors from their
+    phys_port_name (representor_name, default "{pf}_{vf}"), keeps them off NetworkManager and keeps
+    the PF's own name across the eswitch change."""
     from sriov_node.engine.survey import config_path, load_desired, survey
-    from sriov_node.service.udev import managed_vfs_rule
+    from sriov_node.errors import ConfigError, ConfigProblem
+    from sriov_node.model import DEFAULT_REPRESENTOR_NAME
+    from sriov_node.service.udev import RepresentorPf, managed_vfs_rule, representor_rules
 
     host = open_root(ctx)
     try:
-        desired = load_desired(host, config_path(host, ctx.obj.config))
+        path = config_path(host, ctx.obj.config)
+        desired = load_desired(host, path)
         resolution = survey(host, desired).resolution
+        switchdev = [RepresentorPf(t.spec.key, t.pf.pci, t.pf.name, t.spec.num_vfs,
+                                   t.spec.representor_name or DEFAULT_REPRESENTOR_NAME, _permanent_mac(host, t.pf))
+                     for t in resolution.targets if t.spec.eswitch_mode == "switchdev"]
+        representors, problems = representor_rules(switchdev)
+        if problems:
+            raise ConfigError(path, [ConfigProblem(key, why) for key, why in problems])
     except SriovNodeError as exc:
         fail(exc, False)
     typer.echo(managed_vfs_rule(sorted(t.pf.pci for t in resolution.targets if t.pf.bus == "pci")), nl=False)
+    if representors:
+        typer.echo(representors, nl=False)
+
+
+def _permanent_mac(host, pf):
+    """The PF's permanent MAC (the rule pins the PF's name by it too), None where unknown."""
+    if pf.mac or not pf.name:
+        return pf.mac
+    try:
+        return host.links.permanent_mac(pf.name)
+    except OSError:
+        return None

@@ -125,3 +125,34 @@ def _holders(directory: str, vf: str) -> "list[int]":
 
 # click's UsageError (typer vendors click from 0.28 on; earlier versions import it): BadParameter's base
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+@sim_app.command("reboot", epilog=examples("sriov-node sim reboot /tmp/node"))
+def sim_reboot(
+    directory: str = typer.Argument(..., metavar="DIR", help="The simulated host."),
+) -> None:
+    """Reboot the simulated host as far as the model carries a reboot: /run emptied, a new boot id, no
+    network namespace but the first, ib_core loaded anew with the modprobe.d options."""
+    from sriov_node.sim.rdma import reboot
+
+    try:
+        reboot(directory)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID)
+
+
+@sim_app.command("netns", epilog=examples("sriov-node sim netns /tmp/node 3"))
+def sim_netns(
+    directory: str = typer.Argument(..., metavar="DIR", help="The simulated host."),
+    count: int = typer.Argument(..., metavar="COUNT", min=0, help="Network namespaces besides the first (pods)."),
+) -> None:
+    """Pretend COUNT network namespaces besides the first exist (pods, containers): ib_core then refuses
+    a change of its netns mode (EBUSY), as rdma_compatdev_set() does."""
+    from sriov_node.sim.rdma import set_network_namespaces
+
+    try:
+        set_network_namespaces(directory, count)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID)

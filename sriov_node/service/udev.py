@@ -1,8 +1,9 @@
-"""udev rules that keep NetworkManager's hands off SR-IOV VFs (NM_UNMANAGED=1)."""
+"""udev rules that keep NetworkManager's hands off SR-IOV VFs and switchdev representors (NM_UNMANAGED=1),
+and name the representors from phys_port_name."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 HEADER = """\
 # Keep NetworkManager off SR-IOV VFs (NM_UNMANAGED=1), and let systemd-networkd match them too
@@ -24,3 +25,83 @@ def managed_vfs_rule(pfs: Sequence[str]) -> str:
         lines.append('ENV{NM_UNMANAGED}="1", ENV{SRIOV_NODE_VF}="1"')
     lines.append('LABEL="sriov_node_vf_end"')
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- switchdev representors
+
+REPRESENTOR_HEADER = """\
+# Switchdev representors named from phys_port_name (pfMvfN: VF N's representor), kept off
+# NetworkManager like VFs (NM_UNMANAGED=1, SRIOV_NODE_REPRESENTOR=1). A representor's device is
+# its PF's (KERNELS matches the PF); the PF's own netdev, re-made by some drivers when the eswitch
+# mode changes (and named with an "np0" suffix by the naming scheme then), keeps its name.
+"""
+
+
+class RepresentorPf:
+    """One switchdev PF as the representor rules need it."""
+
+    def __init__(self, key: str, device: str, name: Optional[str], num_vfs: int, template: str,
+                 mac: Optional[str] = None):
+        self.key, self.device, self.name, self.num_vfs, self.template, self.mac = key, device, name, num_vfs, template, mac
+
+
+def representor_names(pfs: Sequence[RepresentorPf]) -> Tuple[Dict[str, List[str]], List[Tuple[str, str]]]:
+    """({PF device: its representors' names by VF index}, [(key, problem)]): every name a valid interface
+    name, none twice, none a PF's (a rename onto an existing name fails with EEXIST)."""
+    from sriov_node.config import check_ifname
+
+    problems: List[Tuple[str, str]] = []
+    names: Dict[str, List[str]] = {}
+    taken: Dict[str, str] = {pf.name: f"{pf.key} ({pf.device})'s own name" for pf in pfs if pf.name}
+    for pf in pfs:
+        if "{pf}" in pf.template and not pf.name:
+            problems.append((f"{pf.key}.representor_name", f"{pf.device}: the PF has no netdev now, so {pf.template!r} has no {{pf}} "
+                            "to name its representors after; print the rule while the PF's driver is bound"))
+            continue
+        out = []
+        for vf in range(pf.num_vfs):
+            name = pf.template.replace("{pf}", pf.name or "").replace("{vf}", str(vf))
+            why = check_ifname(name)
+            if why:
+                problems.append((f"{pf.key}.representor_name", f"VF {vf} of {pf.device}: {name!r} {why}; choose a "
+                                 "shorter template (representor_name = \"{pf}_{vf}\" adds 2 to 6 characters to the "
+                                 "PF's name), or rename the PF"))
+                break
+            if name in taken:
+                problems.append((f"{pf.key}.representor_name", f"VF {vf} of {pf.device}: {name!r} is also "
+                                 f"{taken[name]}; give each PF's representors their own names (put {{pf}} in the "
+                                 "template)"))
+                break
+            taken[name] = f"the representor of VF {vf} of {pf.device} ({pf.key})"
+            out.append(name)
+        names[pf.device] = out
+    return names, problems
+
+
+def representor_rules(pfs: Sequence[RepresentorPf]) -> Tuple[str, List[Tuple[str, str]]]:
+    """(the rules for these switchdev PFs' representors and their own names, [(key, problem)]); no
+    text when there is a problem."""
+    if not pfs:
+        return "", []
+    names, problems = representor_names(pfs)
+    if problems:
+        return "", problems
+    lines = [REPRESENTOR_HEADER.rstrip("\n"), 'SUBSYSTEM!="net", GOTO="sriov_node_rep_end"',
+             'ACTION!="add|change|move", GOTO="sriov_node_rep_end"']
+    for i, pf in enumerate(pfs):
+        lines.append(f"# {pf.key}: {pf.device}" + (f" ({pf.name})" if pf.name else "") + f", {pf.num_vfs} VFs")
+        if pf.name:  # matched positively: a driver without phys_port_name (unreadable) matches no != either
+            label = f"sriov_node_rep_pf{i}"
+            mac = f', ATTR{{address}}=="{pf.mac}"' if pf.mac else ""
+            lines.append(f'KERNELS=="{pf.device}", ATTR{{phys_port_name}}=="{REPRESENTOR_PORTS}", GOTO="{label}"')
+            lines.append(f'ACTION=="add", KERNELS=="{pf.device}"{mac}, NAME="{pf.name}"')
+            lines.append(f'LABEL="{label}"')
+        for vf, name in enumerate(names[pf.device]):
+            lines.append(f'KERNELS=="{pf.device}", ATTR{{phys_port_name}}=="pf*vf{vf}", NAME="{name}", '
+                         'ENV{NM_UNMANAGED}="1", ENV{SRIOV_NODE_REPRESENTOR}="1"')
+    lines.append('LABEL="sriov_node_rep_end"')
+    return "\n".join(lines) + "\n", []
+
+
+# what a representor's phys_port_name looks like (a VF's, an SF's, an external controller's)
+REPRESENTOR_PORTS = "pf*vf*|pf*sf*|c*pf*"

@@ -159,6 +159,9 @@ def create_host(
     from sriov_node.sim.mlxconfig import install
 
     install(root)  # mlx5 firmware settings and the host's mstconfig
+    from sriov_node.sim.rdma import install as install_rdma
+
+    install_rdma(root)  # the boot id, iproute2's rdma, ib_core where an mlx5 NIC is
     return root
 
 
