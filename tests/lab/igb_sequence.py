@@ -521,7 +521,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["guest"]:
     time.sleep(0.5)
     try:
         results["sequence"] = Sequence(GuestBackend(pf)).run()
-    except Exception as exc:  # recorded: the host side says what failed
+    except Exception:  # recorded: the host side says what failed
         import traceback
 
         results["error"] = traceback.format_exc()
