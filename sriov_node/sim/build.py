@@ -115,6 +115,7 @@ def create_host(
                 "vendor": nic.vendor,
                 "vf_device": nic.vf_device,
                 "class": nic.pci_class,
+                "subsystem": nic.subsystem,
                 "cap_total_vfs": total if bios_sriov else 0,
                 "driver_limit": limit if bios_sriov else None,
                 "offset": nic.offset(f, total, pfs),
@@ -165,6 +166,12 @@ def create_host(
     return root
 
 
+def _subsystem(vendor: str, hw: Optional[Dict[str, Any]]) -> Tuple[str, str]:
+    """The function's subsystem vendor and device: its NIC model's, else the vendor's with device 0000."""
+    sub = (hw or {}).get("subsystem")
+    return (sub.split(":")[0], sub.split(":")[1]) if sub else (vendor, "0000")
+
+
 def _add_function(sim: SimKernel, bdf: str, parent: str, vendor: str, device: str,
                   hw: Optional[Dict[str, Any]], iommu: bool) -> None:
     d = f"{parent}/{bdf}"
@@ -172,7 +179,8 @@ def _add_function(sim: SimKernel, bdf: str, parent: str, vendor: str, device: st
     for name, value in (("vendor", f"0x{vendor}"), ("device", f"0x{device}"),
                         ("class", "0x060400" if bridge else f"0x{(hw or {}).get('class', '020000')}"),
                         ("numa_node", "0"),
-                        ("subsystem_vendor", f"0x{vendor}"), ("subsystem_device", "0x0000")):
+                        ("subsystem_vendor", f"0x{_subsystem(vendor, hw)[0]}"),
+                        ("subsystem_device", f"0x{_subsystem(vendor, hw)[1]}")):
         sim._put(f"{d}/{name}", value + "\n", 0o444)
     sim._put(f"{d}/driver_override", "(null)\n")
     sim._link(f"sys/bus/pci/devices/{bdf}", d)

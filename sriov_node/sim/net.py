@@ -23,6 +23,9 @@ from sriov_node.sim.kernel import SimKernel, _err
 # mlx5's row says "vfs_unbound" (the order safe on every version): the model is modern mlx5, which
 # switches at any time, and the fault "eswitch_needs_vfs" is the old one.
 NO_DRIVER = table.Driver("", "pf", mtu=(68, 1500))
+# PF drivers that only record a VF's new MAC: its VF driver takes it when it probes the VF again
+# (igb_ndo_set_vf_mac: "Reload the VF driver to make this change effective"; the lab's 82576 shows it)
+MAC_AT_NEXT_PROBE = frozenset({"igb"})
 DEFAULT = {"mac": "00:00:00:00:00:00", "vlan": [0, 0, "802.1Q"], "rate": [0, 0], "spoofchk": True,
            "link_state": "auto", "trust": False}
 
@@ -161,11 +164,27 @@ class SimNet:
             raise _err(errno.EINVAL, "multicast MAC")
         entry = self._vfs(pf).setdefault(str(vf), {})
         entry[attr] = list(value) if isinstance(value, tuple) else value
-        if attr == "mac":  # the VF's driver takes the administrative MAC (i40e resets the VF)
+        if attr == "mac" and drv not in MAC_AT_NEXT_PROBE:  # the VF's driver takes it (i40e resets the VF)
             vf_bdf = self.k._link_name(f"{self.k.dev_dir(pf)}/virtfn{vf}")
             d = self.k.dev_dir(vf_bdf) if vf_bdf else None
             for name in self.k._listdir(f"{d}/net") if d else []:
                 self.k._put(f"{d}/net/{name}/address", value + "\n", 0o444)
+
+    def set_link_up(self, ifname: str, up: bool) -> None:
+        """`ip link set <ifname> up|down` on a PF netdev: down, its `speed` cannot be read (the kernel
+        answers EINVAL: the file is absent here) and its `flags` lack IFF_UP; up, the NIC's speed."""
+        with self.k._transaction():
+            bdf = self._device_of(ifname)
+            base = f"{self.k.dev_dir(bdf)}/net/{ifname}"
+            hw = self.k._model.get("devices", {}).get(bdf, {})
+            if up and hw.get("model"):
+                from sriov_node.sim.nics import NICS
+
+                self.k._put(f"{base}/speed", f"{NICS[hw['model']].speed}\n", 0o444)
+            elif not up:
+                self.k._unlink(f"{base}/speed")
+            self.k._put(f"{base}/flags", "0x1003\n" if up else "0x1002\n", 0o444)
+            self.k._log("netlink", f"link {ifname} {'up' if up else 'down'}".encode(), "ok")
 
     def set_mtu(self, ifname: str, mtu: int) -> None:
         with self.k._transaction():

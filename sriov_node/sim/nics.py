@@ -26,6 +26,9 @@ class NicModel:
     netdev: bool = True  # whether the driver makes a network interface (not for storage or accelerators)
     speed: int = 10000  # the PF netdev's link speed (Mbit/s): `speed` reads it, the link is up
     link_type: str = "ether"  # the netdevs' link layer: "ether" (ARPHRD_ETHER, type 1) or "infiniband" (IPoIB, 32)
+    # the subsystem vendor:device the PF and its VFs show (None: the PF shows the vendor's with device 0000,
+    # the VFs show none)
+    subsystem: Optional[str] = None
 
     def offset(self, function: int, total: int, pfs: int) -> int:
         """First VF Offset for PF `function`: ARI parts pack each PF's VFs after the last PF."""
@@ -45,6 +48,10 @@ NICS: Dict[str, NicModel] = {
         NicModel("cx6-ib", "Mellanox ConnectX-6 InfiniBand", "15b3", "101b", "101c", "mlx5_core", "mlx5_core", 16, None, 1,
                  1, 1, "0c:42:a1", pci_class="020700", speed=200000, link_type="infiniband"),
         NicModel("i350", "Intel I350", "8086", "1521", "1520", "igb", "igbvf", 8, 7, 128, 4, 2, "a0:36:9f", speed=1000),
+        # QEMU's igb (-device igb, QEMU >= 8.0), as the lab's Linux 6.1 shows it (tests/lab/test_igb_sim_lab.py):
+        # the device advertises 8 VFs, igb caps sriov_totalvfs at 7; VFs at offset 128, stride 2 (non-ARI)
+        NicModel("82576", "Intel 82576 (QEMU igb)", "8086", "10c9", "10ca", "igb", "igbvf", 8, 7, 128, 2, 2,
+                 "52:54:00", speed=1000, subsystem="1af4:1100"),
         NicModel("82599", "Intel 82599ES SFP+", "8086", "10fb", "10ed", "ixgbe", "ixgbevf", 64, 63, 128, 2, 2, "90:e2:ba"),
         # not network functions: QEMU's NVMe controller (mass storage, 0x0108; the lab's), and HiSilicon's
         # ZIP engine (processing accelerator, 0x1200); one driver for the PF and its VFs, no netdev

@@ -34,9 +34,11 @@ READ_ONLY_ATTRS = {
 }
 
 
-def modalias(vendor: str, device: str, cls: str = "020000") -> str:
-    """pci:vVVVVVVVVdDDDDDDDDsv*sd*bcCCscSSiII, as the kernel prints it for a device."""
-    return (f"pci:v0000{vendor.upper()}d0000{device.upper()}sv0000{vendor.upper()}sd00000000"
+def modalias(vendor: str, device: str, cls: str = "020000", subsystem: Optional[str] = None) -> str:
+    """pci:vVVVVVVVVdDDDDDDDDsvSSSSSSSSsdSSSSSSSSbcCCscSSiII, as the kernel prints it for a device
+    (`subsystem` "vvvv:dddd"; none: the vendor's, device 0)."""
+    sub_vendor, sub_device = subsystem.split(":") if subsystem else (vendor, "0000")
+    return (f"pci:v0000{vendor.upper()}d0000{device.upper()}sv0000{sub_vendor.upper()}sd0000{sub_device.upper()}"
             f"bc{cls[0:2].upper()}sc{cls[2:4].upper()}i{cls[4:6].upper()}")
 
 
@@ -322,7 +324,7 @@ class PciRules(SimFaults):
             self._unlink(f"sys/class/net/{ifname}")
         self._rmtree(f"{d}/net")
         self._remove_rdma_device(bdf)
-        self._pci_event("unbind", bdf, DRIVER=drv)
+        self._pci_event("unbind", bdf)  # KOBJ_UNBIND is sent once dev->driver is NULL: no DRIVER=
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
             if group:
@@ -514,9 +516,13 @@ class PciRules(SimFaults):
                 raise _err(errno.EEXIST, f"sysfs: cannot create duplicate filename '.../{pf}/virtfn{i}'")
             for name, value in (("vendor", f"0x{hw['vendor']}"), ("device", f"0x{hw['vf_device']}"),
                                 ("class", f"0x{hw.get('class', '020000')}"), ("numa_node", "0"),
-                                ("modalias", modalias(hw["vendor"], hw["vf_device"], hw.get("class", "020000"))),
+                                ("modalias", modalias(hw["vendor"], hw["vf_device"], hw.get("class", "020000"),
+                                                      hw.get("subsystem"))),
                                 ("uevent", f"PCI_ID={hw['vendor'].upper()}:{hw['vf_device'].upper()}\nPCI_SLOT_NAME={vf}")):
                 self._put(f"{vd}/{name}", value + "\n", 0o444)
+            if hw.get("subsystem"):  # the VF's own subsystem IDs (config space), where the model knows them
+                for name, value in zip(("subsystem_vendor", "subsystem_device"), hw["subsystem"].split(":")):
+                    self._put(f"{vd}/{name}", f"0x{value}\n", 0o444)
             self._put(f"{vd}/driver_override", "(null)\n")
             if self._model.get("vf_remove_attr"):
                 self._put(f"{vd}/remove", "", 0o200)
@@ -535,12 +541,12 @@ class PciRules(SimFaults):
             created.append(vf)
             self._pci_event("add", vf)
             self._pci_event("change", vf)  # sent once the virtfn/physfn links exist
+            # pci_iov_add_virtfn() -> pci_bus_add_device(): each VF is probed before the next one is
+            # added (add, change, its netdev's add, bind; then the next VF: the lab's igb shows it)
+            if self._get("sys/bus/pci/drivers_autoprobe") != "0" and self._may_autoprobe(vf):
+                self._autoprobe(vf)
         if iommu:
             self._save()
-        bus_autoprobe = self._get("sys/bus/pci/drivers_autoprobe") != "0"
-        for vf in created:
-            if bus_autoprobe and self._may_autoprobe(vf):
-                self._autoprobe(vf)
         self._pci_event("change", pf, DRIVER=self.driver_of(pf))
         self._put(f"{d}/sriov_numvfs", f"{n}\n")
 
