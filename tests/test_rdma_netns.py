@@ -141,3 +141,30 @@ def test_a_bad_mode_is_refused_naming_the_key(cx5, write_config):
     proc = run_cli("check", "--fix", root=cx5, config=write_config(CONFIG.format(mode="private")))
     assert proc.returncode == 2 and "rdma_netns: 'private' is not one of: exclusive, shared" in proc.stderr
     assert not Path(cx5, OPTION).exists()
+
+
+def test_apply_brings_the_mode_about_as_check_fix_does(cx5, write_config):
+    """`apply` converges every part of the desired state: the mode too (the dry run says it would, and
+    `--detailed-exitcode` says changes are pending); a second apply changes nothing."""
+    config = write_config(CONFIG.format(mode="exclusive"))
+    dry = run_cli("apply", "--dry-run", "--detailed-exitcode", root=cx5, config=config)
+    assert dry.returncode == 2 and "rdma system set netns exclusive" in dry.stdout + dry.stderr
+    assert mode(cx5) == "shared" and not Path(cx5, OPTION).exists()
+    run = run_cli("apply", "--json", root=cx5, config=config)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout)["rdma_netns"]["after"] == "exclusive" and mode(cx5) == "exclusive"
+    assert "options ib_core netns_mode=0" in Path(cx5, OPTION).read_text()
+    again = json.loads(run_cli("apply", "--json", root=cx5, config=config).stdout)
+    assert again["rdma_netns"]["action"] == "nothing" and not again["rdma_netns"]["changed"]
+    dry = run_cli("apply", "--dry-run", "--detailed-exitcode", root=cx5, config=config)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+
+
+def test_apply_while_pods_exist_leaves_the_mode_to_the_reboot_and_says_so(cx5, write_config):
+    config = write_config(CONFIG.format(mode="exclusive"))
+    sim("netns", cx5, "3")
+    run = run_cli("apply", root=cx5, config=config)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "reboot to use it" in run.stdout + run.stderr
+    status = run_cli("status", root=cx5, config=config)
+    assert "reboot" in status.stdout + status.stderr

@@ -181,6 +181,7 @@ def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: 
     if checkpoint is not None and dry_run:
         fail(UsageError("--checkpoint makes no sense with --dry-run"), as_json)
     gen = None
+    rdma: Optional[Dict[str, Any]] = None
     with Interrupts() as interrupts:
         try:
             if dry_run:  # reads only: no lock; what apply would do, from the same generation
@@ -189,6 +190,7 @@ def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: 
                 change = generations.Change(host, desired, now, command="apply", record=False, force=force,
                                             timeout=timeout, cancelled=interrupts.cancelled)
                 report = change.run(dry_run=True)
+                rdma = _rdma_netns(host, desired, report, dry_run=True)
             else:
                 with generations.locked(host, timeout, interrupts.cancelled) as now:
                     desired = load_desired(host, config_path(host, opts.config))  # read under the lock
@@ -201,6 +203,7 @@ def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: 
                         change.progress = progress
                         report = change.run()
                     gen = change.record()
+                    rdma = _rdma_netns(host, desired, report, dry_run=False)
         except SriovNodeError as exc:
             if detailed_exitcode:
                 exc.exit_code = EXIT_PF_FAILED  # an invalid config is an error (1), not "changes pending" (2)
@@ -215,6 +218,8 @@ def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: 
         if dry_run:
             body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
                     "result": body["result"]}  # what apply would answer (finish adds exit_code)
+        if rdma is not None:
+            body["rdma_netns"] = rdma
         else:
             body["generation"] = gen.number if gen else None
             body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
@@ -226,7 +231,23 @@ def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: 
                     f": checkpoint; run sriov-node commit within {checkpoint:g} s to keep it ({armed})" if armed else ""))
 
         code = _detailed_exit_code(report, bool(unapplied)) if detailed_exitcode else report.exit_code
+        if rdma is not None and rdma["problems"]:
+            code = max(code, EXIT_PF_FAILED) if code != 2 else EXIT_PF_FAILED
+        elif rdma is not None and detailed_exitcode and code == 0 and rdma["action"] not in ("nothing", "pending"):
+            code = 2  # the dry run of a mode to change: changes pending
         finish(code, as_json=as_json, body=body, text=text, notes=lambda: echo_problems(report.notices, report.outcomes))
+
+
+def _rdma_netns(host, desired, report, dry_run: bool) -> Optional[Dict[str, Any]]:
+    """The config's rdma_netns, brought about as `check --fix` does (engine/rdma_netns.py); its notes
+    and problems join the run's notices. None when the config names no mode."""
+    if desired.rdma_netns is None:
+        return None
+    from sriov_node.engine.rdma_netns import converge_rdma_netns
+
+    out = converge_rdma_netns(host, desired.rdma_netns, dry_run)
+    report.notices.extend(out["notes"] + out["problems"] + ([out["reboot_required"]] if out["reboot_required"] else []))
+    return out
 
 
 def _file_not_applied(gen, desired) -> Optional[str]:
