@@ -5,6 +5,7 @@ back through netlink's VF info, zero writes on re-apply; refused before any writ
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import textwrap
@@ -78,6 +79,10 @@ def test_auto_guids_are_derived_unique_stable_and_taken_by_the_vfs(tmp_path):
     for i in range(4):
         assert _rdma_node_guid(host, _vf_pci(host, PF0, i)) == first[PF0][i][0]
         assert _rdma_node_guid(host, _vf_pci(host, PF1, i)) == first[PF1][i][0]
+    # status shows each VF's GUIDs as the kernel reports them
+    status = json.loads(run_cli("status", "--json", root=host.root, config=cfg).stdout)
+    (pf0,) = [p for p in status["pfs"] if p["pci"] == PF0]
+    assert [(v["guids"]["node_guid"], v["guids"]["port_guid"]) for v in pf0["vfs"]] == [first[PF0][i] for i in range(4)]
     # re-apply: nothing to write
     before = len(sim_writes(host))
     proc = run_cli("apply", root=host.root, config=cfg)

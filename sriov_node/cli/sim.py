@@ -8,11 +8,12 @@ import typer
 
 from sriov_node.cli.app import examples, sim_app
 from sriov_node.errors import EXIT_INVALID
+from sriov_node.sim.nics import NICS
 
 @sim_app.command("create", epilog=examples("sriov-node sim create /tmp/node --nic x710:2 --nic e810:1", "sriov-node --root /tmp/node status"))
 def sim_create(
     directory: str = typer.Argument(..., metavar="DIR", help="Where to build the simulated host."),
-    nic: List[str] = typer.Option(["x710:2"], "--nic", metavar="MODEL[:PFS[:TOTALVFS]]", help="MODEL[:PFS[:TOTALVFS]]; models: x710 e810 cx5 i350 82599 nvme hisi-zip."),
+    nic: List[str] = typer.Option(["x710:2"], "--nic", metavar="MODEL[:PFS[:TOTALVFS]]", help="MODEL[:PFS[:TOTALVFS]]; models: " + " ".join(NICS) + "."),
     iommu: str = typer.Option("on", "--iommu", metavar="on|off", help="on|off"),
     bios_sriov: str = typer.Option("on", "--bios-sriov", metavar="on|off", help="off: firmware hides the SR-IOV capability"),
     no_mmio: bool = typer.Option(False, "--no-mmio", help="No MMIO for VF BARs: enabling VFs fails with ENOMEM."),

@@ -68,6 +68,9 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
                 if managed and want is None and pf.vf_default_drivers is not None else None,
                 "settings": None if vf.links is None else {a: vf.links.observed(a) for a in VF_LINK_ATTRS},
                 "desired_settings": target.spec.vf(vf.index).links.wanted() if managed else None,
+                # InfiniBand VF GUIDs, as the kernel reports them (read when a block sets them)
+                **({"guids": {"node_guid": vf.links.node_guid, "port_guid": vf.links.port_guid}}
+                   if vf.links is not None and (vf.links.node_guid or vf.links.port_guid) else {}),
                 "mtu": vf.mtu,
                 "matches": None if note or not managed else not by_vf.get(vf.index),
                 "findings": by_vf.get(vf.index, []),
