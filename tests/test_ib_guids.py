@@ -208,3 +208,28 @@ def test_each_guid_travels_in_an_ifla_vf_info_of_its_own_as_pyroute2_encodes_it(
         vfinfo._nla(10, struct.pack("=I4xQ", 3, 0x0211223344556677))
     (attrs,) = vfinfo.vf_attributes(vfinfo._nla(1, answer), 0, len(answer) + 4)
     assert vfinfo.vf_links(vfinfo._nla(1, answer), attrs)[1].node_guid == "02:11:22:33:44:55:66:77"
+
+
+def test_a_run_stopped_after_the_guid_unbinds_binds_the_vfs_back(tmp_path):
+    """The GUIDs are set while the VFs are unbound: a run stopped there (a signal between actions)
+    runs its clean-up, which binds each VF back to the driver it had; the next run sets the GUIDs."""
+    from sriov_node.config import load_config
+    from sriov_node.engine.outcome import INTERRUPTED
+    from sriov_node.engine.reconcile import reconcile
+
+    host = _host(tmp_path / "a")
+    plain = _config(tmp_path, 'version = 1\n[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n', "plain.toml")
+    assert run_cli("apply", root=host.root, config=plain).returncode == 0
+    auto = _config(tmp_path, 'version = 1\n[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'
+                             '[[pf.vfs]]\nrange = "0-1"\nguid = "auto"\n', "auto.toml")
+    live = open_host(host.root)
+    vfs = [_vf_pci(host, PF0, i) for i in range(2)]
+
+    def stopped() -> bool:  # a signal as soon as the first VF was unbound for its GUID
+        return any(live.sysfs.device_driver(vf) is None for vf in vfs)
+
+    report = reconcile(live, load_config(auto), cancelled=stopped)
+    assert report.outcomes[0].status == INTERRUPTED
+    assert [open_host(host.root).sysfs.device_driver(vf) for vf in vfs] == ["mlx5_core", "mlx5_core"]
+    assert run_cli("apply", root=host.root, config=auto).returncode == 0
+    assert all(g != "00:00:00:00:00:00:00:00" for g in _guids(host, "ibs1f0")[0])

@@ -397,6 +397,8 @@ class Executor:
         """
         sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
+        if self._cleanup and sysfs.device_driver(vf) is not None:
+            raise _Skip()  # a clean-up binds only what the stopped run left unbound
         try:
             sysfs.drivers_probe(vf)  # a bound VF keeps its driver: a no-op
         except OSError as exc:

@@ -376,6 +376,8 @@ def plan_pf(target: Target, loaded_drivers: FrozenSet[str],
                 if vf.driver is not None and pci:
                     # unbound for the GUIDs, then judged again as unbound: the bindings bind it back
                     b.guid_unbinds.append(UnbindDriver(pf.pci, vf=vf.index, driver=vf.driver))
+                    # a run stopped before the bindings: the VF goes back to the driver it had
+                    on_failure.append(BindDriver(pf.pci, vf=vf.index, driver=vf.driver))
                     if want.driver == DRIVER_ANY:
                         b.binds.append(BindDriver(pf.pci, vf=vf.index, driver=vf.driver))
                     vf = _unbound(vf)
