@@ -218,11 +218,11 @@ def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: 
         if dry_run:
             body = {"actions": body["actions"], "on_failure": body["on_failure"], "pfs": body["pfs"],
                     "result": body["result"]}  # what apply would answer (finish adds exit_code)
-        if rdma is not None:
-            body["rdma_netns"] = rdma
         else:
             body["generation"] = gen.number if gen else None
             body["checkpoint"] = dict(gen.checkpoint, expiry=armed) if gen is not None and gen.pending else None
+        if rdma is not None:
+            body["rdma_netns"] = rdma
 
         def text() -> None:
             _print_report(report, verbose)
