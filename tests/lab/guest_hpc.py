@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from guest import BIN, configure, read, sh  # noqa: E402  (tests/lab/guest.py, run from the same folder)
 
-RULES = "/etc/udev/rules.d/90-sriov-node.rules"
+RULES = "/etc/udev/rules.d/90-sriov-node-vf-unmanaged.rules"  # the name the docs give it
 results: Dict[str, Any] = {}
 
 
