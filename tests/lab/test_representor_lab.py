@@ -5,7 +5,8 @@ gave the representors read with `ip -j -d link` (phys_port_name pf0vfN -> name) 
 
 One boot (LAB_INIT=systemd, tests/lab/guest_hpc.py `representors`) answers every test here.
 netdevsim puts one representor per VF on the device's own bus device (the PF's parent, as on
-mlx5 and ice), with phys_port_name pf0vfN (devlink_port_attrs_pci_vf_set, pf 0, controller 0).
+mlx5 and ice), with phys_port_name pf0vfN (devlink_port_attrs_pci_vf_set, pf 0, controller 0); the PF's own port is p1
+(udev names it eni<id>np1).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def test_the_printed_rule_is_installed_and_apply_puts_both_devices_in_switchdev(
 
 def test_representors_get_the_configured_names_from_phys_port_name(reps):
     pf10, pf11 = reps["pfs_before"]
-    after = reps["links_after"]
-    assert by_port(after, "netdevsim10") == {"p0": pf10, **{f"pf0vf{i}": f"{pf10}_{i}" for i in range(4)}}, after
-    assert by_port(after, "netdevsim11") == {"p0": pf11, **{f"pf0vf{i}": f"dev{i}" for i in range(2)}}, after
+    before, after = reps["links_before"], reps["links_after"]
+    assert by_port(before, "netdevsim10") == {"p1": pf10} and by_port(before, "netdevsim11") == {"p1": pf11}, before
+    assert by_port(after, "netdevsim10") == {"p1": pf10, **{f"pf0vf{i}": f"{pf10}_{i}" for i in range(4)}}, after
+    assert by_port(after, "netdevsim11") == {"p1": pf11, **{f"pf0vf{i}": f"dev{i}" for i in range(2)}}, after
 
 
 def test_representors_are_kept_off_networkmanager_and_the_pfs_are_not(reps):
