@@ -5,6 +5,7 @@ rules are parsed by udevd's own parser (and `udevadm verify` where systemd has i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -99,3 +100,37 @@ def test_the_printed_rules_parse_clean(make_host, write_config, tmp_path):
     text = out.stdout + out.stderr
     assert f"Reading rules file: /run/udev/rules.d/{rules.name}" in text, text[-3000:]
     assert f"/run/udev/rules.d/{rules.name}:" not in text, text[-3000:]  # udevd names the file on any complaint
+
+
+def add_representor(root: str, pf_netdev: str, name: str, port: str) -> None:
+    """A representor as the lab kernel (netdevsim on Linux 6.1) shows it: a netdev of the PF's own device,
+    in its net/ folder beside the PF's, with phys_port_name pfMvfN."""
+    pf_dir = os.path.realpath(os.path.join(root, "sys/class/net", pf_netdev))
+    rep = os.path.join(os.path.dirname(pf_dir), name)
+    os.makedirs(rep)
+    for attr, value in (("phys_port_name", port), ("address", "a6:1f:00:00:00:01"), ("type", "1"), ("mtu", "1500")):
+        with open(os.path.join(rep, attr), "w") as fh:
+            fh.write(value + "\n")
+    os.symlink(os.path.join(pf_dir, "device"), os.path.join(rep, "device"))
+    os.symlink(os.path.relpath(rep, os.path.join(root, "sys/class/net")), os.path.join(root, "sys/class/net", name))
+
+
+def test_the_pf_keeps_its_name_beside_representors_that_sort_before_it(make_host, write_config):
+    """Once in switchdev the PF's device lists its representors too; a representor named before the PF
+    ("dev0" < "ens1f0") is not the PF's name: udev-rule prints the same rules, status names the PF."""
+    host = make_host(("cx5", 1, None))
+    config = write_config(f"""
+        [[pf]]
+        pci = "{PF0}"
+        num_vfs = 2
+        eswitch_mode = "switchdev"
+        representor_name = "dev{{vf}}"
+    """)
+    before = run_cli("udev-rule", root=host.root, config=config)
+    assert before.returncode == 0 and 'NAME="dev0"' in before.stdout, before.stderr
+    for vf in range(2):
+        add_representor(host.root, "ens1f0", f"dev{vf}", f"pf0vf{vf}")
+    after = run_cli("udev-rule", root=host.root, config=config)
+    assert after.returncode == 0 and after.stdout == before.stdout, after.stderr
+    status = run_cli("status", "--json", root=host.root, config=config)
+    assert [pf["name"] for pf in json.loads(status.stdout)["pfs"]] == ["ens1f0"], status.stdout

@@ -12,6 +12,10 @@ from sriov_node.errors import errno_name
 from sriov_node.model import HostState, PfSpec, PfState, VfLinks, VfState
 
 _VIRTFN_RE = re.compile(r"^virtfn(\d+)$")
+# a representor's phys_port_name (devlink's pfMvfN, pfMsfN, pfM, with cN for an external controller); in
+# switchdev mode the representors are netdevs of the PF's own device, listed in its net/ beside the PF's
+# (netdevsim, mlx5, ice), so the PF's name is the one that is not a representor's
+_REPRESENTOR_PORT = re.compile(r"^(c\d+)?pf\d+((vf|sf)\d+)?$")
 
 
 def pci_id(host: Host, pci: str, attr: str) -> Optional[str]:
@@ -29,6 +33,15 @@ def _netdevs(host: Host, pci: str) -> Tuple[Tuple[str, ...], bool]:
     if names:
         return tuple(sorted(names)), False
     return (), host.sysfs.isdir(PCI_DEVICES, pci, "net")
+
+
+def _pf_netdevs(host: Host, names: Collection[str]) -> Tuple[str, ...]:
+    """A PF device's netdevs, sorted, its switchdev representors after its own (the first is the PF's name)."""
+    ordered = sorted(names)
+    if len(ordered) < 2:
+        return tuple(ordered)
+    return tuple(sorted(ordered, key=lambda name: bool(
+        _REPRESENTOR_PORT.match(host.sysfs.read(CLASS_NET, name, "phys_port_name") or ""))))
 
 
 def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
@@ -184,8 +197,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     sysfs = host.sysfs
     bus = sysfs.pf_bus(pci)
     base = sysfs.pf_dir(pci)
-    names = sysfs.listdir(base, pci, "net")
-    netdevs = tuple(sorted(names))
+    netdevs = _pf_netdevs(host, sysfs.listdir(base, pci, "net"))
     num_vfs = sysfs.num_vfs(pci)
     vfs: Tuple[VfState, ...] = ()
     stale: List[int] = []
