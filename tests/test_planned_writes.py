@@ -308,3 +308,18 @@ def test_vfs_a_run_creates_get_their_default_driver_when_it_is_not_loaded(make_h
     assert done.returncode == 0, done.stdout + done.stderr
     again = open_host(host.root)
     assert [again.sysfs.device_driver(again.sysfs.vf_address(PF0, i)) for i in range(2)] == [vf_driver] * 2
+
+
+def test_a_pf_without_its_driver_gets_no_module_loaded_for_its_vfs(make_host, write_config):
+    """The operator unloaded the PF's driver (rmmod): a run loads nothing on its behalf (the VFs'
+    default driver may be the PF's own, as nvme's and mlx5_core's are); the count it cannot write is
+    explained instead."""
+    host = make_host(("nvme", 1, None))
+    _unload(host, "nvme")
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')
+    body = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=path).stdout)
+    assert "load_driver" not in [a["op"] for a in body["actions"]], body["actions"]
+    done = run_cli("apply", "--json", root=host.root, config=path)
+    assert done.returncode == 1
+    assert "no driver is bound to the PF" in done.stdout + done.stderr
+    assert open_host(host.root).sysfs.device_driver(PF0) is None

@@ -222,8 +222,8 @@ class _Builder:
                 if f.default:
                     if not fresh:
                         self.probes.append(self.probe(index))
-                    else:  # the kernel's autoprobe binds it at creation, if its driver is loaded by then
-                        self.fresh_default = True
+                    elif self.pf.driver is not None:  # the kernel's autoprobe binds it at creation, if its
+                        self.fresh_default = True     # driver is loaded by then (no PF driver: no VFs at all)
                 elif f.want is not None:
                     self.binds.append(BindDriver(pf, vf=index, driver=f.want))
 
