@@ -580,3 +580,29 @@ def test_a_run_for_one_pf_reads_nothing_of_the_other_pfs_vfs_for_its_metrics(mak
     assert found[("sriov_node_pf_converged", PF0)] == 1 and found[("sriov_node_pf_converged", PF1)] == 1
     assert found[("sriov_node_pf_vfs_actual", PF0)] == 4 and found[("sriov_node_pf_vfs_actual", PF1)] == 2
     assert found[("sriov_node_converged", None)] == 1
+
+
+def test_an_event_run_reads_the_vf_settings_once_to_verify_them(make_host, write_config):
+    # A run after a PF driver reload is recorded nowhere (no generation): the settings the kernel
+    # gave the new VFs (a recorded run's pre-images) are not read before sending the wanted ones.
+    # One RTM_GETLINK: the verification's.
+    import logging
+
+    from sriov_node.engine.survey import load_desired
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+
+    host = make_host(vfio_loaded=True)
+    path = write_config(CONFIG)
+    d = Daemon(host, path, notifier=Notifier(enabled=False), log=logging.getLogger("sriov-node-test"))
+    d.desired = load_desired(host, path)
+    assert d.run_once(None).exit_code == 0
+    host.sysfs.unbind(PF0, "i40e")
+    host.sysfs.drivers_probe(PF0)  # back with no VFs
+    asked: List[str] = []
+    plain = host.links.vf_links
+    host.links.vf_links = lambda ifname: asked.append(ifname) or plain(ifname)
+    report = d.run_once(frozenset({PF0}))
+    assert [(o.pci, o.status) for o in report.outcomes] == [(PF0, "changed")]
+    assert host.links.vf_links is not plain and asked == ["ens1f0"]
+    assert plain("ens1f0")[3].trust is True and report.found == {}

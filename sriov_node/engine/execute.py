@@ -70,8 +70,10 @@ def _never() -> bool:
 class Executor:
     """The only place that writes. One instance per run; holds no kernel state."""
 
-    def __init__(self, host: Host, timeout: float = DEFAULT_TIMEOUT, cancelled: Callable[[], bool] = _never):
+    def __init__(self, host: Host, timeout: float = DEFAULT_TIMEOUT, cancelled: Callable[[], bool] = _never,
+                 fresh: bool = True):
         self.host = host
+        self._note = fresh  # read what the kernel gave the VFs this run creates (False: a run nobody records)
         self.sysfs = host.sysfs
         self.timeout = timeout
         self.cancelled = cancelled
@@ -563,7 +565,7 @@ class Executor:
         pending: List[Tuple[int, Dict[str, Any]]] = sorted(merged.items())
         errors: List[HostError] = []
         links = self.host.links
-        if pf in self._made:
+        if pf in self._made and self._note:
             self._note_fresh(pf, ifname, merged)
         while pending and not self.cancelled():
             try:
@@ -648,7 +650,7 @@ class Executor:
                             f"{sysfs.device_driver(vf) or 'no driver'})", vf=a.vf, attr="mtu", errno=E.ENODEV,
                             hint="a VF MTU needs a network driver on the VF (iavf, mlx5_core, ...)")
         ifname = netdev() or ""
-        if a.pf in self._made:
+        if a.pf in self._made and self._note:
             had = sysfs.read_int(CLASS_NET, ifname, "mtu")
             if had is not None:
                 self.fresh.setdefault(a.pf, {}).setdefault(str(a.vf), {}).setdefault("mtu", had)

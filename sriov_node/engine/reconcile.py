@@ -166,6 +166,7 @@ def reconcile(
     restore: Optional[Dict[str, Dict[str, Any]]] = None,
     restore_all: bool = False,
     before_writes: Optional[Callable[[], None]] = None,
+    preimages: bool = True,
 ) -> Report:
     """Converge the PFs `desired` selects (all, or those in `only`); never raises for a PF's failure.
 
@@ -175,6 +176,8 @@ def reconcile(
     `restore`: values to put back where no block manages them any more (see survey and
     engine/preimages.py). `before_writes`: called once, before the first write (a generation
     record's test write); its StateError stops the run there, nothing written, every PF failed.
+    `preimages` False: the run is not recorded as a generation (a daemon's event run), so what it
+    found before writing (`Report.found`) is not gathered, nor read from the VFs it creates.
     `only`: those PFs, and any other whose block is not the one the last run recorded for it
     (resolution is of the whole host: a PF that leaves or comes moves `index` rules to others).
     """
@@ -187,10 +190,12 @@ def reconcile(
         last_blocks = _last_blocks(host, desired) if only is not None else None
         seen = survey(host, desired, only, restore=restore, restore_all=restore_all, last_blocks=last_blocks)
         heads, resolution = seen.heads, seen.resolution
-        from sriov_node.engine.preimages import found as found_of
+        found: Dict[str, Dict[str, Any]] = {}
+        if preimages:
+            from sriov_node.engine.preimages import found as found_of
 
-        found = {j.target.pf.pci: found_of(seen.specs[j.target.pf.pci], j.target.pf)
-                 for j in seen.judged if j.target.pf.pci in seen.specs}
+            found = {j.target.pf.pci: found_of(seen.specs[j.target.pf.pci], j.target.pf)
+                     for j in seen.judged if j.target.pf.pci in seen.specs}
         blocked: Optional[str] = None
         loaded = heads.pci_drivers
         executor: Optional[Executor] = None
@@ -227,7 +232,7 @@ def reconcile(
                     if executor is None:
                         from sriov_node.engine.execute import Executor
 
-                        executor = Executor(host, timeout, cancelled)
+                        executor = Executor(host, timeout, cancelled, fresh=preimages)
                     outcome, caveats, held, judged = _run_pf(host, executor, pf_plan, outcome)
                     _add_fresh(found, pf_plan.pf, executor.fresh.get(pf_plan.pf))
                     interrupted = interrupted or outcome.status == INTERRUPTED

@@ -279,7 +279,9 @@ class Daemon:
                                    cancelled=self._cancelled,
                                    # as apply does: what the followed generation still has to put back,
                                    # and on a reload of another config what it set and that one drops
-                                   restore=_generations().undo_values(self.followed, self.desired) or None)
+                                   restore=_generations().undo_values(self.followed, self.desired) or None,
+                                   # an event's run is recorded nowhere: what it found before writing is unused
+                                   preimages=record is not None)
                 if record is not None:
                     self._record(record, report)
         except SriovNodeError as exc:  # the lock held too long by a manual run, a state problem
