@@ -281,3 +281,24 @@ def test_a_driver_not_in_the_table_is_not_refused_but_named(tmp_path):
     assert "hisi_zip is not in sriov-node's driver table" in done.stderr
     assert "not known: tried at apply" in done.stderr
     assert run_cli("validate", root=root, config=config).returncode == 0
+
+
+def test_a_value_is_judged_once_for_all_the_vfs_that_want_it(make_host, write_config, monkeypatch):
+    # 64 VFs with one VLAN and two protocols: the row is asked once per distinct value, and every VF
+    # that wants a refused value is named in the refusal all the same
+    from sriov_node.config import load_config
+    from sriov_node.engine.plan import plan_pf
+    from sriov_node.engine.preflight import capabilities
+    from sriov_node.engine.survey import survey
+
+    host = make_host(("x710", 1, 64))
+    desired = load_config(write_config(
+        f'[[pf]]\npci = "{PF0}"\nnum_vfs = 64\n  [[pf.vfs]]\n  range = "0-31"\n  vlan = 10\n'
+        '  [[pf.vfs]]\n  range = "32-63"\n  vlan = 10\n  vlan_proto = "802.1ad"\n'))
+    (judged,) = survey(host, desired).judged
+    asked = []
+    plain = drivers.setting_refusals
+    monkeypatch.setattr(drivers, "setting_refusals", lambda row, vf, *a, **k: asked.append(vf) or plain(row, vf, *a, **k))
+    refused, _ = capabilities(host, plan_pf(judged.target, frozenset(), findings=judged.findings))
+    assert asked == [0, 32]
+    assert [(r.key, r.errno, r.vf) for r in refused] == [("vlan_proto", "EPROTONOSUPPORT", vf) for vf in range(32, 64)]

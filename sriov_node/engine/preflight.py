@@ -13,7 +13,8 @@ actions need.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sriov_node import drivers
 from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetPfMtu, SetVfGuids, SetVfMtu,
@@ -106,15 +107,30 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
                 unknown.append(action.attr)
                 continue
             speed = _link_speed(host, pf.name) if row.rate_link and action.attr == "rate" else None
+            # what the driver answers depends on the value, not on the VF: judged once per value
+            by_value: Dict[Any, List[drivers.Refusal]] = {}
             for vf, value in action.values:
-                refused += drivers.setting_refusals(row, vf, split_setting(action.attr, value),
-                                                    pf_id=f"{pf.vendor}:{pf.device}", switchdev=switchdev,
-                                                    link_speed=speed)
+                answer = by_value.get(value) if _hashable(value) else None
+                if answer is None:
+                    answer = drivers.setting_refusals(
+                        row, vf, split_setting(action.attr, value), pf_id=f"{pf.vendor}:{pf.device}",
+                        switchdev=switchdev, link_speed=speed)
+                    if _hashable(value):
+                        by_value[value] = answer
+                refused += [r if r.vf == vf else replace(r, vf=vf) for r in answer]
     notes = []
     if unknown:
         notes.append(f"{pf.driver or 'no driver'} is not in sriov-node's driver table: its "
                      f"{', '.join(dict.fromkeys(unknown))} not known: tried at apply")
     return refused, notes
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _guid_refusals(pf, action: SetVfGuids) -> List[drivers.Refusal]:
