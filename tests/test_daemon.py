@@ -606,3 +606,32 @@ def test_an_event_run_reads_the_vf_settings_once_to_verify_them(make_host, write
     assert [(o.pci, o.status) for o in report.outcomes] == [(PF0, "changed")]
     assert host.links.vf_links is not plain and asked == ["ens1f0"]
     assert plain("ens1f0")[3].trust is True and report.found == {}
+
+
+def test_an_event_run_reads_the_generations_again_only_when_they_changed(make_host, write_config, monkeypatch):
+    # The generations directory is watched (inotify): a run for an event reads the newest generation
+    # again only when the watch says the directory changed since the last read.
+    import logging
+
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+    from sriov_node.service.uevents import DirectoryWatch
+
+    host = make_host(vfio_loaded=True)
+    path = write_config(CONFIG)
+    assert run_cli("apply", root=host.root, config=path).returncode == 0  # generation 1
+    d = Daemon(host, path, notifier=Notifier(enabled=False), log=logging.getLogger("sriov-node-test"))
+    d.watch = DirectoryWatch(generations.directory(host))
+    try:
+        assert d._start() == 0 and d.generation == 1
+        reads: List[int] = []
+        plain = generations.current
+        monkeypatch.setattr(generations, "current", lambda h: reads.append(1) or plain(h))
+        assert d.run_once(None).exit_code == 0
+        assert d.run_once(frozenset({PF0})).exit_code == 0
+        assert reads == []  # nothing changed since the start read generation 1
+        assert run_cli("apply", root=host.root, config=write_config(CONFIG3)).returncode == 0  # generation 2
+        assert d.run_once(frozenset({PF0})).exit_code == 0
+        assert len(reads) == 1 and d.generation == 2 and open_host(host.root).sysfs.num_vfs(PF1) == 3
+    finally:
+        d.watch.close()

@@ -80,6 +80,7 @@ class Daemon:
         self._expiry_tried: Set[int] = set()  # checkpoints whose restore failed: not retried in a loop
         self.sources: List[UeventSource] = []
         self.watch: Optional[DirectoryWatch] = None
+        self._read_since_drain = False  # the generations were read after the watch's last drain
         self.covered: Dict[str, int] = {}  # PF -> SEQNUM its last read reflects
         self.known_vfs: Dict[str, str] = {}  # VF -> PF, for VFs that are gone when their event arrives
         self.failures: Dict[str, int] = {}  # PF -> consecutive failed runs
@@ -152,9 +153,20 @@ class Daemon:
 
     # ------------------------------------------------------------------ generations
 
+    def _unchanged(self) -> bool:
+        """The generations directory has not changed since the last read of it (made after the watch's
+        last drain): its inotify watch holds no event. Then the newest generation is the one followed."""
+        if self.watch is None or not self.watch.armed or not self._read_since_drain or self.unreadable is not None:
+            return False
+        ready, _, _ = select.select([self.watch], [], [], 0)
+        return not ready
+
     def _follow(self) -> bool:
         """Take the newest applied generation, if it is not the one followed: True when the desired
         state changed (its bytes differ), so every PF must be looked at again."""
+        if self._unchanged():
+            return False
+        self._read_since_drain = self.watch is not None
         try:
             gen = _generations().current(self.host)
         except (SriovNodeError, OSError) as exc:
@@ -573,6 +585,7 @@ class Daemon:
                     self._reload_config()
                     continue
                 if self.watch in ready:
+                    self._read_since_drain = False
                     self.watch.drain()
                     self._new_generations()
                 if self.checkpoint is not None and self.checkpoint[1] <= time.time() and not self._stop:

@@ -213,6 +213,11 @@ class DirectoryWatch:
     def fileno(self) -> int:
         return self.fd
 
+    @property
+    def armed(self) -> bool:
+        """The directory is watched (False after it went away and could not be watched again)."""
+        return self.fd >= 0 and self.wd >= 0
+
     def drain(self) -> List[Tuple[int, str]]:
         """The waiting events as (mask, name); re-arms itself when the directory went away."""
         events: List[Tuple[int, str]] = []
@@ -228,6 +233,7 @@ class DirectoryWatch:
                 events.append((mask, os.fsdecode(name)))
                 offset += _EVENT.size + length
         if any(mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) for mask, _ in events):
+            self.wd = -1  # watching nothing until rearmed
             try:
                 self.rearm()
             except OSError:
