@@ -635,3 +635,44 @@ def test_an_event_run_reads_the_generations_again_only_when_they_changed(make_ho
         assert len(reads) == 1 and d.generation == 2 and open_host(host.root).sysfs.num_vfs(PF1) == 3
     finally:
         d.watch.close()
+
+
+def test_after_a_pfs_bind_the_run_waits_for_no_further_event(make_host, write_config, monkeypatch):
+    # the bind ends the kernel's operation: what has arrived already is read, nothing is waited for
+    import logging
+    import select as select_module
+
+    from sriov_node.service import daemon as daemon_module
+    from sriov_node.service.daemon import Daemon
+    from sriov_node.service.journal import Notifier
+    from sriov_node.service.uevents import Uevent, UeventSource
+
+    class Queued(UeventSource):
+        def __init__(self, events):
+            self.events = list(events)
+
+        def fileno(self):
+            return 0
+
+        def receive(self):
+            return self.events.pop(0) if self.events else None
+
+    host = make_host(vfio_loaded=True)
+    d = Daemon(host, write_config(CONFIG), notifier=Notifier(enabled=False), log=logging.getLogger("sriov-node-test"))
+    bind = Uevent("bind", "pci", f"/devices/pci0000:00/0000:00:03.0/{PF0}", 10)
+    later = Uevent("add", "net", f"/devices/pci0000:00/0000:00:03.0/{PF0}/net/ens1f0", 11)
+    source = Queued([bind])
+    d.sources = [source]
+    timeouts: List[float] = []
+
+    def fake_select(r, w, x, timeout):
+        timeouts.append(timeout)
+        if source.events:
+            return [source], [], []
+        source.events.append(later) if len(timeouts) == 1 else None  # one more event already waiting
+        return ([source] if source.events else []), [], []
+
+    monkeypatch.setattr(daemon_module.select, "select", fake_select)
+    assert d._collect([source]) == {PF0}
+    assert timeouts and all(t == 0 for t in timeouts) and not source.events
+    assert select_module.select is fake_select

@@ -46,8 +46,10 @@ from sriov_node.service.uevents import BUSES, NETDEVSIM_DEVICES, DirectoryWatch,
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 # The quiet period that ends a burst of uevents: at most --debounce; once the burst's own rhythm is
-# known, a few of its gaps; after the event that ends a kernel operation (a PF's bind: its driver
-# has probed; a PF's change: its sriov_numvfs write is done), only QUIET_FLOOR.
+# known, a few of its gaps (at least QUIET_FLOOR); after the event that ends a kernel operation (a
+# PF's bind: its driver has probed; a PF's change: its sriov_numvfs write is done), none: what has
+# arrived already is read, and the run starts (an event after its read of the kernel's SEQNUM
+# starts another run if it moved the PF; one before is covered by it).
 QUIET_FLOOR, QUIET_GAPS = 0.005, 4.0
 
 
@@ -414,8 +416,8 @@ class Daemon:
     def _collect(self, ready: List[Any]) -> Set[str]:
         """Route the waiting events, then keep listening until the burst is over (a 64-VF burst is
         one run). The quiet period adapts: --debounce until the burst shows its rhythm, then
-        QUIET_GAPS times its longest gap (at least QUIET_FLOOR); QUIET_FLOOR once the event that
-        ends a kernel operation has come."""
+        QUIET_GAPS times its longest gap (at least QUIET_FLOOR); none once the event that ends a
+        kernel operation has come (the events already waiting are read, without waiting for more)."""
         self._burst = ""
         events = self._drain(ready)
         due = route(events, self.host, self.known_vfs, self.covered)
@@ -427,13 +429,13 @@ class Daemon:
         count = len(events)
         while not self._stop:
             if final:
-                quiet = QUIET_FLOOR
+                quiet = 0.0  # only what is waiting already
             elif gap is None:
                 quiet = self.debounce
             else:
                 quiet = min(self.debounce, max(QUIET_FLOOR, QUIET_GAPS * gap))
             left = min(quiet, end - time.monotonic())
-            if left <= 0:
+            if left < 0 or (left == 0 and not final):
                 break
             ready, _, _ = select.select(self.sources, [], [], left)
             if not ready:
