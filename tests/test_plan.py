@@ -199,3 +199,22 @@ def test_plan_json_shape():
     # a VF created by this run: its default driver was not known when planning, so it may be loaded
     assert body["on_failure"][-1] == {"pf": PF, "op": "probe_default_driver", "vf": 1,
                                       "retry": f"{DEFAULT_TAKEN.text}; {LOAD_DEFAULT.text}; {DEFAULT_BIND_FILE.text}"}
+
+
+def test_a_groups_settings_are_worked_out_once_for_all_its_vfs(monkeypatch):
+    # the 64 VFs of one group share one VfLinks: its wanted settings are computed once, not per VF
+    from dataclasses import replace
+
+    from sriov_node.engine.actions import SetVfSetting
+    from sriov_node.model import VfLinks
+
+    want = replace(spec(64, ("0-63", None)), vfs=(VfGroup("pf[0].vfs[0]", "0-63", tuple(range(64)), None,
+                                                          VfLinks(vlan=10, trust=True)),))
+    calls = []
+    plain = VfLinks.wanted
+    monkeypatch.setattr(VfLinks, "wanted", lambda self: calls.append(1) or plain(self))
+    actions = acts(want, pf(0))
+    settings = [a for a in actions if isinstance(a, SetVfSetting)]
+    assert [(a.attr, len(a.values)) for a in settings] == [("vlan", 64), ("trust", 64)]
+    assert settings[0].values[63] == (63, (10, 0, "802.1Q"))
+    assert len(calls) <= 3  # the comparison's and the plan's, not one per VF

@@ -58,6 +58,7 @@ from sriov_node.model import (
     DRIVER_DEFAULT,
     VF_LINK_ATTRS,
     PfState,
+    VfLinks,
     VfSpec,
     VfState,
     format_ranges,
@@ -192,6 +193,7 @@ class _Builder:
         self.netdevs: List[Action] = []
         self.guid_unbinds: List[Action] = []
         self.guids: List[Tuple[int, str, str]] = []
+        self._wanted: Dict[int, Tuple[VfLinks, Tuple[Tuple[str, Any], ...]]] = {}  # id(links) -> (links, wanted)
 
     def guid_values(self, want: VfSpec) -> None:
         """The VF's wanted GUIDs (derived from the PF's GUID, or given); "auto" when the PF has none
@@ -252,7 +254,11 @@ class _Builder:
 
     def settings(self, want: VfSpec, only: Optional[Set[str]] = None) -> None:
         """The VF's wanted settings (those in `only`, when given: the ones that differ)."""
-        for attr, value in want.links.wanted().items():
+        links = want.links
+        known = self._wanted.get(id(links))
+        if known is None or known[0] is not links:  # the VFs of a group share their VfLinks: computed once
+            known = self._wanted[id(links)] = (links, tuple(links.wanted().items()))
+        for attr, value in known[1]:
             if only is None or attr in only:
                 self.links.setdefault(attr, []).append((want.index, value))
 
