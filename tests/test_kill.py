@@ -95,10 +95,15 @@ def test_a_signal_stops_between_actions_runs_the_clean_up_and_is_recorded(make_h
     SimKernel(host.root).add_fault("delay", attr="driver_override", seconds=0.2)
     proc = spawn(host.root, path, "--json")
     deadline = time.monotonic() + 30
-    while host.sysfs.num_vfs(PF0) != 8:  # VFs created unprobed; now writing overrides slowly
+    def overrides() -> int:
+        live = open_host(host.root).sysfs
+        addresses = [live.vf_address(PF0, i) for i in range(live.num_vfs(PF0) or 0)]
+        return sum(1 for vf in addresses if vf and live.driver_override(vf) == "vfio-pci")
+
+    # VFs created unprobed, then the overrides written slowly (0.2 s each): the signal comes between two
+    while overrides() == 0:  # (waiting on what the run has done, not on a clock: a busy machine is slow)
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
-    time.sleep(0.3)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + sig, err
