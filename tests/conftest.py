@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -11,6 +13,23 @@ import pytest
 from sriov_node.host import Host
 from tests.helpers import open_host
 from sriov_node.sim.build import create_host
+
+
+@pytest.fixture(autouse=True)
+def _signal_state():
+    """A test running the CLI in-process (main(), typer's runner) leaves its signal handlers and, once
+    a report is decided, SIGINT and SIGTERM blocked: put both back, or every later test's children
+    would inherit the blocked mask (a mask survives exec)."""
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handlers = {sig: signal.getsignal(sig) for sig in watched}
+    yield
+    signals = sys.modules.get("sriov_node.cli.signals")
+    if signals is not None:
+        signals.reset()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @pytest.fixture

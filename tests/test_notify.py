@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from typing import List
 
@@ -29,8 +30,11 @@ def no_systemd_python(tmp_path) -> str:
 
 
 def receive_until(sock: socket.socket, text: str, messages: List[str], proc: subprocess.Popen) -> None:
-    """Read datagrams until one holds `text` (each recv is one sd_notify message)."""
+    """Read datagrams until one holds `text` (each recv is one sd_notify message); 60 s at most, as
+    WATCHDOG=1 keeps coming every 0.1 s from a daemon that never sends the awaited one."""
+    deadline = time.monotonic() + 60
     while not any(text in m for m in messages):
+        assert time.monotonic() < deadline, f"no {text} in 60 s; got the last of {len(messages)}: {messages[-5:]}"
         try:
             messages.append(sock.recv(4096).decode())
         except socket.timeout:

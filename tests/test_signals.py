@@ -239,3 +239,32 @@ def test_a_signal_that_python_wraps_in_another_error_is_still_the_signals_answer
     assert proc.returncode == 128 + sig
     if as_json:
         assert body["error"]["interrupted"] == signal.Signals(sig).name
+
+
+def _blocked_at_start() -> None:  # Popen's preexec_fn: as a parent that had blocked both would leave them
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("command", [["daemon", "--no-notify"], ["apply"], ["boot", "--wait", "5"]], ids=" ".join)
+def test_signals_blocked_by_the_parent_are_still_answered(make_host, write_config, command, sig):
+    """A signal mask is inherited through exec: started by a parent that had SIGINT and SIGTERM
+    blocked, every command still gets them (the daemon stops on SIGTERM instead of running on)."""
+    host = make_host()
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 8\n[[pf.vfs]]\nrange = "0-5"\ndriver = "vfio-pci"\n')
+    SimKernel(host.root).add_fault("delay", attr="driver_override", seconds=0.2)  # a run long enough to be hit
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
+    proc = subprocess.Popen([CLI, "--root", host.root, "--config", path, *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_blocked_at_start)
+    live = open_host(host.root).sysfs
+    assert wait_until(proc, lambda: catches_sigterm(proc.pid) and (live.num_vfs(PF0) or 0) > 0, "VFs"), \
+        proc.communicate()[1]
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=HANG_GUARD)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == (0 if command[0] == "daemon" else 128 + sig), err  # the daemon stops cleanly on both
+    assert "Traceback" not in err, err

@@ -125,6 +125,9 @@ def install() -> None:
     global _previous_hook
     for sig in SIGNALS:
         signal.signal(sig, _handle)
+    # a signal mask is inherited through fork and exec: a parent that had blocked them (a test
+    # harness, a supervisor in the middle of its own clean-up) would leave a daemon deaf to SIGTERM
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     if sys.unraisablehook is not _unraisable:
         _previous_hook = sys.unraisablehook
         sys.unraisablehook = _unraisable
