@@ -6,13 +6,41 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Dict
 
 import pytest
 
 from sriov_node.host import Host
 from tests.helpers import open_host
 from sriov_node.sim.build import create_host
+
+
+# ---------------------------------------------------------------------------------------------
+# Two workers (scripts/test: pytest-xdist, --dist loadgroup): each test file is one unit of work, so
+# its module and session fixtures (a built package, a booted lab guest) are made once; the lab files
+# that share conftest's guests are one unit. Files run in collection order: the lab tier, the
+# longest, starts first, on both workers, and the unit tests fill in around it.
+
+LAB_SHARED = ("tests/lab/test_kernel_lab.py", "tests/lab/test_netdevsim_lab.py")  # tests/lab/conftest.py's guests
+LAB_TIMINGS: Dict[str, float] = {}  # the workers' lab wall times, for the summary
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            path = item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group("lab-shared" if path in LAB_SHARED else path))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    LAB_TIMINGS.update(getattr(node, "workeroutput", {}).get("lab_timings", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if LAB_TIMINGS:
+        terminalreporter.write_line(
+            "kernel lab wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in LAB_TIMINGS.items()))
 
 
 @pytest.fixture(autouse=True)

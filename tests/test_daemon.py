@@ -158,6 +158,22 @@ def test_a_pf_driver_reload_is_repaired(daemon):
                what="the run started by the PF's bind")
 
 
+def test_a_root_prefix_longer_than_a_socket_address_still_hears_its_uevents(daemon, tmp_path):
+    """A socket address holds 107 bytes; a root prefix deep in a tree (a test worker's) passes them."""
+    from sriov_node.sim.build import create_host
+
+    root = tmp_path / ("deep-" + "d" * 60) / ("er-" + "e" * 60) / "host"
+    create_host(str(root), (("x710", 2, None),), vfio_loaded=True)
+    assert len(str(root / "run/sriov-node-sim/uevents.sock")) > 108
+    d = daemon(host=open_host(str(root)))
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    assert not any("cannot listen to uevents" in line for line in d.log), d.log
+    h = open_host(str(root))
+    h.sysfs.unbind(PF0, "i40e")
+    h.sysfs.drivers_probe(PF0)
+    d.wait_for(lambda: open_host(str(root)).sysfs.num_vfs(PF0) == 4, what="the repair the uevents start")
+
+
 def test_a_pf_without_its_driver_waits_for_the_bind_event_not_a_back_off(daemon):
     # A firmware update keeps the PF driver away for seconds: the runs in between fail (no
     # driver), and the bind that ends it must be answered at once, not after a grown back-off.

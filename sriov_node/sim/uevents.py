@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Dict, Optional
 
-from sriov_node.sim.tree import UEVENT_SOCKET
+from sriov_node.sim.tree import UEVENT_SOCKET, unix_address
 
 
 class SimUeventSocket:
@@ -21,7 +21,8 @@ class SimUeventSocket:
         if os.path.exists(self.path):
             os.unlink(self.path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
+        with unix_address(self.path) as address:
+            self.sock.bind(address)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # a 256-VF burst fits
         self.sock.setblocking(False)
 

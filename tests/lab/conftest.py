@@ -54,6 +54,12 @@ def netdevsim() -> Dict[str, Any]:
     return boot("netdevsim")
 
 
+def pytest_sessionfinish(session):
+    output = getattr(session.config, "workeroutput", None)  # a pytest-xdist worker: to the controller
+    if output is not None:
+        output["lab_timings"] = dict(TIMINGS)
+
+
 def pytest_terminal_summary(terminalreporter):
     if TIMINGS:
         terminalreporter.write_line(
