@@ -233,3 +233,55 @@ def test_a_run_stopped_after_the_guid_unbinds_binds_the_vfs_back(tmp_path):
     assert [open_host(host.root).sysfs.device_driver(vf) for vf in vfs] == ["mlx5_core", "mlx5_core"]
     assert run_cli("apply", root=host.root, config=auto).returncode == 0
     assert all(g != "00:00:00:00:00:00:00:00" for g in _guids(host, "ibs1f0")[0])
+
+
+NO_GUIDS = AUTO.replace('guid = "auto"\n', "")
+
+
+@pytest.mark.parametrize("start", ["vfs-there", "made-by-the-change"])
+@pytest.mark.parametrize("undo", ["edit", "rollback", "unset"])
+def test_guids_a_change_set_go_back_whole_when_it_is_taken_back(tmp_path, start, undo):
+    """Undo is whole for GUIDs too: dropping `guid` (an edit, a rollback, `unset`) puts back the GUIDs
+    the VFs had before sriov-node set them, read before it first did (the kernel's, for VFs the same
+    change made), and each VF's driver takes them again (unbound while set, bound after)."""
+    host = _host(tmp_path / "h")
+    cfg = tmp_path / "config.toml"
+    if start == "vfs-there":
+        cfg.write_text(NO_GUIDS)
+        assert run_cli("apply", root=host.root, config=str(cfg)).returncode == 0
+    else:
+        cfg.write_text(NO_GUIDS.replace("num_vfs = 4", "num_vfs = 0").replace('[[pf.vfs]]\nrange = "0-3"\ndriver = "mlx5_core"\n', "")
+                       .replace('[[pf.vfs]]\nrange = "0-3"\n', ""))
+        assert run_cli("apply", root=host.root, config=str(cfg)).returncode == 0
+    before = {name: _guids(host, name) for name in ("ibs1f0", "ibs1f1")}
+    cfg.write_text(AUTO)
+    proc = run_cli("apply", "--checkpoint", "600", root=host.root, config=str(cfg))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = {name: _guids(host, name) for name in ("ibs1f0", "ibs1f1")}
+    assert after["ibs1f0"] != (before["ibs1f0"] or None) and len(after["ibs1f0"]) == 4
+    if undo == "edit":
+        cfg.write_text(NO_GUIDS)
+        proc = run_cli("apply", root=host.root, config=str(cfg))
+    elif undo == "rollback":
+        proc = run_cli("rollback", root=host.root, config=str(cfg))
+    else:
+        proc = run_cli("unset", PF0, "vfs[0-3].guid", root=host.root, config=str(cfg))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    now = {name: _guids(host, name) for name in ("ibs1f0", "ibs1f1")}
+    if start == "vfs-there":
+        expected0 = before["ibs1f0"]
+    else:  # the VFs the change made: what the kernel gave them
+        expected0 = {i: pair for i, pair in now["ibs1f0"].items()}
+        assert all(pair != after["ibs1f0"][i] for i, pair in now["ibs1f0"].items())
+    if undo == "unset":
+        assert now["ibs1f0"] == expected0 and now["ibs1f1"] == after["ibs1f1"]  # only what was unset
+    elif undo == "rollback" and start == "made-by-the-change":
+        assert not now["ibs1f0"]  # the generation before had no VFs: they went with the count
+    else:
+        assert now["ibs1f0"] == expected0
+    for i, (node, _port) in now["ibs1f0"].items():
+        assert _rdma_node_guid(host, _vf_pci(host, PF0, i)) == node  # the driver took it: set unbound, bound after
+    writes = len(sim_writes(host))
+    again = run_cli("apply", root=host.root, config=str(cfg))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(sim_writes(host)) == writes  # what was put back is the file's state now: nothing to write

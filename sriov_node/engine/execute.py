@@ -603,6 +603,8 @@ class Executor:
         merged: Dict[int, Dict[str, Any]] = {}
         for vf, key, guid in a.values:
             merged.setdefault(vf, {})[key] = guid
+        if a.pf in self._made and self._note:
+            self._note_fresh(a.pf, a.ifname, merged)  # the GUIDs the new VFs came with: what undo puts back
         try:
             self.host.links.set_vf_links(a.ifname, sorted(merged.items()))
         except OSError as exc:

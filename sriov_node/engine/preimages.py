@@ -16,7 +16,8 @@ value goes back to what the agent found before it first took it over.
 Values are JSON (they live in the generation records): per PF address
 
     {"num_vfs": 0, "drivers_autoprobe": true, "mtu": 1500, "eswitch_mode": "legacy",
-     "vfs": {"8": {"driver": null, "vlan": [0, 0, "802.1Q"], "trust": false, "mtu": 1500}}}
+     "vfs": {"8": {"driver": null, "vlan": [0, 0, "802.1Q"], "trust": false, "mtu": 1500,
+                   "node_guid": "00:00:00:00:00:00:00:00", "port_guid": "00:00:00:00:00:00:00:00"}}}
 
 A VF's `driver` is the config's own key for it (null: the kernel's default, "none", or a name:
 what `compare.driver_key` says of the VF as it was); a VF whose driver can only be written "any"
@@ -36,6 +37,8 @@ from sriov_node.engine.resolve import ABSENT, NOT_A_PF, Resolution, Target
 from sriov_node.model import (
     DRIVER_ANY,
     DRIVER_DEFAULT,
+    GUID_KEYS,
+    GuidSpec,
     PfSelector,
     PfSpec,
     PfState,
@@ -47,7 +50,7 @@ from sriov_node.model import (
 Values = Dict[str, Dict[str, Any]]  # PF address -> its entry (see the module's doc)
 
 PF_KEYS = ("num_vfs", "drivers_autoprobe", "mtu", "eswitch_mode")
-VF_KEYS = ("driver", "mtu") + VF_LINK_ATTRS
+VF_KEYS = ("driver", "mtu") + VF_LINK_ATTRS + GUID_KEYS  # GUIDs: an InfiniBand VF's, as the PF reports them
 RESTORE_KEY = "restore"  # the block name of a PF that only a restore selects: "restore(0000:01:00.0)"
 
 
@@ -72,6 +75,9 @@ def managed(spec: PfSpec) -> Tuple[Set[str], Dict[int, Set[str]]]:
             keys.add("driver")
         if vf.mtu is not None:
             keys.add("mtu")
+        if vf.guids is not None:
+            keys.update(GUID_KEYS if vf.guids.auto else
+                        (k for k in GUID_KEYS if getattr(vf.guids, k) is not None))
         if keys:
             vfs[vf.index] = keys
     return pf, vfs
@@ -112,6 +118,9 @@ def found(spec: PfSpec, pf: PfState) -> Dict[str, Any]:
                     have = vf.links.observed(attr)
                     if have is not None:
                         values[attr] = _jsonable(have)
+            for key in GUID_KEYS:  # reported by drivers with ndo_get_vf_guid; else never found, never put back
+                if key in keys and getattr(vf.links, key) is not None:
+                    values[key] = getattr(vf.links, key)
         if values:
             vfs[str(vf.index)] = values
     if vfs:
@@ -207,8 +216,8 @@ def describe(pci: str, entry: Mapping[str, Any]) -> List[str]:
         for key, value in values.items():
             if key == "driver":
                 parts.append(f"driver {_driver_words(value)}")
-            elif key == "mtu":
-                parts.append(f"mtu {value}")
+            elif key in ("mtu",) + GUID_KEYS:
+                parts.append(f"{key} {value}")
             else:
                 parts.append(show_setting(key, tuple(value) if isinstance(value, list) else value))
         lines.append(f"PF {pci} VF {index}: back to " + ", ".join(parts))
@@ -268,8 +277,11 @@ def _restore_groups(spec_key: str, vfs: Mapping[str, Mapping[str, Any]], base: O
         if mine is not None:
             links = _filled(mine.links, links)
         mtu = mine.mtu if mine is not None and mine.mtu is not None else values.get("mtu")
+        guids = mine.guids if mine is not None and mine.guids is not None else None
+        if guids is None and any(k in values for k in GUID_KEYS):
+            guids = GuidSpec(node_guid=values.get("node_guid"), port_guid=values.get("port_guid"))
         groups.append(VfGroup(key=f"{spec_key}.{RESTORE_KEY}", range_text=str(index), indices=(index,),
-                              driver=driver, links=links, mtu=mtu))
+                              driver=driver, links=links, mtu=mtu, guids=guids))
     return groups
 
 
