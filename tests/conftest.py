@@ -16,20 +16,12 @@ from sriov_node.sim.build import create_host
 
 
 # ---------------------------------------------------------------------------------------------
-# Two workers (scripts/test: pytest-xdist, --dist loadgroup): each test file is one unit of work, so
-# its module and session fixtures (a built package, a booted lab guest) are made once; the lab files
-# that share conftest's guests are one unit. Files run in collection order: the lab tier, the
-# longest, starts first, on both workers, and the unit tests fill in around it.
+# Two workers (scripts/test: pytest-xdist, --dist loadfile): each test file is one unit of work, so
+# its module and session fixtures (a built package, a booted lab guest) are made once. Files run in
+# collection order (--no-loadscope-reorder): the lab tier, the longest, starts first, on both
+# workers, and the unit tests fill in around it. No two lab files share a guest (tests/lab/conftest.py).
 
-LAB_SHARED = ("tests/lab/test_kernel_lab.py", "tests/lab/test_netdevsim_lab.py")  # tests/lab/conftest.py's guests
 LAB_TIMINGS: Dict[str, float] = {}  # the workers' lab wall times, for the summary
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            path = item.nodeid.split("::", 1)[0]
-            item.add_marker(pytest.mark.xdist_group("lab-shared" if path in LAB_SHARED else path))
 
 
 @pytest.hookimpl(optionalhook=True)

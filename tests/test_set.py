@@ -429,25 +429,31 @@ GROUP_VALUES = {
     "min_tx_rate": ("vfs[0-1].min_tx_rate=100", []),
     "max_tx_rate": ("vfs[0-1].max_tx_rate=1000", []),
     "mtu": ("vfs[0-1].mtu=9000", []),
+    "rdma": ("vfs[0-1].rdma=true", ["vfs[0-1].resource=mlx_rdma"]),
+    "vhost_net": ("vfs[0-1].vhost_net=true", ["vfs[0-1].resource=mlx_vhost"]),
+    "exclude_topology": ("vfs[0-1].exclude_topology=true", ["vfs[0-1].resource=mlx_any_numa"]),
+    # on the InfiniBand PF (IB_KEYS): derived for a group, given for a one-VF group
+    "guid": ("vfs[0-1].guid=auto", []),
+    "node_guid": ("vfs[2].node_guid=02:00:00:00:00:00:00:21", []),
+    "port_guid": ("vfs[2].port_guid=02:00:00:00:00:00:00:22", []),
 }
+IB_KEYS = {"guid", "node_guid", "port_guid"}  # run on a ConnectX-6 in InfiniBand mode (ibs1f0)
 PF_VALUES = {
     "num_vfs": ("num_vfs=6", []),
     "mtu": ("mtu=9000", []),
     "eswitch_mode": ("eswitch_mode=switchdev", []),
     "drivers_autoprobe": ("drivers_autoprobe=false", ["vfs[3].driver=mlx5_core"]),
     "externally_managed": ("externally_managed=true", []),
+    "representor_name": ("representor_name={pf}r{vf}", ["eswitch_mode=switchdev"]),
 }
 
 
 def test_the_key_tables_cover_the_schema():
     from sriov_node.config import PF_KEYS, VF_KEYS
 
-    # keys added for HPC/RDMA (issue 27) that `set` writes generically and no round trip here covers yet
-    untested_groups = {"rdma", "vhost_net", "exclude_topology", "guid", "node_guid", "port_guid"}
-    untested_pf = {"altname", "representor_name"}
-    assert set(GROUP_VALUES) == set(GROUP_KEYS) - untested_groups == set(VF_KEYS) - {"range"} - untested_groups
-    assert set(PF_VALUES) == set(SETTABLE) - untested_pf == \
-        set(PF_KEYS) - {"name", "pci", "mac", "vendor", "device", "index", "vfs"} - untested_pf
+    assert set(GROUP_VALUES) == set(GROUP_KEYS) == set(VF_KEYS) - {"range"}
+    assert set(PF_VALUES) == set(SETTABLE) == set(PF_KEYS) - {"name", "altname", "pci", "mac", "vendor", "device",
+                                                               "index", "vfs"}
 
 
 def _where(doc, assignment):
@@ -461,16 +467,18 @@ def _where(doc, assignment):
 
 @pytest.mark.parametrize("kind,key", [("vf", k) for k in GROUP_VALUES] + [("pf", k) for k in PF_VALUES])
 def test_every_key_can_be_set_applied_and_unset(make_host, tmp_path, kind, key):
-    host = make_host(("cx5", 1, None))
+    ib = kind == "vf" and key in IB_KEYS
+    host = make_host(("cx6-ib", 1, None) if ib else ("cx5", 1, None))
+    pf = "ibs1f0" if ib else "ens1f0"
     config = tmp_path / "config.toml"
-    config.write_text(BASE)
+    config.write_text(BASE.replace('"ens1f0"', f'"{pf}"'))
     assert run_cli("apply", root=host.root, config=str(config)).returncode == 0
     assignment, needs = (GROUP_VALUES if kind == "vf" else PF_VALUES)[key]
     if needs:
-        assert run_cli("set", "ens1f0", *needs, root=host.root, config=str(config)).returncode == 0
+        assert run_cli("set", pf, *needs, root=host.root, config=str(config)).returncode == 0
     start = tomllib.loads(config.read_text())
 
-    proc = run_cli("set", "ens1f0", assignment, "--json", root=host.root, config=str(config))
+    proc = run_cli("set", pf, assignment, "--json", root=host.root, config=str(config))
 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["apply"]["exit_code"] == 0  # converged: read back from the kernel
@@ -483,11 +491,11 @@ def test_every_key_can_be_set_applied_and_unset(make_host, tmp_path, kind, key):
     assert doc == expect  # that key, nothing else
 
     if key == "num_vfs":  # required: unsetting it is refused, the file untouched
-        refused = run_cli("unset", "ens1f0", "num_vfs", root=host.root, config=str(config))
+        refused = run_cli("unset", pf, "num_vfs", root=host.root, config=str(config))
         assert refused.returncode == 2 and "pf[0].num_vfs: missing" in refused.stderr
         return
     path = assignment.split("=")[0]
-    proc = run_cli("unset", "ens1f0", path, root=host.root, config=str(config))
+    proc = run_cli("unset", pf, path, root=host.root, config=str(config))
     assert proc.returncode == 0, proc.stderr
     assert tomllib.loads(config.read_text()) == start
     assert generation_commands(host)[-2:] == ["set", "unset"]

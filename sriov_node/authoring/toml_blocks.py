@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on Python < 3.11
     import tomli as tomllib
 
 # The [[pf]] keys `set` may change (the selector is the PF argument itself; VF groups go through vfs= and vfs[R].KEY=).
-SETTABLE = ("num_vfs", "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed")
+SETTABLE = ("num_vfs", "mtu", "eswitch_mode", "drivers_autoprobe", "externally_managed", "representor_name")
 SELECTOR_KEYS = ("name", "pci", "mac", "vendor", "device", "index")
 # The keys of a [[pf.vfs]] group `vfs[RANGE].KEY=` sets: every one but the range (the subscript).
 GROUP_KEYS = tuple(k for k in VF_KEYS if k != "range")
@@ -37,7 +37,8 @@ LAYOUT_KEYS = ("range", "driver")  # what `vfs=RANGE[:DRIVER]` itself says of a 
 # How a command-line value is typed (the schema then checks it): integers and booleans as TOML
 # reads them; every other key takes the text as it is (a resource "1234" stays a string).
 _INTEGER_KEYS = frozenset({"num_vfs", "mtu", "vlan", "qos", "min_tx_rate", "max_tx_rate"})
-_BOOLEAN_KEYS = frozenset({"drivers_autoprobe", "externally_managed", "spoofchk", "trust"})
+_BOOLEAN_KEYS = frozenset({"drivers_autoprobe", "externally_managed", "spoofchk", "trust", "rdma", "vhost_net",
+                           "exclude_topology"})
 REMOVE = object()  # KEY= : drop the key
 _GROUP_KEY_RE = re.compile(r"^vfs\[([^\[\]]*)\](?:\.([A-Za-z_]+))?\Z")
 
