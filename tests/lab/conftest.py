@@ -39,6 +39,20 @@ def boot(scenario: str, script: str = "tests/lab/guest.py", **env: str) -> Dict[
     return json.loads(line[len("@@RESULTS "):])
 
 
+_IGB: Dict[str, Any] = {}
+
+
+def need_igb() -> None:
+    """Skip, saying why, where QEMU cannot emulate igb. `kernel-lab --igb` runs the lab's set-up
+    first (the backports QEMU on a fresh Debian 12), then answers; asked once per process."""
+    if "rc" not in _IGB:
+        proc = subprocess.run([str(LAB), "--igb"], cwd=str(REPO), capture_output=True, text=True, timeout=1800)
+        _IGB.update(rc=proc.returncode, out=proc.stdout.strip(), err=proc.stderr[-3000:])
+    if _IGB["rc"] == 1:
+        pytest.skip(f"QEMU cannot emulate igb here: {_IGB['out']}")
+    assert _IGB["rc"] == 0, _IGB["err"]
+
+
 @pytest.fixture(scope="session")
 def iommu_on() -> Dict[str, Any]:
     return boot("iommu-on")

@@ -9,23 +9,19 @@ One guest boot (tests/lab/guest_driver_table.py).
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any, Dict, Set
 
 import pytest
 
 from sriov_node import drivers
-from tests.lab.conftest import LAB, REPO, boot
+from tests.lab.conftest import boot, need_igb
 
 ROWS = ("igb", "netdevsim", "nvme")
 
 
 @pytest.fixture(scope="module")
 def table() -> Dict[str, Any]:
-    proc = subprocess.run([str(LAB), "--igb"], cwd=str(REPO), capture_output=True, text=True, timeout=1800)
-    if proc.returncode == 1:
-        pytest.skip(f"QEMU cannot emulate igb here: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    need_igb()
     return boot("table", script="tests/lab/guest_driver_table.py", LAB_IGB="1", LAB_TIMEOUT="900")
 
 

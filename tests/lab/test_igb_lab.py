@@ -11,12 +11,11 @@ Debian 12; where it cannot, these tests skip, saying why (`scripts/kernel-lab --
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any, Dict, List
 
 import pytest
 
-from tests.lab.conftest import LAB, REPO, boot
+from tests.lab.conftest import boot, need_igb
 
 SCRIPT = "tests/lab/guest_igb.py"
 PF1, PF2 = "0000:03:00.0", "0000:04:00.0"
@@ -24,11 +23,7 @@ PF1, PF2 = "0000:03:00.0", "0000:04:00.0"
 
 @pytest.fixture(scope="module")
 def igb() -> Dict[str, Any]:
-    # --igb runs the lab's set-up first (the backports QEMU on a fresh Debian 12), then answers
-    proc = subprocess.run([str(LAB), "--igb"], cwd=str(REPO), capture_output=True, text=True, timeout=1800)
-    if proc.returncode == 1:
-        pytest.skip(f"QEMU cannot emulate igb here: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    need_igb()
     return boot("igb", script=SCRIPT, LAB_IGB="2", LAB_TIMEOUT="900")
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from typing import Any, Dict
 
 import pytest
 
 from sriov_node.sim.build import create_host
-from tests.lab.conftest import LAB, REPO, boot
+from tests.lab.conftest import REPO, boot, need_igb
 from tests.lab.igb_sequence import compare, run_sim
 
 RECORDED = REPO / "tests" / "data" / "lab" / "igb-sequence.json"
@@ -31,10 +30,7 @@ RECORDED = REPO / "tests" / "data" / "lab" / "igb-sequence.json"
 
 @pytest.fixture(scope="module")
 def lab() -> Dict[str, Any]:
-    proc = subprocess.run([str(LAB), "--igb"], cwd=str(REPO), capture_output=True, text=True, timeout=1800)
-    if proc.returncode == 1:
-        pytest.skip(f"QEMU cannot emulate igb here: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    need_igb()
     out = boot("guest", script="tests/lab/igb_sequence.py", LAB_IGB="1", LAB_TIMEOUT="600")
     assert "error" not in out, out["error"]
     return out["sequence"]

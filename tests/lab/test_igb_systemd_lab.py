@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 from typing import Any, Dict, List
 
 import pytest
 
-from tests.lab.conftest import LAB, REPO, boot
+from tests.lab.conftest import boot, need_igb
 
 PF1, PF2 = "0000:03:00.0", "0000:04:00.0"
 NAME1 = "enp3s0"  # udev's name for PF1 (ID_NET_NAME_PATH: bus 3, slot 0)
@@ -61,10 +60,7 @@ num_vfs = 2
 
 @pytest.fixture(scope="module")
 def lab() -> Dict[str, Any]:
-    proc = subprocess.run([str(LAB), "--igb"], cwd=str(REPO), capture_output=True, text=True, timeout=1800)
-    if proc.returncode == 1:
-        pytest.skip(f"QEMU cannot emulate igb here: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    need_igb()
     with tempfile.NamedTemporaryFile("w", suffix=".toml", dir="/tmp", delete=False) as fh:
         fh.write(CONFIG)
     try:
