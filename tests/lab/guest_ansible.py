@@ -21,13 +21,20 @@ FOUR = f'[[pf]]\npci = "{SMALL}"\nnum_vfs = 4\n  [[pf.vfs]]\n  range = "0-3"\n  
 TWO = f'[[pf]]\npci = "{SMALL}"\nnum_vfs = 2\n  [[pf.vfs]]\n  range = "0-1"\n  driver = "none"\n'
 
 
+def target(path: str) -> Any:
+    """A link's target name, None when it is not there (a VF can go between a listing and a read)."""
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
 def vfs() -> list:
     out = []
     for i in range(int(read(f"/sys/bus/pci/devices/{SMALL}/sriov_numvfs") or 0)):
         link = f"/sys/bus/pci/devices/{SMALL}/virtfn{i}"
-        vf = os.path.basename(os.readlink(link)) if os.path.islink(link) else None
-        drv = f"/sys/bus/pci/devices/{vf}/driver"
-        out.append([vf, os.path.basename(os.readlink(drv)) if vf and os.path.islink(drv) else None,
+        vf = target(link)
+        out.append([vf, target(f"/sys/bus/pci/devices/{vf}/driver") if vf else None,
                     read(f"/sys/bus/pci/devices/{vf}/driver_override") if vf else None])
     return out
 

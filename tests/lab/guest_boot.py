@@ -31,12 +31,20 @@ def show(unit: str, *props: str) -> Dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def link(path: str) -> Any:
+    """A link's target name, None when it is not there (a VF can go between a listing and a read)."""
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
 def vfs(pf: str) -> Any:
     out = []
     for entry in sorted(glob.glob(f"{SYS}/{pf}/virtfn*"), key=lambda p: int(p.rsplit("virtfn", 1)[1])):
-        vf = os.path.basename(os.readlink(entry))
-        drv = os.path.join(SYS, vf, "driver")
-        out.append([vf, os.path.basename(os.readlink(drv)) if os.path.islink(drv) else None])
+        vf = link(entry)
+        if vf is not None:  # gone since the listing: the VFs are being changed, the caller looks again
+            out.append([vf, link(os.path.join(SYS, vf, "driver"))])
     return out
 
 
