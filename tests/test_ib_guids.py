@@ -8,9 +8,15 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import textwrap
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from sriov_node.host import vfinfo
 from sriov_node.model import derive_vf_guid
@@ -285,3 +291,28 @@ def test_guids_a_change_set_go_back_whole_when_it_is_taken_back(tmp_path, start,
     again = run_cli("apply", root=host.root, config=str(cfg))
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(sim_writes(host)) == writes  # what was put back is the file's state now: nothing to write
+
+
+def test_capture_records_the_guids_set_and_its_apply_writes_nothing(tmp_path):
+    """`capture` keeps what was given: `guid = "auto"` where both GUIDs are the derived ones, a VF's own
+    node_guid/port_guid otherwise (one VF per group), nothing for VFs never given one (mlx5 reports 0)."""
+    host = _host(tmp_path / "h")
+    given = AUTO.replace('[[pf]]\npci = "0000:20:00.1"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "0-3"\nguid = "auto"\n',
+                         '[[pf]]\npci = "0000:20:00.1"\nnum_vfs = 4\n[[pf.vfs]]\nrange = "1"\n'
+                         'node_guid = "02:00:00:00:00:00:01:01"\nport_guid = "02:00:00:00:00:00:01:02"\n')
+    assert given != AUTO
+    cfg = _config(tmp_path, given)
+    assert run_cli("apply", root=host.root, config=cfg).returncode == 0
+    out = tmp_path / "captured.toml"
+    proc = run_cli("capture", "--output", str(out), root=host.root)
+    assert proc.returncode == 0, proc.stderr
+    doc = tomllib.loads(out.read_text())
+    (first,) = [b for b in doc["pf"] if b["pci"] == PF0]
+    (second,) = [b for b in doc["pf"] if b["pci"] == PF1]
+    assert [(g["range"], g.get("guid")) for g in first["vfs"]] == [("0-3", "auto")]
+    assert [g for g in second.get("vfs", []) if any(k in g for k in ("guid", "node_guid", "port_guid"))] == \
+        [{"range": "1", "node_guid": "02:00:00:00:00:00:01:01", "port_guid": "02:00:00:00:00:00:01:02"}]
+    writes = len(sim_writes(host))
+    again = run_cli("apply", root=host.root, config=str(out))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(sim_writes(host)) == writes  # the capture is the host's state: nothing to write

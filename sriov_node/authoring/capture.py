@@ -13,7 +13,10 @@ kernel shows for them:
   it: `any` leaves it exactly as it is;
 - VF settings read through the PF's netdev (one RTM_GETLINK) that differ from the kernel's
   defaults: MAC (one VF per group), VLAN, QoS and protocol, spoof checking off, trust on, link
-  state, tx rates. The eswitch mode is kept when it is switchdev, sriov_drivers_autoprobe when 0.
+  state, tx rates. The eswitch mode is kept when it is switchdev, sriov_drivers_autoprobe when 0;
+- InfiniBand VF GUIDs the PF's driver reports as set (mlx5 reports 0 for none): `guid = "auto"`
+  where both are what the rule derives from the PF's GUID, else the VF's own `node_guid` and
+  `port_guid` (one VF per group).
 
 `apply` of the result plans nothing on the same host: every value in it is the value observed (the
 `driver` key is `compare.driver_key`, the inverse of the comparison of VF drivers).
@@ -31,9 +34,10 @@ from sriov_node.errors import SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
 from sriov_node.engine.compare import driver_key
-from sriov_node.model import PfState, VfLinks, format_ranges
+from sriov_node.model import GUID_AUTO, GUID_KEYS, PfState, VfLinks, derive_vf_guid, format_ranges
 
 ZERO_MAC = "00:00:00:00:00:00"
+ZERO_GUID = "00:00:00:00:00:00:00:00"
 COMMENT_COLUMN = 28
 
 
@@ -77,6 +81,20 @@ def vf_settings(links: Optional[VfLinks]) -> Tuple[Tuple[str, Any], ...]:
     return tuple(out)
 
 
+def vf_guids(index: int, links: Optional[VfLinks], pf_guid: Optional[str]) -> Tuple[Tuple[str, Any], ...]:
+    """The InfiniBand GUIDs a VF has been given, as config keys: `guid = "auto"` when both are the
+    derived ones, else the set ones as they are; nothing for GUIDs never set (reported as 0) or not reported."""
+    if links is None:
+        return ()
+    have = {k: getattr(links, k) for k in GUID_KEYS if getattr(links, k) not in (None, ZERO_GUID)}
+    if not have:
+        return ()
+    if pf_guid is not None and have == {"node_guid": derive_vf_guid(pf_guid, index, port=False),
+                                        "port_guid": derive_vf_guid(pf_guid, index, port=True)}:
+        return (("guid", GUID_AUTO),)
+    return tuple((k, have[k]) for k in GUID_KEYS if k in have)
+
+
 def _pf_block(pf: PfState, by: str) -> List[str]:
     """One PF's block, from its observation with VF settings and eswitch mode (`_observe`)."""
     links_note = None
@@ -92,12 +110,12 @@ def _pf_block(pf: PfState, by: str) -> List[str]:
         if vf.index >= (pf.num_vfs or 0):
             continue
         driver, comment = driver_key(vf, default, pf.autoprobe)
-        settings = vf_settings(vf.links)
+        settings = vf_settings(vf.links) + vf_guids(vf.index, vf.links, pf.ib_guid)
         if driver is None and not settings:
             continue  # the kernel's default, nothing set: what a VF no group names gets
         key: Tuple[Any, ...] = (driver, comment, settings)
-        if any(k == "mac" for k, _ in settings):
-            key += (vf.index,)  # a MAC is one VF's
+        if any(k in ("mac",) + GUID_KEYS for k, _ in settings):
+            key += (vf.index,)  # a MAC, a given GUID: one VF's
         groups.setdefault(key, []).append(vf.index)
 
     title = f"{pf.label}: {pf.vendor}:{pf.device}, driver {pf.driver or 'none'}, sriov_totalvfs {pf.total_vfs}"
@@ -130,7 +148,7 @@ def _pf_block(pf: PfState, by: str) -> List[str]:
 def _observe(host: Host, pci: str) -> PfState:
     """The PF, its VFs' bindings and settings (one RTM_GETLINK), its eswitch mode: all through the
     host's capabilities, as the engine observes."""
-    return observe_pf(host, pci, want=Wanted(vfs=True, links=True, eswitch=True, vf_detail=False))
+    return observe_pf(host, pci, want=Wanted(vfs=True, links=True, eswitch=True, vf_detail=False, guids=True))
 
 
 def capture_config(host: Host, *, by: str = "pci") -> str:
