@@ -11,7 +11,7 @@ import time
 from typing import Any, Dict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guest import BIN, SMALL, read, sh  # noqa: E402
+from guest import BIN, SMALL, link, read, sh  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.path.dirname(sys.executable)
@@ -21,20 +21,11 @@ FOUR = f'[[pf]]\npci = "{SMALL}"\nnum_vfs = 4\n  [[pf.vfs]]\n  range = "0-3"\n  
 TWO = f'[[pf]]\npci = "{SMALL}"\nnum_vfs = 2\n  [[pf.vfs]]\n  range = "0-1"\n  driver = "none"\n'
 
 
-def target(path: str) -> Any:
-    """A link's target name, None when it is not there (a VF can go between a listing and a read)."""
-    try:
-        return os.path.basename(os.readlink(path))
-    except OSError:
-        return None
-
-
 def vfs() -> list:
     out = []
     for i in range(int(read(f"/sys/bus/pci/devices/{SMALL}/sriov_numvfs") or 0)):
-        link = f"/sys/bus/pci/devices/{SMALL}/virtfn{i}"
-        vf = target(link)
-        out.append([vf, target(f"/sys/bus/pci/devices/{vf}/driver") if vf else None,
+        vf = link(f"/sys/bus/pci/devices/{SMALL}/virtfn{i}")  # None: gone since sriov_numvfs was read
+        out.append([vf, link(f"/sys/bus/pci/devices/{vf}/driver") if vf else None,
                     read(f"/sys/bus/pci/devices/{vf}/driver_override") if vf else None])
     return out
 

@@ -13,6 +13,9 @@ import sys
 import time
 from typing import Any, Dict
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from guest import link  # noqa: E402  (a link's target name, None once it is gone)
+
 SYS = "/sys/bus/pci/devices"
 SMALL = "0000:01:00.0"
 results: Dict[str, Any] = {}
@@ -29,14 +32,6 @@ def sh(cmd: str, timeout: float = 120) -> Dict[str, Any]:
 def show(unit: str, *props: str) -> Dict[str, str]:
     out = sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))["stdout"]
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def link(path: str) -> Any:
-    """A link's target name, None when it is not there (a VF can go between a listing and a read)."""
-    try:
-        return os.path.basename(os.readlink(path))
-    except OSError:
-        return None
 
 
 def vfs(pf: str) -> Any:
