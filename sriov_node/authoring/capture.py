@@ -34,7 +34,7 @@ from sriov_node.errors import SriovNodeError
 from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
 from sriov_node.engine.compare import driver_key
-from sriov_node.model import GUID_AUTO, GUID_KEYS, PfState, VfLinks, derive_vf_guid, format_ranges
+from sriov_node.model import GUID_AUTO, GUID_KEYS, GuidSpec, PfState, VfLinks, format_ranges
 
 ZERO_MAC = "00:00:00:00:00:00"
 ZERO_GUID = "00:00:00:00:00:00:00:00"
@@ -89,8 +89,7 @@ def vf_guids(index: int, links: Optional[VfLinks], pf_guid: Optional[str]) -> Tu
     have = {k: getattr(links, k) for k in GUID_KEYS if getattr(links, k) not in (None, ZERO_GUID)}
     if not have:
         return ()
-    if pf_guid is not None and have == {"node_guid": derive_vf_guid(pf_guid, index, port=False),
-                                        "port_guid": derive_vf_guid(pf_guid, index, port=True)}:
+    if have == GuidSpec(auto=True).wanted(index, pf_guid):  # what `guid = "auto"` asks of this VF
         return (("guid", GUID_AUTO),)
     return tuple((k, have[k]) for k in GUID_KEYS if k in have)
 
