@@ -30,9 +30,11 @@ def pytest_testnodedown(node, error):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if LAB_TIMINGS:
+    lab = sys.modules.get("tests.lab.conftest")  # one process: the lab's own; else what the workers sent
+    timings = {**LAB_TIMINGS, **(lab.TIMINGS if lab is not None else {})}
+    if timings:
         terminalreporter.write_line(
-            "kernel lab wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in LAB_TIMINGS.items()))
+            "kernel lab wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
 
 @pytest.fixture(autouse=True)

@@ -72,9 +72,3 @@ def pytest_sessionfinish(session):
     output = getattr(session.config, "workeroutput", None)  # a pytest-xdist worker: to the controller
     if output is not None:
         output["lab_timings"] = dict(TIMINGS)
-
-
-def pytest_terminal_summary(terminalreporter):
-    if TIMINGS:
-        terminalreporter.write_line(
-            "kernel lab wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
