@@ -106,8 +106,9 @@ class VfLinks:
     link_state: Optional[str] = None  # "auto" | "enable" | "disable"
     min_tx_rate: Optional[int] = None  # Mbit/s, 0 = no limit
     max_tx_rate: Optional[int] = None
-    # observed only (IFLA_VF_IB_NODE_GUID/PORT_GUID, reported through ndo_get_vf_guid since 5.5):
-    # an InfiniBand VF's GUIDs, "xx:xx:xx:xx:xx:xx:xx:xx"; None where the PF's driver reports none
+    # observed only (IFLA_VF_IB_NODE_GUID/PORT_GUID, reported through ndo_get_vf_guid since 5.5, else
+    # MLNX_OFED's <PF>/sriov/<N>/{node,port}: PfState.vf_guids_from says which): an InfiniBand VF's
+    # GUIDs, "xx:xx:xx:xx:xx:xx:xx:xx"; None where neither reports them
     node_guid: Optional[str] = None
     port_guid: Optional[str] = None
 
@@ -384,6 +385,12 @@ class PfState:
     # and the node GUID of its RDMA device (<PF>/infiniband/<dev>/node_guid), "xx:...:xx"
     link_type: Optional[int] = None
     ib_guid: Optional[str] = None
+    # Where the VFs' GUIDs (VfLinks.node_guid/port_guid) were read back: "netlink" (IFLA_VF_IB_*_GUID,
+    # ndo_get_vf_guid: Linux 5.5+) or "sysfs" (MLNX_OFED's mlx5_core: <PF>/sriov/<N>/{node,port}, the
+    # files /sys/class/infiniband/<dev>/device/sriov/<N>/ names); None: not asked, or no VF reported any
+    vf_guids_from: Optional[str] = None
+    # why some VF's GUIDs could not be read back by either, when they could not (VfLinks' GUIDs None)
+    vf_guids_error: Optional[str] = None
 
     @property
     def devlink_handle(self) -> str:

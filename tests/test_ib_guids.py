@@ -316,3 +316,72 @@ def test_capture_records_the_guids_set_and_its_apply_writes_nothing(tmp_path):
     again = run_cli("apply", root=host.root, config=str(out))
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(sim_writes(host)) == writes  # the capture is the host's state: nothing to write
+
+
+ONE_PF = 'version = 1\n[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n[[pf.vfs]]\nrange = "0-1"\nguid = "auto"\n'
+
+
+def _readback_host(root, netlink, ofed_sysfs):
+    from sriov_node.sim.kernel import SimKernel
+
+    host = _host(root)
+    SimKernel(host.root).ib_vf_guid_readback(netlink=netlink, ofed_sysfs=ofed_sysfs)
+    return host
+
+
+@pytest.mark.parametrize("netlink,ofed_sysfs", [(True, False), (False, True), (True, True)],
+                         ids=["netlink", "ofed-sysfs-only", "both"])
+def test_guids_are_read_back_through_netlink_else_mlnx_ofed_sysfs(tmp_path, netlink, ofed_sysfs):
+    """A kernel before 5.5 (or an MLNX_OFED build) reports no GUIDs in netlink's VF info; MLNX_OFED's
+    mlx5_core shows them in <PF>/sriov/<N>/{node,port}: read back there, converged, nothing to write again."""
+    host = _readback_host(tmp_path / "h", netlink, ofed_sysfs)
+    cfg = _config(tmp_path, ONE_PF)
+    proc = run_cli("apply", root=host.root, config=cfg)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pf_guid = "0c:42:a1:03:00:" + open(os.path.join(host.root, "sys/class/net/ibs1f0/address")).read().strip()[-8:]
+    wanted = [(derive_vf_guid(pf_guid, i, False), derive_vf_guid(pf_guid, i, True)) for i in range(2)]
+    if ofed_sysfs:  # the files as MLNX_OFED's sriov_sysfs.c prints them
+        ofed = os.path.join(host.root, "sys/bus/pci/devices", PF0, "sriov")
+        assert [(open(os.path.join(ofed, str(i), "node")).read(), open(os.path.join(ofed, str(i), "port")).read())
+                for i in range(2)] == [(n + "\n", p + "\n") for n, p in wanted]
+    if not netlink:
+        assert set(_guids(host, "ibs1f0").values()) == {(None, None)}  # netlink's VF info has none
+    status = json.loads(run_cli("status", "--json", root=host.root, config=cfg).stdout)
+    (pf0,) = [p for p in status["pfs"] if p["pci"] == PF0]
+    assert pf0["converged"], pf0
+    assert [(v["guids"]["node_guid"], v["guids"]["port_guid"]) for v in pf0["vfs"]] == wanted
+    before = len(sim_writes(host))
+    again = run_cli("apply", root=host.root, config=cfg)
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+    assert len(sim_writes(host)) == before
+    # a GUID changed behind sriov-node's back is seen through the same read-back, and set again
+    open_host(host.root).links.set_vf_links("ibs1f0", [(1, {"node_guid": "02:00:00:00:00:00:00:09"})])
+    status = json.loads(run_cli("status", "--json", root=host.root, config=cfg).stdout)
+    assert not [p for p in status["pfs"] if p["pci"] == PF0][0]["converged"]
+    assert run_cli("apply", root=host.root, config=cfg).returncode == 0
+    assert json.loads(run_cli("status", "--json", root=host.root, config=cfg).stdout)["pfs"][0]["converged"]
+
+
+def test_guids_neither_source_reports_are_never_converged_and_named(tmp_path):
+    """Neither netlink's VF info nor MLNX_OFED's sysfs reports the GUIDs: what was set cannot be read
+    back. The run that set them fails naming the PF, the VFs and why; a later apply is refused before
+    any write (the VFs are not unbound again for GUIDs no one can verify); status says it differs."""
+    host = _readback_host(tmp_path / "h", False, False)
+    cfg = _config(tmp_path, ONE_PF)
+    proc = run_cli("apply", root=host.root, config=cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "converged" not in proc.stdout.split("\n", 1)[0]
+    assert PF0 in out and "VF 0: node_guid cannot be read back" in out and "VF 1: port_guid" in out
+    assert "Linux 5.5" in out and "sriov/<N>/node" in out
+    before = len(sim_writes(host))
+    again = run_cli("apply", root=host.root, config=cfg)
+    out = again.stdout + again.stderr
+    assert again.returncode == 1, out
+    assert "refused" in out and "VF(s) 0-1" in out and "cannot be read back" in out and "nothing was written" in out
+    assert len(sim_writes(host)) == before
+    status = run_cli("status", "--json", root=host.root, config=cfg)
+    (pf0,) = [p for p in json.loads(status.stdout)["pfs"] if p["pci"] == PF0]
+    assert not pf0["converged"]
+    text = run_cli("status", root=host.root, config=cfg).stdout
+    assert "DIFFERS" in text and "cannot be read back" in text

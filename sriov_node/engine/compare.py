@@ -233,7 +233,9 @@ def compare_settings(want: VfSpec, vf: VfState, pf: PfState, held: Optional[List
 
 
 def compare_guids(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
-    """An InfiniBand VF's node and port GUIDs, as the PF's driver reports them (netlink's VF info)."""
+    """An InfiniBand VF's node and port GUIDs, as the PF's driver reports them: netlink's VF info, else
+    MLNX_OFED's sriov/<N>/{node,port} (host/observe.py). Where neither does, the GUIDs cannot be read
+    back: a difference that says so (never "ok": what cannot be read is not converged)."""
     if want.guids is None:
         return []
     wanted = want.guids.wanted(vf.index, pf.ib_guid)
@@ -244,8 +246,11 @@ def compare_guids(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
     for key, value in wanted.items():
         have = None if vf.links is None else getattr(vf.links, key)
         if have != value:
-            shown = have or f"not reported ({pf.links_error or 'the PF driver reports no VF GUIDs'})"
-            out.append(Finding(key, value, have, vf.index, f"{key} is {shown}, want {value}"))
+            if have is None:
+                why = pf.links_error or pf.vf_guids_error or "the PF driver reports no VF GUIDs"
+                out.append(Finding(key, value, None, vf.index, f"{key} cannot be read back: {why}; want {value}"))
+            else:
+                out.append(Finding(key, value, have, vf.index, f"{key} is {have}, want {value}"))
     return out
 
 

@@ -149,6 +149,15 @@ def _guid_refusals(pf, action: SetVfGuids) -> List[drivers.Refusal]:
     if row is None or not row.ib_guids:
         return [drivers.Refusal("guid", "EOPNOTSUPP", f"{pf.driver or 'no driver'} has no ndo_set_vf_guid",
                                 "drop guid/node_guid/port_guid (VF GUIDs need mlx5_core)", vf=first, value="guid")]
+    if pf.vf_guids_error:  # VFs there whose GUIDs neither netlink nor MLNX_OFED's sysfs reports
+        unreadable = [vf.index for vf in pf.vfs if vf.index in vfs and vf.links is not None
+                      and vf.links.node_guid is None and vf.links.port_guid is None]
+        if unreadable:
+            return [drivers.Refusal("guid", "ENODATA", f"the VFs' GUIDs cannot be read back on PF {pf.label}: "
+                                    f"{pf.vf_guids_error}, so setting them could never be verified",
+                                    "boot Linux 5.5 or later (or an MLNX_OFED mlx5_core, whose sriov/<N>/node and port "
+                                    "files sriov-node reads), or drop guid/node_guid/port_guid from this PF's VF groups",
+                                    vf=vf, value="guid") for vf in unreadable]
     if any(guid == "auto" for _, _, guid in action.values):
         return [drivers.Refusal("guid", "ENODEV", f"guid = \"auto\" derives from the PF's InfiniBand GUID, and "
                                 f"PF {pf.label} has no RDMA device with a node GUID (<PF>/infiniband/*/node_guid)",

@@ -180,6 +180,48 @@ def ib_guid(host: Host, pci: str) -> Optional[str]:
     return None
 
 
+_GUID_TEXT = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){7}\Z")
+# why a VF's GUIDs cannot be read back (PfState.vf_guids_error)
+GUIDS_UNREPORTED = ("neither netlink's VF info (IFLA_VF_IB_NODE_GUID/PORT_GUID: Linux 5.5+) nor MLNX_OFED's "
+                    "sysfs (<PF>/sriov/<N>/node, port) reports them")
+
+
+def ofed_vf_guids(host: Host, pci: str, index: int) -> Dict[str, str]:
+    """VF `index`'s GUIDs as MLNX_OFED's mlx5_core shows them (sriov_sysfs.c, vf_ib_attrs): the files
+    <PF>/sriov/<N>/node and port, "%02x:%02x:...:%02x\\n", most significant byte first (the same
+    files as /sys/class/infiniband/<dev>/device/sriov/<N>/, `device` being the PF). {} where the
+    driver has none (upstream mlx5_core) or a read fails (the firmware query behind it)."""
+    out = {}
+    for key, name in (("node_guid", "node"), ("port_guid", "port")):
+        text = (host.sysfs.read(PCI_DEVICES, pci, "sriov", str(index), name) or "").strip().lower()
+        if _GUID_TEXT.match(text):
+            out[key] = text
+    return out
+
+
+def _with_ofed_guids(host: Host, pci: str, links: Dict[int, VfLinks],
+                     indices: Collection[int]) -> Tuple[Dict[int, VfLinks], Optional[str], Optional[str]]:
+    """The VFs' GUIDs where netlink did not report them, from MLNX_OFED's sysfs files: (links, where
+    they were read from, why some VF's could not be read: those VFs keep None)."""
+    sources = set()
+    missing = []
+    for index in sorted(indices):
+        mine = links.get(index)
+        if mine is None:
+            continue  # the VF's netlink info was not read at all: links_error says why
+        if mine.node_guid is not None or mine.port_guid is not None:
+            sources.add("netlink")
+            continue
+        found = ofed_vf_guids(host, pci, index)
+        if found:
+            links = {**links, index: replace(mine, **found)}
+            sources.add("sysfs")
+        else:
+            missing.append(index)
+    error = GUIDS_UNREPORTED if missing else None
+    return links, "+".join(sorted(sources)) or None, error
+
+
 def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
     if not netdevs:
         return {}, "the PF has no netdev (is its driver bound?)"
@@ -205,6 +247,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     defaults: Optional[Tuple[str, ...]] = None
     links: Dict[int, VfLinks] = {}
     links_error = None
+    guids_from: Optional[str] = None
+    guids_error: Optional[str] = None
     read_links = want.links and (want.links_at_count is None or (num_vfs or 0) == want.links_at_count)
     if read_links:
         links, links_error = _read_links(host, pci, netdevs)
@@ -222,6 +266,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         else:  # netdevsim: VFs are indices on the PF, with no PCI function, driver or netdev
             vfs = tuple(VfState(i, f"{pci}-vf{i}", None, None) for i in range(num_vfs or 0))
         if read_links:
+            if want.guids:  # netlink's VF info first; MLNX_OFED's sysfs files where it reports none
+                links, guids_from, guids_error = _with_ofed_guids(host, pci, links, [vf.index for vf in vfs])
             vfs = tuple(replace(vf, links=links.get(vf.index)) for vf in vfs)
     eswitch, eswitch_error = None, None
     if want.eswitch:
@@ -253,6 +299,8 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         eswitch_error=eswitch_error,
         link_type=sysfs.read_int(CLASS_NET, netdevs[0], "type") if want.guids and netdevs else None,
         ib_guid=ib_guid(host, pci) if want.guids and pcifn else None,
+        vf_guids_from=guids_from,
+        vf_guids_error=guids_error,
     )
 
 

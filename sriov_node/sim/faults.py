@@ -83,6 +83,19 @@ class SimFaults(SimTree):
             self._model["rdma"] = loaded
             self._save()
 
+    def ib_vf_guid_readback(self, netlink: bool = True, ofed_sysfs: bool = False) -> None:
+        """Where an InfiniBand VF's GUIDs can be read back. `netlink`: rtnl_fill_vfinfo reports
+        IFLA_VF_IB_NODE_GUID/PORT_GUID (ndo_get_vf_guid, Linux 5.5+; the model's default); False: a
+        kernel or driver build that takes the GUIDs (ndo_set_vf_guid, 4.6+) but reports none (before
+        5.5, and MLNX_OFED builds without the backport). `ofed_sysfs`: the PF driver is MLNX_OFED's
+        mlx5_core, with its `<PF>/sriov/<N>/{node,port,policy}` files (`PciRules._sync_ofed_sriov`)."""
+        with self._transaction():
+            self._model["ib_vf_guids"] = {"netlink": bool(netlink), "ofed_sysfs": bool(ofed_sysfs)}
+            for bdf, hw in self._model.get("devices", {}).items():
+                if hw.get("model") and self.dev_dir(bdf) is not None:
+                    self._sync_ofed_sriov(bdf)  # type: ignore[attr-defined]  # PciRules writes them
+            self._save()
+
     def move_netdev_out(self, vf: str) -> None:
         """Move the VF's netdev into another network namespace: net/ stays, empty."""
         d = self.dev_dir(vf)

@@ -76,7 +76,8 @@ class SimNet:
         count = self.k._num_vfs(pf) if os.path.exists(self.k._p(f"{self.k.dev_dir(pf)}/sriov_numvfs")) else 0
         unreported = spec.unreported
         out = {}
-        ib = self._has_vf_guid_ops(pf, ifname)
+        # ndo_get_vf_guid (5.5+) reports them; a kernel or driver without it reports none
+        ib = self._has_vf_guid_ops(pf, ifname) and self.k._model.get("ib_vf_guids", {}).get("netlink", True)
         for i in range(count):
             s = self.vf_state(pf, i)
             guids = {k: self.vf_guid(pf, i, k) for k in GUID_KEYS} if ib else {}
@@ -114,6 +115,7 @@ class SimNet:
         with self.k._transaction():
             what = f"RTM_SETLINK {ifname} VF(s) {','.join(str(vf) for vf, _ in changes)}".encode()
             result = "ok"
+            guids_of = None  # the PF whose VF GUIDs this request set (one or more)
             try:
                 pf = self._device_of(ifname)
                 spec = self._pf_driver(pf)
@@ -129,10 +131,13 @@ class SimNet:
                     for key in GUID_KEYS:  # each in an IFLA_VF_INFO of its own (vfinfo.encode_vf_info)
                         if key in change:
                             self._set_guid(pf, ifname, vf, key, change[key], drv)
+                            guids_of = pf
             except OSError as exc:
                 result = errno.errorcode.get(exc.errno or 0, "?")
                 raise
             finally:
+                if guids_of is not None:
+                    self.k._sync_ofed_sriov(guids_of)  # MLNX_OFED's sriov/<N>/{node,port}: the vport context
                 self.k._save()  # what was applied stays applied: the kernel does not roll back
                 self.k._log("netlink", what, result)
 

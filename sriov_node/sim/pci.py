@@ -293,6 +293,7 @@ class PciRules(SimFaults):
                 self._emit("add", "net", f"{d}/net/{ifname}", INTERFACE=ifname)
         if drv == "mlx5_core":
             self._add_rdma_device(bdf)
+            self._sync_ofed_sriov(bdf)
         self._pci_event("bind", bdf, DRIVER=drv)
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
@@ -324,6 +325,7 @@ class PciRules(SimFaults):
             self._unlink(f"sys/class/net/{ifname}")
         self._rmtree(f"{d}/net")
         self._remove_rdma_device(bdf)
+        self._rmtree(f"{d}/sriov")  # MLNX_OFED's mlx5_sriov_sysfs_cleanup: gone with the driver
         self._pci_event("unbind", bdf)  # KOBJ_UNBIND is sent once dev->driver is NULL: no DRIVER=
         if spec.get("vfio"):
             group = self._link_name(f"{d}/iommu_group")
@@ -411,6 +413,32 @@ class PciRules(SimFaults):
         index = self._vf_index(pf, bdf)
         return self._model.get("ib_guids", {}).get(pf, {}).get(str(index), {}).get("node_guid",
                                                                                      "00:00:00:00:00:00:00:00")
+
+    def _sync_ofed_sriov(self, pf: str) -> None:
+        """MLNX_OFED's mlx5_core (sriov_sysfs.c), where the model says the driver is OFED's
+        (`ib_vf_guid_readback(ofed_sysfs=True)`): a `sriov` directory on an mlx5_core PF
+        (mlx5_sriov_sysfs_init), and while VFs exist one directory per VF, `sriov/<N>` (the same files
+        as /sys/class/infiniband/<dev>/device/sriov/<N>); on an InfiniBand port each holds `node`,
+        `port` and `policy` (vf_ib_attrs). `node` and `port` show the VF's vport GUIDs as
+        "%02x:...:%02x\\n", most significant byte first: what the PF driver holds for the VF (set
+        through netlink or these files), 0 when none was set. The model writes them again at every
+        change instead of answering each read."""
+        d = self.dev_dir(pf)
+        if d is None or self._pf_of(pf) is not None:
+            return
+        self._rmtree(f"{d}/sriov")
+        if not self._model.get("ib_vf_guids", {}).get("ofed_sysfs") or self.driver_of(pf) != "mlx5_core":
+            return
+        self._makedirs(f"{d}/sriov")
+        if self._link_type(pf) != "infiniband":
+            return  # Ethernet ports' VF directories (mac, vlan, ...) are not modelled
+        guids = self._model.get("ib_guids", {}).get(pf, {})
+        zero = "00:00:00:00:00:00:00:00"
+        for index in range(self._num_vfs(pf)):
+            mine = guids.get(str(index), {})
+            self._put(f"{d}/sriov/{index}/node", mine.get("node_guid", zero) + "\n")
+            self._put(f"{d}/sriov/{index}/port", mine.get("port_guid", zero) + "\n")
+            self._put(f"{d}/sriov/{index}/policy", "Down\n")
 
     def _remove_rdma_device(self, bdf: str) -> None:
         d = self.dev_dir(bdf)
@@ -549,6 +577,7 @@ class PciRules(SimFaults):
             self._save()
         self._pci_event("change", pf, DRIVER=self.driver_of(pf))
         self._put(f"{d}/sriov_numvfs", f"{n}\n")
+        self._sync_ofed_sriov(pf)  # mlx5_create_vfs_sysfs
 
     def _holders(self, groups: List[str]) -> List[str]:
         wanted = {f"/dev/vfio/{g}" for g in groups}
@@ -602,6 +631,7 @@ class PciRules(SimFaults):
             self._unlink(f"{d}/virtfn{i}")
             self._remove_device(vf)
         self._put(f"{d}/sriov_numvfs", "0\n")
+        self._sync_ofed_sriov(pf)  # mlx5_destroy_vfs_sysfs
         if self._model.get("net", {}).pop(pf, None):  # the VFs' settings went with them
             self._save()
         from sriov_node.sim.net import vfs_disabled
