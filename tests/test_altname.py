@@ -134,3 +134,39 @@ def test_the_live_reader_takes_them_from_ifla_prop_list():
     got = ifinfmsg(bare.data)
     got.decode()
     assert altnames_of(got) == ()
+
+
+def test_capture_selects_a_pf_by_altname_and_writes_blocks_by_altname(make_host, write_config, tmp_path):
+    """`--by altname` writes each block with the PF's alternative name (applying the capture writes
+    nothing); `capture PF...` takes a PF by PCI address, name or alternative name, as a block's pci,
+    name and altname select it."""
+    host = make_host()
+    SimKernel(host.root).add_altname("ens1f1", "uplink-b")
+    assert run_cli("apply", root=host.root, config=write_config(_block('name = "ens1f0"', 2) + _block('name = "ens1f1"', 3))
+                   ).returncode == 0
+    out = tmp_path / "captured.toml"
+    proc = run_cli("capture", "--by", "altname", "--output", str(out), root=host.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert 'altname = "enp32s0f0"' in text and 'altname = "enp32s0f1"' in text and "pci =" not in text
+    writes = len(sim_writes(host))
+    again = run_cli("apply", root=host.root, config=str(out))  # the same resolution as the config's
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(sim_writes(host)) == writes
+    # one PF asked for by an altname made by hand: its block only
+    proc = run_cli("capture", "uplink-b", "--by", "altname", root=host.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("[[pf]]") == 1 and 'altname = "enp32s0f1"' in proc.stdout and "num_vfs = 3" in proc.stdout
+    # the same PF by its path altname, its name and its address: one block each time
+    for how in ("enp32s0f1", "ens1f1", PF1):
+        proc = run_cli("capture", how, root=host.root)
+        assert proc.returncode == 0 and proc.stdout.count("[[pf]]") == 1 and f'pci = "{PF1}"' in proc.stdout, how
+
+
+def test_capture_of_an_unknown_pf_name_is_refused_naming_it_and_writes_nothing(make_host, tmp_path):
+    host = make_host()
+    out = tmp_path / "captured.toml"
+    proc = run_cli("capture", "uplink-z", "--output", str(out), root=host.root)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "'uplink-z'" in proc.stderr and "alternative name" in proc.stderr and "enp32s0f0" in proc.stderr
+    assert not out.exists() and not proc.stdout

@@ -1,7 +1,8 @@
 """`sriov-node capture`: the host's SR-IOV layout as it is now, written as a valid, commented config.
 
-For people moving from `echo N > sriov_numvfs` scripts: every PF with VFs gets a block (selected
-by PCI address, or by name) with its `num_vfs`; VFs are collapsed into range groups by what the
+For people moving from `echo N > sriov_numvfs` scripts: every PF with VFs (or each PF asked for,
+by PCI address, netdev name or alternative name: `pfs`) gets a block (selecting it by PCI address,
+by name, or by its first alternative name) with its `num_vfs`; VFs are collapsed into range groups by what the
 kernel shows for them:
 
 - a VF bound to the driver its driver_override names gets `driver = "<that driver>"`;
@@ -30,11 +31,11 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from sriov_node.config import parse_config
-from sriov_node.errors import SriovNodeError
+from sriov_node.errors import SriovNodeError, UsageError
 from sriov_node.host import Host
 from sriov_node.host.observe import Wanted, observe, observe_pf
 from sriov_node.engine.compare import driver_key
-from sriov_node.model import GUID_AUTO, GUID_KEYS, GuidSpec, PfState, VfLinks, format_ranges
+from sriov_node.model import GUID_AUTO, GUID_KEYS, GuidSpec, HostState, PfState, VfLinks, format_ranges
 
 ZERO_MAC = "00:00:00:00:00:00"
 ZERO_GUID = "00:00:00:00:00:00:00:00"
@@ -94,7 +95,7 @@ def vf_guids(index: int, links: Optional[VfLinks], pf_guid: Optional[str]) -> Tu
     return tuple((k, have[k]) for k in GUID_KEYS if k in have)
 
 
-def _pf_block(pf: PfState, by: str) -> List[str]:
+def _pf_block(pf: PfState, by: str, altnames: Optional[Tuple[str, ...]] = None) -> List[str]:
     """One PF's block, from its observation with VF settings and eswitch mode (`_observe`)."""
     links_note = None
     if not pf.netdevs:
@@ -124,6 +125,11 @@ def _pf_block(pf: PfState, by: str) -> List[str]:
     lines.append("[[pf]]\n")
     if by == "name" and pf.name:
         lines.append(_line("", "name", pf.name, pf.pci))
+    elif by == "altname" and altnames:  # the first: udev's path name, where udev gave one
+        lines.append(_line("", "altname", altnames[0], f"{pf.name} {pf.pci}"))
+    elif by == "altname":
+        lines.append(_line("", "pci", pf.pci, f"{pf.name or 'no netdev'}: no alternative name "
+                           + ("to read (no netlink)" if altnames is None else "")))
     else:
         lines.append(_line("", "pci", pf.pci, pf.name))
     lines.append(_line("", "num_vfs", pf.num_vfs or 0))
@@ -150,9 +156,31 @@ def _observe(host: Host, pci: str) -> PfState:
     return observe_pf(host, pci, want=Wanted(vfs=True, links=True, eswitch=True, vf_detail=False, guids=True))
 
 
-def capture_config(host: Host, *, by: str = "pci") -> str:
-    """The TOML text of the host's current layout (validated before it is returned)."""
+def select_pfs(heads: HostState, wanted: Tuple[str, ...]) -> List[PfState]:
+    """The PFs asked for, each by PCI address, netdev name or alternative name, as a [[pf]] block's
+    `pci`, `name` and `altname` select (engine/resolve.py: the name first, then the alternative
+    names, read through netlink). A selector no SR-IOV PF answers to is a UsageError naming it."""
+    chosen: List[PfState] = []
+    for text in wanted:
+        found = ([pf for pf in heads.pfs if pf.pci == text] or [pf for pf in heads.pfs if text in pf.netdevs]
+                 or [pf for pf in heads.pfs if text in (heads.altnames(pf) or ())])
+        if not found:
+            unknown = [pf.label for pf in heads.pfs if pf.netdevs and heads.altnames(pf) is None]
+            have = "; ".join(f"{pf.label}" + (f" (altname {', '.join(heads.altnames(pf) or ())})"
+                                             if heads.altnames(pf) else "") for pf in heads.pfs)
+            raise UsageError(f"capture: no SR-IOV PF has the PCI address, name or alternative name {text!r}"
+                             + (f" (the alternative names of {', '.join(unknown)} cannot be read here: no netlink)"
+                                if unknown else "")
+                             + f"; SR-IOV PFs here: {have or 'none'}. Nothing was written")
+        chosen += [pf for pf in found if pf not in chosen]
+    return chosen
+
+
+def capture_config(host: Host, *, by: str = "pci", pfs: Tuple[str, ...] = ()) -> str:
+    """The TOML text of the host's current layout (validated before it is returned); `pfs`: only
+    these PFs (by PCI address, name or alternative name), each captured even without VFs."""
     heads = observe(host, vfs_of=())
+    asked = select_pfs(heads, pfs) if pfs else None
     where = socket.gethostname() if host.is_real_root else f"the root {host.root}"
     lines = [
         f"# sriov-node desired state captured by `sriov-node capture` from {where} on "
@@ -163,11 +191,11 @@ def capture_config(host: Host, *, by: str = "pci") -> str:
         "version = 1\n",
     ]
     skipped = []
-    for head in heads.pfs:
-        if not head.num_vfs:
+    for head in heads.pfs if asked is None else asked:
+        if not head.num_vfs and asked is None:
             skipped.append(head.label)
             continue
-        lines += _pf_block(_observe(host, head.pci), by)
+        lines += _pf_block(_observe(host, head.pci), by, heads.altnames(head) if by == "altname" else None)
     if skipped:
         lines += ["\n", f"# Not captured (no VFs): {', '.join(skipped)}. A block with num_vfs = 0 would keep them so.\n"]
     text = "".join(lines)

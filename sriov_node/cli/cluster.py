@@ -252,22 +252,27 @@ def _not_here(body: dict, unresolved, as_json: bool) -> None:
 # ---------------------------------------------------------------------------- capture
 
 
-@app.command(epilog=examples("sriov-node capture", "sriov-node capture --by name -o /etc/sriov-node/config.toml"))
+@app.command(epilog=examples("sriov-node capture", "sriov-node capture --by name -o /etc/sriov-node/config.toml",
+                             "sriov-node capture enp59s0f0np0 --by altname"))
 def capture(
     ctx: typer.Context,
+    pfs: Optional[List[str]] = typer.Argument(None, metavar="[PF]...", help="Only these PFs, each by PCI address, "
+                                              "netdev name or alternative name (altname), as a [[pf]] block selects "
+                                              "it; default: every PF with VFs."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to FILE (atomically; an existing FILE is "
                                                                        "kept as FILE.bak) instead of stdout."),
-    by: str = typer.Option("pci", "--by", metavar="pci|name", help="How each block selects its PF: pci or name."),
+    by: str = typer.Option("pci", "--by", metavar="pci|name|altname", help="How each block selects its PF: pci, "
+                           "name, or altname (the PF netdev's first alternative name)."),
 ) -> None:
     """Write the host's current SR-IOV layout as a config: PFs with VFs, their count, VF drivers and settings.
     `apply` of the result changes nothing. Exit 0, 1 the file cannot be written, 2 bad options."""
     from sriov_node.authoring.capture import capture_config
 
-    if by not in ("pci", "name"):
-        fail(UsageError(f"--by takes pci or name, not {by!r}"), False)
+    if by not in ("pci", "name", "altname"):
+        fail(UsageError(f"--by takes pci, name or altname, not {by!r}"), False)
     host = open_root(ctx)
     try:
-        text = capture_config(host, by=by)
+        text = capture_config(host, by=by, pfs=tuple(pfs or ()))
         if output is None or output == "-":
             typer.echo(text, nl=False)
         else:
