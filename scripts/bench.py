@@ -114,7 +114,7 @@ def scale_config(vfs: int, settings: bool = True) -> str:
 
 
 STARTUP_WHY = (
-    "imports are most of it (`python -X importtime -m sriov_node ... apply`; validate still loads typer, ≈ 45 ms more): the hot commands (apply, status, "
+    "imports are most of it (`python -X importtime -m sriov_node ... apply`): the hot commands (validate, apply, status, "
     "boot, daemon) no longer import typer (≈ 45 ms with the click it carries; docs/design.md, start-up); what "
     "remains is Python itself ≈ 12 ms, our modules ≈ 35 ms, most of it dataclass creation (each generated method is "
     "compiled at import: sriov_node.model alone ≈ 8 ms, and dataclasses pulls inspect, ≈ 8 ms), subprocess and "
