@@ -1,4 +1,4 @@
-"""The hot commands (apply, status, boot, daemon) run without typer: `sriov_node.cli.hot.parse`
+"""The hot commands (validate, apply, status, boot, daemon) run without typer: `sriov_node.cli.hot.parse`
 accepts exactly the command lines typer accepts with the same values, and hands every other one
 (help, completion, bad options) to typer, whose answer (exit 2, click's message) stays the same."""
 
@@ -18,7 +18,7 @@ from tests.helpers import run_cli
 
 register([])
 ROOT = typer.main.get_command(app)
-HOT = ("apply", "status", "boot", "daemon")
+HOT = ("validate", "apply", "status", "boot", "daemon")
 
 # values for each kind of option: the fast path must take each one as typer takes it, or leave it to typer
 FLOATS = ("5", "0.5", "+2", "1e1", " 3 ", "1_0", "0", "-1", "nan", "inf", "-inf", "abc", "", "--json", "-")
@@ -156,14 +156,15 @@ def test_a_bad_option_of_a_hot_command_gets_typers_exit_2_and_message(argv):
     assert (alone.returncode, alone.stdout, alone.stderr) == (2, result.stdout, result.stderr)
 
 
-def test_apply_status_boot_and_daemon_do_not_import_typer(tmp_path):
+def test_validate_apply_status_boot_and_daemon_do_not_import_typer(tmp_path):
     sim = run_cli("sim", "create", str(tmp_path / "h"), "--nic", "e810:1:4")
     assert sim.returncode == 0, sim.stderr
     config = tmp_path / "c.toml"
     config.write_text('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
     base = [sys.executable, "-X", "importtime", "-m", "sriov_node", "--root", str(tmp_path / "h"), "--config", str(config)]
-    for argv in (["apply"], ["apply", "--dry-run", "--json"], ["status", "-v"], ["boot", "--wait", "1"]):
+    for argv in (["validate"], ["validate", "--json"], ["apply"], ["apply", "--dry-run", "--json"], ["status", "-v"],
+                 ["boot", "--wait", "1"]):
         proc = subprocess.run(base + argv, capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 0, (argv, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
         imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]

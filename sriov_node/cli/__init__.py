@@ -5,7 +5,7 @@ app. A run that names its command loads that command's module alone (typer build
 every registered command at each start: fewer is faster on the boot path); help, completion
 and anything unrecognised load them all.
 
-The hot commands (apply, status, boot, daemon) do without typer when their command line is one
+The hot commands (validate, apply, status, boot, daemon) do without typer when their command line is one
 `sriov_node.cli.hot.parse` understands completely; anything else (help, completion, a bad option)
 is typer's, as before.
 

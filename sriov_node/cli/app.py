@@ -1,6 +1,6 @@
 """What every command shares: errors, JSON, the host, signals, output; and the typer application.
 
-Importing this module does not import typer: the hot commands (apply, status, boot, daemon) run
+Importing this module does not import typer: the hot commands (validate, apply, status, boot, daemon) run
 through `sriov_node.cli.hot` without it. The typer application (`app`, `sim_app`) is built on first
 use (`from sriov_node.cli.app import app`), by the command modules and for --help and completion.
 """

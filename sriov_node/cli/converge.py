@@ -1,4 +1,4 @@
-"""validate, apply, status: the engine's commands (apply's and status's bodies: sriov_node.cli.hot)."""
+"""validate, apply, status: the engine's commands (their bodies: sriov_node.cli.hot)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from sriov_node.cli.app import app, check_timeout, examples, fail, finish, open_root
-from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError
+from sriov_node.cli.app import app, check_timeout, examples
+
 
 @app.command(epilog=examples("sriov-node validate", "sriov-node --config /tmp/new.toml validate --json"))
 def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (errors included) instead of text.")) -> None:
@@ -15,41 +15,9 @@ def validate(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
     Exit 0 valid, 1 a block cannot apply here (or a step its PF's driver is known to refuse), 2 invalid.
     """
-    from sriov_node.engine.reconcile import reconcile, unsupported
-    from sriov_node.engine.survey import config_path, load_desired
+    from sriov_node.cli import hot
 
-    host = open_root(ctx, as_json)
-    try:
-        desired = load_desired(host, config_path(host, ctx.obj.config))
-        # the plans judged as apply judges them before its first write (a dry run: nothing written),
-        # on the one survey that run takes
-        planned = reconcile(host, desired, dry_run=True)
-    except SriovNodeError as exc:
-        fail(exc, as_json)
-    assert planned.view is not None
-    resolution = planned.view.resolution
-    failures = list(resolution.failures)
-    refused = [o for o in planned.outcomes if unsupported(o)]
-    notices = list(planned.notices)
-
-    def text() -> None:
-        for notice in notices:
-            typer.echo(f"note: {notice}", err=True)
-        for f in failures:
-            typer.echo(f"error: {desired.source}: {f.render()}", err=True)
-        for o in refused:
-            for line in (o.error or "").splitlines():
-                typer.echo(f"error: {desired.source}: {line}", err=True)
-        problems = len(failures) + len(refused)
-        verdict = "valid" if not problems else f"valid, but {problems} block problem(s) on this host"
-        typer.echo(f"{desired.source}: {verdict}; {len(desired.pfs)} [[pf]] block(s) select "
-                   f"{len(resolution.targets)} PF(s)")
-
-    finish(EXIT_PF_FAILED if failures or refused else 0, as_json=as_json, text=text,
-           body={"valid": not failures and not refused, "pfs": [t.pf.pci for t in resolution.targets],
-                 "failures": [f.to_dict() for f in failures], "notices": notices,
-                 "refused": [{"pf": o.pci, "block": o.key, "error": o.error, "refusals": (o.detail or {})["refusals"]}
-                             for o in refused]})
+    hot.validate(ctx.obj, as_json=as_json)
 
 
 def _check_checkpoint(value: Optional[float]) -> Optional[float]:

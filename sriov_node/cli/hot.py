@@ -1,4 +1,4 @@
-"""The hot commands (apply, status, boot, daemon) without typer: their bodies, and the fast path
+"""The hot commands (validate, apply, status, boot, daemon) without typer: their bodies, and the fast path
 that parses their command lines.
 
 `parse(argv)` accepts only a command line it understands completely: the global --root/--config,
@@ -32,6 +32,7 @@ from sriov_node.errors import EXIT_PF_FAILED, SriovNodeError, UsageError
 # command -> option -> (parameter, takes a value); every value option is a float of seconds
 FLAG, VALUE = False, True
 HOT: Dict[str, Dict[str, Tuple[str, bool]]] = {
+    "validate": {"--json": ("as_json", FLAG)},
     "apply": {"--dry-run": ("dry_run", FLAG), "--json": ("as_json", FLAG), "--verbose": ("verbose", FLAG),
               "-v": ("verbose", FLAG), "--force": ("force", FLAG), "--timeout": ("timeout", VALUE),
               "--checkpoint": ("checkpoint", VALUE), "--detailed-exitcode": ("detailed_exitcode", FLAG)},
@@ -42,6 +43,7 @@ HOT: Dict[str, Dict[str, Tuple[str, bool]]] = {
                "--timeout": ("timeout", VALUE)},
 }
 DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "validate": {"as_json": False},
     "apply": {"dry_run": False, "as_json": False, "verbose": False, "force": False, "timeout": 60.0,
               "checkpoint": None, "detailed_exitcode": False},
     "status": {"as_json": False, "verbose": False, "exit_code": False},
@@ -166,6 +168,44 @@ class _Pacified:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.wrapped, attr)
+
+
+def validate(opts: Options, as_json: bool = False) -> None:
+    from sriov_node.engine.reconcile import reconcile, unsupported
+    from sriov_node.engine.survey import config_path, load_desired
+
+    host = open_root(opts, as_json)
+    try:
+        desired = load_desired(host, config_path(host, opts.config))
+        # the plans judged as apply judges them before its first write (a dry run: nothing written),
+        # on the one survey that run takes
+        planned = reconcile(host, desired, dry_run=True)
+    except SriovNodeError as exc:
+        fail(exc, as_json)
+    assert planned.view is not None
+    resolution = planned.view.resolution
+    failures = list(resolution.failures)
+    refused = [o for o in planned.outcomes if unsupported(o)]
+    notices = list(planned.notices)
+
+    def text() -> None:
+        for notice in notices:
+            echo(f"note: {notice}", err=True)
+        for f in failures:
+            echo(f"error: {desired.source}: {f.render()}", err=True)
+        for o in refused:
+            for line in (o.error or "").splitlines():
+                echo(f"error: {desired.source}: {line}", err=True)
+        problems = len(failures) + len(refused)
+        verdict = "valid" if not problems else f"valid, but {problems} block problem(s) on this host"
+        echo(f"{desired.source}: {verdict}; {len(desired.pfs)} [[pf]] block(s) select "
+             f"{len(resolution.targets)} PF(s)")
+
+    finish(EXIT_PF_FAILED if failures or refused else 0, as_json=as_json, text=text,
+           body={"valid": not failures and not refused, "pfs": [t.pf.pci for t in resolution.targets],
+                 "failures": [f.to_dict() for f in failures], "notices": notices,
+                 "refused": [{"pf": o.pci, "block": o.key, "error": o.error, "refusals": (o.detail or {})["refusals"]}
+                             for o in refused]})
 
 
 def apply(opts: Options, dry_run: bool = False, as_json: bool = False, verbose: bool = False, force: bool = False,
