@@ -374,7 +374,11 @@ def test_guids_neither_source_reports_are_never_converged_and_named(tmp_path):
     assert "converged" not in proc.stdout.split("\n", 1)[0]
     assert PF0 in out and "VF 0: node_guid cannot be read back" in out and "VF 1: port_guid" in out
     assert "Linux 5.5" in out and "sriov/<N>/node" in out
+    # the remedy is the kernel's or the config's: running again cannot help
+    assert "drop guid/node_guid/port_guid" in out and "re-run sriov-node apply" not in out
     before = len(sim_writes(host))
+    checked = run_cli("validate", root=host.root, config=cfg)  # what apply would refuse, validate names
+    assert checked.returncode == 1 and "cannot be read back" in checked.stderr, checked.stdout + checked.stderr
     again = run_cli("apply", root=host.root, config=cfg)
     out = again.stdout + again.stderr
     assert again.returncode == 1, out

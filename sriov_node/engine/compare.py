@@ -101,6 +101,8 @@ class Finding:
     default: bool = False
     # Who holds the VF, for a setting left to its holder ("pid 4242 (qemu-kvm)"): see `hold`
     held_by: Optional[str] = None
+    # The remedy, when running again cannot help (a value the kernel cannot report back)
+    fix: Optional[str] = None
 
     def describe(self, where_too: bool = True) -> str:
         where = f"VF {self.vf}: " if self.vf is not None and where_too else ""
@@ -232,6 +234,11 @@ def compare_settings(want: VfSpec, vf: VfState, pf: PfState, held: Optional[List
     return out
 
 
+GUIDS_UNREADABLE_FIX = ("boot Linux 5.5 or later (its netlink VF info reports VF GUIDs), or use an MLNX_OFED "
+                        "mlx5_core (whose sriov/<N>/node and port files sriov-node reads), or drop "
+                        "guid/node_guid/port_guid from this PF's VF groups")
+
+
 def compare_guids(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
     """An InfiniBand VF's node and port GUIDs, as the PF's driver reports them: netlink's VF info, else
     MLNX_OFED's sriov/<N>/{node,port} (host/observe.py). Where neither does, the GUIDs cannot be read
@@ -248,7 +255,8 @@ def compare_guids(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
         if have != value:
             if have is None:
                 why = pf.links_error or pf.vf_guids_error or "the PF driver reports no VF GUIDs"
-                out.append(Finding(key, value, None, vf.index, f"{key} cannot be read back: {why}; want {value}"))
+                out.append(Finding(key, value, None, vf.index, f"{key} cannot be read back: {why}; want {value}",
+                                   fix=GUIDS_UNREADABLE_FIX))
             else:
                 out.append(Finding(key, value, have, vf.index, f"{key} is {have}, want {value}"))
     return out

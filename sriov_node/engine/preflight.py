@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from sriov_node import drivers
 from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetPfMtu, SetVfGuids, SetVfMtu,
                                       SetVfSetting)
+from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -155,9 +156,7 @@ def _guid_refusals(pf, action: SetVfGuids) -> List[drivers.Refusal]:
         if unreadable:
             return [drivers.Refusal("guid", "ENODATA", f"the VFs' GUIDs cannot be read back on PF {pf.label}: "
                                     f"{pf.vf_guids_error}, so setting them could never be verified",
-                                    "boot Linux 5.5 or later (or an MLNX_OFED mlx5_core, whose sriov/<N>/node and port "
-                                    "files sriov-node reads), or drop guid/node_guid/port_guid from this PF's VF groups",
-                                    vf=vf, value="guid") for vf in unreadable]
+                                    GUIDS_UNREADABLE_FIX, vf=vf, value="guid") for vf in unreadable]
     if any(guid == "auto" for _, _, guid in action.values):
         return [drivers.Refusal("guid", "ENODEV", f"guid = \"auto\" derives from the PF's InfiniBand GUID, and "
                                 f"PF {pf.label} has no RDMA device with a node GUID (<PF>/infiniband/*/node_guid)",

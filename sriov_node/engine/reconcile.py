@@ -423,9 +423,10 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
         explained = None  # a PF-wide failure explains every remaining difference
     rest = [f for f in after if explained is not None and f.vf not in explained]
     if rest:
+        fixes = list(dict.fromkeys(f.fix for f in rest if f.fix))  # running again cannot help these
         lines.append(f"PF {pf_plan.pf}: read back differs from the desired state: "
                      + "; ".join(f.describe() for f in rest)
-                     + ". Fix: re-run sriov-node apply; if it persists, check dmesg")
+                     + (f". Fix: {'; '.join(fixes)}" if fixes else ". Fix: re-run sriov-node apply; if it persists, check dmesg"))
     lines += [f"PF {pf_plan.pf}: {note}" for note in result.cleanup_notes]
     if result.interrupted:
         status = INTERRUPTED
