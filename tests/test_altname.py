@@ -157,6 +157,8 @@ def test_capture_selects_a_pf_by_altname_and_writes_blocks_by_altname(make_host,
     proc = run_cli("capture", "uplink-b", "--by", "altname", root=host.root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("[[pf]]") == 1 and 'altname = "enp32s0f1"' in proc.stdout and "num_vfs = 3" in proc.stdout
+    # the file says which PFs it leaves out, and what applying it alone would mean for them
+    assert f"not in this file: {PF0}" in proc.stdout and "unmanaged" in proc.stdout
     # the same PF by its path altname, its name and its address: one block each time
     for how in ("enp32s0f1", "ens1f1", PF1):
         proc = run_cli("capture", how, root=host.root)

@@ -198,6 +198,11 @@ def capture_config(host: Host, *, by: str = "pci", pfs: Tuple[str, ...] = ()) ->
         lines += _pf_block(_observe(host, head.pci), by, heads.altnames(head) if by == "altname" else None)
     if skipped:
         lines += ["\n", f"# Not captured (no VFs): {', '.join(skipped)}. A block with num_vfs = 0 would keep them so.\n"]
+    others = [pf.label for pf in heads.pfs if asked is not None and pf not in asked]
+    if others:
+        lines += ["\n", f"# Only the PFs asked for were captured; not in this file: {', '.join(others)}. Applied as the "
+                  "node's whole config, it leaves them unmanaged: what sriov-node set on them is put back as it was "
+                  "before (merge the blocks into the node's config to keep them).\n"]
     text = "".join(lines)
     try:
         parse_config(text.encode("utf-8"), "<capture>")
