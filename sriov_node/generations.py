@@ -34,7 +34,7 @@ import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from sriov_node.engine.outcome import CONVERGED, RECORDED, recorded
 from sriov_node.errors import StateError, describe_os_error
@@ -44,6 +44,7 @@ from sriov_node.model import _sha256  # CPython's own: hashlib loads OpenSSL on 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.model import DesiredState
     from sriov_node.engine.reconcile import Report
+    from sriov_node.engine.survey import Only
 
 GENERATIONS_DIR = "var/lib/sriov-node/generations"
 _NAME_RE = re.compile(r"^(\d{8,})\.json\Z")
@@ -509,14 +510,14 @@ class Change:
     def _check(self) -> None:
         check_recordable(self.host, len(self.desired.raw) + RECORD_MARGIN)
 
-    def run(self, only: Optional[FrozenSet[str]] = None, *, dry_run: bool = False) -> "Report":
+    def run(self, only: "Only" = None, *, dry_run: bool = False) -> "Report":
         from sriov_node.engine.reconcile import reconcile
 
         report = reconcile(self.host, self.desired, only=only, dry_run=dry_run, force=self.force,
                            timeout=self.timeout, cancelled=self.cancelled, progress=self.progress,
                            restore=self.restore or None, restore_all=not self.reports,
                            before_writes=self._check if self.recording else None)
-        if not dry_run:
+        if not dry_run and (report.outcomes or not callable(only)):  # a look that picked no PF is no run
             self.reports.append(report)
         return report
 

@@ -73,9 +73,46 @@ def test_an_invalid_config_fails_at_once(make_host, write_config):
     assert "waiting" not in result.stderr and sim_writes(host) == []  # no wait began: it failed at once
 
 
+def _count_surveys(monkeypatch):
+    """Every survey of the host, wherever it is called from (boot's own included, if it had one)."""
+    from sriov_node.engine import reconcile as reconcile_module
+    from sriov_node.engine import survey as survey_module
+    from sriov_node.service import boot as boot_module
+
+    calls: list = []
+    real = survey_module.survey
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("vfs", True))
+        return real(*args, **kwargs)
+
+    for module in (survey_module, reconcile_module, boot_module):
+        monkeypatch.setattr(module, "survey", counted, raising=False)
+    return calls
+
+
+def test_boot_surveys_once_when_every_pf_is_ready(make_host, write_config, monkeypatch):
+    """Boot's bookkeeping comes from its run's own survey: every PF ready at once is one survey
+    (no look of boot's own before the run, none after it when nothing is awaited)."""
+    import logging
+
+    from sriov_node.engine.survey import load_desired
+    from sriov_node.service import boot as boot_module
+
+    host = make_host(vfio_loaded=True)
+    path = write_config(CONFIG)
+    surveys = _count_surveys(monkeypatch)
+    report = boot_module.boot(host, load_desired(host, path), wait=5, timeout=10,
+                              log=logging.getLogger("sriov-node-test"))
+    assert sorted((pci, o.status) for pci, o in report.outcomes.items()) == [(PF0, "changed"), (PF1, "changed")]
+    assert report.missing == [] and report.exit_code == 0
+    assert surveys == [True], surveys
+
+
 def test_the_readiness_wait_reads_the_pfs_and_their_drivers_not_their_vfs(make_host, write_config, monkeypatch):
-    # While boot waits for a late PF, each look at the host asks which PFs the blocks select and
-    # whether their drivers are bound: no VF is read then (the runs read their own PF's VFs).
+    # While boot waits for a late PF, each look at the host is one run's survey, which asks which
+    # PFs the blocks select and whether their drivers are bound, and picks those ready: a look that
+    # picks none reads no VF, records nothing and writes nothing.
     import logging
 
     from sriov_node.engine.survey import load_desired
@@ -86,39 +123,41 @@ def test_the_readiness_wait_reads_the_pfs_and_their_drivers_not_their_vfs(make_h
     assert run_cli("apply", root=host.root, config=path).returncode == 0
     vfs = {host.sysfs.vf_address(PF0, i) for i in range(2)}
     host.sysfs.unbind(PF1, "i40e")  # PF1's driver is late: boot waits for it after running PF0
-    runs: list = []
+    state = os.path.join(host.root, "var/lib/sriov-node/state.json")
+    runs: list = []  # per look: [PFs it ran, VF paths it read, state.json touched]
     plain_reconcile = boot_module.reconcile
 
     def reconcile(*args, **kwargs):
-        runs.append("running")
-        try:
-            return plain_reconcile(*args, **kwargs)
-        finally:
-            runs.append("done")
+        runs.append([None, [], os.stat(state).st_mtime_ns])
+        result = plain_reconcile(*args, **kwargs)
+        runs[-1][0] = sorted(o.pci for o in result.outcomes)
+        runs[-1][2] = runs[-1][2] != os.stat(state).st_mtime_ns
+        return result
 
     monkeypatch.setattr(boot_module, "reconcile", reconcile)
-    outside: list = []  # the VF paths read while no run was going on
     plain_path = host.sysfs.path
 
     def path_of(base, *parts):
         text = "/".join((base,) + parts)
-        if (not runs or runs[-1] == "done") and any(vf in text for vf in vfs) and not text.endswith("/sriov_totalvfs"):
-            outside.append(text)
+        if runs and any(vf in text for vf in vfs) and not text.endswith("/sriov_totalvfs"):
+            runs[-1][1].append(text)
         return plain_path(base, *parts)
 
     host.sysfs.path = path_of
-    looks = []
+    surveys = _count_surveys(monkeypatch)
 
-    def cancelled():  # the second look of the wait ends it: PF0 has run, PF1 is still awaited
-        if runs and runs[-1] == "done":
-            looks.append(1)
-        return len(looks) >= 1
+    def cancelled():  # the wait ends after two looks that ran nothing: PF1 is still awaited
+        return sum(1 for r in runs if r[0] == []) >= 2
 
+    before = len(sim_writes(host))
     report = boot_module.boot(host, load_desired(host, path), wait=30, timeout=10,
                               log=logging.getLogger("sriov-node-test"), cancelled=cancelled)
-    assert runs == ["running", "done"] and report.outcomes[PF0].status == "unchanged"
+    assert [r[0] for r in runs] == [[PF0], [], []] and report.outcomes[PF0].status == "unchanged"
     assert [m for m in report.missing if PF1 in m]  # still waited for when the wait ended
-    assert outside == []
+    assert [r[1] for r in runs[1:]] == [[], []] and runs[0][1]  # the run reads its PF's VFs, the looks none
+    assert [r[2] for r in runs[1:]] == [False, False]  # a look records nothing
+    assert len(sim_writes(host)) == before
+    assert len(surveys) == len(runs)  # one survey a look
 
 
 def test_boot_and_apply_answer_a_refused_run_with_the_same_exit_code(make_host, write_config):

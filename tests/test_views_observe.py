@@ -13,7 +13,7 @@ import pytest
 from sriov_node.config import load_config
 from sriov_node.engine import survey as survey_module
 from sriov_node.engine import reconcile as reconcile_module
-from tests.helpers import PF0, open_host
+from tests.helpers import PF0, PF1, open_host
 from tests.test_kubernetes_plugin_config import PLUGIN_FILE, layout
 
 
@@ -52,11 +52,68 @@ def test_a_run_surveys_once_and_the_device_plugin_file_comes_from_it(host, write
     assert written == device_plugin_config(open_host(host.root), load_config(path), allow_empty=True).config
 
 
-def test_a_per_pf_run_has_no_whole_host_view(host, write_config):
+def count_pf_reads(monkeypatch):
+    """Each read of one PF (`observe_pf`: the heads resolution needs, a target's VFs, a verification)."""
+    from sriov_node.host import observe as observe_module
+
+    calls = []
+    real = observe_module.observe_pf
+
+    def counted(host, pci, **kwargs):
+        calls.append((pci, kwargs.get("with_vfs", True) or kwargs.get("want") is not None))
+        return real(host, pci, **kwargs)
+
+    monkeypatch.setattr(observe_module, "observe_pf", counted)
+    monkeypatch.setattr(survey_module, "observe_pf", counted)
+    return calls
+
+
+def test_a_per_pf_run_writes_the_device_plugin_file_from_its_one_survey(host, write_config, monkeypatch):
+    """A per-PF run (the daemon's, `apply --pf`) with a [device_plugin] config_file reads the other
+    targets in its own survey: one survey, each PF read once for resolution and each target once,
+    the run's PF once more for its verification; the file is what a fresh survey makes."""
+    from sriov_node.engine.device_plugin import device_plugin_config
+
     path = write_config(layout())
-    report = reconcile_module.reconcile(open_host(host.root), load_config(path),
-                                        only=frozenset({PF0}))
+    reconcile_module.reconcile(open_host(host.root), load_config(path))
+    os.remove(os.path.join(host.root, PLUGIN_FILE.lstrip("/")))
+    open_host(host.root).sysfs.set_num_vfs(PF0, 0)  # by hand: the per-PF run puts the VFs back
+    calls = count_surveys(monkeypatch)
+    reads = count_pf_reads(monkeypatch)
+    report = reconcile_module.reconcile(open_host(host.root), load_config(path), only=frozenset({PF0}))
+    assert report.exit_code == 0 and [o.pci for o in report.outcomes] == [PF0]
+    assert len(calls) == 1, calls
+    heads = [pci for pci, vfs in reads if not vfs]
+    deep = sorted(pci for pci, vfs in reads if vfs)
+    assert sorted(heads) == [PF0, PF1], reads  # the heads: each PF once
+    assert deep == sorted([PF0, PF0, PF1]), reads  # each target once, the run's PF once more (verified)
+    assert report.view is not None and report.view.converged
+    assert "wrote the device plugin config" in (report.device_plugin or "")
+    with open(os.path.join(host.root, PLUGIN_FILE.lstrip("/"))) as f:
+        written = json.load(f)
+    assert written == device_plugin_config(open_host(host.root), load_config(path), allow_empty=True).config
+
+
+def test_a_per_pf_run_without_a_device_plugin_file_reads_only_its_pfs(host, write_config, monkeypatch):
+    """No config_file: nothing is built from the other PFs, so their VFs are not read (no view)."""
+    path = write_config(layout().replace(f'config_file = "{PLUGIN_FILE}"\n', ""))
+    reconcile_module.reconcile(open_host(host.root), load_config(path))
+    reads = count_pf_reads(monkeypatch)
+    report = reconcile_module.reconcile(open_host(host.root), load_config(path), only=frozenset({PF0}))
     assert report.view is None
+    assert [pci for pci, vfs in reads if vfs] == [PF0]
+
+
+def test_a_per_pf_run_writes_no_file_while_another_pf_differs(host, write_config):
+    """The file stays of the whole node: a PF beside the run that differs keeps it unwritten."""
+    path = write_config(layout())
+    reconcile_module.reconcile(open_host(host.root), load_config(path))
+    os.remove(os.path.join(host.root, PLUGIN_FILE.lstrip("/")))
+    open_host(host.root).sysfs.set_num_vfs(PF1, 0)
+    report = reconcile_module.reconcile(open_host(host.root), load_config(path), only=frozenset({PF0}))
+    assert report.exit_code == 0
+    assert "not written: the node differs" in (report.device_plugin or "")
+    assert not os.path.exists(os.path.join(host.root, PLUGIN_FILE.lstrip("/")))
 
 
 def _daemon(host, path):
@@ -73,8 +130,7 @@ def _daemon(host, path):
 def test_the_daemon_writes_metrics_from_its_runs_without_surveying_again(host, write_config, monkeypatch):
     """Every PF run (the daemon's start): the metrics come from the run's view; a per-PF run (an
     event): from its report's read-back states and the metrics kept; no survey of its own either way."""
-    # no [device_plugin] config_file: after a per-PF run that one still surveys the host (docs/design.md)
-    text = layout().replace(f'config_file = "{PLUGIN_FILE}"\n', "")
+    text = layout()  # with a [device_plugin] config_file: a per-PF run builds it from its own survey too
     text += '\n[metrics]\ntextfile = "/var/lib/prometheus/node-exporter/sriov_node.prom"\n'
     path = write_config(text)
     os.makedirs(os.path.join(host.root, "var/lib/prometheus/node-exporter"))  # the exporter's package makes it
@@ -132,7 +188,7 @@ def test_the_daemon_learns_each_vfs_pf_from_the_runs_read_back(host, write_confi
     d._learn_vfs(report)
     assert reads == []
     h = open_host(host.root)
-    expected = {h.sysfs.vf_address(pf, i): pf for pf, n in ((PF0, 4), ("0000:20:00.1", 2)) for i in range(n)}
+    expected = {h.sysfs.vf_address(pf, i): pf for pf, n in ((PF0, 4), (PF1, 2)) for i in range(n)}
     assert d.known_vfs == expected
 
 
@@ -147,3 +203,23 @@ def test_validate_surveys_the_host_once(host, write_config, monkeypatch):
         main()
     assert done.value.code in (0, None)
     assert len(calls) == 1, calls
+
+
+def test_set_reads_the_pfs_once_and_only_the_vfs_its_run_reads(host, write_config, monkeypatch):
+    """`set` finds the block its PF reference means (here by name, the block selects by address) from
+    one read of the PFs, none of their VFs: the only survey is its run's, of the PF it edited."""
+    from sriov_node.cli import main
+
+    path = write_config(layout().replace(f'config_file = "{PLUGIN_FILE}"\n', ""))
+    reconcile_module.reconcile(open_host(host.root), load_config(path))
+    calls = count_surveys(monkeypatch)
+    reads = count_pf_reads(monkeypatch)
+    monkeypatch.setattr("sys.argv", ["sriov-node", "--root", host.root, "--config", path, "set", "ens1f0", "mtu=9000"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    with open(path) as f:
+        assert "mtu = 9000" in f.read()
+    assert len(calls) == 1, calls
+    assert [pci for pci, vfs in reads if vfs] == [PF0, PF0], reads  # the run's survey and its verification
+    assert sorted(pci for pci, vfs in reads if not vfs) == [PF0, PF0, PF1, PF1], reads  # set's read, the run's

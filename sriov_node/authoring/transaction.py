@@ -35,7 +35,7 @@ from sriov_node.config import (
 )
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, SriovNodeError, UsageError
 from sriov_node.host import Host
-from sriov_node.model import DesiredState, PfSelector, PfSpec, PfState
+from sriov_node.model import DesiredState, HostState, PfSelector, PfSpec, PfState
 
 
 class PfNotHere(SriovNodeError):
@@ -190,26 +190,60 @@ def _text(data: Optional[bytes], path: str) -> str:
     return text
 
 
-def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs: List[Any]) -> Optional[int]:
+class _Heads:
+    """The PFs, none of their VFs, read once for an edit: which PF a reference means and which block
+    selects it, in the file as it is and as edited (what resolution needs: a `set` reads no VF)."""
+
+    def __init__(self, host: Host, ref: PfRef):
+        self.host = host
+        self.ref = ref
+        self.read: Optional[Tuple[bool, FrozenSet[str], FrozenSet[str]]] = None  # (macs, ifnames, devices)
+        self.heads: Optional[HostState] = None  # read when first asked
+
+    def of(self, desired: Optional[DesiredState]) -> HostState:
+        """The PFs as resolving `desired` needs them: those already read when they do."""
+        sels = [s.selector for s in desired.pfs] if desired is not None else []
+        ref = self.ref
+        macs = ref.kind == "mac" or any(s.mac is not None for s in sels)
+        names = frozenset([s.name for s in sels if s.name is not None] + ([ref.value] if ref.kind == "name" else []))
+        devices = frozenset([s.pci for s in sels if s.pci is not None] + ([ref.value] if ref.kind == "pci" else []))
+        if self.heads is None or self.read is None or not (
+                (self.read[0] or not macs) and names <= self.read[1] and devices <= self.read[2]):
+            from sriov_node.engine.survey import heads_of
+
+            if self.read is not None:  # what was read before is asked again: the answers stay comparable
+                macs, names, devices = macs or self.read[0], names | self.read[1], devices | self.read[2]
+            self.heads = heads_of(self.host, None, macs=macs, ifnames=tuple(sorted(names)),
+                                  devices=tuple(sorted(devices)))
+            self.read = (macs, names, devices)
+        return self.heads
+
+
+def _parsed(data: Optional[bytes], path: str) -> Optional[DesiredState]:
+    """The config `data`, or None (no file, or an invalid one: only a literal selector says which block is meant)."""
+    if data is None:
+        return None
+    try:
+        return parse_config(data, path)
+    except ConfigError:
+        return None
+
+
+def _block_of(heads: _Heads, desired: Optional[DesiredState], ref: PfRef, raw_pfs: List[Any],
+              path: str) -> Optional[int]:
     """The index of the block `ref` means: written literally, else selecting that PF on this host."""
     for i, table in enumerate(raw_pfs):
         if isinstance(table, dict) and ref.same(table.get(ref.kind)):
             return i
-    if data is None:
+    if desired is None:
         return None
-    try:
-        desired = parse_config(data, path)
-    except ConfigError:
-        return None  # an invalid file: only a literal selector says which block is meant
-    from sriov_node.host.observe import observe
-    from sriov_node.engine.reconcile import survey
+    from sriov_node.engine.resolve import resolve
 
-    heads = observe(host, vfs_of=(), macs=ref.kind == "mac", ifnames=[ref.value] if ref.kind == "name" else [])
-    pci = next((pf.pci for pf in heads.pfs if ref.is_pf(pf)), None)
+    pfs = heads.of(desired)
+    pci = next((pf.pci for pf in pfs.pfs if ref.is_pf(pf)), None)
     if pci is None:
         return None
-    resolution = survey(host, desired).resolution
-    for target in resolution.targets:
+    for target in resolve(desired, pfs).targets:
         if target.pf.pci == pci:
             spec = target.spec
             if spec.selector.is_fleet_rule:
@@ -221,15 +255,13 @@ def _block_of(host: Host, path: str, data: Optional[bytes], ref: PfRef, raw_pfs:
     return None
 
 
-def _check_pf_here(host: Host, ref: PfRef, path: str) -> None:
+def _check_pf_here(heads: _Heads, ref: PfRef, path: str) -> None:
     """Refuse to add a block for a PF this host does not have (a typo would otherwise be saved)."""
-    from sriov_node.host.observe import observe
     from sriov_node.engine.resolve import resolve
 
     spec = PfSpec(key="pf[new]", selector=PfSelector(**{ref.kind: ref.value}), num_vfs=0)
-    heads = observe(host, vfs_of=(), macs=ref.kind == "mac", ifnames=[ref.value] if ref.kind == "name" else [],
-                    devices=[ref.value] if ref.kind == "pci" else [])
-    resolution = resolve(DesiredState(path, b"", 1, (spec,)), heads)
+    desired = DesiredState(path, b"", 1, (spec,))
+    resolution = resolve(desired, heads.of(desired))
     if resolution.failures:
         raise PfNotHere(f"{ref.text}: {resolution.failures[0].message}; nothing was written")
 
@@ -345,19 +377,22 @@ class Transaction:
 
     def prepare(self, pf: str, edit: Edit) -> EditResult:
         """Edit (or add) the PF's block and validate it (schema, then which PF it selects here)."""
-        from sriov_node.engine.reconcile import PfOutcome, survey
+        from sriov_node.engine.reconcile import PfOutcome
+        from sriov_node.engine.resolve import resolve
 
         ref = parse_pf(pf)
         before, shape, text = self._read_text()
         doc = _load(text) if text else {}
         raw_pfs = doc.get("pf", []) if isinstance(doc.get("pf", []), list) else []
-        index = _block_of(self.host, self.path, before, ref, raw_pfs)
+        old = _parsed(before, self.path)
+        heads = _Heads(self.host, ref)  # the PFs, read once when asked; none of their VFs (the run reads those)
+        index = _block_of(heads, old, ref, raw_pfs, self.path)
         if index is None:
-            _check_pf_here(self.host, ref, self.path)
+            _check_pf_here(heads, ref, self.path)
         after = shape.dress(apply_edit(text, index, (ref.kind, ref.value), edit).encode("utf-8"))
         desired = parse_config(after, self.path)  # a ConfigError here: exit 2, the file untouched
         block = f"pf[{index if index is not None else len(raw_pfs)}]"
-        resolution = survey(self.host, desired).resolution
+        resolution = resolve(desired, heads.of(desired))
         only = frozenset(t.pf.pci for t in resolution.targets if t.spec.key == block)
         unresolved = tuple(PfOutcome(f.pf, None, f.key, "failed", error=f"{self.path}: {f.render()}",
                                      detail={"kind": f.kind, "key": f"{f.key}.{f.attr}" if f.attr else f.key})
@@ -391,7 +426,7 @@ class Transaction:
             raise EditError(f"{self.path}: no such file; nothing to remove")
         doc = _load(text)
         raw_pfs = doc.get("pf", []) if isinstance(doc.get("pf", []), list) else []
-        index = _block_of(self.host, self.path, before, ref, raw_pfs)
+        index = _block_of(_Heads(self.host, ref), _parsed(before, self.path), ref, raw_pfs, self.path)
         if index is None:
             self.result = EditResult(self.path, before, before, None, removed=True, note=f"no block selects {ref.text}")
             return self.result

@@ -24,7 +24,7 @@ from sriov_node.host.sysfs import DEFAULT_TIMEOUT
 from sriov_node.model import DesiredState, HostState, PfState
 from sriov_node.engine.resolve import BlockFailure, Resolution, Target
 from sriov_node.engine.state import ApplyLock, record_run
-from sriov_node.engine.survey import Judged, Survey, config_path, judge, load_desired, observe_target, survey
+from sriov_node.engine.survey import Judged, Only, Survey, config_path, judge, load_desired, observe_target, survey
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.engine.execute import Executor
@@ -90,8 +90,12 @@ class Report:
     unrecorded: Optional[str] = None  # why the run's generation could not be recorded (the run then fails)
     # the whole host as the run left it, read back (the survey's judgement of each PF it did not
     # change, the verification's of each it changed; a dry run's: the survey): what the views build
-    # from, without reading again. None after a per-PF run, or when a PF left during the run.
+    # from, without reading again. A per-PF run's: only when it writes the device plugin's file (its
+    # survey then reads the other targets too); None when a PF left during the run.
     view: Optional["Survey"] = field(default=None, repr=False, compare=False)
+    # every block resolved against the PFs as the run's survey read them (none of their VFs): which
+    # PF each selects and its driver, the blocks that select none (boot's bookkeeping)
+    resolved: Optional[Resolution] = field(default=None, repr=False, compare=False)
     # each PF the run looked at, as it left it (read back), per PCI address; a PF that left is absent
     states: Dict[str, PfState] = field(default_factory=dict, repr=False, compare=False)
 
@@ -157,7 +161,7 @@ def reconcile(
     host: Host,
     desired: DesiredState,
     *,
-    only: Optional[FrozenSet[str]] = None,
+    only: Only = None,
     dry_run: bool = False,
     force: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
@@ -180,6 +184,9 @@ def reconcile(
     found before writing (`Report.found`) is not gathered, nor read from the VFs it creates.
     `only`: those PFs, and any other whose block is not the one the last run recorded for it
     (resolution is of the whole host: a PF that leaves or comes moves `index` rules to others).
+    `only` may be a function that picks the PFs from the run's own survey (`survey.Only`: boot's
+    "ready, not run yet"); when it picks none the run stops there: nothing recorded or written,
+    the report has no outcomes, only `resolved` (what boot waits for).
     """
     start = time.monotonic()
     if not dry_run:
@@ -188,8 +195,15 @@ def reconcile(
         before = host.writes
         seqnum = None if dry_run else host.sysfs.uevent_seqnum()
         last_blocks = _last_blocks(host, desired) if only is not None else None
-        seen = survey(host, desired, only, restore=restore, restore_all=restore_all, last_blocks=last_blocks)
+        # a per-PF run that writes the device plugin's file reads the other targets in its one survey
+        # too: the file is of the whole node, and it is built from this run's reading of it
+        seen = survey(host, desired, only, restore=restore, restore_all=restore_all, last_blocks=last_blocks,
+                      whole=only is not None and not dry_run and desired.device_plugin_file is not None)
         heads, resolution = seen.heads, seen.resolution
+        picking, only = callable(only), seen.only
+        if picking and not resolution.targets and not resolution.failures:
+            return Report([], list(resolution.notices), 0, dry_run, duration=time.monotonic() - start,
+                          resolved=seen.resolved)
         found: Dict[str, Dict[str, Any]] = {}
         if preimages:
             from sriov_node.engine.preimages import found as found_of
@@ -245,21 +259,33 @@ def reconcile(
         report = Report(outcomes, notices, host.writes - before, dry_run, tuple(plans),
                         interrupted=interrupted, duration=time.monotonic() - start, found=found,
                         specs=dict(seen.specs), restoring=dict(seen.restoring), unrecorded=blocked,
-                        waiting=dict(seen.waiting))
+                        waiting=dict(seen.waiting), resolved=seen.resolved)
         if dry_run:
             if only is None:
                 report.view = seen  # nothing written: the host as the survey found it
             return report
         report.states = {v.target.pf.pci: v.target.pf for v in verified if v is not None}
-        if only is None and all(v is not None for v in verified):
-            left = replace(heads, pfs=tuple(report.states.get(pf.pci, pf) for pf in heads.pfs))
-            report.view = Survey(left, Resolution(tuple(v.target for v in verified if v is not None),
-                                                   resolution.failures, resolution.notices),
-                                 host=host, _judged=[tuple(v for v in verified if v is not None)])
+        report.view = _view(host, seen, verified, only)
         _record(host, desired, report, only)
-        if desired.device_plugin_file is not None and not interrupted:
+        if desired.device_plugin_file is not None and not interrupted and (only is None or report.view is not None):
             _write_device_plugin_config(host, desired, report)
         return report
+
+
+def _view(host: Host, seen: Survey, verified: List[Optional[Judged]],
+          only: Optional[FrozenSet[str]]) -> Optional[Survey]:
+    """The whole host as the run left it: each PF it ran as its verification judged it, every other
+    target as the run's survey read it (a per-PF run: only when that survey read them, `whole`).
+    None when a PF left during the run, or a per-PF run read nothing beside its own PFs."""
+    everything = seen.resolution if only is None else seen.whole
+    if everything is None or any(v is None for v in verified):
+        return None
+    mine = {v.target.pf.pci: v for v in verified if v is not None}
+    judged = tuple(mine.get(t.pf.pci) or judge(host, t) for t in everything.targets)
+    states = {j.target.pf.pci: j.target.pf for j in judged}
+    left = replace(seen.heads, pfs=tuple(states.get(pf.pci, pf) for pf in seen.heads.pfs))
+    return Survey(left, Resolution(tuple(j.target for j in judged), everything.failures, everything.notices),
+                  host=host, _judged=[judged])
 
 
 def _add_fresh(found: Dict[str, Dict[str, Any]], pf: str, fresh: Optional[Dict[str, Dict[str, Any]]]) -> None:

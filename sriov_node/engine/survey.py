@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from sriov_node.config import load_config
 from sriov_node.host import Host
@@ -20,7 +20,12 @@ from sriov_node.engine.outcome import host_converged
 from sriov_node.model import DesiredState, HostState, PfSpec, PfState
 from sriov_node.engine.resolve import Resolution, Target, resolve
 
-__all__ = ["Survey", "Judged", "judge", "survey", "observe_target", "config_path", "load_desired"]
+__all__ = ["Survey", "Judged", "judge", "survey", "heads_of", "observe_target", "config_path",
+           "load_desired", "Only"]
+
+# which PFs to survey: all (None), these, or those a function picks from the whole host's resolution
+# (of the PFs, none of their VFs: boot's "present, with its driver, not run yet"), in the same pass
+Only = Union[None, FrozenSet[str], Callable[[Resolution], FrozenSet[str]]]
 
 
 def config_path(host: Host, explicit: Optional[str]) -> str:
@@ -66,6 +71,13 @@ class Survey:
     # values to put back that the PF's driver is known to refuse in its mode: they wait (restores)
     waiting: Dict[str, Dict[str, object]] = field(default_factory=dict, repr=False, compare=False)
     host: Optional[Host] = field(default=None, repr=False, compare=False)  # who holds a VF is asked there
+    # with `only` and `whole`: every block's target, its VFs read in the same pass (the run's targets
+    # are the same values), with the failures and notices of the whole host: the host beside the run
+    whole: Optional[Resolution] = field(default=None, repr=False, compare=False)
+    # every block resolved against the PFs (none of their VFs), before `only` and anything to put
+    # back: which PF each block selects and its driver, the blocks that select none
+    resolved: Optional[Resolution] = field(default=None, repr=False, compare=False)
+    only: Optional[FrozenSet[str]] = field(default=None, repr=False, compare=False)  # the PFs surveyed (None: all)
     _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -89,13 +101,13 @@ class Survey:
         return host_converged((j.findings for j in self.judged), self.resolution.failures)
 
 
-def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet[str]] = None,
+def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
            *, vfs: bool = True, detail: bool = False, every_vf: bool = False,
            restore: Optional[Mapping[str, Mapping[str, object]]] = None, restore_all: bool = False,
-           last_blocks: Optional[Mapping[str, str]] = None) -> Survey:
+           last_blocks: Optional[Mapping[str, str]] = None, whole: bool = False) -> Survey:
     """Observe what resolution needs (PFs, not their VFs), resolve, then read the targets' VFs
-    (unless `vfs` is False: `validate` and boot's readiness wait need only to know which PFs the
-    blocks select, and their drivers). `detail`: each target VF's netdevs and IOMMU group too;
+    (unless `vfs` is False: for a caller that needs only to know which PFs the blocks select, and
+    their drivers). `detail`: each target VF's netdevs and IOMMU group too;
     `every_vf`: the VFs of the PFs no block selects as well (what `status` shows). No config
     (`desired` None): the PFs only, nothing resolved.
 
@@ -104,7 +116,13 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
     (or every time with `restore_all`). What is put back is in `Survey.restoring`.
 
     `last_blocks` (PF -> the block it last ran under): with `only`, a PF whose block is another now
-    is surveyed too (an `index` rule moved to it when a PF left or came)."""
+    is surveyed too (an `index` rule moved to it when a PF left or came).
+
+    `only` may be a function of the whole host's resolution (`Survey.resolved`), called once, that
+    picks the PFs (`Survey.only`).
+
+    `whole` (with `only`): the other targets' VFs are read in the same pass too, and the whole
+    resolution kept in `Survey.whole` (what a per-PF run's device plugin file is built from)."""
     sels = [s.selector for s in desired.pfs] if desired is not None else []
     heads = observe(
         host,
@@ -115,7 +133,10 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
     )
     if desired is None:
         return Survey(heads, Resolution(()))
-    resolution = resolve(desired, heads)
+    resolution = resolved = resolve(desired, heads)
+    if callable(only):
+        only = frozenset(only(resolved))
+    picked = only
     if only is not None and last_blocks is not None:
         only = frozenset(only) | {t.pf.pci for t in resolution.targets
                                  if last_blocks.get(t.pf.pci) not in (None, t.spec.key)}
@@ -131,12 +152,30 @@ def survey(host: Host, desired: Optional[DesiredState], only: Optional[FrozenSet
         if only is not None:
             restoring = {pci: entry for pci, entry in restoring.items() if pci in only}
             waiting = {pci: entry for pci, entry in waiting.items() if pci in only}
+    everything = resolution if whole and only is not None and vfs else None
     resolution = resolution.only(only)
+    if not resolution.targets:
+        everything = None  # nothing runs: nothing is built from the rest
     if not vfs:
-        return Survey(heads, resolution, judged_now=False, restoring=restoring, specs=specs, waiting=waiting)
-    targets = tuple(Target(t.spec, observe_target(host, t, detail=detail)) for t in resolution.targets)
+        return Survey(heads, resolution, judged_now=False, restoring=restoring, specs=specs, waiting=waiting,
+                      resolved=resolved, only=picked)
+    read = {t.pf.pci: Target(t.spec, observe_target(host, t, detail=detail))
+            for t in (everything or resolution).targets}
+    targets = tuple(read[t.pf.pci] for t in resolution.targets)
     return Survey(heads, Resolution(targets, resolution.failures, resolution.notices), restoring=restoring,
-                  specs=specs, host=host, waiting=waiting)
+                  specs=specs, host=host, waiting=waiting, resolved=resolved, only=picked,
+                  whole=None if everything is None else Resolution(tuple(read[t.pf.pci] for t in everything.targets),
+                                                                   everything.failures, everything.notices))
+
+
+def heads_of(host: Host, desired: Optional[DesiredState], *, macs: bool = False, ifnames: Tuple[str, ...] = (),
+             devices: Tuple[str, ...] = ()) -> HostState:
+    """The PFs as resolving `desired` needs them, none of their VFs (what `survey` reads first);
+    `macs`, `ifnames`, `devices`: what a caller's own PF reference needs too, in the same pass."""
+    sels = [s.selector for s in desired.pfs] if desired is not None else []
+    return observe(host, vfs_of=(), macs=macs or any(s.mac is not None for s in sels),
+                   ifnames=list(dict.fromkeys([s.name for s in sels if s.name is not None] + list(ifnames))),
+                   devices=list(dict.fromkeys([s.pci for s in sels if s.pci is not None] + list(devices))))
 
 
 def judge(host: Optional[Host], target: Target) -> Judged:

@@ -6,8 +6,9 @@ drivers come late. Waiting for udev to settle (systemd-udev-settle, deprecated) 
 whole boot wait for the slowest device; instead:
 
     loop until every block is applied, or the wait is over:
-        observe; resolve
-        every PF that is present and has its driver, and was not run yet: reconcile it now
+        one run (reconcile) whose own survey observes the PFs, resolves, and picks every PF that
+            is present and has its driver, and was not run yet: those are run now; the rest of
+            that survey (`Report.resolved`) says what is still awaited
         wait for a uevent (or a short poll when no uevent source can be opened)
 
 A PF that never shows up is reported when the wait ends, and the others have converged long
@@ -20,7 +21,7 @@ import logging
 import select
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from sriov_node.engine.outcome import INTERRUPTED, Outcome, exit_code, recorded, verdict
 from sriov_node.errors import EXIT_INVALID, SriovNodeError
@@ -28,8 +29,7 @@ from sriov_node.host import Host
 from sriov_node.service.journal import fields
 from sriov_node.model import DesiredState
 from sriov_node.engine.reconcile import PfOutcome, reconcile
-from sriov_node.engine.survey import survey
-from sriov_node.engine.resolve import ABSENT, NOT_A_PF
+from sriov_node.engine.resolve import ABSENT, NOT_A_PF, Resolution
 from sriov_node.service.uevents import UeventSource, open_source
 
 POLL = 0.25  # seconds between looks when no uevent source could be opened
@@ -63,22 +63,22 @@ class BootReport:
                 "waited_seconds": round(self.waited, 2), "interrupted": self.interrupted, "exit_code": self.exit_code}
 
 
-def _pending(desired: DesiredState, host: Host, done: Set[str]) -> "tuple[list, list]":
-    """(targets ready to run, what is still awaited: [(pci or block, why)]). Reads what readiness
-    needs only: which PF each block selects, and its driver; none of the VFs (the run reads those)."""
-    resolution = survey(host, desired, vfs=False).resolution
-    ready, waiting = [], []
-    for t in resolution.targets:
-        if t.pf.pci in done:
-            continue
-        if t.pf.driver is None:
-            waiting.append((t.pf.pci, f"{t.spec.key}: {t.pf.pci} has no driver bound yet"))
-        else:
-            ready.append(t)
-    for f in resolution.failures:
-        if f.kind in (ABSENT, NOT_A_PF):
-            waiting.append((f.key, f.render()))
-    return ready, waiting
+def _ready(done: Set[str]) -> Callable[[Resolution], FrozenSet[str]]:
+    """What a run picks from its own survey: every target PF present with its driver, not run yet."""
+    def pick(resolution: Resolution) -> FrozenSet[str]:
+        return frozenset(t.pf.pci for t in resolution.targets if t.pf.pci not in done and t.pf.driver is not None)
+    return pick
+
+
+def _waiting(resolution: Optional[Resolution], done: Set[str]) -> List[Tuple[str, str]]:
+    """What is still awaited, [(pci or block, why)], from a run's survey (`Report.resolved`): the
+    blocks' PFs that have no driver yet, and the blocks that select no PF (yet)."""
+    if resolution is None:
+        return []
+    waiting = [(t.pf.pci, f"{t.spec.key}: {t.pf.pci} has no driver bound yet")
+               for t in resolution.targets if t.pf.pci not in done and t.pf.driver is None]
+    waiting += [(f.key, f.render()) for f in resolution.failures if f.kind in (ABSENT, NOT_A_PF)]
+    return waiting
 
 
 def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log: logging.Logger,
@@ -98,15 +98,17 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
     told = 0.0
     try:
         while True:
-            ready, waiting = _pending(desired, host, done)
-            if ready:
-                only = frozenset(t.pf.pci for t in ready)
-                if change is not None:
-                    change.progress = progress  # type: ignore[attr-defined]
-                    run = change.run(only=only)  # type: ignore[attr-defined]
-                else:
-                    run = reconcile(host, desired, only=only, timeout=timeout, cancelled=cancelled, progress=progress)
-                done |= only  # one run each; the daemon reacts to what happens later
+            # one survey a round: the run's own, which picks what is ready (none: it runs nothing)
+            if change is not None:
+                change.progress = progress  # type: ignore[attr-defined]
+                run = change.run(only=_ready(done))  # type: ignore[attr-defined]
+            else:
+                run = reconcile(host, desired, only=_ready(done), timeout=timeout, cancelled=cancelled,
+                                progress=progress)
+            ran = {o.pci for o in run.outcomes if o.pci is not None}
+            done |= ran  # one run each; the daemon reacts to what happens later
+            waiting = _waiting(run.resolved, done)
+            if run.outcomes:
                 for o in run.outcomes:
                     if o.pci is None:
                         continue
@@ -120,7 +122,8 @@ def boot(host: Host, desired: DesiredState, *, wait: float, timeout: float, log:
                 if run.interrupted:
                     report.interrupted = True
                     break
-                continue  # look again at once: running took time, others may be ready now
+                if waiting:
+                    continue  # look again at once: running took time, others may be ready now
             now = time.monotonic()
             if not waiting or now >= deadline or cancelled():
                 report.missing = [why for _, why in waiting]
