@@ -102,13 +102,13 @@ def failure(output: str, host: str) -> str:
 
 
 def batches(output: str) -> List[List[str]]:
-    """The hosts of each batch of the roll-out play, in order (the lines naming a host under each
-    "PLAY [Roll out ...]" header)."""
+    """The hosts of each batch of the roll-out play, batch by batch (the lines naming a host under each
+    "PLAY [Roll out ...]" header); within a batch, sorted: its hosts run in parallel forks, in no set order."""
     out = []
     for part in re.split(r"^PLAY \[", output, flags=re.M)[1:]:
         if part.startswith("Roll out"):
             hosts = re.findall(r"^(?:ok|changed|fatal|skipping): \[([^\]]+)\]", part, re.M)
-            out.append(sorted(set(hosts), key=hosts.index))
+            out.append(sorted(set(hosts), key=lambda h: (len(h), h)))
     return out
 
 
