@@ -69,8 +69,9 @@ def vf_info_attrs(vf: int, change: Dict[str, Any]) -> List[Tuple[str, Dict[str, 
     return attrs
 
 
-def pyroute2_setlink(index: int, changes) -> bytes:
-    """The whole RTM_SETLINK (header included) as pyroute2 encodes it from nested objects."""
+def pyroute2_setlink(index: int, changes, ifname: Optional[str] = None) -> bytes:
+    """The whole RTM_SETLINK (header included) as pyroute2 encodes it from nested objects; with
+    `ifname`, the netdev named by IFLA_IFNAME first (index 0: the kernel's lookup by name)."""
     from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
     from pyroute2.netlink.rtnl import RTM_SETLINK
 
@@ -78,7 +79,7 @@ def pyroute2_setlink(index: int, changes) -> bytes:
     msg["header"]["type"] = RTM_SETLINK
     msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
     msg["index"] = index
-    msg["attrs"] = [("IFLA_VFINFO_LIST", {"attrs": [
+    msg["attrs"] = ([("IFLA_IFNAME", ifname)] if ifname is not None else []) + [("IFLA_VFINFO_LIST", {"attrs": [
         ("IFLA_VF_INFO", {"attrs": vf_info_attrs(vf, change)}) for vf, change in changes]})]
     msg.encode()
     return bytes(msg.data)

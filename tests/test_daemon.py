@@ -158,6 +158,21 @@ def test_a_pf_driver_reload_is_repaired(daemon):
                what="the run started by the PF's bind")
 
 
+def test_a_ready_daemon_has_loaded_what_its_first_reaction_needs(daemon, make_host, write_config, monkeypatch):
+    """The modules a run that changes something needs (planner, executor) are loaded once the daemon
+    is ready, not in its first reaction to a PF driver reload: even when its start found nothing to do."""
+    host = make_host(vfio_loaded=True)
+    assert run_cli("apply", root=host.root, config=write_config(CONFIG)).returncode == 0  # the start changes nothing
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    d = daemon(host=host)
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    loaded = lambda: {line.rsplit("|", 1)[-1].strip() for line in d.log if line.startswith("import time:")}
+    d.wait_for(lambda: {"sriov_node.engine.plan", "sriov_node.engine.execute"} <= loaded(),
+               what="the planner and the executor loaded")
+    assert d.runs() == 1 and any("nothing to do" in line or "unchanged" in line or "converged" in line
+                                 for line in d.log if re.search(r"run 1:", line)), d.log[-20:]
+
+
 def test_a_root_prefix_longer_than_a_socket_address_still_hears_its_uevents(daemon, tmp_path):
     """A socket address holds 107 bytes; a root prefix deep in a tree (a test worker's) passes them."""
     from sriov_node.sim.build import create_host

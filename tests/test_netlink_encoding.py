@@ -24,25 +24,31 @@ RTM_SETLINK = 19
 
 class FakeRoute:
     """pyroute2's IPRoute as NetlinkLinks uses it: the messages it is given are encoded as pyroute2
-    sends them; `answer` is what RTM_GETLINK returns, parsed as pyroute2 parses the kernel's bytes."""
+    sends them; `answer` is what RTM_GETLINK returns, parsed as pyroute2 parses the kernel's bytes.
+    Every request names the netdev itself (IFLA_IFNAME), so there is no index lookup to answer: a
+    request that made one (link_lookup) fails here. ens1f0 is the only netdev (ifindex 7)."""
 
     def __init__(self, answer: bytes = b""):
         self.sent = []
         self.answer = answer
 
-    def link_lookup(self, ifname):
-        return [7] if ifname == "ens1f0" else []
-
     def nlm_request_batch(self, msgs):
+        from pyroute2.netlink.exceptions import NetlinkError
+
         for msg in msgs:
             msg.encode()
             self.sent.append(bytes(msg.data))
+            if msg.get_attr("IFLA_IFNAME") != "ens1f0":  # rtnl_dev_get finds no such netdev
+                raise NetlinkError(errno.ENODEV, "No such device")
         return iter(())
 
     def link(self, command, **kwargs):
+        from pyroute2.netlink.exceptions import NetlinkError
         from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-        assert command == "get" and kwargs["index"] == 7
+        assert command == "get" and "index" not in kwargs
+        if kwargs["ifname"] != "ens1f0":
+            raise NetlinkError(errno.ENODEV, "No such device")
         # a message before it: the answer is read at its offset in the buffer, as pyroute2 hands it over
         return [m for m in MarshalRtnl().parse(newlink({}, index=1) + self.answer) if m["index"] == 7]
 
@@ -80,7 +86,8 @@ SOME = [(0, {"trust": True}), (3, {"vlan": (0, 0, "802.1Q")}), (5, {"mac": "02:0
 
 
 def test_vlan_info_is_sixteen_bytes_with_the_protocol_big_endian():
-    (vfinfo_list,) = nested(sent([(3, {"vlan": (100, 5, "802.1ad")})])[32:])  # after nlmsghdr and ifinfomsg
+    ifname, vfinfo_list = nested(sent([(3, {"vlan": (100, 5, "802.1ad")})])[32:])  # after nlmsghdr and ifinfomsg
+    assert ifname == (3, b"ens1f0\x00")  # IFLA_IFNAME
     assert vfinfo_list[0] == 22  # IFLA_VFINFO_LIST
     (vf_info,) = nested(vfinfo_list[1])
     (vlan_list,) = nested(vf_info[1])
@@ -91,7 +98,7 @@ def test_vlan_info_is_sixteen_bytes_with_the_protocol_big_endian():
 
 
 def test_many_vfs_travel_in_one_list_in_the_kernels_order():
-    (vfinfo_list,) = nested(sent([(0, {"trust": True, "mac": "02:00:00:00:00:01", "rate": (0, 100)}),
+    _, vfinfo_list = nested(sent([(0, {"trust": True, "mac": "02:00:00:00:00:01", "rate": (0, 100)}),
                                   (1, {"spoofchk": False, "link_state": "disable"})])[32:])
     infos = nested(vfinfo_list[1])
     assert [kind for kind, _ in infos] == [1, 1]  # two IFLA_VF_INFO in one IFLA_VFINFO_LIST
@@ -106,7 +113,8 @@ def test_the_packed_request_is_the_one_pyroute2_encodes(changes):
     data = sent(changes)
     header = struct.unpack_from("=IHH", data)
     assert header == (len(data), RTM_SETLINK, 0x5)  # NLM_F_REQUEST | NLM_F_ACK
-    assert data[16:] == pyroute2_setlink(7, changes)[16:]  # all but the sequence number and port id
+    # all but the sequence number and port id: the netdev by name (ifindex 0), then the VF list
+    assert data[16:] == pyroute2_setlink(0, changes, ifname="ens1f0")[16:]
 
 
 def decoded(data: bytes):
@@ -129,7 +137,7 @@ def decoded(data: bytes):
 
 
 def test_pyroute2s_parser_reads_the_packed_request_as_its_own():
-    ours, theirs = decoded(sent(EVERY)), decoded(pyroute2_setlink(7, EVERY))
+    ours, theirs = decoded(sent(EVERY)), decoded(pyroute2_setlink(0, EVERY, ifname="ens1f0"))
     assert ours == theirs and len(ours) == 64
     vf1 = ours[1]
     assert vf1["IFLA_VF_MAC"] == {"vf": 1, "mac": "02:aa:bb:cc:dd:01"}
@@ -138,7 +146,20 @@ def test_pyroute2s_parser_reads_the_packed_request_as_its_own():
     assert vf1["IFLA_VF_RATE"] == {"vf": 1, "min_tx_rate": 10, "max_tx_rate": 1001}
     assert (vf1["IFLA_VF_SPOOFCHK"]["spoofchk"], vf1["IFLA_VF_TRUST"]["trust"],
             vf1["IFLA_VF_LINK_STATE"]["link_state"]) == (1, 0, 1)
-    assert decoded(sent(SOME)) == decoded(pyroute2_setlink(7, SOME))
+    assert decoded(sent(SOME)) == decoded(pyroute2_setlink(0, SOME, ifname="ens1f0"))
+
+
+def test_each_request_names_its_netdev_and_an_absent_one_is_enodev_naming_it():
+    """One round trip per question: the netdev travels by name in the request (the kernel looks it
+    up: rtnl_dev_get), never through an index lookup first; a netdev that is not there is ENODEV."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    (msg,) = MarshalRtnl().parse(sent(SOME))
+    assert msg["index"] == 0 and msg.get_attr("IFLA_IFNAME") == "ens1f0"
+    for ask in (lambda links: links.vf_links("ens9"), lambda links: links.set_vf_links("ens9", SOME)):
+        with pytest.raises(OSError) as err:
+            ask(links_on(FakeRoute(newlink(KERNEL_VFS, count=4))))
+        assert err.value.errno == errno.ENODEV and "'ens9'" in str(err.value)
 
 
 def test_a_list_too_long_for_one_attribute_is_refused_before_anything_is_sent():

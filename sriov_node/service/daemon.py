@@ -63,6 +63,17 @@ def _generations():  # imported when used: the module is the store of applied ge
     return generations
 
 
+# What a run that changes something needs beyond a converged run's survey: loaded once the daemon is
+# ready (its start stays as fast as a converged run), not in the first reaction to a PF driver reload.
+REACTION_MODULES = ("sriov_node.engine.plan", "sriov_node.engine.preflight", "sriov_node.engine.execute",
+                    "sriov_node.engine.actions", "sriov_node.engine.preimages")
+
+
+def _warm() -> None:
+    for name in REACTION_MODULES:
+        __import__(name)  # the import statement's own path (what -X importtime reports)
+
+
 class Daemon:
     def __init__(self, host: Host, config: str, *, notifier: Notifier, log: logging.Logger,
                  debounce: float = 0.05, max_delay: float = 1.0, timeout: float = 60.0):
@@ -574,6 +585,7 @@ class Daemon:
             if not self._stop:
                 self.notifier.ready(self.summary())
                 self.log.info("ready: %s", self.summary())
+                _warm()
             while not self._stop:
                 try:
                     ready, _, _ = select.select(self.sources + [self.watch, self._wake_r], [], [], self._timeout())
