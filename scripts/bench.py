@@ -581,7 +581,8 @@ def write_report(path: str, lab: bool) -> None:
         f"{machine()}. Each figure is the median of {REPEAT} runs (start-up: {STARTUP_REPEAT}; scale: {3 if QUICK else 5}) with the baseline "
         "measured in the same run, runs interleaved; the machine is shared, so the ratios are what to read.",
         "The real-kernel rows come from the kernel lab (Linux 6.1 under QEMU software emulation: everything "
-        "there is ~20x slower than on hardware)." if lab else "The real-kernel rows were not run (--no-lab).",
+        "there is ~20x slower than on hardware)." if lab or any(r.startswith("| real kernel") for r in table)
+        else "The real-kernel rows were not run (--no-lab).",
         "",
         "Rows naming \"the daemon of REV\" measure that revision's daemon in the same run (`--before REV`: "
         "its tree from `git archive`), the before of a change to the daemon. `--only daemon,lab-daemon` runs "
