@@ -176,3 +176,39 @@ def test_boot_and_apply_answer_a_refused_run_with_the_same_exit_code(make_host, 
     statuses = {p["pci"]: p["status"] for p in json.loads(booted.stdout)["pfs"]}
     assert statuses == {PF0: "unchanged", PF1: "refused"}
     assert json.loads(booted.stdout)["generation"] is None  # refused before writing: nothing recorded
+
+
+INDEXED = ('[[pf]]\nvendor = "8086"\ndevice = "1572"\nindex = {a}\nnum_vfs = 2\n'
+           '[[pf]]\nvendor = "8086"\ndevice = "1572"\nindex = {b}\nnum_vfs = 3\n')
+
+
+def test_a_look_while_no_pf_has_its_driver_runs_nothing_even_when_index_rules_moved(make_host, write_config,
+                                                                                    monkeypatch):
+    # `index` rules that now select other PFs than the last recorded run make a per-PF run take those
+    # PFs too; a look of boot's that picks no ready PF must not: it would run PFs whose driver is not
+    # bound yet (ENOENT), count them as done and stop waiting for them.
+    import logging
+
+    from sriov_node.engine.survey import load_desired
+    from sriov_node.service import boot as boot_module
+
+    host = make_host(vfio_loaded=True)
+    assert run_cli("apply", root=host.root, config=write_config(INDEXED.format(a=0, b=1))).returncode == 0
+    path = write_config(INDEXED.format(a=1, b=0))  # swapped: each PF's block is now the other one
+    for pf in (PF0, PF1):
+        host.sysfs.unbind(pf, "i40e")  # both drivers late
+    looks: list = []
+    plain = boot_module.reconcile
+
+    def reconcile(*args, **kwargs):
+        result = plain(*args, **kwargs)
+        looks.append(sorted(o.pci or o.key for o in result.outcomes))
+        return result
+
+    monkeypatch.setattr(boot_module, "reconcile", reconcile)
+    before = len(sim_writes(host))
+    report = boot_module.boot(host, load_desired(host, path), wait=30, timeout=10,
+                              log=logging.getLogger("sriov-node-test"), cancelled=lambda: len(looks) >= 2)
+    assert looks == [[], []]  # nothing ran
+    assert len(sim_writes(host)) == before and not report.outcomes
+    assert all(any(pf in m for m in report.missing) for pf in (PF0, PF1)), report.missing  # still awaited

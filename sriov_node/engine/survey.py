@@ -134,12 +134,19 @@ def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
     if desired is None:
         return Survey(heads, Resolution(()))
     resolution = resolved = resolve(desired, heads)
+    picking = callable(only)
     if callable(only):
         only = frozenset(only(resolved))
+        if not only:  # a look that picks nothing runs nothing: no PF is added to it either
+            return Survey(heads, Resolution(()), judged_now=False, resolved=resolved, only=only)
     picked = only
+
+    def runnable(pf: PfState) -> bool:  # what a picking run may add: a PF it can run now (its driver is bound)
+        return not picking or pf.driver is not None
+
     if only is not None and last_blocks is not None:
         only = frozenset(only) | {t.pf.pci for t in resolution.targets
-                                 if last_blocks.get(t.pf.pci) not in (None, t.spec.key)}
+                                 if last_blocks.get(t.pf.pci) not in (None, t.spec.key) and runnable(t.pf)}
     specs = {t.pf.pci: t.spec for t in resolution.targets if only is None or t.pf.pci in only}
     restoring: Dict[str, Dict[str, object]] = {}
     waiting: Dict[str, Dict[str, object]] = {}
@@ -148,7 +155,8 @@ def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
 
         resolution, restoring, _, waiting = overlay(resolution, restore, {pf.pci: pf for pf in heads.pfs})
         if only is not None and restore_all:
-            only = frozenset(only) | {t.pf.pci for t in resolution.targets if t.spec.key.startswith(RESTORE_KEY)}
+            only = frozenset(only) | {t.pf.pci for t in resolution.targets
+                                     if t.spec.key.startswith(RESTORE_KEY) and runnable(t.pf)}
         if only is not None:
             restoring = {pci: entry for pci, entry in restoring.items() if pci in only}
             waiting = {pci: entry for pci, entry in waiting.items() if pci in only}
