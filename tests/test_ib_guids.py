@@ -389,3 +389,29 @@ def test_guids_neither_source_reports_are_never_converged_and_named(tmp_path):
     assert not pf0["converged"]
     text = run_cli("status", root=host.root, config=cfg).stdout
     assert "DIFFERS" in text and "cannot be read back" in text
+
+
+def test_a_failed_netlink_read_back_keeps_the_advice_to_run_again(tmp_path):
+    """GUIDs that could not be read because the netlink read itself failed (EBUSY, this once) are
+    not the kernel's lack of GUID reporting: the run says why and to run again, not to change kernel."""
+    import errno
+
+    from sriov_node.config import load_config
+    from sriov_node.engine.reconcile import reconcile
+
+    host = _host(tmp_path / "h")
+    plain = host.links.vf_links
+    reads = []
+
+    def vf_links(ifname):
+        reads.append(ifname)
+        if host.writes:  # the verification's read, after the run wrote
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return plain(ifname)
+
+    host.links.vf_links = vf_links
+    report = reconcile(host, load_config(_config(tmp_path, ONE_PF)))
+    (pf0,) = [o for o in report.outcomes if o.pci == PF0]
+    assert reads and pf0.status == "failed", pf0
+    assert "cannot be read back: EBUSY" in pf0.error and "re-run sriov-node apply" in pf0.error, pf0.error
+    assert "Linux 5.5" not in pf0.error

@@ -255,8 +255,11 @@ def compare_guids(want: VfSpec, vf: VfState, pf: PfState) -> List[Finding]:
         if have != value:
             if have is None:
                 why = pf.links_error or pf.vf_guids_error or "the PF driver reports no VF GUIDs"
+                # the kernel's or the config's to mend only when the VF's info was read and has no
+                # GUIDs anywhere; a netlink read that failed (links_error) may well succeed next time
+                unreported = vf.links is not None and pf.vf_guids_error is not None
                 out.append(Finding(key, value, None, vf.index, f"{key} cannot be read back: {why}; want {value}",
-                                   fix=GUIDS_UNREADABLE_FIX))
+                                   fix=GUIDS_UNREADABLE_FIX if unreported else None))
             else:
                 out.append(Finding(key, value, have, vf.index, f"{key} is {have}, want {value}"))
     return out
