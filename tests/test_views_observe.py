@@ -69,7 +69,7 @@ def count_pf_reads(monkeypatch):
 
 
 def test_a_per_pf_run_writes_the_device_plugin_file_from_its_one_survey(host, write_config, monkeypatch):
-    """A per-PF run (the daemon's, `apply --pf`) with a [device_plugin] config_file reads the other
+    """A per-PF run (the daemon's on an event) with a [device_plugin] config_file reads the other
     targets in its own survey: one survey, each PF read once for resolution and each target once,
     the run's PF once more for its verification; the file is what a fresh survey makes."""
     from sriov_node.engine.device_plugin import device_plugin_config
