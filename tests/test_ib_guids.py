@@ -350,6 +350,10 @@ def test_guids_are_read_back_through_netlink_else_mlnx_ofed_sysfs(tmp_path, netl
     (pf0,) = [p for p in status["pfs"] if p["pci"] == PF0]
     assert pf0["converged"], pf0
     assert [(v["guids"]["node_guid"], v["guids"]["port_guid"]) for v in pf0["vfs"]] == wanted
+    # status says where they were read (netlink wins where it reports them)
+    assert pf0["vf_guids_from"] == ("netlink" if netlink else "sysfs")
+    text = run_cli("status", root=host.root, config=cfg).stdout
+    assert f"VF GUIDs read from {pf0['vf_guids_from']}" in [l for l in text.splitlines() if PF0 in l][0], text
     before = len(sim_writes(host))
     again = run_cli("apply", root=host.root, config=cfg)
     assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr

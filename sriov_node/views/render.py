@@ -118,7 +118,8 @@ def _pf_line(pf: Dict[str, Any], colour: bool) -> str:
                          + ([f"{held} VF(s) held"] if held else []))
     mark = _paint(mark, GREEN if mark.startswith("converged") else RED, colour)
     extra = "".join(f"  {k} {pf[k]}" for k in ("eswitch_mode",) if pf.get(k) is not None) \
-        + (f"  mtu {pf['mtu']}" if pf.get("mtu") not in (None, 1500) else "")
+        + (f"  mtu {pf['mtu']}" if pf.get("mtu") not in (None, 1500) else "") \
+        + (f"  VF GUIDs read from {pf['vf_guids_from'].replace('+', ' and ')}" if pf.get("vf_guids_from") else "")
     return (f"{pf['pci']}  {pf['name'] or '-':<10} {pf['driver'] or 'no driver':<10} "
             f"VFs {pf['num_vfs']}/{pf['total_vfs']}{extra}  {pf['block'] or ''}  {mark}").rstrip()
 

@@ -93,6 +93,8 @@ def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, A
             "bus": pf.bus,
             "mtu": pf.mtu,
             "eswitch_mode": pf.eswitch_mode,
+            # where the VFs' InfiniBand GUIDs were read back: netlink, MLNX_OFED's sysfs, or both (None: not read)
+            "vf_guids_from": pf.vf_guids_from,
             "block": target.spec.key if target else (failure.key if failure else None),
             "desired_num_vfs": target.spec.num_vfs if target else None,
             "converged": None if target is None else not findings,
