@@ -236,6 +236,16 @@ class PfSpec:
         return any(g.guids is not None for g in self.vfs)
 
     @property
+    def wants_plugin_facts(self) -> bool:
+        """A group names a device plugin resource: the PF is read with what the plugin's selectors match."""
+        return any(g.resource for g in self.vfs)
+
+    @property
+    def wants_vf_rdma(self) -> bool:
+        """A resource asks isRdma: each VF is read with its RDMA devices."""
+        return any(g.resource and g.rdma for g in self.vfs)
+
+    @property
     def wants_vf_mtu(self) -> bool:
         return any(g.mtu is not None for g in self.vfs)
 
@@ -351,6 +361,9 @@ class VfState:
     iommu_group: Optional[str] = None
     links: Optional[VfLinks] = None  # None: not read (no settings wanted), or unknown (no netlink)
     mtu: Optional[int] = None  # the VF netdev's MTU, when it has one here
+    # its RDMA devices (<VF>/infiniband/, what the device plugin's isRdma reads), read only when a
+    # resource of its PF's block asks isRdma; None: not read
+    rdma_devices: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -391,6 +404,11 @@ class PfState:
     vf_guids_from: Optional[str] = None
     # why some VF's GUIDs could not be read back by either, when they could not (VfLinks' GUIDs None)
     vf_guids_error: Optional[str] = None
+    # What the device plugin's selectors match, read only when the PF's block names a resource
+    # (`plugin_facts`; `link_type` too): a present VF's own (vendor, device) and PCI class (else the PF's class)
+    plugin_facts: bool = False
+    vf_ids: Optional[Tuple[str, str]] = None
+    vf_class: Optional[int] = None
 
     @property
     def devlink_handle(self) -> str:
@@ -419,6 +437,7 @@ class HostState:
     pci_devices: FrozenSet[str] = field(default_factory=frozenset)  # every PCI function, PF or not
     netdev_owners: Dict[str, str] = field(default_factory=dict)  # netdev name -> PCI address (names asked about)
     physfn: Dict[str, str] = field(default_factory=dict)  # VF PCI address -> its PF (addresses asked about)
+    vhost_net: Optional[bool] = None  # /dev/vhost-net exists (read only when a resource asks needVhostNet)
     # netdev name -> its alternative names (None: unknown here), asked only when a selector needs them
     # (netlink: on a live host the first question imports pyroute2)
     altname_reader: Optional[Callable[[str], Optional[Tuple[str, ...]]]] = field(

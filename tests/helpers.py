@@ -65,3 +65,30 @@ def apply(host: Host, path: str, **kw: Any) -> Any:
     from sriov_node.engine.reconcile import reconcile
 
     return reconcile(open_host(host.root), load_config(path), **kw)
+
+
+class _Counted:
+    """One capability of a host whose every call (but path building) is logged in `calls`."""
+
+    def __init__(self, inner: Any, name: str, calls: List[str]):
+        self._inner, self._name, self._calls = inner, name, calls
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if attr.startswith("_") or attr == "path" or not callable(value):
+            return value
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append(f"{self._name}.{attr}")
+            return value(*args, **kwargs)
+
+        return counted
+
+
+def count_host_calls(host: Host) -> List[str]:
+    """Log every question `host` is asked through its capabilities (sysfs, links, devlink, modules),
+    as "sysfs.read", in order; the list returned grows as the host is used."""
+    calls: List[str] = []
+    for name in ("sysfs", "links", "devlink", "modules"):
+        setattr(host, name, _Counted(getattr(host, name), name, calls))
+    return calls

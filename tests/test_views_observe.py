@@ -223,3 +223,115 @@ def test_set_reads_the_pfs_once_and_only_the_vfs_its_run_reads(host, write_confi
     assert len(calls) == 1, calls
     assert [pci for pci, vfs in reads if vfs] == [PF0, PF0], reads  # the run's survey and its verification
     assert sorted(pci for pci, vfs in reads if not vfs) == [PF0, PF0, PF1, PF1], reads  # set's read, the run's
+
+
+ACCELERATOR_LAYOUT = f"""
+[device_plugin]
+config_file = "{PLUGIN_FILE}"
+
+[[pf]]
+pci = "0000:20:00.0"
+num_vfs = 2
+  [[pf.vfs]]
+  range = "0-1"
+  driver = "hisi_zip"
+  resource = "zip"
+"""
+
+
+@pytest.mark.parametrize("nics,text,only", [
+    # every selector the file holds: IDs, class (netDevice), link types, isRdma, needVhostNet
+    ((("x710", 1, None), ("cx6-ib", 1, None), ("cx5", 1, None)), "selectors", None),
+    ((("x710", 1, None), ("cx6-ib", 1, None), ("cx5", 1, None)), "selectors", "0000:30:00.0"),  # a per-PF run
+    ((("hisi-zip", 1, None),), ACCELERATOR_LAYOUT, None),  # class 0x12: accelerator, VF addresses
+], ids=["every-selector", "every-selector-per-pf", "accelerator"])
+def test_the_device_plugin_file_asks_the_host_nothing_of_its_own(make_host, write_config, monkeypatch, nics, text,
+                                                                   only):
+    """What the plugin's selectors match (each VF's IDs and class, the PF's link type, each VF's RDMA
+    devices, /dev/vhost-net) is read by the run's one observation: building the file from the run's
+    view asks the host's capabilities nothing, and the file is what a fresh export makes."""
+    from sriov_node.engine import device_plugin as device_plugin_module
+    from tests.helpers import count_host_calls
+    from tests.test_plugin_selectors import LAYOUT
+
+    host = make_host(*nics, iommu=True)
+    os.makedirs(os.path.join(host.root, "dev"), exist_ok=True)
+    with open(os.path.join(host.root, "dev", "vhost-net"), "w"):
+        pass  # the plugin mounts it where it exists: the note about its absence is not the point here
+    path = write_config(LAYOUT if text == "selectors" else text)
+    desired = load_config(path)
+    if only:
+        reconcile_module.reconcile(open_host(host.root), desired)
+        os.remove(os.path.join(host.root, PLUGIN_FILE.lstrip("/")))
+        open_host(host.root).sysfs.set_num_vfs(only, 0)  # by hand: the per-PF run puts the VFs back
+    h = open_host(host.root)
+    calls = count_host_calls(h)
+    during: list = []
+    real = device_plugin_module.device_plugin_config
+
+    def counted(*args, **kwargs):
+        start = len(calls)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            during.extend(calls[start:])
+
+    monkeypatch.setattr(device_plugin_module, "device_plugin_config", counted)
+    report = reconcile_module.reconcile(h, desired, only=frozenset({only}) if only else None)
+    assert report.exit_code == 0, report
+    assert "wrote the device plugin config" in (report.device_plugin or ""), report.device_plugin
+    assert calls and during == [], during
+    with open(os.path.join(host.root, PLUGIN_FILE.lstrip("/"))) as f:
+        written = json.load(f)
+    assert written == real(open_host(host.root), desired, allow_empty=True).config
+    assert written["resourceList"]
+
+
+def _pf_removed(h):
+    h.sysfs.write("sys/bus/pci/devices", (PF0, "remove"), "1\n")
+
+
+def _pf_driver_unbound(h):
+    h.sysfs.write("sys/bus/pci/drivers", (h.sysfs.pf_driver(PF0), "unbind"), PF0)
+
+
+@pytest.mark.parametrize("leave", [_pf_removed, _pf_driver_unbound], ids=["removed", "driver-unbound"])
+def test_a_pf_that_leaves_during_a_run_keeps_the_device_plugin_file_unwritten(host, write_config, monkeypatch, leave):
+    """A PF gone (or its driver gone) before its read-back: the run fails that PF, nothing of it
+    reported changed; the file is not written (no second survey), and the next converged run
+    (once the PF is back) writes it."""
+    from sriov_node.engine.execute import Executor
+
+    path = write_config(layout())
+    plugin = os.path.join(host.root, PLUGIN_FILE.lstrip("/"))
+    real = Executor.settle
+
+    def leaves(self, pf):
+        errors = real(self, pf)
+        if pf == PF0:  # between its plan and its read-back
+            leave(open_host(host.root))
+        return errors
+
+    monkeypatch.setattr(Executor, "settle", leaves)
+    calls = count_surveys(monkeypatch)
+    report = reconcile_module.reconcile(open_host(host.root), load_config(path))
+    assert report.exit_code != 0
+    assert [o.status.value for o in report.outcomes if o.pci == PF0] == ["failed"]
+    assert len(calls) == 1, calls
+    if leave is _pf_removed:
+        assert report.view is None
+        assert "left during the run (removed or unplugged)" in report.outcomes[0].error
+        assert "not written: a PF left during the run" in (report.device_plugin or ""), report.device_plugin
+        assert report.device_plugin in report.notices
+    else:  # read back without its driver: a node that differs
+        assert "not written: the node differs" in (report.device_plugin or ""), report.device_plugin
+    assert not os.path.exists(plugin)
+    monkeypatch.setattr(Executor, "settle", real)
+    h = open_host(host.root)
+    if leave is _pf_removed:
+        h.sysfs.write("sys/bus/pci", ("rescan",), "1\n")  # it comes back, as at boot
+    else:
+        h.sysfs.write("sys/bus/pci/drivers_probe", (), PF0)
+    again = reconcile_module.reconcile(open_host(host.root), load_config(path))
+    assert again.exit_code == 0 and "wrote the device plugin config" in (again.device_plugin or "")
+    assert os.path.exists(plugin)

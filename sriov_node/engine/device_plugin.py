@@ -46,8 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sriov_node.errors import EXIT_PF_FAILED, ConfigError, ConfigProblem, SriovNodeError
-from sriov_node.host import CLASS_NET, PCI_DEVICES, Host
-from sriov_node.host.observe import pci_id  # the IDs as observe() reads them: lower-case hex, no 0x
+from sriov_node.host import Host
 from sriov_node.model import DesiredState, PfState, VfGroup, format_ranges
 from sriov_node.engine.resolve import Target
 
@@ -103,30 +102,22 @@ class Export:
         return json.dumps(self.config, indent=2) + "\n"
 
 
-def _vf_ids(host: Host, pf: PfState) -> Tuple[Optional[str], Optional[str]]:
+def _vf_ids(pf: PfState) -> Tuple[Optional[str], Optional[str]]:
     """(vendor, device) of the PF's VFs: a present VF's own IDs, else the PF's vendor and sriov_vf_device."""
-    for vf in pf.vfs:
-        vendor, device = pci_id(host, vf.pci, "vendor"), pci_id(host, vf.pci, "device")
-        if vendor and device:
-            return vendor, device
-    return pf.vendor, pf.vf_device
+    return _facts(pf).vf_ids or (pf.vendor, pf.vf_device)
 
 
-def _vf_class(host: Host, pf: PfState) -> Optional[int]:
-    """The PCI class of the PF's VFs (a present VF's `class`, else the PF's: a VF has its PF's class)."""
-    for pci in [vf.pci for vf in pf.vfs if vf.pci] + [pf.pci]:
-        text = pci_id(host, pci, "class")
-        if text:
-            try:
-                return int(text, 16)
-            except ValueError:
-                continue
-    return None
+def _facts(pf: PfState) -> PfState:
+    """The PF, observed with what the plugin's selectors match (`Wanted.plugin`: the survey reads it for
+    every block that names a resource); a PF read without it is a defect of the caller, never a guess."""
+    if not pf.plugin_facts:
+        raise ValueError(f"{pf.label} was observed without what the device plugin's selectors match")
+    return pf
 
 
-def _device_type(host: Host, pf: PfState) -> Tuple[Optional[str], str]:
+def _device_type(pf: PfState) -> Tuple[Optional[str], str]:
     """(the plugin's deviceType that discovers the PF's VFs, or None; why not, when None)."""
-    pci_class = _vf_class(host, pf)
+    pci_class = _facts(pf).vf_class
     if pci_class is None:
         return None, (f"the kernel shows no PCI class for {pf.label} or its VFs, and the device plugin discovers "
                       "devices by class")
@@ -143,18 +134,14 @@ def _device_type(host: Host, pf: PfState) -> Tuple[Optional[str], str]:
 LINK_TYPES = {1: "ether", 32: "infiniband"}
 
 
-def _link_type(host: Host, pf: PfState) -> Optional[str]:
+def _link_type(pf: PfState) -> Optional[str]:
     """The PF's link type as the plugin names it, when the PF has exactly one netdev whose type is known."""
     if len(pf.netdevs) != 1:
         return None
-    number = host.sysfs.read(CLASS_NET, pf.netdevs[0], "type")
-    try:
-        return LINK_TYPES.get(int(number or ""))
-    except ValueError:
-        return None
+    return LINK_TYPES.get(_facts(pf).link_type or 0)
 
 
-def _without_rdma(host: Host, pf: PfState, indices: Tuple[int, ...], driver: str) -> List[int]:
+def _without_rdma(pf: PfState, indices: Tuple[int, ...], driver: str) -> List[int]:
     """The VFs of `indices` that are there, bound to `driver`, and show no RDMA device (the plugin's
     isRdma: rdmamap lists /sys/bus/pci/devices/<VF>/infiniband/). A VF whose netdev is in another
     namespace is in a pod's hands (exclusive RDMA mode moved its RDMA device with it): not judged."""
@@ -163,10 +150,10 @@ def _without_rdma(host: Host, pf: PfState, indices: Tuple[int, ...], driver: str
         vf = pf.vf(i)
         if vf is None or not vf.pci or vf.driver != driver:
             continue
-        if host.sysfs.listdir(PCI_DEVICES, vf.pci, "infiniband"):
-            continue
-        if host.sysfs.isdir(PCI_DEVICES, vf.pci, "net") and not host.sysfs.listdir(PCI_DEVICES, vf.pci, "net"):
-            continue  # its netdev went to a pod's namespace
+        if vf.rdma_devices is None:
+            raise ValueError(f"VF {i} of {pf.label} was observed without its RDMA devices")
+        if vf.rdma_devices or vf.netdev_elsewhere:
+            continue  # an RDMA device, or its netdev went to a pod's namespace
         missing.append(i)
     return missing
 
@@ -221,13 +208,13 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
             problems.append(f"{desired.source}: {spec.key}: {pf.label} is a {pf.bus} device: its VFs have no PCI "
                             "functions, and the device plugin exposes PCI devices only; drop resource there")
             continue
-        kind, why = _device_type(host, pf)
+        kind, why = _device_type(pf)
         if kind is None:
             problems.append(f"{desired.source}: {spec.key}: {why}; drop resource = "
                             f"{', '.join(repr(n) for n in dict.fromkeys(g.resource for g in groups))} from this block")
             continue
         kinds[pf.pci] = kind
-        vendor, device = ids[pf.pci] = _vf_ids(host, pf)
+        vendor, device = ids[pf.pci] = _vf_ids(pf)
         if not vendor or not device:
             problems.append(f"{desired.source}: {spec.key}: cannot tell the VF device ID of {pf.label}: the kernel "
                             "shows no sriov_vf_device and the PF has no VFs yet; run sriov-node apply first")
@@ -267,7 +254,7 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
                             f"(the VFs of {found[ACCELERATOR]}), and {flag} is a network device selector the "
                             f"plugin's accelerator resources do not read; drop {flag}")
             continue
-        types = {t.pf.pci: _link_type(host, t.pf) for t, _ in per_resource[name]}
+        types = {t.pf.pci: _link_type(t.pf) for t, _ in per_resource[name]}
         by_type: Dict[str, str] = {}
         for t, _ in per_resource[name]:
             if types[t.pf.pci]:
@@ -281,14 +268,14 @@ def device_plugin_config(host: Host, desired: DesiredState, *, allow_empty: bool
         link_types[name] = next(iter(by_type)) if by_type and all(types.values()) else None
         if group.rdma:
             for t, indices in per_resource[name]:
-                missing = _without_rdma(host, t.pf, indices, str(group.driver))
+                missing = _without_rdma(t.pf, indices, str(group.driver))
                 if missing:
                     problems.append(f"{desired.source}: {group.key}.rdma: resource {name!r} has rdma = true, and "
                                     f"VF(s) {format_ranges(missing)} of {t.pf.label} (bound to {group.driver}) have "
                                     "no RDMA device (no <VF>/infiniband/): the device plugin's isRdma would leave "
                                     "them out of the pool; load the VFs' RDMA driver (mlx5_ib for mlx5_core; "
                                     "then rebind them: sriov-node apply) or drop rdma")
-        if group.vhost_net and not host.sysfs.exists("dev", "vhost-net"):
+        if group.vhost_net and not seen.heads.vhost_net:
             notes.append(f"resource {name!r}: vhost_net = true, and this host has no /dev/vhost-net: the device "
                          "plugin mounts it (and /dev/net/tun) only where it exists; load it: modprobe vhost_net")
     if problems:
@@ -346,9 +333,9 @@ def config_file_path(host: Host, desired: Optional[DesiredState]) -> Optional[st
     return host.path(os.path.dirname(rel), os.path.basename(rel))
 
 
-def write_config_file(host: Host, desired: DesiredState, seen: Optional["Survey"] = None) -> Optional[str]:
+def write_config_file(host: Host, desired: DesiredState, seen: "Survey") -> Optional[str]:
     """After a run: write [device_plugin] config_file when the node is converged, read back (by the
-    run: `seen`, its `Report.view`; else surveyed now).
+    run: `seen`, its `Report.view`; nothing is read again).
 
     The device plugin reads its config once, at start, and advertises what it finds then: a file
     written before the VFs exist (or while they differ) would make it advertise VFs pods cannot

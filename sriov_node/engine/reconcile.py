@@ -267,8 +267,13 @@ def reconcile(
         report.states = {v.target.pf.pci: v.target.pf for v in verified if v is not None}
         report.view = _view(host, seen, verified, only)
         _record(host, desired, report, only)
-        if desired.device_plugin_file is not None and not interrupted and (only is None or report.view is not None):
-            _write_device_plugin_config(host, desired, report)
+        if desired.device_plugin_file is not None and not interrupted:
+            if report.view is not None:
+                _write_device_plugin_config(host, desired, report)
+            elif only is None:  # a PF left during the run: no reading of the node as the run left it
+                report.device_plugin = (f"device plugin config {desired.device_plugin_file} not written: a PF left "
+                                        "during the run; the next run that reads the node back converged writes it")
+                report.notices.append(report.device_plugin)
         return report
 
 
@@ -454,11 +459,15 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
                      + "; ".join(f.describe() for f in rest)
                      + (f". Fix: {'; '.join(fixes)}" if fixes else ". Fix: re-run sriov-node apply; if it persists, check dmesg"))
     lines += [f"PF {pf_plan.pf}: {note}" for note in result.cleanup_notes]
+    if gone:  # nothing read back: never "changed"
+        lines.append(f"PF {pf_plan.pf}: left during the run (removed or unplugged) before it could be read back: "
+                     "nothing of it is verified. Fix: once it is back (a bus rescan, or a reboot), the daemon's "
+                     "run or sriov-node apply configures it")
     if result.interrupted:
         status = INTERRUPTED
         lines.insert(0, f"PF {pf_plan.pf}: interrupted between actions; clean-up ran"
                      + ("" if not after else f", {len(after)} difference(s) remain"))
-    elif result.errors or after or not result.completed:
+    elif result.errors or after or not result.completed or gone:
         status = FAILED
     else:
         status = CHANGED

@@ -130,6 +130,7 @@ def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
         macs=any(s.mac is not None for s in sels),
         ifnames=[s.name for s in sels if s.name is not None],
         devices=[s.pci for s in sels if s.pci is not None],
+        vhost_net=desired is not None and any(g.resource and g.vhost_net for s in desired.pfs for g in s.vfs),
     )
     if desired is None:
         return Survey(heads, Resolution(()))

@@ -55,10 +55,12 @@ def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
     return host.links.permanent_mac(ifname)
 
 
-def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: bool = True) -> VfState:
-    """A VF's driver and driver_override; with `detail` (or `mtu`), its netdevs and IOMMU group too."""
+def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: bool = True,
+               rdma: bool = False) -> VfState:
+    """A VF's driver and driver_override; with `detail` (or `mtu`), its netdevs and IOMMU group too;
+    with `rdma`, its netdevs and RDMA devices (the device plugin's isRdma)."""
     driver, override = host.sysfs.vf_binding(pci)
-    if not (detail or mtu):
+    if not (detail or mtu or rdma):
         return VfState(index=index, pci=pci, driver=driver, driver_override=override)
     netdevs, elsewhere = _netdevs(host, pci)
     return VfState(
@@ -68,9 +70,29 @@ def observe_vf(host: Host, index: int, pci: str, *, mtu: bool = False, detail: b
         driver_override=override,
         netdevs=netdevs,
         netdev_elsewhere=elsewhere and driver is not None,
-        iommu_group=host.sysfs.iommu_group(pci),
+        iommu_group=host.sysfs.iommu_group(pci) if detail or mtu else None,
         mtu=host.sysfs.read_int(CLASS_NET, netdevs[0], "mtu") if mtu and netdevs else None,
+        rdma_devices=tuple(sorted(host.sysfs.listdir(PCI_DEVICES, pci, "infiniband"))) if rdma else None,
     )
+
+
+def plugin_ids(host: Host, pf_pci: str, vfs: Tuple[VfState, ...]) -> Tuple[Optional[Tuple[str, str]], Optional[int]]:
+    """What the device plugin's selectors match of a PF's VFs: a present VF's own (vendor, device), and
+    the PCI class of a present VF, else the PF's (a VF has its PF's class); None where none reads."""
+    ids = None
+    for vf in vfs:
+        vendor, device = pci_id(host, vf.pci, "vendor"), pci_id(host, vf.pci, "device")
+        if vendor and device:
+            ids = (vendor, device)
+            break
+    pci_class = None
+    for pci in [vf.pci for vf in vfs] + [pf_pci]:
+        try:
+            pci_class = int(pci_id(host, pci, "class") or "", 16)
+            break
+        except ValueError:
+            continue
+    return ids, pci_class
 
 
 def _vf_links(host: Host, pci: str, known: Optional[Mapping[int, str]] = None) -> Tuple[List[Tuple[int, str]], List[int]]:
@@ -162,11 +184,14 @@ class Wanted:
     links_at_count: Optional[int] = None
     vf_detail: bool = True  # each VF's netdevs and IOMMU group (status; not what the comparison needs)
     guids: bool = False  # InfiniBand VF GUIDs: the PF's link type and GUID (the VFs' come with `links`)
+    plugin: bool = False  # what the device plugin's selectors match: VF IDs and class, the PF's link type
+    vf_rdma: bool = False  # each VF's RDMA devices (isRdma)
 
     @classmethod
     def for_spec(cls, spec: PfSpec, macs: bool = False, detail: bool = False) -> "Wanted":
         return cls(True, macs, spec.wants_vf_links or spec.wants_guids, spec.eswitch_mode is not None,
-                   spec.wants_vf_mtu, None if spec.externally_managed else spec.num_vfs, detail, spec.wants_guids)
+                   spec.wants_vf_mtu, None if spec.externally_managed else spec.num_vfs, detail, spec.wants_guids,
+                   spec.wants_plugin_facts, spec.wants_vf_rdma)
 
 
 def ib_guid(host: Host, pci: str) -> Optional[str]:
@@ -255,7 +280,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     if want.vfs:
         if bus == "pci":
             present, stale = _vf_links(host, pci, known_vfs)
-            vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu, detail=want.vf_detail)
+            vfs = tuple(observe_vf(host, index, vf_pci, mtu=want.vf_mtu, detail=want.vf_detail, rdma=want.vf_rdma)
                         for index, vf_pci in present)
             if vfs:  # which driver the kernel picks for them: what "the default driver" is judged against
                 defaults = default_drivers_of(host, vfs[0].pci)
@@ -276,6 +301,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         except OSError as exc:
             eswitch_error = f"{errno_name(exc.errno)}: {exc.strerror or exc}"
     pcifn = bus == "pci"
+    vf_ids, vf_class = plugin_ids(host, pci, vfs) if want.plugin and pcifn else (None, None)
     return PfState(
         pci=pci,
         vendor=pci_id(host, pci, "vendor") if pcifn else None,
@@ -297,10 +323,13 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
         eswitch_mode=eswitch,
         links_error=links_error,
         eswitch_error=eswitch_error,
-        link_type=sysfs.read_int(CLASS_NET, netdevs[0], "type") if want.guids and netdevs else None,
+        link_type=sysfs.read_int(CLASS_NET, netdevs[0], "type") if (want.guids or want.plugin) and netdevs else None,
         ib_guid=ib_guid(host, pci) if want.guids and pcifn else None,
         vf_guids_from=guids_from,
         vf_guids_error=guids_error,
+        plugin_facts=want.plugin,
+        vf_ids=vf_ids,
+        vf_class=vf_class,
     )
 
 
@@ -325,12 +354,13 @@ def netdev_owners(host: Host, ifnames: Collection[str]) -> Dict[str, str]:
 
 
 def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool = False,
-            ifnames: Collection[str] = (), devices: Collection[str] = ()) -> HostState:
+            ifnames: Collection[str] = (), devices: Collection[str] = (), vhost_net: bool = False) -> HostState:
     """Every SR-IOV PF (a PCI function with sriov_totalvfs); VFs only of the PFs in `vfs_of` (None: all).
 
     `macs`: read each PF's permanent MAC (only MAC selectors need it); `ifnames`: netdevs whose
     owning device the caller wants to know, `devices`: PCI functions whose PF (if they are VFs)
-    it wants to know — both for selectors that match no PF.
+    it wants to know — both for selectors that match no PF. `vhost_net`: whether /dev/vhost-net
+    exists (a device plugin resource asks needVhostNet).
     """
     pci_devices = sorted(host.sysfs.listdir(PCI_DEVICES))
     pfs: Tuple[PfState, ...] = tuple(
@@ -353,4 +383,5 @@ def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool 
         pci_drivers=frozenset(host.sysfs.listdir(PCI_DRIVERS)),
         iommu_groups=bool(host.sysfs.listdir("sys/kernel/iommu_groups")),
         altname_reader=host.links.altnames,  # asked only when a selector names an altname
+        vhost_net=host.sysfs.exists("dev", "vhost-net") if vhost_net else None,
     )
