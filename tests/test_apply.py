@@ -105,12 +105,42 @@ def test_every_numvfs_errno_becomes_a_sentence_with_a_fix(make_host, write_confi
         assert word in outcome.error
 
 
-def test_pf_without_driver_says_so(make_host, write_config):
+@pytest.mark.parametrize("nic,driver,before,want", [
+    ("x710", "i40e", 0, 4),  # VFs to create
+    ("x710", "i40e", 4, 2),  # i40e's remove took its VFs with it: 0 now
+    ("nvme", "nvme", 4, 2),  # nvme's remove leaves its VFs enabled: a resize
+    ("nvme", "nvme", 4, 0),  # ... or a disable
+], ids=["create", "after-remove", "resize-left-vfs", "disable-left-vfs"])
+def test_a_new_count_on_a_pf_without_driver_is_refused_before_any_write(make_host, write_config, nic, driver, before,
+                                                                         want):
+    """drivers/pci/iov.c: sriov_numvfs takes a new count only with a PF driver bound (ENOENT).
+    `validate`, the dry run and `apply` say so, naming the key, the PF and the fix; nothing is
+    written; once the driver is back, apply converges."""
+    host = make_host((nic, 1, None))
+    if before:
+        host.sysfs.set_num_vfs(PF0, before)
+    host.sysfs.unbind(PF0, driver)
+    assert host.sysfs.num_vfs(PF0) == (before if nic == "nvme" else 0) != want
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = {want}\n')
+    writes = len(sim_writes(host))
+    words = [f"PF {PF0}", "pf[0].num_vfs", "no driver is bound to the PF", "ENOENT", "load the PF's driver"]
+    for argv in (["validate"], ["apply", "--dry-run"], ["apply"]):
+        proc = run_cli(*argv, root=host.root, config=path)
+        assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
+        for word in words:
+            assert word in proc.stderr, (argv, word, proc.stderr)
+    assert len(sim_writes(host)) == writes  # nothing written
+    host.sysfs.bind(PF0, driver)
+    report = apply(host, path)
+    assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == want
+
+
+def test_a_pf_without_driver_keeps_its_count_without_complaint(make_host, write_config):
+    """The same count is no write at all (the kernel answers it before asking for a driver)."""
     host = make_host()
     host.sysfs.unbind(PF0, "i40e")
-    report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
-    assert report.outcomes[0].detail["errno"] == "ENOENT"
-    assert "no driver is bound to the PF" in report.outcomes[0].error
+    report = apply(host, write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 0\n'))
+    assert report.exit_code == 0 and report.writes == 0
 
 
 def test_pf_that_vanishes_mid_apply(make_host, write_config):

@@ -8,6 +8,7 @@ actions need.
   lists): the eswitch mode on a driver without one, a VF setting the PF driver lacks or a value it
   refuses, an MTU out of the driver's range, a driver module this kernel does not have. Refused
   whole (exit 1, nothing written); a driver not in the table is not judged ("not known: tried at apply").
+  A new VF count on a PF with no driver bound is refused too (the kernel answers ENOENT).
 - `preflight`: vfio-pci's IOMMU: a VF bound to vfio-pci needs an IOMMU group (exit 3).
 """
 
@@ -17,8 +18,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from sriov_node import drivers
-from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetPfMtu, SetVfGuids, SetVfMtu,
-                                      SetVfSetting)
+from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetNumVfs, SetPfMtu, SetVfGuids,
+                                      SetVfMtu, SetVfSetting)
 from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
@@ -75,7 +76,16 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
     unknown: List[str] = []
     switchdev = (spec.eswitch_mode or pf.eswitch_mode) == "switchdev"
     for action in pf_plan.actions:
-        if isinstance(action, LoadDriver) and not action.default:
+        if isinstance(action, SetNumVfs) and pf.bus == "pci" and pf.driver is None and action.value != action.current:
+            # drivers/pci/iov.c sriov_numvfs_store: a new count needs a bound PF driver, else ENOENT
+            import errno
+
+            from sriov_node.engine.hints import numvfs_error
+
+            why, fix = numvfs_error(errno.ENOENT, action.value, total=pf.total_vfs, pf_driver=None)
+            refused.append(drivers.Refusal("num_vfs", "ENOENT", why, fix.replace(" and re-run", "; then run again"),
+                                           value=action.value))
+        elif isinstance(action, LoadDriver) and not action.default:
             if host.modules.has_module(action.driver) is False:
                 refused.append(drivers.Refusal(
                     "driver", "ENOENT", f"this kernel has no module {action.driver} (not loaded, not in "

@@ -163,7 +163,7 @@ def scenario_iommu_on() -> None:
     results["after_none"] = kernel_view(SMALL)
     step("apply_none_again", f"{BIN} apply --json", timeout=120)
 
-    # 6: the PF without a driver: ENOENT, explained
+    # 6: the PF without a driver: a new count refused before any write (ENOENT, explained)
     configure(pf_block(SMALL, 3))
     step("rmmod", "rmmod nvme")
     step("apply_nodriver", f"{BIN} apply --json", timeout=120)
