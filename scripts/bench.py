@@ -415,6 +415,9 @@ def bench_lab(parts: Optional[List[str]] = None, before: Optional[str] = None) -
                    env={k: v for k, v in ENV.items() if k != "PYTHONDONTWRITEBYTECODE"}, stdout=subprocess.DEVNULL)
     env = {**ENV, "LAB_TIMEOUT": "1500", "LAB_QUIET": "1", "LAB_ENV": "BENCH_REPEAT BENCH_BEFORE",
            "BENCH_REPEAT": str(REPEAT), "BENCH_BEFORE": before or ""}
+    # the reload rows on a real NIC's driver too: an Intel 82576 (igb) where the lab's QEMU emulates one
+    if subprocess.run([lab, "--igb"], cwd=REPO, capture_output=True, env=ENV).returncode == 0:
+        env["LAB_IGB"] = "1"
     argv = f"{sys.executable} scripts/lab/bench-guest.py" + "".join(f" {p}" for p in parts or ())
     proc = subprocess.run([lab, argv], cwd=REPO, capture_output=True, text=True, env=env, timeout=1800)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("@@BENCH ")), None)
@@ -481,6 +484,23 @@ def reload_rows(data: Dict[str, Any]) -> None:
     if "before" in rl:
         row("PF reload", f"64 VFs + settings after a PF driver reload: the daemon of {ARGS.before}", rl["before"],
             "s", anchor)
+    igb = {k: median(v) for k, v in data.get("reload_igb", {}).items() if v}
+    if igb:
+        anchor = ("udevd .link [SR-IOV]", igb["udevd"])
+        row("PF reload", "igb (82576), 7 VFs + settings after its driver reload: our daemon", igb["daemon"], "s",
+            anchor, "<= udevd", igb["daemon"] <= igb["udevd"],
+            why="igb's reset of the PF when its VFs are enabled and igbvf's probe of each VF are in both "
+                "rounds. The daemon's reaction to the unbind before each bind is refused at once, no write "
+                "(a new count needs a bound PF driver), yet that run took 1.7 s in the guest, not profiled "
+                "yet. Its run after the bind goes on after the settings are visible (the read-back and the "
+                "verification of each VF's driver: its journal's \"changed (2658 ms)\" against this row's "
+                "2.4 s). scripts/bench prints the journal's last lines")
+        if igb["daemon"] > igb["udevd"]:
+            print("igb reload, the daemon's journal (last lines):\n"
+                  + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)
+        if "before" in igb:
+            row("PF reload", f"igb (82576), 7 VFs + settings after its driver reload: the daemon of {ARGS.before}",
+                igb["before"], "s", anchor)
 
 
 # ---------------------------------------------------------------------------- 7 netlink

@@ -11,7 +11,8 @@ Prints one line `@@BENCH <json>`: every sample, so the host computes medians and
   reload       a PF driver reload (netdevsim's driver unbound and bound again: the PF comes back
                with no VFs), until 64 VFs with their settings are back: by udevd's .link (the
                anchor), by our daemon, and by the daemon of an earlier checkout when
-               BENCH_BEFORE names one (the before/after of a change, on the same kernel)
+               BENCH_BEFORE names one (the before/after of a change, on the same kernel); then the
+               same on the lab's Intel 82576 (igb, 7 VFs, igbvf) when the guest has one (LAB_IGB)
 """
 
 from __future__ import annotations
@@ -64,12 +65,42 @@ def wait(predicate, seconds: float = 60, interval: float = 0.005) -> bool:
     return False
 
 
+class ReloadPf:
+    """A PF whose driver the reload rows unbind and bind: netdevsim's (64 VFs) or, with the lab's
+    LAB_IGB, an Intel 82576 under QEMU's igb (7 VFs, igbvf)."""
+
+    def __init__(self, label: str, device: str, driver: str, vfs: int, match: str, select: str):
+        self.label, self.device, self.driver, self.vfs = label, device, driver, vfs
+        self.match = match  # the .link's [Match] line: the PF's netdev as udevd knows it
+        self.select = select  # the daemon's PF selector (a config line)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.device)
+
+    def ifname(self) -> str:
+        return sorted(os.listdir(f"{self.device}/net"))[0]
+
+    def done(self, ifname: str, ipr, vlan: int) -> bool:
+        """All VFs with `vlan`: the sriov_numvfs file first (cheap), then one netlink dump. The
+        measurer shares the guest's one CPU with what it measures: it must not eat it. igb's PF
+        netdev takes the kernel's name again after a reload: it is looked up, not remembered."""
+        try:
+            if open(f"{self.device}/sriov_numvfs").read().strip() != str(self.vfs):
+                return False
+            return nsim_vlans(ifname if self is NSIM_PF else self.ifname(), ipr) == [vlan] * self.vfs
+        except (OSError, ValueError):  # the PF's netdev not (yet) there
+            return False
+
+
+NSIM_PF = ReloadPf("netdevsim", f"/sys/bus/netdevsim/devices/{NSIM}", "/sys/bus/netdevsim/drivers/netdevsim", 64,
+                   "OriginalName={ifname}", 'name = "{ifname}"')
+IGB_PF = ReloadPf("igb", f"{SYS}/0000:03:00.0", "/sys/bus/pci/drivers/igb", 7,  # scripts/kernel-lab LAB_IGB=1
+                  "Path=pci-0000:03:00.0", 'pci = "0000:03:00.0"')
+
+
 def nsim_done(ifname: str, ipr, vlan: int) -> bool:
-    """All 64 VFs with `vlan`: the sriov_numvfs file first (cheap), then one netlink dump. The
-    measurer shares the guest's one CPU with what it measures: it must not eat it."""
-    if open(f"/sys/bus/netdevsim/devices/{NSIM}/sriov_numvfs").read().strip() != "64":
-        return False
-    return nsim_vlans(ifname, ipr) == [vlan] * 64
+    return NSIM_PF.done(ifname, ipr, vlan)
 
 
 # ---------------------------------------------------------------------------- convergence (NVMe)
@@ -210,13 +241,18 @@ def bench_attributes(ifname: str) -> None:
     out["attributes"] = samples
 
 
-LINK = """[Match]
-OriginalName={ifname}
+def link_file(vfs: int, match: str = "OriginalName={ifname}") -> str:
+    """udevd's .link for the PF (`match`): its VFs, each with VLAN 300, trust on, spoof check off."""
+    return """[Match]
+%s
 
 [Link]
 NamePolicy=keep kernel
-SR-IOVVirtualFunctions=64
-""" + "".join(f"\n[SR-IOV]\nVirtualFunction={i}\nVLANId=300\nTrust=yes\nMACSpoofCheck=no\n" for i in range(64))
+SR-IOVVirtualFunctions=%d
+""" % (match, vfs) + "".join(f"\n[SR-IOV]\nVirtualFunction={i}\nVLANId=300\nTrust=yes\nMACSpoofCheck=no\n" for i in range(vfs))
+
+
+LINK = link_file(64)
 
 
 def bench_udevd(ifname: str, ipr) -> None:
@@ -252,29 +288,33 @@ def bench_udevd(ifname: str, ipr) -> None:
     out["udevd"] = samples
 
 
-def daemon_config(ifname: str) -> str:
+def daemon_config(ifname: str, vfs: int = 64, select: str = 'name = "{ifname}"') -> str:
     config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write(f'[[pf]]\nname = "{ifname}"\nnum_vfs = 64\n  [[pf.vfs]]\n  range = "0-63"\n'
+    config.write(f'[[pf]]\n{select.format(ifname=ifname)}\nnum_vfs = {vfs}\n  [[pf.vfs]]\n  range = "0-{vfs - 1}"\n'
                  "  vlan = 400\n  trust = true\n  spoofchk = false\n")
     config.close()
     return config.name
 
 
-DRV = "/sys/bus/netdevsim/drivers/netdevsim"
-
-
-def driver_reload() -> float:
-    """netdevsim's PF driver unbound (its VFs go with it) and bound again; returns the bind's time."""
-    put(f"{DRV}/unbind", NSIM)
-    if not wait(lambda: not os.path.exists(f"/sys/bus/netdevsim/devices/{NSIM}/driver"), 30):
-        raise RuntimeError("netdevsim10 is still bound")
+def driver_reload(pf: ReloadPf = NSIM_PF) -> float:
+    """The PF's driver unbound (its VFs go with it) and bound again; returns the bind's time."""
+    put(f"{pf.driver}/unbind", pf.name)
+    if not wait(lambda: not os.path.exists(f"{pf.device}/driver"), 30):
+        raise RuntimeError(f"{pf.name} is still bound")
     time.sleep(0.5)  # whatever reacts to the unbind has done so: only the bind is timed
     start = time.perf_counter()
-    put(f"{DRV}/bind", NSIM)
+    put(f"{pf.driver}/bind", pf.name)
     return start
 
 
-def bench_reload(ifname: str, ipr) -> None:
+def run_converged(log: List[str], mark: int) -> bool:
+    """The daemon's journal, after line `mark`, has a run that ended with the PF converged."""
+    import re
+
+    return any(re.search(r"\brun \d+:.*\b(changed|unchanged) \(\d+ ms\)", line) for line in log[mark:])
+
+
+def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") -> None:
     """A PF driver reload, answered by udevd's .link [SR-IOV] (the anchor) and by our daemon (and the
     daemon of BENCH_BEFORE). Rounds interleaved, so the host's load affects them alike: the daemons
     run from the start and are stopped (SIGSTOP) outside their own rounds; .link has its [SR-IOV]
@@ -283,7 +323,7 @@ def bench_reload(ifname: str, ipr) -> None:
 
     link = "/run/systemd/network/10-sriov-bench.link"
     os.makedirs(os.path.dirname(link), exist_ok=True)
-    with_sriov = LINK.format(ifname=ifname)
+    with_sriov = link_file(pf.vfs, pf.match).format(ifname=ifname)
     name_only = with_sriov.split("SR-IOVVirtualFunctions")[0]
 
     def use_link(text: str) -> None:
@@ -294,7 +334,7 @@ def bench_reload(ifname: str, ipr) -> None:
     use_link(name_only)
     sh("pgrep -x systemd-udevd >/dev/null || /lib/systemd/systemd-udevd --daemon", check=False)
     sh("udevadm settle -t 30", check=False)
-    config = daemon_config(ifname)
+    config = daemon_config(ifname, pf.vfs, pf.select)
     # the daemon follows the applied generation, not a file: apply the config first (as a user does;
     # an earlier part of this run applied another one)
     sh(f"{BIN} --config {config} apply")
@@ -317,18 +357,24 @@ def bench_reload(ifname: str, ipr) -> None:
     try:
         for _ in range(REPEAT):
             use_link(with_sriov)
-            start = driver_reload()
-            ok = wait(lambda: nsim_done(ifname, ipr, 300), interval=0.02)
+            start = driver_reload(pf)
+            ok = wait(lambda: pf.done(ifname, ipr, 300), interval=0.02)
             samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
             use_link(name_only)
             for name, proc in daemons.items():
+                mark = len(logs[name])
                 os.kill(proc.pid, signal.SIGCONT)  # it hears what happened meanwhile and converges
-                if not wait(lambda: nsim_done(ifname, ipr, 400), 120, 0.02):
+                if not wait(lambda: pf.done(ifname, ipr, 400), 120, 0.02):
                     raise RuntimeError(f"the {name} daemon did not converge:\n" + "".join(logs[name][-30:]))
+                # its run over (the settings are there before its read-back ends): neither the reload
+                # nor the stop below may land in the middle of a run
+                wait(lambda: run_converged(logs[name], mark), 120, 0.05)
                 time.sleep(0.5)
-                start = driver_reload()
-                ok = wait(lambda: nsim_done(ifname, ipr, 400), interval=0.02)
+                mark = len(logs[name])
+                start = driver_reload(pf)
+                ok = wait(lambda: pf.done(ifname, ipr, 400), interval=0.02)
                 samples[name].append(time.perf_counter() - start if ok else float("nan"))
+                wait(lambda: run_converged(logs[name], mark), 120, 0.05)
                 time.sleep(0.5)
                 os.kill(proc.pid, signal.SIGSTOP)
     finally:
@@ -336,8 +382,10 @@ def bench_reload(ifname: str, ipr) -> None:
             os.kill(proc.pid, signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-            out.setdefault("reload_log", {})[name] = "".join(logs[name][-12:])
-    out["reload"] = samples
+            out.setdefault(f"{key}_log", {})[name] = "".join(logs[name][-12:])
+        os.unlink(link)
+        sh("udevadm control --reload", check=False)
+    out[key] = samples
 
 
 if __name__ == "__main__":
@@ -355,4 +403,10 @@ if __name__ == "__main__":
             bench_udevd(nsim_if, nsim_ipr)
         if "reload" in what:
             bench_reload(nsim_if, nsim_ipr)
+            if os.path.isdir(IGB_PF.device):  # the lab's igb (LAB_IGB): the same, on a real NIC's driver
+                sh("modprobe igb && modprobe igbvf", check=False)
+                wait(lambda: os.path.isdir(f"{IGB_PF.device}/net"), 30)
+                sh("udevadm settle -t 30", check=False)  # its name as udevd leaves it
+                put(f"{IGB_PF.device}/sriov_numvfs", "0\n")
+                bench_reload(IGB_PF.ifname(), nsim_ipr, IGB_PF, "reload_igb")
     print("@@BENCH " + json.dumps(out), flush=True)
