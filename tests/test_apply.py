@@ -129,6 +129,10 @@ def test_a_new_count_on_a_pf_without_driver_is_refused_before_any_write(make_hos
         assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
         for word in words:
             assert word in proc.stderr, (argv, word, proc.stderr)
+    proc = run_cli("apply", "--dry-run", "--json", root=host.root, config=path)
+    (pf,) = json.loads(proc.stdout)["pfs"]
+    # said once, of the count the block wants (a resize's first write, 0, is no count anyone asked for)
+    assert [(r["key"], r["value"], r["errno"]) for r in pf["detail"]["refusals"]] == [("num_vfs", want, "ENOENT")]
     assert len(sim_writes(host)) == writes  # nothing written
     host.sysfs.bind(PF0, driver)
     report = apply(host, path)

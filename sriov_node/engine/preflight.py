@@ -77,14 +77,16 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
     switchdev = (spec.eswitch_mode or pf.eswitch_mode) == "switchdev"
     for action in pf_plan.actions:
         if isinstance(action, SetNumVfs) and pf.bus == "pci" and pf.driver is None and action.value != action.current:
-            # drivers/pci/iov.c sriov_numvfs_store: a new count needs a bound PF driver, else ENOENT
+            # drivers/pci/iov.c sriov_numvfs_store: a new count needs a bound PF driver, else ENOENT.
+            # Said once per plan, of the count the block wants (a resize writes 0 first)
             import errno
 
             from sriov_node.engine.hints import numvfs_error
 
-            why, fix = numvfs_error(errno.ENOENT, action.value, total=pf.total_vfs, pf_driver=None)
-            refused.append(drivers.Refusal("num_vfs", "ENOENT", why, fix.replace(" and re-run", "; then run again"),
-                                           value=action.value))
+            if not any(r.key == "num_vfs" for r in refused):
+                why, fix = numvfs_error(errno.ENOENT, spec.num_vfs, total=pf.total_vfs, pf_driver=None)
+                refused.append(drivers.Refusal("num_vfs", "ENOENT", why, fix.replace(" and re-run", "; then run again"),
+                                               value=spec.num_vfs))
         elif isinstance(action, LoadDriver) and not action.default:
             if host.modules.has_module(action.driver) is False:
                 refused.append(drivers.Refusal(
