@@ -14,6 +14,7 @@ actions need.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
@@ -21,6 +22,7 @@ from sriov_node import drivers
 from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetNumVfs, SetPfMtu, SetVfGuids,
                                       SetVfMtu, SetVfSetting)
 from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
+from sriov_node.engine.hints import numvfs_error
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,15 +80,11 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
     for action in pf_plan.actions:
         if isinstance(action, SetNumVfs) and pf.bus == "pci" and pf.driver is None and action.value != action.current:
             # drivers/pci/iov.c sriov_numvfs_store: a new count needs a bound PF driver, else ENOENT.
-            # Said once per plan, of the count the block wants (a resize writes 0 first)
-            import errno
-
-            from sriov_node.engine.hints import numvfs_error
-
+            # Said once per plan, of the count the block wants (a resize writes 0 first), in the
+            # executor's own words for that errno (engine/hints.py)
             if not any(r.key == "num_vfs" for r in refused):
                 why, fix = numvfs_error(errno.ENOENT, spec.num_vfs, total=pf.total_vfs, pf_driver=None)
-                refused.append(drivers.Refusal("num_vfs", "ENOENT", why, fix.replace(" and re-run", "; then run again"),
-                                               value=spec.num_vfs))
+                refused.append(drivers.Refusal("num_vfs", "ENOENT", why, fix, value=spec.num_vfs))
         elif isinstance(action, LoadDriver) and not action.default:
             if host.modules.has_module(action.driver) is False:
                 refused.append(drivers.Refusal(
