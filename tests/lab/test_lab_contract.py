@@ -45,6 +45,28 @@ def test_a_guest_that_dies_before_it_is_ready_is_booted_once_more():
     assert os.path.exists(os.path.join(os.path.dirname(out), "console.attempt1.log"))
 
 
+def test_a_guest_that_hangs_before_it_is_ready_is_booted_once_more_within_the_timeout():
+    # the test knob makes the first boot hang, silent, before READY (as one did in CI until
+    # LAB_TIMEOUT): after LAB_READY_TIMEOUT it is stopped and booted again, in what is left
+    start = time.monotonic()
+    result = run_lab('echo "ran once" > "$LAB_OUT/ran"; echo ran', LAB_TEST_HANG_BEFORE_READY="1",
+                     LAB_READY_TIMEOUT="25", LAB_TIMEOUT="240")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ran") == 1, result.stdout
+    assert "not ready within 25 s (LAB_READY_TIMEOUT): the boot hung" in result.stderr, result.stderr
+    assert "the boot hangs before the command is ready" in result.stderr  # the first console's tail
+    assert "retrying once" in result.stderr and "retried=1" in result.stderr
+    assert time.monotonic() - start < 240
+    # without the knob, a boot that never gets ready is stopped, booted again, and the whole stays
+    # within LAB_TIMEOUT: here the second boot hangs too (a READY deadline no boot meets)
+    start = time.monotonic()
+    result = run_lab("echo never", LAB_READY_TIMEOUT="1", LAB_TIMEOUT="70")
+    assert result.returncode == 125, result.stderr
+    assert "never" not in result.stdout
+    assert result.stderr.count("retrying once") == 1 and "LAB_READY_TIMEOUT" in result.stderr, result.stderr
+    assert time.monotonic() - start < 70 + 60
+
+
 def test_a_guest_that_dies_after_it_is_ready_is_never_retried():
     # the command starts (READY), then the kernel panics under it: the command may have done half
     # its work, so no second boot, even with the first-boot knob's retry already spent or not
