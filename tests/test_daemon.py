@@ -632,7 +632,7 @@ def test_an_event_run_reads_the_vf_settings_once_to_verify_them(make_host, write
     host.sysfs.drivers_probe(PF0)  # back with no VFs
     asked: List[str] = []
     plain = host.links.vf_links
-    host.links.vf_links = lambda ifname: asked.append(ifname) or plain(ifname)
+    host.links.vf_links = lambda ifname, ifindex=None: asked.append(ifname) or plain(ifname, ifindex)
     report = d.run_once(frozenset({PF0}))
     assert [(o.pci, o.status) for o in report.outcomes] == [(PF0, "changed")]
     assert host.links.vf_links is not plain and asked == ["ens1f0"]

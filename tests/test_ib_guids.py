@@ -407,11 +407,11 @@ def test_a_failed_netlink_read_back_keeps_the_advice_to_run_again(tmp_path):
     plain = host.links.vf_links
     reads = []
 
-    def vf_links(ifname):
+    def vf_links(ifname, ifindex=None):
         reads.append(ifname)
         if host.writes:  # the verification's read, after the run wrote
             raise OSError(errno.EBUSY, "Device or resource busy")
-        return plain(ifname)
+        return plain(ifname, ifindex)
 
     host.links.vf_links = vf_links
     report = reconcile(host, load_config(_config(tmp_path, ONE_PF)))

@@ -44,7 +44,7 @@ from sriov_node.engine.actions import (
 from sriov_node.errors import HostError
 from sriov_node.host import Host
 from sriov_node.engine.compare import is_default_driver
-from sriov_node.host.observe import default_driver_of, default_drivers_of
+from sriov_node.host.observe import default_driver_of, default_drivers_of, device_netdevs, pf_netdev
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES
 from sriov_node.model import VF_LINK_ATTRS
 from sriov_node.host.sysfs import DEFAULT_TIMEOUT
@@ -525,15 +525,27 @@ class Executor:
     def _pf_driver(self, pf: str) -> Optional[str]:
         return self.sysfs.device_driver(pf) if self.sysfs.is_pci(pf) else self.sysfs.pf_driver(pf)
 
+    def _netdev(self, pf: str, attr: str) -> Tuple[str, Optional[int]]:
+        """The PF's netdev as it is now (name, ifindex), not as the plan saw it: udev may have renamed
+        it since (its rename after a probe), and its old name may be another netdev's by now."""
+        netdevs, ifindex = pf_netdev(self.host, pf)
+        if not netdevs:
+            raise HostError(pf, "the PF has no netdev now (its driver unbound or reloading)", attr=attr,
+                            errno=E.ENODEV, hint="check that the PF's driver is bound (lspci -k) and dmesg")
+        return netdevs[0], ifindex
+
     def _set_pf_mtu(self, a: SetPfMtu) -> None:
+        ifname, ifindex = self._netdev(a.pf, "mtu")
         try:
-            self.host.links.set_mtu(a.ifname, a.value)
+            self.host.links.set_mtu(ifname, a.value, ifindex=ifindex)
         except OSError as exc:
-            message, hint = hints.netlink_error(f"setting {a.ifname}'s MTU to {a.value}", exc.errno or E.EIO)
+            message, hint = hints.netlink_error(f"setting {ifname}'s MTU to {a.value}", exc.errno or E.EIO)
             raise HostError(a.pf, message, attr="mtu", errno=exc.errno, hint=hint)
-        mtu = self.sysfs.read_int(CLASS_NET, a.ifname, "mtu")
+        names, _ = pf_netdev(self.host, a.pf)
+        ifname = names[0] if names else ifname
+        mtu = self.sysfs.read_int(self.sysfs.pf_dir(a.pf), a.pf, "net", ifname, "mtu")
         if mtu != a.value:
-            raise HostError(a.pf, f"{a.ifname}'s MTU reads {mtu} after setting {a.value}", attr="mtu",
+            raise HostError(a.pf, f"{ifname}'s MTU reads {mtu} after setting {a.value}", attr="mtu",
                             hint="check the device's max_mtu (ip -d link show) and dmesg")
 
     def _set_eswitch_mode(self, a: SetEswitchMode) -> None:
@@ -557,7 +569,11 @@ class Executor:
         The kernel applies the VFs in order and stops at the first failure, keeping what it
         applied: read back, name exactly the VF and setting that failed, and send the rest.
         """
-        pf, ifname = batch[0].pf, batch[0].ifname
+        pf = batch[0].pf
+        try:
+            ifname, ifindex = self._netdev(pf, "vf_settings")
+        except HostError as exc:
+            return [exc]
         merged: Dict[int, Dict[str, Any]] = {}
         for action in batch:
             for vf, value in action.values:
@@ -566,15 +582,15 @@ class Executor:
         errors: List[HostError] = []
         links = self.host.links
         if pf in self._made and self._note:
-            self._note_fresh(pf, ifname, merged)
+            self._note_fresh(pf, ifname, ifindex, merged)
         while pending and not self.cancelled():
             try:
-                links.set_vf_links(ifname, pending)
+                links.set_vf_links(ifname, pending, ifindex=ifindex)
                 break
             except OSError as exc:
                 code = exc.errno or E.EIO
                 try:
-                    now = links.vf_links(ifname)
+                    now = links.vf_links(ifname, ifindex=ifindex)
                 except OSError:
                     now = {}
                 for n, (vf, change) in enumerate(pending):
@@ -603,23 +619,27 @@ class Executor:
         merged: Dict[int, Dict[str, Any]] = {}
         for vf, key, guid in a.values:
             merged.setdefault(vf, {})[key] = guid
-        if a.pf in self._made and self._note:
-            self._note_fresh(a.pf, a.ifname, merged)  # the GUIDs the new VFs came with: what undo puts back
         try:
-            self.host.links.set_vf_links(a.ifname, sorted(merged.items()))
+            ifname, ifindex = self._netdev(a.pf, "node_guid")
+        except HostError as exc:
+            return [exc]
+        if a.pf in self._made and self._note:
+            self._note_fresh(a.pf, ifname, ifindex, merged)  # the GUIDs the new VFs came with: what undo puts back
+        try:
+            self.host.links.set_vf_links(ifname, sorted(merged.items()), ifindex=ifindex)
         except OSError as exc:
             code = exc.errno or E.EIO
-            return [HostError(a.pf, f"setting the InfiniBand GUIDs of VF(s) through {a.ifname} failed: "
+            return [HostError(a.pf, f"setting the InfiniBand GUIDs of VF(s) through {ifname} failed: "
                                     f"{exc.strerror or exc}", attr="node_guid", errno=code,
                               hint="GUIDs are taken only by an InfiniBand PF's IPoIB netdev (mlx5_core with "
-                                   "ib_ipoib); check `ip -d link show " + a.ifname + "` and dmesg")]
+                                   "ib_ipoib); check `ip -d link show " + ifname + "` and dmesg")]
         return []
 
-    def _note_fresh(self, pf: str, ifname: str, merged: Dict[int, Dict[str, Any]]) -> None:
+    def _note_fresh(self, pf: str, ifname: str, ifindex: Optional[int], merged: Dict[int, Dict[str, Any]]) -> None:
         """The settings the kernel gave the VFs this run created, before the run changes them: what
         undoing the change puts back if a later desired state keeps the VFs but drops the setting."""
         try:
-            now = self.host.links.vf_links(ifname)
+            now = self.host.links.vf_links(ifname, ifindex=ifindex)
         except OSError:
             return  # the request that follows fails too, and says why
         fresh = self.fresh.setdefault(pf, {})
@@ -643,25 +663,27 @@ class Executor:
         sysfs = self.sysfs
         vf = self._vf_pci(a.pf, a.vf)
 
-        def netdev() -> Optional[str]:
-            names = sysfs.listdir(PCI_DEVICES, vf, "net")
-            return sorted(names)[0] if names else None
+        def netdev() -> Tuple[Optional[str], Optional[int]]:  # as it is now: udev renames a VF's netdev after its probe
+            names, ifindex = device_netdevs(self.host, PCI_DEVICES, vf)
+            return (names[0] if names else None), ifindex
 
-        if not self._wait(lambda: netdev() is not None, self._deadline()):
+        if not self._wait(lambda: netdev()[0] is not None, self._deadline()):
             raise HostError(a.pf, f"{vf} has no netdev to set MTU {a.value} on (bound to "
                             f"{sysfs.device_driver(vf) or 'no driver'})", vf=a.vf, attr="mtu", errno=E.ENODEV,
                             hint="a VF MTU needs a network driver on the VF (iavf, mlx5_core, ...)")
-        ifname = netdev() or ""
+        name, ifindex = netdev()
+        ifname = name or ""
         if a.pf in self._made and self._note:
-            had = sysfs.read_int(CLASS_NET, ifname, "mtu")
+            had = sysfs.read_int(PCI_DEVICES, vf, "net", ifname, "mtu")
             if had is not None:
                 self.fresh.setdefault(a.pf, {}).setdefault(str(a.vf), {}).setdefault("mtu", had)
         try:
-            self.host.links.set_mtu(ifname, a.value)
+            self.host.links.set_mtu(ifname, a.value, ifindex=ifindex)
         except OSError as exc:
             message, hint = hints.netlink_error(f"setting {ifname}'s MTU to {a.value}", exc.errno or E.EIO)
             raise HostError(a.pf, message, vf=a.vf, attr="mtu", errno=exc.errno, hint=hint)
-        mtu = sysfs.read_int(CLASS_NET, ifname, "mtu")
+        ifname = netdev()[0] or ifname
+        mtu = sysfs.read_int(PCI_DEVICES, vf, "net", ifname, "mtu")
         if mtu != a.value:
             raise HostError(a.pf, f"{ifname}'s MTU reads {mtu} after setting {a.value}", vf=a.vf, attr="mtu",
                             hint="check the VF driver's max MTU and the PF's MTU")

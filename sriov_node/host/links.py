@@ -5,6 +5,11 @@ one RTM_GETLINK with RTEXT_FILTER_VF reads every VF; one RTM_SETLINK whose IFLA_
 carries one IFLA_VF_INFO per VF sets many (the kernel applies them in order and stops at the
 first error, keeping what it applied). pyroute2 is the transport; the IFLA_VFINFO_LIST inside
 both messages is packed and read by `vfinfo.py`.
+
+A netdev is named by its ifindex when the caller knows it, else by its name: udev renames a PF's
+netdev just after its driver probes it (eth1 -> enp4s0), and the kernel gives the freed name to the
+next netdev (often a new VF's), so a name read before a write may be gone, or another netdev's, by
+then. The ifindex is the netdev's for its whole life, and a new netdev never gets an old one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from sriov_node.model import VfLinks
 # "spoofchk": bool, "link_state": "auto"|..., "trust": bool}
 __all__ = ["Links", "NetlinkLinks", "VfChange", "newlink_vf_links"]
 
-IFLA_IFNAME = 3  # with ifi_index 0, RTM_GETLINK and RTM_SETLINK find the netdev by this name (rtnl_dev_get)
+# with ifi_index 0, RTM_GETLINK and RTM_SETLINK find the netdev by this name (rtnl_dev_get); never
+# both: an RTM_SETLINK with an index and a name renames the netdev (do_setlink)
+IFLA_IFNAME = 3
 RTEXT_FILTER_VF = 1
 RTEXT_FILTER_SKIP_STATS = 8  # without it 64+ VFs overflow the 16-bit nest length and the list comes back short
 
@@ -39,19 +46,20 @@ class Links:
         """IFLA_PERM_ADDRESS of `ifname`, lower-case, or None when unknown."""
         return None
 
-    def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
-        """Every VF's settings, read in one request. Raises OSError when they cannot be read."""
+    def vf_links(self, ifname: str, ifindex: Optional[int] = None) -> Dict[int, VfLinks]:
+        """Every VF's settings, read in one request. Raises OSError when they cannot be read.
+        `ifindex`: the netdev by its index (`ifname` then only names it in messages)."""
         raise OSError(errno.EOPNOTSUPP, "no netlink: this root is a captured tree")
 
     def altnames(self, ifname: str) -> Optional[Tuple[str, ...]]:
         """The alternative names of `ifname` (IFLA_PROP_LIST's IFLA_ALT_IFNAME), () none, None unknown."""
         return None
 
-    def set_vf_links(self, ifname: str, changes: Sequence[VfChange]) -> None:
+    def set_vf_links(self, ifname: str, changes: Sequence[VfChange], ifindex: Optional[int] = None) -> None:
         """All changes in one request; raises OSError(errno) at the kernel's first refusal."""
         raise OSError(errno.EROFS, "no netlink: this root is a captured tree")
 
-    def set_mtu(self, ifname: str, mtu: int) -> None:
+    def set_mtu(self, ifname: str, mtu: int, ifindex: Optional[int] = None) -> None:
         raise OSError(errno.EROFS, "no netlink: this root is a captured tree")
 
 
@@ -112,10 +120,13 @@ class NetlinkLinks(Links):
         return found[0]
 
     @staticmethod
-    def _oserror(exc: Exception, ifname: Optional[str] = None) -> OSError:
+    def _oserror(exc: Exception, ifname: Optional[str] = None, ifindex: Optional[int] = None) -> OSError:
         code = getattr(exc, "code", None)
         if isinstance(exc, OSError):
             return exc
+        if code == errno.ENODEV and ifindex:
+            return OSError(errno.ENODEV, f"network interface {ifname!r} (ifindex {ifindex}) is gone: removed, or "
+                                         "its driver reloaded, since it was read")
         if code == errno.ENODEV and ifname is not None:
             return OSError(errno.ENODEV, f"no network interface {ifname!r}")
         return OSError(code or errno.EIO, str(exc))
@@ -135,13 +146,14 @@ class NetlinkLinks(Links):
             return None
         return altnames_of(links[0]) if links else None
 
-    def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
+    def vf_links(self, ifname: str, ifindex: Optional[int] = None) -> Dict[int, VfLinks]:
+        # the netdev in the request itself, by index or by name: one round trip, no index to look
+        # up first (under emulation a round trip through pyroute2 is tens of ms)
+        where = {"index": ifindex} if ifindex else {"ifname": ifname}
         try:
-            # by name, in the request itself: one round trip, no index to look up first (under
-            # emulation a round trip through pyroute2 is tens of ms; the daemon makes two per PF)
-            (msg,) = self._route().link("get", ifname=ifname, ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS)
+            (msg,) = self._route().link("get", **where, ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS)
         except Exception as exc:
-            raise self._oserror(exc, ifname)
+            raise self._oserror(exc, ifname, ifindex)
         try:
             count, found = newlink_vf_links(msg)
         except (ValueError, struct.error) as exc:
@@ -155,7 +167,7 @@ class NetlinkLinks(Links):
                                           "one netlink attribute, or a VF its driver could not describe)")
         return found
 
-    def set_vf_links(self, ifname: str, changes: Sequence[VfChange]) -> None:
+    def set_vf_links(self, ifname: str, changes: Sequence[VfChange], ifindex: Optional[int] = None) -> None:
         from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
         from pyroute2.netlink.rtnl import RTM_SETLINK
 
@@ -166,19 +178,23 @@ class NetlinkLinks(Links):
         msg = _setlink_class()()
         msg["header"]["type"] = RTM_SETLINK
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-        msg["index"] = 0  # the kernel finds the netdev by IFLA_IFNAME (index 0: a lookup, never a rename)
-        msg["attrs"] = [("IFLA_IFNAME", ifname), ("IFLA_VFINFO_LIST", payload)]
+        if ifindex:
+            msg["index"] = ifindex
+            msg["attrs"] = [("IFLA_VFINFO_LIST", payload)]
+        else:  # the kernel finds the netdev by IFLA_IFNAME (index 0: a lookup, never a rename)
+            msg["index"] = 0
+            msg["attrs"] = [("IFLA_IFNAME", ifname), ("IFLA_VFINFO_LIST", payload)]
         self.counter.count += 1
         try:
             # nlm_request_batch: IPRoute.nlm_request of pyroute2 0.9.7 fails on a plain request
             for _ in self._route().nlm_request_batch([msg]):
                 pass
         except Exception as exc:
-            raise self._oserror(exc, ifname)
+            raise self._oserror(exc, ifname, ifindex)
 
-    def set_mtu(self, ifname: str, mtu: int) -> None:
+    def set_mtu(self, ifname: str, mtu: int, ifindex: Optional[int] = None) -> None:
         self.counter.count += 1
         try:
-            self._route().link("set", index=self._index(ifname), mtu=mtu)
+            self._route().link("set", index=ifindex or self._index(ifname), mtu=mtu)
         except Exception as exc:
-            raise self._oserror(exc)
+            raise self._oserror(exc, ifname if ifindex else None, ifindex)

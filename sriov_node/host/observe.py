@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Collection, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple
 
 from sriov_node.host import Host
 from sriov_node.host.paths import CLASS_NET, PCI_DEVICES, PCI_DRIVERS
@@ -42,6 +42,30 @@ def _pf_netdevs(host: Host, names: Collection[str]) -> Tuple[str, ...]:
         return tuple(ordered)
     return tuple(sorted(ordered, key=lambda name: bool(
         _REPRESENTOR_PORT.match(host.sysfs.read(CLASS_NET, name, "phys_port_name") or ""))))
+
+
+def pf_netdev(host: Host, pci: str) -> Tuple[Tuple[str, ...], Optional[int]]:
+    """The PF's netdevs (its own first, as `_pf_netdevs`) and its own netdev's ifindex, read now."""
+    return device_netdevs(host, host.sysfs.pf_dir(pci), pci, lambda names: _pf_netdevs(host, names))
+
+
+def device_netdevs(host: Host, base: str, dev: str,
+                   order: Optional[Callable[[Collection[str]], Tuple[str, ...]]] = None) -> Tuple[Tuple[str, ...], Optional[int]]:
+    """A device's netdevs (sorted, or in `order`) and the first one's ifindex, read now through the
+    device's own directory: a name there is always the device's, and a rename between the two reads
+    (udev's, just after a probe: eth1 -> enp4s0) is seen and read again. The ifindex is None in a
+    captured tree without `ifindex` files (requests then go by name)."""
+    sysfs = host.sysfs
+    netdevs: Tuple[str, ...] = ()
+    for _ in range(3):
+        names = sysfs.listdir(base, dev, "net")
+        netdevs = order(names) if order is not None else tuple(sorted(names))
+        if not netdevs:
+            return (), None
+        ifindex = sysfs.read_int(base, dev, "net", netdevs[0], "ifindex")
+        if ifindex is not None or sysfs.exists(base, dev, "net", netdevs[0]):
+            return netdevs, ifindex
+    return netdevs, None
 
 
 def _permanent_mac(host: Host, ifname: str) -> Optional[str]:
@@ -247,11 +271,12 @@ def _with_ofed_guids(host: Host, pci: str, links: Dict[int, VfLinks],
     return links, "+".join(sorted(sources)) or None, error
 
 
-def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
+def _read_links(host: Host, pf: str, netdevs: Tuple[str, ...],
+                ifindex: Optional[int]) -> Tuple[Dict[int, VfLinks], Optional[str]]:
     if not netdevs:
         return {}, "the PF has no netdev (is its driver bound?)"
     try:
-        return host.links.vf_links(netdevs[0]), None
+        return host.links.vf_links(netdevs[0], ifindex=ifindex), None
     except OSError as exc:
         return {}, f"{errno_name(exc.errno)}: {exc.strerror or exc}"
 
@@ -263,8 +288,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     want = want or Wanted(vfs=with_vfs, macs=macs)
     sysfs = host.sysfs
     bus = sysfs.pf_bus(pci)
-    base = sysfs.pf_dir(pci)
-    netdevs = _pf_netdevs(host, sysfs.listdir(base, pci, "net"))
+    netdevs, ifindex = pf_netdev(host, pci)
     num_vfs = sysfs.num_vfs(pci)
     vfs: Tuple[VfState, ...] = ()
     stale: List[int] = []
@@ -276,7 +300,7 @@ def observe_pf(host: Host, pci: str, *, with_vfs: bool = True, macs: bool = Fals
     guids_error: Optional[str] = None
     read_links = want.links and (want.links_at_count is None or (num_vfs or 0) == want.links_at_count)
     if read_links:
-        links, links_error = _read_links(host, pci, netdevs)
+        links, links_error = _read_links(host, pci, netdevs, ifindex)
     if want.vfs:
         if bus == "pci":
             present, stale = _vf_links(host, pci, known_vfs)

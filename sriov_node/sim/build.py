@@ -157,6 +157,7 @@ def create_host(
     for drv in sorted(drivers):
         if drv != "vfio-pci" or vfio_loaded:
             sim.register_driver(drv)
+    sim._save()  # what the drivers' probes counted (the next ifindex)
     from sriov_node.sim.mlxconfig import install
 
     install(root)  # mlx5 firmware settings and the host's mstconfig

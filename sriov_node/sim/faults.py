@@ -51,6 +51,35 @@ class SimFaults(SimTree):
     def release(self, pid: int) -> None:
         self._rmtree(f"proc/{pid}")
 
+    def rename_netdev(self, ifname: str, new: str) -> None:
+        """udev's rename (`ip link set dev IFNAME name NEW`, RTM_SETLINK IFLA_IFNAME): the netdev keeps
+        its device, ifindex and settings; its sysfs directory and /sys/class/net entry take the new
+        name, and a "move" uevent says so. EEXIST when a netdev has that name; ENODEV when none has
+        `ifname`. A PF's new name is the one its VFs' netdevs are named after from now on."""
+        with self._transaction():
+            bdf = self._link_name(f"sys/class/net/{ifname}/device")
+            if bdf is None:
+                raise OSError(errno.ENODEV, f"no network interface {ifname!r}")
+            if not new or len(new) > 15 or "/" in new or os.path.lexists(self._p(f"sys/class/net/{new}")):
+                raise OSError(errno.EEXIST if new and len(new) <= 15 else errno.EINVAL, f"cannot rename to {new!r}")
+            d = self.dev_dir(bdf)
+            old_dir, new_dir = f"{d}/net/{ifname}", f"{d}/net/{new}"
+            for name in self._listdir(old_dir):
+                path = self._p(f"{old_dir}/{name}")
+                if os.path.islink(path):
+                    self._link_abs(f"{new_dir}/{name}", os.readlink(path))
+                else:
+                    with open(path) as fh:
+                        self._put(f"{new_dir}/{name}", fh.read(), os.stat(path).st_mode & 0o777)
+            self._rmtree(old_dir)
+            self._unlink(f"sys/class/net/{ifname}")
+            self._link(f"sys/class/net/{new}", new_dir)
+            hw = self._model.get("devices", {}).get(bdf)
+            if hw is not None and hw.get("ifname") == ifname:
+                hw["ifname"] = new
+            self._emit("move", "net", new_dir, INTERFACE=new, DEVPATH_OLD="/" + os.path.relpath(old_dir, "sys"))
+            self._save()
+
     def add_altname(self, ifname: str, altname: str) -> None:
         """`ip link property add dev IFNAME altname ALTNAME` (RTM_NEWLINKPROP): EEXIST when any netdev
         has that name or alternative name, EINVAL past ALTIFNAMSIZ; kept with the device."""

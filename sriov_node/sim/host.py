@@ -62,16 +62,16 @@ class SimLinks(_SimNetUser, Links):
     def altnames(self, ifname: str) -> Optional[Tuple[str, ...]]:
         return self.kernel.altnames(ifname)
 
-    def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
-        return self.net.vf_links(ifname)
+    def vf_links(self, ifname: str, ifindex: Optional[int] = None) -> Dict[int, VfLinks]:
+        return self.net.vf_links(ifname, ifindex)
 
-    def set_vf_links(self, ifname: str, changes: Sequence[VfChange]) -> None:
+    def set_vf_links(self, ifname: str, changes: Sequence[VfChange], ifindex: Optional[int] = None) -> None:
         self.counter.count += 1
-        self.net.set_vf_links(ifname, changes)
+        self.net.set_vf_links(ifname, changes, ifindex)
 
-    def set_mtu(self, ifname: str, mtu: int) -> None:
+    def set_mtu(self, ifname: str, mtu: int, ifindex: Optional[int] = None) -> None:
         self.counter.count += 1
-        self.net.set_mtu(ifname, mtu)
+        self.net.set_mtu(ifname, mtu, ifindex)
 
 
 class SimDevlink(_SimNetUser, Devlink):

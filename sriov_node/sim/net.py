@@ -36,11 +36,20 @@ class SimNet:
 
     # ------------------------------------------------------------------ lookups
 
-    def _device_of(self, ifname: str) -> str:
+    def _device_of(self, ifname: str, ifindex: Optional[int] = None) -> Tuple[str, str]:
+        """(the netdev's device, its name now): by ifindex when given (rtnl's __dev_get_by_index),
+        else by name (rtnl_dev_get); ENODEV when no netdev has it."""
+        if ifindex:
+            for name in self.k._listdir("sys/class/net"):
+                if (self.k._get(f"sys/class/net/{name}/ifindex") or "").strip() == str(ifindex):
+                    bdf = self.k._link_name(f"sys/class/net/{name}/device")
+                    if bdf is not None:
+                        return bdf, name
+            raise _err(errno.ENODEV, f"no network interface with ifindex {ifindex} ({ifname!r} when it was read)")
         bdf = self.k._link_name(f"sys/class/net/{ifname}/device")
         if bdf is None:
             raise _err(errno.ENODEV, f"no network interface {ifname!r}")
-        return bdf
+        return bdf, ifname
 
     def _pf_driver(self, pf: str) -> table.Driver:
         return table.driver(self.k.driver_of(pf)) or NO_DRIVER
@@ -69,9 +78,9 @@ class SimNet:
 
     # ------------------------------------------------------------------ rtnetlink
 
-    def vf_links(self, ifname: str) -> Dict[int, VfLinks]:
+    def vf_links(self, ifname: str, ifindex: Optional[int] = None) -> Dict[int, VfLinks]:
         self.k._load()
-        pf = self._device_of(ifname)
+        pf, ifname = self._device_of(ifname, ifindex)
         spec = self._pf_driver(pf)
         count = self.k._num_vfs(pf) if os.path.exists(self.k._p(f"{self.k.dev_dir(pf)}/sriov_numvfs")) else 0
         unreported = spec.unreported
@@ -111,13 +120,14 @@ class SimNet:
             raise _err(errno.EOPNOTSUPP, f"{drv}: {ifname} has no ndo_set_vf_guid (not an InfiniBand netdev)")
         self._guids(pf).setdefault(str(vf), {})[key] = value
 
-    def set_vf_links(self, ifname: str, changes: Sequence[Tuple[int, Dict[str, Any]]]) -> None:
+    def set_vf_links(self, ifname: str, changes: Sequence[Tuple[int, Dict[str, Any]]],
+                     ifindex: Optional[int] = None) -> None:
         with self.k._transaction():
             what = f"RTM_SETLINK {ifname} VF(s) {','.join(str(vf) for vf, _ in changes)}".encode()
             result = "ok"
             guids_of = None  # the PF whose VF GUIDs this request set (one or more)
             try:
-                pf = self._device_of(ifname)
+                pf, ifname = self._device_of(ifname, ifindex)
                 spec = self._pf_driver(pf)
                 count = self.k._num_vfs(pf)
                 drv = self.k.driver_of(pf)
@@ -179,7 +189,7 @@ class SimNet:
         """`ip link set <ifname> up|down` on a PF netdev: down, its `speed` cannot be read (the kernel
         answers EINVAL: the file is absent here) and its `flags` lack IFF_UP; up, the NIC's speed."""
         with self.k._transaction():
-            bdf = self._device_of(ifname)
+            bdf, ifname = self._device_of(ifname)
             base = f"{self.k.dev_dir(bdf)}/net/{ifname}"
             hw = self.k._model.get("devices", {}).get(bdf, {})
             if up and hw.get("model"):
@@ -191,9 +201,9 @@ class SimNet:
             self.k._put(f"{base}/flags", "0x1003\n" if up else "0x1002\n", 0o444)
             self.k._log("netlink", f"link {ifname} {'up' if up else 'down'}".encode(), "ok")
 
-    def set_mtu(self, ifname: str, mtu: int) -> None:
+    def set_mtu(self, ifname: str, mtu: int, ifindex: Optional[int] = None) -> None:
         with self.k._transaction():
-            bdf = self._device_of(ifname)
+            bdf, ifname = self._device_of(ifname, ifindex)
             drv = self.k.driver_of(bdf) or ""
             row = table.driver(drv) or NO_DRIVER  # the netdev's driver: the PF's, or the VF's
             low, top = row.mtu or NO_DRIVER.mtu  # type: ignore[misc]

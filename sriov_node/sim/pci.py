@@ -368,6 +368,11 @@ class PciRules(SimFaults):
 
             self._put(f"{d}/net/{ifname}/speed", f"{NICS[hw['model']].speed}\n", 0o444)
         self._put(f"{d}/net/{ifname}/addr_assign_type", ("0" if hw is not None else "1") + "\n", 0o444)
+        # dev_new_index: the next index, never one a netdev had before (a reloaded driver's netdev is new)
+        ifindex = self._model.get("next_ifindex", 2)
+        self._model["next_ifindex"] = ifindex + 1
+        self._dirty = True
+        self._put(f"{d}/net/{ifname}/ifindex", f"{ifindex}\n", 0o444)
         self._link_abs(f"{d}/net/{ifname}/device", f"../../../{bdf}")  # as the kernel writes it
         self._link(f"sys/class/net/{ifname}", f"{d}/net/{ifname}")
 

@@ -53,6 +53,7 @@ class SimTree:
         self._journal: Optional[int] = None  # the undo log's fd while a write is under way
         self._created: Set[str] = set()
         self._stashed = 0
+        self._dirty = False  # the model changed and must be saved before this write ends
         self._dirs: Dict[str, str] = {}  # bdf -> its directory, within one write
         self._events: List[Dict[str, str]] = []  # uevents of the write under way, sent when it completes
 
@@ -68,6 +69,7 @@ class SimTree:
         return self._model
 
     def _save(self) -> None:
+        self._dirty = False
         self._remember(MARKER)
         tmp = self.model_path + ".tmp"
         with open(tmp, "w") as fh:
@@ -330,9 +332,12 @@ class SimTree:
             self._recover_locked()
             self._load()
             self._begin()
+            self._dirty = False
             try:
                 yield  # a kernel error is a finished write too: only a dead writer leaves the journal
             finally:
+                if self._dirty:  # a counter moved (the next ifindex) with no other model change saved
+                    self._save()
                 self._commit()
 
     def _link_name(self, rel: str) -> Optional[str]:

@@ -153,3 +153,11 @@ def test_the_plugins_pools_hold_exactly_the_configured_vfs(lab):
 
 def test_no_run_during_the_reload_calls_the_pf_not_an_sriov_pf(lab):
     assert "is not an SR-IOV PF" not in lab["agent_journal"], lab["agent_journal"][-3000:]
+
+
+def test_no_run_during_the_reload_addresses_a_netdev_by_a_stale_name(lab):
+    """udev renames each PF netdev (eth0 -> enp3s0) and VF netdev just after igb or igbvf probes it,
+    while the agent's runs set VF settings: every netlink request names its netdev by ifindex, read
+    at the request, so none meets a name that is gone (ENODEV, seen here before) or another's."""
+    journal = lab["agent_journal"]
+    assert "No such device" not in journal and "ENODEV" not in journal, journal[-3000:]
