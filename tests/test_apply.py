@@ -139,6 +139,80 @@ def test_a_new_count_on_a_pf_without_driver_is_refused_before_any_write(make_hos
     assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == want
 
 
+def _bind_pf_to(host, driver):
+    host.sysfs.unbind(PF0, "i40e")
+    if driver not in ("vfio-pci",):
+        host.modules.load(driver)
+    host.sysfs.set_driver_override(PF0, driver)
+    host.sysfs.drivers_probe(PF0)
+    assert host.sysfs.device_driver(PF0) == driver
+
+
+@pytest.mark.parametrize("driver,enable_sriov,words", [
+    ("vfio-pci", False, ["bound to vfio-pci", "enable_sriov=1"]),
+    ("uio_pci_generic", None, ["bound to uio_pci_generic", "no sriov_configure", "pci-pf-stub"]),
+    ("pci-stub", None, ["bound to pci-stub", "no sriov_configure", "bind the PF to its own driver"]),
+])
+def test_a_new_count_on_a_pf_whose_driver_cannot_make_vfs_is_refused_before_any_write(
+        make_host, write_config, driver, enable_sriov, words):
+    """sriov_numvfs_store answers ENOENT when the bound driver has no sriov_configure, and vfio-pci's
+    does unless it was loaded with enable_sriov=1: validate, the dry run and apply say so first."""
+    host = make_host(vfio_loaded=True)
+    if enable_sriov is not None:
+        SimKernel(host.root).vfio_enable_sriov(enable_sriov)
+    _bind_pf_to(host, driver)
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')
+    writes = len(sim_writes(host))
+    for argv in (["validate"], ["apply", "--dry-run"], ["apply"]):
+        proc = run_cli(*argv, root=host.root, config=path)
+        assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
+        for word in [f"PF {PF0}", "pf[0].num_vfs", "ENOENT"] + words:
+            assert word in proc.stderr, (argv, word, proc.stderr)
+    assert len(sim_writes(host)) == writes  # nothing written
+    if driver == "vfio-pci":  # loaded with enable_sriov=1, the same PF passes and makes its VFs
+        SimKernel(host.root).vfio_enable_sriov(True)
+        proc = run_cli("validate", root=host.root, config=path)
+        assert proc.returncode == 0, proc.stderr
+        assert host.sysfs.write("sys/bus/pci/devices", (PF0, "sriov_numvfs"), "2\n") is None
+        assert host.sysfs.num_vfs(PF0) == 2
+
+
+@pytest.mark.parametrize("driver", [None, "i40e", "vfio-pci", "vfio-pci+enable_sriov", "uio_pci_generic", "pci-stub",
+                                    "pci-pf-stub"])
+def test_validate_refuses_a_new_count_exactly_where_the_kernel_answers_enoent(make_host, write_config, driver):
+    """Every driver a PF can be bound to (its own, vfio-pci with and without enable_sriov, the stubs,
+    none): `validate` refuses a new VF count exactly when the kernel's sriov_numvfs would say ENOENT."""
+    import errno
+
+    host = make_host(vfio_loaded=True)
+    if driver == "vfio-pci+enable_sriov":
+        SimKernel(host.root).vfio_enable_sriov(True)
+        driver = "vfio-pci"
+    if driver is None:
+        host.sysfs.unbind(PF0, "i40e")
+    elif driver != "i40e":
+        _bind_pf_to(host, driver)
+    refused = run_cli("validate", root=host.root, config=write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n'))
+    try:
+        host.sysfs.write("sys/bus/pci/devices", (PF0, "sriov_numvfs"), "2\n")
+        answer = 0
+    except OSError as exc:
+        answer = exc.errno
+    assert answer in (0, errno.ENOENT)
+    assert (refused.returncode == 1) == (answer == errno.ENOENT), (driver, refused.stderr, answer)
+    assert (refused.returncode == 1) == ("ENOENT" in refused.stderr)
+
+
+def test_a_pf_on_pci_pf_stub_makes_its_vfs(make_host, write_config):
+    """pci-pf-stub has sriov_configure (pci_sriov_configure_simple): no refusal, and apply converges."""
+    host = make_host()
+    _bind_pf_to(host, "pci-pf-stub")
+    path = write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')
+    assert run_cli("validate", root=host.root, config=path).returncode == 0
+    report = apply(host, path)
+    assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 2, report.outcomes[0].error
+
+
 def test_a_pf_without_driver_keeps_its_count_without_complaint(make_host, write_config):
     """The same count is no write at all (the kernel answers it before asking for a driver)."""
     host = make_host()
@@ -338,7 +412,9 @@ def test_pf_bound_to_vfio_pci_points_at_enable_sriov(make_host, write_config):
     host.sysfs.drivers_probe(PF0)
     assert host.sysfs.device_driver(PF0) == "vfio-pci"
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 2\n'))
-    assert report.outcomes[0].detail["errno"] == "ENOENT"
+    # refused before the write (the kernel's ENOENT, from preflight), not failed by it
+    assert report.outcomes[0].status == "refused" and report.writes == 0
+    assert [r["errno"] for r in report.outcomes[0].detail["refusals"]] == ["ENOENT"]
     assert "enable_sriov=1" in report.outcomes[0].error
 
 

@@ -13,6 +13,10 @@ IOMMU_HINT = (
 )
 
 
+# drivers that bind any device (driver_override, new_id) and have no sriov_configure
+STUB_DRIVERS = frozenset({"pci-stub", "uio_pci_generic"})
+
+
 def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Optional[str]) -> Tuple[str, str]:
     """(what happened, how to fix it) for a failed write of sriov_numvfs."""
     if code == E.ERANGE:
@@ -26,6 +30,10 @@ def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Opti
             return ("the PF is bound to vfio-pci, which creates VFs only when loaded with enable_sriov=1",
                     "load vfio-pci with enable_sriov=1 (options vfio-pci enable_sriov=1 in /etc/modprobe.d), "
                     "or bind the PF to its network driver")
+        if pf_driver in STUB_DRIVERS:
+            return (f"the PF is bound to {pf_driver}, which has no way to create VFs (no sriov_configure)",
+                    "bind the PF to its own driver (clear its driver_override, unbind it, write it to "
+                    "/sys/bus/pci/drivers_probe), or to pci-pf-stub when it has none")
         return (f"the PF driver {pf_driver} does not support configuring SR-IOV through sysfs",
                 f"use {pf_driver}'s own VF module parameter (e.g. max_vfs) or a driver version that supports sriov_numvfs")
     if code == E.ENOMEM:

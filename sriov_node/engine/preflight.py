@@ -8,7 +8,8 @@ actions need.
   lists): the eswitch mode on a driver without one, a VF setting the PF driver lacks or a value it
   refuses, an MTU out of the driver's range, a driver module this kernel does not have. Refused
   whole (exit 1, nothing written); a driver not in the table is not judged ("not known: tried at apply").
-  A new VF count on a PF with no driver bound is refused too (the kernel answers ENOENT).
+  A new VF count on a PF whose driver cannot make VFs is refused too (the kernel answers ENOENT): no
+  driver bound, a stub (pci-stub, uio_pci_generic), vfio-pci loaded without enable_sriov=1.
 - `preflight`: vfio-pci's IOMMU: a VF bound to vfio-pci needs an IOMMU group (exit 3).
 """
 
@@ -22,7 +23,7 @@ from sriov_node import drivers
 from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetNumVfs, SetPfMtu, SetVfGuids,
                                       SetVfMtu, SetVfSetting)
 from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
-from sriov_node.engine.hints import numvfs_error
+from sriov_node.engine.hints import STUB_DRIVERS, numvfs_error
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +70,19 @@ def _vf_driver(pf_plan: "PfPlan", index: int) -> Optional[str]:
     return (pf.vf_default_drivers or (None,))[0]
 
 
+def _configures_sriov(host: "Host", driver: Optional[str]) -> bool:
+    """Whether sriov_numvfs can take a new count with `driver` bound to the PF (False only when that
+    is known): no driver, a stub (pci-stub, uio_pci_generic) or a VF-only driver has no
+    sriov_configure; vfio-pci's answers ENOENT unless it was loaded with enable_sriov=1."""
+    if driver is None or driver in STUB_DRIVERS:
+        return False
+    if driver == "vfio-pci":
+        param = host.sysfs.read("sys/module/vfio_pci/parameters", "enable_sriov")
+        return param is None or param.strip() in ("Y", "1")
+    row = drivers.driver(driver)
+    return row is None or row.role != "vf"
+
+
 def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal], List[str]]:
     """(the plan's steps this host is known to refuse, notes on what is not known here)."""
     target = pf_plan.target
@@ -78,12 +92,13 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
     unknown: List[str] = []
     switchdev = (spec.eswitch_mode or pf.eswitch_mode) == "switchdev"
     for action in pf_plan.actions:
-        if isinstance(action, SetNumVfs) and pf.bus == "pci" and pf.driver is None and action.value != action.current:
-            # drivers/pci/iov.c sriov_numvfs_store: a new count needs a bound PF driver, else ENOENT.
-            # Said once per plan, of the count the block wants (a resize writes 0 first), in the
-            # executor's own words for that errno (engine/hints.py)
+        if isinstance(action, SetNumVfs) and pf.bus == "pci" and action.value != action.current \
+                and not _configures_sriov(host, pf.driver):
+            # drivers/pci/iov.c sriov_numvfs_store: a new count needs a bound PF driver with
+            # sriov_configure, else ENOENT. Said once per plan, of the count the block wants (a
+            # resize writes 0 first), in the executor's own words for that errno (engine/hints.py)
             if not any(r.key == "num_vfs" for r in refused):
-                why, fix = numvfs_error(errno.ENOENT, spec.num_vfs, total=pf.total_vfs, pf_driver=None)
+                why, fix = numvfs_error(errno.ENOENT, spec.num_vfs, total=pf.total_vfs, pf_driver=pf.driver)
                 refused.append(drivers.Refusal("num_vfs", "ENOENT", why, fix, value=spec.num_vfs))
         elif isinstance(action, LoadDriver) and not action.default:
             if host.modules.has_module(action.driver) is False:

@@ -80,6 +80,14 @@ class SimFaults(SimTree):
             self._emit("move", "net", new_dir, INTERFACE=new, DEVPATH_OLD="/" + os.path.relpath(old_dir, "sys"))
             self._save()
 
+    def vfio_enable_sriov(self, on: bool = True) -> None:
+        """vfio-pci loaded with enable_sriov=1 (or without): its module parameter, now and at its next load."""
+        with self._transaction():
+            self._model["vfio_enable_sriov"] = on
+            if os.path.isdir(self._p("sys/bus/pci/drivers/vfio-pci")):
+                self._put("sys/module/vfio_pci/parameters/enable_sriov", ("Y" if on else "N") + "\n", 0o444)
+            self._save()
+
     def add_altname(self, ifname: str, altname: str) -> None:
         """`ip link property add dev IFNAME altname ALTNAME` (RTM_NEWLINKPROP): EEXIST when any netdev
         has that name or alternative name, EINVAL past ALTIFNAMSIZ; kept with the device."""

@@ -21,7 +21,13 @@ PAGE_SIZE = 4096
 # uio_pci_generic has no ID table (it binds through driver_override or new_id, as DPDK's tools do).
 GENERIC_DRIVERS: Dict[str, Dict[str, Any]] = {
     "uio_pci_generic": {"ids": [], "generic": True, "uio": True},
+    # bind only through driver_override/new_id; pci-stub has no sriov_configure, pci-pf-stub's is
+    # pci_sriov_configure_simple (VFs for a PF with no driver of its own)
+    "pci-stub": {"ids": [], "generic": True},
+    "pci-pf-stub": {"ids": [], "generic": True, "sriov_configure": True},
 }
+# vfio-pci's module parameter: vfio_pci_sriov_configure answers ENOENT unless it is Y (module_param 0444)
+VFIO_ENABLE_SRIOV = "sys/module/vfio_pci/parameters/enable_sriov"
 
 # PF drivers whose remove never calls pci_disable_sriov(): their VFs outlive the driver ("driver
 # left SR-IOV enabled after remove"), and the PF itself (nvme on Linux 6.1, checked in the lab)
@@ -495,7 +501,10 @@ class PciRules(SimFaults):
         drv = self.driver_of(pf)
         if drv is None:
             raise _err(errno.ENOENT, "no driver bound to device; cannot configure SR-IOV")
-        if not self._model["drivers"].get(drv, {}).get("sriov_configure"):
+        if drv == "vfio-pci":  # vfio_pci_sriov_configure
+            if (self._get(VFIO_ENABLE_SRIOV) or "N") != "Y":
+                raise _err(errno.ENOENT, "vfio-pci: loaded without enable_sriov=1")
+        elif not self._model["drivers"].get(drv, {}).get("sriov_configure"):
             raise _err(errno.ENOENT, "driver does not support SR-IOV configuration via sysfs")
         if n == 0:
             self._disable(pf)
@@ -781,6 +790,8 @@ class PciRules(SimFaults):
         for op in ("bind", "unbind", "new_id", "remove_id"):
             self._put(f"{base}/{op}", "", 0o200)
         self._put(f"{base}/uevent", "", 0o200)
+        if drv == "vfio-pci":
+            self._put(VFIO_ENABLE_SRIOV, ("Y" if self._model.get("vfio_enable_sriov") else "N") + "\n", 0o444)
         for bdf in self._listdir("sys/bus/pci/devices"):
             if self.driver_of(bdf) is None and self._matches(bdf, drv) and self._may_autoprobe(bdf):
                 try:

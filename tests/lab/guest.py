@@ -169,6 +169,27 @@ def scenario_iommu_on() -> None:
     step("apply_nodriver", f"{BIN} apply --json", timeout=120)
     results["after_nodriver"] = kernel_view(SMALL)
 
+    # 7: the PF bound to vfio-pci: a new count is refused unless vfio-pci was loaded with
+    # enable_sriov=1, exactly where the kernel's sriov_numvfs answers ENOENT
+    step("nvme_back", "modprobe nvme")
+    wait_pf_driver(SMALL)
+    step("nvme_zero", f"echo 0 > {SYS}/{SMALL}/sriov_numvfs")
+    step("to_vfio", f"modprobe vfio-pci && echo {SMALL} > {SYS}/{SMALL}/driver/unbind && "
+                    f"echo vfio-pci > {SYS}/{SMALL}/driver_override && echo {SMALL} > /sys/bus/pci/drivers_probe")
+    results["vfio_param"] = read("/sys/module/vfio_pci/parameters/enable_sriov")
+    results["vfio_pf_driver"] = link(f"{SYS}/{SMALL}/driver")
+    configure(pf_block(SMALL, 2))
+    step("validate_vfio", f"{BIN} validate", timeout=120)
+    step("write_vfio", f"echo 2 > {SYS}/{SMALL}/sriov_numvfs")
+    step("vfio_reload", f"modprobe -r vfio-pci && modprobe vfio-pci enable_sriov=1 && "
+                        f"echo {SMALL} > /sys/bus/pci/drivers_probe")
+    results["vfio_param_on"] = read("/sys/module/vfio_pci/parameters/enable_sriov")
+    results["vfio_pf_driver_on"] = link(f"{SYS}/{SMALL}/driver")
+    step("validate_vfio_on", f"{BIN} validate", timeout=120)
+    step("write_vfio_on", f"echo 2 > {SYS}/{SMALL}/sriov_numvfs")
+    results["after_vfio_on"] = kernel_view(SMALL)
+    sh(f"echo 0 > {SYS}/{SMALL}/sriov_numvfs")
+
 
 def scenario_iommu_off() -> None:
     results["setup"] = sh("modprobe nvme")

@@ -130,6 +130,22 @@ def test_pf_without_driver_is_explained(iommu_on):
     assert iommu_on["after_nodriver"]["driver"] is None
 
 
+def test_a_pf_on_vfio_pci_is_refused_exactly_where_the_kernel_answers_enoent(iommu_on):
+    """A PF bound to vfio-pci: vfio_pci_sriov_configure answers ENOENT unless the module was loaded
+    with enable_sriov=1. `validate` refuses the new count in the first case only, and the kernel's
+    own answer to the same write agrees each time."""
+    assert iommu_on["to_vfio"]["rc"] == 0 and iommu_on["vfio_pf_driver"] == "vfio-pci", iommu_on["to_vfio"]
+    assert iommu_on["vfio_param"] == "N"
+    run = iommu_on["validate_vfio"]
+    assert run["rc"] == 1 and "ENOENT" in run["stderr"] and "enable_sriov=1" in run["stderr"], run
+    assert iommu_on["write_vfio"]["rc"] != 0 and "No such file or directory" in iommu_on["write_vfio"]["stderr"]
+    assert iommu_on["vfio_reload"]["rc"] == 0, iommu_on["vfio_reload"]
+    assert iommu_on["vfio_param_on"] == "Y" and iommu_on["vfio_pf_driver_on"] == "vfio-pci"
+    assert iommu_on["validate_vfio_on"]["rc"] == 0, iommu_on["validate_vfio_on"]
+    assert iommu_on["write_vfio_on"]["rc"] == 0, iommu_on["write_vfio_on"]
+    assert iommu_on["after_vfio_on"]["numvfs"] == "2"
+
+
 def test_vfio_without_iommu_is_refused_saying_how_to_turn_it_on(iommu_off):
     assert iommu_off["iommu_groups"] == []
     run = iommu_off["apply_vfio"]
