@@ -183,3 +183,27 @@ def test_module_aliases_name_the_default_and_an_alias_file_without_a_match_means
     assert Modules(Root(str(tmp_path))).default_drivers(other, "8086", "1889") == ()
     (base / "modules.alias").unlink()
     assert Modules(Root(str(tmp_path))).default_drivers(iavf_vf, "8086", "154c") is None
+
+
+def test_each_modalias_is_matched_once_per_host(tmp_path, monkeypatch):
+    """The daemon asks the same modaliases in every run (a PF with no VFs yet, each read-back): one
+    host matches each against modules.alias once, and answers the same every time after."""
+    from sriov_node.host import modules
+    from sriov_node.host.paths import Root
+
+    base = tmp_path / "lib/modules/6.1.0"
+    base.mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0\n")
+    (base / "modules.alias").write_text(
+        "alias pci:v00008086d0000154Csv*sd*bc*sc*i* iavf\nalias pci:v00008086d000010CAsv*sd*bc*sc*i* igbvf\n"
+        "alias pci:v*d*sv*sd*bc01sc08i02* nvme\n")
+    iavf_vf = "pci:v00008086d0000154Csv00008086sd00000000bc02sc00i00"
+    igb_vf = "pci:v00008086d000010CAsv00008086sd00000000bc02sc00i00"
+    matched = []
+    real = modules._matches
+    monkeypatch.setattr(modules, "_matches", lambda alias, pattern: matched.append(alias) or real(alias, pattern))
+    host_modules = modules.Modules(Root(str(tmp_path)))
+    answers = [host_modules.default_drivers(alias, "8086", None) for alias in (iavf_vf, igb_vf, iavf_vf, igb_vf)]
+    assert answers == [("iavf",), ("igbvf",), ("iavf",), ("igbvf",)]
+    assert matched.count(iavf_vf) == matched.count(igb_vf) == 3  # each vendor's patterns, once per modalias
