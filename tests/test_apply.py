@@ -424,3 +424,28 @@ def test_a_numvfs_write_the_kernel_silently_ignored_is_written_again(make_host, 
     report = apply(host, write_config('[[pf]]\npci = "0000:20:00.0"\nnum_vfs = 4\n'))
     assert report.exit_code == 0 and host.sysfs.num_vfs(PF0) == 4
     assert numvfs_writes(host) == [("'4\\n'", "ok"), ("'4\\n'", "ok")]
+
+
+@pytest.mark.parametrize("model", ["x710", "e810", "cx5", "i350", "82599", "nvme", "hisi-zip"])
+def test_the_probe_grace_is_waited_only_for_drivers_that_may_still_let_a_vf_go(make_host, write_config, monkeypatch,
+                                                                               model):
+    """After VFs are made (or probed) with their default driver, a run waits out the probe grace
+    only when that driver may let a VF go after binding it (nvme's asynchronous reset work), or is
+    not known to the driver table (hisi_zip here): every network VF driver binds synchronously
+    and stays bound, so a run that made igbvf or iavf VFs does not sleep a second for nothing."""
+    from sriov_node import drivers
+    from sriov_node.engine import execute
+
+    host = make_host((model, 1, None))
+    host.sysfs.probe_grace = 30.0  # the live kernel's grace, made long enough to tell apart
+    slept = []
+    monkeypatch.setattr(execute.time, "sleep", lambda seconds: slept.append(seconds))
+    from sriov_node.config import load_config
+    from sriov_node.engine.reconcile import reconcile
+
+    report = reconcile(host, load_config(write_config(f'[[pf]]\npci = "{PF0}"\nnum_vfs = 2\n')))
+    assert report.exit_code == 0, report.outcomes[0].error
+    vf_driver = host.sysfs.device_driver(host.sysfs.vf_address(PF0, 0))
+    row = drivers.driver(vf_driver)
+    graced = any(seconds > 20 for seconds in slept)
+    assert graced == (row is None or row.async_release), (model, vf_driver, slept)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
+from sriov_node import drivers
 from sriov_node.engine import hints
 from sriov_node.engine.actions import (
     BIND_FILE,
@@ -166,7 +167,7 @@ class Executor:
         """
         probed = {k: v for k, v in self._probed.items() if k[0] == pf}
         times = [when for _, _, when in probed.values()] + ([self._created[pf]] if pf in self._created else [])
-        if not times:
+        if not times or not self._may_let_go(pf, probed):
             return []
         time.sleep(max(0.0, max(times) + self.sysfs.probe_grace - time.monotonic()))
         errors = []
@@ -178,6 +179,19 @@ class Executor:
                     hint=f"check dmesg for {driver}'s messages about {vf}; or name a driver for the VF "
                          "(driver = \"...\") or \"none\""))
         return errors
+
+    def _may_let_go(self, pf: str, probed: Dict[Tuple[str, int], Tuple[str, str, float]]) -> bool:
+        """Whether a VF the kernel's default driver took this run may still be let go: its driver is
+        one that releases a device after an asynchronous failure (drivers.py `async_release`: nvme),
+        one not known here, or none yet (an asynchronous probe still under way)."""
+        seen = {driver for _, driver, _ in probed.values()}
+        if pf in self._created:
+            seen |= {self.sysfs.device_driver(vf) for (owner, _), vf in self._addresses.items() if owner == pf}
+        for name in seen:
+            row = drivers.driver(name) if name and name != "?" else None
+            if row is None or row.async_release:
+                return True
+        return False
 
     def _run_cleanup(self, plan: PfPlan, result: RunResult) -> None:
         self._cleanup = True
