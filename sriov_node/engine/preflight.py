@@ -77,8 +77,7 @@ def _configures_sriov(host: "Host", driver: Optional[str]) -> bool:
     if driver is None or driver in STUB_DRIVERS:
         return False
     if driver == "vfio-pci":
-        param = host.sysfs.read("sys/module/vfio_pci/parameters", "enable_sriov")
-        return param is None or param.strip() in ("Y", "1")
+        return host.sysfs.vfio_enable_sriov() is not False
     row = drivers.driver(driver)
     return row is None or row.role != "vf"
 

@@ -157,8 +157,7 @@ def observe_function(host: Host, pci: str) -> PciFunction:
     ari = sysfs.read(PCI_DEVICES, pci, "ari_enabled")
     vfio_sriov = None
     if driver == "vfio-pci":
-        param = sysfs.read("sys/module/vfio_pci/parameters", "enable_sriov")
-        vfio_sriov = None if param is None else param.strip() in ("Y", "1")
+        vfio_sriov = sysfs.vfio_enable_sriov()
     return PciFunction(
         pci=pci,
         exists=True,

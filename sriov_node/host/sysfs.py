@@ -250,6 +250,12 @@ class Sysfs:
         """The PCI drivers registered now (/sys/bus/pci/drivers)."""
         return frozenset(self.listdir(PCI_DRIVERS))
 
+    def vfio_enable_sriov(self) -> Optional[bool]:
+        """vfio-pci's `enable_sriov` module parameter (a PF bound to it makes VFs only when Y); None
+        when it cannot be read (vfio-pci not loaded)."""
+        param = self.read("sys/module/vfio_pci/parameters", "enable_sriov")
+        return None if param is None else param.strip() in ("Y", "1")
+
     def iommu_enabled(self) -> bool:
         """The IOMMU is on: the kernel made IOMMU groups (/sys/kernel/iommu_groups is not empty)."""
         return bool(self.listdir("sys/kernel/iommu_groups"))
