@@ -162,17 +162,22 @@ def test_a_captured_tree_without_module_aliases_is_not_judged(make_host, write_c
     assert dry["actions"] == [] and dry["pfs"][0]["unjudged"]
 
 
+def _alias_tree(root, aliases: str):
+    """A root whose running kernel (6.1.0) has this modules.alias; its modules directory."""
+    base = root / "lib/modules/6.1.0"
+    base.mkdir(parents=True)
+    (root / "proc/sys/kernel").mkdir(parents=True)
+    (root / "proc/sys/kernel/osrelease").write_text("6.1.0\n")
+    (base / "modules.alias").write_text(aliases)
+    return base
+
+
 def test_module_aliases_name_the_default_and_an_alias_file_without_a_match_means_none(tmp_path):
     from sriov_node.host.modules import Modules
     from sriov_node.host.paths import Root
 
-    base = tmp_path / "lib/modules/6.1.0"
-    base.mkdir(parents=True)
-    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
-    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0\n")
-    (base / "modules.alias").write_text(
-        "alias pci:v00008086d0000154Csv*sd*bc*sc*i* iavf\nalias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
-        "alias pci:v*d*sv*sd*bc01sc08i02* nvme\n")
+    base = _alias_tree(tmp_path, "alias pci:v00008086d0000154Csv*sd*bc*sc*i* iavf\nalias vfio_pci:v*d*sv*sd*bc*sc*i* "
+                                 "vfio_pci\nalias pci:v*d*sv*sd*bc01sc08i02* nvme\n")
     iavf_vf = "pci:v00008086d0000154Csv00008086sd00000000bc02sc00i00"
     other = "pci:v00008086d00001889sv00008086sd00000000bc02sc00i00"
     assert Modules(Root(str(tmp_path))).default_drivers(iavf_vf, "8086", "154c") == ("iavf",)
@@ -191,13 +196,8 @@ def test_each_modalias_is_matched_once_per_host(tmp_path, monkeypatch):
     from sriov_node.host import modules
     from sriov_node.host.paths import Root
 
-    base = tmp_path / "lib/modules/6.1.0"
-    base.mkdir(parents=True)
-    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
-    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0\n")
-    (base / "modules.alias").write_text(
-        "alias pci:v00008086d0000154Csv*sd*bc*sc*i* iavf\nalias pci:v00008086d000010CAsv*sd*bc*sc*i* igbvf\n"
-        "alias pci:v*d*sv*sd*bc01sc08i02* nvme\n")
+    _alias_tree(tmp_path, "alias pci:v00008086d0000154Csv*sd*bc*sc*i* iavf\nalias pci:v00008086d000010CAsv*sd*bc*sc*i* "
+                          "igbvf\nalias pci:v*d*sv*sd*bc01sc08i02* nvme\n")
     iavf_vf = "pci:v00008086d0000154Csv00008086sd00000000bc02sc00i00"
     igb_vf = "pci:v00008086d000010CAsv00008086sd00000000bc02sc00i00"
     matched = []
