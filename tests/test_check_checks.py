@@ -277,7 +277,8 @@ def test_pf_driver_states():
     assert d.check_pf_driver(pf(driver="vfio-pci", vfio_enable_sriov=True), WANT).status == "ok"
     vfio = d.check_pf_driver(pf(driver="vfio-pci", vfio_enable_sriov=False), WANT)
     assert vfio.status == "fail" and "enable_sriov=1" in vfio.fix
-    assert d.check_pf_driver(pf(driver="pci-stub"), WANT).status == "fail"
+    for stub in ("pci-stub", "uio_pci_generic"):  # the drivers preflight refuses a new count on
+        assert d.check_pf_driver(pf(driver=stub), WANT).status == "fail", stub
     unknown = d.check_pf_driver(pf(driver="octeontx2_pf"), WANT)
     assert unknown.status == "warn" and "max_vfs" in unknown.fix
     assert d.check_pf_driver(pf(total_vfs=None), WANT) is None  # not a PF: the capability check explains
