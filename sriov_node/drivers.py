@@ -135,6 +135,10 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
 )}
 
 
+# drivers that bind any device (driver_override, new_id) and have no sriov_configure: a PF bound to
+# one cannot make VFs (preflight refuses a new count on it, check names it)
+STUB_DRIVERS = frozenset({"pci-stub", "uio_pci_generic"})
+
 FIRMWARE_TOOLS = ("mstconfig", "mlxconfig")  # mstflint's and MFT's: the same query and set
 
 

@@ -69,9 +69,11 @@ def test_the_platform_values_import_only_the_model_and_the_errors():
 
 
 def test_the_pure_checks_take_the_platform_values_from_below():
-    """diagnose, fix, bootcfg, kargs judge values: no host, no engine (views/check_report.py is the one that observes)."""
+    """diagnose, fix, bootcfg, kargs judge values: no host, no engine (views/check_report.py is the one that observes).
+
+    The driver table (drivers.py, a pure table over model) is theirs too: check and preflight name the same drivers."""
     pure = ("checks/diagnose.py", "checks/fix.py", "checks/bootcfg.py", "checks/kargs.py")
-    allowed = ("sriov_node.platform", "sriov_node.checks", "sriov_node.model", "sriov_node.errors")
+    allowed = ("sriov_node.platform", "sriov_node.checks", "sriov_node.model", "sriov_node.errors", "sriov_node.drivers")
     wrong = [f"{rel}:{line} imports {name}" for rel in pure for line, name in imports_of(PACKAGE / rel)
              if within(name, "sriov_node") and name != "sriov_node" and not any(within(name, m) for m in allowed)]
     assert wrong == []

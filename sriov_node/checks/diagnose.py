@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sriov_node import platform as pcicfg
 from sriov_node.checks import bootcfg, kargs
-from sriov_node.engine.hints import STUB_DRIVERS
+from sriov_node.drivers import STUB_DRIVERS
 from sriov_node.platform import BootFiles, PciFunction, PlatformState
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -22,7 +22,7 @@ SRIOV_PF_DRIVERS = frozenset({
     "i40e", "ice", "ixgbe", "igb", "fm10k", "idpf", "mlx5_core", "bnxt_en", "qede", "nfp", "sfc", "be2net",
     "hns3", "hinic", "ionic", "cxgb4", "octeon_ep", "nvme", "qlcnic", "liquidio",
 })
-# the drivers preflight refuses a new VF count on (engine/hints.STUB_DRIVERS): one list for both
+# the drivers preflight refuses a new VF count on (drivers.STUB_DRIVERS): one list for both
 NO_SRIOV_PF_DRIVERS = {name: f"{name} binds any device (driver_override, new_id) and has no sriov_configure"
                        for name in sorted(STUB_DRIVERS)}
 VENDOR_HINTS = {

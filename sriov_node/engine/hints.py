@@ -6,15 +6,13 @@ import errno as E
 import os
 from typing import Optional, Tuple
 
+from sriov_node.drivers import STUB_DRIVERS
+
 IOMMU_HINT = (
     "turn the IOMMU on: enable VT-d/AMD-Vi in the BIOS and boot with intel_iommu=on iommu=pt "
     "(AMD: the IOMMU is on by default; drop amd_iommu=off, add iommu=pt), e.g. in GRUB_CMDLINE_LINUX of "
     "/etc/default/grub, then update-grub and reboot (sriov-node check --fix does the boot loader part)"
 )
-
-
-# drivers that bind any device (driver_override, new_id) and have no sriov_configure
-STUB_DRIVERS = frozenset({"pci-stub", "uio_pci_generic"})
 
 
 def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Optional[str]) -> Tuple[str, str]:

@@ -23,7 +23,8 @@ from sriov_node import drivers
 from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetNumVfs, SetPfMtu, SetVfGuids,
                                       SetVfMtu, SetVfSetting)
 from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
-from sriov_node.engine.hints import STUB_DRIVERS, numvfs_error
+from sriov_node.drivers import STUB_DRIVERS
+from sriov_node.engine.hints import numvfs_error
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
 if TYPE_CHECKING:  # pragma: no cover
