@@ -470,17 +470,19 @@ def reload_rows(data: Dict[str, Any]) -> None:
     anchor = ("udevd .link [SR-IOV]", rl["udevd"])
     row("PF reload", "64 VFs + settings after a PF driver reload: our daemon", rl["daemon"], "s", anchor,
         "<= udevd", rl["daemon"] <= rl["udevd"],
-        why="the daemon starts its run a few ms after the kernel's bind event (its journal: \"1 event(s) in "
-            "1 ms, ended by a PF's bind or change\"), with the planner and executor already loaded (they load "
-            "once the daemon is ready: the first reaction after a start no longer pays 0.3-0.5 s of imports "
-            "here), and each netlink request names the PF itself (no index lookup first: two round trips "
-            "fewer per run). What remains is the engine's run, Python under emulation against udevd's C, on "
-            "the guest's one vCPU, shared with udevd's own processing of the new netdev at the same time: "
-            "measured in the guest, the run takes 90-180 ms with udevd idle and 220-300 ms beside it (its "
-            "journal's \"changed (N ms)\"). Profiled in the guest (cProfile around the daemon's runs): the "
-            "RTM_GETLINK read and read-back and the one batched RTM_SETLINK, each a round trip through "
-            "pyroute2's asyncio core, then reading the 64 VFs' lists; the sriov_numvfs write and the sysfs "
-            "reads are the rest. The read-back stays: it is what makes \"converged\" true")
+        why="the measurer waits for the kernel's link events (RTNLGRP_LINK: an RTM_NEWLINK after every "
+            "RTM_SETLINK of VF settings) and looks once each burst is over, for both rounds; until "
+            "2026-12-07 it polled a netlink dump of the 64 VFs every 20 ms, which took most of the guest's "
+            "one CPU once sriov_numvfs was written, and most from the path with Python work left after it "
+            "(then: 551.7 ms against 223.7 ms, 2.47x; the first three runs with the new measurer: 472.0 "
+            "against 341.5 ms, 482.0 against 342.6, 385.5 against 328.7: ours faster, udevd's anchor slower, "
+            "which is not explained yet: per burst, each path gets the same quiet period and one look). The run, timed phase by phase in the guest (wall "
+            "clock around the engine's functions, 2026-12-07, beside the polling measurer): 30-70 ms from the bind to the run; the "
+            "survey ~105 ms (the host-wide PF list, 4 PFs, ~85 ms of it), plan and preflight ~40 ms, "
+            "sriov_numvfs 2-7 ms, the one RTM_SETLINK 60-70 ms: the settings are in ~0.25 s; then the "
+            "read-back, 220-250 ms (its RTM_GETLINK of 64 VFs through pyroute2 170-200 ms), and the run's "
+            "record 25-30 ms, both after the settings are visible. The read-back stays: it is what makes "
+            "\"converged\" true")
     if "before" in rl:
         row("PF reload", f"64 VFs + settings after a PF driver reload: the daemon of {ARGS.before}", rl["before"],
             "s", anchor)
@@ -490,14 +492,19 @@ def reload_rows(data: Dict[str, Any]) -> None:
         row("PF reload", "igb (82576), 7 VFs + settings after its driver reload: our daemon", igb["daemon"], "s",
             anchor, "<= udevd", igb["daemon"] <= igb["udevd"],
             why="igb's reset of the PF when its VFs are enabled and igbvf's probe of each VF are in both "
-                "rounds: the sriov_numvfs write alone is 0.6 s in the guest. Profiled there (cProfile around "
-                "one run, 2.1 s): 0.9 s was a probe grace slept after the writes for a release only nvme "
-                "does, now waited only for such drivers (after the settings are visible, so outside this "
-                "row, but before the verdict); 0.34 s matching the future VFs' modalias against Intel's "
-                "~2800 modules.alias patterns, now once per host. The daemon's refused run after the unbind "
-                "is 130-140 ms by itself in a quiet guest (85 ms of it that matching); the 1.5-1.7 s its "
-                "journal shows come beside udevd's processing of the removal's events on the one vCPU. "
-                "scripts/bench prints the journal's last lines")
+                "rounds. The measurer waits for link events, as in the row above (polling, until "
+                "2026-12-07: 3097.4 against 2371.2 ms, 1.31x; the first three runs since: 1.13x, 1.18x, "
+                "1.27x). Timed phase by phase in the guest (wall clock around the engine's functions, "
+                "2026-12-07): the run starts 0.06-0.17 s after the bind write returns (igb's probe, 0.45 "
+                "s, before it); survey 40-160 ms; the sriov_numvfs write 0.84-0.94 s (the kernel: igb's "
+                "reset and 7 igbvf probes, beside udevd renaming each new netdev); the one RTM_SETLINK "
+                "0.1-0.16 s: the settings are in 1.2-1.36 s after the run starts; then the read-back "
+                "0.32-0.36 s and the record 50 ms, outside this row. Earlier, profiled (cProfile): 0.9 s "
+                "was a probe grace slept after the writes for a release only nvme does, now waited only "
+                "for such drivers; 0.34 s matching the future VFs' modalias against Intel's ~2800 "
+                "modules.alias patterns, now once per host. The refused run after the unbind (1.3-1.5 s "
+                "beside the kernel's removal of the VFs) ends before the bind. scripts/bench prints the "
+                "journal's last lines")
         if igb["daemon"] > igb["udevd"]:
             print("igb reload, the daemon's journal (last lines):\n"
                   + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)
