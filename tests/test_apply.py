@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import CLI, PF0, PF1, TWO_PFS, apply, open_host, run_cli, sim_writes
 from sriov_node.sim.kernel import MARKER, SimKernel
+from sriov_node.sim.nics import NICS
 from sriov_node.engine.state import ApplyLock, read_state
 
 
@@ -426,7 +427,7 @@ def test_a_numvfs_write_the_kernel_silently_ignored_is_written_again(make_host, 
     assert numvfs_writes(host) == [("'4\\n'", "ok"), ("'4\\n'", "ok")]
 
 
-@pytest.mark.parametrize("model", ["x710", "e810", "cx5", "i350", "82599", "nvme", "hisi-zip"])
+@pytest.mark.parametrize("model", sorted(NICS))  # every simulated NIC, so every VF driver the simulator has
 def test_the_probe_grace_is_waited_only_for_drivers_that_may_still_let_a_vf_go(make_host, write_config, monkeypatch,
                                                                                model):
     """After VFs are made (or probed) with their default driver, a run waits out the probe grace
