@@ -17,6 +17,7 @@ Prints one line `@@BENCH <json>`: every sample, so the host computes medians and
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -88,8 +89,9 @@ class LinkEvents:
                     return
             except BlockingIOError:
                 return
-            except OSError:  # ENOBUFS: events were dropped; what matters is that there were some
-                continue
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:  # ENOBUFS: events were dropped; what matters is that there were some
+                    raise
 
 
 _EVENTS: List[LinkEvents] = []
