@@ -20,7 +20,7 @@ from sriov_node.engine.outcome import host_converged
 from sriov_node.model import DesiredState, HostState, PfSpec, PfState
 from sriov_node.engine.resolve import Resolution, Target, resolve
 
-__all__ = ["Survey", "Judged", "judge", "survey", "heads_of", "observe_target", "config_path",
+__all__ = ["Survey", "Judged", "judge", "survey", "narrowed", "heads_of", "observe_target", "config_path",
            "load_desired", "Only"]
 
 # which PFs to survey: all (None), these, or those a function picks from the whole host's resolution
@@ -75,7 +75,8 @@ class Survey:
     # are the same values), with the failures and notices of the whole host: the host beside the run
     whole: Optional[Resolution] = field(default=None, repr=False, compare=False)
     # every block resolved against the PFs (none of their VFs), before `only` and anything to put
-    # back: which PF each block selects and its driver, the blocks that select none
+    # back: which PF each block selects and its driver, the blocks that select none (None: the survey
+    # read only the PFs of its run, `narrowed`)
     resolved: Optional[Resolution] = field(default=None, repr=False, compare=False)
     only: Optional[FrozenSet[str]] = field(default=None, repr=False, compare=False)  # the PFs surveyed (None: all)
     _judged: List[Tuple[Judged, ...]] = field(default_factory=list, repr=False, compare=False)
@@ -124,19 +125,32 @@ def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
     `whole` (with `only`): the other targets' VFs are read in the same pass too, and the whole
     resolution kept in `Survey.whole` (what a per-PF run's device plugin file is built from)."""
     sels = [s.selector for s in desired.pfs] if desired is not None else []
-    heads = observe(
-        host,
-        vfs_of=None if every_vf else (),
-        macs=any(s.mac is not None for s in sels),
-        ifnames=[s.name for s in sels if s.name is not None],
-        devices=[s.pci for s in sels if s.pci is not None],
-        vhost_net=desired is not None and any(g.resource and g.vhost_net for s in desired.pfs for g in s.vfs),
-    )
+    narrow = narrowed(desired, only, restore=bool(restore), whole=whole and vfs, every_vf=every_vf)
+
+    def heads_now(pfs_of: Optional[FrozenSet[str]]) -> HostState:
+        return observe(
+            host,
+            vfs_of=None if every_vf else (),
+            macs=any(s.mac is not None for s in sels),
+            ifnames=[s.name for s in sels if s.name is not None],
+            devices=[s.pci for s in sels if s.pci is not None],
+            vhost_net=desired is not None and any(g.resource and g.vhost_net for s in desired.pfs for g in s.vfs),
+            pfs_of=pfs_of,
+        )
+
+    if narrow is not None and not all(host.sysfs.is_sriov_pf(dev) for dev in narrow):
+        # one of them is no SR-IOV PF here (gone, its SR-IOV off, never one): what is said of it
+        # names the PFs the host has, so the host is read whole
+        narrow = None
+    heads = heads_now(narrow)
     if desired is None:
         return Survey(heads, Resolution(()))
-    resolution = resolved = resolve(desired, heads)
+    resolution = resolve(desired, heads)
+    # resolved against some PFs only, the other blocks' answers are not the host's: none is kept
+    resolved = resolution if narrow is None else None
     picking = callable(only)
     if callable(only):
+        assert resolved is not None  # a picking run is never narrowed
         only = frozenset(only(resolved))
         if not only:  # a look that picks nothing runs nothing: no PF is added to it either
             return Survey(heads, Resolution(()), judged_now=False, resolved=resolved, only=only)
@@ -175,6 +189,31 @@ def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
                   specs=specs, host=host, waiting=waiting, resolved=resolved, only=picked,
                   whole=None if everything is None else Resolution(tuple(read[t.pf.pci] for t in everything.targets),
                                                                    everything.failures, everything.notices))
+
+
+def narrowed(desired: Optional[DesiredState], only: Only, *, restore: bool = False, whole: bool = False,
+             every_vf: bool = False) -> Optional[FrozenSet[str]]:
+    """The PFs a survey of `only` needs to read as PFs, when that is fewer than the host's: `only`
+    itself. None: every PF (the survey reads the whole host).
+
+    A run of some PFs reports only about them (`Resolution.only`), and whether a block selects one
+    of them depends on that PF alone, whatever the selector (name, altname, pci, mac,
+    vendor+device), as do a conflict (two blocks selecting it) and its capacity. So the other PFs
+    are not read, except when something the run decides or says does depend on them:
+    - an `index` rule (vendor+device's N-th PF: the PFs before it on the host, and `last_blocks`);
+    - an `altname` (name and altname naming two PFs: the error names the other);
+    - values to put back (`restore`: a PF no block selects gets them only when every block selects
+      a PF here, engine/preimages.py `overlay`);
+    - `whole`: the other targets are read for the device plugin's file of the whole node;
+    - `every_vf` (what `status` shows), no config, or a run of every PF (`only` None) or a picking
+      one (`only` a function of the whole host's resolution: boot's).
+    A PF of `only` that is not an SR-IOV PF here (gone, never one) has the whole host read too: what
+    is said of it names the PFs the host has."""
+    if desired is None or only is None or callable(only) or restore or whole or every_vf:
+        return None
+    if any(s.selector.index is not None or s.selector.altname is not None for s in desired.pfs):
+        return None
+    return frozenset(only)
 
 
 def heads_of(host: Host, desired: Optional[DesiredState], *, macs: bool = False, ifnames: Tuple[str, ...] = (),

@@ -378,25 +378,32 @@ def netdev_owners(host: Host, ifnames: Collection[str]) -> Dict[str, str]:
 
 
 def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool = False,
-            ifnames: Collection[str] = (), devices: Collection[str] = (), vhost_net: bool = False) -> HostState:
+            ifnames: Collection[str] = (), devices: Collection[str] = (), vhost_net: bool = False,
+            pfs_of: Optional[Collection[str]] = None) -> HostState:
     """Every SR-IOV PF (a PCI function with sriov_totalvfs); VFs only of the PFs in `vfs_of` (None: all).
 
     `macs`: read each PF's permanent MAC (only MAC selectors need it); `ifnames`: netdevs whose
     owning device the caller wants to know, `devices`: PCI functions whose PF (if they are VFs)
     it wants to know — both for selectors that match no PF. `vhost_net`: whether /dev/vhost-net
     exists (a device plugin resource asks needVhostNet).
+
+    `pfs_of`: only these devices are read as PFs (those of them that are SR-IOV PFs), none of the
+    host's other PFs: what a run of some PFs needs when nothing it decides depends on the others
+    (`engine/survey.py`, `narrowed`). Every PCI function is still listed (`pci_devices`).
     """
     pci_devices = sorted(host.sysfs.listdir(PCI_DEVICES))
+    listed = pci_devices if pfs_of is None else sorted(p for p in set(pfs_of) if host.sysfs.is_pci(p))
     pfs: Tuple[PfState, ...] = tuple(
         observe_pf(host, pci, with_vfs=vfs_of is None or pci in vfs_of, macs=macs)
-        for pci in pci_devices
+        for pci in listed
         if host.sysfs.exists(PCI_DEVICES, pci, "sriov_totalvfs")
     )
     owners = netdev_owners(host, ifnames)
     # netdevsim devices selected by name: SR-IOV without PCI (sriov_numvfs on the bus device)
     pfs += tuple(observe_pf(host, dev, with_vfs=vfs_of is None or dev in vfs_of, macs=macs)
                  for dev in sorted(set(owners.values()))
-                 if not host.sysfs.is_pci(dev) and host.sysfs.exists("sys/bus/netdevsim/devices", dev, "sriov_numvfs"))
+                 if not host.sysfs.is_pci(dev) and (pfs_of is None or dev in pfs_of)
+                 and host.sysfs.exists("sys/bus/netdevsim/devices", dev, "sriov_numvfs"))
     asked = set(devices) | set(owners.values())
     physfn = {pci: pf for pci in asked for pf in [_physfn(host, pci)] if pf}
     return HostState(

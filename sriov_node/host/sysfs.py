@@ -171,6 +171,11 @@ class Sysfs:
     def pf_exists(self, dev: str) -> bool:
         return self.exists(self.pf_dir(dev), dev)
 
+    def is_sriov_pf(self, dev: str) -> bool:
+        """`dev` is here and has SR-IOV: a PCI function with sriov_totalvfs (what `observe` lists as
+        PFs), a netdevsim device with sriov_numvfs."""
+        return self.exists(self.pf_dir(dev), dev, "sriov_totalvfs" if self.is_pci(dev) else "sriov_numvfs")
+
     def pf_driver(self, dev: str) -> Optional[str]:
         return self.link_name(self.pf_dir(dev), dev, "driver")
 
