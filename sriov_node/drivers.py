@@ -138,6 +138,37 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
 # drivers that bind any device (driver_override, new_id) and have no sriov_configure: a PF bound to
 # one cannot make VFs (preflight refuses a new count on it, check names it)
 STUB_DRIVERS = frozenset({"pci-stub", "uio_pci_generic"})
+# PF drivers with sriov_configure (VFs through sriov_numvfs) that have no row above: nothing more
+# is known of them here than that they make VFs
+OTHER_PF_DRIVERS = frozenset({
+    "fm10k", "idpf", "bnxt_en", "qede", "nfp", "sfc", "be2net", "hns3", "hinic", "ionic", "cxgb4", "octeon_ep",
+    "qlcnic", "liquidio", "pci-pf-stub",
+})
+
+
+def makes_vfs(name: Optional[str]) -> Optional[bool]:
+    """Whether a PF bound to driver `name` takes a new count through sriov_numvfs (its driver has
+    sriov_configure, drivers/pci/iov.c sriov_numvfs_store): True a PF driver of the table or
+    OTHER_PF_DRIVERS; False none bound, a stub or a VF-only driver (ENOENT); None not known here.
+    vfio-pci depends on how it was loaded (enable_sriov=1): None here, its callers ask the host.
+    The one answer preflight (engine/preflight.py) and `check` (checks/diagnose.py) give."""
+    if not name:
+        return False
+    if name in STUB_DRIVERS:
+        return False
+    row = driver(name)
+    if row is not None:
+        return row.role != "vf"
+    if name in OTHER_PF_DRIVERS or name.replace("_", "-") in OTHER_PF_DRIVERS:
+        return True
+    return None
+
+
+def no_vfs_why(name: str) -> str:
+    """Why a PF bound to `name` cannot make VFs (makes_vfs False, a driver bound)."""
+    if name in STUB_DRIVERS:
+        return f"{name} binds any device (driver_override, new_id) and has no sriov_configure"
+    return f"{name} is a VF driver: it has no sriov_configure"
 
 FIRMWARE_TOOLS = ("mstconfig", "mlxconfig")  # mstflint's and MFT's: the same query and set
 

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 
 import pytest
 
+from sriov_node import drivers as driver_table
 from sriov_node.checks import diagnose as d
 from sriov_node.platform import (BootFiles, FileRead, IommuState, ModulesState, ModuleState,
                                  NetworkManagerState, PciFunction, PlatformState)
@@ -282,6 +283,35 @@ def test_pf_driver_states():
     unknown = d.check_pf_driver(pf(driver="octeontx2_pf"), WANT)
     assert unknown.status == "warn" and "max_vfs" in unknown.fix
     assert d.check_pf_driver(pf(total_vfs=None), WANT) is None  # not a PF: the capability check explains
+
+
+DRIVER_NAMES = sorted(set(driver_table.DRIVERS) | driver_table.STUB_DRIVERS
+                      | getattr(driver_table, "OTHER_PF_DRIVERS", frozenset()) | {"octeontx2_pf", "some_vendor_driver"})
+
+
+@pytest.mark.parametrize("name", DRIVER_NAMES)
+def test_check_and_preflight_give_the_driver_tables_one_answer(name):
+    """Every driver a PF can be bound to that sriov-node names (each row of the driver table, the
+    stubs, the PF drivers without a row) and some it does not: `check`'s pf_driver line, the
+    preflight's refusal (engine/preflight.py) and the executor's ENOENT words all follow
+    `drivers.makes_vfs`: a VF driver or a stub fails with its reason and the fix to bind the PF's
+    own driver, a PF driver passes, an unknown one is a warning."""
+    import errno
+
+    from sriov_node.engine.hints import numvfs_error
+
+    answer = driver_table.makes_vfs(name)
+    row = driver_table.driver(name)
+    if row is not None:
+        assert answer == (row.role != "vf"), name
+    result = d.check_pf_driver(pf(driver=name), WANT)
+    assert result.status == {True: "ok", False: "fail", None: "warn"}[answer], (name, result)
+    why, fix = numvfs_error(errno.ENOENT, 2, total=64, pf_driver=name)
+    if answer is False:
+        assert "no sriov_configure" in result.seen and "bind the PF to its own driver" in result.fix
+        assert "no sriov_configure" in why and "bind the PF to its own driver" in fix, (why, fix)
+    else:
+        assert "bind the PF to its own driver" not in fix
 
 
 def test_sriov_capability_states():

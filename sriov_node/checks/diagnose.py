@@ -11,20 +11,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sriov_node import platform as pcicfg
 from sriov_node.checks import bootcfg, kargs
-from sriov_node.drivers import STUB_DRIVERS
+from sriov_node.drivers import makes_vfs, no_vfs_why
 from sriov_node.platform import BootFiles, PciFunction, PlatformState
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 STATUSES = (OK, WARN, FAIL, SKIP)
 
-# PF drivers that implement sriov_configure (VFs through sriov_numvfs)
-SRIOV_PF_DRIVERS = frozenset({
-    "i40e", "ice", "ixgbe", "igb", "fm10k", "idpf", "mlx5_core", "bnxt_en", "qede", "nfp", "sfc", "be2net",
-    "hns3", "hinic", "ionic", "cxgb4", "octeon_ep", "nvme", "qlcnic", "liquidio",
-})
-# the drivers preflight refuses a new VF count on (drivers.STUB_DRIVERS): one list for both
-NO_SRIOV_PF_DRIVERS = {name: f"{name} binds any device (driver_override, new_id) and has no sriov_configure"
-                       for name in sorted(STUB_DRIVERS)}
 VENDOR_HINTS = {
     "15b3": "Mellanox/NVIDIA: mlxconfig -d {pci} set SRIOV_EN=1 NUM_OF_VFS=<n>, then a cold reboot",
     "8086": "Intel: 'SR-IOV Support' in the BIOS, and the NIC's own SR-IOV setting in its device configuration menu",
@@ -393,11 +385,13 @@ def check_pf_driver(dev: PciFunction, want: PfWant) -> Optional[CheckResult]:
                            f"PF {who} is bound to vfio-pci, which creates VFs only when loaded with enable_sriov=1",
                            "load vfio-pci with enable_sriov=1 (options vfio-pci enable_sriov=1 in /etc/modprobe.d), "
                            "or bind the PF to its network driver", dev.pci, want.block)
-    if dev.driver in NO_SRIOV_PF_DRIVERS:
+    # the driver table's answer, preflight's too (drivers.makes_vfs)
+    known = makes_vfs(dev.driver)
+    if known is False:
         return CheckResult("pf_driver", _severity(want), f"PF {who} is bound to {dev.driver}: "
-                           f"{NO_SRIOV_PF_DRIVERS[dev.driver]}; it cannot create VFs",
+                           f"{no_vfs_why(dev.driver)}; it cannot create VFs",
                            f"bind the PF to its own driver (lspci -k -s {dev.pci})", dev.pci, want.block)
-    if dev.driver in SRIOV_PF_DRIVERS:
+    if known:
         return CheckResult("pf_driver", OK, f"PF {who} is bound to {dev.driver}, which creates VFs through sriov_numvfs",
                            subject=dev.pci, block=want.block)
     return CheckResult("pf_driver", WARN,
@@ -558,7 +552,7 @@ def _why_no_vfs(dev: PciFunction) -> str:
             why.append("no driver bound")
         elif dev.driver == "vfio-pci" and not dev.vfio_enable_sriov:
             why.append("vfio-pci without enable_sriov=1")
-        elif dev.driver in NO_SRIOV_PF_DRIVERS:
+        elif dev.driver != "vfio-pci" and makes_vfs(dev.driver) is False:
             why.append(f"bound to {dev.driver}")
     return ", ".join(why) or "see above"
 

@@ -6,7 +6,7 @@ import errno as E
 import os
 from typing import Optional, Tuple
 
-from sriov_node.drivers import STUB_DRIVERS
+from sriov_node.drivers import makes_vfs, no_vfs_why
 
 IOMMU_HINT = (
     "turn the IOMMU on: enable VT-d/AMD-Vi in the BIOS and boot with intel_iommu=on iommu=pt "
@@ -28,8 +28,8 @@ def numvfs_error(code: int, value: int, *, total: Optional[int], pf_driver: Opti
             return ("the PF is bound to vfio-pci, which creates VFs only when loaded with enable_sriov=1",
                     "load vfio-pci with enable_sriov=1 (options vfio-pci enable_sriov=1 in /etc/modprobe.d), "
                     "or bind the PF to its network driver")
-        if pf_driver in STUB_DRIVERS:
-            return (f"the PF is bound to {pf_driver}, which has no way to create VFs (no sriov_configure)",
+        if makes_vfs(pf_driver) is False:  # a stub, or a VF driver (the driver table's answer)
+            return (f"the PF is bound to {pf_driver}, which has no way to create VFs ({no_vfs_why(pf_driver)})",
                     "bind the PF to its own driver (clear its driver_override, unbind it, write it to "
                     "/sys/bus/pci/drivers_probe), or to pci-pf-stub when it has none")
         return (f"the PF driver {pf_driver} does not support configuring SR-IOV through sysfs",

@@ -23,7 +23,6 @@ from sriov_node import drivers
 from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, SetNumVfs, SetPfMtu, SetVfGuids,
                                       SetVfMtu, SetVfSetting)
 from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
-from sriov_node.drivers import STUB_DRIVERS
 from sriov_node.engine.hints import numvfs_error
 from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
 
@@ -75,12 +74,9 @@ def _configures_sriov(host: "Host", driver: Optional[str]) -> bool:
     """Whether sriov_numvfs can take a new count with `driver` bound to the PF (False only when that
     is known): no driver, a stub (pci-stub, uio_pci_generic) or a VF-only driver has no
     sriov_configure; vfio-pci's answers ENOENT unless it was loaded with enable_sriov=1."""
-    if driver is None or driver in STUB_DRIVERS:
-        return False
     if driver == "vfio-pci":
         return host.sysfs.vfio_enable_sriov() is not False
-    row = drivers.driver(driver)
-    return row is None or row.role != "vf"
+    return drivers.makes_vfs(driver) is not False
 
 
 def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal], List[str]]:
