@@ -482,7 +482,13 @@ def reload_rows(data: Dict[str, Any]) -> None:
             "sriov_numvfs 2-7 ms, the one RTM_SETLINK 60-70 ms: the settings are in ~0.25 s; then the "
             "read-back, 220-250 ms (its RTM_GETLINK of 64 VFs through pyroute2 170-200 ms), and the run's "
             "record 25-30 ms, both after the settings are visible. The read-back stays: it is what makes "
-            "\"converged\" true")
+            "\"converged\" true. Since 204e856 a per-PF run reads only its own PF (engine/survey.narrowed); "
+            "against babf753 in one run (--before, 2026-12-07): 289.8 ms against 282.6, udevd 288.3 (1.01x, "
+            "0.98x): no difference this row can show (the survey's ~85 ms above was timed beside the polling "
+            "measurer). What is left between udevd and us is where each starts: udevd's .link acts on the "
+            "PF netdev's add event, sent from the driver's probe (register_netdev), and its sriov_numvfs write "
+            "waits on the device lock (Linux 6.1 drivers/pci/iov.c) and runs the moment the probe returns; the "
+            "daemon starts at the PCI bind event, after the probe, and surveys first")
     if "before" in rl:
         row("PF reload", f"64 VFs + settings after a PF driver reload: the daemon of {ARGS.before}", rl["before"],
             "s", anchor)
@@ -503,8 +509,10 @@ def reload_rows(data: Dict[str, Any]) -> None:
                 "was a probe grace slept after the writes for a release only nvme does, now waited only "
                 "for such drivers; 0.34 s matching the future VFs' modalias against Intel's ~2800 "
                 "modules.alias patterns, now once per host. The refused run after the unbind (1.3-1.5 s "
-                "beside the kernel's removal of the VFs) ends before the bind. scripts/bench prints the "
-                "journal's last lines")
+                "beside the kernel's removal of the VFs) ends before the bind. With a per-PF run reading "
+                "only its PF (204e856), against babf753 in one run (2026-12-07): 1.06x and 1.07x; the gap "
+                "left is where each starts (udevd during igb's probe, the daemon after it: the row above). "
+                "scripts/bench prints the journal's last lines")
         if igb["daemon"] > igb["udevd"]:
             print("igb reload, the daemon's journal (last lines):\n"
                   + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)
