@@ -594,6 +594,18 @@ SECTIONS = {"startup": {"start-up"}, "scale": {"scale"}, "daemon": {"daemon", "i
             "lab": {"real kernel", "VF settings", "PF reload"}, "lab-daemon": {"PF reload"}}
 
 
+# the table's order, whichever sections a run measured (--only keeps the others in their place)
+SECTION_ORDER = ("start-up", "real kernel", "VF settings", "scale", "netlink", "daemon", "idle daemon", "PF reload")
+
+
+def in_section_order(lines: List[str], section_of) -> List[str]:
+    """`lines` (table rows or missed-target lines), stably ordered by their section."""
+    def rank(line: str) -> int:
+        section = section_of(line)
+        return SECTION_ORDER.index(section) if section in SECTION_ORDER else len(SECTION_ORDER)
+    return sorted(lines, key=rank)
+
+
 def kept_rows(path: str) -> "Tuple[List[str], List[str]]":
     """With --only: the table lines (and their missed-target lines) of the sections not run, from the
     last report, so that a partial run updates its own rows only."""
@@ -625,14 +637,14 @@ def write_report(path: str, lab: bool) -> None:
         "Rows naming \"the daemon of REV\" measure that revision's daemon in the same run (`--before REV`: "
         "its tree from `git archive`), the before of a change to the daemon. `--only daemon,lab-daemon` runs "
         "just the daemon's rows (simulated, and the lab's PF driver reload) and keeps the other rows."
-        if ARGS.before else "",
+        if ARGS.before or any("the daemon of " in r for r in table) else "",
         f"This run measured only: {', '.join(sorted(ONLY))} (`--only`); the other rows are kept from the run "
         "before it." if ONLY else "",
         "",
         "| section | figure | value | baseline | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += table
+    body = list(table)
     for r in rows:
         if r["value"] is None:
             value = ""
@@ -644,14 +656,16 @@ def write_report(path: str, lab: bool) -> None:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else ""
         met = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
         name = r["name"] + (f" ({r['note']})" if r["note"] else "")
-        lines.append(f"| {r['section']} | {name} | {value} | {base} | {ratio} | {r['target'] or ''} | {met} |")
+        body.append(f"| {r['section']} | {name} | {value} | {base} | {ratio} | {r['target'] or ''} | {met} |")
+    lines += in_section_order(body, lambda line: line.split("|")[1].strip())
     lines += ["", "Agent time is wall time minus the simulated kernel's own time (its writes and netlink calls, "
               "measured around them): the kernel's sleeps and work modelled as zero.", ""]
     missed = [r for r in rows if r["ok"] is False]
     if missed or missed_kept:
         lines += ["## Missed targets, and why", ""]
-        lines += missed_kept
-        lines += [f"- **{r['section']}, {r['name']}**: {r['why'] or 'not explained yet: profile it'}." for r in missed]
+        lines += in_section_order(
+            missed_kept + [f"- **{r['section']}, {r['name']}**: {r['why'] or 'not explained yet: profile it'}."
+                           for r in missed], lambda line: line[4:].split(",")[0])
         lines.append("")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
