@@ -470,25 +470,24 @@ def reload_rows(data: Dict[str, Any]) -> None:
     anchor = ("udevd .link [SR-IOV]", rl["udevd"])
     row("PF reload", "64 VFs + settings after a PF driver reload: our daemon", rl["daemon"], "s", anchor,
         "<= udevd", rl["daemon"] <= rl["udevd"],
-        why="the measurer waits for the kernel's link events (RTNLGRP_LINK: an RTM_NEWLINK after every "
-            "RTM_SETLINK of VF settings) and looks once each burst is over, for both rounds; until "
-            "2026-12-07 it polled a netlink dump of the 64 VFs every 20 ms, which took most of the guest's "
-            "one CPU once sriov_numvfs was written, and most from the path with Python work left after it "
-            "(then: 551.7 ms against 223.7 ms, 2.47x; the first three runs with the new measurer: 472.0 "
-            "against 341.5 ms, 482.0 against 342.6, 385.5 against 328.7: ours faster, udevd's anchor slower, "
-            "which is not explained yet: per burst, each path gets the same quiet period and one look). The run, timed phase by phase in the guest (wall "
-            "clock around the engine's functions, 2026-12-07, beside the polling measurer): 30-70 ms from the bind to the run; the "
-            "survey ~105 ms (the host-wide PF list, 4 PFs, ~85 ms of it), plan and preflight ~40 ms, "
-            "sriov_numvfs 2-7 ms, the one RTM_SETLINK 60-70 ms: the settings are in ~0.25 s; then the "
-            "read-back, 220-250 ms (its RTM_GETLINK of 64 VFs through pyroute2 170-200 ms), and the run's "
-            "record 25-30 ms, both after the settings are visible. The read-back stays: it is what makes "
-            "\"converged\" true. Since 204e856 a per-PF run reads only its own PF (engine/survey.narrowed); "
-            "against babf753 in one run (--before, 2026-12-07): 289.8 ms against 282.6, udevd 288.3 (1.01x, "
-            "0.98x): no difference this row can show (the survey's ~85 ms above was timed beside the polling "
-            "measurer). What is left between udevd and us is where each starts: udevd's .link acts on the "
-            "PF netdev's add event, sent from the driver's probe (register_netdev), and its sriov_numvfs write "
-            "waits on the device lock (Linux 6.1 drivers/pci/iov.c) and runs the moment the probe returns; the "
-            "daemon starts at the PCI bind event, after the probe, and surveys first")
+        why="measured since the evening of 2026-12-07 with the PF's netdev up, in both rounds (the measurer "
+            "brings it up the moment it comes). Before, it was left down, and for a netdev that is down the "
+            "kernel sends no RTM_NEWLINK when VF settings change (netdev_state_change acts only on a netdev "
+            "that is up): most rounds of both paths then ended at the measurer's 0.25 s fallback look, so "
+            "the parity those runs showed (1.01x, 1.02x; 1.17x, 1.38x, 1.41x before them) was that tick, not "
+            "the paths; udevd's rounds take 60-120 ms once it is up. Until 2026-12-07 the measurer polled "
+            "a netlink dump every 20 ms, which took the guest's one CPU (551.7 ms against 223.7 ms, 2.47x). "
+            "The daemon's run itself, timed in the guest in one process with neither the measurer nor "
+            "udevd beside it (wall clock around the engine's functions, 2026-12-07): 47-52 ms, the settings "
+            "in 17-19 ms after it starts (survey 4 ms, plan 2 ms, preflight 1 ms, sriov_numvfs 0.3 ms, the "
+            "one RTM_SETLINK 6 ms; then the read-back's RTM_GETLINK 15 ms, the verification 3 ms, the record "
+            "5 ms); the bind write returns in 3-4 ms. In this row the same run takes ~136 ms (the daemon's "
+            "journal): it shares the guest's one CPU with udevd's processing of the new netdev (its .link, "
+            "name only in our rounds), which in udevd's own round is the path measured. A per-PF run reads "
+            "only its PF since 204e856: against babf753 in one run, 204.6 ms and 182.1 ms (udevd 91.9): no "
+            "gain the row shows. Left: udevd also starts earlier, on the PF netdev's add event sent from "
+            "the driver's probe, its sriov_numvfs write waiting on the device lock (Linux 6.1 "
+            "drivers/pci/iov.c) until the probe returns; the daemon starts at the bind event, after it")
     if "before" in rl:
         row("PF reload", f"64 VFs + settings after a PF driver reload: the daemon of {ARGS.before}", rl["before"],
             "s", anchor)
@@ -497,22 +496,15 @@ def reload_rows(data: Dict[str, Any]) -> None:
         anchor = ("udevd .link [SR-IOV]", igb["udevd"])
         row("PF reload", "igb (82576), 7 VFs + settings after its driver reload: our daemon", igb["daemon"], "s",
             anchor, "<= udevd", igb["daemon"] <= igb["udevd"],
-            why="igb's reset of the PF when its VFs are enabled and igbvf's probe of each VF are in both "
-                "rounds. The measurer waits for link events, as in the row above (polling, until "
-                "2026-12-07: 3097.4 against 2371.2 ms, 1.31x; the first three runs since: 1.13x, 1.18x, "
-                "1.27x). Timed phase by phase in the guest (wall clock around the engine's functions, "
-                "2026-12-07): the run starts 0.06-0.17 s after the bind write returns (igb's probe, 0.45 "
-                "s, before it); survey 40-160 ms; the sriov_numvfs write 0.84-0.94 s (the kernel: igb's "
-                "reset and 7 igbvf probes, beside udevd renaming each new netdev); the one RTM_SETLINK "
-                "0.1-0.16 s: the settings are in 1.2-1.36 s after the run starts; then the read-back "
-                "0.32-0.36 s and the record 50 ms, outside this row. Earlier, profiled (cProfile): 0.9 s "
-                "was a probe grace slept after the writes for a release only nvme does, now waited only "
-                "for such drivers; 0.34 s matching the future VFs' modalias against Intel's ~2800 "
-                "modules.alias patterns, now once per host. The refused run after the unbind (1.3-1.5 s "
-                "beside the kernel's removal of the VFs) ends before the bind. With a per-PF run reading "
-                "only its PF (204e856), against babf753 in one run (2026-12-07): 1.06x and 1.07x; the gap "
-                "left is where each starts (udevd during igb's probe, the daemon after it: the row above). "
-                "scripts/bench prints the journal's last lines")
+            why="with the PF's netdev up (as in the row above) both paths take longer than with it down (what "
+                "igb and igbvf do when VFs are enabled on a running PF; not profiled yet). Here udevd takes "
+                "2.6 s and the daemon 4.0 s, its run itself 3.4 s (its journal); that run is not yet profiled "
+                "with the PF up. With the PF down the row read 1.06x-"
+                "1.27x, but at the measurer's fallback tick (the row above). Earlier, profiled (cProfile): 0.9 s "
+                "was a probe grace slept after the writes for a release only nvme does, now waited only for "
+                "such drivers; 0.34 s matching the future VFs' modalias against Intel's ~2800 modules.alias "
+                "patterns, now once per host. A per-PF run reads only its PF since 204e856: 1.51x against "
+                "babf753's 1.50x in one run. scripts/bench prints the journal's last lines")
         if igb["daemon"] > igb["udevd"]:
             print("igb reload, the daemon's journal (last lines):\n"
                   + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)

@@ -71,12 +71,14 @@ def wait(predicate, seconds: float = 60, interval: float = 0.005) -> bool:
 class LinkEvents:
     """Wakes the measurer when a netdev changes, so it looks only then. The kernel multicasts an
     RTM_NEWLINK to RTNLGRP_LINK after every RTM_SETLINK that sets VF settings (do_setlink:
-    DO_SETLINK_NOTIFY -> netdev_state_change), and when a netdev comes or is renamed. The last step
-    of every path measured here (udevd's .link, our daemon, our engine) is such a request, so a
-    look after each burst of events sees the end as soon as it is there. Polling instead (a netlink
-    dump of every VF each 20 ms) took most of the guest's one CPU from the path it measured, and
-    most from the path with the most work left after sriov_numvfs. The socket is only a wake-up:
-    its messages are dropped unread (what `done` reads comes from its own request)."""
+    DO_SETLINK_NOTIFY -> netdev_state_change) while the PF's netdev is up (netdev_state_change
+    sends nothing for a netdev that is down: the measurer brings the PF's netdev up as soon as it
+    is there, `pf_up`), and when a netdev comes or is renamed. The last step of every path measured
+    here (udevd's .link, our daemon, our engine) is such a request, so a look after each burst of
+    events sees the end as soon as it is there. Polling instead (a netlink dump of every VF each
+    20 ms) took most of the guest's one CPU from the path it measured, and most from the path with
+    the most work left after sriov_numvfs. The socket is only a wake-up: its messages are dropped
+    unread (what `done` reads comes from its own request)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
@@ -97,26 +99,56 @@ class LinkEvents:
 _EVENTS: List[LinkEvents] = []
 
 
-def wait_link(predicate, seconds: float = 60, quiet: float = 0.02, fallback: float = 0.25) -> bool:
+def wait_link(predicate, seconds: float = 60, quiet: float = 0.02, fallback: float = 0.25,
+              on_event=None) -> bool:
     """`predicate` checked at once, then once each burst of link events is over (no event for `quiet`
     s: udevd's .link sends one RTM_SETLINK per VF, our daemon one for all; each path's last event
     is followed by the same `quiet`, and a look costs the guest's CPU once per burst, not once per
     event), and every `fallback` s in case none comes. Drained before each look: an event during a
-    look starts the next burst."""
+    look starts the next burst. `on_event`: called at every wake-up, before the burst is over (the
+    PF's netdev brought up the moment it comes, `pf_up`)."""
     if not _EVENTS:
         _EVENTS.append(LinkEvents())
     sock = _EVENTS[0].sock
     deadline = time.monotonic() + seconds
     while True:
         _EVENTS[0].drain()
+        if on_event is not None:
+            on_event()
         if predicate():
             return True
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         if select.select([sock], [], [], min(fallback, left))[0]:
-            while select.select([sock], [], [], quiet)[0] and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
                 _EVENTS[0].drain()
+                if on_event is not None:
+                    on_event()
+                if not select.select([sock], [], [], quiet)[0]:
+                    break
+
+
+IFF_UP = 0x1
+
+
+def netdev_up(device: str, ipr) -> None:
+    """The device's netdev up, if it has one that is down: a node's network configuration keeps its
+    PF up, and only then does the kernel tell of each change of VF settings (netdev_state_change).
+    One read of its flags when it is up already."""
+    try:
+        names = sorted(os.listdir(f"{device}/net"))
+        if not names:
+            return
+        with open(f"{device}/net/{names[0]}/flags") as fh:
+            if int(fh.read(), 16) & IFF_UP:
+                return
+        with open(f"{device}/net/{names[0]}/ifindex") as fh:
+            ipr.link("set", index=int(fh.read()), state="up")
+    except (OSError, ValueError):  # not there yet, or gone again (a rename): the next event comes
+        pass
+    except Exception:  # a netlink refusal (NetlinkError): the next event retries
+        pass
 
 
 class ReloadPf:
@@ -267,7 +299,9 @@ def setup_nsim() -> str:
     sh("modprobe netdevsim && echo '10 1' > /sys/bus/netdevsim/new_device")
     wait(lambda: os.path.isdir(f"/sys/bus/netdevsim/devices/{NSIM}/net"))
     put(f"/sys/kernel/debug/netdevsim/{NSIM}/max_vfs", "64\n")  # kept across a driver reload
-    return nsim_ifname()
+    ifname = nsim_ifname()
+    sh(f"ip link set {ifname} up")  # up, as a node keeps its PF: the kernel then tells of VF settings
+    return ifname
 
 
 def bench_attributes(ifname: str) -> None:
@@ -412,13 +446,13 @@ def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") 
         for _ in range(REPEAT):
             use_link(with_sriov)
             start = driver_reload(pf)
-            ok = wait_link(lambda: pf.done(ifname, ipr, 300))
+            ok = wait_link(lambda: pf.done(ifname, ipr, 300), on_event=lambda: netdev_up(pf.device, ipr))
             samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
             use_link(name_only)
             for name, proc in daemons.items():
                 mark = len(logs[name])
                 os.kill(proc.pid, signal.SIGCONT)  # it hears what happened meanwhile and converges
-                if not wait_link(lambda: pf.done(ifname, ipr, 400), 120):
+                if not wait_link(lambda: pf.done(ifname, ipr, 400), 120, on_event=lambda: netdev_up(pf.device, ipr)):
                     raise RuntimeError(f"the {name} daemon did not converge:\n" + "".join(logs[name][-30:]))
                 # its run over (the settings are there before its read-back ends): neither the reload
                 # nor the stop below may land in the middle of a run
@@ -426,7 +460,7 @@ def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") 
                 time.sleep(0.5)
                 mark = len(logs[name])
                 start = driver_reload(pf)
-                ok = wait_link(lambda: pf.done(ifname, ipr, 400))
+                ok = wait_link(lambda: pf.done(ifname, ipr, 400), on_event=lambda: netdev_up(pf.device, ipr))
                 samples[name].append(time.perf_counter() - start if ok else float("nan"))
                 wait(lambda: run_converged(logs[name], mark), 120, 0.05)
                 time.sleep(0.5)
