@@ -484,8 +484,8 @@ def reload_rows(data: Dict[str, Any]) -> None:
             "5 ms); the bind write returns in 3-4 ms. In this row the same run takes ~136 ms (the daemon's "
             "journal): it shares the guest's one CPU with udevd's processing of the new netdev (its .link, "
             "name only in our rounds), which in udevd's own round is the path measured. A per-PF run reads "
-            "only its PF since 204e856: against babf753 in one run, 204.6 ms and 182.1 ms (udevd 91.9): no "
-            "gain the row shows. Left: udevd also starts earlier, on the PF netdev's add event sent from "
+            "only its PF since 204e856: against babf753 in one run, 165.3 ms and 168.3 ms (udevd 73.0; the "
+            "run before, 204.6 and 182.1 against 91.9): no gain the row shows. Left: udevd also starts earlier, on the PF netdev's add event sent from "
             "the driver's probe, its sriov_numvfs write waiting on the device lock (Linux 6.1 "
             "drivers/pci/iov.c) until the probe returns; the daemon starts at the bind event, after it")
     if "before" in rl:
@@ -503,8 +503,8 @@ def reload_rows(data: Dict[str, Any]) -> None:
                 "1.27x, but at the measurer's fallback tick (the row above). Earlier, profiled (cProfile): 0.9 s "
                 "was a probe grace slept after the writes for a release only nvme does, now waited only for "
                 "such drivers; 0.34 s matching the future VFs' modalias against Intel's ~2800 modules.alias "
-                "patterns, now once per host. A per-PF run reads only its PF since 204e856: 1.51x against "
-                "babf753's 1.50x in one run. scripts/bench prints the journal's last lines")
+                "patterns, now once per host. A per-PF run reads only its PF since 204e856: 1.53x against "
+                "babf753's 1.48x in one run (the run before: 1.51x, 1.50x). scripts/bench prints the journal's last lines")
         if igb["daemon"] > igb["udevd"]:
             print("igb reload, the daemon's journal (last lines):\n"
                   + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)
