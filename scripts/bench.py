@@ -470,8 +470,9 @@ def reload_rows(data: Dict[str, Any]) -> None:
     anchor = ("udevd .link [SR-IOV]", rl["udevd"])
     row("PF reload", "64 VFs + settings after a PF driver reload: our daemon", rl["daemon"], "s", anchor,
         "<= udevd", rl["daemon"] <= rl["udevd"],
-        why="measured since the evening of 2026-12-07 with the PF's netdev up, in both rounds (the measurer "
-            "brings it up the moment it comes). Before, it was left down, and for a netdev that is down the "
+        why="measured since the evening of 2026-12-07 with netdevsim's PF netdev up, in both rounds (the "
+            "measurer brings it up the moment it comes; for netdevsim that costs nothing and changes nothing "
+            "in enabling VFs). Before, it was left down, and for a netdev that is down the "
             "kernel sends no RTM_NEWLINK when VF settings change (netdev_state_change acts only on a netdev "
             "that is up): most rounds of both paths then ended at the measurer's 0.25 s fallback look, so "
             "the parity those runs showed (1.01x, 1.02x; 1.17x, 1.38x, 1.41x before them) was that tick, not "
@@ -484,8 +485,8 @@ def reload_rows(data: Dict[str, Any]) -> None:
             "5 ms); the bind write returns in 3-4 ms. In this row the same run takes ~136 ms (the daemon's "
             "journal): it shares the guest's one CPU with udevd's processing of the new netdev (its .link, "
             "name only in our rounds), which in udevd's own round is the path measured. A per-PF run reads "
-            "only its PF since 204e856: against babf753 in one run, 165.3 ms and 168.3 ms (udevd 73.0; the "
-            "run before, 204.6 and 182.1 against 91.9): no gain the row shows. Left: udevd also starts earlier, on the PF netdev's add event sent from "
+            "only its PF since 204e856: against babf753 in one run, 174.5 ms and 149.5 ms (udevd 57.6; the "
+            "runs before: 165.3 and 168.3 against 73.0, 204.6 and 182.1 against 91.9): no gain the row shows. Left: udevd also starts earlier, on the PF netdev's add event sent from "
             "the driver's probe, its sriov_numvfs write waiting on the device lock (Linux 6.1 "
             "drivers/pci/iov.c) until the probe returns; the daemon starts at the bind event, after it")
     if "before" in rl:
@@ -496,15 +497,20 @@ def reload_rows(data: Dict[str, Any]) -> None:
         anchor = ("udevd .link [SR-IOV]", igb["udevd"])
         row("PF reload", "igb (82576), 7 VFs + settings after its driver reload: our daemon", igb["daemon"], "s",
             anchor, "<= udevd", igb["daemon"] <= igb["udevd"],
-            why="with the PF's netdev up (as in the row above) both paths take longer than with it down (what "
-                "igb and igbvf do when VFs are enabled on a running PF; not profiled yet). Here udevd takes "
-                "2.6 s and the daemon 4.0 s, its run itself 3.4 s (its journal); that run is not yet profiled "
-                "with the PF up. With the PF down the row read 1.06x-"
-                "1.27x, but at the measurer's fallback tick (the row above). Earlier, profiled (cProfile): 0.9 s "
+            why="igb's PF stays down in both rounds: bringing a running igb PF up costs ~0.5 s of the "
+                "guest's kernel and makes enabling VFs on it slower, which falls on whoever writes "
+                "sriov_numvfs after the measurer's \"up\" (with it, this row read 1.51x and 1.53x); the "
+                "measurer looks every 50 ms as well as after each burst (a 7-VF dump is cheap), since a "
+                "netdev that is down sends no event for VF settings. igb's reset of the PF when its VFs "
+                "are enabled and igbvf's probe of each VF are in both rounds. Timed in the guest in one "
+                "process (wall clock around the engine's functions, 2026-12-07): the run 1.1 s, of which "
+                "the sriov_numvfs write 1.06-1.08 s (the kernel) and our own code ~30 ms (survey 6 ms, the "
+                "RTM_SETLINK 5 ms, the read-back 7 ms); the bind write returns after igb's probe, ~0.4 s. "
+                "Left: udevd starts during that probe (the row above). Earlier, profiled (cProfile): 0.9 s "
                 "was a probe grace slept after the writes for a release only nvme does, now waited only for "
                 "such drivers; 0.34 s matching the future VFs' modalias against Intel's ~2800 modules.alias "
-                "patterns, now once per host. A per-PF run reads only its PF since 204e856: 1.53x against "
-                "babf753's 1.48x in one run (the run before: 1.51x, 1.50x). scripts/bench prints the journal's last lines")
+                "patterns, now once per host. A per-PF run reads only its PF since 204e856: 1.06x against "
+                "babf753's 1.07x in one run. scripts/bench prints the journal's last lines")
         if igb["daemon"] > igb["udevd"]:
             print("igb reload, the daemon's journal (last lines):\n"
                   + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)

@@ -72,8 +72,9 @@ class LinkEvents:
     """Wakes the measurer when a netdev changes, so it looks only then. The kernel multicasts an
     RTM_NEWLINK to RTNLGRP_LINK after every RTM_SETLINK that sets VF settings (do_setlink:
     DO_SETLINK_NOTIFY -> netdev_state_change) while the PF's netdev is up (netdev_state_change
-    sends nothing for a netdev that is down: the measurer brings the PF's netdev up as soon as it
-    is there, `pf_up`), and when a netdev comes or is renamed. The last step of every path measured
+    sends nothing for a netdev that is down: the measurer brings netdevsim's PF netdev up as soon as
+    it is there, `netdev_up`, and looks at igb's, which stays down, every 50 ms), and when a netdev
+    comes or is renamed. The last step of every path measured
     here (udevd's .link, our daemon, our engine) is such a request, so a look after each burst of
     events sees the end as soon as it is there. Polling instead (a netlink dump of every VF each
     20 ms) took most of the guest's one CPU from the path it measured, and most from the path with
@@ -106,7 +107,7 @@ def wait_link(predicate, seconds: float = 60, quiet: float = 0.02, fallback: flo
     is followed by the same `quiet`, and a look costs the guest's CPU once per burst, not once per
     event), and every `fallback` s in case none comes. Drained before each look: an event during a
     look starts the next burst. `on_event`: called at every wake-up, before the burst is over (the
-    PF's netdev brought up the moment it comes, `pf_up`)."""
+    PF's netdev brought up the moment it comes, `netdev_up`)."""
     if not _EVENTS:
         _EVENTS.append(LinkEvents())
     sock = _EVENTS[0].sock
@@ -155,10 +156,18 @@ class ReloadPf:
     """A PF whose driver the reload rows unbind and bind: netdevsim's (64 VFs) or, with the lab's
     LAB_IGB, an Intel 82576 under QEMU's igb (7 VFs, igbvf)."""
 
-    def __init__(self, label: str, device: str, driver: str, vfs: int, match: str, select: str):
+    def __init__(self, label: str, device: str, driver: str, vfs: int, match: str, select: str, up: bool = True,
+                 fallback: float = 0.25):
         self.label, self.device, self.driver, self.vfs = label, device, driver, vfs
         self.match = match  # the .link's [Match] line: the PF's netdev as udevd knows it
         self.select = select  # the daemon's PF selector (a config line)
+        # whether the measurer brings the PF's netdev up as it comes (then the kernel tells of each
+        # change of VF settings); without, it looks every `fallback` s as well
+        self.up, self.fallback = up, fallback
+
+    def wait(self, predicate, seconds: float = 60, ipr=None) -> bool:
+        return wait_link(predicate, seconds, fallback=self.fallback,
+                         on_event=(lambda: netdev_up(self.device, ipr)) if self.up else None)
 
     @property
     def name(self) -> str:
@@ -181,8 +190,12 @@ class ReloadPf:
 
 NSIM_PF = ReloadPf("netdevsim", f"/sys/bus/netdevsim/devices/{NSIM}", "/sys/bus/netdevsim/drivers/netdevsim", 64,
                    "OriginalName={ifname}", 'name = "{ifname}"')
+# igb's PF stays down: bringing a running igb PF up costs ~0.5 s of the guest's kernel and makes
+# enabling VFs on it slower (a running PF is closed and opened again), so whoever writes
+# sriov_numvfs after the measurer's "up" would pay for it: the measurer looks every 50 ms instead
+# (a 7-VF dump is cheap)
 IGB_PF = ReloadPf("igb", f"{SYS}/0000:03:00.0", "/sys/bus/pci/drivers/igb", 7,  # scripts/kernel-lab LAB_IGB=1
-                  "Path=pci-0000:03:00.0", 'pci = "0000:03:00.0"')
+                  "Path=pci-0000:03:00.0", 'pci = "0000:03:00.0"', up=False, fallback=0.05)
 
 
 def nsim_done(ifname: str, ipr, vlan: int) -> bool:
@@ -446,13 +459,13 @@ def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") 
         for _ in range(REPEAT):
             use_link(with_sriov)
             start = driver_reload(pf)
-            ok = wait_link(lambda: pf.done(ifname, ipr, 300), on_event=lambda: netdev_up(pf.device, ipr))
+            ok = pf.wait(lambda: pf.done(ifname, ipr, 300), ipr=ipr)
             samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
             use_link(name_only)
             for name, proc in daemons.items():
                 mark = len(logs[name])
                 os.kill(proc.pid, signal.SIGCONT)  # it hears what happened meanwhile and converges
-                if not wait_link(lambda: pf.done(ifname, ipr, 400), 120, on_event=lambda: netdev_up(pf.device, ipr)):
+                if not pf.wait(lambda: pf.done(ifname, ipr, 400), 120, ipr=ipr):
                     raise RuntimeError(f"the {name} daemon did not converge:\n" + "".join(logs[name][-30:]))
                 # its run over (the settings are there before its read-back ends): neither the reload
                 # nor the stop below may land in the middle of a run
@@ -460,7 +473,7 @@ def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") 
                 time.sleep(0.5)
                 mark = len(logs[name])
                 start = driver_reload(pf)
-                ok = wait_link(lambda: pf.done(ifname, ipr, 400), on_event=lambda: netdev_up(pf.device, ipr))
+                ok = pf.wait(lambda: pf.done(ifname, ipr, 400), ipr=ipr)
                 samples[name].append(time.perf_counter() - start if ok else float("nan"))
                 wait(lambda: run_converged(logs[name], mark), 120, 0.05)
                 time.sleep(0.5)
