@@ -126,23 +126,19 @@ def survey(host: Host, desired: Optional[DesiredState], only: Only = None,
     resolution kept in `Survey.whole` (what a per-PF run's device plugin file is built from)."""
     sels = [s.selector for s in desired.pfs] if desired is not None else []
     narrow = narrowed(desired, only, restore=bool(restore), whole=whole and vfs, every_vf=every_vf)
-
-    def heads_now(pfs_of: Optional[FrozenSet[str]]) -> HostState:
-        return observe(
-            host,
-            vfs_of=None if every_vf else (),
-            macs=any(s.mac is not None for s in sels),
-            ifnames=[s.name for s in sels if s.name is not None],
-            devices=[s.pci for s in sels if s.pci is not None],
-            vhost_net=desired is not None and any(g.resource and g.vhost_net for s in desired.pfs for g in s.vfs),
-            pfs_of=pfs_of,
-        )
-
     if narrow is not None and not all(host.sysfs.is_sriov_pf(dev) for dev in narrow):
         # one of them is no SR-IOV PF here (gone, its SR-IOV off, never one): what is said of it
         # names the PFs the host has, so the host is read whole
         narrow = None
-    heads = heads_now(narrow)
+    heads = observe(
+        host,
+        vfs_of=None if every_vf else (),
+        macs=any(s.mac is not None for s in sels),
+        ifnames=[s.name for s in sels if s.name is not None],
+        devices=[s.pci for s in sels if s.pci is not None],
+        vhost_net=desired is not None and any(g.resource and g.vhost_net for s in desired.pfs for g in s.vfs),
+        pfs_of=narrow,
+    )
     if desired is None:
         return Survey(heads, Resolution(()))
     resolution = resolve(desired, heads)
@@ -197,9 +193,9 @@ def narrowed(desired: Optional[DesiredState], only: Only, *, restore: bool = Fal
     itself. None: every PF (the survey reads the whole host).
 
     A run of some PFs reports only about them (`Resolution.only`), and whether a block selects one
-    of them depends on that PF alone, whatever the selector (name, altname, pci, mac,
-    vendor+device), as do a conflict (two blocks selecting it) and its capacity. So the other PFs
-    are not read, except when something the run decides or says does depend on them:
+    of them depends on that PF alone (name, pci, mac, vendor+device without `index`), as do a
+    conflict (two blocks selecting it) and its capacity. So the other PFs are not read, except when
+    something the run decides or says does depend on them:
     - an `index` rule (vendor+device's N-th PF: the PFs before it on the host, and `last_blocks`);
     - an `altname` (name and altname naming two PFs: the error names the other);
     - values to put back (`restore`: a PF no block selects gets them only when every block selects
