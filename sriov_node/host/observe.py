@@ -396,14 +396,13 @@ def observe(host: Host, *, vfs_of: Optional[Collection[str]] = None, macs: bool 
     pfs: Tuple[PfState, ...] = tuple(
         observe_pf(host, pci, with_vfs=vfs_of is None or pci in vfs_of, macs=macs)
         for pci in listed
-        if host.sysfs.exists(PCI_DEVICES, pci, "sriov_totalvfs")
+        if host.sysfs.is_sriov_pf(pci)
     )
     owners = netdev_owners(host, ifnames)
     # netdevsim devices selected by name: SR-IOV without PCI (sriov_numvfs on the bus device)
     pfs += tuple(observe_pf(host, dev, with_vfs=vfs_of is None or dev in vfs_of, macs=macs)
                  for dev in sorted(set(owners.values()))
-                 if not host.sysfs.is_pci(dev) and (pfs_of is None or dev in pfs_of)
-                 and host.sysfs.exists("sys/bus/netdevsim/devices", dev, "sriov_numvfs"))
+                 if not host.sysfs.is_pci(dev) and (pfs_of is None or dev in pfs_of) and host.sysfs.is_sriov_pf(dev))
     asked = set(devices) | set(owners.values())
     physfn = {pci: pf for pci in asked for pf in [_physfn(host, pci)] if pf}
     return HostState(

@@ -37,12 +37,11 @@ from typing import Any, Dict, FrozenSet, List, Optional, Set
 from sriov_node.engine.outcome import pf_converged
 from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
-from sriov_node.host.paths import PCI_DEVICES
 from sriov_node.service.journal import Notifier, fields
 from sriov_node.model import DesiredState
 from sriov_node.engine.reconcile import Report, load_desired, reconcile
 from sriov_node.engine.state import ApplyLock
-from sriov_node.service.uevents import BUSES, NETDEVSIM_DEVICES, DirectoryWatch, Uevent, UeventSource, open_sources, route
+from sriov_node.service.uevents import BUSES, DirectoryWatch, Uevent, UeventSource, open_sources, route
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 # The quiet period that ends a burst of uevents: at most --debounce; once the burst's own rhythm is
@@ -412,13 +411,9 @@ class Daemon:
         """A PF's bind (its driver has probed) or change (its sriov_numvfs write is done): what
         follows the burst's last event, so the quiet period can end now."""
         for e in events:
-            if e.subsystem in BUSES and e.action in ("bind", "change") and e.device:
-                try:
-                    if (self.host.sysfs.exists(PCI_DEVICES, e.device, "sriov_totalvfs")
-                            or self.host.sysfs.exists(NETDEVSIM_DEVICES, e.device, "sriov_numvfs")):
-                        return True
-                except ValueError:
-                    continue
+            if e.subsystem in BUSES and e.action in ("bind", "change") and e.device \
+                    and self.host.sysfs.is_sriov_pf(e.device):
+                return True
         return False
 
     def _drain(self, ready: List[Any]) -> List[Uevent]:

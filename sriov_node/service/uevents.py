@@ -21,7 +21,6 @@ NET_ACTIONS = frozenset({"add", "remove", "move"})
 # The buses whose devices can be PFs: PCI, and netdevsim (the kernel's simulated NIC, which has a
 # driver to unbind and bind like a PCI NIC's)
 BUSES = frozenset({"pci", "netdevsim"})
-NETDEVSIM_DEVICES = "sys/bus/netdevsim/devices"
 
 
 @dataclass(frozen=True)
@@ -260,13 +259,11 @@ def touched_pf(event: Uevent, host: Host, known_vfs: Dict[str, str]) -> Optional
         return None
     sysfs = host.sysfs
     try:
+        if sysfs.is_sriov_pf(dev):
+            return dev
         if sysfs.is_pci(dev):
-            if sysfs.exists(PCI_DEVICES, dev, "sriov_totalvfs"):
-                return dev
             parent = sysfs.link_name(PCI_DEVICES, dev, "physfn")
             return parent or known_vfs.get(dev)
-        if sysfs.exists(NETDEVSIM_DEVICES, dev, "sriov_numvfs"):
-            return dev
     except ValueError:
         return None
     return None
