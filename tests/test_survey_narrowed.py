@@ -61,15 +61,16 @@ def answer(resolution):
             [(f.key, f.kind, f.pf, f.attr, f.message) for f in resolution.failures])
 
 
-def head_reads(monkeypatch):
-    """Each PF read for resolution (`observe_pf` without the VFs)."""
+def head_reads(monkeypatch, with_vfs: bool = False):
+    """Each PF read for resolution (`observe_pf` by `observe`: without the VFs, or with them when
+    `with_vfs`, as `status` reads every PF)."""
     from sriov_node.host import observe as observe_module
 
     calls = []
     real = observe_module.observe_pf
 
     def counted(host, pci, **kwargs):
-        if kwargs.get("want") is None and not kwargs.get("with_vfs", True):
+        if kwargs.get("want") is None and kwargs.get("with_vfs", True) == with_vfs:
             calls.append(pci)
         return real(host, pci, **kwargs)
 
@@ -138,7 +139,6 @@ def test_what_depends_on_the_other_pfs_reads_the_whole_host(host_root, write_con
     assert narrowed(desired, only, **kwargs) is None
     if case == "restore":
         kwargs = {"restore": {PFS[2]: {"num_vfs": 0}}}
-    reads = head_reads(monkeypatch)
+    reads = head_reads(monkeypatch, with_vfs=case == "every-vf")  # status reads every PF with its VFs
     survey(open_host(host_root), desired, only, **kwargs)
-    if case != "every-vf":  # status reads every PF with its VFs
-        assert sorted(reads) == sorted(PFS), reads
+    assert sorted(reads) == sorted(PFS), reads
