@@ -146,9 +146,7 @@ def netdev_up(device: str, ipr) -> None:
                 return
         with open(f"{device}/net/{names[0]}/ifindex") as fh:
             ipr.link("set", index=int(fh.read()), state="up")
-    except (OSError, ValueError):  # not there yet, or gone again (a rename): the next event comes
-        pass
-    except Exception:  # a netlink refusal (NetlinkError): the next event retries
+    except Exception:  # not there yet, gone again (a rename), or netlink refused: the next event retries
         pass
 
 
