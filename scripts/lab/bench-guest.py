@@ -7,12 +7,13 @@ Prints one line `@@BENCH <json>`: every sample, so the host computes medians and
   startup      `python -c pass` and `sriov-node --help` in the guest, cold and warm
   attributes   VLAN + trust + spoofchk on 64 netdevsim VFs: one batched request vs an `ip link` loop
   udevd        the same 64-VF state by systemd-udevd's .link [SR-IOV] sections (the anchor) and by our
-               engine in a warm process
+               engine in a warm process, each until netdevsim's last VF setter call (SetterTrace)
   reload       a PF driver reload (netdevsim's driver unbound and bound again: the PF comes back
                with no VFs), until 64 VFs with their settings are back: by udevd's .link (the
                anchor), by our daemon, and by the daemon of an earlier checkout when
                BENCH_BEFORE names one (the before/after of a change, on the same kernel); then the
-               same on the lab's Intel 82576 (igb, 7 VFs, igbvf) when the guest has one (LAB_IGB)
+               same on the lab's Intel 82576 (igb, 7 VFs, igbvf) when the guest has one (LAB_IGB).
+               Each round ends at the driver's last VF setter call, as ftrace recorded it (SetterTrace)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 BIN = os.path.join(os.path.dirname(sys.executable), "sriov-node")
@@ -150,13 +151,62 @@ def netdev_up(device: str, ipr) -> None:
         pass
 
 
+TRACING = "/sys/kernel/tracing"
+
+
+class SetterTrace:
+    """When the kernel ran the driver's VF setters (its ndo_set_vf_vlan, _trust, _spoofchk), from
+    ftrace's function tracer on those functions only, timestamped on trace_clock "mono"
+    (CLOCK_MONOTONIC: time.monotonic()'s clock). A reload round ends at the last setter call before
+    the end of the measurer's look that finds the state complete: each path's end is the kernel's own record
+    of its last setting, not the measurer's look. A look (a netlink dump under emulation) takes
+    20-55 ms, after a 20 ms quiet period: timed by the look, a path whose settings land while a
+    look is under way was charged that look, the quiet period and another look."""
+
+    def __init__(self, functions: List[str]):
+        if not os.path.exists(f"{TRACING}/trace"):
+            sh(f"mount -t tracefs nodev {TRACING}")
+        self._put("tracing_on", "0")
+        self._put("current_tracer", "nop")
+        self._put("trace_clock", "mono")
+        self._put("set_ftrace_filter", " ".join(functions))
+        self._put("current_tracer", "function")
+        self.clear()
+        self._put("tracing_on", "1")
+
+    @staticmethod
+    def _put(name: str, value: str) -> None:
+        with open(f"{TRACING}/{name}", "w") as fh:
+            fh.write(value + "\n")
+
+    def clear(self) -> None:
+        open(f"{TRACING}/trace", "w").close()  # opened for writing with O_TRUNC: the buffer is emptied
+
+    def calls(self, since: float, before: float) -> List[float]:
+        """The setter calls' times in [since, before]."""
+        import re
+
+        with open(f"{TRACING}/trace") as fh:
+            text = fh.read()
+        return sorted(t for t in (float(m.group(1)) for m in re.finditer(r"\s(\d+\.\d+): \w+ <-", text))
+                      if since <= t <= before)
+
+    def close(self) -> None:
+        self._put("tracing_on", "0")
+        self._put("current_tracer", "nop")
+        open(f"{TRACING}/set_ftrace_filter", "w").close()  # every function again, for whoever traces next
+        self.clear()
+
+
 class ReloadPf:
     """A PF whose driver the reload rows unbind and bind: netdevsim's (64 VFs) or, with the lab's
-    LAB_IGB, an Intel 82576 under QEMU's igb (7 VFs, igbvf)."""
+    LAB_IGB, an Intel 82576 under QEMU's igb (7 VFs, igbvf). `setters`: its driver's VF setters
+    (the ndo_set_vf_* functions, what SetterTrace times)."""
 
     def __init__(self, label: str, device: str, driver: str, vfs: int, match: str, select: str, up: bool = True,
-                 fallback: float = 0.25):
+                 fallback: float = 0.25, setters: Tuple[str, ...] = ()):
         self.label, self.device, self.driver, self.vfs = label, device, driver, vfs
+        self.setters = setters
         self.match = match  # the .link's [Match] line: the PF's netdev as udevd knows it
         self.select = select  # the daemon's PF selector (a config line)
         # whether the measurer brings the PF's netdev up as it comes (then the kernel tells of each
@@ -187,13 +237,15 @@ class ReloadPf:
 
 
 NSIM_PF = ReloadPf("netdevsim", f"/sys/bus/netdevsim/devices/{NSIM}", "/sys/bus/netdevsim/drivers/netdevsim", 64,
-                   "OriginalName={ifname}", 'name = "{ifname}"')
+                   "OriginalName={ifname}", 'name = "{ifname}"',
+                   setters=("nsim_set_vf_vlan", "nsim_set_vf_trust", "nsim_set_vf_spoofchk"))
 # igb's PF stays down: bringing a running igb PF up costs ~0.5 s of the guest's kernel and makes
 # enabling VFs on it slower (a running PF is closed and opened again), so whoever writes
 # sriov_numvfs after the measurer's "up" would pay for it: the measurer looks every 50 ms instead
 # (a 7-VF dump is cheap)
 IGB_PF = ReloadPf("igb", f"{SYS}/0000:03:00.0", "/sys/bus/pci/drivers/igb", 7,  # scripts/kernel-lab LAB_IGB=1
-                  "Path=pci-0000:03:00.0", 'pci = "0000:03:00.0"', up=False, fallback=0.05)
+                  "Path=pci-0000:03:00.0", 'pci = "0000:03:00.0"', up=False, fallback=0.05,
+                  setters=("igb_ndo_set_vf_vlan", "igb_ndo_set_vf_trust", "igb_ndo_set_vf_spoofchk"))
 
 
 def nsim_done(ifname: str, ipr, vlan: int) -> bool:
@@ -362,12 +414,14 @@ def bench_udevd(ifname: str, ipr) -> None:
         fh.write(LINK.format(ifname=ifname))
     sh("/lib/systemd/systemd-udevd --daemon && udevadm settle -t 30", check=False)
     samples: Dict[str, List[float]] = {"udevd": [], "engine": []}
+    trace = SetterTrace(list(NSIM_PF.setters))
     for _ in range(REPEAT):
         put(nsim, "0\n")
-        start = time.perf_counter()
+        trace.clear()
+        start = time.monotonic()
         sh(f"udevadm trigger --action=add /sys/class/net/{ifname}")
-        ok = wait_link(lambda: nsim_done(ifname, ipr, 300))
-        samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
+        samples["udevd"].append(until_set(trace, start, 64, lambda: nsim_done(ifname, ipr, 300), wait_link,
+                                          "netdevsim settings: udevd"))
     with open("/run/systemd/network/10-sriov-bench.link", "w") as fh:  # keep the name, drop the [SR-IOV] part
         fh.write(LINK.format(ifname=ifname).split("SR-IOVVirtualFunctions")[0])
     sh("udevadm control --reload", check=False)
@@ -380,10 +434,13 @@ def bench_udevd(ifname: str, ipr) -> None:
     for _ in range(REPEAT):
         put(nsim, "0\n")
         host = open_host("/")
-        start = time.perf_counter()
+        trace.clear()
+        start = time.monotonic()
         report = reconcile(host, desired)
-        samples["engine"].append(time.perf_counter() - start)
-        assert report.exit_code == 0 and nsim_vlans(ifname, ipr) == [400] * 64
+        assert report.exit_code == 0
+        samples["engine"].append(until_set(trace, start, 64, lambda: nsim_vlans(ifname, ipr) == [400] * 64,
+                                           lambda look: look(), "netdevsim settings: engine"))
+    trace.close()
     out["udevd"] = samples
 
 
@@ -401,9 +458,39 @@ def driver_reload(pf: ReloadPf = NSIM_PF) -> float:
     if not wait(lambda: not os.path.exists(f"{pf.device}/driver"), 30):
         raise RuntimeError(f"{pf.name} is still bound")
     time.sleep(0.5)  # whatever reacts to the unbind has done so: only the bind is timed
-    start = time.perf_counter()
+    start = time.monotonic()
     put(f"{pf.driver}/bind", pf.name)
     return start
+
+
+def until_set(trace: SetterTrace, start: float, vfs: int, done, wait_for, label: str) -> float:
+    """From `start` to the last VF setter call (SetterTrace) before the end of the look (`done`) that
+    finds the state complete; `wait_for(look)` runs the looks. NaN when the state never comes or the
+    setters ran fewer than once per VF (the state was there before: nothing was timed)."""
+    looks: List[float] = []
+
+    def look() -> bool:
+        ok = done()
+        looks.append(time.monotonic())  # its end: the state it read was complete by then
+        return ok
+
+    if not wait_for(look):
+        return float("nan")
+    calls = trace.calls(start, looks[-1])
+    out.setdefault("setter_trace", []).append(
+        {"what": label, "calls": len(calls), "first": calls[0] - start if calls else None,
+         "last": calls[-1] - start if calls else None, "look_end": looks[-1] - start, "looks": len(looks)})
+    return calls[-1] - start if len(calls) >= vfs else float("nan")
+
+
+def reload_round(pf: ReloadPf, ifname: str, ipr, vlan: int, trace: SetterTrace, label: str,
+                 seconds: float = 60) -> float:
+    """One timed reload: from the bind to the last VF setter call before the end of the look that
+    finds all `pf.vfs` VFs with `vlan` (and the other settings)."""
+    trace.clear()
+    start = driver_reload(pf)
+    return until_set(trace, start, pf.vfs, lambda: pf.done(ifname, ipr, vlan),
+                     lambda look: pf.wait(look, seconds, ipr=ipr), f"{pf.label} reload: {label}")
 
 
 def run_converged(log: List[str], mark: int) -> bool:
@@ -453,12 +540,11 @@ def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") 
         os.kill(proc.pid, signal.SIGSTOP)
         daemons[name] = proc
     samples: Dict[str, List[float]] = {"udevd": [], **{name: [] for name in daemons}}
+    trace = SetterTrace(list(pf.setters))
     try:
         for _ in range(REPEAT):
             use_link(with_sriov)
-            start = driver_reload(pf)
-            ok = pf.wait(lambda: pf.done(ifname, ipr, 300), ipr=ipr)
-            samples["udevd"].append(time.perf_counter() - start if ok else float("nan"))
+            samples["udevd"].append(reload_round(pf, ifname, ipr, 300, trace, "udevd"))
             use_link(name_only)
             for name, proc in daemons.items():
                 mark = len(logs[name])
@@ -470,13 +556,12 @@ def bench_reload(ifname: str, ipr, pf: ReloadPf = NSIM_PF, key: str = "reload") 
                 wait(lambda: run_converged(logs[name], mark), 120, 0.05)
                 time.sleep(0.5)
                 mark = len(logs[name])
-                start = driver_reload(pf)
-                ok = pf.wait(lambda: pf.done(ifname, ipr, 400), ipr=ipr)
-                samples[name].append(time.perf_counter() - start if ok else float("nan"))
+                samples[name].append(reload_round(pf, ifname, ipr, 400, trace, name))
                 wait(lambda: run_converged(logs[name], mark), 120, 0.05)
                 time.sleep(0.5)
                 os.kill(proc.pid, signal.SIGSTOP)
     finally:
+        trace.close()
         for name, proc in daemons.items():
             os.kill(proc.pid, signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
