@@ -31,6 +31,8 @@ PARTIAL = {"vlan_proto": ("EPROTONOSUPPORT", "802.1Q"), "min_tx_rate": ("EINVAL"
 
 @dataclass(frozen=True)
 class Driver:
+    """One row of the driver table: what a driver can do for SR-IOV, as its kernel source says."""
+
     name: str
     role: str  # "pf" (makes VFs), "vf" (binds VFs), "pf+vf" (one driver for both: mlx5_core, nvme)
     eswitch: Optional[EswitchOrder] = None  # None: no devlink eswitch_mode_get/set (EOPNOTSUPP)

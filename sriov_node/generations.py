@@ -65,6 +65,9 @@ def _never() -> bool:
 
 @dataclass(frozen=True)
 class Generation:
+    """One applied generation: the config bytes a command ran, its outcome per PF, and the values it took over
+    or must still put back."""
+
     number: int
     sha256: str  # of config bytes
     config: bytes = field(repr=False)  # the config file's exact bytes

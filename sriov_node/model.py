@@ -270,6 +270,8 @@ DEFAULT_RESOURCE_PREFIX = "intel.com"  # the SR-IOV device plugin's own default 
 
 @dataclass(frozen=True)
 class DesiredState:
+    """A validated config: its PF blocks and node-wide sections, with the bytes it was read from."""
+
     source: str
     raw: bytes = field(repr=False, compare=False)  # the file's bytes
     version: int = 1
@@ -350,6 +352,9 @@ def derive_vf_guid(pf_guid: str, vf: int, port: bool) -> str:
 
 @dataclass(frozen=True)
 class VfState:
+    """One VF as observed: its driver, override and netdevs, and what the comparison asked for (settings, MTU,
+    IOMMU group, RDMA devices)."""
+
     index: int
     pci: str
     driver: Optional[str]
@@ -368,6 +373,8 @@ class VfState:
 
 @dataclass(frozen=True)
 class PfState:
+    """One SR-IOV PF as observed: identity, driver, VF count and limits, and its VFs when they were read."""
+
     pci: str
     vendor: Optional[str]  # "8086", lower-case, no 0x
     device: Optional[str]
@@ -431,6 +438,8 @@ class PfState:
 
 @dataclass(frozen=True)
 class HostState:
+    """What one observation of the host found: its SR-IOV PFs and what resolving and planning need of the rest."""
+
     pfs: Tuple[PfState, ...]
     pci_drivers: FrozenSet[str] = field(default_factory=frozenset)
     iommu_groups: bool = False  # /sys/kernel/iommu_groups has entries

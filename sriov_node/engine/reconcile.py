@@ -43,6 +43,8 @@ def _never() -> bool:
 
 @dataclass
 class PfOutcome:
+    """One PF's (or one unresolved block's) result of a run: its status, actions, findings and errors."""
+
     pci: Optional[str]  # None for a block that matched no PF
     name: Optional[str]
     key: str  # the config block, e.g. "pf[0]"
@@ -73,6 +75,8 @@ class PfOutcome:
 
 @dataclass
 class Report:
+    """What a run did: one outcome per PF (and per block that resolved nowhere), notices, writes."""
+
     outcomes: List[PfOutcome]
     notices: List[str]
     writes: int

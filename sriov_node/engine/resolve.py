@@ -49,6 +49,8 @@ class BlockFailure:
 
 @dataclass(frozen=True)
 class Resolution:
+    """The config resolved against the host: each block's PFs (targets), the blocks that failed, notices."""
+
     targets: Tuple[Target, ...]
     failures: Tuple[BlockFailure, ...] = ()
     notices: Tuple[str, ...] = field(default_factory=tuple)
