@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from sriov_node.locks import FileLock
 from sriov_node.sim import MARKER
+
+
+def _remove_tree(path: str, ignore_errors: bool = False) -> None:
+    import shutil  # only when a write is rolled back or cleared: shutil pulls bz2 and lzma in
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 LOG = ".sriov-node-sim.log"
 LOCK = ".sriov-node-sim.lock"
@@ -130,7 +135,7 @@ class SimTree:
         if not os.path.lexists(path):
             return
         if self._journal is None or self._covered(rel):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path, ignore_errors=True)
             return
         # Undoable: the tree moves aside into the journal, and back if the writer dies.
         self._stashed += 1
@@ -166,9 +171,9 @@ class SimTree:
         # leave half of it behind (a recovery would then undo only part of a finished write).
         done = self._journal_dir + ".done"
         if os.path.isdir(self._journal_dir):
-            shutil.rmtree(done, ignore_errors=True)
+            _remove_tree(done, ignore_errors=True)
             os.rename(self._journal_dir, done)
-        shutil.rmtree(done, ignore_errors=True)
+        _remove_tree(done, ignore_errors=True)
         self._broadcast()
 
     # ------------------------------------------------------------ uevents (kernel-sriov-spec §5)
@@ -263,7 +268,7 @@ class SimTree:
             self._undo(entry)
             with open(done_path, "w") as fh:
                 fh.write(str(n + 1))
-        shutil.rmtree(self._journal_dir, ignore_errors=True)
+        _remove_tree(self._journal_dir, ignore_errors=True)
         self._stamp = None
         self._log("recover", b"", f"rolled back {len(entries)} change(s) of a killed write")
         return True
@@ -292,7 +297,7 @@ class SimTree:
         if os.path.islink(path) or os.path.isfile(path):
             os.unlink(path)
         elif os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path, ignore_errors=True)
 
     def _log(self, rel: str, data: bytes, result: str) -> None:
         with open(self._p(LOG), "a") as fh:
