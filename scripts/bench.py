@@ -58,6 +58,8 @@ REPEAT = 5 if QUICK else 9
 STARTUP_REPEAT = 11 if QUICK else 21  # a tenth of a second each, and the most sensitive to a busy machine
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
 rows: List[Dict[str, Any]] = []  # one per figure, for the table
+# the lab guest's CPUs: two, as a node has at least, unless LAB_SMP says otherwise or this machine has one
+LAB_CPUS = os.environ.get("LAB_SMP") or ("2" if (os.cpu_count() or 1) >= 2 else "1")
 
 
 def median(samples: List[float]) -> float:
@@ -114,14 +116,14 @@ def scale_config(vfs: int, settings: bool = True) -> str:
 
 
 STARTUP_WHY = (
-    "imports and the work itself; typer is no longer among them (the hot commands, validate, apply, status, boot "
-    "and daemon, run without it: docs/design.md, start-up). Measured in one process on 8 PFs x 64 VFs, no-op: the "
-    "interpreter ≈ 12 ms (the baseline); the standard library the code needs, dataclasses and the inspect it pulls "
-    "included, ≈ 12 ms; creating our 26 dataclasses ≈ 18 ms (each generated method is compiled at import); our other "
-    "module code ≈ 23 ms; the work ≈ 31 ms (reading and comparing 512 VFs, the generation, the run's record). "
-    "Decided with these numbers: writing the data types without dataclasses would save ≈ 25 ms and still leave "
-    "≈ 6x, so they stay; the work is the reading that makes \"converged\" true")
-
+    "imports and the work itself; typer is not among them (the hot commands, validate, apply, status, boot and "
+    "daemon, run without it: docs/design.md, start-up). Measured in one process on 8 PFs x 64 VFs, no-op "
+    "(2026-12-08): the interpreter ≈ 9 ms (the baseline); imports and class creation ≈ 40 ms, of which creating "
+    "our 26 dataclasses ≈ 12 ms (each generated method is compiled at import) and the dataclasses module with "
+    "the inspect, ast and dis it pulls ≈ 4 ms; the work ≈ 21 ms (reading and comparing 512 VFs, the "
+    "generation, the run's record: a second run in the same process). Decided with these numbers: writing "
+    "the data types without dataclasses would save ≈ 16 ms and still leave ≈ 6x, so they stay; the work is "
+    "the reading that makes \"converged\" true")
 
 
 def compile_package() -> None:
@@ -417,7 +419,7 @@ def bench_lab(parts: Optional[List[str]] = None, before: Optional[str] = None) -
            "BENCH_REPEAT": str(REPEAT), "BENCH_BEFORE": before or ""}
     # two CPUs, as a node has at least: with one, the daemon's run and udevd's handling of the PF's
     # new netdev (its name, in every round) take turns on it, where a node runs them side by side
-    env.setdefault("LAB_SMP", "2")
+    env["LAB_SMP"] = LAB_CPUS
     # the reload rows on a real NIC's driver too: an Intel 82576 (igb) where the lab's QEMU emulates one
     if subprocess.run([lab, "--igb"], cwd=REPO, capture_output=True, env=ENV).returncode == 0:
         env["LAB_IGB"] = "1"
@@ -463,7 +465,14 @@ def bench_lab(parts: Optional[List[str]] = None, before: Optional[str] = None) -
     ud = finite_medians(data["udevd"], "VF settings")
     anchor = ("udevd .link [SR-IOV]", ud["udevd"])
     row("VF settings", "64 VFs + settings: our engine, warm process", ud["engine"], "s", anchor,
-        "<= udevd", ud["engine"] <= ud["udevd"], note=SETTER_END)
+        "<= udevd", ud["engine"] <= ud["udevd"], note=SETTER_END,
+        why="since 2026-12-08 both paths end at netdevsim's last VF setter call (ftrace, as the PF reload rows); "
+            "before, our engine was timed to the end of its reconcile, read-back and verification included, and "
+            "udevd to the end of the measurer's look after a 20 ms quiet period, which read 0.60x. Timed the same "
+            "way, the two are within each other's spread (0.93x and 1.13x in the first two runs). udevd's time "
+            "begins with `udevadm trigger` (a process started in the guest); ours is the engine's survey, plan, "
+            "preflight and sriov_numvfs write before its one RTM_SETLINK: Python under emulation (the PF reload "
+            "row has the breakdown)")
     return data
 
 
@@ -492,7 +501,7 @@ def reload_why(data: Dict[str, Any], pf: str, text: str) -> str:
             calls.setdefault(what.split(": ", 1)[1], []).append((t["first"], t["last"]))
     said = "; ".join(f"{name} {median([f for f, _ in c]) * 1000:.1f} to {median([l for _, l in c]) * 1000:.1f} ms"
                      for name, c in calls.items())
-    return (f"in this run the VF setter calls came, after the bind: {said}. " if said else "") + text
+    return f"in this run the VF setter calls came, after the bind: {said}. {text[0].upper()}{text[1:]}" if said else text
 
 
 def reload_rows(data: Dict[str, Any]) -> None:
@@ -540,7 +549,10 @@ def reload_rows(data: Dict[str, Any]) -> None:
                 "sriov_numvfs after the measurer's \"up\" (with it, this row read 1.51x and 1.53x). Each round "
                 "ends at igb's last VF setter call (igb_ndo_set_vf_vlan, _trust, _spoofchk; ftrace), as the "
                 "netdevsim row's; before 2026-12-08 it ended at a look every 50 ms (1.06x, and 0.98x with two "
-                "CPUs). igb's reset of the PF when its VFs are enabled and igbvf's probe of each VF are in both "
+                "CPUs); with the setter end 0.98x and 1.04x in the first two runs, a spread wider than the "
+                "difference. Timed in the guest (two CPUs, 2026-12-08): the daemon's run starts 3 ms after the "
+                "bind event and writes sriov_numvfs 20 ms later; the write takes 0.72 s (the kernel), the one "
+                "RTM_SETLINK for 7 VFs 52 ms (igb's setters under emulation). igb's reset of the PF when its VFs are enabled and igbvf's probe of each VF are in both "
                 "rounds. Timed in the guest in one process (2026-12-07): the run 1.1 s, of which the "
                 "sriov_numvfs write 1.06-1.08 s (the kernel) and our own code ~30 ms; the bind write returns "
                 "after igb's probe, ~0.4 s. scripts/bench prints the journal's last lines"))
@@ -661,8 +673,8 @@ def write_report(path: str, lab: bool) -> None:
         + f" on {time.strftime('%Y-%m-%d')}: "
         f"{machine()}. Each figure is the median of {REPEAT} runs (start-up: {STARTUP_REPEAT}; scale: {3 if QUICK else 5}) with the baseline "
         "measured in the same run, runs interleaved; the machine is shared, so the ratios are what to read.",
-        "The real-kernel rows come from the kernel lab (Linux 6.1 under QEMU software emulation, two "
-        "virtual CPUs (LAB_SMP): everything there is ~20x slower than on hardware)." if lab or any(r.startswith("| real kernel") for r in table)
+        f"The real-kernel rows come from the kernel lab (Linux 6.1 under QEMU software emulation, {LAB_CPUS} "
+        "virtual CPU(s) (LAB_SMP): everything there is ~20x slower than on hardware)." if lab or any(r.startswith("| real kernel") for r in table)
         else "The real-kernel rows were not run (--no-lab).",
         "",
         "Rows naming \"the daemon of REV\" measure that revision's daemon in the same run (`--before REV`: "
