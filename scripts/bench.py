@@ -501,7 +501,9 @@ def reload_why(data: Dict[str, Any], pf: str, text: str) -> str:
             calls.setdefault(what.split(": ", 1)[1], []).append((t["first"], t["last"]))
     said = "; ".join(f"{name} {median([f for f, _ in c]) * 1000:.1f} to {median([l for _, l in c]) * 1000:.1f} ms"
                      for name, c in calls.items())
-    return f"in this run the VF setter calls came, after the bind: {said}. {text[0].upper()}{text[1:]}" if said else text
+    if not said:
+        return text
+    return f"in this run the VF setter calls came, after the bind: {said}. {text[0].upper()}{text[1:]}"
 
 
 def reload_rows(data: Dict[str, Any]) -> None:
@@ -552,8 +554,8 @@ def reload_rows(data: Dict[str, Any]) -> None:
                 "CPUs); with the setter end 0.98x and 1.04x in the first two runs, a spread wider than the "
                 "difference. Timed in the guest (two CPUs, 2026-12-08): the daemon's run starts 3 ms after the "
                 "bind event and writes sriov_numvfs 20 ms later; the write takes 0.72 s (the kernel), the one "
-                "RTM_SETLINK for 7 VFs 52 ms (igb's setters under emulation). igb's reset of the PF when its VFs are enabled and igbvf's probe of each VF are in both "
-                "rounds. Timed in the guest in one process (2026-12-07): the run 1.1 s, of which the "
+                "RTM_SETLINK for 7 VFs 52 ms (igb's setters under emulation). igb's reset of the PF when its "
+                "VFs are enabled and igbvf's probe of each VF are in both rounds. Timed in the guest in one process (2026-12-07): the run 1.1 s, of which the "
                 "sriov_numvfs write 1.06-1.08 s (the kernel) and our own code ~30 ms; the bind write returns "
                 "after igb's probe, ~0.4 s. scripts/bench prints the journal's last lines"))
         if igb["daemon"] > igb["udevd"]:
