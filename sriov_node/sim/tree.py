@@ -15,12 +15,6 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 from sriov_node.locks import FileLock
 from sriov_node.sim import MARKER
 
-
-def _remove_tree(path: str, ignore_errors: bool = False) -> None:
-    import shutil  # only when a write is rolled back or cleared: shutil pulls bz2 and lzma in
-
-    shutil.rmtree(path, ignore_errors=ignore_errors)
-
 LOG = ".sriov-node-sim.log"
 LOCK = ".sriov-node-sim.lock"
 JOURNAL = ".sriov-node-sim.journal"
@@ -41,6 +35,14 @@ def unix_address(path: str) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
     finally:
         os.close(fd)
+
+
+def _remove_tree(path: str) -> None:
+    """A directory and all under it, whatever is left of it (shutil is imported only here: it pulls
+    bz2 and lzma in, which a run that removes nothing never needs)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _err(code: int, text: str = "") -> OSError:
@@ -135,7 +137,7 @@ class SimTree:
         if not os.path.lexists(path):
             return
         if self._journal is None or self._covered(rel):
-            _remove_tree(path, ignore_errors=True)
+            _remove_tree(path)
             return
         # Undoable: the tree moves aside into the journal, and back if the writer dies.
         self._stashed += 1
@@ -171,9 +173,9 @@ class SimTree:
         # leave half of it behind (a recovery would then undo only part of a finished write).
         done = self._journal_dir + ".done"
         if os.path.isdir(self._journal_dir):
-            _remove_tree(done, ignore_errors=True)
+            _remove_tree(done)
             os.rename(self._journal_dir, done)
-        _remove_tree(done, ignore_errors=True)
+        _remove_tree(done)
         self._broadcast()
 
     # ------------------------------------------------------------ uevents (kernel-sriov-spec §5)
@@ -268,7 +270,7 @@ class SimTree:
             self._undo(entry)
             with open(done_path, "w") as fh:
                 fh.write(str(n + 1))
-        _remove_tree(self._journal_dir, ignore_errors=True)
+        _remove_tree(self._journal_dir)
         self._stamp = None
         self._log("recover", b"", f"rolled back {len(entries)} change(s) of a killed write")
         return True
@@ -297,7 +299,7 @@ class SimTree:
         if os.path.islink(path) or os.path.isfile(path):
             os.unlink(path)
         elif os.path.isdir(path):
-            _remove_tree(path, ignore_errors=True)
+            _remove_tree(path)
 
     def _log(self, rel: str, data: bytes, result: str) -> None:
         with open(self._p(LOG), "a") as fh:
