@@ -58,7 +58,9 @@ REPEAT = 5 if QUICK else 9
 STARTUP_REPEAT = 11 if QUICK else 21  # a tenth of a second each, and the most sensitive to a busy machine
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SRIOV_NODE_")}
 rows: List[Dict[str, Any]] = []  # one per figure, for the table
-# the lab guest's CPUs: two, as a node has at least, unless LAB_SMP says otherwise or this machine has one
+# the lab guest's CPUs: two, as a node has at least (with one, the daemon's run after a PF driver reload
+# and udevd's naming of the PF's new netdev take turns on it, where a node runs them side by side),
+# unless LAB_SMP says otherwise or this machine has one
 LAB_CPUS = os.environ.get("LAB_SMP") or ("2" if (os.cpu_count() or 1) >= 2 else "1")
 
 
@@ -417,8 +419,6 @@ def bench_lab(parts: Optional[List[str]] = None, before: Optional[str] = None) -
                    env={k: v for k, v in ENV.items() if k != "PYTHONDONTWRITEBYTECODE"}, stdout=subprocess.DEVNULL)
     env = {**ENV, "LAB_TIMEOUT": "1500", "LAB_QUIET": "1", "LAB_ENV": "BENCH_REPEAT BENCH_BEFORE",
            "BENCH_REPEAT": str(REPEAT), "BENCH_BEFORE": before or ""}
-    # two CPUs, as a node has at least: with one, the daemon's run and udevd's handling of the PF's
-    # new netdev (its name, in every round) take turns on it, where a node runs them side by side
     env["LAB_SMP"] = LAB_CPUS
     # the reload rows on a real NIC's driver too: an Intel 82576 (igb) where the lab's QEMU emulates one
     if subprocess.run([lab, "--igb"], cwd=REPO, capture_output=True, env=ENV).returncode == 0:
@@ -554,10 +554,9 @@ def reload_rows(data: Dict[str, Any]) -> None:
                 "CPUs); with the setter end 0.98x and 1.04x in the first two runs, a spread wider than the "
                 "difference. Timed in the guest (two CPUs, 2026-12-08): the daemon's run starts 3 ms after the "
                 "bind event and writes sriov_numvfs 20 ms later; the write takes 0.72 s (the kernel), the one "
-                "RTM_SETLINK for 7 VFs 52 ms (igb's setters under emulation). igb's reset of the PF when its "
-                "VFs are enabled and igbvf's probe of each VF are in both rounds. Timed in the guest in one process (2026-12-07): the run 1.1 s, of which the "
-                "sriov_numvfs write 1.06-1.08 s (the kernel) and our own code ~30 ms; the bind write returns "
-                "after igb's probe, ~0.4 s. scripts/bench prints the journal's last lines"))
+                "RTM_SETLINK for 7 VFs 52 ms (igb's setters under emulation); the bind write returns after "
+                "igb's probe, ~0.4 s. igb's reset of the PF when its VFs are enabled and igbvf's probe of each "
+                "VF are in both rounds. scripts/bench prints the journal's last lines"))
         if igb["daemon"] > igb["udevd"]:
             print("igb reload, the daemon's journal (last lines):\n"
                   + data.get("reload_igb_log", {}).get("daemon", "")[-2000:], flush=True)
@@ -676,8 +675,8 @@ def write_report(path: str, lab: bool) -> None:
         f"{machine()}. Each figure is the median of {REPEAT} runs (start-up: {STARTUP_REPEAT}; scale: {3 if QUICK else 5}) with the baseline "
         "measured in the same run, runs interleaved; the machine is shared, so the ratios are what to read.",
         f"The real-kernel rows come from the kernel lab (Linux 6.1 under QEMU software emulation, {LAB_CPUS} "
-        "virtual CPU(s) (LAB_SMP): everything there is ~20x slower than on hardware)." if lab or any(r.startswith("| real kernel") for r in table)
-        else "The real-kernel rows were not run (--no-lab).",
+        "virtual CPU(s) (LAB_SMP): everything there is ~20x slower than on hardware)."
+        if lab or any(r.startswith("| real kernel") for r in table) else "The real-kernel rows were not run (--no-lab).",
         "",
         "Rows naming \"the daemon of REV\" measure that revision's daemon in the same run (`--before REV`: "
         "its tree from `git archive`), the before of a change to the daemon. `--only daemon,lab-daemon` runs "

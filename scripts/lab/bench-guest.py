@@ -75,12 +75,11 @@ class LinkEvents:
     DO_SETLINK_NOTIFY -> netdev_state_change) while the PF's netdev is up (netdev_state_change
     sends nothing for a netdev that is down: the measurer brings netdevsim's PF netdev up as soon as
     it is there, `netdev_up`, and looks at igb's, which stays down, every 50 ms), and when a netdev
-    comes or is renamed. The last step of every path measured
-    here (udevd's .link, our daemon, our engine) is such a request, so a look after each burst of
-    events sees the end as soon as it is there. Polling instead (a netlink dump of every VF each
-    20 ms) took most of the guest's one CPU from the path it measured, and most from the path with
-    the most work left after sriov_numvfs. The socket is only a wake-up: its messages are dropped
-    unread (what `done` reads comes from its own request)."""
+    comes or is renamed. The last step of every path measured here (udevd's .link, our daemon, our
+    engine) is such a request, so a look after each burst of events finds the state complete soon
+    after it is (when it was complete is SetterTrace's to say). Polling instead (a netlink dump of
+    every VF each 20 ms) took most of the guest's CPU from the path it measured. The socket is only
+    a wake-up: its messages are dropped unread (what `done` reads comes from its own request)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
@@ -157,11 +156,11 @@ TRACING = "/sys/kernel/tracing"
 class SetterTrace:
     """When the kernel ran the driver's VF setters (its ndo_set_vf_vlan, _trust, _spoofchk), from
     ftrace's function tracer on those functions only, timestamped on trace_clock "mono"
-    (CLOCK_MONOTONIC: time.monotonic()'s clock). A reload round ends at the last setter call before
-    the end of the measurer's look that finds the state complete: each path's end is the kernel's own record
-    of its last setting, not the measurer's look. A look (a netlink dump under emulation) takes
-    20-55 ms, after a 20 ms quiet period: timed by the look, a path whose settings land while a
-    look is under way was charged that look, the quiet period and another look."""
+    (CLOCK_MONOTONIC: time.monotonic()'s clock). A round ends at the last setter call before the
+    end of the measurer's look that finds the state complete (`until_set`): each path's end is the
+    kernel's own record of its last setting, not the look. A look (a netlink dump under emulation)
+    takes 20-55 ms, after a 20 ms quiet period: timed by the look, a path whose settings landed
+    while a look was under way was charged that look, the quiet period and another look."""
 
     def __init__(self, functions: List[str]):
         if not os.path.exists(f"{TRACING}/trace"):
@@ -176,6 +175,7 @@ class SetterTrace:
 
     @staticmethod
     def _put(name: str, value: str) -> None:
+        # opened with O_TRUNC, unlike `put`: set_ftrace_filter opened without it adds to the filter
         with open(f"{TRACING}/{name}", "w") as fh:
             fh.write(value + "\n")
 
