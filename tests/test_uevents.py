@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import sys
 import pytest
 
 from tests.helpers import open_host
-from sriov_node.service.uevents import Uevent, route, touched_pf
+from sriov_node.service.uevents import RECEIVE_BUFFER, ListenerSource, Uevent, route, touched_pf
+from sriov_node.sim.kernel import SimKernel
 from tests.helpers import PF0
 
 BRIDGE = "/devices/pci0000:00/0000:00:03.0"
@@ -58,14 +60,69 @@ def test_the_simulated_kernel_announces_what_it_does(make_host):
     assert seqs == sorted(seqs) and open_host(host.root).sysfs.uevent_seqnum() == seqs[-1]
 
 
+def _sent(root, after=0):
+    """The SEQNUMs of the uevents the simulated kernel has sent, from the `after`-th on."""
+    try:
+        with open(os.path.join(root, ".sriov-node-sim.uevents")) as fh:
+            return [int(json.loads(line)["SEQNUM"]) for line in fh][after:]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_burst_its_listener_reads_late_waits_for_it_whole(make_host):
+    """Every uevent sent once the listener is bound waits for it, however many come before it reads
+    (the kernel's netlink socket holds them up to its receive buffer), and none from before."""
+    host = make_host()
+    h = open_host(host.root)
+    h.sysfs.set_num_vfs(PF0, 2)  # before the listener: not heard
+    before = len(_sent(host.root))
+    src = ListenerSource(open_host(host.root))
+    try:
+        h.sysfs.set_num_vfs(PF0, 0)
+        h.sysfs.set_num_vfs(PF0, 16)  # a burst of dozens of events, nobody reading
+        sent = _sent(host.root, before)
+        assert len(sent) > 40
+        assert select.select([src], [], [], 0)[0]
+        assert [e.seqnum for e in src.drain()] == sent and src.lost == 0
+        assert list(src.drain()) == []  # each is heard once
+        h.sysfs.set_num_vfs(PF0, 0)
+        assert select.select([src], [], [], 0)[0]  # a later write wakes the listener again
+        assert [e.seqnum for e in src.drain()] == _sent(host.root, before + len(sent))
+    finally:
+        src.close()
+
+
+def test_a_burst_beyond_the_listeners_buffer_is_lost_and_said_to_be(make_host):
+    """What a full receive buffer cannot hold is lost, and the next read says so (ENOBUFS) once:
+    the source counts it in `lost` and goes on with the events it kept, the first ones."""
+    host = make_host()
+    h = open_host(host.root)
+    src = ListenerSource(open_host(host.root))
+    try:
+        SimKernel(host.root).uevent_buffer(1000)
+        before = len(_sent(host.root))
+        h.sysfs.set_num_vfs(PF0, 8)
+        sent = _sent(host.root, before)
+        got = [e.seqnum for e in src.drain()]
+        assert 0 < len(got) < len(sent) and got == sent[:len(got)] and src.lost == 1
+        src.lost = 0
+        h.sysfs.unbind(h.sysfs.vf_address(PF0, 0), "iavf")  # fits: heard, nothing lost
+        assert [e.seqnum for e in src.drain()] == _sent(host.root, before + len(sent)) and src.lost == 0
+    finally:
+        src.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
                     reason="needs root, unshare and ip")
 def test_the_kernel_source_receives_a_real_uevent():
     """No udevd here: pyudev's kernel source must hear the kernel itself (a veth pair, in a throw-away netns)."""
     script = (
-        "import select, subprocess\n"
+        "import os, select, subprocess\n"
         "from sriov_node.service.uevents import PyudevSource\n"
         "src = PyudevSource('kernel')\n"
+        "import socket\n"
+        "sock = socket.socket(fileno=os.dup(src.fileno()))\n"
+        "print(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))\n"
         "subprocess.run(['ip', 'link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1'], check=True)\n"
         "seen = []\n"
         "while select.select([src], [], [], 5)[0]:\n"
@@ -76,7 +133,9 @@ def test_the_kernel_source_receives_a_real_uevent():
     proc = subprocess.run(["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr
-    seen = ast.literal_eval(proc.stdout)  # a list of tuples, printed above
+    rcvbuf, printed = proc.stdout.split("\n", 1)
+    assert int(rcvbuf) >= RECEIVE_BUFFER  # udevd's size, not the kernel's default of a few hundred KiB
+    seen = ast.literal_eval(printed)  # a list of tuples, printed above
     adds = [s for s in seen if s[0] == "add" and s[1] == "net" and s[2].endswith("/net/sn0")]
     assert adds and isinstance(adds[0][3], int)
 

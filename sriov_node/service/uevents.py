@@ -7,6 +7,7 @@ reconciles that PF from a fresh read.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ NET_ACTIONS = frozenset({"add", "remove", "move"})
 # The buses whose devices can be PFs: PCI, and netdevsim (the kernel's simulated NIC, which has a
 # driver to unbind and bind like a PCI NIC's)
 BUSES = frozenset({"pci", "netdevsim"})
+# The receive buffer of a live host's uevent sockets (udevd asks for the same, SO_RCVBUFFORCE)
+RECEIVE_BUFFER = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,13 @@ class Uevent:
 
 
 class UeventSource:
-    """A file descriptor to wait on, and the events it holds."""
+    """A file descriptor to wait on, and the events it holds.
+
+    `lost`: how many times since its reader last reset it the kernel dropped events for this
+    source (ENOBUFS: its socket's receive buffer was full); what they said is unknown."""
 
     description = ""
+    lost = 0
 
     def fileno(self) -> int:  # pragma: no cover - every source overrides
         raise NotImplementedError
@@ -60,7 +67,13 @@ class UeventSource:
 
     def drain(self) -> Iterable[Uevent]:
         while True:
-            event = self.receive()
+            try:
+                event = self.receive()
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self.lost += 1  # the events after the overrun are still there: read on
+                continue
             if event is None:
                 return
             yield event
@@ -80,6 +93,10 @@ class PyudevSource(UeventSource):
         self.subsystems = subsystems
         self.context = pyudev.Context()
         self.monitor = pyudev.Monitor.from_netlink(self.context, source=source)
+        try:  # udevd's own size: a burst of 256 VFs on each of many PFs is not lost
+            self.monitor.set_receive_buffer_size(RECEIVE_BUFFER)
+        except OSError:  # pragma: no cover - needs CAP_NET_ADMIN; the kernel's default stays
+            pass
         if source == "udev":  # udev can filter in the kernel (BPF); raw kernel events carry no udev tags
             for subsystem in sorted(subsystems):
                 self.monitor.filter_by(subsystem)

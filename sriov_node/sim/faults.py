@@ -159,6 +159,14 @@ class SimFaults(SimTree):
         model["hold_block_seconds"] = seconds
         self._save()
 
+    def uevent_buffer(self, nbytes: int) -> None:
+        """How many bytes of unread uevents a listener holds from now on (its netlink socket's
+        receive buffer; 4 MiB unless set): the rest of a burst that finds it full is lost, and the
+        listener's next receive raises ENOBUFS."""
+        model = self._load()
+        model["uevent_buffer"] = int(nbytes)
+        self._save()
+
     def forget_module_aliases(self) -> None:
         """A host whose module aliases (modules.alias) cannot be read: no driver is known as a
         device's default any more (the model's ID tables still decide what binds)."""

@@ -19,7 +19,8 @@ LOG = ".sriov-node-sim.log"
 LOCK = ".sriov-node-sim.lock"
 JOURNAL = ".sriov-node-sim.journal"
 UEVENT_LOG = ".sriov-node-sim.uevents"
-# A listener (the daemon's simulated uevent source) binds this datagram socket to hear uevents
+# A listener (the daemon's simulated uevent source) binds this datagram socket to be told that
+# uevents were appended to UEVENT_LOG
 UEVENT_SOCKET = "run/sriov-node-sim/uevents.sock"
 
 
@@ -190,12 +191,19 @@ class SimTree:
         self._events.append(event)
 
     def _broadcast(self) -> None:
+        """Append the write's uevents to the log in one write, then ring the listener's socket; the
+        listener reads the log from where it left off. A datagram per uevent would be lost once
+        ten wait unread (net.unix.max_dgram_qlen), where the kernel's netlink socket loses them only
+        when its receive buffer is full (SimUeventSocket models that). A ring dropped because rings
+        wait already loses nothing: one wakes the listener."""
         events, self._events = self._events, []
         if not events:
             return
-        with open(self._p(UEVENT_LOG), "a") as fh:
-            for event in events:
-                fh.write(json.dumps(event) + "\n")
+        fd = os.open(self._p(UEVENT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, "".join(json.dumps(event) + "\n" for event in events).encode())
+        finally:
+            os.close(fd)
         path = self._p(UEVENT_SOCKET)
         if not os.path.exists(path):
             return
@@ -205,13 +213,9 @@ class SimTree:
         try:
             with unix_address(path) as address:
                 sock.setblocking(False)
-                for event in events:
-                    try:
-                        sock.sendto(json.dumps(event).encode(), address)
-                    except OSError:
-                        pass  # nobody listening, or the listener is behind: the kernel drops too
+                sock.sendto(b"\n", address)
         except OSError:
-            pass
+            pass  # nobody listening, or rings wait already
         finally:
             sock.close()
 
