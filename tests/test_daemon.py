@@ -7,6 +7,7 @@ datagram socket this test binds. The simulated kernel sends it uevents as a real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import List
+from typing import Iterator, List
 
 import pytest
 
@@ -93,6 +94,20 @@ class DaemonProcess:
                 raise AssertionError(f"timed out waiting for {what}\nnotify: {self.messages}\n" + "\n".join(self.log))
             time.sleep(0.02)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The daemon stopped (SIGSTOP) while the block runs: what the block does to the host waits
+        for it as one backlog of uevents, however loaded the machine is."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while _state(self.proc.pid) != "T":  # stopped, not merely signalled
+            assert time.monotonic() < deadline, f"daemon not stopped: {_state(self.proc.pid)}"
+            time.sleep(0.005)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def notified(self, text: str) -> bool:
         return any(text in m for m in self.messages)
 
@@ -109,6 +124,11 @@ class DaemonProcess:
                 t.join(timeout=5)
             self.sock.close()
         return code
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture
@@ -144,9 +164,10 @@ def test_a_pf_driver_reload_is_repaired(daemon):
     d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
     h = open_host(d.host.root)
     before = d.runs()
-    h.sysfs.unbind(PF0, "i40e")  # rmmod: the PF driver disables its VFs on the way out
-    assert h.sysfs.num_vfs(PF0) == 0
-    h.sysfs.drivers_probe(PF0)  # modprobe: the PF is back, with no VFs
+    with d.frozen():  # rmmod; modprobe as one burst, however long this process takes between them
+        h.sysfs.unbind(PF0, "i40e")  # rmmod: the PF driver disables its VFs on the way out
+        assert h.sysfs.num_vfs(PF0) == 0
+        h.sysfs.drivers_probe(PF0)  # modprobe: the PF is back, with no VFs
     d.wait_for(lambda: open_host(d.host.root).sysfs.num_vfs(PF0) == 4 and
                [h.sysfs.device_driver(h.sysfs.vf_address(PF0, i)) for i in range(4)] == ["vfio-pci"] * 2 + ["iavf"] * 2,
                what="VFs restored")
@@ -156,6 +177,25 @@ def test_a_pf_driver_reload_is_repaired(daemon):
     # the PF's bind is the last event of a driver reload: the run starts then, not after a quiet period
     d.wait_for(lambda: any(f"only {PF0} (" in line and "ended by a PF's bind or change" in line for line in d.log),
                what="the run started by the PF's bind")
+
+
+def test_lost_uevents_make_the_daemon_converge_every_pf(daemon):
+    """The kernel drops the uevents its socket's receive buffer cannot hold and says so (ENOBUFS):
+    what the lost ones said is unknown, so every PF is converged again, not only those the kept
+    ones name."""
+    d = daemon()
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    h = open_host(d.host.root)
+    with d.frozen():
+        SimKernel(d.host.root).uevent_buffer(600)  # three events or so
+        h.sysfs.unbind(PF0, "i40e")  # the kept events: the start of this one's burst
+        h.sysfs.drivers_probe(PF0)
+        h.sysfs.set_num_vfs(PF1, 0)  # lost: nothing that is kept names PF1
+    d.wait_for(lambda: any("uevents were lost" in line for line in d.log), what="the loss said")
+    d.wait_for(lambda: h.sysfs.num_vfs(PF0) == 4 and h.sysfs.num_vfs(PF1) == 2, what="both PFs restored")
+    lost = next(i for i, line in enumerate(d.log) if "uevents were lost" in line)
+    assert any(re.search(r"run \d+: every PF:", line) for line in d.log[lost:]), d.log
+    assert d.proc.poll() is None
 
 
 def test_a_ready_daemon_has_loaded_what_its_first_reaction_needs(daemon, make_host, write_config, monkeypatch):
