@@ -255,8 +255,9 @@ def test_a_burst_of_events_is_one_run_and_our_own_writes_do_not_start_another(da
     assert len(run_lines(d)) == 2, d.log  # the first run's hundreds of uevents (our own) started nothing
     settled = d.runs()
     h = open_host(d.host.root)
-    h.sysfs.unbind(PF0, "i40e")  # 32 VFs removed: ~100 uevents
-    h.sysfs.drivers_probe(PF0)
+    with d.frozen():  # one burst, however long this process takes between the two writes
+        h.sysfs.unbind(PF0, "i40e")  # 32 VFs removed: ~100 uevents
+        h.sysfs.drivers_probe(PF0)
     d.wait_for(lambda: d.runs() > settled, what="the repair run")
     d.wait_for(lambda: open_host(d.host.root).sysfs.num_vfs(PF0) == 32, what="PF0 repaired")
     nudge_pf1(d)
