@@ -109,11 +109,27 @@ class PyudevSource(UeventSource):
 
     def receive(self) -> Optional[Uevent]:
         while True:
-            device = self.monitor.poll(timeout=0)
+            try:
+                device = self.monitor.poll(timeout=0)
+            except OSError as exc:
+                if exc.errno is not None:
+                    raise  # recvmsg's own error (ENOBUFS among them): drain knows it
+                # pyudev's poll saw POLLERR and says only "Error while polling fd": the socket's
+                # pending error (ENOBUFS after an overrun) says why, and reading it clears it
+                code = self._socket_error()
+                if not code:
+                    raise
+                raise OSError(code, os.strerror(code)) from exc
             if device is None:
                 return None
             if device.subsystem in self.subsystems:  # the kernel source hears every subsystem
                 return Uevent.from_properties(dict(device.properties))
+
+    def _socket_error(self) -> int:
+        import socket
+
+        with socket.socket(fileno=os.dup(self.fileno())) as sock:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
 
 class ListenerSource(UeventSource):
