@@ -112,42 +112,53 @@ def test_a_burst_beyond_the_listeners_buffer_is_lost_and_said_to_be(make_host):
         src.close()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                    reason="needs root, unshare and ip")
+NEEDS_NETNS = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                                 reason="needs root, unshare and ip")
+# What a script run by _in_netns has: hear(src, name) reads the source until netdev `name` is added
+HEAR = (
+    "import os, select, subprocess\n"
+    "def hear(src, name):\n"
+    "    seen = []\n"
+    "    while select.select([src], [], [], 5)[0]:\n"
+    "        seen += [(e.action, e.subsystem, e.devpath, e.seqnum) for e in src.drain()]\n"
+    "        if any(s[2].endswith('/net/' + name) for s in seen): break\n"
+    "    return seen\n"
+)
+
+
+def _in_netns(script: str) -> str:
+    """`script`'s output, run in a throw-away network namespace: the veth pairs it adds there send
+    real uevents to its sockets, and vanish with it."""
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", HEAR + script], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@NEEDS_NETNS
 def test_the_kernel_source_receives_a_real_uevent():
-    """No udevd here: pyudev's kernel source must hear the kernel itself (a veth pair, in a throw-away netns)."""
-    script = (
-        "import os, select, subprocess\n"
+    """No udevd here: pyudev's kernel source must hear the kernel itself, with udevd's buffer size."""
+    out = _in_netns(
+        "import socket\n"
         "from sriov_node.service.uevents import PyudevSource\n"
         "src = PyudevSource('kernel')\n"
-        "import socket\n"
-        "sock = socket.socket(fileno=os.dup(src.fileno()))\n"
-        "print(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))\n"
+        "print(socket.socket(fileno=os.dup(src.fileno())).getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))\n"
         "subprocess.run(['ip', 'link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1'], check=True)\n"
-        "seen = []\n"
-        "while select.select([src], [], [], 5)[0]:\n"
-        "    seen += [(e.action, e.subsystem, e.devpath, e.seqnum) for e in src.drain()]\n"
-        "    if any(s[2].endswith('/net/sn0') for s in seen): break\n"
-        "print(seen)\n"
+        "print(hear(src, 'sn0'))\n"
     )
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert proc.returncode == 0, proc.stderr
-    rcvbuf, printed = proc.stdout.split("\n", 1)
+    rcvbuf, printed = out.split("\n", 1)
     assert int(rcvbuf) >= RECEIVE_BUFFER  # udevd's size, not the kernel's default of a few hundred KiB
     seen = ast.literal_eval(printed)  # a list of tuples, printed above
     adds = [s for s in seen if s[0] == "add" and s[1] == "net" and s[2].endswith("/net/sn0")]
     assert adds and isinstance(adds[0][3], int)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                    reason="needs root, unshare and ip")
+@NEEDS_NETNS
 def test_the_kernel_sources_overrun_is_counted_as_lost_and_reading_goes_on():
     """The real kernel's overrun: a burst larger than the socket's receive buffer (made tiny here)
     leaves ENOBUFS pending, which pyudev's poll reports only as "Error while polling fd". The source
     counts it as lost, keeps the events the buffer held, and hears the next ones."""
-    script = (
-        "import os, select, subprocess\n"
+    out = _in_netns(
         "from sriov_node.service.uevents import RECEIVE_BUFFER, PyudevSource\n"
         "src = PyudevSource('kernel')\n"
         "src.monitor.set_receive_buffer_size(4096)\n"
@@ -157,16 +168,10 @@ def test_the_kernel_sources_overrun_is_counted_as_lost_and_reading_goes_on():
         "lost, src.lost = src.lost, 0\n"
         "src.monitor.set_receive_buffer_size(RECEIVE_BUFFER)\n"
         "subprocess.run(['ip', 'link', 'add', 'sz0', 'type', 'veth', 'peer', 'name', 'sz1'], check=True)\n"
-        "seen = []\n"
-        "while select.select([src], [], [], 5)[0]:\n"
-        "    seen += [e.devpath for e in src.drain()]\n"
-        "    if any(p.endswith('/net/sz0') for p in seen): break\n"
-        "print(kept, lost, any(p.endswith('/net/sz0') for p in seen), src.lost)\n"
+        "heard = any(s[2].endswith('/net/sz0') for s in hear(src, 'sz0'))\n"
+        "print(kept, lost, heard, src.lost)\n"
     )
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert proc.returncode == 0, proc.stderr
-    kept, lost, heard, lost_after = proc.stdout.split()
+    kept, lost, heard, lost_after = out.split()
     assert int(kept) > 0 and int(lost) >= 1  # the first events kept, the overrun counted
     assert heard == "True" and lost_after == "0"  # and the source reads on
 
