@@ -103,7 +103,6 @@ class Daemon:
         self.runs = 0
         self._recorded: Optional[int] = None  # the generation the last run recorded (or re-ran), if any
         self._burst = ""  # how the last burst of uevents ended, for the run's log line
-        self._lost = 0  # overruns of a uevent source since the last run of every PF
         self._stop = False
         self._reload = False
         self._wake_r, self._wake_w = -1, -1
@@ -419,10 +418,11 @@ class Daemon:
         return False
 
     def _drain(self, ready: List[Any]) -> List[Uevent]:
-        events = [e for src in self.sources if src in ready for e in src.drain()]
-        for src in self.sources:
-            self._lost, src.lost = self._lost + src.lost, 0
-        return events
+        return [e for src in self.sources if src in ready for e in src.drain()]
+
+    def _lost(self) -> int:
+        """Overruns the sources counted since the last run of every PF."""
+        return sum(src.lost for src in self.sources)
 
     def _collect(self, ready: List[Any]) -> Set[str]:
         """Route the waiting events, then keep listening until the burst is over (a 64-VF burst is
@@ -432,7 +432,7 @@ class Daemon:
         self._burst = ""
         events = self._drain(ready)
         due = route(events, self.host, self.known_vfs, self.covered)
-        if not due and not self._lost:
+        if not due and not self._lost():
             return due
         now = time.monotonic()
         start, end, last, gap = now, now + self.max_delay, now, None
@@ -605,11 +605,12 @@ class Daemon:
                 if self.checkpoint is not None and self.checkpoint[1] <= time.time() and not self._stop:
                     self._expire_checkpoint()
                 due = self._collect(ready) if any(src in ready for src in self.sources) else set()
-                if self._lost and not self._stop:
+                if self._lost() and not self._stop:
                     # what the lost events said is unknown: every PF is looked at again
                     self.log.warning("uevents were lost (the kernel's socket for them overran %d time(s)): "
-                                     "converging every PF", self._lost)
-                    self._lost = 0
+                                     "converging every PF", self._lost())
+                    for src in self.sources:
+                        src.lost = 0
                     self.pending.clear()
                     self.run_once(None)
                     continue
