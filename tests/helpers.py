@@ -3,6 +3,7 @@ configs, and one `apply()`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import sys
 from typing import Any, List, Optional
 
 from sriov_node.host import Host
-from sriov_node.sim.kernel import SimKernel
+from sriov_node.sim.kernel import UEVENT_LOG, SimKernel
 
 CLI = shutil.which("sriov-node", path=os.path.dirname(sys.executable)) or "sriov-node"
 
@@ -36,6 +37,15 @@ TWO_PFS = f"""
 def sim_writes(host: Host) -> List[tuple]:
     """Every write the simulated kernel received (path, value, result)."""
     return SimKernel(host.root).write_log()
+
+
+def sim_uevents(host: Host) -> List[dict]:
+    """Every uevent the simulated kernel has sent, oldest first (none yet: [])."""
+    try:
+        with open(os.path.join(host.root, UEVENT_LOG)) as fh:
+            return [json.loads(line) for line in fh]
+    except FileNotFoundError:
+        return []
 
 
 def run_cli(*args: str, root: Optional[str] = None, config: Optional[str] = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import os
 import select
 import shutil
@@ -12,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import open_host
+from tests.helpers import open_host, sim_uevents
 from sriov_node.service.uevents import RECEIVE_BUFFER, ListenerSource, Uevent, route, touched_pf
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import PF0
@@ -50,9 +49,8 @@ def test_events_the_last_read_covers_are_dropped(make_host):
 
 def test_the_simulated_kernel_announces_what_it_does(make_host):
     host = make_host()
-    log = os.path.join(host.root, ".sriov-node-sim.uevents")
     open_host(host.root).sysfs.set_num_vfs(PF0, 1)
-    events = [json.loads(line) for line in open(log)]
+    events = sim_uevents(host)
     assert [(e["ACTION"], e["SUBSYSTEM"]) for e in events] == [
         ("add", "pci"), ("change", "pci"), ("add", "net"), ("bind", "pci"), ("change", "pci")]
     assert events[3]["DRIVER"] == "iavf" and events[-1]["PCI_SLOT_NAME"] == PF0
@@ -60,13 +58,9 @@ def test_the_simulated_kernel_announces_what_it_does(make_host):
     assert seqs == sorted(seqs) and open_host(host.root).sysfs.uevent_seqnum() == seqs[-1]
 
 
-def _sent(root, after=0):
+def _sent(host, after=0):
     """The SEQNUMs of the uevents the simulated kernel has sent, from the `after`-th on."""
-    try:
-        with open(os.path.join(root, ".sriov-node-sim.uevents")) as fh:
-            return [int(json.loads(line)["SEQNUM"]) for line in fh][after:]
-    except FileNotFoundError:
-        return []
+    return [int(e["SEQNUM"]) for e in sim_uevents(host)][after:]
 
 
 def test_a_burst_its_listener_reads_late_waits_for_it_whole(make_host):
@@ -75,19 +69,19 @@ def test_a_burst_its_listener_reads_late_waits_for_it_whole(make_host):
     host = make_host()
     h = open_host(host.root)
     h.sysfs.set_num_vfs(PF0, 2)  # before the listener: not heard
-    before = len(_sent(host.root))
+    before = len(_sent(host))
     src = ListenerSource(open_host(host.root))
     try:
         h.sysfs.set_num_vfs(PF0, 0)
         h.sysfs.set_num_vfs(PF0, 16)  # a burst of dozens of events, nobody reading
-        sent = _sent(host.root, before)
+        sent = _sent(host, before)
         assert len(sent) > 40
         assert select.select([src], [], [], 0)[0]
         assert [e.seqnum for e in src.drain()] == sent and src.lost == 0
         assert list(src.drain()) == []  # each is heard once
         h.sysfs.set_num_vfs(PF0, 0)
         assert select.select([src], [], [], 0)[0]  # a later write wakes the listener again
-        assert [e.seqnum for e in src.drain()] == _sent(host.root, before + len(sent))
+        assert [e.seqnum for e in src.drain()] == _sent(host, before + len(sent))
     finally:
         src.close()
 
@@ -100,14 +94,14 @@ def test_a_burst_beyond_the_listeners_buffer_is_lost_and_said_to_be(make_host):
     src = ListenerSource(open_host(host.root))
     try:
         SimKernel(host.root).uevent_buffer(1000)
-        before = len(_sent(host.root))
+        before = len(_sent(host))
         h.sysfs.set_num_vfs(PF0, 8)
-        sent = _sent(host.root, before)
+        sent = _sent(host, before)
         got = [e.seqnum for e in src.drain()]
         assert 0 < len(got) < len(sent) and got == sent[:len(got)] and src.lost == 1
         src.lost = 0
         h.sysfs.unbind(h.sysfs.vf_address(PF0, 0), "iavf")  # fits: heard, nothing lost
-        assert [e.seqnum for e in src.drain()] == _sent(host.root, before + len(sent)) and src.lost == 0
+        assert [e.seqnum for e in src.drain()] == _sent(host, before + len(sent)) and src.lost == 0
     finally:
         src.close()
 

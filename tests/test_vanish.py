@@ -20,18 +20,13 @@ import shutil
 import pytest
 
 from sriov_node.host import PCI_DEVICES
-from tests.helpers import open_host
-from sriov_node.sim.kernel import UEVENT_LOG, SimKernel
+from tests.helpers import open_host, sim_uevents
+from sriov_node.sim.kernel import SimKernel
 from tests.helpers import PF0, PF1, run_cli
 
 
 def _virtfns(host, pf=PF0):
     return sorted(n for n in os.listdir(host.path(PCI_DEVICES, pf)) if n.startswith("virtfn"))
-
-
-def _events(host):
-    with open(os.path.join(host.root, UEVENT_LOG)) as fh:
-        return [json.loads(line) for line in fh]
 
 
 def _remove(host, pci):
@@ -65,12 +60,12 @@ def test_removing_a_vf_leaves_its_virtfn_link_dangling_and_the_count_as_it_was(m
     host = _vfs_show_remove(make_host)
     host.sysfs.set_num_vfs(PF0, 4)
     vf1 = host.sysfs.vf_address(PF0, 1)
-    before = len(_events(host))
+    before = len(sim_uevents(host))
     _remove(host, vf1)
     assert not host.sysfs.device_exists(vf1) and not os.path.isdir(host.path(PCI_DEVICES, PF0, "virtfn1"))
     assert _virtfns(host) == ["virtfn0", "virtfn1", "virtfn2", "virtfn3"]  # virtfn1 dangles
     assert host.sysfs.num_vfs(PF0) == 4
-    assert [(e["ACTION"], e["SUBSYSTEM"]) for e in _events(host)[before:]] == [
+    assert [(e["ACTION"], e["SUBSYSTEM"]) for e in sim_uevents(host)[before:]] == [
         ("remove", "net"), ("unbind", "pci"), ("remove", "pci")]
     assert SimKernel(host.root).consistency_problems() == []  # what the kernel shows after a removal
     _rescan(host)  # a bus scan never finds a VF
@@ -98,11 +93,11 @@ def test_removing_a_pf_disables_its_vfs_first_and_a_rescan_brings_it_back_as_at_
     host.sysfs.set_autoprobe(PF0, False)
     host.sysfs.set_driver_override(PF0, "i40e")
     vfs = [host.sysfs.vf_address(PF0, i) for i in range(2)]
-    before = len(_events(host))
+    before = len(sim_uevents(host))
     _remove(host, PF0)
     assert not host.sysfs.device_exists(PF0) and not any(host.sysfs.device_exists(vf) for vf in vfs)
     assert not os.path.lexists(host.path("sys/class/net/ens1f0"))
-    events = [(e["ACTION"], e["SUBSYSTEM"], e["DEVPATH"].rsplit("/", 1)[-1]) for e in _events(host)[before:]]
+    events = [(e["ACTION"], e["SUBSYSTEM"], e["DEVPATH"].rsplit("/", 1)[-1]) for e in sim_uevents(host)[before:]]
     vf_gone = [events.index(("remove", "pci", vf)) for vf in vfs]
     assert max(vf_gone) < events.index(("unbind", "pci", PF0)) < events.index(("remove", "pci", PF0))
     assert open_host(host.root).sysfs.num_vfs(PF1) == 0  # the other PF is untouched
@@ -114,7 +109,7 @@ def test_removing_a_pf_disables_its_vfs_first_and_a_rescan_brings_it_back_as_at_
         assert host.sysfs.total_vfs(pf) == 64 and host.sysfs.iommu_group(pf) is not None
         assert os.path.isdir(host.path("sys/class/net", ifname))
     assert ("add", "pci", PF0) in [(e["ACTION"], e["SUBSYSTEM"], e["DEVPATH"].rsplit("/", 1)[-1])
-                                   for e in _events(host)]
+                                   for e in sim_uevents(host)]
     host.sysfs.set_num_vfs(PF0, 2)
     assert [host.sysfs.device_driver(host.sysfs.vf_address(PF0, i)) for i in range(2)] == ["iavf", "iavf"]
     assert SimKernel(host.root).consistency_problems() == []
