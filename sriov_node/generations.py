@@ -409,12 +409,31 @@ def outcome_of(report: "Report") -> Optional[str]:
     return None if report.dry_run else recorded(report.result, report.writes)
 
 
-def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str) -> bool:
-    """A converged run of exactly the current generation's bytes and path, which is no checkpoint:
-    nothing new to record (history holds changes of the desired state, not each re-run)."""
+def reruns(now: Optional[Generation], desired: "DesiredState", outcome: str, writes: int) -> bool:
+    """A run of exactly the current generation's bytes and path, which is no checkpoint, that either
+    converged again (as the generation had) or wrote nothing (a PF gone, a run refused again): nothing
+    new to record. History holds changes of the desired state, not each re-run: a failing run repeated
+    must not push the generations a rollback goes back to out of it (`_prune`). `rerun` records it."""
     return (now is not None and (not now.checkpoint or now.checkpoint.get("state") == COMMITTED)
-            and outcome == CONVERGED and now.outcome == CONVERGED
+            and ((outcome == CONVERGED and now.outcome == CONVERGED) or writes == 0)
             and now.sha256 == desired.digest and now.config_path == os.path.realpath(desired.source))
+
+
+def rerun(host: Host, now: Generation, outcome: str, pfs: Dict[str, Dict[str, Any]],
+          preimages: Optional[Dict[str, Dict[str, Any]]] = None,
+          restores: Optional[Dict[str, Dict[str, Any]]] = None) -> Generation:
+    """A re-run of the current generation (`reruns`), recorded in its own record: its outcome and PFs
+    when the re-run came to another outcome, its pre-images and put-backs when they changed."""
+    changes: Dict[str, Any] = {}
+    if outcome != now.outcome:
+        changes.update(outcome=outcome, pfs=pfs)
+    if preimages is not None and (preimages, restores) != (now.preimages, now.restores):
+        changes.update(preimages=preimages, restores=restores)
+    if not changes:
+        return now
+    now = _replace(now, **changes)
+    _write(host, now, replace=True)
+    return now
 
 
 def undo_values(now: Optional[Generation], desired: "DesiredState") -> Dict[str, Dict[str, Any]]:
@@ -578,6 +597,7 @@ class Change:
         if not self.recording or not self.reports:
             return None
         last = self.reports[-1]
+        writes = sum(r.writes for r in self.reports)
         if any(r.unrecorded for r in self.reports):
             return None  # stopped before the first write: nothing moved toward this config
         if outcome is None:
@@ -585,7 +605,7 @@ class Change:
 
             result = verdict((o.status for r in self.reports for o in r.outcomes),
                              interrupted=any(r.interrupted for r in self.reports))
-            outcome = recorded(result, sum(r.writes for r in self.reports))
+            outcome = recorded(result, writes)
         if outcome is None:
             return None
         if pfs is None:
@@ -596,12 +616,9 @@ class Change:
         try:
             now = current(self.host)
             same = self.restored_from is None or (now is not None and now.sha256 == self.desired.digest)
-            if self.checkpoint_seconds is None and same and reruns(now, self.desired, outcome):
+            if self.checkpoint_seconds is None and same and reruns(now, self.desired, outcome, writes):
                 assert now is not None
-                if (preimages, restores) != (now.preimages, now.restores):
-                    now = _replace(now, preimages=preimages, restores=restores)
-                    _write(self.host, now, replace=True)
-                return now
+                return rerun(self.host, now, outcome, pfs, preimages, restores)
             return record(self.host, self.desired.raw, self.desired.source, command=self.command, outcome=outcome,
                           pfs=pfs, checkpoint_seconds=self.checkpoint_seconds, restored_from=self.restored_from,
                           ends_checkpoint=self.ends_checkpoint, preimages=preimages, restores=restores)

@@ -415,3 +415,29 @@ def test_a_key_taken_over_again_while_its_put_back_waits_keeps_the_first_value(h
     put(host, BASE)
     cli(host, "apply")
     assert vf(host, "ens3f0", 0).max_tx_rate == 0
+
+
+# ---------------------------------------------------------------------------- history
+
+
+def test_failing_reruns_that_write_nothing_add_no_generation_and_keep_the_rollback_target(host):
+    """An apply (or a boot) of the current generation's config that writes nothing (a PF gone, the
+    run refused again) records its outcome in that generation: history holds changes of the desired
+    state, so repeating a failing run never prunes the generation a rollback goes back to."""
+    first = BASE.replace("num_vfs = 4", "num_vfs = 2") + f'\n[[pf]]\npci = "{E810}"\nnum_vfs = 2\n\n[history]\nkeep = 3\n'
+    second = first.replace("num_vfs = 2\n", "num_vfs = 3\n", 1)
+    put(host, first)
+    cli(host, "apply")
+    put(host, second)
+    cli(host, "apply")
+    assert [g.number for g in generations.history(host)] == [1, 2]
+    host.sysfs.write("sys/bus/pci/devices", (E810, "remove"), "1\n")  # the NIC taken out by hand
+    for _ in range(4):
+        cli(host, "apply", ok=(1,))
+    cli(host, "boot", "--wait", "0.2", ok=(1,))
+    gens = generations.history(host)
+    assert [g.number for g in gens] == [1, 2]
+    assert gens[-1].outcome == "failed"  # the rerun's outcome, in the generation it reran
+    out = cli(host, "rollback", ok=(1,)).stdout
+    assert "restored generation 1 as generation 3" in out, out
+    assert open_host(host.root).sysfs.num_vfs(CX5) == 2

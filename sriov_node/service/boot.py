@@ -250,10 +250,11 @@ def _record_boot(host: Host, desired: DesiredState, report: BootReport, log: log
     try:
         with ApplyLock(host, timeout):
             now = generations.current(host)
-            if restored is None and generations.reruns(now, desired, outcome):
-                return now  # the same config, converged again: no new generation
             pfs = {pci: {"name": o.name, "block": o.key, "status": o.status, "error": o.error,
                          "findings": [f.get("text") for f in o.findings]} for pci, o in report.outcomes.items()}
+            if restored is None and generations.reruns(now, desired, outcome, writes):
+                assert now is not None  # the same config, converged again or nothing written: no new generation
+                return generations.rerun(host, now, outcome, pfs)
             if change is not None and change.reports:  # type: ignore[attr-defined]
                 gen = change.record(outcome=outcome, pfs=pfs)  # type: ignore[attr-defined]
                 if gen is None:
