@@ -417,6 +417,66 @@ def test_a_key_taken_over_again_while_its_put_back_waits_keeps_the_first_value(h
     assert vf(host, "ens3f0", 0).max_tx_rate == 0
 
 
+# ---------------------------------------------------------------------------- a put-back that did not happen
+
+
+def _vm(host, kernel, vf_pci):
+    kernel.hold_vf(vf_pci, 4242, "qemu-kvm")
+    return lambda: kernel.release(4242)
+
+
+def _pod(host, kernel, vf_pci):
+    kernel.move_netdev_out(vf_pci)
+    return lambda: kernel.move_netdev_back(vf_pci)
+
+
+HOLDERS = {"vm": ("vfio-pci", _vm), "pod": ("mlx5_core", _pod)}
+
+
+def _take_back(host, path: str, config: str) -> str:
+    """Take VF 1's vlan back by `path`: its generation is the newest, the one before manages no vlan."""
+    if path == "rollback":
+        return cli(host, "rollback").stdout
+    if path == "unset":
+        return cli(host, "unset", "ens3f0", "vfs[1].vlan").stdout
+    put(host, config)  # an edit that drops the key, applied
+    return cli(host, "apply").stdout
+
+
+@pytest.mark.parametrize("path", ["rollback", "unset", "edit"])
+@pytest.mark.parametrize("holder", sorted(HOLDERS))
+def test_a_put_back_on_a_held_vf_is_kept_until_it_is_read_back(make_host, holder, path):
+    """A value to put back on a VF a VM or a pod holds is the holder's while it holds it: the run
+    says it is not put back yet, the generation keeps it to put back, status says the host differs
+    once the VF is free, and the next run puts it back and reads it back. Before, it was reported as
+    put back, dropped from the generation, and never put back."""
+    from sriov_node.sim.kernel import SimKernel
+
+    driver, hold = HOLDERS[holder]
+    host = make_host(("x710", 1, None), ("e810", 1, None), ("cx5", 1, None), vfio_loaded=True)
+    config = BASE + f'  [[pf.vfs]]\n  range = "1"\n  driver = "{driver}"\n'
+    put(host, config)
+    cli(host, "apply")
+    found = vf(host, "ens3f0", 1).vlan
+    cli(host, "set", "ens3f0", "vfs[1].vlan=20")
+    assert vf(host, "ens3f0", 1).vlan == 20
+    free = hold(host, SimKernel(host.root), host.sysfs.vf_address(CX5, 1))
+    out = _take_back(host, path, config)
+    assert vf(host, "ens3f0", 1).vlan == 20  # the holder's: not touched
+    assert "not put back yet" in out and "VF 1: back to no vlan" in out, out
+    assert "put back as it was found" not in out, out
+    assert generations.current(host).restores[CX5]["vfs"]["1"]["vlan"][0] == found
+    free()
+    assert exit_code_status(host) == 1  # the applied generation still owes the put-back
+    assert "\nsriov_node_converged 0\n" in cli(host, "metrics").stdout  # and so do the metrics
+    out = cli(host, "apply").stdout
+    assert vf(host, "ens3f0", 1).vlan == found, out
+    assert "put back as it was found" in out and "VF 1: back to no vlan" in out, out
+    assert not generations.current(host).restores
+    assert exit_code_status(host) == 0
+    assert "\nsriov_node_converged 1\n" in cli(host, "metrics").stdout
+
+
 # ---------------------------------------------------------------------------- history
 
 

@@ -217,9 +217,13 @@ def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool
     if code >= 128:  # a signal came before the report: the document says so, as every command's does
         body["interrupted"] = True
     if not as_json:
+        from sriov_node.views.render import put_back_lines
+
         for o in outcomes:
             typer.echo(f"{o.pci or '-':<12}  {o.name or '-':<10} {o.key:<6} {o.status}"
                        + (f" {o.writes} write(s)" if o.writes else ""))
+        for line in put_back_lines(report):
+            typer.echo(line)
     _say(body, done.message, as_json, error=done.exit_code != 0)
     echo_problems(report.notices, outcomes)
     if done.restore is not None:

@@ -312,7 +312,7 @@ def _detailed_exit_code(report, unapplied: bool) -> int:
 
 
 def _print_report(report, verbose: bool = False) -> None:
-    from sriov_node.views.render import plan_lines
+    from sriov_node.views.render import plan_lines, put_back_lines
 
     if not report.outcomes:
         echo("no PFs selected")
@@ -327,14 +327,8 @@ def _print_report(report, verbose: bool = False) -> None:
                 echo(line)
         else:
             echo((head + (f" {o.writes} write(s)" if o.writes else "")).rstrip())
-    if report.restoring:
-        from sriov_node.engine.preimages import describe
-
-        verb = "puts back" if report.dry_run else "put back"
-        echo(f"what sriov-node set and the config no longer manages, {verb} as it was found:")
-        for pci, entry in sorted(report.restoring.items()):
-            for line in describe(pci, entry):
-                echo(f"  {line}")
+    for line in put_back_lines(report):
+        echo(line)
 
 
 def status(opts: Options, as_json: bool = False, verbose: bool = False, exit_code: bool = False) -> None:
@@ -356,7 +350,8 @@ def status(opts: Options, as_json: bool = False, verbose: bool = False, exit_cod
     applied, lines = generation_status(host, path)
     unreadable = "generation_error" in applied["body"]  # never judged against a guess (an older one, the file)
     body = build_status(host, None if unreadable else
-                        applied["desired"] if applied["desired"] is not None else desired)
+                        applied["desired"] if applied["desired"] is not None else desired,
+                        restore=None if unreadable else applied.get("restore"))
     if unreadable:
         body["converged"] = None
     body.update(applied["body"])

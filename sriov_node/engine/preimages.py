@@ -149,6 +149,14 @@ def _put(entry: Dict[str, Any], vf: Optional[int], key: str, value: Any) -> None
         entry.setdefault("vfs", {}).setdefault(str(vf), {})[key] = value
 
 
+def held_keys(held: Iterable[Mapping[str, Any]]) -> Set[Tuple[Optional[int], str]]:
+    """The (VF index, key) of each setting a run left to the VF's holder (its `held` findings, as
+    dicts): a value to put back there was not put back."""
+    from sriov_node.engine.compare import VF_MTU
+
+    return {(int(h["vf"]), "mtu" if h["attr"] == VF_MTU else h["attr"]) for h in held if h.get("vf") is not None}
+
+
 def _managed_keys(spec: PfSpec) -> Set[Tuple[Optional[int], str]]:
     pf_keys, vf_keys = managed(spec)
     return {(None, k) for k in pf_keys} | {(i, k) for i, keys in vf_keys.items() for k in keys}

@@ -121,9 +121,31 @@ class Report:
         return EXIT_PF_FAILED if code == 0 and self.unrecorded else code
 
     def restored(self) -> Dict[str, Dict[str, Any]]:
-        """What the run put back and read back (the PFs that converged)."""
-        done = {o.pci for o in self.outcomes if o.pci is not None and o.converged}
-        return {pci: entry for pci, entry in self.restoring.items() if pci in done}
+        """What the run put back and read back: the values of the PFs that converged, but for the
+        settings of a VF left to its holder (a VM's, a pod's: `held`), which were not put back."""
+        from sriov_node.engine.preimages import held_keys, keys_of, pick
+
+        done = {o.pci: o for o in self.outcomes if o.pci is not None and o.converged}
+        out: Dict[str, Dict[str, Any]] = {}
+        for pci, entry in self.restoring.items():
+            if pci in done:
+                keys = keys_of(entry) - held_keys(done[pci].held)
+                if keys:
+                    out[pci] = pick(entry, keys)
+        return out
+
+    def unrestored(self) -> Dict[str, Dict[str, Any]]:
+        """What the run was to put back and did not read back (a PF refused or failed, a VF held):
+        the generation keeps it for the next run."""
+        from sriov_node.engine.preimages import keys_of, pick
+
+        restored = self.restored()
+        out: Dict[str, Dict[str, Any]] = {}
+        for pci, entry in self.restoring.items():
+            keys = keys_of(entry) - keys_of(restored.get(pci, {}))
+            if keys:
+                out[pci] = pick(entry, keys)
+        return out
 
     @property
     def result(self) -> Outcome:
@@ -144,6 +166,7 @@ class Report:
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "restoring": self.restoring,
+            "restored": {} if self.dry_run else self.restored(),
             "unrecorded": self.unrecorded,
         }
 

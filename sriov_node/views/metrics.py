@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Tuple
 
 from sriov_node.host import Host
 from sriov_node.engine.outcome import CONVERGED, host_converged
@@ -123,11 +123,13 @@ def values_of(seen: Survey, configured: bool = True) -> Values:
     return Values(pfs, targets, tuple((f.key, f.kind) for f in seen.resolution.failures), True)
 
 
-def survey_values(host: Host, desired: Optional[DesiredState]) -> Values:
-    """Every PF read now (what `sriov-node metrics` and a run of every PF write)."""
+def survey_values(host: Host, desired: Optional[DesiredState],
+                  restore: Optional[Dict[str, Dict[str, Any]]] = None) -> Values:
+    """Every PF read now (what `sriov-node metrics` and a run of every PF write); `restore`: what the
+    applied generation still has to put back, judged as a difference (status does the same)."""
     from sriov_node.engine.survey import survey
 
-    return values_of(survey(host, desired), desired is not None)
+    return values_of(survey(host, desired, restore=restore or None), desired is not None)
 
 
 def after_run(kept: Values, host: Host, desired: DesiredState, report: "Report",
@@ -160,14 +162,16 @@ def render(host: Host, desired: Optional[DesiredState], *, config_valid: bool = 
     from sriov_node.engine.state import read_state
 
     applied = None
+    restore = None
     if config_file is not None:
         from sriov_node.views.status import generation_status
 
         applied = generation_status(host, config_file)[0]
         if values is None and applied["desired"] is not None:
             desired = applied["desired"]  # what the node converges to, not the file (status does the same)
+            restore = applied.get("restore")
     if values is None:
-        values = survey_values(host, desired)
+        values = survey_values(host, desired, restore)
     f = {name: _Family(name, text) for name, text in FAMILIES}
     f["config_valid"].add(1 if config_valid else 0)
     if applied is not None and "generation_error" not in applied["body"]:

@@ -270,3 +270,23 @@ def _fold_findings(findings: Sequence[Any]) -> List[str]:
         label = f"VF {vfs[0]}" if len(vfs) == 1 else f"VFs {format_ranges(sorted(vfs))}"
         lines.append(f"{label}: {text}")
     return lines
+
+
+def put_back_lines(report: Any) -> List[str]:
+    """What a run put back of the values sriov-node set and the config no longer manages (read back),
+    and what it did not put back yet (the PF's run did not converge, a VF is in use): the generation
+    keeps that for the next run. A dry run's: what the run would put back."""
+    if not report.restoring:
+        return []
+    from sriov_node.engine.preimages import describe
+
+    done, left = (report.restoring, {}) if report.dry_run else (report.restored(), report.unrestored())
+    verb = "puts back" if report.dry_run else "put back"
+    lines: List[str] = []
+    for title, values in ((f"what sriov-node set and the config no longer manages, {verb} as it was found:", done),
+                          ("not put back yet (the PF's run did not converge, or a VF is in use; the next run "
+                           "puts it back):", left)):
+        if values:
+            lines.append(title)
+            lines += [f"  {line}" for pci, entry in sorted(values.items()) for line in describe(pci, entry)]
+    return lines

@@ -11,9 +11,13 @@ from sriov_node.engine.survey import Survey, survey
 from sriov_node.engine.state import read_state
 
 
-def build_status(host: Host, desired: Optional[DesiredState]) -> Dict[str, Any]:
-    """Per PF and VF: what the kernel shows, what the config wants, and every difference."""
-    return render_status(host, survey(host, desired, detail=True, every_vf=True), desired is not None)
+def build_status(host: Host, desired: Optional[DesiredState],
+                 restore: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """Per PF and VF: what the kernel shows, what the config wants, and every difference. `restore`:
+    what the applied generation still has to put back (`generation_status`): a value not put back yet
+    is a difference too, as the next run sees it."""
+    return render_status(host, survey(host, desired, detail=True, every_vf=True, restore=restore or None),
+                         desired is not None)
 
 
 def render_status(host: Host, seen_now: Survey, configured: bool) -> Dict[str, Any]:
@@ -124,7 +128,7 @@ def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]
 
     The host is compared with the applied generation (the newest one: what the node converges to);
     before the first apply, with the file. Returns ({"desired": DesiredState or None, "body": the
-    JSON fields}, the text lines).
+    JSON fields, with a generation "restore": what it still has to put back}, the text lines).
     """
     import hashlib
     import os
@@ -160,6 +164,7 @@ def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]
     except OSError:
         data = None
     body["applied_generation"] = gen.number
+    restore = generations.undo_values(gen, desired) if desired is not None else {}
     body["config_differs"] = data is None or hashlib.sha256(data).hexdigest() != gen.sha256
     body["compared_with"] = {"generation": gen.number, "command": gen.command, "time": gen.time,
                              "outcome": gen.outcome, "sha256": gen.sha256, "config_path": gen.config_path}
@@ -173,7 +178,7 @@ def generation_status(host: Host, path: str) -> "tuple[Dict[str, Any], List[str]
     if view is not None:
         body["checkpoint"] = dict(gen.checkpoint or {}, generation=gen.number, overdue=view["overdue"])
         lines.append(f"checkpoint: generation {gen.number} is {view['words']}")
-    return {"desired": desired, "body": body}, lines
+    return {"desired": desired, "body": body, "restore": restore}, lines
 
 
 def checkpoint_view(gen: Any, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
