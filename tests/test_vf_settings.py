@@ -411,6 +411,37 @@ def test_externally_managed_never_writes_numvfs_but_configures_the_vfs(host, wri
     assert h.sysfs.num_vfs(E810) == 3
 
 
+# what an externally managed PF short of VFs asks beside its count: each is applied, and the run fails
+SHORT_BESIDE = {
+    "mtu": ("mtu = 9000\n", ""),
+    "autoprobe": ("drivers_autoprobe = false\n", '  [[pf.vfs]]\n  range = "0-3"\n  driver = "none"\n'),
+    "vf settings": ("", '  [[pf.vfs]]\n  range = "0-1"\n  vlan = 9\n  trust = true\n'),
+    "vf driver": ("", '  [[pf.vfs]]\n  range = "1"\n  driver = "none"\n'),
+}
+
+
+@pytest.mark.parametrize("change", sorted(SHORT_BESIDE))
+def test_an_externally_managed_pf_short_of_vfs_fails_in_the_dry_run_as_in_the_run(host, write_config, change):
+    """A difference no action can fix (the count another tool owns) makes the run fail after what it
+    could do: the dry run predicts that outcome and exit code, whatever else the plan does, and the
+    run's error says the count is not sriov-node's to change (not "re-run apply")."""
+    h = open_host(host.root)
+    h.sysfs.set_num_vfs(E810, 2)  # another tool made 2; the block needs 4
+    pf_keys, groups = SHORT_BESIDE[change]
+    path = write_config('[[pf]]\nname = "ens2f0"\nnum_vfs = 4\nexternally_managed = true\n' + pf_keys + groups)
+    dry = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=path).stdout)
+    assert dry["pfs"][0]["actions"], dry  # something to do beside the count
+    assert (dry["result"], dry["exit_code"], dry["pfs"][0]["status"]) == ("failed", 1, "failed"), dry
+    assert "may not change it" in dry["pfs"][0]["error"] and "needs at least 4" in dry["pfs"][0]["error"]
+    ran = run_cli("apply", "--json", root=host.root, config=path)
+    body = json.loads(ran.stdout)
+    assert (body["result"], ran.returncode, body["pfs"][0]["status"]) == ("failed", 1, "failed"), body
+    assert body["writes"] > 0 and h.sysfs.num_vfs(E810) == 2  # what it could do, done; never the count
+    assert "may not change it" in body["pfs"][0]["error"] and "re-run" not in body["pfs"][0]["error"]
+    again = json.loads(run_cli("apply", "--dry-run", "--json", root=host.root, config=path).stdout)
+    assert (again["result"], again["exit_code"], again["pfs"][0]["actions"]) == ("failed", 1, [])
+
+
 def test_drivers_autoprobe_false_is_kept(host, write_config):
     path = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\ndrivers_autoprobe = false\n'
                         '  [[pf.vfs]]\n  range = "0"\n  driver = "vfio-pci"\n  [[pf.vfs]]\n  range = "1"\n  driver = "none"\n')

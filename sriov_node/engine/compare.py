@@ -117,6 +117,13 @@ class Finding:
         return out
 
 
+def beyond_reach(spec: PfSpec, finding: Finding) -> bool:
+    """A difference no action of sriov-node's can fix, whatever else its plan does: an externally
+    managed PF's count or missing VFs (the tool that owns it makes them), a value the kernel cannot
+    report back (`fix`). A run with one ends failed; its dry run says so (engine/reconcile.py)."""
+    return finding.fix is not None or (spec.externally_managed and finding.attr in (NUM_VFS, VFS_PRESENT))
+
+
 def holdable(finding: Finding) -> bool:
     """A difference in a VF's own settings (what a holder of the VF owns while it holds it)."""
     return finding.vf is not None and finding.attr in HOLDABLE

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
-from sriov_node.engine.compare import Finding
+from sriov_node.engine.compare import Finding, beyond_reach
 from sriov_node.engine.outcome import CHANGED, FAILED, INTERRUPTED, PLANNED, REFUSED, UNCHANGED, Outcome
 from sriov_node.engine.outcome import exit_code as exit_code_of, pf_converged, verdict as verdict_of
 from sriov_node.errors import EXIT_PF_FAILED, InUseError, StateError
@@ -264,7 +264,7 @@ def reconcile(
                     progress(pf_plan.pf, f"{len(pf_plan.actions)} action(s)", pf_plan.target.spec)
                 refused = _refuse_if_blocked(host, pf_plan, outcome, force, notices)
                 if refused is not None or dry_run:  # a dry run: plan, judge, then stop
-                    outcome = refused or outcome
+                    outcome = refused or _predicted(pf_plan, outcome)
                     caveats = judged.unjudged
                 elif blocked is not None or not _may_write(before_writes, executor is None, outcome, notices):
                     blocked = blocked or outcome.error
@@ -379,12 +379,19 @@ def _planned(target: Target, pf_plan: Optional[PfPlan], seqnum: Optional[int]) -
         return PfOutcome(pf.pci, pf.name, target.spec.key, UNCHANGED, seqnum=seqnum)
     return PfOutcome(pf.pci, pf.name, target.spec.key, PLANNED if pf_plan.actions else FAILED,
                      pf_plan.action_dicts(), findings=_finding_dicts(pf_plan.findings),
-                     error=None if pf_plan.actions else _unactionable(pf_plan), seqnum=seqnum)
+                     error=None if pf_plan.actions else _unactionable(pf_plan.pf, pf_plan.findings), seqnum=seqnum)
 
 
-def _unactionable(pf_plan: PfPlan) -> str:
-    return (f"PF {pf_plan.pf}: differs, and sriov-node may not change it: "
-            + "; ".join(f.describe() for f in pf_plan.findings))
+def _predicted(pf_plan: PfPlan, outcome: PfOutcome) -> PfOutcome:
+    """A dry run's outcome of a PF with actions to run: failed when a difference stays that none of
+    them can fix (an externally managed count, a value the kernel cannot report back), as the real
+    run, which runs them, then fails at its verification."""
+    left = tuple(f for f in pf_plan.findings if beyond_reach(pf_plan.target.spec, f))
+    return replace(outcome, status=FAILED, error=_unactionable(pf_plan.pf, left)) if left else outcome
+
+
+def _unactionable(pf: str, findings: Tuple[Finding, ...]) -> str:
+    return f"PF {pf}: differs, and sriov-node may not change it: " + "; ".join(f.describe() for f in findings)
 
 
 UNSUPPORTED = "unsupported"  # a refused outcome's detail kind: a step this host is known to refuse
@@ -480,6 +487,10 @@ def _run_pf(host: Host, executor: Executor, pf_plan: PfPlan,
     if None in explained and result.errors:
         explained = None  # a PF-wide failure explains every remaining difference
     rest = [f for f in after if explained is not None and f.vf not in explained]
+    beyond = tuple(f for f in rest if beyond_reach(pf_plan.target.spec, f) and not f.fix)
+    if beyond:  # the run did what it could: what is left is not sriov-node's to change
+        lines.append(_unactionable(pf_plan.pf, beyond))
+        rest = [f for f in rest if f not in beyond]
     if rest:
         fixes = list(dict.fromkeys(f.fix for f in rest if f.fix))  # running again cannot help these
         lines.append(f"PF {pf_plan.pf}: read back differs from the desired state: "
