@@ -101,3 +101,20 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(big):
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR",) and not k.startswith("SRIOV_NODE_")}
     assert "\033[31mDIFFERS\033[0m" in _on_a_terminal(args, env)
     assert "\033[" not in _on_a_terminal(args, {**env, "NO_COLOR": "1"})
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["folded", "verbose"])
+def test_settings_of_vfs_made_anew_are_not_read_and_not_said_to_be_unreported(make_host, write_config, verbose):
+    """A count changed by hand: the next apply makes the VFs anew, so status reads none of their
+    settings. It says they are not compared; it never says the driver did not report them."""
+    from sriov_node.sim.kernel import SimKernel
+
+    host = make_host(("e810", 1, None))
+    config = write_config('[[pf]]\nname = "ens1f0"\nnum_vfs = 2\n  [[pf.vfs]]\n  range = "0-1"\n  vlan = 7\n  trust = true\n')
+    assert run_cli("apply", root=host.root, config=config).returncode == 0
+    kernel = SimKernel(host.root)
+    for count in (b"0", b"3"):  # by hand: 2 -> 0 -> 3
+        kernel.write("sys/bus/pci/devices/0000:20:00.0/sriov_numvfs", count)
+    out = run_cli("status", *(["--verbose"] if verbose else []), root=host.root, config=config).stdout
+    assert "not compared: the next apply makes the VFs anew" in out, out
+    assert "not reported" not in out, out

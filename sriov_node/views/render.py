@@ -55,7 +55,9 @@ def fold_numbers(values: Sequence[Any]) -> str:
 def _settings_words(vf: Dict[str, Any], alone: bool) -> str:
     """The VF settings the config manages, as they are: 'vlan 100 qos 3 trust on'."""
     wanted = vf.get("desired_settings") or {}
-    seen = vf.get("settings") or {}
+    seen = vf.get("settings")
+    if seen is None:  # not read (VFs the next apply makes anew): nothing to say of them, not "not reported"
+        return ""
     words = []
     from sriov_node.engine.compare import show_setting
 
