@@ -264,6 +264,56 @@ def test_a_burst_of_events_is_one_run_and_our_own_writes_do_not_start_another(da
     assert len(run_lines(d)) == settled + 2, d.log  # one run for the whole burst, none for its own echoes
 
 
+MTU_CONFIG = CONFIG.replace(f'pci = "{PF0}"\nnum_vfs = 4\n', f'pci = "{PF0}"\nnum_vfs = 4\nmtu = 9000\n')
+# changes by hand that send no uevent, only rtnetlink's RTM_NEWLINK: (what, how, read back as wanted)
+BY_HAND = {
+    "vf trust": (lambda h: h.links.set_vf_links("ens1f0", [(2, {"trust": False})]),
+                 lambda h: h.links.vf_links("ens1f0")[2].trust is True),
+    "vf trust, two VFs at once": (lambda h: h.links.set_vf_links("ens1f0", [(2, {"trust": False}), (3, {"trust": False})]),
+                                  lambda h: [h.links.vf_links("ens1f0")[i].trust for i in (2, 3)] == [True, True]),
+    "pf mtu": (lambda h: h.links.set_mtu("ens1f0", 1500), lambda h: h.sysfs.read_int("sys/class/net", "ens1f0", "mtu") == 9000),
+}
+
+
+@pytest.mark.parametrize("change", sorted(BY_HAND))
+def test_a_netlink_change_by_hand_is_put_back_and_the_daemons_own_start_no_run(daemon, change):
+    """`ip link set PF vf N trust off`, or a PF's MTU, by hand: no uevent, only an RTM_NEWLINK on
+    rtnetlink's link group. The daemon compares the PF with what its last run read back, finds it
+    moved, and converges it: one run. Its own settings send the same RTM_NEWLINK; they find the PF
+    as the run left it, and start nothing."""
+    d = daemon(MTU_CONFIG)
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    h = open_host(d.host.root)
+    how, wanted = BY_HAND[change]
+    assert wanted(h)
+    nudge_pf1(d)  # the first run's echoes are behind us
+    settled = d.runs()
+    how(h)
+    d.wait_for(lambda: wanted(open_host(d.host.root)), what="put back")
+    d.wait_for(lambda: d.runs() > settled, what="the run")
+    assert f"only {PF0}" in run_lines(d)[settled], d.log
+    nudge_pf1(d)
+    assert len(run_lines(d)) == settled + 2, d.log  # the repair and the nudge: none for the repair's echo
+
+
+def test_a_link_change_that_moves_nothing_the_daemon_manages_starts_no_run(daemon):
+    """An RTM_NEWLINK for a PF whose VF settings and MTU are as the last run read them (its link
+    went down and up; a setting this config does not manage, read back as it was) is no reason to
+    run: the comparison with that read says so, without a run."""
+    d = daemon(MTU_CONFIG)
+    d.wait_for(lambda: d.notified("READY=1"), what="READY=1")
+    nudge_pf1(d)
+    settled = d.runs()
+    from sriov_node.sim.host import _net
+
+    net = _net(SimKernel(d.host.root))
+    net.set_link_up("ens1f0", False)
+    net.set_link_up("ens1f0", True)
+    time.sleep(0.5)  # long past the quiet period
+    nudge_pf1(d)
+    assert len(run_lines(d)) == settled + 1, d.log  # the nudge's run alone
+
+
 def run_lines(d) -> List[str]:
     return [line for line in d.log if re.search(r"run \d+:", line)]
 

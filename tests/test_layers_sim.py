@@ -61,7 +61,8 @@ def test_a_sim_root_is_opened_with_its_uevent_listener(make_host):
     assert host.kind == "sim" and host.uevents is not None
     sources = open_sources(host)
     try:
-        assert [s.description for s in sources] == ["the simulated kernel's uevents"]
+        assert [s.description for s in sources] == ["the simulated kernel's uevents",
+                                                    "the simulated kernel's link changes"]
         host.sysfs.write("sys/bus/pci/devices", ("0000:20:00.0", "sriov_numvfs"), "1\n")
         events = [e for s in sources for e in s.drain()]
         assert ("add", "pci") in {(e.action, e.subsystem) for e in events}

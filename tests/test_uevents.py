@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests.helpers import open_host, sim_uevents
-from sriov_node.service.uevents import RECEIVE_BUFFER, ListenerSource, Uevent, route, touched_pf
+from sriov_node.service.uevents import RECEIVE_BUFFER, LinkSource, ListenerSource, Uevent, route, touched_pf
 from sriov_node.sim.kernel import SimKernel
 from tests.helpers import PF0
 
@@ -120,10 +120,14 @@ HEAR = (
 )
 
 
-def _in_netns(script: str) -> str:
+def _in_netns(script: str, sysfs: bool = False) -> str:
     """`script`'s output, run in a throw-away network namespace: the veth pairs it adds there send
-    real uevents to its sockets, and vanish with it."""
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", HEAR + script], capture_output=True, text=True,
+    real uevents to its sockets, and vanish with it. `sysfs`: in a mount namespace of its own too,
+    with a sysfs of the new network namespace on /sys (where its netdevs show)."""
+    argv = [sys.executable, "-c", HEAR + script]
+    if sysfs:
+        argv = ["unshare", "-m", "sh", "-c", 'mount -t sysfs sysfs /sys && exec "$@"', "sh"] + argv
+    proc = subprocess.run(["unshare", "-n"] + argv, capture_output=True, text=True,
                           timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -168,6 +172,63 @@ def test_the_kernel_sources_overrun_is_counted_as_lost_and_reading_goes_on():
     kept, lost, heard, lost_after = out.split()
     assert int(kept) > 0 and int(lost) >= 1  # the first events kept, the overrun counted
     assert heard == "True" and lost_after == "0"  # and the source reads on
+
+
+@NEEDS_NETNS
+def test_the_link_source_hears_the_kernels_rtm_newlink_and_counts_an_overrun():
+    """A change of a netdev's state that sends no uevent (an MTU here; a VF setting on a PF's netdev
+    alike) is heard from rtnetlink's link group, as a "link" event of the netdev's device. A burst
+    beyond the socket's buffer is counted as lost, and the source reads on."""
+    out = _in_netns(
+        "import socket\n"
+        "from tests.helpers import open_host\n"
+        "from sriov_node.service.uevents import LinkSource\n"
+        "subprocess.run(['ip', 'link', 'add', 'sn0', 'type', 'veth', 'peer', 'name', 'sn1'], check=True)\n"
+        "src = LinkSource(open_host('/'))\n"
+        "subprocess.run(['ip', 'link', 'set', 'sn0', 'mtu', '1400'], check=True)\n"
+        "select.select([src], [], [], 5)\n"
+        "print([(e.action, e.subsystem, e.devpath, e.properties['INTERFACE']) for e in src.drain()])\n"
+        "src.listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)\n"
+        "for mtu in range(1300, 1340):\n"
+        "    subprocess.run(['ip', 'link', 'set', 'sn0', 'mtu', str(mtu)], check=True)\n"
+        "kept = len(list(src.drain()))\n"
+        "lost, src.lost = src.lost, 0\n"
+        "src.listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
+        "subprocess.run(['ip', 'link', 'set', 'sn1', 'mtu', '1280'], check=True)\n"
+        "select.select([src], [], [], 5)\n"
+        "print((kept, lost, [e.properties['INTERFACE'] for e in src.drain()], src.lost))\n",
+        sysfs=True)
+    first, second = out.splitlines()
+    assert ast.literal_eval(first) == [("link", "net", "/devices/virtual/net/sn0", "sn0")]
+    kept, lost, after, lost_after = ast.literal_eval(second)
+    assert kept > 0 and lost >= 1  # the first notifications kept, the overrun counted
+    assert after == ["sn1"] and lost_after == 0  # and the source reads on
+
+
+def test_the_simulated_kernel_tells_the_link_group_of_each_netlink_change_that_applied(make_host):
+    """As do_setlink: one RTM_NEWLINK for a request that applied a VF setting (even one that failed
+    on a later VF, keeping what it applied), one for an MTU; none for a request that applied
+    nothing. Only a PF's own netdev names a PF."""
+    host = make_host(("e810", 1, None))
+    host.sysfs.set_num_vfs(PF0, 2)
+    src = LinkSource(host)
+    try:
+        assert list(src.drain()) == []
+        host.links.set_vf_links("ens1f0", [(0, {"trust": True}), (1, {"vlan": (5, 0, "802.1Q")})])
+        host.links.set_mtu("ens1f0", 9000)
+        with pytest.raises(OSError):
+            host.links.set_vf_links("ens1f0", [(1, {"trust": True}), (7, {"trust": True})])  # VF 7: EINVAL
+        with pytest.raises(OSError):
+            host.links.set_vf_links("ens1f0", [(7, {"trust": True})])  # applies nothing
+        events = list(src.drain())
+        assert [(e.action, e.device) for e in events] == [("link", PF0)] * 3
+        assert {touched_pf(e, host, {}) for e in events} == {PF0}
+        vf_netdev = host.sysfs.listdir("sys/bus/pci/devices", host.sysfs.vf_address(PF0, 0), "net")[0]
+        host.links.set_mtu(vf_netdev, 1400)
+        (vf_event,) = src.drain()
+        assert vf_event.device == host.sysfs.vf_address(PF0, 0) and touched_pf(vf_event, host, {}) is None
+    finally:
+        src.close()
 
 
 def test_a_netdevsim_driver_reload_names_its_device(make_host):

@@ -15,8 +15,9 @@ then. The ifindex is the netdev's for its whole life, and a new netdev never get
 from __future__ import annotations
 
 import errno
+import os
 import struct
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sriov_node.host import vfinfo
 from sriov_node.host.sysfs import WriteCount
@@ -25,13 +26,89 @@ from sriov_node.model import VfLinks
 
 # VfChange, one VF's wanted changes: {"mac": str, "vlan": (vlan, qos, proto), "rate": (min, max),
 # "spoofchk": bool, "link_state": "auto"|..., "trust": bool}
-__all__ = ["Links", "NetlinkLinks", "VfChange", "newlink_vf_links"]
+__all__ = ["LinkListener", "Links", "NetlinkLinks", "VfChange", "newlink_vf_links"]
 
 # with ifi_index 0, RTM_GETLINK and RTM_SETLINK find the netdev by this name (rtnl_dev_get); never
 # both: an RTM_SETLINK with an index and a name renames the netdev (do_setlink)
 IFLA_IFNAME = 3
 RTEXT_FILTER_VF = 1
 RTEXT_FILTER_SKIP_STATS = 8  # without it 64+ VFs overflow the 16-bit nest length and the list comes back short
+
+
+class LinkListener:
+    """Where the kernel says a netdev's state moved: rtnetlink's link group (RTNLGRP_LINK). The
+    kernel sends an RTM_NEWLINK there for every change of a netdev, a VF setting set on a PF's
+    netdev included (do_setlink's netdev_state_change), with no uevent: `ip link set PF vf N vlan
+    10` by hand is heard only here. The messages say which netdev, never who changed it.
+
+    `receive` returns the (ifindex, ifname) of each RTM_NEWLINK waiting, [] when none; OSError
+    ENOBUFS when the kernel dropped some (the socket's buffer was full), as a uevent socket does."""
+
+    def fileno(self) -> int:  # pragma: no cover - every listener overrides
+        raise NotImplementedError
+
+    def receive(self) -> List[Tuple[int, str]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class NetlinkLinkListener(LinkListener):
+    """A netlink socket bound to RTMGRP_LINK, read without blocking; pyroute2 parses what it reads
+    (its IPRoute queues notifications inside an event loop of its own, which select() cannot see)."""
+
+    description = "link changes from rtnetlink"
+
+    def __init__(self, receive_buffer: int = 0):
+        import socket
+
+        from pyroute2.netlink.rtnl import RTMGRP_LINK
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                                  socket.NETLINK_ROUTE)
+        try:
+            if receive_buffer:
+                try:  # SO_RCVBUFFORCE: beyond rmem_max, with CAP_NET_ADMIN
+                    self.sock.setsockopt(socket.SOL_SOCKET, 33, receive_buffer)
+                except OSError:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self.sock.bind((0, RTMGRP_LINK))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.marshal = MarshalRtnl()
+        self.overrun = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self) -> List[Tuple[int, str]]:
+        from pyroute2.netlink.rtnl import RTM_NEWLINK
+
+        if self.overrun:
+            self.overrun = False
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        out: List[Tuple[int, str]] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return out
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS or not out:
+                    raise
+                self.overrun = True  # said at the next receive, after what was read before it
+                return out
+            if not data:
+                return out
+            for msg in self.marshal.parse(data):
+                if msg["header"]["type"] == RTM_NEWLINK:
+                    out.append((int(msg["index"]), str(msg.get_attr("IFLA_IFNAME") or "")))
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Links:
@@ -41,6 +118,11 @@ class Links:
 
     def __init__(self, counter: Optional[WriteCount] = None):
         self.counter = counter or WriteCount()
+
+    def listen(self, receive_buffer: int = 0) -> LinkListener:
+        """A listener for the netdevs whose state moves from now on (`LinkListener`). OSError when this
+        root's kernel sends none."""
+        raise OSError(errno.EOPNOTSUPP, "no netlink: this root is a captured tree")
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         """IFLA_PERM_ADDRESS of `ifname`, lower-case, or None when unknown."""
@@ -105,6 +187,9 @@ class NetlinkLinks(Links):
     def __init__(self, counter: Optional[WriteCount] = None):
         super().__init__(counter)
         self._ipr = None
+
+    def listen(self, receive_buffer: int = 0) -> LinkListener:
+        return NetlinkLinkListener(receive_buffer)
 
     def _route(self):
         if self._ipr is None:

@@ -8,6 +8,8 @@
             watchdog), or none: idle = zero wake-ups
             event(s)       -> the PFs they touch, after a quiet period that ends the burst
                               -> reconcile(only=those PFs)
+            link event     -> (rtnetlink's RTM_NEWLINK: a VF setting or an MTU set by hand sends
+                              no uevent) its PF, when it no longer reads as the last run read it
             events lost    -> (ENOBUFS: a uevent socket overran) reconcile every PF
             new generation -> (apply, set, rollback... recorded it) converge to it at once
             checkpoint     -> its deadline passed uncommitted: generations.expire_checkpoint
@@ -42,7 +44,7 @@ from sriov_node.service.journal import Notifier, fields
 from sriov_node.model import DesiredState
 from sriov_node.engine.reconcile import Report, load_desired, reconcile
 from sriov_node.engine.state import ApplyLock
-from sriov_node.service.uevents import BUSES, DirectoryWatch, Uevent, UeventSource, open_sources, route
+from sriov_node.service.uevents import BUSES, DirectoryWatch, LinkSource, Uevent, UeventSource, open_sources, route
 
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 # The quiet period that ends a burst of uevents: at most --debounce; once the burst's own rhythm is
@@ -96,6 +98,9 @@ class Daemon:
         self._read_since_drain = False  # the generations were read after the watch's last drain
         self.covered: Dict[str, int] = {}  # PF -> SEQNUM its last read reflects
         self.known_vfs: Dict[str, str] = {}  # VF -> PF, for VFs that are gone when their event arrives
+        # PF -> (its netdev, its VFs' settings, its MTU) as the last run read them back: what a link
+        # event (rtnetlink names the netdev, not the change) is compared with (`_link_moved`)
+        self.links_read: Dict[str, "tuple[Optional[str], Dict[int, Any], Optional[int]]"] = {}
         self.failures: Dict[str, int] = {}  # PF -> consecutive failed runs
         self.not_before: Dict[str, float] = {}  # PF -> no new attempt before (back-off)
         self.pending: Set[str] = set()  # PFs waiting for their back-off to end
@@ -400,11 +405,39 @@ class Daemon:
     def _learn_vfs(self, report: Report) -> None:
         """Each VF's PF, from the run's read-back (a VF's later uevent may come when it is gone)."""
         for pci, state in report.states.items():
+            self.links_read[pci] = (state.name, {vf.index: vf.links for vf in state.vfs if vf.links is not None},
+                                    state.mtu)
             if state.bus != "pci":
                 continue
             for vf in state.vfs:
                 if vf.pci:
                     self.known_vfs[vf.pci] = pci
+
+    def _link_moved(self, pf: str) -> bool:
+        """A link event named PF `pf`'s netdev: did what the last run read back of it (its VFs'
+        settings, its MTU) move since? The run's own settings send these events too, and they find
+        it as the run left it. A change by hand (`ip link set PF vf N ...`) does not. Nothing read
+        back (no run has taken the PF; nothing of it is managed): nothing to compare, not moved."""
+        seen = self.links_read.get(pf)
+        if seen is None:
+            return False
+        name, links, mtu = seen
+        if name is None:
+            return True  # its netdev was gone: look again
+        try:
+            if links and self.host.links.vf_links(name) != links:
+                return True
+        except OSError:
+            return True  # cannot read them now: look again (the run says why)
+        return mtu is not None and self.host.sysfs.read_int("sys/class/net", name, "mtu") != mtu
+
+    def _route(self, events: List[Uevent], due_already: FrozenSet[str] = frozenset()) -> Set[str]:
+        """The PFs these events call for: a uevent's PF (unless the last run's read covers it); a link
+        event's PF only when its state moved since that read (each PF asked once, none already due)."""
+        links = [e for e in events if e.action == LinkSource.ACTION]
+        due = route([e for e in events if e.action != LinkSource.ACTION], self.host, self.known_vfs, self.covered)
+        asked = route(links, self.host, self.known_vfs, {}) - due - due_already
+        return due | {pf for pf in asked if self._link_moved(pf)}
 
     # ------------------------------------------------------------------ loop
 
@@ -431,7 +464,7 @@ class Daemon:
         kernel operation has come (the events already waiting are read, without waiting for more)."""
         self._burst = ""
         events = self._drain(ready)
-        due = route(events, self.host, self.known_vfs, self.covered)
+        due = self._route(events)
         if not due and not self._lost():
             return due
         now = time.monotonic()
@@ -456,7 +489,7 @@ class Daemon:
             events = self._drain(ready)
             count += len(events)
             final = final or self._ends_an_operation(events)
-            due |= route(events, self.host, self.known_vfs, self.covered)
+            due |= self._route(events, frozenset(due))
         self._burst = (f"{count} event(s) in {(time.monotonic() - start) * 1000:.0f} ms, "
                        + ("ended by a PF's bind or change" if final else "then quiet"))
         return due

@@ -152,6 +152,41 @@ class ListenerSource(UeventSource):
         self.socket.close()
 
 
+class LinkSource(UeventSource):
+    """The netdevs whose state moved (rtnetlink's link group, `Links.listen`), as "link" events of
+    the netdev's device: a VF setting, or a PF's MTU, changed by hand sends no uevent, only this.
+    The event names the netdev, not what changed: the daemon compares the PF with its last read."""
+
+    ACTION = "link"
+
+    def __init__(self, host: Host):
+        self.host = host
+        self.listener = host.links.listen(RECEIVE_BUFFER)
+        self.waiting: List[Tuple[int, str]] = []
+        self.description = getattr(self.listener, "description", "link changes from rtnetlink")
+
+    def fileno(self) -> int:
+        return self.listener.fileno()
+
+    def receive(self) -> Optional[Uevent]:
+        while True:
+            if not self.waiting:
+                self.waiting = self.listener.receive()[::-1]
+                if not self.waiting:
+                    return None
+            ifindex, ifname = self.waiting.pop()
+            try:  # the netdev's device path, as its uevents give it (gone since: nothing to say)
+                target = os.readlink(self.host.path("sys/class/net", ifname)) if ifname else None
+            except (OSError, ValueError):
+                target = None
+            if target and "devices/" in target:
+                devpath = "/devices/" + target.split("devices/", 1)[1]
+                return Uevent(self.ACTION, "net", devpath, None, {"INTERFACE": ifname, "IFINDEX": str(ifindex)})
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def open_source(host: Host) -> UeventSource:
     """One source for both subsystems (boot's wait): the host's own listener when its kernel sends
     its uevents itself (the simulated kernel); udevd's when it runs, else the kernel's. Raises
@@ -170,19 +205,23 @@ def open_sources(host: Host) -> List[UeventSource]:
     (add/remove/bind/unbind) straight from the kernel, which need no interface name and arrive before udevd has processed
     them (a PF driver reload is answered at once); netdev events from udevd when it runs, since
     only then does a netdev carry its final name (a config that selects a PF by name needs it).
-    Without udevd (/run/udev absent: a container, an initrd), both from the kernel.
+    Without udevd (/run/udev absent: a container, an initrd), both from the kernel. On every host,
+    rtnetlink's link group too (`LinkSource`): a VF setting changed by hand sends no uevent.
 
     Raises OSError (or ImportError) with the reason when no source can be opened.
     """
     if host.uevents is not None:
-        return [ListenerSource(host)]
+        return [ListenerSource(host), LinkSource(host)]
     if not host.is_real_root:
         raise OSError(f"{host.root} is a captured tree: it sends no uevents")
-    if not os.path.isdir("/run/udev"):
-        return [PyudevSource("kernel", BUSES | {"net"})]
-    sources: List[UeventSource] = [PyudevSource("kernel", BUSES)]
+    sources: List[UeventSource] = []
     try:
-        sources.append(PyudevSource("udev", frozenset({"net"})))
+        if not os.path.isdir("/run/udev"):
+            sources.append(PyudevSource("kernel", BUSES | {"net"}))
+        else:
+            sources.append(PyudevSource("kernel", BUSES))
+            sources.append(PyudevSource("udev", frozenset({"net"})))
+        sources.append(LinkSource(host))
     except BaseException:
         for s in sources:
             s.close()
@@ -281,6 +320,12 @@ class DirectoryWatch:
 def touched_pf(event: Uevent, host: Host, known_vfs: Dict[str, str]) -> Optional[str]:
     """The PF an event may have moved, if any: the device itself when it is a PF, its physfn
     when it is a VF (from sysfs, or from the last observation when the VF is already gone)."""
+    if event.action == LinkSource.ACTION:  # a netdev's state moved: only a PF's own netdev's concerns a PF
+        dev = event.device
+        try:
+            return dev if dev and host.sysfs.is_sriov_pf(dev) else None
+        except ValueError:
+            return None
     if event.subsystem in BUSES and event.action not in PCI_ACTIONS:
         return None
     if event.subsystem == "net" and event.action not in NET_ACTIONS:

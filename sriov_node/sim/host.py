@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 from sriov_node.host import Host
 from sriov_node.host.devlink import Devlink
-from sriov_node.host.links import Links, VfChange
+from sriov_node.host.links import LinkListener, Links, VfChange
 from sriov_node.host.modules import Modules
 from sriov_node.host.paths import Root
 from sriov_node.host.sysfs import Sysfs, WriteCount
@@ -55,6 +55,11 @@ class _SimNetUser:
 
 class SimLinks(_SimNetUser, Links):
     """VF settings and MTUs on the simulated netdevs."""
+
+    def listen(self, receive_buffer: int = 0) -> LinkListener:
+        from sriov_node.sim.uevents import SimLinkSocket
+
+        return SimLinkSocket(self.kernel.root)
 
     def permanent_mac(self, ifname: str) -> Optional[str]:
         return self.kernel.permanent_mac(ifname)

@@ -126,6 +126,7 @@ class SimNet:
             what = f"RTM_SETLINK {ifname} VF(s) {','.join(str(vf) for vf, _ in changes)}".encode()
             result = "ok"
             guids_of = None  # the PF whose VF GUIDs this request set (one or more)
+            applied = False  # do_setlink notifies the link group once a VF setting is applied, error or not
             try:
                 pf, ifname = self._device_of(ifname, ifindex)
                 spec = self._pf_driver(pf)
@@ -138,14 +139,18 @@ class SimNet:
                     for attr in VF_LINK_ATTRS:  # the kernel's order inside one IFLA_VF_INFO
                         if attr in change:
                             self._set(pf, vf, attr, change[attr], spec, drv, mode)
+                            applied = True
                     for key in GUID_KEYS:  # each in an IFLA_VF_INFO of its own (vfinfo.encode_vf_info)
                         if key in change:
                             self._set_guid(pf, ifname, vf, key, change[key], drv)
                             guids_of = pf
+                            applied = True
             except OSError as exc:
                 result = errno.errorcode.get(exc.errno or 0, "?")
                 raise
             finally:
+                if applied:
+                    self.k._notify_link(ifname)
                 if guids_of is not None:
                     self.k._sync_ofed_sriov(guids_of)  # MLNX_OFED's sriov/<N>/{node,port}: the vport context
                 self.k._save()  # what was applied stays applied: the kernel does not roll back
@@ -199,6 +204,7 @@ class SimNet:
             elif not up:
                 self.k._unlink(f"{base}/speed")
             self.k._put(f"{base}/flags", "0x1003\n" if up else "0x1002\n", 0o444)
+            self.k._notify_link(ifname)
             self.k._log("netlink", f"link {ifname} {'up' if up else 'down'}".encode(), "ok")
 
     def set_mtu(self, ifname: str, mtu: int, ifindex: Optional[int] = None) -> None:
@@ -211,6 +217,7 @@ class SimNet:
                 self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "EINVAL")
                 raise _err(errno.EINVAL, f"{ifname}: MTU {mtu} outside {low}-{top} ({drv})")
             self.k._put(f"{self.k.dev_dir(bdf)}/net/{ifname}/mtu", f"{mtu}\n")
+            self.k._notify_link(ifname)
             self.k._log("netlink", f"mtu {ifname} {mtu}".encode(), "ok")
 
     # ------------------------------------------------------------------ devlink

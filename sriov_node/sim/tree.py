@@ -22,6 +22,10 @@ UEVENT_LOG = ".sriov-node-sim.uevents"
 # A listener (the daemon's simulated uevent source) binds this datagram socket to be told that
 # uevents were appended to UEVENT_LOG
 UEVENT_SOCKET = "run/sriov-node-sim/uevents.sock"
+# rtnetlink's link group: an RTM_NEWLINK per change of a netdev's state (a VF setting, an MTU), sent
+# the same way to the listener bound at LINK_SOCKET (Links.listen)
+LINK_LOG = ".sriov-node-sim.links"
+LINK_SOCKET = "run/sriov-node-sim/links.sock"
 
 
 @contextlib.contextmanager
@@ -64,6 +68,7 @@ class SimTree:
         self._dirty = False  # the model changed and must be saved before this write ends
         self._dirs: Dict[str, str] = {}  # bdf -> its directory, within one write
         self._events: List[Dict[str, str]] = []  # uevents of the write under way, sent when it completes
+        self._links: List[Dict[str, str]] = []  # its RTM_NEWLINK notifications, sent with them
 
     # ------------------------------------------------------------ model + tree io
 
@@ -160,6 +165,7 @@ class SimTree:
     def _begin(self) -> None:
         self._dirs = {}
         self._events = []
+        self._links = []
         os.makedirs(os.path.join(self._journal_dir, "stash"), exist_ok=True)
         self._journal = os.open(os.path.join(self._journal_dir, "undo"),
                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
@@ -190,21 +196,33 @@ class SimTree:
         event.update({k: v for k, v in props.items() if v is not None})
         self._events.append(event)
 
+    def _notify_link(self, ifname: str) -> None:
+        """Queue the RTM_NEWLINK rtnetlink sends its link group when netdev `ifname`'s state changes
+        (do_setlink's netdev_state_change: a VF setting, an MTU, up or down)."""
+        index = (self._get(f"sys/class/net/{ifname}/ifindex") or "0").strip()
+        self._links.append({"IFNAME": ifname, "IFINDEX": index if index.isdigit() else "0"})
+
     def _broadcast(self) -> None:
         """Append the write's uevents to the log in one write, then ring the listener's socket; the
         listener reads the log from where it left off. A datagram per uevent would be lost once
         ten wait unread (net.unix.max_dgram_qlen), where the kernel's netlink socket loses them only
         when its receive buffer is full (SimUeventSocket models that). A ring dropped because rings
-        wait already loses nothing: one wakes the listener."""
+        wait already loses nothing: one wakes the listener. The write's link notifications go the
+        same way to their own log and listener."""
         events, self._events = self._events, []
-        if not events:
-            return
-        fd = os.open(self._p(UEVENT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        links, self._links = self._links, []
+        if links:
+            self._publish(LINK_LOG, LINK_SOCKET, links)
+        if events:
+            self._publish(UEVENT_LOG, UEVENT_SOCKET, events)
+
+    def _publish(self, log: str, listener: str, events: List[Dict[str, str]]) -> None:
+        fd = os.open(self._p(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, "".join(json.dumps(event) + "\n" for event in events).encode())
         finally:
             os.close(fd)
-        path = self._p(UEVENT_SOCKET)
+        path = self._p(listener)
         if not os.path.exists(path):
             return
         import socket  # only when someone listens

@@ -8,10 +8,11 @@ import errno
 import json
 import os
 import socket
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict, List, Optional, Tuple
 
+from sriov_node.host.links import LinkListener
 from sriov_node.locks import FileLock
-from sriov_node.sim.tree import LOCK, UEVENT_LOG, UEVENT_SOCKET, SimTree, unix_address
+from sriov_node.sim.tree import LINK_LOG, LINK_SOCKET, LOCK, UEVENT_LOG, UEVENT_SOCKET, SimTree, unix_address
 
 # Bytes of unread uevents a listener holds unless the model says otherwise (a 256-VF burst fits)
 UEVENT_BUFFER = 4 << 20
@@ -24,11 +25,12 @@ class SimUeventSocket:
     does after netlink_overrun), then returns the events it kept."""
 
     description = "the simulated kernel's uevents"
+    SOCKET, LOG = UEVENT_SOCKET, UEVENT_LOG
 
     def __init__(self, root: str):
         root = os.path.abspath(root)
-        self.path = os.path.join(root, UEVENT_SOCKET)
-        self.log = os.path.join(root, UEVENT_LOG)
+        self.path = os.path.join(root, self.SOCKET)
+        self.log = os.path.join(root, self.LOG)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         if os.path.exists(self.path):
             os.unlink(self.path)
@@ -88,3 +90,25 @@ class SimUeventSocket:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+class SimLinkSocket(SimUeventSocket, LinkListener):
+    """rtnetlink's link group on the simulated kernel (`Links.listen`): the RTM_NEWLINK of each
+    netdev whose state a write changed, as (ifindex, ifname), held and lost as uevents are."""
+
+    description = "the simulated kernel's link changes"
+    SOCKET, LOG = LINK_SOCKET, LINK_LOG
+
+    def receive(self) -> List[Tuple[int, str]]:  # type: ignore[override]
+        out: List[Tuple[int, str]] = []
+        while True:
+            try:
+                entry = SimUeventSocket.receive(self)
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS or not out:
+                    raise
+                self.overrun = True  # said at the next receive, after what was read before it
+                return out
+            if entry is None:
+                return out
+            out.append((int(entry.get("IFINDEX") or 0), entry.get("IFNAME", "")))
