@@ -11,6 +11,7 @@ Each row cites the functions it was read from. Pure: no host access here.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -41,6 +42,9 @@ class Driver:
     # how a VF rate depends on the PF's link: None not at all; "speed" a max_tx_rate above the link speed
     # is EINVAL (so a non-zero one with the link down); "up" also any rate request while the link is down
     rate_link: Optional[str] = None
+    # the VFs' min_tx_rate together may not exceed the PF's link speed (EINVAL; so no min_tx_rate with the
+    # link down): the driver guarantees no more bandwidth than the link has (ice_min_tx_rate_oversubscribed)
+    min_rate_link: bool = False
     rate_devices: Optional[FrozenSet[str]] = None  # the only PF IDs (vendor:device) with VF rates, if limited
     rates_in_switchdev: bool = True  # False: ndo_set_vf_rate answers EOPNOTSUPP in switchdev (devlink rate)
     mtu: Optional[Tuple[int, int]] = None  # the netdev's (min_mtu, max_mtu); None: no netdev
@@ -89,10 +93,15 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
                    "i40e_set_bw_limit: max above the link speed EINVAL), i40e_ndo_set_vf_link_state, "
                    "i40e_ndo_set_vf_spoofchk, i40e_ndo_set_vf_trust; i40e_devlink.c registers no eswitch ops "
                    f"({_NO_ESWITCH}); max_mtu I40E_MAX_RXBUFFER - I40E_PACKET_HDR_PAD"),
-    Driver("ice", "pf", "no_vfs", ALL_SETTINGS - {"vlan_proto"}, mtu=(68, 9702),
+    Driver("ice", "pf", "no_vfs", ALL_SETTINGS - {"vlan_proto"}, rate_link="speed", min_rate_link=True,
+           mtu=(68, 9702),
            sources="ice_sriov.c: ice_set_vf_mac, ice_set_vf_port_vlan (802.1ad only in double-VLAN mode, "
                    "ice_is_supported_port_vlan_proto: EPROTONOSUPPORT; not the default), ice_set_vf_bw (min and "
-                   "max), ice_set_vf_link_state, ice_set_vf_spoofchk, ice_set_vf_trust; ice_eswitch.c: "
+                   "max: ice_min_tx_rate_oversubscribed, the VFs' min_tx_rate summed above the current link "
+                   "speed: EINVAL; ice_lib.c ice_set_min_bw_limit/ice_set_max_bw_limit, a rate above "
+                   "ice_get_link_speed_kbps: EINVAL, the link speed being 0 with the link down; a min_tx_rate "
+                   "while DCB is on: EOPNOTSUPP, not judged here), ice_set_vf_link_state, ice_set_vf_spoofchk, "
+                   "ice_set_vf_trust; ice_eswitch.c: "
                    "ice_eswitch_mode_set refuses with VFs ('allowed only if there is no VFs created'); "
                    "max_mtu ICE_MAX_MTU"),
     Driver("iavf", "vf", mtu=(68, 9706),
@@ -121,7 +130,10 @@ DRIVERS: Dict[str, Driver] = {d.name: d for d in (
            sources="en_main.c mlx5e_set_vf_mac/_vlan/_rate/_spoofchk/_trust/_link_state -> eswitch.c "
                    "mlx5_eswitch_set_vport_mac, __mlx5_eswitch_set_vport_vlan (802.1ad too), "
                    "mlx5_eswitch_set_vport_rate (min and max; legacy rates refused in switchdev: use devlink "
-                   "rate), mlx5_eswitch_set_vport_spoofchk, _trust, _state; mlx5_devlink_eswitch_mode_set "
+                   "rate; esw/qos.c esw_qos_set_vport_min_rate/_max_rate check only the firmware's QoS caps, "
+                   "EOPNOTSUPP, and no link speed: that is devlink rate's esw_qos_devlink_rate_to_mbps, so a "
+                   "legacy max_tx_rate above the link is taken as given), mlx5_eswitch_set_vport_spoofchk, "
+                   "_trust, _state; mlx5_devlink_eswitch_mode_set "
                    "(any time on 6.x; before ~5.3 only with VFs, unbound); InfiniBand: ipoib_set_vf_guid -> "
                    "ib_set_vf_guid -> mlx5_ib_set_vf_guid (ib_virt.c: modify_hca_vport_context, kept in "
                    "vfs_ctx and restored on the next SR-IOV enable), mlx5_ib_get_vf_guid (0 until set)"),
@@ -171,6 +183,57 @@ def no_vfs_why(name: str) -> str:
     if name in STUB_DRIVERS:
         return f"{name} binds any device (driver_override, new_id) and has no sriov_configure"
     return f"{name} is a VF driver: it has no sriov_configure"
+
+
+# Drivers that bind any device they are given through driver_override (or new_id): no static ID table
+# of their own (pci-stub, uio_pci_generic, DPDK's igb_uio, pci-pf-stub) or only an override-only
+# catch-all (vfio-pci's `vfio_pci:` alias). Never refused for the device they are asked to drive.
+GENERIC_BINDERS = STUB_DRIVERS | frozenset({"vfio-pci", "igb_uio", "pci-pf-stub"})
+_ANY_PCI_DEVICE = "pci:v*d*sv*sd*bc*sc*i*"  # a modalias no ID table can refuse: matched only by a wildcard
+
+
+def _norm(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def binds_by_id_table(name: str, aliases: Optional[Tuple[str, ...]]) -> Optional[bool]:
+    """Whether driver `name` drives only the devices its ID table names (`aliases`: its module's `pci:`
+    patterns in modules.alias): True a device-specific driver; False one that binds any device through
+    driver_override (GENERIC_BINDERS, a module with no `pci:` alias, or one whose table has a wildcard
+    entry, `pci:v*d*sv*sd*bc*sc*i*`); None not known (modules.alias unreadable)."""
+    if _norm(name) in {_norm(n) for n in GENERIC_BINDERS}:
+        return False
+    if aliases is None:
+        return None
+    return bool(aliases) and not any(fnmatch.fnmatchcase(_ANY_PCI_DEVICE, p) for p in aliases)
+
+
+def vf_driver_refusal(name: str, aliases: Optional[Tuple[str, ...]], matching: Optional[Tuple[str, ...]],
+                      vf_id: Optional[str], *, vf: Optional[int] = None) -> Optional[Refusal]:
+    """A VF `driver` that cannot drive the VF: a device-specific driver (binds_by_id_table) none of whose
+    ID table entries matches the VF's modalias, `matching` being the drivers whose entries do (the
+    kernel's default drivers for that modalias: observe.default_drivers_of, or future_default_drivers
+    for VFs not made yet). driver_override lets the bus match it all the same (pci_match_device's
+    pci_device_id_any), and the driver's probe refuses a device it has no entry for: bind answers
+    ENODEV, and the VF is left unbound with its override set. None: it can, or it is not known here."""
+    if matching is None or _norm(name) in {_norm(m) for m in matching}:
+        return None
+    if binds_by_id_table(name, aliases) is not True:
+        return None
+    device = f" ({vf_id})" if vf_id else ""
+    if matching:
+        which = ", ".join(matching)
+        others = f"the driver{'s' if len(matching) > 1 else ''} whose ID table names these VFs: {which}"
+        fix = (f"set driver = \"{matching[0]}\" (the VFs' own driver), or \"vfio-pci\" for a VM or DPDK, "
+               "or drop driver to get the kernel's default")
+    else:
+        others = "no installed driver's ID table names these VFs"
+        fix = "set driver = \"vfio-pci\" (binds any device through driver_override), or \"none\""
+    return Refusal("driver", "ENODEV",
+                   f"{name} cannot drive these VFs{device}: its ID table (modules.alias) has no entry for them, "
+                   f"and driver_override does not make a device-specific driver take a device it does not know; "
+                   f"{others}", fix, vf=vf, value=name)
+
 
 FIRMWARE_TOOLS = ("mstconfig", "mlxconfig")  # mstflint's and MFT's: the same query and set
 
@@ -252,6 +315,7 @@ def setting_refusals(row: Driver, vf: int, settings: Dict[str, Any], *, pf_id: O
     if not rate or not row.has_ndo("max_tx_rate"):
         return out
     high = settings.get("max_tx_rate") or 0
+    low = settings.get("min_tx_rate") or 0
     if row.rate_devices is not None and pf_id is not None and pf_id not in row.rate_devices:
         out.append(Refusal("max_tx_rate", "EOPNOTSUPP", f"{name} has VF rate limits only on some devices "
                            f"({', '.join(sorted(row.rate_devices))}), not {pf_id}",
@@ -260,6 +324,15 @@ def setting_refusals(row: Driver, vf: int, settings: Dict[str, Any], *, pf_id: O
         out.append(Refusal("max_tx_rate", "EOPNOTSUPP", f"{name} refuses legacy VF rates in switchdev mode",
                            "set rates with devlink rate on the representor, or use eswitch_mode = \"legacy\"",
                            vf=vf, value=high))
+    elif row.min_rate_link and low and link_speed is not None and link_speed <= 0:
+        out.append(Refusal("min_tx_rate", "EINVAL", f"{name} guarantees a min_tx_rate only out of the PF's link "
+                           "speed, and the link is down (0 Mbit/s)",
+                           "bring the PF's link up (cable, switch port), then apply; or set min_tx_rate to 0",
+                           vf=vf, value=low))
+    elif row.min_rate_link and low and link_speed is not None and low > link_speed:
+        out.append(Refusal("min_tx_rate", "EINVAL", f"{name} takes no min_tx_rate above the link speed "
+                           f"({link_speed} Mbit/s)", f"set min_tx_rate to at most {link_speed} (the PF's VFs' "
+                           "min_tx_rate together)", vf=vf, value=low))
     elif high and high < row.max_rate_floor:
         out.append(Refusal("max_tx_rate", "EINVAL", f"{name} takes no max_tx_rate below {row.max_rate_floor} Mbit/s",
                            f"set max_tx_rate to 0 (no limit) or at least {row.max_rate_floor}", vf=vf, value=high))
@@ -270,6 +343,42 @@ def setting_refusals(row: Driver, vf: int, settings: Dict[str, Any], *, pf_id: O
     elif row.rate_link and link_speed is not None and high > link_speed > 0:
         out.append(Refusal("max_tx_rate", "EINVAL", f"{name} takes no max_tx_rate above the link speed "
                            f"({link_speed} Mbit/s)", f"set max_tx_rate to at most {link_speed}", vf=vf, value=high))
+    return out
+
+
+def min_rate_sum_refusals(row: Driver, wanted: List[Tuple[int, int]], current: Dict[int, int],
+                          link_speed: Optional[int]) -> List[Refusal]:
+    """The min_tx_rate a driver with `min_rate_link` refuses for the PF's VFs together
+    (ice_min_tx_rate_oversubscribed: the other VFs' min_tx_rate plus the one asked for above the link
+    speed is EINVAL, whatever the value asked, 0 too). `wanted`: (VF, min_tx_rate) a run sends; `current`:
+    every VF's min_tx_rate before it (0 for VFs made anew). The VFs that lower theirs are judged first, then
+    those that raise theirs, each in VF order, against what the driver holds by then (a VF the driver
+    refuses keeps its old value; one refused alone by `setting_refusals`, above the link speed, is left
+    to that refusal)."""
+    if not row.min_rate_link or link_speed is None or link_speed <= 0 or not wanted:
+        return []
+    total = sum({**current, **dict(wanted)}.values())
+    now = sum(current.values())
+    if total > link_speed:
+        why = (f"{row.name} refuses a min_tx_rate that oversubscribes the link: the PF's VFs' min_tx_rate would "
+               f"add up to {total} Mbit/s, above the link speed ({link_speed} Mbit/s)")
+        fix = f"lower min_tx_rate so that the PF's VFs' add up to at most {link_speed}"
+    else:
+        why = (f"{row.name} refuses any VF's min_tx_rate while the others' add up to more than the link speed "
+               f"({link_speed} Mbit/s), and they add up to {now} Mbit/s now (was the link faster?)")
+        fix = ("bring the link back to the speed the minimums were set for, or re-create the VFs (num_vfs = 0, "
+               "then apply this file) to clear them")
+    state = dict(current)
+    out: List[Refusal] = []
+    lower = [(vf, low) for vf, low in sorted(wanted) if low <= state.get(vf, 0)]
+    higher = [(vf, low) for vf, low in sorted(wanted) if low > state.get(vf, 0)]
+    for vf, low in lower + higher:
+        if low > link_speed:
+            continue
+        if sum(v for k, v in state.items() if k != vf) + low > link_speed:
+            out.append(Refusal("min_tx_rate", "EINVAL", why, fix, vf=vf, value=low))
+        else:
+            state[vf] = low
     return out
 
 
@@ -314,6 +423,9 @@ def implied_refusals(row: Driver) -> Iterator[Case]:
         yield Case("rate_link_down", {}, {"max_tx_rate": 100}, link_speed=-1)
         yield Case("rate_pf_down", {}, {"max_tx_rate": 100}, pf_down=True)
         yield Case("rate_above_link", {}, {"max_tx_rate": 2000}, link_speed=1000)
+    if row.min_rate_link:
+        yield Case("min_rate_above_link", {}, {"min_tx_rate": 2000}, link_speed=1000)
+        yield Case("min_rate_link_down", {}, {"min_tx_rate": 100}, link_speed=-1)
     if row.max_rate_floor:
         yield Case("max_tx_rate_floor", {}, {"max_tx_rate": row.max_rate_floor - 1})
     if row.eswitch is not None and not row.rates_in_switchdev:

@@ -592,7 +592,10 @@ class Executor:
         for action in batch:
             for vf, value in action.values:
                 merged.setdefault(vf, {})[action.attr] = value
-        pending: List[Tuple[int, Dict[str, Any]]] = sorted(merged.items())
+        # VF order, but for the rates: the plan orders them as the driver can take them (lowered first)
+        first = {vf: n for action in batch if action.attr == "rate" for n, (vf, _) in enumerate(action.values)}
+        pending: List[Tuple[int, Dict[str, Any]]] = sorted(merged.items(),
+                                                           key=lambda item: (first.get(item[0], len(first)), item[0]))
         errors: List[HostError] = []
         links = self.host.links
         if pf in self._made and self._note:

@@ -137,8 +137,10 @@ def vf_setting_error(code: int, attr: str, value: object, *, pf_driver: Optional
                 "use vlan_proto = \"802.1Q\" (802.1ad needs mlx5, or ice in double-VLAN mode)")
     if code == E.EINVAL:
         if attr == "rate":
-            return (f"{drv} refused {shown} (min_tx_rate unsupported, a max below its floor, "
-                    "or above the link speed)", "check dmesg; on i40e/igb/ixgbe leave min_tx_rate out")
+            return (f"{drv} refused {shown} (min_tx_rate unsupported, a max below its floor, a rate above the "
+                    "link speed, or, on ice, the VFs' min_tx_rate together above it)",
+                    "check dmesg; on i40e/igb/ixgbe leave min_tx_rate out; on ice keep the VFs' min_tx_rate "
+                    "within the link speed")
         if attr == "mac":
             return (f"{drv} refused {shown}", "use a unicast, locally administered MAC (02:...)")
         return (f"{drv} refused {shown}", "check dmesg for the driver's reason")

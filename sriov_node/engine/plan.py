@@ -268,8 +268,20 @@ class _Builder:
 
     def link_actions(self) -> Tuple[Action, ...]:
         ifname = self.pf.name or ""
-        return tuple(SetVfSetting(self.pf.pci, ifname=ifname, attr=attr, values=tuple(self.links[attr]))
+        return tuple(SetVfSetting(self.pf.pci, ifname=ifname, attr=attr,
+                                  values=tuple(self._lowered_first(self.links[attr]) if attr == "rate" else self.links[attr]))
                      for attr in VF_LINK_ATTRS if attr in self.links)
+
+    def _lowered_first(self, values: List[Tuple[int, Any]]) -> List[Tuple[int, Any]]:
+        """The VF rates in the order a driver that guarantees the VFs' min_tx_rate out of the link
+        (ice) can take them: the VFs that lower theirs first, then those that raise it (the executor
+        sends the VFs in this order). Two VFs swapping their minimums on a full link are refused the
+        other way round (ice_min_tx_rate_oversubscribed judges each VF against what the others hold)."""
+        def current(index: int) -> int:
+            vf = self.pf.vf(index)
+            return (vf.links.min_tx_rate or 0) if vf is not None and vf.links is not None else 0
+
+        return sorted(values, key=lambda item: item[1][0] > current(item[0]))  # stable: VF order within each
 
 
 def plan_pf(target: Target, loaded_drivers: FrozenSet[str],

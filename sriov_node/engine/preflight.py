@@ -6,7 +6,9 @@ actions need.
 - `capabilities`: a step this host is known to refuse, from the driver table (sriov_node/drivers.py)
   and the host's own answers (a mode devlink reports, the PF's link speed, the kernel's module
   lists): the eswitch mode on a driver without one, a VF setting the PF driver lacks or a value it
-  refuses, an MTU out of the driver's range, a driver module this kernel does not have. Refused
+  refuses (ice: the VFs' min_tx_rate together above the link speed), an MTU out of the driver's range, a
+  driver module this kernel does not have, a VF driver that cannot drive the VFs (a device-specific
+  driver whose ID table has no entry for their modalias: bind would answer ENODEV). Refused
   whole (exit 1, nothing written); a driver not in the table is not judged ("not known: tried at apply").
   A new VF count on a PF whose driver cannot make VFs is refused too (the kernel answers ENOENT): no
   driver bound, a stub (pci-stub, uio_pci_generic), vfio-pci loaded without enable_sriov=1.
@@ -24,7 +26,8 @@ from sriov_node.engine.actions import (BindDriver, LoadDriver, SetEswitchMode, S
                                       SetVfMtu, SetVfSetting)
 from sriov_node.engine.compare import GUIDS_UNREADABLE_FIX
 from sriov_node.engine.hints import numvfs_error
-from sriov_node.model import DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, format_ranges, is_vfio, split_setting
+from sriov_node.model import (DRIVER_ANY, DRIVER_DEFAULT, DRIVER_NONE, GUID_AUTO, GUID_KEYS, format_ranges, is_vfio,
+                               split_setting)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sriov_node.host import Host
@@ -87,6 +90,9 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
     refused: List[drivers.Refusal] = []
     unknown: List[str] = []
     switchdev = (spec.eswitch_mode or pf.eswitch_mode) == "switchdev"
+    rates: List[Tuple[int, int]] = []  # (VF, min_tx_rate) the plan sends, for the driver's sum of them
+    binds: Dict[str, List[int]] = {}  # driver -> the VFs the plan binds to it
+    rate_speed: Optional[int] = None  # the PF's link speed, read for them
     for action in pf_plan.actions:
         if isinstance(action, SetNumVfs) and pf.bus == "pci" and action.value != action.current \
                 and not _configures_sriov(host, pf.driver):
@@ -122,13 +128,19 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
             else:
                 found = drivers.mtu_refusal(vf_row, action.value, vf=action.vf)
                 refused += [found] if found else []
+        elif isinstance(action, BindDriver):
+            binds.setdefault(action.driver, []).append(action.vf)
         elif isinstance(action, SetVfGuids):
-            refused += _guid_refusals(pf, action)
+            refused += _guid_refusals(spec, pf, action)
         elif isinstance(action, SetVfSetting):
             if row is None:
                 unknown.append(action.attr)
                 continue
-            speed = _link_speed(host, pf.name) if row.rate_link and action.attr == "rate" else None
+            speed = _link_speed(host, pf.name) if (row.rate_link or row.min_rate_link) and action.attr == "rate" \
+                else None
+            if action.attr == "rate":
+                rates += [(vf, split_setting("rate", value).get("min_tx_rate") or 0) for vf, value in action.values]
+                rate_speed = speed
             # what the driver answers depends on the value, not on the VF: judged once per value
             by_value: Dict[Any, List[drivers.Refusal]] = {}
             for vf, value in action.values:
@@ -140,11 +152,45 @@ def capabilities(host: "Host", pf_plan: "PfPlan") -> Tuple[List[drivers.Refusal]
                     if _hashable(value):
                         by_value[value] = answer
                 refused += [r if r.vf == vf else replace(r, vf=vf) for r in answer]
+    for name, vfs in binds.items():
+        refused += _driver_refusals(host, pf_plan, name, vfs)
+    if rates and row is not None and row.min_rate_link:
+        refused += drivers.min_rate_sum_refusals(row, rates, _min_rates_before(pf_plan), rate_speed)
     notes = []
     if unknown:
         notes.append(f"{pf.driver or 'no driver'} is not in sriov-node's driver table: its "
                      f"{', '.join(dict.fromkeys(unknown))} not known: tried at apply")
     return refused, notes
+
+
+def _min_rates_before(pf_plan: "PfPlan") -> Dict[int, int]:
+    """Each VF's min_tx_rate as the PF driver will hold it when the plan's VF settings are sent: none for
+    VFs the plan makes anew (a new count goes through 0, and the driver forgets the old VFs' settings),
+    else what was read (a VF whose settings were not read: 0)."""
+    if any(isinstance(a, SetNumVfs) and a.value != a.current for a in pf_plan.actions):
+        return {}
+    return {vf.index: (vf.links.min_tx_rate or 0) if vf.links is not None else 0 for vf in pf_plan.target.pf.vfs}
+
+
+def _driver_refusals(host: "Host", pf_plan: "PfPlan", name: str, vfs: List[int]) -> List[drivers.Refusal]:
+    """A VF driver that cannot drive the PF's VFs (drivers.vf_driver_refusal): a device-specific driver
+    whose ID table (modules.alias) has no entry matching the VFs' modalias, the one they have or, for VFs
+    not made yet, the one they will have (the observation's `vf_default_drivers`: the drivers whose
+    entries do match it). A driver no module provides is refused by its LoadDriver step, not here.
+    Judged once per driver: every VF of a PF has the same IDs."""
+    pf = pf_plan.target.pf
+    if pf.bus != "pci" or pf.vf_default_drivers is None or name in pf.vf_default_drivers:
+        return []
+    aliases = host.modules.pci_aliases(name)
+    if drivers.binds_by_id_table(name, aliases) is not True:
+        return []
+    from sriov_node.host.observe import pci_id
+
+    vf = pf.vf(vfs[0])
+    device = pci_id(host, vf.pci, "device") if vf is not None and vf.pci else pci_id(host, pf.pci, "sriov_vf_device")
+    found = drivers.vf_driver_refusal(name, aliases, pf.vf_default_drivers,
+                                      f"PCI {pf.vendor}:{device}" if pf.vendor and device else None)
+    return [replace(found, vf=index) for index in vfs] if found else []
 
 
 def _hashable(value: Any) -> bool:
@@ -155,34 +201,56 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def _guid_refusals(pf, action: SetVfGuids) -> List[drivers.Refusal]:
+def _guid_keys(spec, action: SetVfGuids) -> Dict[int, List[Tuple[str, str]]]:
+    """VF -> the GUID keys its group configures and their values, as the file has them: ("guid", "auto"),
+    or ("node_guid", "..."), ("port_guid", "..."); for a VF its group gives none (a value to put back)
+    the GUIDs the action sends."""
+    sent: Dict[int, List[Tuple[str, str]]] = {}
+    for vf, key, guid in action.values:
+        sent.setdefault(vf, []).append((key, guid))
+    out: Dict[int, List[Tuple[str, str]]] = {}
+    for vf in sorted(sent):
+        guids = spec.vf(vf).guids
+        if guids is not None and guids.auto:
+            out[vf] = [("guid", GUID_AUTO)]
+        elif guids is not None and (guids.node_guid or guids.port_guid):
+            out[vf] = [(key, getattr(guids, key)) for key in GUID_KEYS if getattr(guids, key)]
+        else:
+            out[vf] = sent[vf]
+    return out
+
+
+def _guid_refusals(spec, pf, action: SetVfGuids) -> List[drivers.Refusal]:
     """InfiniBand VF GUIDs: only through an InfiniBand PF's netdev (rtnetlink's handle_vf_guid refuses
     any other type, EOPNOTSUPP) whose driver has ndo_set_vf_guid (the driver table's `ib_guids`), and
-    `guid = "auto"` needs the PF's own GUID to derive from."""
+    `guid = "auto"` needs the PF's own GUID to derive from. Each refusal names the key the file sets for
+    the VF (guid, node_guid or port_guid) and its value."""
     row = drivers.driver(pf.driver)
-    vfs = sorted({vf for vf, _, _ in action.values})
-    first = vfs[0] if vfs else None
+    keys = _guid_keys(spec, action)
+
+    def each(vfs, errno_name: str, why: str, fix: str, only: Optional[str] = None) -> List[drivers.Refusal]:
+        return [drivers.Refusal(key, errno_name, why, fix, vf=vf, value=value)
+                for vf in vfs for key, value in keys.get(vf, ()) if only is None or value == only]
+
     if pf.link_type != 32:
         kind = {1: "an Ethernet", None: "no"}.get(pf.link_type, f"a type {pf.link_type}")
-        return [drivers.Refusal("guid", "EOPNOTSUPP", f"VF GUIDs are InfiniBand's, and PF {pf.label} has {kind} netdev "
-                                f"(type {pf.link_type}; InfiniBand is 32)",
-                                "drop guid/node_guid/port_guid from this PF's VF groups, or put the port in InfiniBand "
-                                "mode (mstconfig LINK_TYPE_P1=1) and power cycle", vf=first, value="guid")]
+        return each(keys, "EOPNOTSUPP", f"VF GUIDs are InfiniBand's, and PF {pf.label} has {kind} netdev "
+                    f"(type {pf.link_type}; InfiniBand is 32)",
+                    "drop guid/node_guid/port_guid from this PF's VF groups, or put the port in InfiniBand "
+                    "mode (mstconfig LINK_TYPE_P1=1) and power cycle")
     if row is None or not row.ib_guids:
-        return [drivers.Refusal("guid", "EOPNOTSUPP", f"{pf.driver or 'no driver'} has no ndo_set_vf_guid",
-                                "drop guid/node_guid/port_guid (VF GUIDs need mlx5_core)", vf=first, value="guid")]
+        return each(keys, "EOPNOTSUPP", f"{pf.driver or 'no driver'} has no ndo_set_vf_guid",
+                    "drop guid/node_guid/port_guid (VF GUIDs need mlx5_core)")
     if pf.vf_guids_error:  # VFs there whose GUIDs neither netlink nor MLNX_OFED's sysfs reports
-        unreadable = [vf.index for vf in pf.vfs if vf.index in vfs and vf.links is not None
+        unreadable = [vf.index for vf in pf.vfs if vf.index in keys and vf.links is not None
                       and vf.links.node_guid is None and vf.links.port_guid is None]
         if unreadable:
-            return [drivers.Refusal("guid", "ENODATA", f"the VFs' GUIDs cannot be read back on PF {pf.label}: "
-                                    f"{pf.vf_guids_error}, so setting them could never be verified",
-                                    GUIDS_UNREADABLE_FIX, vf=vf, value="guid") for vf in unreadable]
-    if any(guid == "auto" for _, _, guid in action.values):
-        return [drivers.Refusal("guid", "ENODEV", f"guid = \"auto\" derives from the PF's InfiniBand GUID, and "
-                                f"PF {pf.label} has no RDMA device with a node GUID (<PF>/infiniband/*/node_guid)",
-                                "load mlx5_ib (modprobe mlx5_ib), or give node_guid/port_guid per VF",
-                                vf=first, value="auto")]
+            return each(unreadable, "ENODATA", f"the VFs' GUIDs cannot be read back on PF {pf.label}: "
+                        f"{pf.vf_guids_error}, so setting them could never be verified", GUIDS_UNREADABLE_FIX)
+    if any(guid == GUID_AUTO for _, _, guid in action.values):
+        return each(keys, "ENODEV", f"guid = \"auto\" derives from the PF's InfiniBand GUID, and "
+                    f"PF {pf.label} has no RDMA device with a node GUID (<PF>/infiniband/*/node_guid)",
+                    "load mlx5_ib (modprobe mlx5_ib), or give node_guid/port_guid per VF", only=GUID_AUTO)
     return []
 
 

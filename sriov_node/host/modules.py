@@ -41,6 +41,7 @@ class Modules:
         # daemon asks the same few modaliases in every run; matching one against a vendor's ~2800
         # patterns costs ~85 ms in the lab's emulated guest)
         self._defaults: Dict[str, Optional[Tuple[str, ...]]] = {}
+        self._driver_aliases: Dict[str, Optional[Tuple[str, ...]]] = {}  # driver -> its module's pci: patterns
         self._readable = False
         self._builtin_read = False
 
@@ -122,6 +123,37 @@ class Modules:
         """The module the kernel would load for a device with this modalias (as modprobe resolves it)."""
         found = self.default_drivers(modalias, vendor, device)
         return found[0] if found else None
+
+    def pci_aliases(self, driver: str) -> Optional[Tuple[str, ...]]:
+        """The `pci:` patterns modules.alias and modules.builtin.alias give the module behind PCI driver
+        `driver` (its static ID table, as modpost wrote it): () none (a module with no ID table, such as
+        pci-stub, uio_pci_generic or igb_uio, or vfio-pci, whose only entries are override-only
+        `vfio_pci:` aliases; or a name no module has); None when modules.alias cannot be read.
+
+        The module is the loaded driver's own (/sys/bus/pci/drivers/<driver>/module), else the name
+        with - as _ (modules.alias spells module names so), or what an `alias <driver> <module>` names."""
+        if driver in self._driver_aliases:
+            return self._driver_aliases[driver]
+        text = self._alias_text()
+        if text is None:
+            return None
+        modules = [driver.replace("-", "_")]
+        try:
+            loaded = self.root.path("sys/bus/pci/drivers", driver, "module")
+            if os.path.islink(loaded):
+                modules.insert(0, os.path.basename(os.readlink(loaded)))
+        except (OSError, ValueError):  # not a name a driver directory can have, or gone meanwhile
+            pass
+        named = re.search(rb"\nalias " + re.escape(driver.encode("utf-8", "replace")) + rb" (\S+)", text)
+        if named:
+            modules.append(named.group(1).decode("utf-8", "replace"))
+        found: List[str] = []
+        for module in dict.fromkeys(modules):
+            regex = rb"\nalias (pci:\S+) " + re.escape(module.encode("utf-8", "replace")) + rb"(?=\s|$)"
+            found += [p.decode("ascii", "replace") for p in re.findall(regex, text)]
+        out = tuple(dict.fromkeys(found))
+        self._driver_aliases[driver] = out
+        return out
 
     def has_module(self, name: str) -> Optional[bool]:
         """Can `modprobe NAME` find a module of that name here: loaded (/sys/module), a module file

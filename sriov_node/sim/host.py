@@ -109,6 +109,9 @@ class SimModules(Modules):
         found = self.default_drivers(modalias, vendor, device)
         return found[0] if found else None
 
+    def pci_aliases(self, driver: str) -> Optional[Tuple[str, ...]]:
+        return self.kernel.pci_aliases(driver)
+
 
 def sim_capabilities(root: Root, counter: WriteCount) -> Tuple[Sysfs, Links, Devlink, Modules]:
     kernel = SimKernel(root.root)

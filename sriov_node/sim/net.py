@@ -173,6 +173,13 @@ class SimNet:
                 raise _err(errno.EOPNOTSUPP, "legacy VF rate in switchdev mode (use devlink rate)")
             if low and "min_tx_rate" not in spec.settings:
                 raise _err(errno.EINVAL, f"{drv}: Invalid min tx rate ({low}) specified for VF {vf}")
+            if spec.min_rate_link:  # ice_set_vf_bw: ice_min_tx_rate_oversubscribed, then ice_set_min_bw_limit
+                speed = max(self._link_speed(pf) or 0, 0)  # ice_get_link_speed_mbps: 0 with the link down
+                others = sum(int(s.get("rate", [0, 0])[0]) for i, s in self._vfs(pf).items() if i != str(vf))
+                if others + low > speed:
+                    raise _err(errno.EINVAL, f"{drv}: min_tx_rate of {low} Mbps on VF {vf} would cause "
+                                             f"oversubscription of {others + low - speed} Mbps based on the "
+                                             f"current link speed {speed} Mbps")
             if high and high < spec.max_rate_floor:
                 raise _err(errno.EINVAL, f"{drv}: max tx rate {high} below the {spec.max_rate_floor} Mbit/s floor")
             speed = self._link_speed(pf) if spec.rate_link else None

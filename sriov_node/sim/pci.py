@@ -762,6 +762,19 @@ class PciRules(SimFaults):
             return None
         return tuple(drv for drv, spec in sorted(model["drivers"].items()) if pci_id in spec.get("ids", []))
 
+    def pci_aliases(self, drv: str) -> Optional[Tuple[str, ...]]:
+        """The `pci:` lines modules.alias has for driver `drv`'s module: one per ID of its static table
+        (vendor and device; subsystem and class any, as the NIC drivers' PCI_VDEVICE entries), none for
+        the drivers with no table (vfio-pci's entry is override-only, a `vfio_pci:` alias; pci-stub,
+        uio_pci_generic) or a module this host does not have; None when the module aliases are unknown."""
+        model = self._load()
+        if model.get("module_aliases") is False:
+            return None
+        spec = model["drivers"].get(drv) or model["drivers"].get(drv.replace("_", "-")) \
+            or model["drivers"].get(drv.replace("-", "_")) or GENERIC_DRIVERS.get(drv) or {}
+        return tuple(f"pci:v0000{ident[:4].upper()}d0000{ident[5:].upper()}sv*sd*bc*sc*i*"
+                     for ident in spec.get("ids", []))
+
     def default_driver(self, pci_id: str) -> Optional[str]:
         """The driver whose ID table names `pci_id` (vendor:device), loaded or not."""
         found = self.default_drivers(pci_id)
