@@ -7,10 +7,11 @@ import os
 import re
 import stat
 import sys
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from sriov_node.errors import ConfigError, ConfigProblem
 from sriov_node.model import (
+    DEFAULT_REPRESENTOR_NAME,
     DEFAULT_RESOURCE_PREFIX,
     DRIVER_ANY,
     DRIVER_NONE,
@@ -25,6 +26,7 @@ from sriov_node.model import (
     DesiredState,
     PfSelector,
     PfSpec,
+    PfState,
     VfGroup,
     VfLinks,
     format_ranges,
@@ -74,6 +76,12 @@ _RANGE_PART_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z", re.ASCII)
 _RESOURCE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\Z", re.ASCII)
 # A resource prefix is a DNS subdomain (kubelet checks "<prefix>/<name>" as an extended resource name).
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z", re.ASCII)
+# why a VF address may be given to one VF only
+_UNIQUE_WHY = {
+    "mac": "the PF's switch delivers an address's frames to one VF, so two VFs cannot share one MAC",
+    "node_guid": "the subnet manager tells nodes apart by their GUIDs",
+    "port_guid": "the subnet manager tells ports apart by their GUIDs",
+}
 RESOURCE_WORDS = ("letters, digits, '_' and '-', starting and ending with a letter or digit, at most 63 "
                   "characters (the SR-IOV device plugin refuses '.')")
 
@@ -89,19 +97,112 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+# isspace() of the kernel's lib/ctype.c, byte by byte: \t \n \v \f \r, the space and 0xa0 (Latin-1's no-break space)
+_KERNEL_SPACES = frozenset(b"\t\n\v\f\r \xa0")
+_IFNAME_RULE = "Linux interface names hold no '/', ':', whitespace or NUL, and are not '.' or '..'"
+
+
+def _name_bytes(name: str) -> bytes:
+    """The bytes the kernel is given for `name` (a command-line argument's undecodable bytes as they were)."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogatepass")
+
+
 def check_ifname(name: str, most: int = 15) -> Optional[str]:
-    """Why `name` cannot be a Linux interface name, or None (mirrors dev_valid_name); `most`: 15 for a
-    name, MAX_ALTNAME for an alternative name (ALTIFNAMSIZ)."""
+    """Why `name` cannot be a Linux interface name, or None: the kernel's dev_valid_name (net/core/dev.c),
+    byte for byte: not empty, shorter than IFNAMSIZ (16, with its NUL), not "." or "..", no '/', ':' or
+    isspace() byte (which counts 0xa0 too); `most`: 15 for a name, MAX_ALTNAME for an alternative name
+    (ALTIFNAMSIZ). "a..b" is a valid name."""
     if not name:
         return "is empty"
-    if len(name) > most:
-        return (f"is {len(name)} characters long; Linux interface names have at most 15" if most == 15 else
-                f"is {len(name)} characters long; alternative interface names have at most {most}")
-    if name in (".", "..") or ".." in name:
-        return "must not contain '..'"
-    if "/" in name or ":" in name or any(c.isspace() for c in name) or "\0" in name:
-        return "must not contain '/', ':', whitespace or NUL"
+    raw = _name_bytes(name)
+    if len(raw) > most:
+        size = f"{len(raw)} characters" if len(raw) == len(name) else f"{len(raw)} bytes (UTF-8)"
+        return (f"is {size} long; Linux interface names have at most 15" if most == 15 else
+                f"is {size} long; alternative interface names have at most {most}")
+    if name in (".", ".."):
+        return ("names a directory ('.' and '..' are directories in /sys/class/net), which Linux refuses as an "
+                "interface name")
+    for c in name:
+        if c in "/:\0":
+            return f"contains {c!r}: {_IFNAME_RULE}"
+        spaces = [b for b in _name_bytes(c) if b in _KERNEL_SPACES]
+        if spaces:
+            what = "whitespace" if c.isspace() else f"the byte 0x{spaces[0]:02x} in its UTF-8, whitespace to the kernel"
+            return f"contains {c!r} ({what}): {_IFNAME_RULE}"
     return None
+
+
+# ---------------------------------------------------------------------------- switchdev representors' names
+
+# What a representor's name may hold: what udev gives an interface (systemd's ifname_valid_char: printable
+# ASCII, no ':', '/' or '%'; dev_valid_name allows all of it), without what a udev rule's value does not
+# take as written ('"' ends it, a backslash escapes, '%' and '$' are substitutions). Braces are the template's fields.
+_REPRESENTOR_SAFE = frozenset(chr(c) for c in range(33, 127)) - set('"\\%$/:')
+REPRESENTOR_CHARS = "printable ASCII without '\"', '\\', '%', '$', '/', ':' or whitespace"
+
+
+class RepresentorPf:
+    """One switchdev PF as its representors' names need it (`udev-rule`, and validate and apply)."""
+
+    def __init__(self, key: str, device: str, name: Optional[str], num_vfs: int, template: str,
+                 mac: Optional[str] = None):
+        self.key, self.device, self.name, self.num_vfs, self.template, self.mac = key, device, name, num_vfs, template, mac
+
+
+def representor_names(pfs: Sequence[RepresentorPf], taken: Optional[Mapping[str, str]] = None
+                      ) -> Tuple[Dict[str, List[str]], List[Tuple[str, str]]]:
+    """({PF device: its representors' names by VF index}, [(key, problem)]): the name of every VF index a
+    block can have (0 to num_vfs - 1) a valid interface name (check_ifname) that udev gives as written
+    (REPRESENTOR_CHARS, not all digits), none twice, none a PF's (`taken`: netdev name -> whose it is; each
+    of `pfs`' own names is taken too): a rename onto an existing name fails with EEXIST. The one check of
+    `udev-rule` (service/udev.py), of validate and apply (`check_on_host`), and of the file alone where the
+    names do not depend on the host. A PF whose template needs {pf} and that has no netdev now is left out
+    (its names are not known)."""
+    problems: List[Tuple[str, str]] = []
+    names: Dict[str, List[str]] = {}
+    used: Dict[str, str] = dict(taken or {})
+    for pf in pfs:
+        if pf.name:
+            used.setdefault(pf.name, f"{pf.key} ({pf.device})'s own name")
+    for pf in pfs:
+        key = f"{pf.key}.representor_name"
+        bad = next((c for c in pf.name or "" if c not in _REPRESENTOR_SAFE), None)
+        if bad is not None:  # the rule keeps the PF's own name too, written as is
+            problems.append((key, f"{pf.device}: the PF's name {pf.name!r} holds {bad!r}, which a udev rule does not "
+                                  f"take as written (names there hold {REPRESENTOR_CHARS}); rename the PF"))
+            continue
+        if "{pf}" in pf.template and not pf.name:
+            continue
+        out: List[str] = []
+        for vf in range(pf.num_vfs):
+            name = pf.template.replace("{pf}", pf.name or "").replace("{vf}", str(vf))
+            why = check_ifname(name)
+            bad = next((c for c in name if c not in _REPRESENTOR_SAFE), None)
+            if why:
+                problems.append((key, f"VF {vf} of {pf.device}: {name!r} {why}; " + (
+                    "choose a shorter template (representor_name = \"{pf}_{vf}\" adds 2 to 6 characters to the "
+                    "PF's name), or rename the PF" if " long;" in why else "change the template")))
+            elif bad is not None:
+                problems.append((key, f"VF {vf} of {pf.device}: {name!r} holds {bad!r}, and a representor's name may "
+                                      f"hold only {REPRESENTOR_CHARS} (what udev gives an interface, written as is in "
+                                      "its rule); rename the PF, or leave {pf} out of the template"))
+            elif name.isdigit():
+                problems.append((key, f"VF {vf} of {pf.device}: {name!r} is all digits, which udev does not give an "
+                                      "interface (it reads as an interface index); put a letter in the template, "
+                                      "e.g. \"rep{vf}\""))
+            elif name in used:
+                problems.append((key, f"VF {vf} of {pf.device}: {name!r} is also {used[name]}; give each PF's "
+                                      "representors their own names (put {pf} in the template)"))
+            else:
+                used[name] = f"the representor of VF {vf} of {pf.device} ({pf.key})"
+                out.append(name)
+                continue
+            break
+        names[pf.device] = out
+    return names, problems
 
 
 def normalize_pci(text: str) -> Optional[str]:
@@ -320,6 +421,10 @@ class _Validator:
                 elif int(raw[:2], 16) & 1:
                     self.error(f"{gkey}.mac", f"{raw!r} is a multicast address; a VF needs a unicast one "
                                               "(the first byte even, e.g. 02:...)")
+                elif raw == "00:00:00:00:00:00":
+                    self.error(f"{gkey}.mac", f"{raw!r} is all zeros, which the drivers take as \"clear the VF's MAC\" "
+                                              "(the VF then makes one up), not as an address; a VF needs a unicast one "
+                                              "of its own, e.g. 02:00:00:00:00:01")
                 elif count > 1:
                     self.error(f"{gkey}.mac", f"one MAC for {count} VFs: each VF needs its own; "
                                               "give each its own group (range = \"3\")")
@@ -507,7 +612,7 @@ class _Validator:
             if flag in table:
                 extra[flag] = self.boolean(f"{key}.{flag}", table[flag])
         if "representor_name" in table:
-            extra["representor_name"] = self.representor_name(key, table)
+            extra["representor_name"] = self.representor_name(key, table, num_vfs, selector)
         if extra.get("drivers_autoprobe") is False and num_vfs:
             named = {i for g in groups if g.driver is not None for i in g.indices}
             left = [i for i in range(num_vfs) if i not in named]
@@ -521,8 +626,12 @@ class _Validator:
 
     # -- switchdev representors and the RDMA namespace mode (kept apart from the blocks' other keys)
 
-    def representor_name(self, key: str, table: Dict[str, Any]) -> Optional[str]:
-        """[[pf]] representor_name: a template with {vf} (the VF index) and optionally {pf} (the PF's name)."""
+    def representor_name(self, key: str, table: Dict[str, Any], num_vfs: Optional[int],
+                         selector: Optional[PfSelector]) -> Optional[str]:
+        """[[pf]] representor_name: a template with {vf} (the VF index) and optionally {pf} (the PF's name),
+        holding nothing else than what udev gives an interface as written in its rule; where the names do
+        not depend on the host (no {pf}, or a block selecting by name), each VF's is checked here as
+        `udev-rule` checks it (`representor_names`)."""
         rkey = f"{key}.representor_name"
         text = self.string(rkey, table["representor_name"])
         if text is None:
@@ -540,10 +649,18 @@ class _Validator:
         if "vf" not in fields:
             self.error(rkey, f"{text!r} has no {{vf}}: every representor needs its own name, e.g. \"{{pf}}_{{vf}}\"")
             return None
-        why = check_ifname(rest or "x")
-        if why and "characters long" not in why:
-            self.error(rkey, f"{text!r}: an interface name made from it {why}")
+        bad = next((c for c in rest if c not in _REPRESENTOR_SAFE), None)
+        if bad is not None:
+            self.error(rkey, f"{text!r} holds {bad!r}: besides {{pf}} and {{vf}} a template may hold only "
+                             f"{REPRESENTOR_CHARS} (an interface name as udev gives it, written as is in its "
+                             "rule), e.g. \"{pf}_{vf}\"")
             return None
+        name = selector.name if selector is not None else None
+        if num_vfs and ("pf" not in fields or name is not None):
+            device = selector.describe() if selector is not None else key
+            for _, why in representor_names([RepresentorPf(key, device, name, num_vfs, text)])[1]:
+                self.error(rkey, why)
+                return None
         return text
 
     def rdma_netns(self, doc: Dict[str, Any]) -> Optional[str]:
@@ -593,6 +710,10 @@ class _Validator:
         if parts[-1].startswith("."):
             self.error(key, f"{path!r}: a hidden name; the file is replaced through a hidden temporary beside it: "
                             "name it e.g. config.json")
+            return None
+        why = plugin_file_place(path)
+        if why:
+            self.error(key, why)
             return None
         return path
 
@@ -657,7 +778,26 @@ class _Validator:
         specs = [s for s in (self.pf(f"pf[{i}]", t) for i, t in enumerate(pfs_raw)) if s is not None]
         self.duplicate_selectors(specs)
         self.resource_drivers(specs)
+        self.duplicate_vf_addresses(specs)
         return version, specs
+
+    def duplicate_vf_addresses(self, specs: List[PfSpec]) -> None:
+        """A VF's MAC, node GUID and port GUID are that one VF's: the same value for two VFs anywhere in the
+        file (two groups of a PF, blocks of two PFs) is refused, naming both keys. (A block that selects
+        several PFs gives each the same value too: that is the host's to show, `check_on_host`.)"""
+        seen: Dict[Tuple[str, str], str] = {}
+        for spec in specs:
+            for group in spec.vfs:
+                given = [("mac", group.links.mac)]
+                if group.guids is not None and not group.guids.auto:
+                    given += [("node_guid", group.guids.node_guid), ("port_guid", group.guids.port_guid)]
+                for attr, value in given:
+                    if value is None:
+                        continue
+                    where = f"{group.key}.{attr}"
+                    first = seen.setdefault((attr, value), where)
+                    if first != where:
+                        self.error(where, f"{value!r} is also {first}: {_UNIQUE_WHY[attr]}; give each VF its own")
 
     def duplicate_selectors(self, specs: List[PfSpec]) -> None:
         seen: Dict[Tuple[str, str], str] = {}
@@ -671,6 +811,111 @@ class _Validator:
                 self.error(spec.key, f"selects the same PF as {seen[ident]} ({sel.describe()}); merge the two blocks")
             else:
                 seen[ident] = spec.key
+
+
+# ---------------------------------------------------------------------------- [device_plugin] config_file
+
+# Where a converged run must never write the device plugin's JSON (it replaces what is there, atomically):
+# sriov-node's own directories and the kernel's and devices' file systems. Under /run/sriov-node only
+# device-plugin/ is the plugin's (the documented place, docs/fleet.md and deploy/kubernetes/).
+PLUGIN_DIR = "/run/sriov-node/device-plugin"
+_OWN_PLACES = (
+    ("/etc/sriov-node", "sriov-node's configuration directory (config.toml, its .bak, edits kept as "
+                        "config.toml.unapplied-*)"),
+    ("/var/lib/sriov-node", "sriov-node's state (state.json, the applied generations)"),
+    ("/run/sriov-node", f"sriov-node's runtime directory (the apply lock, agent.pid, reboot-required; only "
+                        f"{PLUGIN_DIR}/ is the plugin's)"),
+    ("/sys", "sysfs, the kernel's attributes"),
+    ("/proc", "procfs, the kernel's processes and settings"),
+    ("/dev", "the device nodes"),
+)
+_PLUGIN_FIX = f"name a file of the plugin's own, e.g. \"{PLUGIN_DIR}/config.json\""
+
+
+def _plain_path(path: str) -> str:
+    """An absolute path as the checks compare it: '//' as '/', /var/run as /run (its symbolic link)."""
+    p = re.sub("/+", "/", path)
+    return "/run" + p[len("/var/run"):] if p == "/var/run" or p.startswith("/var/run/") else p
+
+
+def plugin_file_place(path: str) -> Optional[str]:
+    """Why [device_plugin] config_file (absolute) must not be `path`, or None: every converged run would
+    replace the file there with the plugin's JSON, so none of sriov-node's own files (its directories
+    under /etc, /var/lib and /run, its GRUB drop-in and modprobe.d file) nor anything in /sys, /proc, /dev."""
+    from sriov_node.platform import GRUB_DROPIN, RDMA_MODPROBE_FILE
+
+    p = _plain_path(path)
+    if p.startswith(PLUGIN_DIR + "/"):
+        return None
+    for own, what in ((GRUB_DROPIN, "sriov-node's GRUB drop-in"), (RDMA_MODPROBE_FILE, "sriov-node's ib_core options")):
+        if p == own:
+            return (f"{path!r} is {what} (sriov-node check --fix writes it): every converged run would replace it "
+                    f"with the device plugin's JSON; {_PLUGIN_FIX}")
+    for place, what in _OWN_PLACES:
+        if p == place or p.startswith(place + "/"):
+            return (f"{path!r} is in {place}, {what}: every converged run would replace the file there with the "
+                    f"device plugin's JSON; {_PLUGIN_FIX}")
+    return None
+
+
+def plugin_file_clash(path: str, config: str) -> Optional[str]:
+    """Why [device_plugin] config_file `path` would replace the config file `config` itself (its .bak, or
+    an edit kept beside it as .unapplied-*), or None. The plugin file is written under the host's root,
+    which the config's reader does not know: the config's path (as given and with its links resolved) is
+    compared both as it is (the real root) and as a path under a root (one that ends with `path`)."""
+    p = _plain_path(path)
+    pname = p.rsplit("/", 1)[1]
+    for form in dict.fromkeys((os.path.abspath(config), os.path.realpath(config))):
+        cdir, cname = form.rsplit("/", 1)
+        own = [(form, "the config file itself"), (form + ".bak", "the config's backup (set and unset keep it)")]
+        if pname.startswith(cname + ".unapplied-"):
+            own.append((f"{cdir}/{pname}", "an unapplied edit of the config, kept beside it"))
+        for file, what in own:
+            if file == p or file.endswith(p):
+                root = file[:-len(p)]
+                return (f"{path!r} is {what}, {file}" + (f" (under the root {root})" if root else "") +
+                        f": every converged run would replace it with the device plugin's JSON; {_PLUGIN_FIX}")
+    return None
+
+
+def check_on_host(selected: Sequence[Tuple[PfSpec, PfState]], targets: Sequence[Tuple[PfSpec, PfState]],
+                  pfs: Sequence[PfState]) -> List[ConfigProblem]:
+    """What is wrong with a block that only a host shows (engine/resolve.py fails the blocks concerned,
+    as it does a selector that matches nothing here: exit 1, nothing of theirs written, the other
+    blocks converge; validate, the dry run and every run alike): a block that gives one VF address
+    (mac, node_guid, port_guid) and selects several PFs here (`selected`: each block with every PF it
+    selects), each of which would give it to a VF; the switchdev `targets`' representors' names, over
+    the host's `pfs` (none named like one of them), as `udev-rule` checks them (`representor_names`)."""
+    problems: List[ConfigProblem] = []
+    found: Dict[str, List[PfState]] = {}
+    specs: Dict[str, PfSpec] = {}
+    for spec, pf in selected:
+        found.setdefault(spec.key, []).append(pf)
+        specs[spec.key] = spec
+    for key, many in found.items():
+        if len(many) < 2:
+            continue
+        spec = specs[key]
+        for group in spec.vfs:
+            given = [("mac", group.links.mac)]
+            if group.guids is not None and not group.guids.auto:
+                given += [("node_guid", group.guids.node_guid), ("port_guid", group.guids.port_guid)]
+            for attr, value in given:
+                if value is None:
+                    continue
+                problems.append(ConfigProblem(
+                    f"{group.key}.{attr}",
+                    f"{value!r} would go to VF {group.indices[0]} of each of the {len(many)} PFs {key} "
+                    f"({spec.selector.describe()}) selects here: {', '.join(pf.label for pf in many)}; "
+                    f"{_UNIQUE_WHY[attr]}: give the block index = N to select one PF, or give each PF a block "
+                    f"with its own {attr}"))
+    switchdev = [RepresentorPf(spec.key, pf.pci, pf.name, spec.num_vfs,
+                               spec.representor_name or DEFAULT_REPRESENTOR_NAME)
+                 for spec, pf in targets if spec.eswitch_mode == "switchdev"]
+    if switchdev:
+        taken = {pf.name: f"the name of PF {pf.pci}" for pf in pfs if pf.name}
+        problems += [ConfigProblem(key, why) for key, why in representor_names(switchdev, taken)[1]]
+    return problems
 
 
 def decode_config(data: bytes, source: str) -> str:
@@ -700,14 +945,25 @@ def parse_toml(text: str, source: str) -> Dict[str, Any]:
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")])
 
 
-def parse_config(data: bytes, source: str) -> DesiredState:
-    """Validate the bytes of a config file; raise ConfigError listing every problem."""
+def parse_config(data: bytes, source: str, config_path: Optional[str] = None) -> DesiredState:
+    """Validate the bytes of a config file; raise ConfigError listing every problem. `config_path`: the
+    file's path (default: `source` when it is an absolute path), which [device_plugin] config_file must not
+    name."""
     doc = parse_toml(decode_config(data, source), source)
     v = _Validator()
     version, specs = v.document(doc)
     prefix = v.device_plugin(doc)
     plugin_file = v.device_plugin_file(doc)
     textfile = v.metrics(doc)
+    if config_path is None and source.startswith("/"):
+        config_path = source
+    if plugin_file is not None and textfile is not None and _plain_path(plugin_file) == _plain_path(textfile):
+        v.error("device_plugin.config_file", f"{plugin_file!r} is [metrics] textfile too: the metrics and the "
+                                             f"plugin's config would replace each other; {_PLUGIN_FIX}")
+    elif plugin_file is not None and config_path is not None:
+        why = plugin_file_clash(plugin_file, config_path)
+        if why:
+            v.error("device_plugin.config_file", why)
     v.history(doc)
     rdma_netns = v.rdma_netns(doc)
     if v.problems:
@@ -790,4 +1046,4 @@ def load_config(path: str, *, enforce_trust: bool = False) -> DesiredState:
         why = check_file_trust(path, st)
         if why:
             raise ConfigError(path, [ConfigProblem("", why)])
-    return parse_config(data, path)
+    return parse_config(data, path, config_path=path)

@@ -66,6 +66,11 @@ def udev_rule(ctx: typer.Context) -> None:
                                    t.spec.representor_name or DEFAULT_REPRESENTOR_NAME, _permanent_mac(host, t.pf))
                      for t in resolution.targets if t.spec.eswitch_mode == "switchdev"]
         representors, problems = representor_rules(switchdev)
+        # names that clash on this host fail their block (engine/resolve.py): no rule is printed for them
+        from sriov_node.engine.resolve import INVALID_HERE
+
+        problems = [(f"{f.key}.{f.attr}", f.message) for f in resolution.failures
+                    if f.kind == INVALID_HERE and f.attr == "representor_name"] + problems
         if problems:
             raise ConfigError(path, [ConfigProblem(key, why) for key, why in problems])
     except SriovNodeError as exc:

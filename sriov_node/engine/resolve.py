@@ -2,7 +2,9 @@
 
 What the file says about itself is checked in config.py (exit 2, nothing written). What depends
 on this host — a selector that matches no PF, a count above a PF's sriov_totalvfs, two blocks
-choosing one PF — fails only the blocks concerned: the other PFs still converge.
+choosing one PF, a block giving one VF MAC or GUID that selects several PFs here, switchdev
+representors' names that clash with the host's PFs or each other (`config.check_on_host`) — fails
+only the blocks concerned: the other PFs still converge.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from sriov_node.config import check_on_host
 from sriov_node.drivers import capacity_words
 from sriov_node.model import DesiredState, HostState, PfSpec, PfState
 
@@ -19,6 +22,7 @@ NOT_A_PF = "not_a_pf"  # it names a device that exists but is not an SR-IOV PF
 CONFLICT = "conflict"  # two blocks select the same PF
 CAPACITY = "capacity"  # num_vfs above the PF's sriov_totalvfs
 MISMATCH = "mismatch"  # name and altname name two different PFs (or altname is not the named PF's)
+INVALID_HERE = "invalid_here"  # what the block gives is wrong on this host: one VF MAC for several PFs, clashing names
 
 
 @dataclass(frozen=True)
@@ -192,4 +196,14 @@ def resolve(desired: DesiredState, host: HostState) -> Resolution:
                 + capacity_words(pf.driver, pf.pci, spec.num_vfs, pf.total_vfs), pf.pci, "num_vfs"))
             continue
         targets.append(Target(spec, pf))
+    # what a block gives that is wrong on this host only (one VF address on several PFs, representors'
+    # names): that block fails, as a selector that matches nothing here does
+    failed: Dict[str, List[PfState]] = {}
+    for problem in check_on_host(chosen, [(t.spec, t.pf) for t in targets], host.pfs):
+        block, _, attr = problem.key.partition(".")
+        pfs = [t.pf for t in targets if t.spec.key == block] or [pf for spec, pf in chosen if spec.key == block]
+        failed.setdefault(block, pfs)
+        failures.append(BlockFailure(block, INVALID_HERE, problem.message, pfs[0].pci if len(pfs) == 1 else None,
+                                     attr or None))
+    targets = [t for t in targets if t.spec.key not in failed]
     return Resolution(tuple(targets), tuple(failures), tuple(notices))

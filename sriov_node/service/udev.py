@@ -3,7 +3,12 @@ and name the representors from phys_port_name."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from sriov_node.config import RepresentorPf, representor_names as checked_names
+
+__all__ = ["HEADER", "REPRESENTOR_HEADER", "REPRESENTOR_PORTS", "RepresentorPf", "managed_vfs_rule", "representor_names",
+           "representor_rules"]
 
 HEADER = """\
 # Keep NetworkManager off SR-IOV VFs (NM_UNMANAGED=1), and let systemd-networkd match them too
@@ -37,53 +42,28 @@ REPRESENTOR_HEADER = """\
 """
 
 
-class RepresentorPf:
-    """One switchdev PF as the representor rules need it."""
-
-    def __init__(self, key: str, device: str, name: Optional[str], num_vfs: int, template: str,
-                 mac: Optional[str] = None):
-        self.key, self.device, self.name, self.num_vfs, self.template, self.mac = key, device, name, num_vfs, template, mac
-
-
-def representor_names(pfs: Sequence[RepresentorPf]) -> Tuple[Dict[str, List[str]], List[Tuple[str, str]]]:
-    """({PF device: its representors' names by VF index}, [(key, problem)]): every name a valid interface
-    name, none twice, none a PF's (a rename onto an existing name fails with EEXIST)."""
-    from sriov_node.config import check_ifname
-
+def representor_names(pfs: Sequence[RepresentorPf], taken: Optional[Mapping[str, str]] = None
+                      ) -> Tuple[Dict[str, List[str]], List[Tuple[str, str]]]:
+    """({PF device: its representors' names by VF index}, [(key, problem)]): the names as `config.representor_names`
+    checks them (the one check, which validate and apply make too), and a PF whose template needs {pf} and
+    that has no netdev now (its rule cannot be printed yet)."""
     problems: List[Tuple[str, str]] = []
-    names: Dict[str, List[str]] = {}
-    taken: Dict[str, str] = {pf.name: f"{pf.key} ({pf.device})'s own name" for pf in pfs if pf.name}
     for pf in pfs:
         if "{pf}" in pf.template and not pf.name:
             problems.append((f"{pf.key}.representor_name", f"{pf.device}: the PF has no netdev now, so {pf.template!r} has no {{pf}} "
                             "to name its representors after; print the rule while the PF's driver is bound"))
-            continue
-        out = []
-        for vf in range(pf.num_vfs):
-            name = pf.template.replace("{pf}", pf.name or "").replace("{vf}", str(vf))
-            why = check_ifname(name)
-            if why:
-                problems.append((f"{pf.key}.representor_name", f"VF {vf} of {pf.device}: {name!r} {why}; choose a "
-                                 "shorter template (representor_name = \"{pf}_{vf}\" adds 2 to 6 characters to the "
-                                 "PF's name), or rename the PF"))
-                break
-            if name in taken:
-                problems.append((f"{pf.key}.representor_name", f"VF {vf} of {pf.device}: {name!r} is also "
-                                 f"{taken[name]}; give each PF's representors their own names (put {{pf}} in the "
-                                 "template)"))
-                break
-            taken[name] = f"the representor of VF {vf} of {pf.device} ({pf.key})"
-            out.append(name)
-        names[pf.device] = out
-    return names, problems
+    names, more = checked_names(pfs, taken)
+    return names, problems + more
 
 
-def representor_rules(pfs: Sequence[RepresentorPf]) -> Tuple[str, List[Tuple[str, str]]]:
+def representor_rules(pfs: Sequence[RepresentorPf], taken: Optional[Mapping[str, str]] = None
+                       ) -> Tuple[str, List[Tuple[str, str]]]:
     """(the rules for these switchdev PFs' representors and their own names, [(key, problem)]); no
-    text when there is a problem."""
+    text when there is a problem. `taken`: the host's other netdev names (name -> whose), which no
+    representor may take."""
     if not pfs:
         return "", []
-    names, problems = representor_names(pfs)
+    names, problems = representor_names(pfs, taken)
     if problems:
         return "", problems
     lines = [REPRESENTOR_HEADER.rstrip("\n"), 'SUBSYSTEM!="net", GOTO="sriov_node_rep_end"',
