@@ -111,3 +111,24 @@ def test_a_host_without_vfs_captures_no_block(make_host):
     assert "[[pf]]" not in proc.stdout
     assert "# Not captured (no VFs): 0000:20:00.0 (ens1f0), 0000:20:00.1 (ens1f1)" in proc.stdout
     assert run_cli("capture", "--by", "mac", root=host.root).returncode == 2
+
+
+@pytest.mark.parametrize("second", [(PF0, 1), (PF1, 0)], ids=["same PF", "other PF"])
+def test_a_mac_two_vfs_share_is_captured_once_and_the_other_said(make_host, tmp_path, second):
+    """Two VFs given one MAC by hand: a config gives a MAC to one VF only, so the capture keeps the
+    first VF's, leaves the other's out saying so, and stays a valid config whose apply writes nothing."""
+    host = make_host(("x710", 2, None))
+    for pf in (PF0, PF1):
+        host.sysfs.set_num_vfs(pf, 2)
+    name = {PF0: "ens1f0", PF1: "ens1f1"}
+    host.links.set_vf_links("ens1f0", [(0, {"mac": "02:00:00:00:00:05"})])
+    pf, index = second
+    host.links.set_vf_links(name[pf], [(index, {"mac": "02:00:00:00:00:05"})])
+    out = tmp_path / "captured.toml"
+    proc = run_cli("capture", "--output", str(out), root=host.root)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert text.count('mac = "02:00:00:00:00:05"') == 1
+    assert f"# VF {index}: mac 02:00:00:00:00:05 not captured: {PF0} (ens1f0) VF 0 has it too" in text, text
+    applied = run_cli("apply", "--json", root=host.root, config=str(out))
+    assert applied.returncode == 0 and json.loads(applied.stdout)["writes"] == 0, applied.stdout + applied.stderr

@@ -95,8 +95,28 @@ def vf_guids(index: int, links: Optional[VfLinks], pf_guid: Optional[str]) -> Tu
     return tuple((k, have[k]) for k in GUID_KEYS if k in have)
 
 
-def _pf_block(pf: PfState, by: str, altnames: Optional[Tuple[str, ...]] = None) -> List[str]:
-    """One PF's block, from its observation with VF settings and eswitch mode (`_observe`)."""
+def _own_addresses(pf: PfState, index: int, settings: Tuple[Tuple[str, Any], ...], taken: Dict[Tuple[str, str], str],
+                   notes: List[str]) -> Tuple[Tuple[str, Any], ...]:
+    """A VF's settings without a MAC or given GUID another VF captured already has (a config gives one
+    VF's address to one VF: the kernel may show two sharing one, set by hand); each left out is said."""
+    kept = []
+    for key, value in settings:
+        if key in ("mac",) + GUID_KEYS:
+            first = taken.setdefault((key, str(value).lower()), f"{pf.label} VF {index}")
+            if first != f"{pf.label} VF {index}":
+                notes.append(f"VF {index}: {key} {value} not captured: {first} has it too, and a {key} is one "
+                             "VF's (give this one its own)")
+                continue
+        kept.append((key, value))
+    return tuple(kept)
+
+
+def _pf_block(pf: PfState, by: str, altnames: Optional[Tuple[str, ...]] = None,
+              taken: Optional[Dict[Tuple[str, str], str]] = None) -> List[str]:
+    """One PF's block, from its observation with VF settings and eswitch mode (`_observe`); `taken`:
+    the VF addresses (MAC, given GUIDs) the blocks before it captured, and whose."""
+    taken = {} if taken is None else taken
+    notes: List[str] = []
     links_note = None
     if not pf.netdevs:
         links_note = "VF settings not read: the PF has no netdev"
@@ -110,7 +130,8 @@ def _pf_block(pf: PfState, by: str, altnames: Optional[Tuple[str, ...]] = None) 
         if vf.index >= (pf.num_vfs or 0):
             continue
         driver, comment = driver_key(vf, default, pf.autoprobe)
-        settings = vf_settings(vf.links) + vf_guids(vf.index, vf.links, pf.ib_guid)
+        settings = _own_addresses(pf, vf.index, vf_settings(vf.links) + vf_guids(vf.index, vf.links, pf.ib_guid),
+                                  taken, notes)
         if driver is None and not settings:
             continue  # the kernel's default, nothing set: what a VF no group names gets
         key: Tuple[Any, ...] = (driver, comment, settings)
@@ -122,6 +143,7 @@ def _pf_block(pf: PfState, by: str, altnames: Optional[Tuple[str, ...]] = None) 
     lines = ["\n", f"# {title}\n"]
     if links_note:
         lines.append(f"# {links_note}\n")
+    lines += [f"# {note}\n" for note in notes]
     lines.append("[[pf]]\n")
     if by == "name" and pf.name:
         lines.append(_line("", "name", pf.name, pf.pci))
@@ -191,11 +213,12 @@ def capture_config(host: Host, *, by: str = "pci", pfs: Tuple[str, ...] = ()) ->
         "version = 1\n",
     ]
     skipped = []
+    taken: Dict[Tuple[str, str], str] = {}  # one VF's address is one VF's, across the PFs too
     for head in heads.pfs if asked is None else asked:
         if not head.num_vfs and asked is None:
             skipped.append(head.label)
             continue
-        lines += _pf_block(_observe(host, head.pci), by, heads.altnames(head) if by == "altname" else None)
+        lines += _pf_block(_observe(host, head.pci), by, heads.altnames(head) if by == "altname" else None, taken)
     if skipped:
         lines += ["\n", f"# Not captured (no VFs): {', '.join(skipped)}. A block with num_vfs = 0 would keep them so.\n"]
     others = [pf.label for pf in heads.pfs if asked is not None and pf not in asked]
