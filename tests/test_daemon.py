@@ -194,7 +194,8 @@ def test_lost_uevents_make_the_daemon_converge_every_pf(daemon):
     d.wait_for(lambda: any("uevents were lost" in line for line in d.log), what="the loss said")
     d.wait_for(lambda: h.sysfs.num_vfs(PF0) == 4 and h.sysfs.num_vfs(PF1) == 2, what="both PFs restored")
     lost = next(i for i, line in enumerate(d.log) if "uevents were lost" in line)
-    assert any(re.search(r"run \d+: every PF:", line) for line in d.log[lost:]), d.log
+    # the run's line is logged once it has read the PFs back, after their writes
+    d.wait_for(lambda: any(re.search(r"run \d+: every PF:", line) for line in d.log[lost:]), what="a run of every PF")
     assert d.proc.poll() is None
 
 
