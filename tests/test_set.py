@@ -144,6 +144,27 @@ def test_no_apply_validates_saves_and_says_it_is_not_applied(host, config):
     assert config.read_bytes() == before
 
 
+@pytest.mark.parametrize("assignment, words", [
+    ("mtu=9800", "9800"),  # above i40e's max_mtu
+    ("vfs[0-3].driver=foobar", "foobar"),  # no such module here
+    ("vfs[0-3].driver=ice", "cannot drive these VFs"),  # another NIC's driver
+])
+def test_no_apply_refuses_an_edit_validate_would_refuse(host, config, assignment, words):
+    """--no-apply saves an edit for a later apply: one that this host's drivers refuse is refused as
+    `validate` refuses it (exit 1, the reason), and the file is left as it was; one the host takes
+    is saved."""
+    before = config.read_bytes()
+    proc = run_cli("set", "ens1f0", assignment, "--no-apply", root=host.root, config=str(config))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert words in proc.stderr and "nothing was written" in proc.stderr, proc.stderr
+    assert config.read_bytes() == before
+    proc = run_cli("set", "ens1f0", "mtu=9000", "--no-apply", root=host.root, config=str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "mtu = 9000" in config.read_text()
+    assert run_cli("validate", root=host.root, config=str(config)).returncode == 0
+    assert sim_writes(host) == []
+
+
 def test_set_creates_a_missing_config(host, tmp_path):
     path = tmp_path / "new" / "config.toml"
     proc = run_cli("set", "ens1f0", "num_vfs=2", root=host.root, config=str(path))

@@ -190,6 +190,9 @@ def _transact(ctx, pf: str, edit, command: str, *, no_apply: bool, as_json: bool
                 if no_apply:
                     if result.unresolved:  # --no-apply still validates against this host's PFs
                         _not_here(body, result.unresolved, as_json)
+                    refused = _refused_here(host, result)  # and their drivers, as validate does
+                    if refused:
+                        _not_here(body, refused, as_json)
                     backup = tx.save()
                     body.update(saved=result.changed, backup=backup, generation=None, apply=None)
                     _say(body, f"{result.path}: {result.summary() if result.changed else 'unchanged'}"
@@ -239,6 +242,18 @@ def _say(body: dict, line: str, as_json: bool, *, error: bool = False) -> None:
             typer.echo(f"error: {line}", err=True)
     else:
         typer.echo(f"error: {line}" if error else line, err=error)
+
+
+def _refused_here(host, result) -> list:
+    """The edited block's PFs whose plan has a step this host refuses (a driver's limit, a module it
+    does not have), judged as `validate` judges them: an edit saved without applying it must pass
+    `validate` as the next apply will run it."""
+    if result.desired is None or not result.only:
+        return []
+    from sriov_node.engine.reconcile import reconcile, unsupported
+
+    planned = reconcile(host, result.desired, only=result.only, dry_run=True)
+    return [o for o in planned.outcomes if unsupported(o)]
 
 
 def _not_here(body: dict, unresolved, as_json: bool) -> None:
