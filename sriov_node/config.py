@@ -788,12 +788,7 @@ class _Validator:
         seen: Dict[Tuple[str, str], str] = {}
         for spec in specs:
             for group in spec.vfs:
-                given = [("mac", group.links.mac)]
-                if group.guids is not None and not group.guids.auto:
-                    given += [("node_guid", group.guids.node_guid), ("port_guid", group.guids.port_guid)]
-                for attr, value in given:
-                    if value is None:
-                        continue
+                for attr, value in vf_addresses(group):
                     where = f"{group.key}.{attr}"
                     first = seen.setdefault((attr, value), where)
                     if first != where:
@@ -878,6 +873,14 @@ def plugin_file_clash(path: str, config: str) -> Optional[str]:
     return None
 
 
+def vf_addresses(group: VfGroup) -> List[Tuple[str, str]]:
+    """What a group gives its one VF that is that VF's alone: its MAC, its given node and port GUIDs."""
+    given = [("mac", group.links.mac)]
+    if group.guids is not None and not group.guids.auto:
+        given += [("node_guid", group.guids.node_guid), ("port_guid", group.guids.port_guid)]
+    return [(attr, value) for attr, value in given if value is not None]
+
+
 def check_on_host(selected: Sequence[Tuple[PfSpec, PfState]], targets: Sequence[Tuple[PfSpec, PfState]],
                   pfs: Sequence[PfState]) -> List[ConfigProblem]:
     """What is wrong with a block that only a host shows (engine/resolve.py fails the blocks concerned,
@@ -897,12 +900,7 @@ def check_on_host(selected: Sequence[Tuple[PfSpec, PfState]], targets: Sequence[
             continue
         spec = specs[key]
         for group in spec.vfs:
-            given = [("mac", group.links.mac)]
-            if group.guids is not None and not group.guids.auto:
-                given += [("node_guid", group.guids.node_guid), ("port_guid", group.guids.port_guid)]
-            for attr, value in given:
-                if value is None:
-                    continue
+            for attr, value in vf_addresses(group):
                 problems.append(ConfigProblem(
                     f"{group.key}.{attr}",
                     f"{value!r} would go to VF {group.indices[0]} of each of the {len(many)} PFs {key} "

@@ -39,6 +39,32 @@ def sim_writes(host: Host) -> List[tuple]:
     return SimKernel(host.root).write_log()
 
 
+def sim_digest(root: str) -> str:
+    """The simulated kernel's whole state under `root`: its tree (links as links), model and write log.
+    Equal before and after a command: the command wrote nothing."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for top in ("sys", "dev", ".sriov-node-sim.json", ".sriov-node-sim.log"):
+        base = os.path.join(root, top)
+        if os.path.isfile(base):
+            h.update(top.encode() + open(base, "rb").read())
+            continue
+        for where, dirs, files in sorted(os.walk(base)):
+            dirs.sort()
+            for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(where, d))]):
+                path = os.path.join(where, name)
+                h.update(path[len(root):].encode())
+                if os.path.islink(path):
+                    h.update(b"->" + os.readlink(path).encode())
+                else:
+                    try:
+                        h.update(open(path, "rb").read())
+                    except OSError:
+                        h.update(b"<unreadable>")
+    return h.hexdigest()
+
+
 def sim_uevents(host: Host) -> List[dict]:
     """Every uevent the simulated kernel has sent, oldest first (none yet: [])."""
     try:

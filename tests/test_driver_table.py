@@ -6,7 +6,6 @@ predicts. The cases come from the table itself, so a new row is tested by being 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from typing import Dict, List, Optional, Tuple
@@ -17,7 +16,7 @@ from sriov_node import drivers
 from sriov_node.model import SETTING_ATTR, VF_LINK_ATTRS, VF_SETTING_KEYS, VfLinks
 from sriov_node.sim.build import create_host
 from sriov_node.sim.nics import NICS
-from tests.helpers import PF0, open_host, run_cli
+from tests.helpers import PF0, open_host, run_cli, sim_digest
 
 # Rows the simulator has no NIC for: judged here from the table alone (the lab runs netdevsim).
 NOT_SIMULATED = {"netdevsim"}
@@ -53,29 +52,6 @@ def _config(case: drivers.Case, row: drivers.Driver) -> str:
     if group:
         lines += ["  [[pf.vfs]]", '  range = "0-1"'] + [f"  {k} = {value(v)}" for k, v in group.items()]
     return "\n".join(lines) + "\n"
-
-
-def _digest(root: str) -> str:
-    """The simulated kernel's whole state: the tree, the model and its write log."""
-    h = hashlib.sha256()
-    for top in ("sys", "dev", ".sriov-node-sim.json", ".sriov-node-sim.log"):
-        base = os.path.join(root, top)
-        if os.path.isfile(base):
-            h.update(top.encode() + open(base, "rb").read())
-            continue
-        for where, dirs, files in sorted(os.walk(base)):
-            dirs.sort()
-            for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(where, d))]):
-                path = os.path.join(where, name)
-                h.update(path[len(root):].encode())
-                if os.path.islink(path):
-                    h.update(b"->" + os.readlink(path).encode())
-                else:
-                    try:
-                        h.update(open(path, "rb").read())
-                    except OSError:
-                        h.update(b"<unreadable>")
-    return h.hexdigest()
 
 
 _HOSTS: Dict[str, str] = {}
@@ -129,7 +105,7 @@ def test_each_refusal_the_table_implies_is_refused_whole(hosts, tmp_path, name, 
     config = tmp_path / "config.toml"
     config.write_text(_config(case, row))
     try:
-        before = _digest(root)
+        before = sim_digest(root)
         for argv in (["validate"], ["apply", "--dry-run", "--detailed-exitcode"], ["apply", "--dry-run"],
                      ["apply"]):
             done = run_cli(*argv, root=root, config=str(config))
@@ -137,7 +113,7 @@ def test_each_refusal_the_table_implies_is_refused_whole(hosts, tmp_path, name, 
             assert "Fix:" in done.stderr and f"PF {PF0}" in done.stderr, (argv, done.stderr)
             keys = set(case.pf) | set(case.vf) | ({"mtu"} if case.label == "vf_mtu" else set())
             assert any(f".{k} = " in done.stderr for k in keys), (argv, done.stderr)
-        assert _digest(root) == before  # not one write
+        assert sim_digest(root) == before  # not one write
         history = json.loads(run_cli("history", "--json", root=root, config=str(config)).stdout)
         assert history["generations"] == [], history  # apply recorded nothing
     finally:
@@ -256,13 +232,13 @@ def test_the_issue_cases_are_refused_by_all_three(tmp_path, text, words):
     config = os.path.join(where, "c.toml")
     with open(config, "w") as fh:
         fh.write('[[pf]]\nname = "ens1f0"\nnum_vfs = 4\n' + text)
-    before = _digest(root)
+    before = sim_digest(root)
     for argv in (["validate"], ["apply", "--dry-run", "--detailed-exitcode"], ["apply"]):
         done = run_cli(*argv, root=root, config=config)
         assert done.returncode == 1, (argv, done.stderr)
         for word in words:
             assert word in done.stderr, (argv, done.stderr)
-    assert _digest(root) == before
+    assert sim_digest(root) == before
     assert open_host(root).sysfs.num_vfs(PF0) == 2
     body = json.loads(run_cli("history", "--json", root=root, config=config).stdout)
     assert body["generations"] == [], body

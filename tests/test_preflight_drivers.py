@@ -9,7 +9,6 @@ simulator knows."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Dict, List, Tuple
@@ -21,7 +20,7 @@ from sriov_node.host.modules import Modules
 from sriov_node.host.paths import Root
 from sriov_node.sim.build import create_host
 from sriov_node.sim.nics import NICS
-from tests.helpers import open_host, run_cli
+from tests.helpers import open_host, run_cli, sim_digest
 
 GENERIC = ("vfio-pci", "uio_pci_generic", "pci-stub")
 # every device-specific driver the simulator knows: the PF and VF drivers of its NIC models
@@ -32,29 +31,6 @@ MODELS = tuple(NICS)
 def _pf_of(k: int) -> str:
     """The first PF of the k-th NIC of a simulated host (`sim create` puts NIC k on bus 0x20 + 0x10*k)."""
     return f"0000:{0x20 + 0x10 * k:02x}:00.0"
-
-
-def _digest(root: str) -> str:
-    """The simulated kernel's whole state: tree, model and write log."""
-    h = hashlib.sha256()
-    for top in ("sys", "dev", ".sriov-node-sim.json", ".sriov-node-sim.log"):
-        base = os.path.join(root, top)
-        if os.path.isfile(base):
-            h.update(top.encode() + open(base, "rb").read())
-            continue
-        for where, dirs, files in sorted(os.walk(base)):
-            dirs.sort()
-            for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(where, d))]):
-                path = os.path.join(where, name)
-                h.update(path[len(root):].encode())
-                if os.path.islink(path):
-                    h.update(b"->" + os.readlink(path).encode())
-                else:
-                    try:
-                        h.update(open(path, "rb").read())
-                    except OSError:
-                        h.update(b"<unreadable>")
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ the rule (pure)
@@ -227,7 +203,7 @@ REFUSED = [("ens1f0", "ice", "iavf", "8086:1889"), ("ens1f0", "mlx5_core", "iavf
 @pytest.mark.parametrize("pf,driver,fix,vf_id", REFUSED, ids=[f"{p}-{d}" for p, d, _, _ in REFUSED])
 def test_a_driver_that_cannot_drive_the_vfs_is_refused_by_all_three(node, tmp_path, pf, driver, fix, vf_id):
     config = _config(tmp_path, pf, driver)
-    before = _digest(node)
+    before = sim_digest(node)
     for argv in (["validate"], ["apply", "--dry-run"], ["apply", "--dry-run", "--detailed-exitcode"], ["apply"]):
         done = run_cli(*argv, root=node, config=config)
         assert done.returncode == 1, (argv, done.stdout, done.stderr)
@@ -235,7 +211,7 @@ def test_a_driver_that_cannot_drive_the_vfs_is_refused_by_all_three(node, tmp_pa
         assert f"({pf})" in line and "VF(s) 0-3: pf[0].vfs[0].driver" in line, line
         assert f"{driver} cannot drive these VFs (PCI {vf_id})" in line and f"these VFs: {fix}" in line, line
         assert f'Fix: set driver = "{fix}"' in line and "ENODEV" in line and "nothing was written" in line, line
-    assert _digest(node) == before  # not one write
+    assert sim_digest(node) == before  # not one write
     history = json.loads(run_cli("history", "--json", root=node, config=config).stdout)
     assert history["generations"] == []
     valid = json.loads(run_cli("validate", "--json", root=node, config=config).stdout)
@@ -258,11 +234,11 @@ def test_vfs_there_on_their_driver_are_not_moved_to_one_that_cannot_drive_them(n
     config = _config(tmp_path, "ens1f0", "iavf", num_vfs=2, vfs="0-1")
     assert run_cli("apply", root=node, config=config).returncode == 0
     config = _config(tmp_path, "ens1f0", "ice", num_vfs=2, vfs="1")
-    before = _digest(node)
+    before = sim_digest(node)
     for argv in (["validate"], ["apply", "--dry-run"], ["apply"]):
         done = run_cli(*argv, root=node, config=config)
         assert done.returncode == 1 and 'VF(s) 1: pf[0].vfs[0].driver = "ice"' in done.stderr, (argv, done.stderr)
-    assert _digest(node) == before
+    assert sim_digest(node) == before
     host = open_host(node)
     vf = host.sysfs.vf_address("0000:20:00.0", 1)
     assert host.sysfs.device_driver(vf) == "iavf"

@@ -9,40 +9,16 @@ the link by the driver: taken as given, and not refused here."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
-import os
 
 import pytest
 
 from sriov_node import drivers
 from sriov_node.sim.build import create_host
-from tests.helpers import open_host, run_cli
+from tests.helpers import open_host, run_cli, sim_digest
 
 PF = "0000:20:00.0"  # ens1f0: an E810 port at 25000 Mbit/s
 U32_MAX = 4294967295
-
-
-def _digest(root: str) -> str:
-    h = hashlib.sha256()
-    for top in ("sys", ".sriov-node-sim.json", ".sriov-node-sim.log"):
-        base = os.path.join(root, top)
-        if os.path.isfile(base):
-            h.update(open(base, "rb").read())
-            continue
-        for where, dirs, files in sorted(os.walk(base)):
-            dirs.sort()
-            for name in sorted(files):
-                path = os.path.join(where, name)
-                h.update(path.encode())
-                if os.path.islink(path):
-                    h.update(os.readlink(path).encode())
-                else:
-                    try:
-                        h.update(open(path, "rb").read())
-                    except OSError:
-                        pass
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -63,7 +39,7 @@ def _generations(root: str, config: str) -> list:
 
 
 def _refused_by_all_three(root: str, config: str, *words: str) -> None:
-    before = _digest(root)
+    before = sim_digest(root)
     recorded = _generations(root, config)
     for argv in (["validate"], ["apply", "--dry-run"], ["apply", "--dry-run", "--detailed-exitcode"], ["apply"]):
         done = run_cli(*argv, root=root, config=config)
@@ -71,7 +47,7 @@ def _refused_by_all_three(root: str, config: str, *words: str) -> None:
         for word in words:
             assert word in done.stderr, (argv, word, done.stderr)
         assert "EINVAL" in done.stderr and "Fix:" in done.stderr and "nothing was written" in done.stderr
-    assert _digest(root) == before  # not one write
+    assert sim_digest(root) == before  # not one write
     assert _generations(root, config) == recorded  # apply recorded nothing
 
 
