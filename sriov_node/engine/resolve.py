@@ -10,7 +10,7 @@ only the blocks concerned: the other PFs still converge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from sriov_node.config import check_on_host
 from sriov_node.drivers import capacity_words
@@ -198,11 +198,11 @@ def resolve(desired: DesiredState, host: HostState) -> Resolution:
         targets.append(Target(spec, pf))
     # what a block gives that is wrong on this host only (one VF address on several PFs, representors'
     # names): that block fails, as a selector that matches nothing here does
-    failed: Dict[str, List[PfState]] = {}
+    failed: Set[str] = set()
     for problem in check_on_host(chosen, [(t.spec, t.pf) for t in targets], host.pfs):
         block, _, attr = problem.key.partition(".")
-        pfs = [t.pf for t in targets if t.spec.key == block] or [pf for spec, pf in chosen if spec.key == block]
-        failed.setdefault(block, pfs)
+        pfs = [pf for spec, pf in chosen if spec.key == block]
+        failed.add(block)
         failures.append(BlockFailure(block, INVALID_HERE, problem.message, pfs[0].pci if len(pfs) == 1 else None,
                                      attr or None))
     targets = [t for t in targets if t.spec.key not in failed]

@@ -3,7 +3,7 @@ and name the representors from phys_port_name."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from sriov_node.config import RepresentorPf, representor_names as checked_names
 
@@ -42,8 +42,7 @@ REPRESENTOR_HEADER = """\
 """
 
 
-def representor_names(pfs: Sequence[RepresentorPf], taken: Optional[Mapping[str, str]] = None
-                      ) -> Tuple[Dict[str, List[str]], List[Tuple[str, str]]]:
+def representor_names(pfs: Sequence[RepresentorPf]) -> Tuple[Dict[str, List[str]], List[Tuple[str, str]]]:
     """({PF device: its representors' names by VF index}, [(key, problem)]): the names as `config.representor_names`
     checks them (the one check, which validate and apply make too), and a PF whose template needs {pf} and
     that has no netdev now (its rule cannot be printed yet)."""
@@ -52,18 +51,17 @@ def representor_names(pfs: Sequence[RepresentorPf], taken: Optional[Mapping[str,
         if "{pf}" in pf.template and not pf.name:
             problems.append((f"{pf.key}.representor_name", f"{pf.device}: the PF has no netdev now, so {pf.template!r} has no {{pf}} "
                             "to name its representors after; print the rule while the PF's driver is bound"))
-    names, more = checked_names(pfs, taken)
+    names, more = checked_names(pfs)
     return names, problems + more
 
 
-def representor_rules(pfs: Sequence[RepresentorPf], taken: Optional[Mapping[str, str]] = None
-                       ) -> Tuple[str, List[Tuple[str, str]]]:
+def representor_rules(pfs: Sequence[RepresentorPf]) -> Tuple[str, List[Tuple[str, str]]]:
     """(the rules for these switchdev PFs' representors and their own names, [(key, problem)]); no
-    text when there is a problem. `taken`: the host's other netdev names (name -> whose), which no
-    representor may take."""
+    text when there is a problem. Names that clash with the host's PFs fail their block when the
+    config is resolved (engine/resolve.py): those PFs are not given here."""
     if not pfs:
         return "", []
-    names, problems = representor_names(pfs, taken)
+    names, problems = representor_names(pfs)
     if problems:
         return "", problems
     lines = [REPRESENTOR_HEADER.rstrip("\n"), 'SUBSYSTEM!="net", GOTO="sriov_node_rep_end"',
