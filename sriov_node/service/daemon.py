@@ -40,6 +40,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Set
 from sriov_node.engine.outcome import pf_converged
 from sriov_node.errors import LockTimeout, SriovNodeError
 from sriov_node.host import Host
+from sriov_node.host.paths import CLASS_NET
 from sriov_node.service.journal import Notifier, fields
 from sriov_node.model import DesiredState
 from sriov_node.engine.reconcile import Report, load_desired, reconcile
@@ -429,7 +430,7 @@ class Daemon:
                 return True
         except OSError:
             return True  # cannot read them now: look again (the run says why)
-        return mtu is not None and self.host.sysfs.read_int("sys/class/net", name, "mtu") != mtu
+        return mtu is not None and self.host.sysfs.read_int(CLASS_NET, name, "mtu") != mtu
 
     def _route(self, events: List[Uevent], due_already: FrozenSet[str] = frozenset()) -> Set[str]:
         """The PFs these events call for: a uevent's PF (unless the last run's read covers it); a link

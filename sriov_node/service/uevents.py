@@ -154,8 +154,9 @@ class ListenerSource(UeventSource):
 
 class LinkSource(UeventSource):
     """The netdevs whose state moved (rtnetlink's link group, `Links.listen`), as "link" events of
-    the netdev's device: a VF setting, or a PF's MTU, changed by hand sends no uevent, only this.
-    The event names the netdev, not what changed: the daemon compares the PF with its last read."""
+    the device that owns the netdev (devpath "/<device>/net/<netdev>"; a virtual netdev's are dropped):
+    a VF setting, or a PF's MTU, changed by hand sends no uevent, only this. The event names the
+    netdev, not what changed: the daemon compares the PF with its last read."""
 
     ACTION = "link"
 
@@ -175,13 +176,13 @@ class LinkSource(UeventSource):
                 if not self.waiting:
                     return None
             ifindex, ifname = self.waiting.pop()
-            try:  # the netdev's device path, as its uevents give it (gone since: nothing to say)
-                target = os.readlink(self.host.path("sys/class/net", ifname)) if ifname else None
-            except (OSError, ValueError):
-                target = None
-            if target and "devices/" in target:
-                devpath = "/devices/" + target.split("devices/", 1)[1]
-                return Uevent(self.ACTION, "net", devpath, None, {"INTERFACE": ifname, "IFINDEX": str(ifindex)})
+            from sriov_node.host.observe import netdev_owners
+
+            # the device that owns the netdev (none: a virtual netdev, or one gone since: nothing to say)
+            owner = netdev_owners(self.host, [ifname]).get(ifname) if ifname else None
+            if owner:
+                return Uevent(self.ACTION, "net", f"/{owner}/net/{ifname}", None,
+                              {"INTERFACE": ifname, "IFINDEX": str(ifindex)})
 
     def close(self) -> None:
         self.listener.close()
